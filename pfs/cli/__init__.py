@@ -1,0 +1,1 @@
+"""pfs.cli: the `pfs` command: argument parsing, output and exit codes."""

@@ -1,0 +1,254 @@
+"""The `pfs` command: Pachyderm 1.x verbs over a pfs server.
+
+Every failure prints one line (`pfs: ...`) and exits non-zero: 1 for an
+error from the store or the network, 2 for a usage error.
+"""
+
+import argparse
+import json
+import os
+import sys
+from dataclasses import asdict
+
+import pfs
+from pfs.cli import output
+from pfs.cli.progress import progress
+from pfs.cli.sources import sources
+from pfs.client import Client, default_address
+from pfs.client.upload import Uploader
+from pfs.core.chunking import DELIMITERS
+from pfs.core.errors import InvalidArgument, PfsError
+from pfs.core.model import CommitInfo, CommitRef
+
+
+def cmd_version(args, client):
+    print(pfs.__version__)
+
+
+def cmd_create_repo(args, client):
+    client.create_repo(args.repo, args.description)
+
+
+def cmd_list_repo(args, client):
+    output.table(
+        ("NAME", "CREATED", "SIZE"),
+        ((r.name, output.ago(r.created), output.size(r.size_bytes)) for r in client.list_repos()),
+    )
+
+
+def cmd_inspect_repo(args, client):
+    r = client.inspect_repo(args.repo)
+    if args.raw:
+        return _raw(r)
+    output.fields([
+        ("Name", r.name),
+        ("Description", r.description),
+        ("Created", output.ago(r.created)),
+        ("Size", output.size(r.size_bytes)),
+        ("Branches", ", ".join(r.branches)),
+    ])
+
+
+def cmd_delete_repo(args, client):
+    client.delete_repo(args.repo)
+
+
+def cmd_start_commit(args, client):
+    print(client.start_commit(args.repo, args.branch or "", args.parent or "").id)
+
+
+def cmd_finish_commit(args, client):
+    client.finish_commit(CommitRef(args.repo, args.commit))
+
+
+def _commit_rows(commits: list[CommitInfo]):
+    for c in commits:
+        took = output.duration(c.finished - c.started) if c.is_finished else "-"
+        yield (c.repo, c.branch, c.id, c.parent or "<none>", output.ago(c.started), took, output.size(c.size_bytes))
+
+
+COMMIT_HEADER = ("REPO", "BRANCH", "COMMIT", "PARENT", "STARTED", "DURATION", "SIZE")
+
+
+def cmd_list_commit(args, client):
+    output.table(COMMIT_HEADER, _commit_rows(client.list_commits(args.repo, args.branch or "", args.number)))
+
+
+def cmd_inspect_commit(args, client):
+    c = client.inspect_commit(CommitRef(args.repo, args.commit))
+    if args.raw:
+        return _raw(c)
+    output.fields([
+        ("Commit", f"{c.repo}@{c.id}"),
+        ("Branch", c.branch),
+        ("Parent", c.parent or "<none>"),
+        ("Started", output.stamp(c.started)),
+        ("Finished", output.stamp(c.finished) if c.is_finished else "<open>"),
+        ("Size", output.size(c.size_bytes)),
+        ("Provenance", ", ".join(f"{p.repo}@{p.ref}" for p in c.provenance) or "<none>"),
+    ])
+
+
+def cmd_delete_commit(args, client):
+    client.delete_commit(CommitRef(args.repo, args.commit))
+
+
+def cmd_subscribe_commit(args, client):
+    for c in client.subscribe_commits(args.repo, args.branch, args.new):
+        print(c.id, flush=True)
+
+
+def cmd_list_branch(args, client):
+    output.table(("BRANCH", "HEAD"), ((b.name, b.head) for b in client.list_branches(args.repo)))
+
+
+def cmd_set_branch(args, client):
+    client.set_branch(CommitRef(args.repo, args.commit), args.branch)
+
+
+def cmd_put_file(args, client):
+    todo = sources(args.file, args.path, args.recursive)
+    ref = CommitRef(args.repo, args.ref)
+    if args.commit:
+        ref = CommitRef(args.repo, client.start_commit(args.repo, args.ref).id)
+    known = [s.size for s in todo]
+    total = None if None in known else sum(known)
+    with progress(total, "put-file") as advance:
+        with Uploader(client, ref, args.delimiter, advance) as up:
+            for src in todo:
+                with src.open() as stream:
+                    up.put(src.dest, stream, overwrite=args.overwrite)
+    if args.commit:
+        client.finish_commit(ref)
+
+
+def cmd_get_file(args, client):
+    ref = CommitRef(args.repo, args.ref)
+    info = client.inspect_file(ref, args.path)
+    if info.is_dir:
+        raise InvalidArgument(f"{args.path!r} is a directory; use list-file to see what it holds")
+    out = open(args.output, "wb") if args.output else sys.stdout.buffer
+    try:
+        with progress(info.size_bytes, "get-file") as advance:
+            for data in client.read_chunks(info.chunks):
+                out.write(data)
+                advance(len(data))
+    finally:
+        if args.output:
+            out.close()
+        else:
+            out.flush()
+
+
+def cmd_list_file(args, client):
+    rows = ((f.path, "dir" if f.is_dir else "file", output.size(f.size_bytes))
+            for f in client.list_files(CommitRef(args.repo, args.ref), args.path or ""))
+    output.table(("NAME", "TYPE", "SIZE"), rows)
+
+
+def cmd_inspect_file(args, client):
+    f = client.inspect_file(CommitRef(args.repo, args.ref), args.path)
+    if args.raw:
+        return _raw(f)
+    output.fields([
+        ("Path", f.path),
+        ("Type", "dir" if f.is_dir else "file"),
+        ("Size", output.size(f.size_bytes)),
+        ("Commit", f.commit),
+        *([] if f.is_dir else [("Chunks", len(f.chunks))]),
+    ])
+
+
+def cmd_delete_file(args, client):
+    client.delete_file(CommitRef(args.repo, args.ref), args.path)
+
+
+def _raw(obj) -> None:
+    def plain(o):
+        return o.hex() if isinstance(o, bytes) else str(o)
+
+    print(json.dumps(asdict(obj), indent=2, default=plain))
+
+
+def parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--address", default=argparse.SUPPRESS,
+                        help=f"the server, host:port (default $PFS_ADDRESS or {default_address()})")
+    p = argparse.ArgumentParser(prog="pfs", parents=[common],
+                                description="pfs: versioned data in repos and commits (Pachyderm 1.x verbs).")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def verb(name, fn, help_, *arguments):
+        s = sub.add_parser(name, parents=[common], help=help_, description=help_)
+        for flags, kwargs in arguments:
+            s.add_argument(*flags, **kwargs)
+        s.set_defaults(fn=fn)
+        return s
+
+    def a(*flags, **kwargs):
+        return flags, kwargs
+
+    repo = a("repo", metavar="REPO")
+    ref = a("ref", metavar="REF", help="a branch name or commit id (branch^ and branch~N name ancestors)")
+    raw = a("--raw", action="store_true", help="print JSON")
+
+    sub.add_parser("server", help="run a pfs server (see `pfs server --help`)", add_help=False)
+    verb("version", cmd_version, "print the client version")
+    verb("create-repo", cmd_create_repo, "create a repo", repo, a("-d", "--description", default=""))
+    verb("list-repo", cmd_list_repo, "list repos")
+    verb("inspect-repo", cmd_inspect_repo, "show a repo", repo, raw)
+    verb("delete-repo", cmd_delete_repo, "delete a repo and all its commits", repo)
+    verb("start-commit", cmd_start_commit, "start a commit on a branch (default master); prints its id", repo,
+         a("branch", metavar="BRANCH", nargs="?"),
+         a("-p", "--parent", help="the parent commit (default: the branch head)"))
+    verb("finish-commit", cmd_finish_commit, "finish a commit; it never changes again", repo,
+         a("commit", metavar="COMMIT"))
+    verb("list-commit", cmd_list_commit, "list commits, newest first", repo,
+         a("branch", metavar="BRANCH", nargs="?"), a("-n", "--number", type=int, default=0, help="at most N"))
+    verb("inspect-commit", cmd_inspect_commit, "show a commit", repo, a("commit", metavar="REF"), raw)
+    verb("delete-commit", cmd_delete_commit, "delete a commit that has no children", repo,
+         a("commit", metavar="REF"))
+    verb("subscribe-commit", cmd_subscribe_commit,
+         "print finished commits on a branch, from the first, then each new one as it finishes", repo,
+         a("branch", metavar="BRANCH"), a("--new", action="store_true", help="only commits finished from now on"))
+    verb("list-branch", cmd_list_branch, "list a repo's branches", repo)
+    verb("set-branch", cmd_set_branch, "point a branch at a commit", repo, a("commit", metavar="COMMIT"),
+         a("branch", metavar="BRANCH"))
+    verb("put-file", cmd_put_file, "put a file (appending to an existing one unless -o)", repo, ref,
+         a("path", metavar="PATH", nargs="?", help="where in the commit (default: named after the source)"),
+         a("-f", "--file", required=True, help="a local file or directory, an http(s) URL, or - for stdin"),
+         a("-r", "--recursive", action="store_true", help="put a directory tree"),
+         a("-c", "--commit", action="store_true", help="start and finish a commit on branch REF around it"),
+         a("-o", "--overwrite", action="store_true", help="replace the file instead of appending"),
+         a("--delimiter", choices=DELIMITERS, default="line",
+           help="cut chunks only at line ends (line, the default) or anywhere (none)"))
+    verb("get-file", cmd_get_file, "print a file's contents", repo, ref, a("path", metavar="PATH"),
+         a("-o", "--output", metavar="FILE", help="write to FILE instead of stdout"))
+    verb("list-file", cmd_list_file, "list a directory's files", repo, ref, a("path", metavar="PATH", nargs="?"))
+    verb("inspect-file", cmd_inspect_file, "show a file", repo, ref, a("path", metavar="PATH"), raw)
+    verb("delete-file", cmd_delete_file, "delete a file or directory from an open commit", repo, ref,
+         a("path", metavar="PATH"))
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["server"]:  # the server is its own program; pfs/ never imports server/
+        os.execv(sys.executable, [sys.executable, "-m", "server", *argv[1:]])
+    args = parser().parse_args(argv)
+    client = Client(getattr(args, "address", None))
+    try:
+        args.fn(args, client)
+    except PfsError as err:
+        output.error(str(err))
+        sys.exit(1)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(1)
+    except OSError as err:
+        output.error(f"{err.filename or ''}: {err.strerror}" if err.strerror else str(err))
+        sys.exit(1)
+    finally:
+        client.close()

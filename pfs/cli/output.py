@@ -1,0 +1,56 @@
+"""How the CLI shows things: aligned tables, human sizes and times, as pachctl did."""
+
+import sys
+import time
+from collections.abc import Iterable, Sequence
+
+
+def table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> None:
+    """Prints rows under a header, each column padded to its widest cell."""
+    rows = [list(map(str, r)) for r in rows]
+    widths = [max(len(str(c)) for c in col) for col in zip(header, *rows)]
+    for row in [list(header), *rows]:
+        print("   ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
+
+
+def fields(pairs: Sequence[tuple[str, object]]) -> None:
+    """Prints `Name: value` lines, for inspect-* commands."""
+    for name, value in pairs:
+        print(f"{name}: {value}")
+
+
+def size(n: int) -> str:
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            return f"{int(value)} {unit}" if unit == "B" else f"{value:.4g} {unit}"
+        value /= 1024
+    raise AssertionError("unreachable")
+
+
+def ago(t: float, now: float | None = None) -> str:
+    """'3 minutes ago' style, as pachctl prints times."""
+    delta = max(0.0, (now or time.time()) - t)
+    for unit, seconds in (("day", 86400), ("hour", 3600), ("minute", 60), ("second", 1)):
+        if delta >= seconds:
+            n = int(delta // seconds)
+            return f"{n} {unit}{'s' if n != 1 else ''} ago"
+    return "just now"
+
+
+def duration(seconds: float) -> str:
+    if seconds < 1:
+        return "Less than a second"
+    for unit, length in (("hour", 3600), ("minute", 60), ("second", 1)):
+        if seconds >= length:
+            n = int(seconds // length)
+            return f"{n} {unit}{'s' if n != 1 else ''}"
+    raise AssertionError("unreachable")
+
+
+def stamp(t: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t))
+
+
+def error(message: str) -> None:
+    print(f"pfs: {message}", file=sys.stderr)

@@ -1,0 +1,90 @@
+"""What put-file reads: a local file, a directory tree (-r), an http(s) URL, or stdin (-)."""
+
+import os
+import pathlib
+import sys
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import BinaryIO
+
+from pfs.core import paths
+from pfs.core.errors import InvalidArgument, NotFound, Unavailable
+
+URL_TIMEOUT = 60
+
+
+@dataclass(frozen=True)
+class Source:
+    """One file to put: where it goes in the commit, how to open it, and its size if known."""
+
+    dest: str
+    origin: str
+    size: int | None
+
+    @contextmanager
+    def open(self) -> Iterator[BinaryIO]:
+        if self.origin == "-":
+            yield sys.stdin.buffer
+        elif is_url(self.origin):
+            with _open_url(self.origin) as stream:
+                yield stream
+        else:
+            with open(self.origin, "rb") as f:
+                yield f
+
+
+def is_url(s: str) -> bool:
+    return s.startswith(("http://", "https://"))
+
+
+def sources(origin: str, dest: str | None, recursive: bool) -> list[Source]:
+    """The files that `put-file -f ORIGIN [-r] [PATH]` puts, in a stable order."""
+    if origin == "-":
+        if not dest:
+            raise InvalidArgument("put-file -f - needs a PATH to put stdin at")
+        return [Source(dest, origin, None)]
+    if is_url(origin):
+        name = pathlib.PurePosixPath(urllib.parse.urlparse(origin).path).name
+        if not (dest or name):
+            raise InvalidArgument(f"cannot name a file after {origin}; give a PATH")
+        return [Source(dest or name, origin, None)]
+    local = pathlib.Path(origin)
+    if not local.exists():
+        raise NotFound(f"no such file or directory: {origin}")
+    if local.is_dir():
+        if not recursive:
+            raise InvalidArgument(f"{origin} is a directory; use -r to put a directory tree")
+        return list(_tree(local, dest if dest is not None else local.name))
+    return [Source(dest or _default_dest(local), origin, local.stat().st_size)]
+
+
+def _default_dest(local: pathlib.Path) -> str:
+    """A relative path names the file as given (data/x.csv); others by their base name."""
+    if local.is_absolute() or ".." in local.parts:
+        return local.name
+    return paths.normalize(str(local))
+
+
+def _tree(root: pathlib.Path, dest: str) -> Iterator[Source]:
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        rel = pathlib.Path(dirpath).relative_to(root)
+        for name in sorted(filenames):
+            local = pathlib.Path(dirpath) / name
+            if local.is_file():
+                target = paths.join(paths.normalize(dest), paths.normalize(str(rel / name)))
+                yield Source(target, str(local), local.stat().st_size)
+
+
+def _open_url(url: str) -> BinaryIO:
+    try:
+        return urllib.request.urlopen(url, timeout=URL_TIMEOUT)
+    except urllib.error.HTTPError as err:
+        raise NotFound(f"cannot fetch {url}: HTTP {err.code} {err.reason}") from None
+    except (urllib.error.URLError, OSError, ValueError) as err:
+        reason = getattr(err, "reason", err)
+        raise Unavailable(f"cannot fetch {url}: {reason}") from None

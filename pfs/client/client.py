@@ -1,0 +1,179 @@
+"""The client: every server call, typed in pfs.core.model, failing only with domain errors."""
+
+import functools
+import os
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+import grpc
+
+from pfs.client.status import domain_error
+from pfs.core import compression
+from pfs.core.errors import DataLoss
+from pfs.core.hashing import address
+from pfs.core.model import BranchInfo, ChunkRef, CommitInfo, CommitRef, FileInfo, FileWrite, RepoInfo
+from pfs.proto import chunks_pb2 as cpb
+from pfs.proto import chunks_pb2_grpc
+from pfs.proto import convert as cv
+from pfs.proto import pfs_pb2 as pb
+from pfs.proto import pfs_pb2_grpc
+
+DEFAULT_ADDRESS = "127.0.0.1:30650"
+MAX_MESSAGE = 256 << 20
+READ_AHEAD = 4  # chunks decompressed ahead of the reader
+
+
+def default_address() -> str:
+    return os.environ.get("PFS_ADDRESS") or DEFAULT_ADDRESS
+
+
+class Client:
+    def __init__(self, address: str | None = None) -> None:
+        self.address = address or default_address()
+        self._channel = grpc.insecure_channel(
+            self.address,
+            options=[
+                ("grpc.max_receive_message_length", MAX_MESSAGE),
+                ("grpc.max_send_message_length", MAX_MESSAGE),
+            ],
+        )
+        self._api = pfs_pb2_grpc.APIStub(self._channel)
+        self._chunks = chunks_pb2_grpc.ChunksStub(self._channel)
+        self._pool = ThreadPoolExecutor(os.cpu_count() or 2, thread_name_prefix="pfs-client")
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._channel.close()
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _call(self, method: Callable, request, **kwargs):
+        try:
+            return method(request, **kwargs)
+        except grpc.RpcError as err:
+            raise domain_error(err, self.address) from None
+
+    def _stream(self, method: Callable, request) -> Iterator:
+        try:
+            yield from method(request)
+        except grpc.RpcError as err:
+            raise domain_error(err, self.address) from None
+
+    # -- server
+
+    @functools.cached_property
+    def chunk_avg_size(self) -> int:
+        return self._call(self._api.Info, pb.Empty()).chunk_avg_size
+
+    # -- repos
+
+    def create_repo(self, name: str, description: str = "") -> RepoInfo:
+        return cv.repo_from_pb(self._call(self._api.CreateRepo, pb.CreateRepoRequest(name=name, description=description)))
+
+    def inspect_repo(self, name: str) -> RepoInfo:
+        return cv.repo_from_pb(self._call(self._api.InspectRepo, pb.RepoRequest(name=name)))
+
+    def list_repos(self) -> list[RepoInfo]:
+        return [cv.repo_from_pb(r) for r in self._call(self._api.ListRepo, pb.Empty()).repos]
+
+    def delete_repo(self, name: str) -> None:
+        self._call(self._api.DeleteRepo, pb.RepoRequest(name=name))
+
+    # -- commits
+
+    def start_commit(
+        self, repo: str, branch: str = "", parent: str = "", provenance: Iterable[CommitRef] = ()
+    ) -> CommitInfo:
+        request = pb.StartCommitRequest(
+            repo=repo, branch=branch, parent=parent, provenance=[cv.commit_ref_to_pb(p) for p in provenance]
+        )
+        return cv.commit_from_pb(self._call(self._api.StartCommit, request))
+
+    def finish_commit(self, ref: CommitRef) -> CommitInfo:
+        return cv.commit_from_pb(self._call(self._api.FinishCommit, cv.commit_ref_to_pb(ref)))
+
+    def inspect_commit(self, ref: CommitRef) -> CommitInfo:
+        return cv.commit_from_pb(self._call(self._api.InspectCommit, cv.commit_ref_to_pb(ref)))
+
+    def list_commits(self, repo: str, branch: str = "", limit: int = 0) -> list[CommitInfo]:
+        request = pb.ListCommitRequest(repo=repo, branch=branch, limit=limit)
+        return [cv.commit_from_pb(c) for c in self._call(self._api.ListCommit, request).commits]
+
+    def delete_commit(self, ref: CommitRef) -> None:
+        self._call(self._api.DeleteCommit, cv.commit_ref_to_pb(ref))
+
+    def subscribe_commits(self, repo: str, branch: str, new_only: bool = False) -> Iterator[CommitInfo]:
+        request = pb.SubscribeCommitRequest(repo=repo, branch=branch, new_only=new_only)
+        for m in self._stream(self._api.SubscribeCommit, request):
+            yield cv.commit_from_pb(m)
+
+    # -- branches
+
+    def list_branches(self, repo: str) -> list[BranchInfo]:
+        return [cv.branch_from_pb(b) for b in self._call(self._api.ListBranch, pb.RepoRequest(name=repo)).branches]
+
+    def set_branch(self, ref: CommitRef, branch: str) -> BranchInfo:
+        request = pb.SetBranchRequest(commit=cv.commit_ref_to_pb(ref), branch=branch)
+        return cv.branch_from_pb(self._call(self._api.SetBranch, request))
+
+    # -- files
+
+    def put_files(self, ref: CommitRef, writes: Iterable[FileWrite]) -> None:
+        """Records files whose chunks the server holds (see pfs.client.upload for the whole path)."""
+        request = pb.PutFilesRequest(commit=cv.commit_ref_to_pb(ref), files=[cv.write_to_pb(w) for w in writes])
+        self._call(self._api.PutFiles, request)
+
+    def inspect_file(self, ref: CommitRef, path: str) -> FileInfo:
+        request = pb.FileRequest(commit=cv.commit_ref_to_pb(ref), path=path)
+        return cv.file_from_pb(self._call(self._api.InspectFile, request))
+
+    def list_files(self, ref: CommitRef, path: str = "") -> Iterator[FileInfo]:
+        request = pb.FileRequest(commit=cv.commit_ref_to_pb(ref), path=path)
+        for m in self._stream(self._api.ListFile, request):
+            yield cv.file_from_pb(m)
+
+    def delete_file(self, ref: CommitRef, path: str) -> None:
+        self._call(self._api.DeleteFile, pb.FileRequest(commit=cv.commit_ref_to_pb(ref), path=path))
+
+    # -- chunks
+
+    def missing_chunks(self, addresses: list[bytes]) -> list[bytes]:
+        return list(self._call(self._chunks.MissingChunks, cpb.ChunkAddresses(addresses=addresses)).addresses)
+
+    def put_chunks_async(self, frames: Iterator[tuple[bytes, bytes]]) -> "grpc.Future":
+        """Starts streaming (address, zstd frame) pairs; the future's result is how many were new."""
+        return self._chunks.PutChunks.future(cpb.ChunkData(address=a, compressed=f) for a, f in frames)
+
+    def read_chunks(self, chunks: Iterable[ChunkRef]) -> Iterator[bytes]:
+        """The plain bytes of CHUNKS in order, each checked against its address."""
+        request = cpb.ChunkAddresses(addresses=[c.address for c in chunks])
+        window: deque = deque()
+        for m in self._stream(self._chunks.GetChunks, request):
+            window.append(self._pool.submit(_checked, m.address, m.compressed))
+            if len(window) > READ_AHEAD:
+                yield window.popleft().result()
+        while window:
+            yield window.popleft().result()
+
+    def read_file(self, ref: CommitRef, path: str) -> Iterator[bytes]:
+        """The contents of a file, chunk by chunk."""
+        return self.read_chunks(self.inspect_file(ref, path).chunks)
+
+    def submit(self, fn: Callable, *args) -> "grpc.Future":
+        """Runs FN on the client's worker threads (shared by uploads and reads)."""
+        return self._pool.submit(fn, *args)
+
+    def translate(self, err: grpc.RpcError) -> Exception:
+        return domain_error(err, self.address)
+
+
+def _checked(addr: bytes, frame: bytes) -> bytes:
+    plain = compression.decompress(frame)
+    if address(plain) != addr:
+        raise DataLoss(f"chunk {addr.hex()} read back does not match its address")
+    return plain

@@ -1,0 +1,26 @@
+"""The one mapping from gRPC status codes to domain errors, on the client side."""
+
+import grpc
+
+from pfs.core.errors import KINDS, PfsError, Unavailable
+
+KINDS_BY_CODE = {
+    grpc.StatusCode.NOT_FOUND: "not_found",
+    grpc.StatusCode.ALREADY_EXISTS: "already_exists",
+    grpc.StatusCode.FAILED_PRECONDITION: "failed_precondition",
+    grpc.StatusCode.INVALID_ARGUMENT: "invalid_argument",
+    grpc.StatusCode.DATA_LOSS: "data_loss",
+}
+
+
+def domain_error(err: grpc.RpcError, address: str) -> PfsError:
+    """The domain error a failed call stands for."""
+    code = err.code()
+    if code == grpc.StatusCode.UNAVAILABLE:
+        return Unavailable(
+            f"cannot reach the pfs server at {address} (start one with `pfs server`, "
+            "or point PFS_ADDRESS or --address at it)"
+        )
+    if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+        return PfsError(f"the server at {address} refused a message as too large: {err.details()}")
+    return KINDS[KINDS_BY_CODE.get(code, "internal")](err.details() or str(code))

@@ -1,0 +1,68 @@
+"""Content-defined chunking of byte streams (FastCDC 2020), optionally line-aligned.
+
+Cut points depend only on the bytes near them, so an insertion in the middle
+of a large file changes only the chunks around it. With the `line` delimiter
+every cut moves forward to the end of the line it falls in, so no record is
+split (map jobs rely on this); a line longer than `max_line` is cut anyway.
+"""
+
+from collections.abc import Iterator
+from typing import BinaryIO
+
+import pyfastcdc
+
+DEFAULT_AVG_SIZE = 1 << 20
+DELIMITERS = ("line", "none")
+
+
+class Chunker:
+    """Cuts streams into chunks of about `avg_size` bytes (min avg/4, max avg*4)."""
+
+    def __init__(self, avg_size: int = DEFAULT_AVG_SIZE, delimiter: str = "line") -> None:
+        if delimiter not in DELIMITERS:
+            raise ValueError(f"unknown delimiter {delimiter!r}; use one of {', '.join(DELIMITERS)}")
+        self._cdc = pyfastcdc.FastCDC(avg_size=avg_size)
+        self.max_size = self._cdc.max_size
+        self.max_line = 4 * self.max_size if delimiter == "line" else 0
+        self._window = max(16 << 20, 4 * (self.max_size + self.max_line))
+
+    def split(self, stream: BinaryIO) -> Iterator[bytes]:
+        """Yields the chunks of STREAM in order."""
+        lookahead = self.max_size + self.max_line
+        buf = bytearray(self._window)
+        view = memoryview(buf)
+        pos = filled = 0
+        eof = False
+        while True:
+            if not eof and filled - pos < lookahead:
+                view[: filled - pos] = view[pos:filled]
+                filled -= pos
+                pos = 0
+                filled, eof = _fill(stream, view, filled)
+            if pos >= filled:
+                return
+            end = pos + next(iter(self._cdc.cut_buf(view[pos : min(filled, pos + self.max_size)]))).length
+            if self.max_line:
+                end = _line_end(buf, end, min(filled, pos + lookahead), eof and pos + lookahead >= filled)
+            yield bytes(view[pos:end])
+            pos = end
+
+
+def _line_end(buf: bytearray, cut: int, limit: int, at_end: bool) -> int:
+    """Moves CUT to just after the newline that ends its line, when there is one before LIMIT."""
+    newline = buf.find(b"\n", cut - 1, limit)
+    if newline >= 0:
+        return newline + 1
+    if at_end:
+        return limit  # an unterminated last line stays whole
+    return cut
+
+
+def _fill(stream: BinaryIO, view: memoryview, filled: int) -> tuple[int, bool]:
+    """Reads into VIEW[filled:] until it is full or the stream ends; says how far, and whether it ended."""
+    while filled < len(view):
+        n = stream.readinto(view[filled:])
+        if not n:
+            return filled, True
+        filled += n
+    return filled, False

@@ -1,0 +1,53 @@
+"""Domain errors: every failure a user can meet, each with a message saying what to do.
+
+Each edge owns one mapping from these kinds: gRPC status (server/rpc and
+pfs/client), errno (pfs/fuse), exit code (pfs/cli).
+"""
+
+
+class PfsError(Exception):
+    """Base of the domain errors; the message is meant for the user."""
+
+    kind = "internal"
+
+
+class NotFound(PfsError):
+    """A repo, commit, branch or file that does not exist."""
+
+    kind = "not_found"
+
+
+class AlreadyExists(PfsError):
+    """Something that must be unique exists already."""
+
+    kind = "already_exists"
+
+
+class FailedPrecondition(PfsError):
+    """The call is valid but not in this state (a finished commit, an open parent)."""
+
+    kind = "failed_precondition"
+
+
+class InvalidArgument(PfsError):
+    """A malformed name, path, reference or option."""
+
+    kind = "invalid_argument"
+
+
+class Unavailable(PfsError):
+    """The server (or a URL) cannot be reached."""
+
+    kind = "unavailable"
+
+
+class DataLoss(PfsError):
+    """Stored data is missing or does not match its address."""
+
+    kind = "data_loss"
+
+
+KINDS: dict[str, type[PfsError]] = {
+    cls.kind: cls
+    for cls in (PfsError, NotFound, AlreadyExists, FailedPrecondition, InvalidArgument, Unavailable, DataLoss)
+}

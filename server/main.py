@@ -1,0 +1,81 @@
+"""`pfs server`: the embedded store served over gRPC (run as `python -m server`)."""
+
+import argparse
+import fcntl
+import logging
+import os
+import pathlib
+import signal
+import sys
+import threading
+from concurrent import futures
+
+import grpc
+
+from pfs.core.chunking import DEFAULT_AVG_SIZE
+from pfs.proto import chunks_pb2_grpc, pfs_pb2_grpc
+from server.meta.sqlite import SqliteMetaStore
+from server.rpc.servicers import ApiServicer, ChunksServicer
+from server.storage.local import LocalChunkStore
+from server.store import Store
+
+DEFAULT_PORT = 30650
+MAX_MESSAGE = 256 << 20
+GRPC_OPTIONS = [
+    ("grpc.max_receive_message_length", MAX_MESSAGE),
+    ("grpc.max_send_message_length", MAX_MESSAGE),
+]
+
+
+def default_data_dir() -> pathlib.Path:
+    return pathlib.Path(os.environ.get("PFS_DATA_DIR") or pathlib.Path.home() / ".pfs" / "data")
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="pfs server", description="Serve a pfs store over gRPC.")
+    p.add_argument("--data-dir", type=pathlib.Path, default=default_data_dir(),
+                   help="where chunks and metadata live (default: $PFS_DATA_DIR or ~/.pfs/data)")
+    p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port to listen on (default {DEFAULT_PORT})")
+    p.add_argument("--listen", default="127.0.0.1",
+                   help="address to listen on (default 127.0.0.1; 0.0.0.0 opens it to the network)")
+    p.add_argument("--chunk-size", type=int, default=DEFAULT_AVG_SIZE,
+                   help="average chunk size in bytes for new data (default 1 MiB)")
+    return p
+
+
+def serve(args: argparse.Namespace) -> None:
+    data_dir = args.data_dir.expanduser().resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    lock = open(data_dir / "LOCK", "w")  # held for the life of the process
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise SystemExit(f"pfs server: {data_dir} is in use by another pfs server") from None
+    store = Store(LocalChunkStore(data_dir), SqliteMetaStore(data_dir / "meta.db"), args.chunk_size)
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=32), options=GRPC_OPTIONS)
+    pfs_pb2_grpc.add_APIServicer_to_server(ApiServicer(store), server)
+    chunks_pb2_grpc.add_ChunksServicer_to_server(ChunksServicer(store), server)
+    address = f"{args.listen}:{args.port}"
+    try:
+        port = server.add_insecure_port(address)
+    except RuntimeError:
+        port = 0
+    if not port:
+        raise SystemExit(f"pfs server: cannot listen on {address} (in use, or not an address of this machine)")
+    server.start()
+    print(f"pfs server listening on {args.listen}:{port}, data in {data_dir}", file=sys.stderr, flush=True)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    stop.wait()
+    server.stop(grace=2).wait()
+    store.meta.close()
+
+
+def main(argv: list[str] | None = None) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    serve(parser().parse_args(argv))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,95 @@
+"""Metadata stores: repos, commits, branches and the content-addressed file/tree objects.
+
+One interface, used only inside a transaction, so every store operation is
+atomic. Backends: sqlite.py. Each passes tests/test_meta_store.py.
+"""
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+
+from pfs.core.model import CommitInfo, RepoInfo
+
+
+@dataclass(frozen=True)
+class StoredCommit:
+    info: CommitInfo
+    tree: bytes | None  # address of the root tree object; None for an empty commit
+
+
+class Tx(ABC):
+    """The operations of one transaction."""
+
+    @abstractmethod
+    def insert_repo(self, repo: RepoInfo) -> None: ...
+
+    @abstractmethod
+    def get_repo(self, name: str) -> RepoInfo | None: ...
+
+    @abstractmethod
+    def list_repos(self) -> list[RepoInfo]: ...
+
+    @abstractmethod
+    def delete_repo(self, name: str) -> None:
+        """Deletes the repo with its commits and branches."""
+
+    @abstractmethod
+    def insert_commit(self, commit: StoredCommit) -> None: ...
+
+    @abstractmethod
+    def get_commit(self, repo: str, commit_id: str) -> StoredCommit | None: ...
+
+    @abstractmethod
+    def update_commit(self, commit: StoredCommit) -> None:
+        """Replaces the tree, size and finish time of an existing commit."""
+
+    @abstractmethod
+    def list_commits(self, repo: str) -> list[StoredCommit]:
+        """Every commit of REPO, newest first."""
+
+    @abstractmethod
+    def children(self, repo: str, commit_id: str) -> list[str]: ...
+
+    @abstractmethod
+    def delete_commit(self, repo: str, commit_id: str) -> None: ...
+
+    @abstractmethod
+    def set_branch(self, repo: str, name: str, head: str) -> None: ...
+
+    @abstractmethod
+    def get_branch(self, repo: str, name: str) -> str | None:
+        """The head commit id of a branch, or None if there is no such branch."""
+
+    @abstractmethod
+    def list_branches(self, repo: str) -> list[tuple[str, str]]:
+        """(name, head) pairs, by name."""
+
+    @abstractmethod
+    def delete_branch(self, repo: str, name: str) -> None: ...
+
+    @abstractmethod
+    def put_object(self, address: bytes, data: bytes) -> None:
+        """Stores an immutable object; storing one that exists is a no-op."""
+
+    @abstractmethod
+    def get_object(self, address: bytes) -> bytes | None: ...
+
+
+class MetaStore(ABC):
+    @abstractmethod
+    def transaction(self) -> AbstractContextManager[Tx]:
+        """A transaction: committed when the block ends, rolled back if it raises."""
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+
+def walk_ancestry(tx: Tx, repo: str, commit_id: str) -> Iterator[StoredCommit]:
+    """The commit and its ancestors, newest first."""
+    while commit_id:
+        commit = tx.get_commit(repo, commit_id)
+        if commit is None:
+            return
+        yield commit
+        commit_id = commit.info.parent

@@ -1,0 +1,201 @@
+"""The metadata store in SQLite (WAL): one file, one writer at a time, crash-safe."""
+
+import json
+import pathlib
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from pfs.core.model import CommitInfo, CommitRef, RepoInfo
+from server.meta import MetaStore, StoredCommit, Tx
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS repos (
+    name TEXT PRIMARY KEY,
+    description TEXT NOT NULL,
+    created REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS commits (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    repo TEXT NOT NULL REFERENCES repos(name) ON DELETE CASCADE,
+    id TEXT NOT NULL,
+    parent TEXT NOT NULL,
+    branch TEXT NOT NULL,
+    started REAL NOT NULL,
+    finished REAL NOT NULL,
+    size INTEGER NOT NULL,
+    provenance TEXT NOT NULL,
+    tree BLOB,
+    UNIQUE (repo, id)
+);
+CREATE INDEX IF NOT EXISTS commits_parent ON commits (repo, parent);
+CREATE TABLE IF NOT EXISTS branches (
+    repo TEXT NOT NULL REFERENCES repos(name) ON DELETE CASCADE,
+    name TEXT NOT NULL,
+    head TEXT NOT NULL,
+    PRIMARY KEY (repo, name)
+);
+CREATE TABLE IF NOT EXISTS objects (
+    address BLOB PRIMARY KEY,
+    data BLOB NOT NULL
+) WITHOUT ROWID;
+"""
+
+_COMMIT_COLUMNS = "repo, id, parent, branch, started, finished, size, provenance, tree"
+
+
+class SqliteMetaStore(MetaStore):
+    def __init__(self, path: pathlib.Path) -> None:
+        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.execute("PRAGMA foreign_keys=ON")
+        self._db.executescript(SCHEMA)
+        self._lock = threading.RLock()
+        self._depth = 0
+
+    @contextmanager
+    def transaction(self) -> Iterator[Tx]:
+        with self._lock:
+            if self._depth:  # nested: part of the enclosing transaction
+                yield _SqliteTx(self._db)
+                return
+            self._db.execute("BEGIN IMMEDIATE")
+            self._depth = 1
+            try:
+                yield _SqliteTx(self._db)
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            else:
+                self._db.execute("COMMIT")
+            finally:
+                self._depth = 0
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+
+def _commit_row(c: StoredCommit) -> tuple:
+    i = c.info
+    provenance = json.dumps([[p.repo, p.ref] for p in i.provenance])
+    return (i.repo, i.id, i.parent, i.branch, i.started, i.finished, i.size_bytes, provenance, c.tree)
+
+
+def _stored_commit(row: tuple) -> StoredCommit:
+    repo, id_, parent, branch, started, finished, size, provenance, tree = row
+    info = CommitInfo(
+        repo=repo,
+        id=id_,
+        parent=parent,
+        branch=branch,
+        started=started,
+        finished=finished,
+        size_bytes=size,
+        provenance=tuple(CommitRef(r, c) for r, c in json.loads(provenance)),
+    )
+    return StoredCommit(info, tree)
+
+
+class _SqliteTx(Tx):
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+
+    def _branch_names(self, repo: str) -> tuple[str, ...]:
+        return tuple(n for n, _ in self.list_branches(repo))
+
+    def _repo(self, row: tuple) -> RepoInfo:
+        name, description, created = row
+        size = self._db.execute(
+            "SELECT COALESCE(SUM(size), 0) FROM commits WHERE repo = ? AND id IN "
+            "(SELECT DISTINCT head FROM branches WHERE repo = ?)",
+            (name, name),
+        ).fetchone()[0]
+        return RepoInfo(name, description, created, size, self._branch_names(name))
+
+    def insert_repo(self, repo: RepoInfo) -> None:
+        self._db.execute(
+            "INSERT INTO repos (name, description, created) VALUES (?, ?, ?)",
+            (repo.name, repo.description, repo.created),
+        )
+
+    def get_repo(self, name: str) -> RepoInfo | None:
+        row = self._db.execute(
+            "SELECT name, description, created FROM repos WHERE name = ?", (name,)
+        ).fetchone()
+        return self._repo(row) if row else None
+
+    def list_repos(self) -> list[RepoInfo]:
+        rows = self._db.execute(
+            "SELECT name, description, created FROM repos ORDER BY created DESC"
+        ).fetchall()
+        return [self._repo(r) for r in rows]
+
+    def delete_repo(self, name: str) -> None:
+        self._db.execute("DELETE FROM repos WHERE name = ?", (name,))
+
+    def insert_commit(self, commit: StoredCommit) -> None:
+        self._db.execute(
+            f"INSERT INTO commits ({_COMMIT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            _commit_row(commit),
+        )
+
+    def get_commit(self, repo: str, commit_id: str) -> StoredCommit | None:
+        row = self._db.execute(
+            f"SELECT {_COMMIT_COLUMNS} FROM commits WHERE repo = ? AND id = ?", (repo, commit_id)
+        ).fetchone()
+        return _stored_commit(row) if row else None
+
+    def update_commit(self, commit: StoredCommit) -> None:
+        i = commit.info
+        self._db.execute(
+            "UPDATE commits SET finished = ?, size = ?, tree = ? WHERE repo = ? AND id = ?",
+            (i.finished, i.size_bytes, commit.tree, i.repo, i.id),
+        )
+
+    def list_commits(self, repo: str) -> list[StoredCommit]:
+        rows = self._db.execute(
+            f"SELECT {_COMMIT_COLUMNS} FROM commits WHERE repo = ? ORDER BY seq DESC", (repo,)
+        ).fetchall()
+        return [_stored_commit(r) for r in rows]
+
+    def children(self, repo: str, commit_id: str) -> list[str]:
+        rows = self._db.execute(
+            "SELECT id FROM commits WHERE repo = ? AND parent = ? ORDER BY seq", (repo, commit_id)
+        ).fetchall()
+        return [r[0] for r in rows]
+
+    def delete_commit(self, repo: str, commit_id: str) -> None:
+        self._db.execute("DELETE FROM commits WHERE repo = ? AND id = ?", (repo, commit_id))
+
+    def set_branch(self, repo: str, name: str, head: str) -> None:
+        self._db.execute(
+            "INSERT INTO branches (repo, name, head) VALUES (?, ?, ?) "
+            "ON CONFLICT (repo, name) DO UPDATE SET head = excluded.head",
+            (repo, name, head),
+        )
+
+    def get_branch(self, repo: str, name: str) -> str | None:
+        row = self._db.execute(
+            "SELECT head FROM branches WHERE repo = ? AND name = ?", (repo, name)
+        ).fetchone()
+        return row[0] if row else None
+
+    def list_branches(self, repo: str) -> list[tuple[str, str]]:
+        return self._db.execute(
+            "SELECT name, head FROM branches WHERE repo = ? ORDER BY name", (repo,)
+        ).fetchall()
+
+    def delete_branch(self, repo: str, name: str) -> None:
+        self._db.execute("DELETE FROM branches WHERE repo = ? AND name = ?", (repo, name))
+
+    def put_object(self, address: bytes, data: bytes) -> None:
+        self._db.execute(
+            "INSERT OR IGNORE INTO objects (address, data) VALUES (?, ?)", (address, data)
+        )
+
+    def get_object(self, address: bytes) -> bytes | None:
+        row = self._db.execute("SELECT data FROM objects WHERE address = ?", (address,)).fetchone()
+        return row[0] if row else None

@@ -1,0 +1,1 @@
+"""Thin gRPC servicers: request -> Store call -> response; domain errors -> status codes."""

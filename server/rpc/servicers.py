@@ -1,0 +1,120 @@
+"""The API and Chunks servicers over a Store."""
+
+import pfs
+from pfs.core.model import CommitRef
+from pfs.proto import chunks_pb2 as cpb
+from pfs.proto import chunks_pb2_grpc
+from pfs.proto import convert as cv
+from pfs.proto import pfs_pb2 as pb
+from pfs.proto import pfs_pb2_grpc
+from server.rpc.status import translated
+from server.store import Store
+
+EMPTY = pb.Empty()
+
+
+class ApiServicer(pfs_pb2_grpc.APIServicer):
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    @translated
+    def Info(self, request, context):
+        return pb.ServerInfo(version=pfs.__version__, chunk_avg_size=self.store.chunk_avg_size)
+
+    @translated
+    def CreateRepo(self, request, context):
+        return cv.repo_to_pb(self.store.create_repo(request.name, request.description))
+
+    @translated
+    def InspectRepo(self, request, context):
+        return cv.repo_to_pb(self.store.inspect_repo(request.name))
+
+    @translated
+    def ListRepo(self, request, context):
+        return pb.RepoInfos(repos=[cv.repo_to_pb(r) for r in self.store.list_repos()])
+
+    @translated
+    def DeleteRepo(self, request, context):
+        self.store.delete_repo(request.name)
+        return EMPTY
+
+    @translated
+    def StartCommit(self, request, context):
+        provenance = tuple(cv.commit_ref_from_pb(p) for p in request.provenance)
+        info = self.store.start_commit(request.repo, request.branch, request.parent, provenance)
+        return cv.commit_to_pb(info)
+
+    @translated
+    def FinishCommit(self, request, context):
+        return cv.commit_to_pb(self.store.finish_commit(cv.commit_ref_from_pb(request)))
+
+    @translated
+    def InspectCommit(self, request, context):
+        return cv.commit_to_pb(self.store.inspect_commit(cv.commit_ref_from_pb(request)))
+
+    @translated
+    def ListCommit(self, request, context):
+        commits = self.store.list_commits(request.repo, request.branch, request.limit)
+        return pb.CommitInfos(commits=[cv.commit_to_pb(c) for c in commits])
+
+    @translated
+    def DeleteCommit(self, request, context):
+        self.store.delete_commit(cv.commit_ref_from_pb(request))
+        return EMPTY
+
+    @translated
+    def SubscribeCommit(self, request, context):
+        commits = self.store.subscribe_commits(request.repo, request.branch, request.new_only, context.is_active)
+        for info in commits:
+            yield cv.commit_to_pb(info)
+
+    @translated
+    def ListBranch(self, request, context):
+        return pb.BranchInfos(branches=[cv.branch_to_pb(b) for b in self.store.list_branches(request.name)])
+
+    @translated
+    def SetBranch(self, request, context):
+        return cv.branch_to_pb(self.store.set_branch(cv.commit_ref_from_pb(request.commit), request.branch))
+
+    @translated
+    def PutFiles(self, request, context):
+        writes = [cv.write_from_pb(w) for w in request.files]
+        self.store.put_files(cv.commit_ref_from_pb(request.commit), writes)
+        return EMPTY
+
+    @translated
+    def InspectFile(self, request, context):
+        return cv.file_to_pb(self.store.inspect_file(_ref(request), request.path))
+
+    @translated
+    def ListFile(self, request, context):
+        for info in self.store.list_files(_ref(request), request.path):
+            yield cv.file_to_pb(info)
+
+    @translated
+    def DeleteFile(self, request, context):
+        self.store.delete_file(_ref(request), request.path)
+        return EMPTY
+
+
+def _ref(request: pb.FileRequest) -> CommitRef:
+    return cv.commit_ref_from_pb(request.commit)
+
+
+class ChunksServicer(chunks_pb2_grpc.ChunksServicer):
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    @translated
+    def MissingChunks(self, request, context):
+        return cpb.ChunkAddresses(addresses=self.store.missing_chunks(list(request.addresses)))
+
+    @translated
+    def PutChunks(self, request_iterator, context):
+        stored = self.store.put_chunks((m.address, m.compressed) for m in request_iterator)
+        return cpb.PutChunksResponse(stored=stored)
+
+    @translated
+    def GetChunks(self, request, context):
+        for addr in request.addresses:
+            yield cpb.ChunkData(address=addr, compressed=self.store.get_chunk(addr))

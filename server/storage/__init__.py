@@ -1,0 +1,25 @@
+"""Chunk stores: where compressed chunks live, behind one interface.
+
+A store keeps bytes under addresses it is given; checking that the bytes
+match the address is the caller's job (server/store.py), done once for all
+backends. Backends: local.py (a directory). Each passes tests/test_chunk_store.py.
+"""
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterable
+
+
+class ChunkStore(ABC):
+    """Compressed chunks by address. Writes are atomic and durable when put() returns."""
+
+    @abstractmethod
+    def missing(self, addresses: Iterable[bytes]) -> list[bytes]:
+        """The addresses among ADDRESSES that the store lacks, in order."""
+
+    @abstractmethod
+    def put(self, chunks: Iterable[tuple[bytes, bytes]]) -> int:
+        """Stores (address, compressed bytes) pairs; returns how many were new."""
+
+    @abstractmethod
+    def get(self, address: bytes) -> bytes:
+        """The compressed bytes at ADDRESS; raises pfs.core.errors.DataLoss if absent."""

@@ -1,0 +1,319 @@
+"""The versioned store: repos, commits, branches and files over a chunk store and a metadata store.
+
+All the rules of the model live here (what may be written when, how refs
+resolve, append versus overwrite); the gRPC servicers only translate.
+"""
+
+import dataclasses
+import re
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+
+import zstandard
+
+from pfs.core import compression, names, paths
+from pfs.core.errors import AlreadyExists, DataLoss, FailedPrecondition, InvalidArgument, NotFound
+from pfs.core.hashing import address
+from pfs.core.model import BranchInfo, ChunkRef, CommitInfo, CommitRef, FileInfo, FileWrite, RepoInfo
+from server.meta import MetaStore, StoredCommit, Tx, walk_ancestry
+from server.storage import ChunkStore
+from server.trees import Edit, Entry, Trees
+
+_ANCESTRY = re.compile(r"^(?P<base>[^~^]+)(?P<suffix>(?:\^+|~\d+)*)$")
+_STEP = re.compile(r"\^|~(\d+)")
+DEFAULT_BRANCH = "master"
+
+
+class Store:
+    def __init__(self, chunks: ChunkStore, meta: MetaStore, chunk_avg_size: int) -> None:
+        self.chunks = chunks
+        self.meta = meta
+        self.chunk_avg_size = chunk_avg_size
+        self.trees = Trees()
+        self._finished = threading.Condition()  # notified when a commit finishes
+
+    # -- chunks
+
+    def missing_chunks(self, addresses: list[bytes]) -> list[bytes]:
+        return self.chunks.missing(addresses)
+
+    def put_chunks(self, chunks: Iterable[tuple[bytes, bytes]]) -> int:
+        """Stores compressed chunks after checking each against its address."""
+        return self.chunks.put(_verified(chunks))
+
+    def get_chunk(self, addr: bytes) -> bytes:
+        return self.chunks.get(addr)
+
+    # -- repos
+
+    def create_repo(self, name: str, description: str = "") -> RepoInfo:
+        names.check_repo(name)
+        with self.meta.transaction() as tx:
+            if tx.get_repo(name):
+                raise AlreadyExists(f"repo {name!r} already exists")
+            tx.insert_repo(RepoInfo(name, description, time.time(), 0))
+            return self._repo(tx, name)
+
+    def inspect_repo(self, name: str) -> RepoInfo:
+        with self.meta.transaction() as tx:
+            return self._repo(tx, name)
+
+    def list_repos(self) -> list[RepoInfo]:
+        with self.meta.transaction() as tx:
+            return tx.list_repos()
+
+    def delete_repo(self, name: str) -> None:
+        with self.meta.transaction() as tx:
+            self._repo(tx, name)
+            tx.delete_repo(name)
+
+    # -- commits
+
+    def start_commit(
+        self, repo: str, branch: str = "", parent: str = "", provenance: tuple[CommitRef, ...] = ()
+    ) -> CommitInfo:
+        branch = names.check_branch(branch or DEFAULT_BRANCH)
+        with self.meta.transaction() as tx:
+            self._repo(tx, repo)
+            if parent:
+                base = self._resolve(tx, CommitRef(repo, parent))
+            else:
+                head = tx.get_branch(repo, branch)
+                base = tx.get_commit(repo, head) if head else None
+            if base is not None and not base.info.is_finished:
+                raise FailedPrecondition(
+                    f"commit {base.info.id} on {repo}@{branch} is still open; "
+                    f"finish it first (pfs finish-commit {repo} {base.info.id})"
+                )
+            for p in provenance:
+                self._resolve(tx, p)
+            info = CommitInfo(
+                repo=repo,
+                id=names.new_commit_id(),
+                parent=base.info.id if base else "",
+                branch=branch,
+                started=time.time(),
+                finished=0,
+                size_bytes=base.info.size_bytes if base else 0,
+                provenance=provenance,
+            )
+            tx.insert_commit(StoredCommit(info, base.tree if base else None))
+            tx.set_branch(repo, branch, info.id)
+            return info
+
+    def finish_commit(self, ref: CommitRef) -> CommitInfo:
+        with self.meta.transaction() as tx:
+            commit = self._open_commit(tx, ref)
+            info = dataclasses.replace(commit.info, finished=time.time())
+            tx.update_commit(StoredCommit(info, commit.tree))
+        with self._finished:
+            self._finished.notify_all()
+        return info
+
+    def inspect_commit(self, ref: CommitRef) -> CommitInfo:
+        with self.meta.transaction() as tx:
+            return self._resolve(tx, ref).info
+
+    def list_commits(self, repo: str, branch: str = "", limit: int = 0) -> list[CommitInfo]:
+        with self.meta.transaction() as tx:
+            self._repo(tx, repo)
+            if branch:
+                head = tx.get_branch(repo, branch)
+                if head is None:
+                    raise NotFound(f"branch {branch!r} not found in repo {repo!r}")
+                commits: Iterable[StoredCommit] = walk_ancestry(tx, repo, head)
+            else:
+                commits = tx.list_commits(repo)
+            out = []
+            for c in commits:
+                out.append(c.info)
+                if len(out) == limit:
+                    break
+            return out
+
+    def delete_commit(self, ref: CommitRef) -> None:
+        """Deletes a commit that has no children; branches on it move back to its parent."""
+        with self.meta.transaction() as tx:
+            commit = self._resolve(tx, ref)
+            info = commit.info
+            children = tx.children(info.repo, info.id)
+            if children:
+                raise FailedPrecondition(
+                    f"commit {info.id} has {len(children)} child commit(s); delete those first"
+                )
+            for name, head in tx.list_branches(info.repo):
+                if head == info.id:
+                    if info.parent:
+                        tx.set_branch(info.repo, name, info.parent)
+                    else:
+                        tx.delete_branch(info.repo, name)
+            tx.delete_commit(info.repo, info.id)
+
+    def subscribe_commits(
+        self, repo: str, branch: str, new_only: bool = False, active: Callable[[], bool] = lambda: True
+    ) -> Iterator[CommitInfo]:
+        """Finished commits on BRANCH, oldest first, then each new one as it finishes."""
+        seen: set[str] = set()
+        first = True
+        while active():
+            with self.meta.transaction() as tx:
+                self._repo(tx, repo)
+                head = tx.get_branch(repo, branch)
+                fresh = [c.info for c in walk_ancestry(tx, repo, head) if c.info.id not in seen] if head else []
+            fresh = [c for c in reversed(fresh) if c.is_finished]
+            seen.update(c.id for c in fresh)
+            if not (first and new_only):
+                yield from fresh
+            first = False
+            with self._finished:
+                self._finished.wait(timeout=1.0)
+
+    # -- branches
+
+    def list_branches(self, repo: str) -> list[BranchInfo]:
+        with self.meta.transaction() as tx:
+            self._repo(tx, repo)
+            return [BranchInfo(n, h) for n, h in tx.list_branches(repo)]
+
+    def set_branch(self, ref: CommitRef, branch: str) -> BranchInfo:
+        names.check_branch(branch)
+        with self.meta.transaction() as tx:
+            commit = self._resolve(tx, ref)
+            tx.set_branch(ref.repo, branch, commit.info.id)
+            return BranchInfo(branch, commit.info.id)
+
+    # -- files
+
+    def put_files(self, ref: CommitRef, writes: list[FileWrite]) -> None:
+        """Records files into an open commit. Without overwrite, a write appends to the file."""
+        needed = {c.address for w in writes for c in w.chunks}
+        lacking = self.chunks.missing(needed)
+        if lacking:
+            raise FailedPrecondition(
+                f"{len(lacking)} chunk(s) were never uploaded (first: {lacking[0].hex()}); put them first"
+            )
+        with self.meta.transaction() as tx:
+            commit = self._open_commit(tx, ref)
+            root = _root(commit)
+            edit = Edit()
+            written: dict[str, list[ChunkRef]] = {}
+            for w in writes:
+                path = paths.normalize(w.path)
+                if not path:
+                    raise InvalidArgument("a file needs a path; the repo root is a directory")
+                chunks = list(w.chunks)
+                if not w.overwrite:
+                    chunks = self._existing_chunks(tx, root, written, path) + chunks
+                written[path] = chunks
+                edit.put(paths.components(path), self.trees.put_file(tx, chunks))
+            self._write_tree(tx, commit, edit)
+
+    def delete_file(self, ref: CommitRef, path: str) -> None:
+        path = paths.normalize(path)
+        with self.meta.transaction() as tx:
+            commit = self._open_commit(tx, ref)
+            if self.trees.lookup(tx, _root(commit), path) is None:
+                raise NotFound(f"file {path!r} not found in {ref}")
+            if not path:
+                self._write_tree(tx, commit, Edit(fresh=True))
+                return
+            edit = Edit()
+            edit.put(paths.components(path), None)
+            self._write_tree(tx, commit, edit)
+
+    def inspect_file(self, ref: CommitRef, path: str) -> FileInfo:
+        path = paths.normalize(path)
+        with self.meta.transaction() as tx:
+            commit = self._resolve(tx, ref)
+            entry = self._entry(tx, commit, path, ref)
+            chunks = () if entry.is_dir else tuple(self.trees.file_chunks(tx, entry))
+            return FileInfo(path, entry.is_dir, entry.size, commit.info.id, chunks)
+
+    def list_files(self, ref: CommitRef, path: str) -> list[FileInfo]:
+        """The entries of the directory at PATH, or the file itself if PATH is a file."""
+        path = paths.normalize(path)
+        with self.meta.transaction() as tx:
+            commit = self._resolve(tx, ref)
+            entry = self._entry(tx, commit, path, ref)
+            if not entry.is_dir:
+                return [FileInfo(path, False, entry.size, commit.info.id)]
+            return [
+                FileInfo(paths.join(path, e.name), e.is_dir, e.size, commit.info.id)
+                for e in sorted(self.trees.entries(tx, entry.address).values(), key=lambda e: e.name)
+            ]
+
+    # -- helpers
+
+    def _repo(self, tx: Tx, name: str) -> RepoInfo:
+        repo = tx.get_repo(name)
+        if repo is None:
+            raise NotFound(f"repo {name!r} not found; create it with `pfs create-repo {name}`")
+        return repo
+
+    def _resolve(self, tx: Tx, ref: CommitRef) -> StoredCommit:
+        """The commit a ref names: an id or a branch, then ^ (parent) and ~N (Nth ancestor) steps."""
+        self._repo(tx, ref.repo)
+        m = _ANCESTRY.match(ref.ref or "")
+        if not m:
+            raise InvalidArgument(f"invalid commit reference {ref.ref!r}: use a commit id or a branch name")
+        base = m["base"]
+        commit_id = tx.get_branch(ref.repo, base)
+        if commit_id is None:
+            commit_id = base
+        commit = tx.get_commit(ref.repo, commit_id)
+        if commit is None:
+            raise NotFound(f"no commit or branch {base!r} in repo {ref.repo!r}")
+        for step in _STEP.finditer(m["suffix"]):
+            for _ in range(int(step[1]) if step[1] else 1):
+                if not commit.info.parent:
+                    raise NotFound(f"{ref} goes back past the first commit of {ref.repo!r}")
+                commit = tx.get_commit(ref.repo, commit.info.parent)
+        return commit
+
+    def _open_commit(self, tx: Tx, ref: CommitRef) -> StoredCommit:
+        commit = self._resolve(tx, ref)
+        if commit.info.is_finished:
+            raise FailedPrecondition(
+                f"commit {commit.info.id} in {ref.repo!r} is finished and cannot change; "
+                f"start a new one (pfs start-commit {ref.repo} {commit.info.branch})"
+            )
+        return commit
+
+    def _entry(self, tx: Tx, commit: StoredCommit, path: str, ref: CommitRef) -> Entry:
+        entry = self.trees.lookup(tx, _root(commit), path)
+        if entry is None:
+            raise NotFound(f"file {path!r} not found in {ref}")
+        return entry
+
+    def _existing_chunks(
+        self, tx: Tx, root: Entry, written: dict[str, list[ChunkRef]], path: str
+    ) -> list[ChunkRef]:
+        if path in written:
+            return written[path]
+        entry = self.trees.lookup(tx, root, path)
+        if entry is None:
+            return []
+        if entry.is_dir:
+            raise FailedPrecondition(f"cannot write file {path!r}: it is a directory")
+        return self.trees.file_chunks(tx, entry)
+
+    def _write_tree(self, tx: Tx, commit: StoredCommit, edit: Edit) -> None:
+        new_root = self.trees.apply(tx, commit.tree, edit)
+        tree, size = (new_root.address, new_root.size) if new_root else (None, 0)
+        tx.update_commit(StoredCommit(dataclasses.replace(commit.info, size_bytes=size), tree))
+
+
+def _root(commit: StoredCommit) -> Entry:
+    return Entry("", True, commit.tree or b"", commit.info.size_bytes)
+
+
+def _verified(chunks: Iterable[tuple[bytes, bytes]]) -> Iterator[tuple[bytes, bytes]]:
+    for addr, frame in chunks:
+        try:
+            plain = compression.decompress(frame)
+        except zstandard.ZstdError:
+            raise DataLoss(f"chunk {addr.hex()} is not a valid zstd frame") from None
+        if address(plain) != addr:
+            raise DataLoss(f"chunk {addr.hex()} does not match its address; it was corrupted in transit")
+        yield addr, frame

@@ -1,0 +1,133 @@
+"""File and tree objects: content-addressed, immutable, like git's blobs and trees.
+
+A file object lists its chunks; a tree object lists a directory's entries.
+Changing one file rewrites only the trees on the path to it; equal files and
+subtrees share one object. Directories exist through what they hold: one
+left empty disappears, as in git.
+"""
+
+import json
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+from pfs.core import paths
+from pfs.core.errors import FailedPrecondition, NotFound
+from pfs.core.hashing import address
+from pfs.core.model import ChunkRef
+from server.meta import Tx
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A name in a directory: a file or a directory object, with its total size."""
+
+    name: str
+    is_dir: bool
+    address: bytes
+    size: int
+
+
+@dataclass
+class Edit:
+    """Pending changes to one directory: name -> new file entry, None (deleted) or a nested Edit."""
+
+    fresh: bool = False  # the directory was deleted earlier in the same batch: start empty
+    children: dict[str, "Entry | Edit | None"] = field(default_factory=dict)
+
+    def put(self, parts: list[str], entry: Entry | None) -> None:
+        """Records a file (or a deletion, with None) at the path PARTS below this directory."""
+        name = parts[0]
+        if len(parts) == 1:
+            self.children[name] = entry
+            return
+        child = self.children.get(name, _ABSENT)
+        if child is None or child is _ABSENT:
+            child = self.children[name] = Edit(fresh=child is None)
+        elif isinstance(child, Entry):
+            raise FailedPrecondition(f"cannot write below {name!r}: it is a file")
+        child.put(parts[1:], entry)
+
+
+_ABSENT = object()
+
+
+class Trees:
+    """Reads and writes file and tree objects through a transaction, caching decoded trees."""
+
+    def __init__(self, cache_size: int = 4096) -> None:
+        self._cache: OrderedDict[bytes, dict[str, Entry]] = OrderedDict()
+        self._cache_size = cache_size
+
+    # -- objects
+
+    def put_file(self, tx: Tx, chunks: list[ChunkRef]) -> Entry:
+        """Stores a file object; returns an unnamed entry for it."""
+        data = json.dumps([[c.address.hex(), c.size] for c in chunks], separators=(",", ":")).encode()
+        addr = address(data)
+        tx.put_object(addr, data)
+        return Entry("", False, addr, sum(c.size for c in chunks))
+
+    def file_chunks(self, tx: Tx, entry: Entry) -> list[ChunkRef]:
+        data = tx.get_object(entry.address)
+        if data is None:
+            raise NotFound(f"file object {entry.address.hex()} is missing")
+        return [ChunkRef(bytes.fromhex(a), s) for a, s in json.loads(data)]
+
+    def entries(self, tx: Tx, tree: bytes | None) -> dict[str, Entry]:
+        """The entries of a directory object (None or b"" is the empty directory)."""
+        if not tree:
+            return {}
+        cached = self._cache.get(tree)
+        if cached is not None:
+            self._cache.move_to_end(tree)
+            return cached
+        data = tx.get_object(tree)
+        if data is None:
+            raise NotFound(f"tree object {tree.hex()} is missing")
+        result = {n: Entry(n, d, bytes.fromhex(a), s) for n, d, a, s in json.loads(data)}
+        self._cache[tree] = result
+        if len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)
+        return result
+
+    def _put_tree(self, tx: Tx, entries: dict[str, Entry]) -> Entry | None:
+        if not entries:
+            return None
+        rows = [[e.name, e.is_dir, e.address.hex(), e.size] for e in sorted(entries.values(), key=lambda e: e.name)]
+        data = json.dumps(rows, separators=(",", ":")).encode()
+        addr = address(data)
+        tx.put_object(addr, data)
+        return Entry("", True, addr, sum(e.size for e in entries.values()))
+
+    # -- paths
+
+    def lookup(self, tx: Tx, root: Entry, path: str) -> Entry | None:
+        """The entry at a normalized PATH below the directory ROOT ('' is ROOT itself), or None."""
+        node: Entry | None = root
+        for name in paths.components(path):
+            if node is None or not node.is_dir:
+                return None
+            node = self.entries(tx, node.address).get(name)
+        return node
+
+    def apply(self, tx: Tx, root: bytes | None, edit: Edit, where: str = "") -> Entry | None:
+        """Applies EDIT to the directory ROOT; returns the new directory's entry (None if empty)."""
+        entries = {} if edit.fresh else dict(self.entries(tx, root))
+        for name, change in edit.children.items():
+            path = paths.join(where, name)
+            old = entries.get(name)
+            if change is None:
+                entries.pop(name, None)
+            elif isinstance(change, Entry):
+                if old is not None and old.is_dir:
+                    raise FailedPrecondition(f"cannot write file {path!r}: it is a directory")
+                entries[name] = Entry(name, False, change.address, change.size)
+            else:
+                if old is not None and not old.is_dir:
+                    raise FailedPrecondition(f"cannot write below {path!r}: it is a file")
+                sub = self.apply(tx, old.address if old else None, change, path)
+                if sub is None:
+                    entries.pop(name, None)
+                else:
+                    entries[name] = Entry(name, True, sub.address, sub.size)
+        return self._put_tree(tx, entries)

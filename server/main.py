@@ -13,6 +13,7 @@ from concurrent import futures
 import grpc
 
 from pfs.core.chunking import DEFAULT_AVG_SIZE
+from pfs.core.memory import keep_freed_memory
 from pfs.proto import chunks_pb2_grpc, pfs_pb2_grpc
 from server.meta.sqlite import SqliteMetaStore
 from server.rpc.servicers import ApiServicer, ChunksServicer
@@ -73,6 +74,7 @@ def serve(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    keep_freed_memory()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     serve(parser().parse_args(argv))
 

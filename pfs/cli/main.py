@@ -18,6 +18,7 @@ from pfs.client import Client, default_address
 from pfs.client.upload import Uploader
 from pfs.core.chunking import DELIMITERS
 from pfs.core.errors import InvalidArgument, PfsError
+from pfs.core.memory import keep_freed_memory
 from pfs.core.model import CommitInfo, CommitRef
 
 
@@ -236,6 +237,7 @@ def main(argv: list[str] | None = None) -> None:
     if argv[:1] == ["server"]:  # the server is its own program; pfs/ never imports server/
         os.execv(sys.executable, [sys.executable, "-m", "server", *argv[1:]])
     args = parser().parse_args(argv)
+    keep_freed_memory()
     client = Client(getattr(args, "address", None))
     try:
         args.fn(args, client)

@@ -145,18 +145,20 @@ class Client:
     def missing_chunks(self, addresses: list[bytes]) -> list[bytes]:
         return list(self._call(self._chunks.MissingChunks, cpb.ChunkAddresses(addresses=addresses)).addresses)
 
-    def put_chunks_async(self, frames: Iterator[tuple[bytes, bytes]]) -> "grpc.Future":
-        """Starts streaming (address, zstd frame) pairs; the future's result is how many were new."""
-        return self._chunks.PutChunks.future(cpb.ChunkData(address=a, compressed=f) for a, f in frames)
+    def put_chunks_async(self, batches: Iterator[list[tuple[bytes, bytes]]]) -> "grpc.Future":
+        """Starts streaming batches of (address, zstd frame) pairs; the future's result is how many were new."""
+        messages = (cpb.ChunkBatch(chunks=[cpb.ChunkData(address=a, compressed=f) for a, f in b]) for b in batches)
+        return self._chunks.PutChunks.future(messages)
 
     def read_chunks(self, chunks: Iterable[ChunkRef]) -> Iterator[bytes]:
         """The plain bytes of CHUNKS in order, each checked against its address."""
         request = cpb.ChunkAddresses(addresses=[c.address for c in chunks])
         window: deque = deque()
-        for m in self._stream(self._chunks.GetChunks, request):
-            window.append(self._pool.submit(_checked, m.address, m.compressed))
-            if len(window) > READ_AHEAD:
-                yield window.popleft().result()
+        for batch in self._stream(self._chunks.GetChunks, request):
+            for m in batch.chunks:
+                window.append(self._pool.submit(_checked, m.address, m.compressed))
+                if len(window) > READ_AHEAD:
+                    yield window.popleft().result()
         while window:
             yield window.popleft().result()
 

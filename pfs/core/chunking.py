@@ -3,7 +3,8 @@
 Cut points depend only on the bytes near them, so an insertion in the middle
 of a large file changes only the chunks around it. With the `line` delimiter
 every cut moves forward to the end of the line it falls in, so no record is
-split (map jobs rely on this); a line longer than `max_line` is cut anyway.
+split (map jobs rely on this); a line longer than `max_line` (4x the average
+chunk) is cut anyway.
 """
 
 from collections.abc import Iterator
@@ -23,13 +24,23 @@ class Chunker:
             raise ValueError(f"unknown delimiter {delimiter!r}; use one of {', '.join(DELIMITERS)}")
         self._cdc = pyfastcdc.FastCDC(avg_size=avg_size)
         self.max_size = self._cdc.max_size
-        self.max_line = 4 * self.max_size if delimiter == "line" else 0
-        self._window = max(16 << 20, 4 * (self.max_size + self.max_line))
+        self.max_line = self.max_size if delimiter == "line" else 0
+        self._buf = bytearray(2 * (self.max_size + self.max_line))  # reused: fresh memory is slow to fault in
+        self._busy = False
 
     def split(self, stream: BinaryIO) -> Iterator[bytes]:
-        """Yields the chunks of STREAM in order."""
+        """Yields the chunks of STREAM in order. One split at a time per Chunker."""
+        if self._busy:
+            raise RuntimeError("Chunker.split is not reentrant; use one Chunker per stream in flight")
+        self._busy = True
+        try:
+            yield from self._split(stream)
+        finally:
+            self._busy = False
+
+    def _split(self, stream: BinaryIO) -> Iterator[bytes]:
         lookahead = self.max_size + self.max_line
-        buf = bytearray(self._window)
+        buf = self._buf
         view = memoryview(buf)
         pos = filled = 0
         eof = False

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16pfs/proto/chunks.proto\x12\x03pfs\")\n\x08\x43hunkRef\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\x0c\x12\x0c\n\x04size\x18\x02 \x01(\x03\"#\n\x0e\x43hunkAddresses\x12\x11\n\taddresses\x18\x01 \x03(\x0c\"0\n\tChunkData\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\x0c\x12\x12\n\ncompressed\x18\x02 \x01(\x0c\"#\n\x11PutChunksResponse\x12\x0e\n\x06stored\x18\x01 \x01(\x03\x32\xae\x01\n\x06\x43hunks\x12\x39\n\rMissingChunks\x12\x13.pfs.ChunkAddresses\x1a\x13.pfs.ChunkAddresses\x12\x35\n\tPutChunks\x12\x0e.pfs.ChunkData\x1a\x16.pfs.PutChunksResponse(\x01\x12\x32\n\tGetChunks\x12\x13.pfs.ChunkAddresses\x1a\x0e.pfs.ChunkData0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16pfs/proto/chunks.proto\x12\x03pfs\")\n\x08\x43hunkRef\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\x0c\x12\x0c\n\x04size\x18\x02 \x01(\x03\"#\n\x0e\x43hunkAddresses\x12\x11\n\taddresses\x18\x01 \x03(\x0c\"0\n\tChunkData\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\x0c\x12\x12\n\ncompressed\x18\x02 \x01(\x0c\",\n\nChunkBatch\x12\x1e\n\x06\x63hunks\x18\x01 \x03(\x0b\x32\x0e.pfs.ChunkData\"#\n\x11PutChunksResponse\x12\x0e\n\x06stored\x18\x01 \x01(\x03\x32\xb0\x01\n\x06\x43hunks\x12\x39\n\rMissingChunks\x12\x13.pfs.ChunkAddresses\x1a\x13.pfs.ChunkAddresses\x12\x36\n\tPutChunks\x12\x0f.pfs.ChunkBatch\x1a\x16.pfs.PutChunksResponse(\x01\x12\x33\n\tGetChunks\x12\x13.pfs.ChunkAddresses\x1a\x0f.pfs.ChunkBatch0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,8 +37,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CHUNKADDRESSES']._serialized_end=109
   _globals['_CHUNKDATA']._serialized_start=111
   _globals['_CHUNKDATA']._serialized_end=159
-  _globals['_PUTCHUNKSRESPONSE']._serialized_start=161
-  _globals['_PUTCHUNKSRESPONSE']._serialized_end=196
-  _globals['_CHUNKS']._serialized_start=199
-  _globals['_CHUNKS']._serialized_end=373
+  _globals['_CHUNKBATCH']._serialized_start=161
+  _globals['_CHUNKBATCH']._serialized_end=205
+  _globals['_PUTCHUNKSRESPONSE']._serialized_start=207
+  _globals['_PUTCHUNKSRESPONSE']._serialized_end=242
+  _globals['_CHUNKS']._serialized_start=245
+  _globals['_CHUNKS']._serialized_end=421
 # @@protoc_insertion_point(module_scope)

@@ -41,13 +41,13 @@ class ChunksStub:
                 _registered_method=True)
         self.PutChunks = channel.stream_unary(
                 '/pfs.Chunks/PutChunks',
-                request_serializer=pfs_dot_proto_dot_chunks__pb2.ChunkData.SerializeToString,
+                request_serializer=pfs_dot_proto_dot_chunks__pb2.ChunkBatch.SerializeToString,
                 response_deserializer=pfs_dot_proto_dot_chunks__pb2.PutChunksResponse.FromString,
                 _registered_method=True)
         self.GetChunks = channel.unary_stream(
                 '/pfs.Chunks/GetChunks',
                 request_serializer=pfs_dot_proto_dot_chunks__pb2.ChunkAddresses.SerializeToString,
-                response_deserializer=pfs_dot_proto_dot_chunks__pb2.ChunkData.FromString,
+                response_deserializer=pfs_dot_proto_dot_chunks__pb2.ChunkBatch.FromString,
                 _registered_method=True)
 
 
@@ -84,13 +84,13 @@ def add_ChunksServicer_to_server(servicer, server):
             ),
             'PutChunks': grpc.stream_unary_rpc_method_handler(
                     servicer.PutChunks,
-                    request_deserializer=pfs_dot_proto_dot_chunks__pb2.ChunkData.FromString,
+                    request_deserializer=pfs_dot_proto_dot_chunks__pb2.ChunkBatch.FromString,
                     response_serializer=pfs_dot_proto_dot_chunks__pb2.PutChunksResponse.SerializeToString,
             ),
             'GetChunks': grpc.unary_stream_rpc_method_handler(
                     servicer.GetChunks,
                     request_deserializer=pfs_dot_proto_dot_chunks__pb2.ChunkAddresses.FromString,
-                    response_serializer=pfs_dot_proto_dot_chunks__pb2.ChunkData.SerializeToString,
+                    response_serializer=pfs_dot_proto_dot_chunks__pb2.ChunkBatch.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -145,7 +145,7 @@ class Chunks:
             request_iterator,
             target,
             '/pfs.Chunks/PutChunks',
-            pfs_dot_proto_dot_chunks__pb2.ChunkData.SerializeToString,
+            pfs_dot_proto_dot_chunks__pb2.ChunkBatch.SerializeToString,
             pfs_dot_proto_dot_chunks__pb2.PutChunksResponse.FromString,
             options,
             channel_credentials,
@@ -173,7 +173,7 @@ class Chunks:
             target,
             '/pfs.Chunks/GetChunks',
             pfs_dot_proto_dot_chunks__pb2.ChunkAddresses.SerializeToString,
-            pfs_dot_proto_dot_chunks__pb2.ChunkData.FromString,
+            pfs_dot_proto_dot_chunks__pb2.ChunkBatch.FromString,
             options,
             channel_credentials,
             insecure,

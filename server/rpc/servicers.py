@@ -11,6 +11,7 @@ from server.rpc.status import translated
 from server.store import Store
 
 EMPTY = pb.Empty()
+BATCH_BYTES = 4 << 20  # compressed bytes per GetChunks message
 
 
 class ApiServicer(pfs_pb2_grpc.APIServicer):
@@ -111,10 +112,18 @@ class ChunksServicer(chunks_pb2_grpc.ChunksServicer):
 
     @translated
     def PutChunks(self, request_iterator, context):
-        stored = self.store.put_chunks((m.address, m.compressed) for m in request_iterator)
-        return cpb.PutChunksResponse(stored=stored)
+        frames = ((c.address, c.compressed) for batch in request_iterator for c in batch.chunks)
+        return cpb.PutChunksResponse(stored=self.store.put_chunks(frames))
 
     @translated
     def GetChunks(self, request, context):
+        batch, size = [], 0
         for addr in request.addresses:
-            yield cpb.ChunkData(address=addr, compressed=self.store.get_chunk(addr))
+            frame = self.store.get_chunk(addr)
+            batch.append(cpb.ChunkData(address=addr, compressed=frame))
+            size += len(frame)
+            if size >= BATCH_BYTES:
+                yield cpb.ChunkBatch(chunks=batch)
+                batch, size = [], 0
+        if batch:
+            yield cpb.ChunkBatch(chunks=batch)

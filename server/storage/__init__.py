@@ -18,7 +18,7 @@ class ChunkStore(ABC):
 
     @abstractmethod
     def put(self, chunks: Iterable[tuple[bytes, bytes]]) -> int:
-        """Stores (address, compressed bytes) pairs; returns how many were new."""
+        """Stores (address, compressed bytes) pairs (storing one again is harmless); returns how many it wrote."""
 
     @abstractmethod
     def get(self, address: bytes) -> bytes:

@@ -26,24 +26,26 @@ class LocalChunkStore(ChunkStore):
         self.tmp = root / "tmp"
         self.chunks.mkdir(parents=True, exist_ok=True)
         self.tmp.mkdir(parents=True, exist_ok=True)
+        self._prefix = f"{self.chunks}/"
         for leftover in self.tmp.iterdir():  # from a crash: never renamed, never visible
             leftover.unlink()
 
-    def path(self, address: bytes) -> pathlib.Path:
+    def path(self, address: bytes) -> str:
         name = address.hex()
-        return self.chunks / name[:2] / name
+        return f"{self._prefix}{name[:2]}/{name}"
 
     def missing(self, addresses: Iterable[bytes]) -> list[bytes]:
-        return [a for a in addresses if not self.path(a).exists()]
+        exists = os.path.exists
+        return [a for a in addresses if not exists(self.path(a))]
 
     def put(self, chunks: Iterable[tuple[bytes, bytes]]) -> int:
         stored = 0
-        pending: dict[pathlib.Path, pathlib.Path] = {}  # final path -> temp file
+        pending: dict[str, pathlib.Path] = {}  # final path -> temp file
         pending_bytes = 0
         try:
             for address, data in chunks:
                 final = self.path(address)
-                if final in pending or final.exists():
+                if final in pending:
                     continue
                 tmp = self.tmp / uuid.uuid4().hex
                 with open(tmp, "wb") as f:
@@ -59,14 +61,17 @@ class LocalChunkStore(ChunkStore):
                 tmp.unlink(missing_ok=True)
             raise
 
-    def _commit(self, pending: dict[pathlib.Path, pathlib.Path]) -> int:
+    def _commit(self, pending: dict[str, pathlib.Path]) -> int:
         """Makes the temp files durable, then moves them to their addresses."""
         if not pending:
             return 0
         self._sync()
         for final, tmp in pending.items():
-            final.parent.mkdir(exist_ok=True)
-            os.replace(tmp, final)
+            try:
+                os.replace(tmp, final)
+            except FileNotFoundError:  # the first chunk under its fan-out directory
+                os.makedirs(os.path.dirname(final), exist_ok=True)
+                os.replace(tmp, final)
         self._sync()  # the renames themselves
         return len(pending)
 
@@ -81,6 +86,7 @@ class LocalChunkStore(ChunkStore):
 
     def get(self, address: bytes) -> bytes:
         try:
-            return self.path(address).read_bytes()
+            with open(self.path(address), "rb") as f:
+                return f.read()
         except FileNotFoundError:
             raise DataLoss(f"chunk {address.hex()} is missing from {self.chunks}") from None

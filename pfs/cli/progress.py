@@ -4,8 +4,6 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-from tqdm import tqdm
-
 
 @contextmanager
 def progress(total: int | None, label: str) -> Iterator[Callable[[int], None]]:
@@ -13,5 +11,7 @@ def progress(total: int | None, label: str) -> Iterator[Callable[[int], None]]:
     if not sys.stderr.isatty():
         yield lambda n: None
         return
+    from tqdm import tqdm  # here, not at the top: it costs every command 70 ms to import
+
     with tqdm(total=total, desc=label, unit="B", unit_scale=True, unit_divisor=1024, leave=False) as bar:
         yield bar.update

@@ -3,9 +3,7 @@
 import os
 import pathlib
 import sys
-import urllib.error
 import urllib.parse
-import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -81,6 +79,9 @@ def _tree(root: pathlib.Path, dest: str) -> Iterator[Source]:
 
 
 def _open_url(url: str) -> BinaryIO:
+    import urllib.error  # here, not at the top: only URL puts pay for importing it
+    import urllib.request
+
     try:
         return urllib.request.urlopen(url, timeout=URL_TIMEOUT)
     except urllib.error.HTTPError as err:

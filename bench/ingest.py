@@ -1,0 +1,421 @@
+"""Ingest benchmark: pfs put-file next to cp, borg create and restic backup.
+
+What it measures, in one run on the same machine and the same data:
+
+1. Throughput (MB/s, 1 MB = 1e6 bytes) of putting one large "mixed" file
+   (default 1 GiB: blocks of random bytes interleaved with CSV-like text, so it
+   compresses partly and has line ends), with `pfs put-file -c`, `cp`,
+   `borg create` and `restic backup`.
+2. Throughput (files/s and MB/s) of putting a tree of many small files
+   (default 10,000 files of 1-4 KiB in 100 directories), with `pfs put-file -r -c`,
+   `cp -r`, `borg create` and `restic backup`.
+3. For the large file, a second, slightly changed version (a few bytes changed
+   near the start, 100 bytes inserted in the middle, written over the original
+   at the same path): the time to ingest it, each store's size (`du -sb`)
+   after the first and the second version, the growth, and the dedup ratio
+   (bytes ingested over both versions / store size after the second).
+
+How: the data is generated deterministically (seeded) in a temporary directory
+under /tmp, read once before each phase so every tool starts with a warm page
+cache, and `sync`ed (untimed) before each timed command so no tool pays for
+another's unflushed writes. Each command is timed alone by wall clock, from
+process start to exit; pfs, borg and restic flush their data durably before
+they exit, cp does not. Every tool writes to its own store, one per dataset, on
+the same filesystem as the data; pfs gets a fresh server (`--port 0`) per
+dataset, started before and stopped after the timed commands. A baseline tool
+that is not installed is skipped with a message.
+
+Run from the repo root:  .venv/bin/python bench/ingest.py [--size-mib 1024] [--files 10000] [--keep]
+"""
+
+import argparse
+import os
+import random
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO
+
+BIN = Path(sys.executable).parent
+PFS = str(BIN / "pfs")
+SEED = 20240101
+MB = 1e6
+BIG_NAME = "big.bin"
+TREE_NAME = "tree"
+TREE_DIRS = 100
+CHANGE_AT = 4096          # where a few bytes are changed near the start
+CHANGED = b"CHANGED!"
+INSERTED = bytes(range(100))  # inserted in the middle
+COPY_BLOCK = 8 << 20
+SERVER_START_TIMEOUT = 30.0
+CITIES = ["Amsterdam", "Berlin", "Cairo", "Delhi", "Lima", "Oslo", "Quito", "Seoul", "Tokyo", "Zurich"]
+
+
+# ---------------------------------------------------------------- data
+
+
+def csv_lines(rng: random.Random, first_row: int, count: int) -> str:
+    """`count` CSV-like lines (id, city, hex key, amount), numbered from `first_row`."""
+    raw = rng.randbytes(count * 8)
+    return "".join(
+        f"{first_row + i},{CITIES[raw[8 * i] % len(CITIES)]},{raw[8 * i + 1:8 * i + 5].hex()},"
+        f"{int.from_bytes(raw[8 * i + 5:8 * i + 8], 'big') / 100:.2f}\n"
+        for i in range(count)
+    )
+
+
+def mixed_blocks(size: int, seed: int) -> Iterator[bytes]:
+    """Exactly `size` bytes, as alternating blocks (64-512 KiB) of random bytes and CSV text."""
+    rng = random.Random(seed)
+    produced, row, text = 0, 0, False
+    while produced < size:
+        n = min(rng.randint(64 << 10, 512 << 10), size - produced)
+        if text:
+            lines = n // 30 + 1  # lines are 30-40 bytes: a little more than n, then cut
+            block = csv_lines(rng, row, lines).encode()[:n]
+            row += lines
+        else:
+            block = rng.randbytes(n)
+        yield block
+        produced += n
+        text = not text
+
+
+def write_big_file(path: Path, size: int) -> None:
+    with open(path, "wb") as f:
+        for block in mixed_blocks(size, SEED):
+            f.write(block)
+
+
+def write_tree(root: Path, files: int) -> int:
+    """`files` text files of 1-4 KiB in TREE_DIRS subdirectories; returns their total size."""
+    rng = random.Random(SEED + 1)
+    total = 0
+    for i in range(files):
+        d = root / f"d{i % TREE_DIRS:03d}"
+        d.mkdir(parents=True, exist_ok=True)
+        size = rng.randint(1024, 4096)
+        data = csv_lines(rng, i * 1000, size // 30 + 1).encode()[:size]
+        (d / f"f{i:05d}.csv").write_bytes(data)
+        total += len(data)
+    return total
+
+
+def write_changed_version(path: Path) -> int:
+    """Overwrite `path` with a slightly changed copy of itself; returns the new size."""
+    size = path.stat().st_size
+    middle = size // 2
+    tmp = path.with_name(path.name + ".v2")
+    with open(path, "rb") as src, open(tmp, "wb") as dst:
+        copy_bytes(src, dst, CHANGE_AT)
+        src.seek(len(CHANGED), os.SEEK_CUR)
+        dst.write(CHANGED)
+        copy_bytes(src, dst, middle - CHANGE_AT - len(CHANGED))
+        dst.write(INSERTED)
+        copy_bytes(src, dst, size - middle)
+    tmp.replace(path)
+    return size + len(INSERTED)
+
+
+def copy_bytes(src: BinaryIO, dst: BinaryIO, n: int) -> None:
+    while n > 0:
+        block = src.read(min(n, COPY_BLOCK))
+        dst.write(block)
+        n -= len(block)
+
+
+def warm(path: Path) -> None:
+    """Read every file under `path` once, so it is in the page cache."""
+    paths = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    for p in paths:
+        with open(p, "rb") as f:
+            while f.read(COPY_BLOCK):
+                pass
+
+
+@dataclass(frozen=True)
+class Dataset:
+    name: str      # a file or directory name in the data directory
+    nbytes: int
+    nfiles: int
+
+    @property
+    def is_tree(self) -> bool:
+        return self.nfiles > 1
+
+
+# ---------------------------------------------------------------- processes
+
+
+def run(cmd: list[str], env: dict[str, str], cwd: Path | None = None) -> str:
+    """Run `cmd` to completion; its stdout, or SystemExit with its stderr if it fails."""
+    try:
+        return subprocess.run(cmd, cwd=cwd, env=env, check=True, capture_output=True, text=True).stdout
+    except subprocess.CalledProcessError as e:
+        raise SystemExit(f"{' '.join(cmd)} failed (exit {e.returncode}): {e.stderr.strip()}") from None
+
+
+def timed(cmd: list[str], env: dict[str, str], cwd: Path) -> float:
+    os.sync()
+    start = time.perf_counter()
+    run(cmd, env, cwd)
+    return time.perf_counter() - start
+
+
+def du(path: Path) -> int:
+    return int(run(["du", "-sb", str(path)], dict(os.environ)).split()[0])
+
+
+def first_line(cmd: list[str]) -> str:
+    if not shutil.which(cmd[0]):
+        return "not installed"
+    return run(cmd, dict(os.environ)).splitlines()[0]
+
+
+# ---------------------------------------------------------------- tools
+
+
+@dataclass
+class Tool:
+    """One tool writing one dataset into its own store (a directory)."""
+
+    store: Path
+    env: dict[str, str] = field(default_factory=lambda: dict(os.environ))
+    name = "?"
+    binary = "?"
+
+    def __enter__(self) -> "Tool":
+        """Untimed setup: make the store."""
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+    def command(self, data: Dataset, version: int) -> list[str]:
+        """The timed command that ingests `data` (relative to the data directory) as `version`."""
+        raise NotImplementedError
+
+
+class Cp(Tool):
+    name = binary = "cp"
+
+    def __enter__(self) -> "Cp":
+        self.store.mkdir()
+        return self
+
+    def command(self, data: Dataset, version: int) -> list[str]:
+        return ["cp", "-r", data.name, str(self.store / f"v{version}")]
+
+
+class Pfs(Tool):
+    name = "pfs"
+    binary = PFS
+    server: subprocess.Popen | None = None
+
+    def __enter__(self) -> "Pfs":
+        log = self.store.with_name(self.store.name + ".log")
+        with open(log, "w") as out:
+            self.server = subprocess.Popen(
+                [PFS, "server", "--data-dir", str(self.store), "--port", "0"],
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=out,
+            )
+        self.env["PFS_ADDRESS"] = self.wait_for_address(log)
+        run([PFS, "create-repo", "bench"], self.env)
+        return self
+
+    def wait_for_address(self, log: Path) -> str:
+        deadline = time.monotonic() + SERVER_START_TIMEOUT
+        while time.monotonic() < deadline:
+            found = re.search(r"listening on (\S+), data in", log.read_text())
+            if found:
+                return found.group(1)
+            if self.server.poll() is not None:
+                raise SystemExit(f"pfs server exited: {log.read_text().strip()}")
+            time.sleep(0.05)
+        raise SystemExit(f"pfs server did not start within {SERVER_START_TIMEOUT:.0f} s (log: {log})")
+
+    def __exit__(self, *exc: object) -> None:
+        if self.server is None:
+            return
+        self.server.terminate()
+        try:
+            self.server.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.server.kill()
+            self.server.wait()
+
+    def command(self, data: Dataset, version: int) -> list[str]:
+        flags = ["-r"] * data.is_tree + ["-c"] + ["-o"] * (version > 1)
+        return [PFS, "put-file", "bench", "master", data.name, *flags, "-f", data.name]
+
+
+class Borg(Tool):
+    name = binary = "borg"
+
+    def __enter__(self) -> "Borg":
+        self.env |= {
+            "BORG_BASE_DIR": str(self.store.with_name(self.store.name + ".home")),
+            "BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK": "yes",
+            "BORG_RELOCATED_REPO_ACCESS_IS_OK": "yes",
+        }
+        run(["borg", "init", "-e", "none", str(self.store)], self.env)
+        return self
+
+    def command(self, data: Dataset, version: int) -> list[str]:
+        return ["borg", "create", f"{self.store}::v{version}", data.name]
+
+
+class Restic(Tool):
+    name = binary = "restic"
+
+    def __enter__(self) -> "Restic":
+        self.env |= {
+            "RESTIC_PASSWORD": "bench",
+            "RESTIC_CACHE_DIR": str(self.store.with_name(self.store.name + ".cache")),
+        }
+        run(["restic", "init", "-q", "-r", str(self.store)], self.env)
+        return self
+
+    def command(self, data: Dataset, version: int) -> list[str]:
+        return ["restic", "-r", str(self.store), "backup", "-q", data.name]
+
+
+TOOLS: list[type[Tool]] = [Pfs, Cp, Borg, Restic]
+
+
+def available_tools() -> list[type[Tool]]:
+    found = []
+    for tool in TOOLS:
+        if shutil.which(tool.binary):
+            found.append(tool)
+        else:
+            print(f"skipping {tool.name}: {tool.binary} is not installed")
+    if Pfs not in found:
+        raise SystemExit(f"pfs not found at {PFS}; run `make setup`")
+    return found
+
+
+# ---------------------------------------------------------------- measuring
+
+
+@dataclass
+class Result:
+    seconds: float
+    stored: int
+
+
+def ingest_all(tools: list[Tool], data: Dataset, data_dir: Path, version: int) -> dict[str, Result]:
+    """Time every tool ingesting `data` as `version`; store sizes afterwards."""
+    warm(data_dir / data.name)
+    results = {}
+    for tool in tools:
+        seconds = timed(tool.command(data, version), tool.env, data_dir)
+        results[tool.name] = Result(seconds, du(tool.store))
+        print(f"  {data.name} v{version}: {tool.name:<7} {seconds:8.2f} s", flush=True)
+    return results
+
+
+def open_tools(kinds: list[type[Tool]], stores: Path, stack: ExitStack) -> list[Tool]:
+    stores.mkdir()
+    return [stack.enter_context(kind(stores / kind.name)) for kind in kinds]
+
+
+# ---------------------------------------------------------------- printing
+
+
+def speed(data: Dataset, seconds: float) -> str:
+    per_s = f"{data.nfiles / seconds:10.0f} files/s  " if data.is_tree else ""
+    return f"{per_s}{data.nbytes / MB / seconds:8.1f} MB/s"
+
+
+def print_throughput(title: str, data: Dataset, results: dict[str, Result]) -> None:
+    pfs = results["pfs"].seconds
+    print(f"\n{title}: {data.nbytes / MB:.1f} MB in {data.nfiles} file(s)")
+    print("  pfs speed ÷ tool speed: above 1 means pfs is faster; stored = du -sb of the store")
+    for name, r in results.items():
+        print(f"  {name:<7} {r.seconds:8.2f} s  {speed(data, r.seconds)}"
+              f"   pfs÷tool {r.seconds / pfs:6.2f}   stored {r.stored / MB:9.1f} MB")
+
+
+def print_second_version(data: Dataset, v2_bytes: int, v1: dict[str, Result], v2: dict[str, Result]) -> None:
+    ingested = data.nbytes + v2_bytes
+    print(f"\nsecond version of {data.name}: {len(CHANGED)} bytes changed at offset {CHANGE_AT}, "
+          f"{len(INSERTED)} bytes inserted in the middle, written over the original")
+    print("  dedup ratio = bytes ingested over both versions ÷ store size after v2")
+    print(f"  {'tool':<7} {'v2 s':>8} {'v2 MB/s':>8} {'after v1 MB':>12} {'after v2 MB':>12}"
+          f" {'growth bytes':>14} {'growth %':>9} {'dedup':>7}")
+    for name, r in v2.items():
+        growth = r.stored - v1[name].stored
+        print(f"  {name:<7} {r.seconds:8.2f} {v2_bytes / MB / r.seconds:8.1f} {v1[name].stored / MB:12.1f}"
+              f" {r.stored / MB:12.1f} {growth:14,d} {100 * growth / data.nbytes:8.2f}%"
+              f" {ingested / r.stored:7.2f}")
+
+
+def print_machine() -> None:
+    print(f"nproc {len(os.sched_getaffinity(0))}, load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    print(f"pfs {first_line([PFS, 'version'])}; {first_line(['borg', '--version'])}; "
+          f"{first_line(['restic', 'version'])}; {first_line(['cp', '--version'])}")
+
+
+# ---------------------------------------------------------------- main
+
+
+def bench_big(kinds: list[type[Tool]], work: Path, data_dir: Path, size: int) -> None:
+    path = data_dir / BIG_NAME
+    print(f"generating {size / MB:.1f} MB mixed file ...", flush=True)
+    write_big_file(path, size)
+    data = Dataset(BIG_NAME, size, 1)
+    with ExitStack() as stack:
+        tools = open_tools(kinds, work / "stores-big", stack)
+        v1 = ingest_all(tools, data, data_dir, 1)
+        v2_bytes = write_changed_version(path)
+        v2 = ingest_all(tools, data, data_dir, 2)
+    print_throughput("large mixed file, first version", data, v1)
+    print_second_version(data, v2_bytes, v1, v2)
+
+
+def bench_tree(kinds: list[type[Tool]], work: Path, data_dir: Path, files: int) -> None:
+    print(f"\ngenerating {files} small files ...", flush=True)
+    nbytes = write_tree(data_dir / TREE_NAME, files)
+    data = Dataset(TREE_NAME, nbytes, files)
+    with ExitStack() as stack:
+        v1 = ingest_all(open_tools(kinds, work / "stores-tree", stack), data, data_dir, 1)
+    print_throughput(f"tree of {files} small files in {TREE_DIRS} directories", data, v1)
+
+
+def parse_args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--size-mib", type=int, default=1024, help="size of the large file in MiB (default 1024)")
+    p.add_argument("--files", type=int, default=10_000, help="number of small files (default 10000)")
+    p.add_argument("--keep", action="store_true", help="keep the temporary directory (data, stores, server logs)")
+    return p.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
+    work = Path(tempfile.mkdtemp(prefix="pfs-bench-", dir="/tmp"))
+    data_dir = work / "data"
+    data_dir.mkdir()
+    try:
+        print_machine()
+        kinds = available_tools()
+        print("each dataset is read once before timing (warm page cache) and each timed command runs alone,")
+        print("after an untimed sync; pfs, borg and restic flush their data durably before exiting, cp does not")
+        bench_big(kinds, work, data_dir, args.size_mib << 20)
+        bench_tree(kinds, work, data_dir, args.files)
+    finally:
+        if args.keep:
+            print(f"\nkept {work}")
+        else:
+            shutil.rmtree(work)
+
+
+if __name__ == "__main__":
+    main()

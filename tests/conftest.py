@@ -1,0 +1,137 @@
+"""Real parts only: a real `pfs server` on a free loopback port, the real `pfs` CLI, real files."""
+
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+
+import pytest
+
+from pfs.client import Client
+
+BIN = pathlib.Path(sys.executable).parent
+PFS = str(BIN / "pfs")
+
+
+@dataclass
+class Result:
+    returncode: int
+    stdout: bytes
+    stderr: str
+
+    @property
+    def text(self) -> str:
+        return self.stdout.decode()
+
+
+class Server:
+    """A pfs server process on 127.0.0.1 with its own data dir; restartable, killable."""
+
+    def __init__(self, data_dir: pathlib.Path, chunk_size: int | None = None) -> None:
+        self.data_dir = data_dir
+        self.chunk_size = chunk_size
+        self.proc: subprocess.Popen | None = None
+        self.address = ""
+        self.port = 0
+
+    def start(self) -> None:
+        args = [PFS, "server", "--data-dir", str(self.data_dir), "--port", str(self.port)]
+        if self.chunk_size:
+            args += ["--chunk-size", str(self.chunk_size)]
+        self.log = self.data_dir.parent / f"server-{time.monotonic_ns()}.log"
+        with open(self.log, "wb") as log:
+            self.proc = subprocess.Popen(args, stdout=log, stderr=log)
+        line = wait_for(self._ready, 30)  # the first line names the address
+        self.address = line.split("listening on ")[1].split(",")[0]
+        self.port = int(self.address.rsplit(":", 1)[1])  # a restart comes back on the same port
+
+    def _ready(self) -> str | None:
+        text = self.log.read_text()
+        if "listening on" in text:
+            return text.split("\n")[0]
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"server did not start: {text}")
+        return None
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def kill(self) -> None:
+        """SIGKILL: what a crash looks like."""
+        self.proc.kill()
+        self.proc.wait()
+
+    def client(self) -> Client:
+        return Client(self.address)
+
+    def pfs(self, *args: str, input: bytes | None = None, check: bool = True) -> Result:
+        """Runs the pfs CLI against this server."""
+        return run_pfs(*args, input=input, check=check, env={"PFS_ADDRESS": self.address})
+
+
+def run_pfs(*args: str, input: bytes | None = None, check: bool = True, env: dict | None = None) -> Result:
+    p = subprocess.run([PFS, *args], input=input, capture_output=True, env={**os.environ, **(env or {})},
+                       timeout=120)
+    result = Result(p.returncode, p.stdout, p.stderr.decode())
+    if check and p.returncode != 0:
+        raise AssertionError(f"pfs {' '.join(args)} failed ({p.returncode}): {result.stderr}")
+    return result
+
+
+def assert_one_line_error(result: Result, *fragments: str) -> None:
+    """A failed command: non-zero exit, one line on stderr naming what went wrong, no traceback."""
+    assert result.returncode != 0, result
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    assert lines[0].startswith("pfs: "), lines[0]
+    for f in fragments:
+        assert f in lines[0], (f, lines[0])
+
+
+@pytest.fixture(autouse=True)
+def _isolated_env(monkeypatch, tmp_path):
+    """No test reads the user's home or a server from the environment."""
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("PFS_ADDRESS", raising=False)
+    monkeypatch.delenv("PFS_DATA_DIR", raising=False)
+
+
+def _server(tmp_path: pathlib.Path, chunk_size: int | None):
+    s = Server(tmp_path / "data", chunk_size)
+    s.start()
+    try:
+        yield s
+    finally:
+        s.stop()
+
+
+@pytest.fixture
+def server(tmp_path):
+    """A server with small chunks (4 KiB on average), so small inputs take the many-chunk paths."""
+    yield from _server(tmp_path, 4096)
+
+
+@pytest.fixture
+def big_server(tmp_path):
+    """A server with the default 1 MiB chunks."""
+    yield from _server(tmp_path, None)
+
+
+def wait_for(predicate, timeout: float = 10.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError("condition not met in time")

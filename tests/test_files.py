@@ -1,0 +1,147 @@
+"""Files through the CLI and a real server: round trips, append versus overwrite, trees."""
+
+import hashlib
+import os
+import random
+
+import pytest
+
+from pfs.core.model import CommitRef
+
+
+def put(server, repo, ref, path, data: bytes, *flags):
+    return server.pfs("put-file", repo, ref, path, "-f", "-", *flags, input=data)
+
+
+def get(server, repo, ref, path) -> bytes:
+    return server.pfs("get-file", repo, ref, path).stdout
+
+
+def lines(n: int, seed: int = 0) -> bytes:
+    r = random.Random(seed)
+    return b"".join(b"%d,%s,%f\n" % (i, r.choice([b"a", b"bb", b"ccc"]), r.random()) for i in range(n))
+
+
+@pytest.mark.parametrize(
+    "name,data",
+    [
+        ("text", lines(5000)),
+        ("binary", random.Random(1).randbytes(300_000)),
+        ("empty", b""),
+        ("one-line-no-newline", b"x" * 100_000),
+        ("nul-and-newlines", bytes(range(256)) * 1000),
+    ],
+)
+def test_round_trip(server, name, data):
+    server.pfs("create-repo", "r")
+    put(server, "r", "master", f"dir/{name}", data, "-c")
+    assert get(server, "r", "master", f"dir/{name}") == data
+    info = server.client().inspect_file(CommitRef("r", "master"), f"dir/{name}")
+    assert info.size_bytes == len(data)
+
+
+def test_large_file_round_trip_with_default_chunks(big_server, tmp_path):
+    src = tmp_path / "large.bin"
+    r = random.Random(7)
+    with open(src, "wb") as f:
+        for i in range(24):  # 48 MiB: random and text blocks
+            f.write(r.randbytes(1 << 20))
+            f.write(lines(40_000, i)[: 1 << 20])
+    big_server.pfs("create-repo", "r")
+    big_server.pfs("put-file", "r", "master", "large.bin", "-c", "-f", str(src))
+    out = tmp_path / "out.bin"
+    big_server.pfs("get-file", "r", "master", "large.bin", "-o", str(out))
+    assert hashlib.sha256(out.read_bytes()).digest() == hashlib.sha256(src.read_bytes()).digest()
+    info = big_server.client().inspect_file(CommitRef("r", "master"), "large.bin")
+    assert 12 <= len(info.chunks) <= 200  # about 1 MiB each
+
+
+def test_put_file_appends_unless_overwrite(server):
+    server.pfs("create-repo", "r")
+    put(server, "r", "master", "f", b"one\n", "-c")
+    put(server, "r", "master", "f", b"two\n", "-c")
+    assert get(server, "r", "master", "f") == b"one\ntwo\n"
+    put(server, "r", "master", "f", b"three\n", "-c", "-o")
+    assert get(server, "r", "master", "f") == b"three\n"
+    # earlier commits are untouched
+    assert get(server, "r", "master^", "f") == b"one\ntwo\n"
+    assert get(server, "r", "master~2", "f") == b"one\n"
+
+
+def test_appends_within_one_open_commit(server):
+    server.pfs("create-repo", "r")
+    commit = server.pfs("start-commit", "r", "master").text.strip()
+    put(server, "r", commit, "f", b"a\n")
+    put(server, "r", "master", "f", b"b\n")  # the branch names the open commit
+    assert get(server, "r", commit, "f") == b"a\nb\n"  # an open commit is readable
+    server.pfs("finish-commit", "r", commit)
+    assert get(server, "r", "master", "f") == b"a\nb\n"
+
+
+def test_directory_tree(server, tmp_path):
+    src = tmp_path / "tree"
+    files = {}
+    for i in range(60):
+        rel = f"d{i % 5}/sub{i % 3}/f{i}.txt"
+        files[rel] = lines(i * 10, i)
+        (src / rel).parent.mkdir(parents=True, exist_ok=True)
+        (src / rel).write_bytes(files[rel])
+    server.pfs("create-repo", "r")
+    server.pfs("put-file", "r", "master", "data", "-r", "-c", "-f", str(src))
+    client = server.client()
+    for rel, data in files.items():
+        assert b"".join(client.read_file(CommitRef("r", "master"), f"data/{rel}")) == data
+    listing = server.pfs("list-file", "r", "master", "data").text.split("\n")
+    assert [ln.split()[0] for ln in listing[1:] if ln] == [f"data/d{i}" for i in range(5)]
+    assert server.client().inspect_file(CommitRef("r", "master"), "data").size_bytes == sum(map(len, files.values()))
+    # a directory is not a file
+    result = server.pfs("get-file", "r", "master", "data/d0", check=False)
+    assert result.returncode == 1 and "is a directory" in result.stderr
+
+
+def test_put_file_from_local_path_defaults_to_its_name(server, tmp_path, monkeypatch):
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "sales.csv").write_bytes(b"1,2\n")
+    monkeypatch.chdir(tmp_path)
+    server.pfs("create-repo", "r")
+    server.pfs("put-file", "r", "master", "-c", "-f", "src/sales.csv")
+    server.pfs("put-file", "r", "master", "-c", "-f", str(tmp_path / "src" / "sales.csv"))
+    assert get(server, "r", "master", "src/sales.csv") == b"1,2\n"
+    assert get(server, "r", "master", "sales.csv") == b"1,2\n"
+
+
+def test_delete_file_and_directory(server):
+    server.pfs("create-repo", "r")
+    commit = server.pfs("start-commit", "r").text.strip()
+    for p in ("a/x", "a/y", "b"):
+        put(server, "r", commit, p, b"data\n")
+    server.pfs("delete-file", "r", commit, "a/x")
+    server.pfs("finish-commit", "r", commit)
+    assert [ln.split()[0] for ln in server.pfs("list-file", "r", "master").text.splitlines()[1:]] == ["a", "b"]
+    c2 = server.pfs("start-commit", "r").text.strip()
+    server.pfs("delete-file", "r", c2, "a")
+    server.pfs("finish-commit", "r", c2)
+    assert [ln.split()[0] for ln in server.pfs("list-file", "r", "master").text.splitlines()[1:]] == ["b"]
+    assert get(server, "r", "master^", "a/y") == b"data\n"
+
+
+def test_file_and_directory_clash(server):
+    server.pfs("create-repo", "r")
+    put(server, "r", "master", "a/b", b"x", "-c")
+    commit = server.pfs("start-commit", "r").text.strip()
+    r2 = server.pfs("put-file", "r", commit, "a", "-f", "-", input=b"y", check=False)
+    assert r2.returncode == 1 and "is a directory" in r2.stderr
+    r3 = server.pfs("put-file", "r", commit, "a/b/c", "-f", "-", input=b"y", check=False)
+    assert r3.returncode == 1 and "is a file" in r3.stderr
+    server.pfs("finish-commit", "r", commit)
+    assert get(server, "r", "master", "a/b") == b"x"
+
+
+def test_same_file_in_two_repos_is_stored_once(server):
+    data = os.urandom(200_000)
+    for repo in ("r1", "r2"):
+        server.pfs("create-repo", repo)
+        put(server, repo, "master", "f", data, "-c")
+    chunks = [p for p in (server.data_dir / "chunks").rglob("*") if p.is_file()]
+    info = server.client().inspect_file(CommitRef("r1", "master"), "f")
+    assert len(chunks) == len({c.address for c in info.chunks})

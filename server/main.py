@@ -25,6 +25,7 @@ MAX_MESSAGE = 256 << 20
 GRPC_OPTIONS = [
     ("grpc.max_receive_message_length", MAX_MESSAGE),
     ("grpc.max_send_message_length", MAX_MESSAGE),
+    ("grpc.so_reuseport", 0),  # a second server on a busy port must fail, not share it
 ]
 
 

@@ -1,0 +1,74 @@
+"""The CLI's own surface: listings, --raw, progress on a terminal only, the server verb."""
+
+import fcntl
+import json
+import os
+import pty
+import struct
+import subprocess
+import termios
+
+from conftest import PFS, run_pfs
+
+
+def test_repo_verbs(server):
+    server.pfs("create-repo", "sales", "-d", "daily sales")
+    server.pfs("create-repo", "logs")
+    listing = server.pfs("list-repo").text.splitlines()
+    assert listing[0].split() == ["NAME", "CREATED", "SIZE"]
+    assert sorted(ln.split()[0] for ln in listing[1:]) == ["logs", "sales"]
+    raw = json.loads(server.pfs("inspect-repo", "sales", "--raw").text)
+    assert raw["name"] == "sales" and raw["description"] == "daily sales"
+    server.pfs("delete-repo", "logs")
+    assert [ln.split()[0] for ln in server.pfs("list-repo").text.splitlines()[1:]] == ["sales"]
+
+
+def test_inspect_commit_and_file(server):
+    server.pfs("create-repo", "r")
+    server.pfs("put-file", "r", "master", "f", "-c", "-f", "-", input=b"abc\n" * 5000)
+    text = server.pfs("inspect-commit", "r", "master").text
+    assert "Branch: master" in text and "Parent: <none>" in text and "Size: 19.53 KiB" in text
+    raw = json.loads(server.pfs("inspect-file", "r", "master", "f", "--raw").text)
+    assert raw["size_bytes"] == 20000 and raw["is_dir"] is False and len(raw["chunks"]) >= 2
+
+
+def progress_output(server, *args, input_file) -> str:
+    """Runs pfs with stderr on a pseudo-terminal and returns what it drew there."""
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))  # a terminal has a size
+    with open(input_file, "rb") as stdin:
+        proc = subprocess.Popen([PFS, *args], stdin=stdin, stdout=subprocess.DEVNULL, stderr=slave,
+                                env={**os.environ, "PFS_ADDRESS": server.address})
+    os.close(slave)
+    out = b""
+    while True:
+        try:
+            data = os.read(master, 65536)
+        except OSError:  # the terminal closed
+            break
+        if not data:
+            break
+        out += data
+    os.close(master)
+    assert proc.wait() == 0
+    return out.decode(errors="replace")
+
+
+def test_progress_bar_only_on_a_terminal(big_server, tmp_path):
+    src = tmp_path / "big.bin"
+    src.write_bytes(os.urandom(64 << 20))
+    big_server.pfs("create-repo", "r")
+    drawn = progress_output(big_server, "put-file", "r", "master", "big", "-c", "-f", str(src), input_file=os.devnull)
+    assert "put-file" in drawn and "%" in drawn
+    piped = big_server.pfs("put-file", "r", "master", "again", "-c", "-f", str(src))
+    assert piped.stderr == ""
+    drawn = progress_output(big_server, "get-file", "r", "master", "big", input_file=os.devnull)
+    assert "get-file" in drawn
+
+
+def test_help_and_version():
+    assert run_pfs("version").text.strip() == "0.1.0"
+    usage = run_pfs("--help").text
+    for verb in ("create-repo", "put-file", "subscribe-commit", "set-branch", "server"):
+        assert verb in usage
+    assert "--data-dir" in run_pfs("server", "--help").text

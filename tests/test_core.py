@@ -1,0 +1,103 @@
+"""Pure code: path normal form, names, chunking."""
+
+import io
+import random
+
+import pytest
+
+from pfs.core import names, paths
+from pfs.core.chunking import Chunker
+from pfs.core.errors import InvalidArgument
+
+
+@pytest.mark.parametrize(
+    "raw,normal",
+    [("a/b", "a/b"), ("/a//b/", "a/b"), ("./a/./b", "a/b"), ("", ""), ("/", ""), ("a b/c\\d", "a b/c\\d")],
+)
+def test_normalize(raw, normal):
+    assert paths.normalize(raw) == normal
+
+
+@pytest.mark.parametrize("bad", ["..", "a/../b", "/../etc/passwd", "a/..", "a\x00b", "x" * 5000])
+def test_normalize_refuses_escapes(bad):
+    with pytest.raises(InvalidArgument):
+        paths.normalize(bad)
+
+
+def test_names():
+    assert names.check_repo("my-repo_1") == "my-repo_1"
+    for bad in ("", "a/b", "a b", "x" * 64, ".."):
+        with pytest.raises(InvalidArgument):
+            names.check_repo(bad)
+    with pytest.raises(InvalidArgument):
+        names.check_branch(names.new_commit_id())
+    assert names.is_commit_id(names.new_commit_id())
+
+
+def text(n: int, seed: int = 0) -> bytes:
+    r = random.Random(seed)
+    return b"".join(b"%d %s\n" % (i, b"w" * r.randint(0, 120)) for i in range(n))
+
+
+def split(data: bytes, **kw) -> list[bytes]:
+    return list(Chunker(**kw).split(io.BytesIO(data)))
+
+
+@pytest.mark.parametrize("delimiter", ["line", "none"])
+@pytest.mark.parametrize("size", [0, 1, 4095, 4096, 100_000, 3_000_000])
+def test_chunks_reassemble(delimiter, size):
+    data = random.Random(size).randbytes(size)
+    chunks = split(data, avg_size=4096, delimiter=delimiter)
+    assert b"".join(chunks) == data
+    assert all(chunks)
+
+
+def test_line_delimiter_never_splits_a_line():
+    data = text(50_000)
+    chunks = split(data, avg_size=4096)
+    assert len(chunks) > 100
+    assert all(c.endswith(b"\n") for c in chunks)
+
+
+def test_unterminated_last_line_stays_whole():
+    data = text(5000) + b"no newline at the end"
+    chunks = split(data, avg_size=4096)
+    assert chunks[-1].endswith(b"no newline at the end") and b"\n" in chunks[-1]
+    assert all(c.endswith(b"\n") for c in chunks[:-1])
+
+
+def test_overlong_line_is_cut_at_the_bound():
+    chunker = Chunker(avg_size=4096)
+    data = b"y" * (chunker.max_size + chunker.max_line + 10_000) + b"\n"
+    chunks = list(chunker.split(io.BytesIO(data)))
+    assert b"".join(chunks) == data
+    assert max(map(len, chunks)) <= chunker.max_size + chunker.max_line
+
+
+def test_cut_points_are_content_defined():
+    """An insertion changes only the chunks near it, and a stream's reads do not matter."""
+    data = text(60_000, 1)
+    before = split(data, avg_size=4096)
+    mid = data.index(b"\n", len(data) // 2) + 1
+    after = split(data[:mid] + b"inserted line\n" + data[mid:], avg_size=4096)
+    assert len(set(after) - set(before)) <= 3
+
+    class Trickle(io.RawIOBase):  # a pipe that returns a few bytes per read
+        def __init__(self, data):
+            self.data, self.pos = data, 0
+
+        def readinto(self, b):
+            n = min(len(b), 777, len(self.data) - self.pos)
+            b[:n] = self.data[self.pos : self.pos + n]
+            self.pos += n
+            return n
+
+    assert list(Chunker(avg_size=4096).split(Trickle(data))) == before
+
+
+def test_chunker_is_not_reentrant():
+    chunker = Chunker(avg_size=4096)
+    first = chunker.split(io.BytesIO(text(1000)))
+    next(first)
+    with pytest.raises(RuntimeError):
+        next(chunker.split(io.BytesIO(b"x")))

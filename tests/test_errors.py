@@ -1,0 +1,132 @@
+"""Every misuse gives one clear line and a non-zero exit, and leaves stored data intact."""
+
+import http.server
+import threading
+
+import pytest
+
+from conftest import assert_one_line_error, run_pfs
+
+
+@pytest.fixture
+def repo(server):
+    server.pfs("create-repo", "r")
+    server.pfs("put-file", "r", "master", "keep", "-c", "-f", "-", input=b"precious\n")
+    yield server
+    # whatever the test did wrong, the data is still there
+    assert server.pfs("get-file", "r", "master", "keep").stdout == b"precious\n"
+
+
+@pytest.mark.parametrize(
+    "args,fragments",
+    [
+        (("inspect-repo", "nope"), ("repo 'nope' not found", "create-repo")),
+        (("list-commit", "nope"), ("repo 'nope' not found",)),
+        (("put-file", "nope", "master", "f", "-c", "-f", "-"), ("repo 'nope' not found",)),
+        (("create-repo", "r"), ("already exists",)),
+        (("create-repo", "bad name!"), ("invalid repo name",)),
+        (("inspect-commit", "r", "0123456789abcdef0123456789abcdef"), ("no commit or branch",)),
+        (("inspect-commit", "r", "nobranch"), ("no commit or branch 'nobranch'",)),
+        (("get-file", "r", "master", "missing"), ("file 'missing' not found",)),
+        (("put-file", "r", "master", "x", "-f", "-"), ("is finished",)),
+        (("put-file", "r", "master", "../escape", "-c", "-f", "-"), ("'..'",)),
+        (("put-file", "r", "master", "a/../../b", "-c", "-f", "-"), ("'..'",)),
+        (("put-file", "r", "master", "-c", "-f", "/definitely/not/here"), ("no such file",)),
+        (("put-file", "r", "master", "x", "-c", "-f", "http://127.0.0.1:1/x"), ("cannot fetch",)),
+        (("put-file", "r", "master", "x", "-c", "-f", "-", "--delimiter", "json"), ("invalid choice",)),
+        (("start-commit", "r", "0123456789abcdef0123456789abcdef"), ("invalid branch name",)),
+        (("set-branch", "r", "nope", "b"), ("no commit or branch",)),
+        (("list-file", "r", "master~5"), ("past the first commit",)),
+        (("delete-repo", "nope"), ("not found",)),
+    ],
+)
+def test_misuse(repo, args, fragments):
+    result = repo.pfs(*args, input=b"data\n", check=False)
+    if "invalid choice" in fragments:  # argparse's own usage errors: exit 2, usage + one error line
+        assert result.returncode == 2 and "invalid choice" in result.stderr
+        return
+    assert_one_line_error(result, *fragments)
+    assert result.returncode == 1
+
+
+def test_nul_byte_in_path_is_refused(repo):
+    from pfs.core.errors import InvalidArgument
+    from pfs.core.model import CommitRef, FileWrite
+
+    client = repo.client()
+    c = client.start_commit("r")
+    with pytest.raises(InvalidArgument, match="NUL"):
+        client.put_files(CommitRef("r", c.id), [FileWrite("a\x00b", ())])
+    client.finish_commit(CommitRef("r", c.id))
+
+
+def test_unknown_chunks_are_refused(repo):
+    """A client cannot record a file whose chunks it never uploaded."""
+    from pfs.core.errors import FailedPrecondition
+    from pfs.core.model import ChunkRef, CommitRef, FileWrite
+
+    client = repo.client()
+    c = client.start_commit("r")
+    with pytest.raises(FailedPrecondition, match="never uploaded"):
+        client.put_files(CommitRef("r", c.id), [FileWrite("f", (ChunkRef(b"\x01" * 32, 5),))])
+
+
+def test_corrupt_chunk_is_refused(repo):
+    from pfs.core.compression import compress
+    from pfs.core.errors import DataLoss
+
+    client = repo.client()
+    call = client.put_chunks_async(iter([[(b"\x02" * 32, compress(b"not what the address says"))]]))
+    with pytest.raises(DataLoss, match="does not match its address"):
+        try:
+            call.result()
+        except Exception as err:  # the future raises grpc's error; translate it as the uploader does
+            raise client.translate(err) from None
+    assert client.missing_chunks([b"\x02" * 32]) == [b"\x02" * 32]
+
+
+def test_unreachable_server():
+    result = run_pfs("list-repo", check=False, env={"PFS_ADDRESS": "127.0.0.1:1"})
+    assert_one_line_error(result, "cannot reach the pfs server at 127.0.0.1:1")
+    result = run_pfs("--address", "127.0.0.1:2", "list-repo", check=False)
+    assert_one_line_error(result, "127.0.0.1:2")
+
+
+def test_url_errors_and_success(repo, tmp_path):
+    (tmp_path / "www").mkdir()
+    (tmp_path / "www" / "page.txt").write_bytes(b"from the web\n")
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *a, **kw):
+            super().__init__(*a, directory=str(tmp_path / "www"), **kw)
+
+        def log_message(self, *a):
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        base = f"http://127.0.0.1:{httpd.server_address[1]}"
+        repo.pfs("put-file", "r", "master", "-c", "-f", f"{base}/page.txt")
+        assert repo.pfs("get-file", "r", "master", "page.txt").stdout == b"from the web\n"
+        result = repo.pfs("put-file", "r", "master", "x", "-c", "-f", f"{base}/absent.txt", check=False)
+        assert_one_line_error(result, "HTTP 404")
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    # a failed -c put leaves its commit open, never a half-written finished one
+    heads = repo.client().list_commits("r", "master")
+    assert [c.is_finished for c in heads][:1] == [False]
+
+
+def test_server_refuses_a_busy_data_dir_and_port(server):
+    from conftest import Server
+
+    other = Server(server.data_dir)
+    with pytest.raises(RuntimeError, match="in use by another pfs server"):
+        other.start()
+    third = Server(server.data_dir.parent / "other")
+    third.port = server.port
+    with pytest.raises(RuntimeError, match="cannot listen on"):
+        third.start()

@@ -1,0 +1,57 @@
+"""The conformance suite every metadata store backend passes."""
+
+import pytest
+
+from pfs.core.model import CommitInfo, CommitRef, RepoInfo
+from server.meta import StoredCommit, walk_ancestry
+from server.meta.sqlite import SqliteMetaStore
+
+BACKENDS = {"sqlite": lambda tmp: SqliteMetaStore(tmp / "meta.db")}
+
+
+@pytest.fixture(params=sorted(BACKENDS))
+def meta(request, tmp_path):
+    m = BACKENDS[request.param](tmp_path)
+    yield m
+    m.close()
+
+
+def commit(repo, id_, parent="", size=0, prov=()):
+    return StoredCommit(CommitInfo(repo, id_, parent, "master", 1.0, 0.0, size, prov), None)
+
+
+def test_repos_commits_branches(meta):
+    with meta.transaction() as tx:
+        tx.insert_repo(RepoInfo("r", "d", 1.0, 0))
+        tx.insert_commit(commit("r", "c1", size=5))
+        tx.insert_commit(commit("r", "c2", "c1", 7, (CommitRef("x", "y"),)))
+        tx.set_branch("r", "master", "c2")
+        tx.set_branch("r", "dev", "c1")
+    with meta.transaction() as tx:
+        assert tx.get_repo("r").branches == ("dev", "master")
+        assert tx.get_repo("r").size_bytes == 12
+        assert [c.info.id for c in tx.list_commits("r")] == ["c2", "c1"]
+        assert [c.info.id for c in walk_ancestry(tx, "r", "c2")] == ["c2", "c1"]
+        assert tx.get_commit("r", "c2").info.provenance == (CommitRef("x", "y"),)
+        assert tx.children("r", "c1") == ["c2"]
+        assert tx.get_branch("r", "nope") is None
+        tx.delete_repo("r")
+    with meta.transaction() as tx:
+        assert tx.get_repo("r") is None and tx.list_commits("r") == [] and tx.list_branches("r") == []
+
+
+def test_failed_transaction_rolls_back(meta):
+    with pytest.raises(RuntimeError):
+        with meta.transaction() as tx:
+            tx.insert_repo(RepoInfo("r", "", 1.0, 0))
+            raise RuntimeError("boom")
+    with meta.transaction() as tx:
+        assert tx.get_repo("r") is None
+
+
+def test_objects_are_immutable(meta):
+    with meta.transaction() as tx:
+        tx.put_object(b"a", b"first")
+        tx.put_object(b"a", b"second")
+        assert tx.get_object(b"a") == b"first"
+        assert tx.get_object(b"b") is None

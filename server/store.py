@@ -5,10 +5,13 @@ resolve, append versus overwrite); the gRPC servicers only translate.
 """
 
 import dataclasses
+import os
 import re
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import zstandard
 
@@ -23,6 +26,7 @@ from server.trees import Edit, Entry, Trees
 _ANCESTRY = re.compile(r"^(?P<base>[^~^]+)(?P<suffix>(?:\^+|~\d+)*)$")
 _STEP = re.compile(r"\^|~(\d+)")
 DEFAULT_BRANCH = "master"
+VERIFY_AHEAD = 8  # chunks checked ahead of the writer
 
 
 class Store:
@@ -32,6 +36,7 @@ class Store:
         self.chunk_avg_size = chunk_avg_size
         self.trees = Trees()
         self._finished = threading.Condition()  # notified when a commit finishes
+        self._workers = ThreadPoolExecutor(os.cpu_count() or 2, thread_name_prefix="verify")
 
     # -- chunks
 
@@ -40,10 +45,20 @@ class Store:
 
     def put_chunks(self, chunks: Iterable[tuple[bytes, bytes]]) -> int:
         """Stores compressed chunks after checking each against its address."""
-        return self.chunks.put(_verified(chunks))
+        return self.chunks.put(self._verified(chunks))
 
     def get_chunk(self, addr: bytes) -> bytes:
         return self.chunks.get(addr)
+
+    def _verified(self, chunks: Iterable[tuple[bytes, bytes]]) -> Iterator[tuple[bytes, bytes]]:
+        """CHUNKS in order, each checked on the worker threads while earlier ones are written."""
+        window: deque = deque()
+        for addr, frame in chunks:
+            window.append(self._workers.submit(_check, addr, frame))
+            if len(window) > VERIFY_AHEAD:
+                yield window.popleft().result()
+        while window:
+            yield window.popleft().result()
 
     # -- repos
 
@@ -308,12 +323,11 @@ def _root(commit: StoredCommit) -> Entry:
     return Entry("", True, commit.tree or b"", commit.info.size_bytes)
 
 
-def _verified(chunks: Iterable[tuple[bytes, bytes]]) -> Iterator[tuple[bytes, bytes]]:
-    for addr, frame in chunks:
-        try:
-            plain = compression.decompress(frame)
-        except zstandard.ZstdError:
-            raise DataLoss(f"chunk {addr.hex()} is not a valid zstd frame") from None
-        if address(plain) != addr:
-            raise DataLoss(f"chunk {addr.hex()} does not match its address; it was corrupted in transit")
-        yield addr, frame
+def _check(addr: bytes, frame: bytes) -> tuple[bytes, bytes]:
+    try:
+        plain = compression.decompress(frame)
+    except zstandard.ZstdError:
+        raise DataLoss(f"chunk {addr.hex()} is not a valid zstd frame") from None
+    if address(plain) != addr:
+        raise DataLoss(f"chunk {addr.hex()} does not match its address; it was corrupted in transit")
+    return addr, frame

@@ -11,11 +11,13 @@ import os
 import pathlib
 import uuid
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 
 from pfs.core.errors import DataLoss
 from server.storage import ChunkStore
 
-BATCH_BYTES = 64 << 20
+BATCH_BYTES = 32 << 20
+BATCH_CHUNKS = 2000
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
@@ -39,27 +41,30 @@ class LocalChunkStore(ChunkStore):
         return [a for a in addresses if not exists(self.path(a))]
 
     def put(self, chunks: Iterable[tuple[bytes, bytes]]) -> int:
-        stored = 0
         pending: dict[str, pathlib.Path] = {}  # final path -> temp file
         pending_bytes = 0
-        try:
-            for address, data in chunks:
-                final = self.path(address)
-                if final in pending:
-                    continue
-                tmp = self.tmp / uuid.uuid4().hex
-                with open(tmp, "wb") as f:
-                    f.write(data)
-                pending[final] = tmp
-                pending_bytes += len(data)
-                if pending_bytes >= BATCH_BYTES:
-                    stored += self._commit(pending)
-                    pending, pending_bytes = {}, 0
-            return stored + self._commit(pending)
-        except BaseException:
-            for tmp in pending.values():
-                tmp.unlink(missing_ok=True)
-            raise
+        flushes = []
+        # Each full batch is made durable on another thread while the next one is written.
+        with ThreadPoolExecutor(1, thread_name_prefix="chunk-flush") as flusher:
+            try:
+                for address, data in chunks:
+                    final = self.path(address)
+                    if final in pending:
+                        continue
+                    tmp = self.tmp / uuid.uuid4().hex
+                    with open(tmp, "wb") as f:
+                        f.write(data)
+                    pending[final] = tmp
+                    pending_bytes += len(data)
+                    if pending_bytes >= BATCH_BYTES or len(pending) >= BATCH_CHUNKS:
+                        flushes.append(flusher.submit(self._commit, pending))
+                        pending, pending_bytes = {}, 0
+                flushes.append(flusher.submit(self._commit, pending))
+            except BaseException:
+                for tmp in pending.values():
+                    tmp.unlink(missing_ok=True)
+                raise
+            return sum(f.result() for f in flushes)
 
     def _commit(self, pending: dict[str, pathlib.Path]) -> int:
         """Makes the temp files durable, then moves them to their addresses."""

@@ -72,6 +72,7 @@ def serve(args: argparse.Namespace) -> None:
     stop.wait()
     server.stop(grace=2).wait()
     store.meta.close()
+    store.chunks.close()
 
 
 def main(argv: list[str] | None = None) -> None:

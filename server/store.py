@@ -175,7 +175,11 @@ class Store:
             with self.meta.transaction() as tx:
                 self._repo(tx, repo)
                 head = tx.get_branch(repo, branch)
-                fresh = [c.info for c in walk_ancestry(tx, repo, head) if c.info.id not in seen] if head else []
+                fresh = []
+                for c in walk_ancestry(tx, repo, head) if head else ():
+                    if c.info.id in seen:
+                        break  # and so are all its ancestors
+                    fresh.append(c.info)
             fresh = [c for c in reversed(fresh) if c.is_finished]
             seen.update(c.id for c in fresh)
             if not (first and new_only):

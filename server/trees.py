@@ -1,12 +1,14 @@
 """File and tree objects: content-addressed, immutable, like git's blobs and trees.
 
-A file object lists its chunks; a tree object lists a directory's entries.
+A file object lists its chunks (packed binary, 40 bytes each); a tree
+object lists a directory's entries (JSON, sorted by name).
 Changing one file rewrites only the trees on the path to it; equal files and
 subtrees share one object. Directories exist through what they hold: one
 left empty disappears, as in git.
 """
 
 import json
+import struct
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
@@ -49,6 +51,7 @@ class Edit:
 
 
 _ABSENT = object()
+_CHUNK_REF = struct.Struct("<32sQ")  # a file object: (address, plain size) per chunk, in order
 
 
 class Trees:
@@ -62,7 +65,7 @@ class Trees:
 
     def put_file(self, tx: Tx, chunks: list[ChunkRef]) -> Entry:
         """Stores a file object; returns an unnamed entry for it."""
-        data = json.dumps([[c.address.hex(), c.size] for c in chunks], separators=(",", ":")).encode()
+        data = b"".join(_CHUNK_REF.pack(c.address, c.size) for c in chunks)
         addr = address(data)
         tx.put_object(addr, data)
         return Entry("", False, addr, sum(c.size for c in chunks))
@@ -71,7 +74,7 @@ class Trees:
         data = tx.get_object(entry.address)
         if data is None:
             raise NotFound(f"file object {entry.address.hex()} is missing")
-        return [ChunkRef(bytes.fromhex(a), s) for a, s in json.loads(data)]
+        return [ChunkRef(a, s) for a, s in _CHUNK_REF.iter_unpack(data)]
 
     def entries(self, tx: Tx, tree: bytes | None) -> dict[str, Entry]:
         """The entries of a directory object (None or b"" is the empty directory)."""

@@ -3,6 +3,7 @@
 import os
 import pathlib
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -125,6 +126,17 @@ def server(tmp_path):
 def big_server(tmp_path):
     """A server with the default 1 MiB chunks."""
     yield from _server(tmp_path, None)
+
+
+def stored_chunks(data_dir: pathlib.Path) -> dict[str, bytes]:
+    """Every chunk a local store holds, by hex address: its files and its small-chunk table."""
+    chunks = {p.name: p.read_bytes() for p in (data_dir / "chunks").rglob("*") if p.is_file()}
+    db = sqlite3.connect(f"file:{data_dir / 'chunks.db'}?mode=ro", uri=True)
+    try:
+        chunks.update((a.hex(), d) for a, d in db.execute("SELECT address, data FROM small"))
+    finally:
+        db.close()
+    return chunks
 
 
 def wait_for(predicate, timeout: float = 10.0):

@@ -1,5 +1,7 @@
 """The conformance suite every chunk store backend passes."""
 
+import os
+
 import pytest
 
 from pfs.core.compression import compress
@@ -12,11 +14,18 @@ BACKENDS = {"local": lambda tmp: LocalChunkStore(tmp / "store")}
 
 @pytest.fixture(params=sorted(BACKENDS))
 def store(request, tmp_path):
-    return BACKENDS[request.param](tmp_path)
+    s = BACKENDS[request.param](tmp_path)
+    yield s
+    s.close()
 
 
 def frames(n: int) -> list[tuple[bytes, bytes]]:
-    return [(address(b"chunk %d" % i), compress(b"chunk %d" % i)) for i in range(n)]
+    """Small chunks and large ones (a store may keep them differently)."""
+    out = []
+    for i in range(n):
+        plain = (b"chunk %d " % i) + (os.urandom(200_000) if i % 2 else b"")
+        out.append((address(plain), compress(plain)))
+    return out
 
 
 def test_put_get_missing(store):
@@ -48,8 +57,18 @@ def test_failed_put_leaves_nothing_behind(store):
     assert store.missing([a for a, _ in chunks]) == [a for a, _ in chunks]
 
 
+def test_chunks_survive_reopening(tmp_path):
+    chunks = frames(6)
+    s = BACKENDS["local"](tmp_path)
+    s.put(chunks)
+    s.close()
+    s = BACKENDS["local"](tmp_path)
+    assert [s.get(a) for a, _ in chunks] == [f for _, f in chunks]
+    s.close()
+
+
 def test_local_store_drops_crash_leftovers(tmp_path):
-    LocalChunkStore(tmp_path)
+    LocalChunkStore(tmp_path).close()
     (tmp_path / "tmp" / "half-written").write_bytes(b"garbage")
-    LocalChunkStore(tmp_path)
+    LocalChunkStore(tmp_path).close()
     assert list((tmp_path / "tmp").iterdir()) == []

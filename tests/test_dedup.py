@@ -3,6 +3,7 @@
 import os
 import random
 
+from conftest import stored_chunks
 from pfs.core.model import CommitRef
 
 
@@ -11,7 +12,7 @@ def store_bytes(server) -> int:
 
 
 def chunk_files(server) -> set[str]:
-    return {p.name for p in (server.data_dir / "chunks").rglob("*") if p.is_file()}
+    return set(stored_chunks(server.data_dir))
 
 
 def test_same_100_mib_twice_grows_the_store_by_under_1_percent(big_server, tmp_path):

@@ -6,6 +6,7 @@ import random
 
 import pytest
 
+from conftest import stored_chunks
 from pfs.core.model import CommitRef
 
 
@@ -142,6 +143,5 @@ def test_same_file_in_two_repos_is_stored_once(server):
     for repo in ("r1", "r2"):
         server.pfs("create-repo", repo)
         put(server, repo, "master", "f", data, "-c")
-    chunks = [p for p in (server.data_dir / "chunks").rglob("*") if p.is_file()]
     info = server.client().inspect_file(CommitRef("r1", "master"), "f")
-    assert len(chunks) == len({c.address for c in info.chunks})
+    assert set(stored_chunks(server.data_dir)) == {c.address.hex() for c in info.chunks}

@@ -5,6 +5,7 @@ error from the store or the network, 2 for a usage error.
 """
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -114,11 +115,17 @@ def cmd_put_file(args, client):
         ref = CommitRef(args.repo, client.start_commit(args.repo, args.ref).id)
     known = [s.size for s in todo]
     total = None if None in known else sum(known)
-    with progress(total, "put-file") as advance:
-        with Uploader(client, ref, args.delimiter, advance) as up:
-            for src in todo:
-                with src.open() as stream:
-                    up.put(src.dest, stream, overwrite=args.overwrite)
+    try:
+        with progress(total, "put-file") as advance:
+            with Uploader(client, ref, args.delimiter, advance) as up:
+                for src in todo:
+                    with src.open() as stream:
+                        up.put(src.dest, stream, overwrite=args.overwrite)
+    except BaseException:
+        if args.commit:  # the commit is ours alone: drop it, so the branch is as it was
+            with contextlib.suppress(PfsError):
+                client.delete_commit(ref)
+        raise
     if args.commit:
         client.finish_commit(ref)
 

@@ -52,26 +52,20 @@ class SqliteMetaStore(MetaStore):
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute("PRAGMA foreign_keys=ON")
         self._db.executescript(SCHEMA)
-        self._lock = threading.RLock()
-        self._depth = 0
+        self._lock = threading.Lock()
 
     @contextmanager
     def transaction(self) -> Iterator[Tx]:
         with self._lock:
-            if self._depth:  # nested: part of the enclosing transaction
-                yield _SqliteTx(self._db)
-                return
             self._db.execute("BEGIN IMMEDIATE")
-            self._depth = 1
+            tx = _SqliteTx(self._db)
             try:
-                yield _SqliteTx(self._db)
+                yield tx
+                tx.flush()
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
-            else:
-                self._db.execute("COMMIT")
-            finally:
-                self._depth = 0
+            self._db.execute("COMMIT")
 
     def close(self) -> None:
         with self._lock:
@@ -102,6 +96,12 @@ def _stored_commit(row: tuple) -> StoredCommit:
 class _SqliteTx(Tx):
     def __init__(self, db: sqlite3.Connection) -> None:
         self._db = db
+        self._objects: dict[bytes, bytes] = {}  # written in one statement when the transaction ends
+
+    def flush(self) -> None:
+        if self._objects:
+            self._db.executemany("INSERT OR IGNORE INTO objects (address, data) VALUES (?, ?)", self._objects.items())
+            self._objects.clear()
 
     def _branch_names(self, repo: str) -> tuple[str, ...]:
         return tuple(n for n, _ in self.list_branches(repo))
@@ -192,10 +192,10 @@ class _SqliteTx(Tx):
         self._db.execute("DELETE FROM branches WHERE repo = ? AND name = ?", (repo, name))
 
     def put_object(self, address: bytes, data: bytes) -> None:
-        self._db.execute(
-            "INSERT OR IGNORE INTO objects (address, data) VALUES (?, ?)", (address, data)
-        )
+        self._objects.setdefault(address, data)
 
     def get_object(self, address: bytes) -> bytes | None:
+        if address in self._objects:
+            return self._objects[address]
         row = self._db.execute("SELECT data FROM objects WHERE address = ?", (address,)).fetchone()
         return row[0] if row else None

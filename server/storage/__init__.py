@@ -23,3 +23,6 @@ class ChunkStore(ABC):
     @abstractmethod
     def get(self, address: bytes) -> bytes:
         """The compressed bytes at ADDRESS; raises pfs.core.errors.DataLoss if absent."""
+
+    @abstractmethod
+    def close(self) -> None: ...

@@ -1,14 +1,20 @@
-"""A chunk store in a local directory: chunks/ab/abcdef... (hex address), zstd frames.
+"""A chunk store in a local directory.
 
-Each chunk is written to tmp/, made durable, then renamed into place, so a
-crash never leaves a half chunk under its address. Durability is paid per
-batch (one syncfs for many chunks), not per chunk, so many small files do
-not cost one disk flush each.
+Large chunks are files, chunks/ab/abcdef... (hex address), each a zstd
+frame: written to tmp/, made durable, then renamed into place, so a crash
+never leaves a half chunk under its address. Small chunks (the whole of
+most small files) live in one SQLite table, chunks.db, written a batch per
+transaction: a file per small chunk would cost a file creation, a rename and
+a stat each, which dominates ingesting many small files. Durability is paid
+per batch (one syncfs, one transaction), not per chunk, and each batch is
+made durable on another thread while the next one is written.
 """
 
 import ctypes
 import os
 import pathlib
+import sqlite3
+import threading
 import uuid
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -16,8 +22,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pfs.core.errors import DataLoss
 from server.storage import ChunkStore
 
+SMALL = 64 << 10  # compressed frames below this go to chunks.db
 BATCH_BYTES = 32 << 20
-BATCH_CHUNKS = 2000
+BATCH_CHUNKS = 4000
+QUERY_BATCH = 500  # addresses per SQL IN (...)
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
@@ -31,54 +39,78 @@ class LocalChunkStore(ChunkStore):
         self._prefix = f"{self.chunks}/"
         for leftover in self.tmp.iterdir():  # from a crash: never renamed, never visible
             leftover.unlink()
+        self._db = sqlite3.connect(root / "chunks.db", isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA page_size=65536")  # blobs of a few KiB: fewer, larger writes
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.execute("CREATE TABLE IF NOT EXISTS small (address BLOB PRIMARY KEY, data BLOB NOT NULL)")
+        self._lock = threading.Lock()
 
     def path(self, address: bytes) -> str:
+        """Where a large chunk's file is (small chunks have none)."""
         name = address.hex()
         return f"{self._prefix}{name[:2]}/{name}"
 
     def missing(self, addresses: Iterable[bytes]) -> list[bytes]:
-        exists = os.path.exists
-        return [a for a in addresses if not exists(self.path(a))]
+        addresses = list(addresses)
+        small = set()
+        with self._lock:
+            for i in range(0, len(addresses), QUERY_BATCH):
+                part = addresses[i : i + QUERY_BATCH]
+                rows = self._db.execute(
+                    f"SELECT address FROM small WHERE address IN ({','.join('?' * len(part))})", part
+                )
+                small.update(r[0] for r in rows)
+        return [a for a in addresses if a not in small and not os.path.exists(self.path(a))]
 
     def put(self, chunks: Iterable[tuple[bytes, bytes]]) -> int:
-        pending: dict[str, pathlib.Path] = {}  # final path -> temp file
-        pending_bytes = 0
+        batch = _Batch()
         flushes = []
-        # Each full batch is made durable on another thread while the next one is written.
         with ThreadPoolExecutor(1, thread_name_prefix="chunk-flush") as flusher:
             try:
                 for address, data in chunks:
-                    final = self.path(address)
-                    if final in pending:
-                        continue
-                    tmp = self.tmp / uuid.uuid4().hex
-                    with open(tmp, "wb") as f:
-                        f.write(data)
-                    pending[final] = tmp
-                    pending_bytes += len(data)
-                    if pending_bytes >= BATCH_BYTES or len(pending) >= BATCH_CHUNKS:
-                        flushes.append(flusher.submit(self._commit, pending))
-                        pending, pending_bytes = {}, 0
-                flushes.append(flusher.submit(self._commit, pending))
+                    if len(data) < SMALL:
+                        batch.small[address] = data
+                    else:
+                        final = self.path(address)
+                        if final in batch.files:
+                            continue
+                        tmp = self.tmp / uuid.uuid4().hex
+                        with open(tmp, "wb") as f:
+                            f.write(data)
+                        batch.files[final] = tmp
+                    batch.size += len(data)
+                    if batch.size >= BATCH_BYTES or len(batch.small) + len(batch.files) >= BATCH_CHUNKS:
+                        flushes.append(flusher.submit(self._commit, batch))
+                        batch = _Batch()
+                flushes.append(flusher.submit(self._commit, batch))
             except BaseException:
-                for tmp in pending.values():
+                for tmp in batch.files.values():
                     tmp.unlink(missing_ok=True)
                 raise
             return sum(f.result() for f in flushes)
 
-    def _commit(self, pending: dict[str, pathlib.Path]) -> int:
-        """Makes the temp files durable, then moves them to their addresses."""
-        if not pending:
-            return 0
-        self._sync()
-        for final, tmp in pending.items():
-            try:
-                os.replace(tmp, final)
-            except FileNotFoundError:  # the first chunk under its fan-out directory
-                os.makedirs(os.path.dirname(final), exist_ok=True)
-                os.replace(tmp, final)
-        self._sync()  # the renames themselves
-        return len(pending)
+    def _commit(self, batch: "_Batch") -> int:
+        """Makes a batch durable: small chunks in one transaction; files flushed, then renamed."""
+        if batch.small:
+            with self._lock:
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    self._db.executemany("INSERT OR IGNORE INTO small VALUES (?, ?)", batch.small.items())
+                except BaseException:
+                    self._db.execute("ROLLBACK")
+                    raise
+                self._db.execute("COMMIT")
+        if batch.files:
+            self._sync()
+            for final, tmp in batch.files.items():
+                try:
+                    os.replace(tmp, final)
+                except FileNotFoundError:  # the first chunk under its fan-out directory
+                    os.makedirs(os.path.dirname(final), exist_ok=True)
+                    os.replace(tmp, final)
+            self._sync()  # the renames themselves
+        return len(batch.small) + len(batch.files)
 
     def _sync(self) -> None:
         fd = os.open(self.root, os.O_RDONLY)
@@ -94,4 +126,22 @@ class LocalChunkStore(ChunkStore):
             with open(self.path(address), "rb") as f:
                 return f.read()
         except FileNotFoundError:
-            raise DataLoss(f"chunk {address.hex()} is missing from {self.chunks}") from None
+            pass
+        with self._lock:
+            row = self._db.execute("SELECT data FROM small WHERE address = ?", (address,)).fetchone()
+        if row is None:
+            raise DataLoss(f"chunk {address.hex()} is missing from {self.root}")
+        return row[0]
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+
+class _Batch:
+    """Chunks written but not yet durable."""
+
+    def __init__(self) -> None:
+        self.small: dict[bytes, bytes] = {}
+        self.files: dict[str, pathlib.Path] = {}  # final path -> temp file
+        self.size = 0

@@ -26,7 +26,7 @@ from server.trees import Edit, Entry, Trees
 _ANCESTRY = re.compile(r"^(?P<base>[^~^]+)(?P<suffix>(?:\^+|~\d+)*)$")
 _STEP = re.compile(r"\^|~(\d+)")
 DEFAULT_BRANCH = "master"
-VERIFY_AHEAD = 8  # chunks checked ahead of the writer
+VERIFY_AHEAD = 2  # batches checked ahead of the writer
 
 
 class Store:
@@ -43,22 +43,22 @@ class Store:
     def missing_chunks(self, addresses: list[bytes]) -> list[bytes]:
         return self.chunks.missing(addresses)
 
-    def put_chunks(self, chunks: Iterable[tuple[bytes, bytes]]) -> int:
-        """Stores compressed chunks after checking each against its address."""
-        return self.chunks.put(self._verified(chunks))
+    def put_chunks(self, batches: Iterable[list[tuple[bytes, bytes]]]) -> int:
+        """Stores batches of (address, zstd frame), after checking each chunk against its address."""
+        return self.chunks.put(self._verified(batches))
 
     def get_chunk(self, addr: bytes) -> bytes:
         return self.chunks.get(addr)
 
-    def _verified(self, chunks: Iterable[tuple[bytes, bytes]]) -> Iterator[tuple[bytes, bytes]]:
-        """CHUNKS in order, each checked on the worker threads while earlier ones are written."""
+    def _verified(self, batches: Iterable[list[tuple[bytes, bytes]]]) -> Iterator[tuple[bytes, bytes]]:
+        """The chunks in order, each batch checked on the worker threads while earlier ones are written."""
         window: deque = deque()
-        for addr, frame in chunks:
-            window.append(self._workers.submit(_check, addr, frame))
+        for batch in batches:
+            window.append(self._workers.submit(_checked, batch))
             if len(window) > VERIFY_AHEAD:
-                yield window.popleft().result()
+                yield from window.popleft().result()
         while window:
-            yield window.popleft().result()
+            yield from window.popleft().result()
 
     # -- repos
 
@@ -327,11 +327,12 @@ def _root(commit: StoredCommit) -> Entry:
     return Entry("", True, commit.tree or b"", commit.info.size_bytes)
 
 
-def _check(addr: bytes, frame: bytes) -> tuple[bytes, bytes]:
-    try:
-        plain = compression.decompress(frame)
-    except zstandard.ZstdError:
-        raise DataLoss(f"chunk {addr.hex()} is not a valid zstd frame") from None
-    if address(plain) != addr:
-        raise DataLoss(f"chunk {addr.hex()} does not match its address; it was corrupted in transit")
-    return addr, frame
+def _checked(batch: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    for addr, frame in batch:
+        try:
+            plain = compression.decompress(frame)
+        except zstandard.ZstdError:
+            raise DataLoss(f"chunk {addr.hex()} is not a valid zstd frame") from None
+        if address(plain) != addr:
+            raise DataLoss(f"chunk {addr.hex()} does not match its address; it was corrupted in transit")
+    return batch

@@ -112,8 +112,8 @@ class ChunksServicer(chunks_pb2_grpc.ChunksServicer):
 
     @translated
     def PutChunks(self, request_iterator, context):
-        frames = ((c.address, c.compressed) for batch in request_iterator for c in batch.chunks)
-        return cpb.PutChunksResponse(stored=self.store.put_chunks(frames))
+        batches = ([(c.address, c.compressed) for c in batch.chunks] for batch in request_iterator)
+        return cpb.PutChunksResponse(stored=self.store.put_chunks(batches))
 
     @translated
     def GetChunks(self, request, context):

@@ -1,5 +1,6 @@
 """The same bytes are stored once; a small change stores only the chunks around it."""
 
+import io
 import os
 import random
 
@@ -46,3 +47,21 @@ def test_insertion_in_the_middle_stores_only_a_few_chunks(big_server, tmp_path):
     assert 1 <= len(new) <= 3, len(new)
     assert len(before) >= 20
     assert big_server.pfs("get-file", "r", "master", "t").stdout == src.read_bytes()
+
+
+def test_a_second_upload_of_the_same_data_sends_nothing(server):
+    from pfs.client.upload import Uploader
+
+    data = os.urandom(300_000)
+    client = server.client()
+    client.create_repo("r")
+    sent = []
+    for name in ("a", "b"):
+        c = client.start_commit("r")
+        with Uploader(client, CommitRef("r", c.id)) as up:
+            up.put(name, io.BytesIO(data))
+        client.finish_commit(CommitRef("r", c.id))
+        sent.append(up.bytes_sent)
+    assert sent[0] > len(data) * 0.9  # random bytes do not compress
+    assert sent[1] == 0
+    assert b"".join(client.read_file(CommitRef("r", "master"), "b")) == data

@@ -4,7 +4,7 @@ import functools
 import os
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import grpc
 
@@ -166,7 +166,7 @@ class Client:
         """The contents of a file, chunk by chunk."""
         return self.read_chunks(self.inspect_file(ref, path).chunks)
 
-    def submit(self, fn: Callable, *args) -> "grpc.Future":
+    def submit(self, fn: Callable, *args) -> Future:
         """Runs FN on the client's worker threads (shared by uploads and reads)."""
         return self._pool.submit(fn, *args)
 

@@ -38,7 +38,6 @@ class Uploader:
         self.ref = ref
         self.chunker = Chunker(client.chunk_avg_size, delimiter)
         self.on_bytes = on_bytes
-        self.bytes_read = 0
         self.bytes_sent = 0  # compressed bytes streamed to the server
         self._batch: list[tuple[bytes, bytes]] = []
         self._batch_bytes = 0
@@ -64,7 +63,6 @@ class Uploader:
             refs.append(ChunkRef(addr, len(data)))
             self._batch.append((addr, data))
             self._batch_bytes += len(data)
-            self.bytes_read += len(data)
             self.on_bytes(len(data))
             if self._batch_bytes >= BATCH_BYTES:
                 self._send_batch()

@@ -246,21 +246,25 @@ class Store:
         with self.meta.transaction() as tx:
             commit = self._resolve(tx, ref)
             entry = self._entry(tx, commit, path, ref)
-            chunks = () if entry.is_dir else tuple(self.trees.file_chunks(tx, entry))
+            chunks = () if entry.is_dir else self.trees.file_chunks(tx, entry)
             return FileInfo(path, entry.is_dir, entry.size, commit.info.id, chunks)
 
-    def list_files(self, ref: CommitRef, path: str) -> list[FileInfo]:
+    def list_files(self, ref: CommitRef, path: str, with_chunks: bool = False) -> list[FileInfo]:
         """The entries of the directory at PATH, or the file itself if PATH is a file."""
         path = paths.normalize(path)
         with self.meta.transaction() as tx:
             commit = self._resolve(tx, ref)
             entry = self._entry(tx, commit, path, ref)
             if not entry.is_dir:
-                return [FileInfo(path, False, entry.size, commit.info.id)]
-            return [
-                FileInfo(paths.join(path, e.name), e.is_dir, e.size, commit.info.id)
-                for e in sorted(self.trees.entries(tx, entry.address).values(), key=lambda e: e.name)
-            ]
+                entries, path = [entry], paths.parent(path)
+            else:
+                entries = sorted(self.trees.entries(tx, entry.address).values(), key=lambda e: e.name)
+
+            def info(e: Entry) -> FileInfo:
+                chunks = self.trees.file_chunks(tx, e) if with_chunks and not e.is_dir else ()
+                return FileInfo(paths.join(path, e.name), e.is_dir, e.size, commit.info.id, chunks)
+
+            return [info(e) for e in entries]
 
     # -- helpers
 
@@ -315,7 +319,7 @@ class Store:
             return []
         if entry.is_dir:
             raise FailedPrecondition(f"cannot write file {path!r}: it is a directory")
-        return self.trees.file_chunks(tx, entry)
+        return list(self.trees.file_chunks(tx, entry))
 
     def _write_tree(self, tx: Tx, commit: StoredCommit, edit: Edit) -> None:
         new_root = self.trees.apply(tx, commit.tree, edit)

@@ -58,7 +58,7 @@ class Trees:
     """Reads and writes file and tree objects through a transaction, caching decoded trees."""
 
     def __init__(self, cache_size: int = 4096) -> None:
-        self._cache: OrderedDict[bytes, dict[str, Entry]] = OrderedDict()
+        self._cache: OrderedDict[bytes, dict[str, Entry] | tuple[ChunkRef, ...]] = OrderedDict()
         self._cache_size = cache_size
 
     # -- objects
@@ -70,25 +70,27 @@ class Trees:
         tx.put_object(addr, data)
         return Entry("", False, addr, sum(c.size for c in chunks))
 
-    def file_chunks(self, tx: Tx, entry: Entry) -> list[ChunkRef]:
-        data = tx.get_object(entry.address)
-        if data is None:
-            raise NotFound(f"file object {entry.address.hex()} is missing")
-        return [ChunkRef(a, s) for a, s in _CHUNK_REF.iter_unpack(data)]
+    def file_chunks(self, tx: Tx, entry: Entry) -> tuple[ChunkRef, ...]:
+        return self._decoded(tx, entry.address, lambda data: tuple(ChunkRef(a, s) for a, s in _CHUNK_REF.iter_unpack(data)))
 
     def entries(self, tx: Tx, tree: bytes | None) -> dict[str, Entry]:
         """The entries of a directory object (None or b"" is the empty directory)."""
         if not tree:
             return {}
-        cached = self._cache.get(tree)
+        return self._decoded(
+            tx, tree, lambda data: {n: Entry(n, d, bytes.fromhex(a), s) for n, d, a, s in json.loads(data)}
+        )
+
+    def _decoded(self, tx: Tx, addr: bytes, decode):
+        """An object, decoded, from the cache or the store (objects never change, so caching is safe)."""
+        cached = self._cache.get(addr)
         if cached is not None:
-            self._cache.move_to_end(tree)
+            self._cache.move_to_end(addr)
             return cached
-        data = tx.get_object(tree)
+        data = tx.get_object(addr)
         if data is None:
-            raise NotFound(f"tree object {tree.hex()} is missing")
-        result = {n: Entry(n, d, bytes.fromhex(a), s) for n, d, a, s in json.loads(data)}
-        self._cache[tree] = result
+            raise NotFound(f"object {addr.hex()} is missing")
+        result = self._cache[addr] = decode(data)
         if len(self._cache) > self._cache_size:
             self._cache.popitem(last=False)
         return result

@@ -21,6 +21,7 @@ from pfs.core.chunking import DELIMITERS
 from pfs.core.errors import InvalidArgument, PfsError
 from pfs.core.memory import keep_freed_memory
 from pfs.core.model import CommitInfo, CommitRef
+from pfs.core.shard import METHODS, Shard
 
 
 def cmd_version(args, client):
@@ -171,6 +172,22 @@ def cmd_delete_file(args, client):
     client.delete_file(CommitRef(args.repo, args.ref), args.path)
 
 
+def cmd_mount(args, client):
+    from pfs.fuse.mount import serve  # here: pyfuse3 and trio load only for mounts
+    from pfs.vfs.tree import RepoTree
+
+    shard = Shard.parse(args.shard, args.method)
+    serve(RepoTree(client, shard), args.mountpoint,
+          on_mounted=lambda: print(f"pfs mounted at {args.mountpoint} ({shard}); Ctrl-C unmounts",
+                                   file=sys.stderr, flush=True))
+
+
+def cmd_unmount(args, client):
+    from pfs.fuse.mount import unmount
+
+    unmount(args.mountpoint)
+
+
 def _raw(obj) -> None:
     def plain(o):
         return o.hex() if isinstance(o, bytes) else str(o)
@@ -236,6 +253,12 @@ def parser() -> argparse.ArgumentParser:
     verb("inspect-file", cmd_inspect_file, "show a file", repo, ref, a("path", metavar="PATH"), raw)
     verb("delete-file", cmd_delete_file, "delete a file or directory from an open commit", repo, ref,
          a("path", metavar="PATH"))
+    verb("mount", cmd_mount, "mount every repo at DIR/<repo>/<branch or commit>/ (read-only; Ctrl-C unmounts)",
+         a("mountpoint", metavar="DIR"),
+         a("--shard", default="0/1", metavar="i/N", help="show only worker i of N's part (default 0/1: all)"),
+         a("--method", choices=METHODS, default="global",
+           help="how a shard is cut: map (blocks of every file), reduce (whole files), global (all)"))
+    verb("unmount", cmd_unmount, "unmount a pfs mount", a("mountpoint", metavar="DIR"))
     return p
 
 

@@ -36,6 +36,9 @@ class Client:
             options=[
                 ("grpc.max_receive_message_length", MAX_MESSAGE),
                 ("grpc.max_send_message_length", MAX_MESSAGE),
+                # a restarted server is found again within a second (gRPC's default backoff grows to 2 min)
+                ("grpc.initial_reconnect_backoff_ms", 100),
+                ("grpc.max_reconnect_backoff_ms", 1000),
             ],
         )
         self._api = pfs_pb2_grpc.APIStub(self._channel)
@@ -132,10 +135,11 @@ class Client:
         request = pb.FileRequest(commit=cv.commit_ref_to_pb(ref), path=path)
         return cv.file_from_pb(self._call(self._api.InspectFile, request))
 
-    def list_files(self, ref: CommitRef, path: str = "") -> Iterator[FileInfo]:
-        request = pb.FileRequest(commit=cv.commit_ref_to_pb(ref), path=path)
-        for m in self._stream(self._api.ListFile, request):
-            yield cv.file_from_pb(m)
+    def list_files(self, ref: CommitRef, path: str = "", with_chunks: bool = False) -> Iterator[FileInfo]:
+        request = pb.FileRequest(commit=cv.commit_ref_to_pb(ref), path=path, with_chunks=with_chunks)
+        for batch in self._stream(self._api.ListFile, request):
+            for m in batch.files:
+                yield cv.file_from_pb(m)
 
     def delete_file(self, ref: CommitRef, path: str) -> None:
         self._call(self._api.DeleteFile, pb.FileRequest(commit=cv.commit_ref_to_pb(ref), path=path))

@@ -31,3 +31,8 @@ def components(path: str) -> list[str]:
 def join(parent: str, name: str) -> str:
     """Joins a normalized directory path and an entry name."""
     return f"{parent}/{name}" if parent else name
+
+
+def parent(path: str) -> str:
+    """The directory holding a normalized path ('' for a top-level name)."""
+    return path.rpartition("/")[0]

@@ -25,15 +25,15 @@ _sym_db = _symbol_database.Default()
 from pfs.proto import chunks_pb2 as pfs_dot_proto_dot_chunks__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13pfs/proto/pfs.proto\x12\x03pfs\x1a\x16pfs/proto/chunks.proto\"\x07\n\x05\x45mpty\"5\n\nServerInfo\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x16\n\x0e\x63hunk_avg_size\x18\x02 \x01(\x03\"&\n\tCommitRef\x12\x0c\n\x04repo\x18\x01 \x01(\t\x12\x0b\n\x03ref\x18\x02 \x01(\t\"d\n\x08RepoInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\x0f\n\x07\x63reated\x18\x03 \x01(\x01\x12\x12\n\nsize_bytes\x18\x04 \x01(\x03\x12\x10\n\x08\x62ranches\x18\x05 \x03(\t\"\xa1\x01\n\nCommitInfo\x12\x0c\n\x04repo\x18\x01 \x01(\t\x12\n\n\x02id\x18\x02 \x01(\t\x12\x0e\n\x06parent\x18\x03 \x01(\t\x12\x0e\n\x06\x62ranch\x18\x04 \x01(\t\x12\x0f\n\x07started\x18\x05 \x01(\x01\x12\x10\n\x08\x66inished\x18\x06 \x01(\x01\x12\x12\n\nsize_bytes\x18\x07 \x01(\x03\x12\"\n\nprovenance\x18\x08 \x03(\x0b\x32\x0e.pfs.CommitRef\"(\n\nBranchInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04head\x18\x02 \x01(\t\"x\n\x08\x46ileInfo\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x1b\n\x04type\x18\x02 \x01(\x0e\x32\r.pfs.FileType\x12\x12\n\nsize_bytes\x18\x03 \x01(\x03\x12\x0e\n\x06\x63ommit\x18\x04 \x01(\t\x12\x1d\n\x06\x63hunks\x18\x05 \x03(\x0b\x32\r.pfs.ChunkRef\"6\n\x11\x43reateRepoRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\"\x1b\n\x0bRepoRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\")\n\tRepoInfos\x12\x1c\n\x05repos\x18\x01 \x03(\x0b\x32\r.pfs.RepoInfo\"f\n\x12StartCommitRequest\x12\x0c\n\x04repo\x18\x01 \x01(\t\x12\x0e\n\x06\x62ranch\x18\x02 \x01(\t\x12\x0e\n\x06parent\x18\x03 \x01(\t\x12\"\n\nprovenance\x18\x04 \x03(\x0b\x32\x0e.pfs.CommitRef\"@\n\x11ListCommitRequest\x12\x0c\n\x04repo\x18\x01 \x01(\t\x12\x0e\n\x06\x62ranch\x18\x02 \x01(\t\x12\r\n\x05limit\x18\x03 \x01(\x03\"/\n\x0b\x43ommitInfos\x12 \n\x07\x63ommits\x18\x01 \x03(\x0b\x32\x0f.pfs.CommitInfo\"H\n\x16SubscribeCommitRequest\x12\x0c\n\x04repo\x18\x01 \x01(\t\x12\x0e\n\x06\x62ranch\x18\x02 \x01(\t\x12\x10\n\x08new_only\x18\x03 \x01(\x08\"0\n\x0b\x42ranchInfos\x12!\n\x08\x62ranches\x18\x01 \x03(\x0b\x32\x0f.pfs.BranchInfo\"B\n\x10SetBranchRequest\x12\x1e\n\x06\x63ommit\x18\x01 \x01(\x0b\x32\x0e.pfs.CommitRef\x12\x0e\n\x06\x62ranch\x18\x02 \x01(\t\"K\n\tFileWrite\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x11\n\toverwrite\x18\x02 \x01(\x08\x12\x1d\n\x06\x63hunks\x18\x03 \x03(\x0b\x32\r.pfs.ChunkRef\"P\n\x0fPutFilesRequest\x12\x1e\n\x06\x63ommit\x18\x01 \x01(\x0b\x32\x0e.pfs.CommitRef\x12\x1d\n\x05\x66iles\x18\x02 \x03(\x0b\x32\x0e.pfs.FileWrite\";\n\x0b\x46ileRequest\x12\x1e\n\x06\x63ommit\x18\x01 \x01(\x0b\x32\x0e.pfs.CommitRef\x12\x0c\n\x04path\x18\x02 \x01(\t*\x1d\n\x08\x46ileType\x12\x08\n\x04\x46ILE\x10\x00\x12\x07\n\x03\x44IR\x10\x01\x32\xc6\x06\n\x03\x41PI\x12#\n\x04Info\x12\n.pfs.Empty\x1a\x0f.pfs.ServerInfo\x12\x33\n\nCreateRepo\x12\x16.pfs.CreateRepoRequest\x1a\r.pfs.RepoInfo\x12.\n\x0bInspectRepo\x12\x10.pfs.RepoRequest\x1a\r.pfs.RepoInfo\x12&\n\x08ListRepo\x12\n.pfs.Empty\x1a\x0e.pfs.RepoInfos\x12*\n\nDeleteRepo\x12\x10.pfs.RepoRequest\x1a\n.pfs.Empty\x12\x37\n\x0bStartCommit\x12\x17.pfs.StartCommitRequest\x1a\x0f.pfs.CommitInfo\x12/\n\x0c\x46inishCommit\x12\x0e.pfs.CommitRef\x1a\x0f.pfs.CommitInfo\x12\x30\n\rInspectCommit\x12\x0e.pfs.CommitRef\x1a\x0f.pfs.CommitInfo\x12\x36\n\nListCommit\x12\x16.pfs.ListCommitRequest\x1a\x10.pfs.CommitInfos\x12*\n\x0c\x44\x65leteCommit\x12\x0e.pfs.CommitRef\x1a\n.pfs.Empty\x12\x41\n\x0fSubscribeCommit\x12\x1b.pfs.SubscribeCommitRequest\x1a\x0f.pfs.CommitInfo0\x01\x12\x30\n\nListBranch\x12\x10.pfs.RepoRequest\x1a\x10.pfs.BranchInfos\x12\x33\n\tSetBranch\x12\x15.pfs.SetBranchRequest\x1a\x0f.pfs.BranchInfo\x12,\n\x08PutFiles\x12\x14.pfs.PutFilesRequest\x1a\n.pfs.Empty\x12.\n\x0bInspectFile\x12\x10.pfs.FileRequest\x1a\r.pfs.FileInfo\x12-\n\x08ListFile\x12\x10.pfs.FileRequest\x1a\r.pfs.FileInfo0\x01\x12*\n\nDeleteFile\x12\x10.pfs.FileRequest\x1a\n.pfs.Emptyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13pfs/proto/pfs.proto\x12\x03pfs\x1a\x16pfs/proto/chunks.proto\"\x07\n\x05\x45mpty\"5\n\nServerInfo\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x16\n\x0e\x63hunk_avg_size\x18\x02 \x01(\x03\"&\n\tCommitRef\x12\x0c\n\x04repo\x18\x01 \x01(\t\x12\x0b\n\x03ref\x18\x02 \x01(\t\"d\n\x08RepoInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\x0f\n\x07\x63reated\x18\x03 \x01(\x01\x12\x12\n\nsize_bytes\x18\x04 \x01(\x03\x12\x10\n\x08\x62ranches\x18\x05 \x03(\t\"\xa1\x01\n\nCommitInfo\x12\x0c\n\x04repo\x18\x01 \x01(\t\x12\n\n\x02id\x18\x02 \x01(\t\x12\x0e\n\x06parent\x18\x03 \x01(\t\x12\x0e\n\x06\x62ranch\x18\x04 \x01(\t\x12\x0f\n\x07started\x18\x05 \x01(\x01\x12\x10\n\x08\x66inished\x18\x06 \x01(\x01\x12\x12\n\nsize_bytes\x18\x07 \x01(\x03\x12\"\n\nprovenance\x18\x08 \x03(\x0b\x32\x0e.pfs.CommitRef\"(\n\nBranchInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04head\x18\x02 \x01(\t\"x\n\x08\x46ileInfo\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x1b\n\x04type\x18\x02 \x01(\x0e\x32\r.pfs.FileType\x12\x12\n\nsize_bytes\x18\x03 \x01(\x03\x12\x0e\n\x06\x63ommit\x18\x04 \x01(\t\x12\x1d\n\x06\x63hunks\x18\x05 \x03(\x0b\x32\r.pfs.ChunkRef\")\n\tFileInfos\x12\x1c\n\x05\x66iles\x18\x01 \x03(\x0b\x32\r.pfs.FileInfo\"6\n\x11\x43reateRepoRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\"\x1b\n\x0bRepoRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\")\n\tRepoInfos\x12\x1c\n\x05repos\x18\x01 \x03(\x0b\x32\r.pfs.RepoInfo\"f\n\x12StartCommitRequest\x12\x0c\n\x04repo\x18\x01 \x01(\t\x12\x0e\n\x06\x62ranch\x18\x02 \x01(\t\x12\x0e\n\x06parent\x18\x03 \x01(\t\x12\"\n\nprovenance\x18\x04 \x03(\x0b\x32\x0e.pfs.CommitRef\"@\n\x11ListCommitRequest\x12\x0c\n\x04repo\x18\x01 \x01(\t\x12\x0e\n\x06\x62ranch\x18\x02 \x01(\t\x12\r\n\x05limit\x18\x03 \x01(\x03\"/\n\x0b\x43ommitInfos\x12 \n\x07\x63ommits\x18\x01 \x03(\x0b\x32\x0f.pfs.CommitInfo\"H\n\x16SubscribeCommitRequest\x12\x0c\n\x04repo\x18\x01 \x01(\t\x12\x0e\n\x06\x62ranch\x18\x02 \x01(\t\x12\x10\n\x08new_only\x18\x03 \x01(\x08\"0\n\x0b\x42ranchInfos\x12!\n\x08\x62ranches\x18\x01 \x03(\x0b\x32\x0f.pfs.BranchInfo\"B\n\x10SetBranchRequest\x12\x1e\n\x06\x63ommit\x18\x01 \x01(\x0b\x32\x0e.pfs.CommitRef\x12\x0e\n\x06\x62ranch\x18\x02 \x01(\t\"K\n\tFileWrite\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x11\n\toverwrite\x18\x02 \x01(\x08\x12\x1d\n\x06\x63hunks\x18\x03 \x03(\x0b\x32\r.pfs.ChunkRef\"P\n\x0fPutFilesRequest\x12\x1e\n\x06\x63ommit\x18\x01 \x01(\x0b\x32\x0e.pfs.CommitRef\x12\x1d\n\x05\x66iles\x18\x02 \x03(\x0b\x32\x0e.pfs.FileWrite\"P\n\x0b\x46ileRequest\x12\x1e\n\x06\x63ommit\x18\x01 \x01(\x0b\x32\x0e.pfs.CommitRef\x12\x0c\n\x04path\x18\x02 \x01(\t\x12\x13\n\x0bwith_chunks\x18\x03 \x01(\x08*\x1d\n\x08\x46ileType\x12\x08\n\x04\x46ILE\x10\x00\x12\x07\n\x03\x44IR\x10\x01\x32\xc7\x06\n\x03\x41PI\x12#\n\x04Info\x12\n.pfs.Empty\x1a\x0f.pfs.ServerInfo\x12\x33\n\nCreateRepo\x12\x16.pfs.CreateRepoRequest\x1a\r.pfs.RepoInfo\x12.\n\x0bInspectRepo\x12\x10.pfs.RepoRequest\x1a\r.pfs.RepoInfo\x12&\n\x08ListRepo\x12\n.pfs.Empty\x1a\x0e.pfs.RepoInfos\x12*\n\nDeleteRepo\x12\x10.pfs.RepoRequest\x1a\n.pfs.Empty\x12\x37\n\x0bStartCommit\x12\x17.pfs.StartCommitRequest\x1a\x0f.pfs.CommitInfo\x12/\n\x0c\x46inishCommit\x12\x0e.pfs.CommitRef\x1a\x0f.pfs.CommitInfo\x12\x30\n\rInspectCommit\x12\x0e.pfs.CommitRef\x1a\x0f.pfs.CommitInfo\x12\x36\n\nListCommit\x12\x16.pfs.ListCommitRequest\x1a\x10.pfs.CommitInfos\x12*\n\x0c\x44\x65leteCommit\x12\x0e.pfs.CommitRef\x1a\n.pfs.Empty\x12\x41\n\x0fSubscribeCommit\x12\x1b.pfs.SubscribeCommitRequest\x1a\x0f.pfs.CommitInfo0\x01\x12\x30\n\nListBranch\x12\x10.pfs.RepoRequest\x1a\x10.pfs.BranchInfos\x12\x33\n\tSetBranch\x12\x15.pfs.SetBranchRequest\x1a\x0f.pfs.BranchInfo\x12,\n\x08PutFiles\x12\x14.pfs.PutFilesRequest\x1a\n.pfs.Empty\x12.\n\x0bInspectFile\x12\x10.pfs.FileRequest\x1a\r.pfs.FileInfo\x12.\n\x08ListFile\x12\x10.pfs.FileRequest\x1a\x0e.pfs.FileInfos0\x01\x12*\n\nDeleteFile\x12\x10.pfs.FileRequest\x1a\n.pfs.Emptyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'pfs.proto.pfs_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_FILETYPE']._serialized_start=1345
-  _globals['_FILETYPE']._serialized_end=1374
+  _globals['_FILETYPE']._serialized_start=1409
+  _globals['_FILETYPE']._serialized_end=1438
   _globals['_EMPTY']._serialized_start=52
   _globals['_EMPTY']._serialized_end=59
   _globals['_SERVERINFO']._serialized_start=61
@@ -48,30 +48,32 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_BRANCHINFO']._serialized_end=462
   _globals['_FILEINFO']._serialized_start=464
   _globals['_FILEINFO']._serialized_end=584
-  _globals['_CREATEREPOREQUEST']._serialized_start=586
-  _globals['_CREATEREPOREQUEST']._serialized_end=640
-  _globals['_REPOREQUEST']._serialized_start=642
-  _globals['_REPOREQUEST']._serialized_end=669
-  _globals['_REPOINFOS']._serialized_start=671
-  _globals['_REPOINFOS']._serialized_end=712
-  _globals['_STARTCOMMITREQUEST']._serialized_start=714
-  _globals['_STARTCOMMITREQUEST']._serialized_end=816
-  _globals['_LISTCOMMITREQUEST']._serialized_start=818
-  _globals['_LISTCOMMITREQUEST']._serialized_end=882
-  _globals['_COMMITINFOS']._serialized_start=884
-  _globals['_COMMITINFOS']._serialized_end=931
-  _globals['_SUBSCRIBECOMMITREQUEST']._serialized_start=933
-  _globals['_SUBSCRIBECOMMITREQUEST']._serialized_end=1005
-  _globals['_BRANCHINFOS']._serialized_start=1007
-  _globals['_BRANCHINFOS']._serialized_end=1055
-  _globals['_SETBRANCHREQUEST']._serialized_start=1057
-  _globals['_SETBRANCHREQUEST']._serialized_end=1123
-  _globals['_FILEWRITE']._serialized_start=1125
-  _globals['_FILEWRITE']._serialized_end=1200
-  _globals['_PUTFILESREQUEST']._serialized_start=1202
-  _globals['_PUTFILESREQUEST']._serialized_end=1282
-  _globals['_FILEREQUEST']._serialized_start=1284
-  _globals['_FILEREQUEST']._serialized_end=1343
-  _globals['_API']._serialized_start=1377
-  _globals['_API']._serialized_end=2215
+  _globals['_FILEINFOS']._serialized_start=586
+  _globals['_FILEINFOS']._serialized_end=627
+  _globals['_CREATEREPOREQUEST']._serialized_start=629
+  _globals['_CREATEREPOREQUEST']._serialized_end=683
+  _globals['_REPOREQUEST']._serialized_start=685
+  _globals['_REPOREQUEST']._serialized_end=712
+  _globals['_REPOINFOS']._serialized_start=714
+  _globals['_REPOINFOS']._serialized_end=755
+  _globals['_STARTCOMMITREQUEST']._serialized_start=757
+  _globals['_STARTCOMMITREQUEST']._serialized_end=859
+  _globals['_LISTCOMMITREQUEST']._serialized_start=861
+  _globals['_LISTCOMMITREQUEST']._serialized_end=925
+  _globals['_COMMITINFOS']._serialized_start=927
+  _globals['_COMMITINFOS']._serialized_end=974
+  _globals['_SUBSCRIBECOMMITREQUEST']._serialized_start=976
+  _globals['_SUBSCRIBECOMMITREQUEST']._serialized_end=1048
+  _globals['_BRANCHINFOS']._serialized_start=1050
+  _globals['_BRANCHINFOS']._serialized_end=1098
+  _globals['_SETBRANCHREQUEST']._serialized_start=1100
+  _globals['_SETBRANCHREQUEST']._serialized_end=1166
+  _globals['_FILEWRITE']._serialized_start=1168
+  _globals['_FILEWRITE']._serialized_end=1243
+  _globals['_PUTFILESREQUEST']._serialized_start=1245
+  _globals['_PUTFILESREQUEST']._serialized_end=1325
+  _globals['_FILEREQUEST']._serialized_start=1327
+  _globals['_FILEREQUEST']._serialized_end=1407
+  _globals['_API']._serialized_start=1441
+  _globals['_API']._serialized_end=2280
 # @@protoc_insertion_point(module_scope)

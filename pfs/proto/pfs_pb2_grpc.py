@@ -112,7 +112,7 @@ class APIStub:
         self.ListFile = channel.unary_stream(
                 '/pfs.API/ListFile',
                 request_serializer=pfs_dot_proto_dot_pfs__pb2.FileRequest.SerializeToString,
-                response_deserializer=pfs_dot_proto_dot_pfs__pb2.FileInfo.FromString,
+                response_deserializer=pfs_dot_proto_dot_pfs__pb2.FileInfos.FromString,
                 _registered_method=True)
         self.DeleteFile = channel.unary_unary(
                 '/pfs.API/DeleteFile',
@@ -216,7 +216,8 @@ class APIServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListFile(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """A directory's entries, a batch a message (a directory may hold millions).
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -308,7 +309,7 @@ def add_APIServicer_to_server(servicer, server):
             'ListFile': grpc.unary_stream_rpc_method_handler(
                     servicer.ListFile,
                     request_deserializer=pfs_dot_proto_dot_pfs__pb2.FileRequest.FromString,
-                    response_serializer=pfs_dot_proto_dot_pfs__pb2.FileInfo.SerializeToString,
+                    response_serializer=pfs_dot_proto_dot_pfs__pb2.FileInfos.SerializeToString,
             ),
             'DeleteFile': grpc.unary_unary_rpc_method_handler(
                     servicer.DeleteFile,
@@ -747,7 +748,7 @@ class API:
             target,
             '/pfs.API/ListFile',
             pfs_dot_proto_dot_pfs__pb2.FileRequest.SerializeToString,
-            pfs_dot_proto_dot_pfs__pb2.FileInfo.FromString,
+            pfs_dot_proto_dot_pfs__pb2.FileInfos.FromString,
             options,
             channel_credentials,
             insecure,

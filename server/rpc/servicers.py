@@ -12,6 +12,7 @@ from server.store import Store
 
 EMPTY = pb.Empty()
 BATCH_BYTES = 4 << 20  # compressed bytes per GetChunks message
+LIST_BATCH = 1000  # files per ListFile message
 
 
 class ApiServicer(pfs_pb2_grpc.APIServicer):
@@ -89,8 +90,9 @@ class ApiServicer(pfs_pb2_grpc.APIServicer):
 
     @translated
     def ListFile(self, request, context):
-        for info in self.store.list_files(_ref(request), request.path):
-            yield cv.file_to_pb(info)
+        infos = self.store.list_files(_ref(request), request.path, request.with_chunks)
+        for i in range(0, len(infos), LIST_BATCH):
+            yield pb.FileInfos(files=[cv.file_to_pb(f) for f in infos[i : i + LIST_BATCH]])
 
     @translated
     def DeleteFile(self, request, context):

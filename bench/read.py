@@ -1,0 +1,431 @@
+"""Read benchmark: files read through `pfs mount`, next to the local disk and `borg mount`.
+
+What it measures, in one run on the same machine and the same data (the data of
+bench/ingest.py: one large "mixed" file, default 1 GiB, and a tree of small
+files, default 10,000 files of 1-4 KiB in 100 directories):
+
+1. Sequential read throughput (MB/s, 1 MB = 1e6 bytes) of the large file,
+   `cat FILE > /dev/null`, from the local disk ("native"), through `pfs mount`
+   and through `borg mount`, cold and then warm.
+2. Time to `stat` every small file, and time to read every small file
+   (files/s), native, through pfs and through borg, cold and then warm.
+
+How: the data is generated deterministically and put, untimed, into a pfs
+server (`pfs put-file -c`, repo `bench`, branch master) and into a borg
+repository (`borg create`, one archive, no encryption). pfs is mounted with
+`pfs mount` and borg with `borg mount -f`, both in the foreground, each in its
+own process. Every measurement runs twice in a row: "cold" first, then "warm"
+at once on the same mount. Before each cold run the mounts are made anew (pfs:
+its server restarted too, so neither the mount's chunk cache nor the server's
+caches are warm; borg: its caches live in the mount process) and the kernel's
+page, dentry and inode caches are dropped (`echo 3 > /proc/sys/vm/drop_caches`,
+as root), so native reads are cold too. The time a mount takes to come up is
+shown apart and is not in the figures. The large file is timed by wall clock
+around `cat`; the small files by a Python loop in a subprocess (`os.stat`, or
+open and read to the end, of each file in path order, from a list made
+beforehand, so no directory is listed) that times itself, so interpreter start
+is left out for all three alike. A tool that is not installed, or a `borg
+mount` that cannot mount (no FUSE support in borg), is skipped with a message.
+
+Goals (from the issue): a cold sequential read through pfs at least 3x as fast
+as through borg; a warm re-read through pfs within 2x the time of native `cat`;
+a warm `stat` of every small file through pfs within 3x the time of native.
+
+Run from the repo root, as root:  .venv/bin/python bench/read.py [--size-mib 1024] [--files 10000] [--keep]
+"""
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from ingest import (  # noqa: E402  (bench/ is not a package)
+    BIG_NAME, MB, PFS, TREE_DIRS, TREE_NAME, Dataset, Pfs, first_line, run, timed, write_big_file, write_tree,
+)
+
+REPO = "bench"
+BRANCH = "master"
+ARCHIVE = "a"
+MOUNT_TIMEOUT = 120.0  # borg reads the archive's whole file list before it mounts
+STOP_TIMEOUT = 15.0
+FUSERMOUNT = shutil.which("fusermount3") or shutil.which("fusermount") or "fusermount3"
+
+# Run as `python -I -c SCRIPT ROOT LIST`: stats (or reads) ROOT/<each line of LIST>, prints its own seconds.
+SMALL_FILES_SCRIPT = """
+import os, sys, time
+root, names = sys.argv[1], open(sys.argv[2]).read().splitlines()
+paths = [os.path.join(root, n) for n in names]
+start = time.perf_counter()
+for p in paths:
+    {body}
+print(time.perf_counter() - start)
+"""
+STAT_BODY = "os.stat(p)"
+READ_BODY = "with open(p, 'rb', buffering=0) as f: f.readall()"
+
+
+# ---------------------------------------------------------------- caches
+
+
+def drop_caches() -> None:
+    """Drops the kernel's page, dentry and inode caches, so the next read comes from disk (or the store)."""
+    os.sync()
+    try:
+        Path("/proc/sys/vm/drop_caches").write_text("3\n")
+    except OSError as e:
+        raise SystemExit(f"cannot drop the page cache ({e.strerror}); run as root for cold figures") from None
+
+
+def fuse_mounts_under(root: Path) -> list[str]:
+    """Mount points under ROOT, from /proc/mounts."""
+    with open("/proc/mounts") as f:
+        points = [line.split()[1].replace("\\040", " ") for line in f]
+    return [p for p in points if p == str(root) or p.startswith(f"{root}/")]
+
+
+# ---------------------------------------------------------------- sources
+
+
+@dataclass
+class Source:
+    """Where the benchmark reads the data from: the local disk here, or a mount (subclasses)."""
+
+    name = "native"
+    root: Path  # the data directory, or where it appears in a mount
+
+    @property
+    def big(self) -> Path:
+        return self.root / BIG_NAME
+
+    @property
+    def tree(self) -> Path:
+        return self.root / TREE_NAME
+
+    def fresh(self) -> float | None:
+        """Makes every cache of this source cold but the kernel's; returns the seconds spent mounting."""
+        return None
+
+    def close(self) -> None:
+        pass
+
+
+@dataclass
+class FuseMount(Source):
+    """A FUSE filesystem served by a foreground process that we start, and unmount when done."""
+
+    point: Path = Path()
+    log_dir: Path = Path()
+    env: dict[str, str] = field(default_factory=lambda: dict(os.environ))
+    proc: subprocess.Popen | None = None
+    mounts: int = 0
+
+    def command(self) -> list[str]:
+        raise NotImplementedError
+
+    def mount(self) -> float:
+        """Starts the mount process and waits until the mount point is mounted; returns the seconds it took."""
+        self.mounts += 1
+        log = self.log_dir / f"mount-{self.name}-{self.mounts}.log"
+        start = time.perf_counter()
+        with open(log, "w") as out:
+            self.proc = subprocess.Popen(self.command(), env=self.env, stdin=subprocess.DEVNULL,
+                                         stdout=out, stderr=out)
+        deadline = time.monotonic() + MOUNT_TIMEOUT
+        while not os.path.ismount(self.point):
+            if self.proc.poll() is not None:
+                raise MountFailed(f"{self.name} mount exited ({self.proc.returncode}): {log.read_text().strip()}")
+            if time.monotonic() > deadline:
+                raise MountFailed(f"{self.name} did not mount within {MOUNT_TIMEOUT:.0f} s (log: {log})")
+            time.sleep(0.01)
+        return time.perf_counter() - start
+
+    def unmount(self) -> None:
+        """Unmounts (fusermount -u, lazily if busy) and waits for the mount process to exit."""
+        if os.path.ismount(self.point):
+            if subprocess.run([FUSERMOUNT, "-u", str(self.point)], capture_output=True).returncode != 0:
+                subprocess.run([FUSERMOUNT, "-u", "-z", str(self.point)], capture_output=True)
+        if self.proc is not None:
+            stop(self.proc)
+            self.proc = None
+
+    def fresh(self) -> float:
+        self.unmount()
+        return self.mount()
+
+    def close(self) -> None:
+        self.unmount()
+
+
+class MountFailed(Exception):
+    pass
+
+
+@dataclass
+class PfsMount(FuseMount):
+    name = "pfs"
+    server: "PfsServer | None" = None
+
+    def command(self) -> list[str]:
+        return [PFS, "mount", str(self.point)]
+
+    def fresh(self) -> float:
+        self.unmount()
+        self.server.restart()
+        self.env["PFS_ADDRESS"] = self.server.env["PFS_ADDRESS"]
+        return self.mount()
+
+
+@dataclass
+class BorgMount(FuseMount):
+    name = "borg"
+    repo: Path = Path()
+
+    def command(self) -> list[str]:
+        return ["borg", "mount", "-f", f"{self.repo}::{ARCHIVE}", str(self.point)]
+
+
+def stop(proc: subprocess.Popen) -> None:
+    """Waits for PROC to exit; SIGTERM, then SIGKILL, if it does not."""
+    try:
+        proc.wait(timeout=STOP_TIMEOUT)
+        return
+    except subprocess.TimeoutExpired:
+        proc.terminate()
+    try:
+        proc.wait(timeout=STOP_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+class PfsServer(Pfs):
+    """bench/ingest.py's pfs server with repo `bench`, restartable on the same data dir (for cold reads)."""
+
+    starts = 0
+
+    def __enter__(self) -> "PfsServer":
+        self.start()
+        run([PFS, "create-repo", REPO], self.env)
+        return self
+
+    def start(self) -> None:
+        self.starts += 1
+        log = self.store.with_name(f"{self.store.name}-{self.starts}.log")
+        with open(log, "w") as out:
+            self.server = subprocess.Popen(
+                [PFS, "server", "--data-dir", str(self.store), "--port", "0"],
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=out,
+            )
+        self.env["PFS_ADDRESS"] = self.wait_for_address(log)
+
+    def restart(self) -> None:
+        super().__exit__()
+        self.start()
+
+
+# ---------------------------------------------------------------- setup
+
+
+def make_data(data_dir: Path, size: int, files: int) -> tuple[Dataset, Dataset, list[str]]:
+    """The large file and the tree, and the tree's files as paths relative to it, in path order."""
+    print(f"generating {size / MB:.1f} MB mixed file and {files} small files ...", flush=True)
+    write_big_file(data_dir / BIG_NAME, size)
+    nbytes = write_tree(data_dir / TREE_NAME, files)
+    names = sorted(str(p.relative_to(data_dir / TREE_NAME)) for p in (data_dir / TREE_NAME).rglob("*") if p.is_file())
+    return Dataset(BIG_NAME, size, 1), Dataset(TREE_NAME, nbytes, files), names
+
+
+def setup_pfs(work: Path, data_dir: Path, datasets: list[Dataset], stack: ExitStack) -> PfsMount:
+    server = stack.enter_context(PfsServer(work / "pfs"))
+    for data in datasets:
+        start = time.perf_counter()
+        run(server.command(data, 1), server.env, data_dir)
+        print(f"  pfs put-file {data.name}: {time.perf_counter() - start:.1f} s", flush=True)
+    point = work / "mnt-pfs"
+    point.mkdir()
+    mnt = PfsMount(point / REPO / BRANCH, point, work, dict(server.env), server=server)
+    stack.callback(mnt.close)
+    return mnt
+
+
+def setup_borg(work: Path, data_dir: Path, datasets: list[Dataset], stack: ExitStack) -> BorgMount | None:
+    if not shutil.which("borg"):
+        print("skipping borg: borg is not installed")
+        return None
+    repo, point = work / "borg", work / "mnt-borg"
+    env = dict(os.environ) | {
+        "BORG_BASE_DIR": str(work / "borg.home"),
+        "BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK": "yes",
+        "BORG_RELOCATED_REPO_ACCESS_IS_OK": "yes",
+    }
+    run(["borg", "init", "-e", "none", str(repo)], env)
+    start = time.perf_counter()
+    run(["borg", "create", f"{repo}::{ARCHIVE}", *(d.name for d in datasets)], env, data_dir)
+    print(f"  borg create: {time.perf_counter() - start:.1f} s", flush=True)
+    point.mkdir()
+    mnt = BorgMount(point, point, work, env, repo=repo)  # paths relative to data_dir are kept as they are
+    stack.callback(mnt.close)
+    try:
+        mnt.mount()
+    except MountFailed as e:
+        print(f"skipping borg mount: {e}")
+        return None
+    return mnt
+
+
+def check_sizes(sources: list[Source], big: Dataset) -> None:
+    """The large file must look the same size everywhere, or the figures compare different things."""
+    for s in sources:
+        size = s.big.stat().st_size
+        if size != big.nbytes:
+            raise SystemExit(f"{s.name}: {s.big} is {size} bytes, expected {big.nbytes}")
+
+
+# ---------------------------------------------------------------- measuring
+
+
+@dataclass
+class Timing:
+    cold: float
+    warm: float
+    mount: float | None  # seconds to mount before the cold run; None for the local disk
+
+
+def cold_then_warm(source: Source, measure) -> Timing:
+    """MEASURE(source) once cold (fresh mount, dropped kernel caches) and once more at once (warm)."""
+    mount = source.fresh()
+    drop_caches()
+    cold = measure(source)
+    warm = measure(source)
+    return Timing(cold, warm, mount)
+
+
+def read_big(source: Source) -> float:
+    return timed(["sh", "-c", 'cat "$1" > /dev/null', "sh", str(source.big)], dict(os.environ), Path("/"))
+
+
+def small_files(body: str, names_file: Path):
+    script = SMALL_FILES_SCRIPT.format(body=body)
+
+    def measure(source: Source) -> float:
+        os.sync()
+        return float(run([sys.executable, "-I", "-c", script, str(source.tree), str(names_file)], dict(os.environ)))
+
+    return measure
+
+
+def measure_all(title: str, sources: list[Source], measure) -> dict[str, Timing]:
+    print(f"{title}:", flush=True)
+    results = {}
+    for s in sources:
+        results[s.name] = t = cold_then_warm(s, measure)
+        print(f"  {s.name:<7} cold {t.cold:8.2f} s   warm {t.warm:8.2f} s", flush=True)
+    return results
+
+
+# ---------------------------------------------------------------- printing
+
+
+def print_table(title: str, data: Dataset, results: dict[str, Timing]) -> None:
+    pfs = results["pfs"]
+    unit = "files/s" if data.is_tree else "MB/s"
+
+    def rate(seconds: float) -> float:
+        return data.nfiles / seconds if data.is_tree else data.nbytes / MB / seconds
+
+    print(f"\n{title}: {data.nbytes / MB:.1f} MB in {data.nfiles} file(s)")
+    print("  pfs÷tool = pfs speed ÷ tool speed (tool time ÷ pfs time): above 1 means pfs is faster")
+    print(f"  {'source':<7} {'cold s':>8} {'cold ' + unit:>13} {'warm s':>8} {'warm ' + unit:>13}"
+          f" {'pfs÷tool cold':>14} {'warm':>6} {'mount s':>8}")
+    for name, t in results.items():
+        mount = "-" if t.mount is None else f"{t.mount:.2f}"
+        print(f"  {name:<7} {t.cold:8.3f} {rate(t.cold):13.1f} {t.warm:8.3f} {rate(t.warm):13.1f}"
+              f" {t.cold / pfs.cold:14.2f} {t.warm / pfs.warm:6.2f} {mount:>8}")
+
+
+def goal(text: str, value: float | None, met: bool) -> str:
+    if value is None:
+        return f"  {text}: not measured (borg mount unavailable)"
+    return f"  {text}: {value:.2f}  {'MET' if met else 'NOT MET'}"
+
+
+def print_goals(big: dict[str, Timing], stat: dict[str, Timing]) -> None:
+    cold = big["borg"].cold / big["pfs"].cold if "borg" in big else None
+    warm = big["pfs"].warm / big["native"].warm
+    stat_ratio = stat["pfs"].warm / stat["native"].warm
+    print("\ngoals")
+    print(goal("cold sequential read, pfs speed ÷ borg speed (goal >= 3)", cold, cold is not None and cold >= 3))
+    print(goal("warm re-read, pfs time ÷ native cat time (goal <= 2)", warm, warm <= 2))
+    print(goal("warm stat of all small files, pfs time ÷ native time (goal <= 3)", stat_ratio, stat_ratio <= 3))
+
+
+def print_machine() -> None:
+    print(f"nproc {len(os.sched_getaffinity(0))}, load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    print(f"pfs {first_line([PFS, 'version'])}; {first_line(['borg', '--version'])}; "
+          f"{first_line(['cat', '--version'])}; python {sys.version.split()[0]}")
+
+
+# ---------------------------------------------------------------- main
+
+
+def parse_args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--size-mib", type=int, default=1024, help="size of the large file in MiB (default 1024)")
+    p.add_argument("--files", type=int, default=10_000, help="number of small files (default 10000)")
+    p.add_argument("--keep", action="store_true", help="keep the temporary directory (data, stores, logs)")
+    return p.parse_args()
+
+
+def bench(work: Path, size: int, files: int, stack: ExitStack) -> None:
+    data_dir = work / "data"
+    data_dir.mkdir()
+    big, tree, names = make_data(data_dir, size, files)
+    names_file = work / "files.txt"
+    names_file.write_text("".join(f"{n}\n" for n in names))
+    print("storing the data (untimed) ...", flush=True)
+    sources: list[Source] = [Source(data_dir), setup_pfs(work, data_dir, [big, tree], stack)]
+    borg = setup_borg(work, data_dir, [big, tree], stack)
+    sources += [borg] if borg else []
+    for s in sources[1:]:
+        if not os.path.ismount(s.point):
+            s.mount()
+    check_sizes(sources, big)
+    print("each measurement: cold (fresh mounts, pfs server restarted, kernel caches dropped), then warm at once")
+    big_results = measure_all(f"sequential read of {BIG_NAME}", sources, read_big)
+    stat_results = measure_all(f"stat of {files} small files", sources, small_files(STAT_BODY, names_file))
+    read_results = measure_all(f"read of {files} small files", sources, small_files(READ_BODY, names_file))
+    print_table(f"sequential read (cat > /dev/null) of {BIG_NAME}", big, big_results)
+    print_table(f"stat of every small file ({TREE_DIRS} directories)", tree, stat_results)
+    print_table("read of every small file", tree, read_results)
+    print_goals(big_results, stat_results)
+
+
+def main() -> None:
+    args = parse_args()
+    if not Path(PFS).exists():
+        raise SystemExit(f"pfs not found at {PFS}; run `make setup`")
+    work = Path(tempfile.mkdtemp(prefix="pfs-bench-read-", dir="/tmp"))
+    left: list[str] = []
+    try:
+        print_machine()
+        with ExitStack() as stack:  # unmounts, then stops the server, whatever happens
+            bench(work, args.size_mib << 20, args.files, stack)
+    finally:
+        left = fuse_mounts_under(work)
+        if left:
+            print(f"\nstill mounted, not removing {work}: {', '.join(left)}")
+        elif args.keep:
+            print(f"\nkept {work}")
+        else:
+            shutil.rmtree(work)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,72 @@
+"""Mounting and unmounting: pyfuse3.init, the trio loop, a clean unmount on Ctrl-C or SIGTERM."""
+
+import logging
+import os
+import shutil
+import signal
+import subprocess
+
+import pyfuse3
+import trio
+
+from pfs.core.errors import FailedPrecondition, InvalidArgument, NotFound
+from pfs.fuse.ops import Operations
+from pfs.vfs.tree import RepoTree
+
+log = logging.getLogger(__name__)
+
+
+def check_mountpoint(mountpoint: str) -> None:
+    if not os.path.isdir(mountpoint):
+        raise NotFound(f"mount point {mountpoint} is not a directory")
+    if os.path.ismount(mountpoint):
+        raise FailedPrecondition(f"{mountpoint} is already a mount point; unmount it first (pfs unmount)")
+    if os.listdir(mountpoint):
+        raise FailedPrecondition(f"mount point {mountpoint} is not empty")
+    if not os.path.exists("/dev/fuse"):
+        raise FailedPrecondition("/dev/fuse is missing: this machine (or container) has no FUSE")
+
+
+def serve(tree: RepoTree, mountpoint: str, on_mounted=lambda: None) -> None:
+    """Mounts TREE at MOUNTPOINT and serves it until SIGINT or SIGTERM, then unmounts."""
+    check_mountpoint(mountpoint)
+    options = set(pyfuse3.default_options) | {"fsname=pfs", "ro"}
+    ops = Operations(tree)
+    pyfuse3.init(ops, mountpoint, options)
+    tree.on_stale = _invalidate
+    try:
+        on_mounted()
+        trio.run(_main)
+    finally:
+        pyfuse3.close(unmount=True)
+        tree.cache.close()
+
+
+def _invalidate(inode: int, names: list[str]) -> None:
+    for name in names:
+        pyfuse3.invalidate_entry_async(inode, os.fsencode(name), ignore_enoent=True)
+
+
+async def _main() -> None:
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(_terminate_on_signal)
+        await pyfuse3.main()  # returns on terminate() or when unmounted from outside
+        nursery.cancel_scope.cancel()
+
+
+async def _terminate_on_signal() -> None:
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for _ in signals:
+            pyfuse3.terminate()
+            return
+
+
+def unmount(mountpoint: str) -> None:
+    if not os.path.ismount(mountpoint):
+        raise InvalidArgument(f"{mountpoint} is not mounted")
+    tool = shutil.which("fusermount3") or shutil.which("fusermount")
+    if tool is None:
+        raise FailedPrecondition("fusermount3 is missing (Debian package fuse3)")
+    done = subprocess.run([tool, "-u", mountpoint], capture_output=True, text=True)
+    if done.returncode != 0:
+        raise FailedPrecondition(f"cannot unmount {mountpoint}: {done.stderr.strip()}")

@@ -1,0 +1,114 @@
+"""pyfuse3 handlers over a pfs.vfs tree: read-only, each blocking call on a worker thread."""
+
+import errno
+import logging
+import os
+import stat
+
+import pyfuse3
+import trio
+
+from pfs.core.errors import NotFound, PfsError
+from pfs.vfs.tree import RepoTree, Node
+
+log = logging.getLogger(__name__)
+
+LONG_TTL = 3600.0  # immutable: everything inside a commit
+SHORT_TTL = 1.0  # repos, branches and the names in a branch directory
+WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_TRUNC
+
+
+class Operations(pyfuse3.Operations):
+    def __init__(self, tree: RepoTree) -> None:
+        super().__init__()
+        self.tree = tree
+        self._limiter = trio.CapacityLimiter(16)  # a blocking read must not stall every request
+        self._dirs: dict[int, tuple[Node, list[Node]]] = {}  # open directory handles
+        self._next_fh = 0
+
+    async def _call(self, fn, *args):
+        """Runs a vfs call off the event loop; a domain error becomes its errno."""
+        try:
+            return await trio.to_thread.run_sync(fn, *args, limiter=self._limiter)
+        except NotFound:
+            raise pyfuse3.FUSEError(errno.ENOENT) from None
+        except PfsError as err:
+            log.warning("%s%s: %s", fn.__name__, args, err)
+            raise pyfuse3.FUSEError(errno.EIO) from None
+
+    def _attr(self, node: Node, entry_ttl: float | None = None) -> pyfuse3.EntryAttributes:
+        a = pyfuse3.EntryAttributes()
+        a.st_ino = node.inode
+        a.st_mode = (stat.S_IFDIR | 0o555) if node.is_dir else (stat.S_IFREG | 0o444)
+        a.st_nlink = 2 if node.is_dir else 1
+        a.st_size = node.size
+        a.st_blksize = 1 << 20
+        a.st_blocks = (node.size + 511) // 512
+        a.st_uid, a.st_gid = os.getuid(), os.getgid()
+        a.st_atime_ns = a.st_mtime_ns = a.st_ctime_ns = int(node.mtime * 1e9)
+        a.attr_timeout = LONG_TTL if node.immutable else SHORT_TTL
+        a.entry_timeout = a.attr_timeout if entry_ttl is None else entry_ttl
+        return a
+
+    async def getattr(self, inode, ctx=None):
+        return self._attr(await self._call(self.tree.getattr, inode))
+
+    async def lookup(self, parent_inode, name, ctx=None):
+        name = os.fsdecode(name)
+        parent = await self._call(self.tree.getattr, parent_inode)
+        if name == ".":
+            return self._attr(parent)
+        node = await self._call(self.tree.lookup, parent_inode, name)
+        return self._attr(node, self.tree.entry_ttl(parent, node, SHORT_TTL, LONG_TTL))
+
+    async def opendir(self, inode, ctx):
+        node = await self._call(self.tree.getattr, inode)
+        if not node.is_dir:
+            raise pyfuse3.FUSEError(errno.ENOTDIR)
+        entries = await self._call(self.tree.readdir, inode)
+        self._next_fh += 1
+        self._dirs[self._next_fh] = (node, entries)  # one listing per opendir, however many readdir calls
+        return self._next_fh
+
+    async def readdir(self, fh, start_id, token):
+        # the offset of an entry is its place in the name-ordered listing, plus one
+        parent, entries = self._dirs[fh]
+        for offset in range(start_id, len(entries)):
+            node = entries[offset]
+            attr = self._attr(node, self.tree.entry_ttl(parent, node, SHORT_TTL, LONG_TTL))
+            if not pyfuse3.readdir_reply(token, os.fsencode(node.name), attr, offset + 1):
+                break
+
+    async def releasedir(self, fh):
+        del self._dirs[fh]
+
+    async def open(self, inode, flags, ctx):
+        if flags & WRITE_FLAGS:
+            raise pyfuse3.FUSEError(errno.EROFS)
+        node = await self._call(self.tree.getattr, inode)
+        if node.is_dir:
+            raise pyfuse3.FUSEError(errno.EISDIR)
+        return pyfuse3.FileInfo(fh=inode, keep_cache=node.immutable)
+
+    async def read(self, fh, off, size):
+        return await self._call(self.tree.read, fh, off, size)
+
+    async def release(self, fh):
+        pass
+
+    async def statfs(self, ctx):
+        s = pyfuse3.StatvfsData()
+        s.f_bsize = s.f_frsize = 1 << 20
+        s.f_namemax = 255
+        return s
+
+    async def access(self, inode, mode, ctx):
+        if mode & os.W_OK:
+            raise pyfuse3.FUSEError(errno.EROFS)
+        return True
+
+    async def _read_only(self, *args, **kwargs):
+        raise pyfuse3.FUSEError(errno.EROFS)
+
+    create = mkdir = mknod = symlink = link = unlink = rmdir = rename = setattr = write = _read_only
+    setxattr = removexattr = _read_only

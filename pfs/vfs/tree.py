@@ -1,0 +1,193 @@
+"""The tree a mount shows: /<repo>/<branch or commit id>/<files of that commit>.
+
+Only finished commits are shown (a branch shows its newest finished commit),
+so everything inside a commit directory is immutable: its inodes are derived
+from (repo, commit, path) and its attributes and pages can be cached for
+good. The levels above (repos, branches, commits) are listed again after a
+short time to live, so new repos and commits appear without remounting and
+a branch directory follows its head.
+"""
+
+import bisect
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import xxhash
+
+from pfs.client import Client
+from pfs.core import paths
+from pfs.core.errors import NotFound
+from pfs.core.model import ChunkRef, CommitInfo, CommitRef
+from pfs.core.shard import Shard
+from pfs.vfs.chunks import ChunkCache
+
+ROOT_INODE = 1
+LISTING_TTL = 1.0  # seconds before repos, branches and commits are listed again
+READ_AHEAD = 4  # chunks fetched ahead of a reader
+
+
+@dataclass
+class Node:
+    """A directory or file of the mount."""
+
+    inode: int
+    name: str
+    kind: str  # root | repo | ref (a branch or commit directory) | dir | file
+    is_dir: bool
+    size: int = 0
+    mtime: float = 0.0
+    repo: str = ""
+    commit: str = ""  # the commit a ref, dir or file belongs to
+    path: str = ""  # inside the commit
+    branch: str = ""  # for a ref that names a branch
+    chunks: list[ChunkRef] = field(default_factory=list, repr=False)
+    offsets: list[int] = field(default_factory=list, repr=False)  # where each chunk starts
+
+    @property
+    def immutable(self) -> bool:
+        """Never changes: everything inside a commit, and a directory named by commit id."""
+        return self.kind in ("dir", "file") or (self.kind == "ref" and not self.branch)
+
+
+@dataclass
+class _Listing:
+    expires: float
+    children: dict[str, Node]  # by name, in name order
+
+
+def inode_of(*parts: str) -> int:
+    """A stable inode number for a node, the same across remounts."""
+    return 2 + xxhash.xxh3_64_intdigest("\0".join(parts).encode()) % (2**63 - 2)
+
+
+class RepoTree:
+    """All repos of a server as a tree, each commit seen through SHARD."""
+
+    def __init__(self, client: Client, shard: Shard = Shard(), cache: ChunkCache | None = None,
+                 on_stale: Callable[[int, list[str]], None] = lambda inode, names: None) -> None:
+        self.client = client
+        self.shard = shard
+        self.cache = cache or ChunkCache(self._fetch)
+        self.on_stale = on_stale  # told (directory inode, names) whose kernel entries are out of date
+        self._nodes: dict[int, Node] = {ROOT_INODE: Node(ROOT_INODE, "", "root", True, mtime=time.time())}
+        self._listings: dict[int, _Listing] = {}
+        self._lock = threading.Lock()
+
+    # -- the operations a filesystem needs
+
+    def getattr(self, inode: int) -> Node:
+        with self._lock:
+            node = self._nodes.get(inode)
+        if node is None:
+            raise NotFound(f"no inode {inode}")
+        return node
+
+    def lookup(self, parent: int, name: str) -> Node:
+        node = self._listing(parent).get(name)
+        if node is None:
+            raise NotFound(f"no {name!r} in inode {parent}")
+        return node
+
+    def readdir(self, inode: int) -> list[Node]:
+        return list(self._listing(inode).values())
+
+    def entry_ttl(self, parent: Node, node: Node, short: float, long: float) -> float:
+        """How long the kernel may keep the name NODE in PARENT: names in a branch directory move with it."""
+        return long if node.immutable and not parent.branch else short
+
+    def read(self, inode: int, offset: int, size: int) -> bytes:
+        node = self.getattr(inode)
+        chunks, offsets = node.chunks, node.offsets
+        i = bisect.bisect_right(offsets, offset) - 1
+        out = []
+        while size > 0 and 0 <= i < len(chunks):
+            data = self.cache.get(chunks[i])
+            piece = data[offset - offsets[i] : offset - offsets[i] + size]
+            out.append(piece)
+            offset += len(piece)
+            size -= len(piece)
+            i += 1
+        self.cache.prefetch(chunks[max(i, 0) : max(i, 0) + READ_AHEAD])
+        return b"".join(out)
+
+    # -- listings
+
+    def _listing(self, inode: int) -> dict[str, Node]:
+        node = self.getattr(inode)
+        if not node.is_dir:
+            raise NotFound(f"{node.name!r} is not a directory")
+        with self._lock:
+            listing = self._listings.get(inode)
+        if listing is not None and listing.expires > time.monotonic():
+            return listing.children
+        children = {n.name: n for n in sorted(self._list(node), key=lambda n: n.name)}
+        expires = float("inf") if node.immutable else time.monotonic() + LISTING_TTL
+        with self._lock:
+            self._listings[inode] = _Listing(expires, children)
+            self._nodes.update((n.inode, n) for n in children.values())
+        if listing is not None and node.kind == "ref":
+            moved = [name for name, old in listing.children.items() if children.get(name) != old]
+            if moved:
+                self.on_stale(inode, moved)
+        return children
+
+    def _list(self, node: Node) -> list[Node]:
+        if node.kind == "root":
+            return [
+                Node(inode_of("repo", r.name), r.name, "repo", True, r.size_bytes, r.created, repo=r.name)
+                for r in self.client.list_repos()
+            ]
+        if node.kind == "repo":
+            return self._refs(node.repo)
+        return self._files(node)
+
+    def _refs(self, repo: str) -> list[Node]:
+        """A directory per branch (its newest finished commit) and per finished commit."""
+        commits = [c for c in self.client.list_commits(repo) if c.is_finished]
+        by_id = {c.id: c for c in commits}
+        refs = [self._ref_node(c, c.id, "") for c in commits]
+        for branch in self.client.list_branches(repo):
+            head = self._finished_head(repo, branch.head, by_id)
+            if head is not None:
+                refs.append(self._ref_node(head, branch.name, branch.name))
+        return refs
+
+    def _finished_head(self, repo: str, head: str, by_id: dict[str, CommitInfo]) -> CommitInfo | None:
+        while head and head not in by_id:  # an open head: show its newest finished ancestor
+            head = self.client.inspect_commit(CommitRef(repo, head)).parent
+        return by_id.get(head)
+
+    def _ref_node(self, commit: CommitInfo, name: str, branch: str) -> Node:
+        inode = inode_of("branch", commit.repo, name) if branch else inode_of("commit", commit.repo, commit.id)
+        return Node(inode, name, "ref", True, self._visible_size(commit.size_bytes), commit.finished,
+                    repo=commit.repo, commit=commit.id, branch=branch)
+
+    def _visible_size(self, size: int) -> int:
+        """A directory's size is its files' total, shown only where the shard sees them all."""
+        return size if self.shard.method == "global" or self.shard.count == 1 else 0
+
+    def _files(self, node: Node) -> list[Node]:
+        ref = CommitRef(node.repo, node.commit)
+        out = []
+        for f in self.client.list_files(ref, node.path, with_chunks=True):
+            name = f.path.rpartition("/")[2]
+            if not node.path and not self.shard.sees_entry(name):
+                continue
+            inode = inode_of("file", node.repo, node.commit, str(self.shard), f.path)
+            if f.is_dir:
+                out.append(Node(inode, name, "dir", True, self._visible_size(f.size_bytes), node.mtime,
+                                repo=node.repo, commit=node.commit, path=f.path))
+                continue
+            chunks = self.shard.blocks(f.path, f.chunks)
+            offsets, total = [], 0
+            for c in chunks:
+                offsets.append(total)
+                total += c.size
+            out.append(Node(inode, name, "file", False, total, node.mtime, repo=node.repo,
+                            commit=node.commit, path=paths.normalize(f.path), chunks=chunks, offsets=offsets))
+        return out
+
+    def _fetch(self, ref: ChunkRef) -> bytes:
+        return next(iter(self.client.read_chunks([ref])))

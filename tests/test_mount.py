@@ -1,0 +1,209 @@
+"""Real FUSE mounts of a real server: listings, byte-identical reads, shards, EROFS, restarts."""
+
+import contextlib
+import errno
+import os
+import random
+import shutil
+import signal
+import subprocess
+
+import pytest
+
+from conftest import PFS, assert_one_line_error, wait_for
+from pfs.core.model import ChunkRef, CommitRef, FileWrite
+
+pytestmark = pytest.mark.skipif(
+    not os.path.exists("/dev/fuse") or not shutil.which("fusermount3"), reason="needs /dev/fuse and fusermount3"
+)
+
+
+@contextlib.contextmanager
+def mounted(server, mountpoint, *args):
+    """`pfs mount` in the background; always unmounted afterwards."""
+    mountpoint.mkdir(exist_ok=True)
+    log = open(mountpoint.parent / f"mount-{mountpoint.name}.log", "wb")
+    proc = subprocess.Popen([PFS, "mount", str(mountpoint), *args], stdout=log, stderr=log,
+                            env={**os.environ, "PFS_ADDRESS": server.address})
+    try:
+        wait_for(lambda: os.path.ismount(mountpoint) or proc.poll() is not None, 30)
+        assert os.path.ismount(mountpoint), (mountpoint.parent / f"mount-{mountpoint.name}.log").read_text()
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        if os.path.ismount(mountpoint):
+            subprocess.run(["fusermount3", "-u", "-z", str(mountpoint)], check=False)
+        log.close()
+
+
+def put(server, repo, path, data):
+    server.pfs("put-file", repo, "master", path, "-c", "-f", "-", input=data)
+
+
+def test_reads_are_byte_identical_at_any_offset(server, tmp_path):
+    r = random.Random(5)
+    files = {
+        "text.csv": b"".join(b"%d,%f\n" % (i, r.random()) for i in range(30_000)),
+        "dir/binary.bin": r.randbytes(700_000),
+        "dir/sub/empty": b"",
+        "one": b"1",
+    }
+    server.pfs("create-repo", "data")
+    for path, data in files.items():
+        put(server, "data", path, data)
+    head = server.client().inspect_commit(CommitRef("data", "master")).id
+    mnt = tmp_path / "mnt"
+    with mounted(server, mnt):
+        assert os.listdir(mnt) == ["data"]
+        assert set(os.listdir(mnt / "data")) >= {"master", head}
+        assert sorted(os.listdir(mnt / "data" / "master")) == ["dir", "one", "text.csv"]
+        for ref in ("master", head):
+            for path, data in files.items():
+                p = mnt / "data" / ref / path
+                assert os.stat(p).st_size == len(data)
+                assert p.read_bytes() == data
+                with open(p, "rb") as f:
+                    for _ in range(50):
+                        off, size = r.randrange(len(data) + 10), r.randrange(1, 300_000)
+                        f.seek(off)
+                        assert f.read(size) == data[off : off + size]
+        st = os.stat(mnt / "data" / "master" / "one")
+        assert oct(st.st_mode & 0o777) == oct(0o444)
+        assert abs(st.st_mtime - server.client().inspect_commit(CommitRef("data", head)).finished) < 1
+        assert os.statvfs(mnt).f_bsize > 0
+
+
+def test_writes_fail_with_erofs(server, tmp_path):
+    server.pfs("create-repo", "r")
+    put(server, "r", "f", b"x\n")
+    with mounted(server, tmp_path / "mnt"):
+        d = tmp_path / "mnt" / "r" / "master"
+        for attempt in (lambda: open(d / "f", "w"), lambda: open(d / "new", "w"), lambda: os.mkdir(d / "x"),
+                        lambda: os.unlink(d / "f"), lambda: os.rename(d / "f", d / "g")):
+            with pytest.raises(OSError) as err:
+                attempt()
+            assert err.value.errno == errno.EROFS
+        assert (d / "f").read_bytes() == b"x\n"
+
+
+def test_new_repos_commits_and_moving_branches_appear(server, tmp_path):
+    server.pfs("create-repo", "r")
+    put(server, "r", "f", b"one\n")
+    mnt = tmp_path / "mnt"
+    with mounted(server, mnt):
+        f = mnt / "r" / "master" / "f"
+        assert f.read_bytes() == b"one\n"
+        first = server.client().inspect_commit(CommitRef("r", "master")).id
+        put(server, "r", "f", b"two\n")
+        wait_for(lambda: f.read_bytes() == b"one\ntwo\n")  # the branch follows its head
+        assert (mnt / "r" / first / "f").read_bytes() == b"one\n"  # a commit never changes
+        open_commit = server.pfs("start-commit", "r").text.strip()
+        server.pfs("put-file", "r", open_commit, "f", "-f", "-", input=b"three\n")
+        server.pfs("create-repo", "later")
+        wait_for(lambda: "later" in os.listdir(mnt))
+        assert open_commit not in os.listdir(mnt / "r")  # open commits are not shown
+        assert f.read_bytes() == b"one\ntwo\n"
+        server.pfs("finish-commit", "r", open_commit)
+        wait_for(lambda: open_commit in os.listdir(mnt / "r"))
+        wait_for(lambda: f.read_bytes() == b"one\ntwo\nthree\n")
+
+
+def test_a_directory_of_100000_files_lists_fully(server, tmp_path):
+    client = server.client()
+    client.create_repo("many")
+    c = client.start_commit("many")
+    from pfs.client.upload import Uploader
+    import io
+
+    with Uploader(client, CommitRef("many", c.id)) as up:
+        up.put("seed", io.BytesIO(b"same\n"))
+    chunk = client.inspect_file(CommitRef("many", c.id), "seed").chunks
+    names = [f"f{i:06d}" for i in range(100_000)]
+    for i in range(0, len(names), 10_000):
+        client.put_files(CommitRef("many", c.id), [FileWrite(f"big/{n}", chunk) for n in names[i : i + 10_000]])
+    client.finish_commit(CommitRef("many", c.id))
+    with mounted(server, tmp_path / "mnt"):
+        listed = os.listdir(tmp_path / "mnt" / "many" / "master" / "big")
+        assert sorted(listed) == names
+        assert (tmp_path / "mnt" / "many" / "master" / "big" / "f099999").read_bytes() == b"same\n"
+
+
+def test_server_restart_under_a_mounted_reader(server, tmp_path):
+    server.pfs("create-repo", "r")
+    put(server, "r", "a", b"alpha\n" * 1000)
+    put(server, "r", "b", os.urandom(50_000))
+    mnt = tmp_path / "mnt"
+    with mounted(server, mnt):
+        d = mnt / "r" / "master"
+        assert (d / "a").read_bytes() == b"alpha\n" * 1000
+        os.stat(d / "b")  # known, but its data never read
+        server.kill()
+        with pytest.raises(OSError) as err:
+            (d / "b").read_bytes()
+        assert err.value.errno == errno.EIO
+        server.start()
+
+        def readable():
+            try:
+                return len((d / "b").read_bytes()) == 50_000
+            except OSError:
+                return False
+
+        wait_for(readable, 10)  # recovered, no remount
+
+
+def test_mount_errors_and_unmount(server, tmp_path):
+    missing = tmp_path / "nope"
+    result = server.pfs("mount", str(missing), check=False)
+    assert_one_line_error(result, "is not a directory")
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    (busy / "file").write_text("x")
+    assert_one_line_error(server.pfs("mount", str(busy), check=False), "not empty")
+    assert_one_line_error(server.pfs("unmount", str(tmp_path), check=False), "not mounted")
+    assert_one_line_error(server.pfs("mount", str(tmp_path / "x"), "--shard", "5/2", check=False), "invalid shard")
+    mnt = tmp_path / "mnt"
+    with mounted(server, mnt) as proc:
+        assert_one_line_error(server.pfs("mount", str(mnt), check=False), "already a mount point")
+        server.pfs("unmount", str(mnt))
+        assert proc.wait(15) == 0
+        assert not os.path.ismount(mnt)
+
+
+@pytest.mark.parametrize("method", ["map", "reduce"])
+def test_shards_through_the_mount_cover_every_byte_once(server, tmp_path, method):
+    r = random.Random(9)
+    files = {f"d{i % 4}/f{i}.txt": b"".join(b"%d %f\n" % (j, r.random()) for j in range(r.randint(0, 3000)))
+             for i in range(12)}
+    server.pfs("create-repo", "r")
+    src = tmp_path / "src"
+    for path, data in files.items():
+        (src / path).parent.mkdir(parents=True, exist_ok=True)
+        (src / path).write_bytes(data)
+    server.pfs("put-file", "r", "master", "", "-r", "-c", "-f", str(src))  # "": at the repo root
+    n = 3
+    seen: dict[str, list[bytes]] = {p: [] for p in files}
+    for i in range(n):
+        mnt = tmp_path / f"mnt{i}"
+        with mounted(server, mnt, "--shard", f"{i}/{n}", "--method", method):
+            root = mnt / "r" / "master"
+            for dirpath, _, names in os.walk(root):
+                for name in names:
+                    path = os.path.join(dirpath, name)
+                    with open(path, "rb") as f:
+                        data = f.read()
+                    assert os.stat(path).st_size == len(data)
+                    seen[os.path.relpath(path, root)].append(data)
+    for path, data in files.items():
+        parts = seen[path]
+        if method == "reduce":
+            assert parts == [data]  # whole, in exactly one shard
+        else:
+            assert len(parts) == n  # every file in every shard, its lines split between them
+            assert sorted(b"".join(parts).splitlines()) == sorted(data.splitlines())

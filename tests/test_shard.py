@@ -1,0 +1,98 @@
+"""Shard views: across workers 0..N-1 every byte is seen exactly once (map, reduce) or by all (global)."""
+
+import random
+
+import pytest
+
+from pfs.core.errors import InvalidArgument
+from pfs.core.model import CommitRef
+from pfs.core.shard import Shard
+from pfs.vfs.tree import RepoTree
+
+
+def test_parse_and_validate():
+    assert Shard.parse("2/5", "map") == Shard("map", 2, 5)
+    for bad in ("5/2", "x", "1/0", "-1/3"):
+        with pytest.raises(InvalidArgument):
+            Shard.parse(bad, "map")
+    with pytest.raises(InvalidArgument):
+        Shard("sideways", 0, 1)
+
+
+@pytest.fixture(scope="module")
+def commit_files():
+    r = random.Random(11)
+    files = {}
+    for i in range(40):
+        top = r.choice(["a", "b", "c", "d", "e", ""])
+        path = f"{top}/sub{i % 3}/f{i}" if top else f"f{i}"
+        files[path] = b"".join(b"%d %s\n" % (j, b"x" * r.randint(0, 200)) for j in range(r.randint(0, 400)))
+    return files
+
+
+@pytest.fixture
+def tree_of(server, commit_files):
+    """Puts the files in a commit and returns a function giving the vfs tree for a shard."""
+    client = server.client()
+    client.create_repo("r")
+    c = client.start_commit("r")
+    from pfs.client.upload import Uploader
+    import io
+
+    with Uploader(client, CommitRef("r", c.id)) as up:
+        for path, data in commit_files.items():
+            up.put(path, io.BytesIO(data))
+    client.finish_commit(CommitRef("r", c.id))
+    return lambda shard: RepoTree(client, shard)
+
+
+def read_all(tree: RepoTree) -> dict[str, bytes]:
+    """Every file the tree shows under r/master, read through the vfs."""
+    out = {}
+    repo = tree.lookup(1, "r")
+    ref = tree.lookup(repo.inode, "master")
+    stack = [ref]
+    while stack:
+        node = stack.pop()
+        for child in tree.readdir(node.inode):
+            if child.is_dir:
+                stack.append(child)
+            else:
+                data = tree.read(child.inode, 0, child.size + 10)
+                assert len(data) == child.size
+                out[child.path] = data
+    tree.cache.close()
+    return out
+
+
+@pytest.mark.parametrize("n", range(1, 9))
+def test_reduce_gives_each_top_level_entry_to_one_worker(tree_of, commit_files, n):
+    owners: dict[str, list[int]] = {}
+    for i in range(n):
+        for path, data in read_all(tree_of(Shard("reduce", i, n))).items():
+            assert data == commit_files[path]  # whole files
+            owners.setdefault(path.split("/")[0], []).append(i)
+    tops = {p.split("/")[0] for p in commit_files}
+    assert set(owners) == {t for t in tops if any(p.split("/")[0] == t for p in commit_files)}
+    for top, workers in owners.items():
+        assert len(set(workers)) == 1, top  # a directory goes whole to one worker
+
+
+@pytest.mark.parametrize("n", range(1, 9))
+def test_map_splits_every_file_into_line_aligned_blocks_seen_once(tree_of, commit_files, n):
+    seen: dict[str, list[bytes]] = {p: [] for p in commit_files}
+    for i in range(n):
+        shown = read_all(tree_of(Shard("map", i, n)))
+        assert set(shown) == set(commit_files)  # every file, in every shard
+        for path, data in shown.items():
+            assert data == b"" or data.endswith(b"\n")  # no record is cut
+            seen[path].append(data)
+    for path, data in commit_files.items():
+        assert sorted(b"".join(seen[path]).splitlines(keepends=True)) == sorted(data.splitlines(keepends=True))
+        assert sum(map(len, seen[path])) == len(data)
+
+
+@pytest.mark.parametrize("n", [1, 3, 8])
+def test_global_shows_everything_to_every_worker(tree_of, commit_files, n):
+    for i in range(n):
+        assert read_all(tree_of(Shard("global", i, n))) == commit_files

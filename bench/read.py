@@ -326,7 +326,7 @@ def measure_all(title: str, sources: list[Source], measure) -> dict[str, Timing]
     results = {}
     for s in sources:
         results[s.name] = t = cold_then_warm(s, measure)
-        print(f"  {s.name:<7} cold {t.cold:8.2f} s   warm {t.warm:8.2f} s", flush=True)
+        print(f"  {s.name:<7} cold {t.cold:8.3f} s   warm {t.warm:8.3f} s", flush=True)
     return results
 
 

@@ -91,7 +91,11 @@ class Operations(pyfuse3.Operations):
         return pyfuse3.FileInfo(fh=inode, keep_cache=node.immutable)
 
     async def read(self, fh, off, size):
-        return await self._call(self.tree.read, fh, off, size)
+        try:
+            data = self.tree.read_cached(fh, off, size)  # most reads hit the cache: no thread hop
+        except NotFound:
+            raise pyfuse3.FUSEError(errno.ENOENT) from None
+        return data if data is not None else await self._call(self.tree.read, fh, off, size)
 
     async def release(self, fh):
         pass

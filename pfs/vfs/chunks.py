@@ -24,12 +24,19 @@ class ChunkCache:
         self._inflight: dict[bytes, Future] = {}
         self._lock = threading.Lock()
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix="pfs-chunk")
-        self.fetches = 0  # chunks fetched from the source, for tests and stats
 
     def get(self, ref: ChunkRef) -> bytes:
         """The chunk's bytes, from the cache, from a fetch under way, or fetched now."""
         found = self._start(ref)
         return found if isinstance(found, bytes) else found.result()
+
+    def peek(self, ref: ChunkRef) -> bytes | None:
+        """The chunk's bytes if they are cached, without waiting or fetching."""
+        with self._lock:
+            data = self._lru.get(ref.address)
+            if data is not None:
+                self._lru.move_to_end(ref.address)
+            return data
 
     def prefetch(self, refs: Iterable[ChunkRef]) -> None:
         """Starts fetching chunks that are likely to be read next."""
@@ -54,7 +61,6 @@ class ChunkCache:
         try:
             data = self._fetch(ref)
             with self._lock:
-                self.fetches += 1
                 if ref.address not in self._lru:
                     self._lru[ref.address] = data
                     self._bytes += len(data)

@@ -98,19 +98,28 @@ class RepoTree:
         return long if node.immutable and not parent.branch else short
 
     def read(self, inode: int, offset: int, size: int) -> bytes:
+        return self._read(inode, offset, size, self.cache.get)
+
+    def read_cached(self, inode: int, offset: int, size: int) -> bytes | None:
+        """The same as read() when every chunk it needs is cached (it never blocks); else None."""
+        return self._read(inode, offset, size, self.cache.peek)
+
+    def _read(self, inode: int, offset: int, size: int, get: Callable[[ChunkRef], bytes | None]) -> bytes | None:
         node = self.getattr(inode)
         chunks, offsets = node.chunks, node.offsets
         i = bisect.bisect_right(offsets, offset) - 1
         out = []
         while size > 0 and 0 <= i < len(chunks):
-            data = self.cache.get(chunks[i])
+            data = get(chunks[i])
+            if data is None:
+                return None
             piece = data[offset - offsets[i] : offset - offsets[i] + size]
             out.append(piece)
             offset += len(piece)
             size -= len(piece)
             i += 1
         self.cache.prefetch(chunks[max(i, 0) : max(i, 0) + READ_AHEAD])
-        return b"".join(out)
+        return out[0] if len(out) == 1 else b"".join(out)
 
     # -- listings
 

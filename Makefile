@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 APT_PACKAGES := fuse3 libfuse3-dev pkg-config gcc python3-dev python3-venv
-BENCH_APT_PACKAGES := borgbackup restic
+BENCH_APT_PACKAGES := borgbackup restic python3-pyfuse3  # python3-pyfuse3: borg mount
 
 .PHONY: setup apt demo test bench protos clean
 
@@ -28,6 +28,7 @@ test: setup
 bench: setup
 	@./.ci/apt-install $(BENCH_APT_PACKAGES)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python bench/ingest.py
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python bench/read.py
 
 protos: setup
 	$(BIN)/python protos/generate.py

@@ -21,12 +21,14 @@ class Source:
         self.calls: list[bytes] = []
         self.fail = False
 
-    def __call__(self, r: ChunkRef) -> bytes:
-        self.calls.append(r.address)
-        time.sleep(self.delay)
-        if self.fail:
-            raise OSError("server gone")
-        return r.address[:1] * r.size
+    def __call__(self, refs: list[ChunkRef]):
+        self.batches = getattr(self, "batches", 0) + 1
+        for r in refs:
+            self.calls.append(r.address)
+            time.sleep(self.delay)
+            if self.fail:
+                raise OSError("server gone")
+            yield r.address[:1] * r.size
 
 
 def test_concurrent_readers_of_one_chunk_cause_one_fetch():
@@ -49,6 +51,7 @@ def test_prefetch_then_get_fetches_once():
     cache.prefetch([ref(1), ref(2), ref(3)])
     assert [cache.get(ref(i))[:1] for i in (1, 2, 3)] == [b"\x01", b"\x02", b"\x03"]
     assert len(source.calls) == 3
+    assert source.batches == 1  # fetched together
     cache.close()
 
 

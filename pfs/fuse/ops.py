@@ -1,5 +1,6 @@
 """pyfuse3 handlers over a pfs.vfs tree: read-only, each blocking call on a worker thread."""
 
+import contextlib
 import errno
 import logging
 import os
@@ -18,6 +19,18 @@ SHORT_TTL = 1.0  # repos, branches and the names in a branch directory
 WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_TRUNC
 
 
+@contextlib.contextmanager
+def _errno(fn, args):
+    """A domain error becomes its errno: ENOENT for what is not there, EIO (logged) for the rest."""
+    try:
+        yield
+    except NotFound:
+        raise pyfuse3.FUSEError(errno.ENOENT) from None
+    except PfsError as err:
+        log.warning("%s%s: %s", fn.__name__, args, err)
+        raise pyfuse3.FUSEError(errno.EIO) from None
+
+
 class Operations(pyfuse3.Operations):
     def __init__(self, tree: RepoTree) -> None:
         super().__init__()
@@ -27,14 +40,14 @@ class Operations(pyfuse3.Operations):
         self._next_fh = 0
 
     async def _call(self, fn, *args):
-        """Runs a vfs call off the event loop; a domain error becomes its errno."""
-        try:
+        """Runs a blocking vfs call on a worker thread."""
+        with _errno(fn, args):
             return await trio.to_thread.run_sync(fn, *args, limiter=self._limiter)
-        except NotFound:
-            raise pyfuse3.FUSEError(errno.ENOENT) from None
-        except PfsError as err:
-            log.warning("%s%s: %s", fn.__name__, args, err)
-            raise pyfuse3.FUSEError(errno.EIO) from None
+
+    def _now(self, fn, *args):
+        """Runs a vfs call that never blocks, on the event loop."""
+        with _errno(fn, args):
+            return fn(*args)
 
     def _attr(self, node: Node, entry_ttl: float | None = None) -> pyfuse3.EntryAttributes:
         a = pyfuse3.EntryAttributes()
@@ -51,18 +64,20 @@ class Operations(pyfuse3.Operations):
         return a
 
     async def getattr(self, inode, ctx=None):
-        return self._attr(await self._call(self.tree.getattr, inode))
+        return self._attr(self._now(self.tree.getattr, inode))  # a dict lookup: no thread
 
     async def lookup(self, parent_inode, name, ctx=None):
         name = os.fsdecode(name)
-        parent = await self._call(self.tree.getattr, parent_inode)
+        parent = self._now(self.tree.getattr, parent_inode)
         if name == ".":
             return self._attr(parent)
-        node = await self._call(self.tree.lookup, parent_inode, name)
+        node = self._now(self.tree.lookup_cached, parent_inode, name)
+        if node is None:  # the listing must be fetched
+            node = await self._call(self.tree.lookup, parent_inode, name)
         return self._attr(node, self.tree.entry_ttl(parent, node, SHORT_TTL, LONG_TTL))
 
     async def opendir(self, inode, ctx):
-        node = await self._call(self.tree.getattr, inode)
+        node = self._now(self.tree.getattr, inode)
         if not node.is_dir:
             raise pyfuse3.FUSEError(errno.ENOTDIR)
         entries = await self._call(self.tree.readdir, inode)
@@ -85,16 +100,13 @@ class Operations(pyfuse3.Operations):
     async def open(self, inode, flags, ctx):
         if flags & WRITE_FLAGS:
             raise pyfuse3.FUSEError(errno.EROFS)
-        node = await self._call(self.tree.getattr, inode)
+        node = self._now(self.tree.getattr, inode)
         if node.is_dir:
             raise pyfuse3.FUSEError(errno.EISDIR)
         return pyfuse3.FileInfo(fh=inode, keep_cache=node.immutable)
 
     async def read(self, fh, off, size):
-        try:
-            data = self.tree.read_cached(fh, off, size)  # most reads hit the cache: no thread hop
-        except NotFound:
-            raise pyfuse3.FUSEError(errno.ENOENT) from None
+        data = self._now(self.tree.read_cached, fh, off, size)  # most reads hit the cache: no thread
         return data if data is not None else await self._call(self.tree.read, fh, off, size)
 
     async def release(self, fh):

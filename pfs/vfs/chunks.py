@@ -1,23 +1,26 @@
 """A cache of decompressed chunks: bounded by bytes, one fetch per chunk however many readers ask.
 
 Fetches run on a small thread pool (gRPC and zstandard release the GIL), so
-read-ahead decompresses the next chunks while the reader consumes this one.
+read-ahead decompresses the next chunks while the reader consumes this one;
+chunks asked for together (the files that follow a small file in its
+directory) are fetched in one call.
 """
 
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 
+from pfs.core.errors import DataLoss
 from pfs.core.model import ChunkRef
 
 DEFAULT_CACHE_BYTES = 512 << 20
 
 
 class ChunkCache:
-    def __init__(self, fetch: Callable[[ChunkRef], bytes], max_bytes: int = DEFAULT_CACHE_BYTES,
-                 workers: int = 4) -> None:
-        self._fetch = fetch
+    def __init__(self, fetch: Callable[[list[ChunkRef]], Iterator[bytes]],
+                 max_bytes: int = DEFAULT_CACHE_BYTES, workers: int = 4) -> None:
+        self._fetch = fetch  # the bytes of several chunks, in order
         self._max_bytes = max_bytes
         self._lru: OrderedDict[bytes, bytes] = OrderedDict()
         self._bytes = 0
@@ -27,7 +30,7 @@ class ChunkCache:
 
     def get(self, ref: ChunkRef) -> bytes:
         """The chunk's bytes, from the cache, from a fetch under way, or fetched now."""
-        found = self._start(ref)
+        found = self._start([ref])[0]
         return found if isinstance(found, bytes) else found.result()
 
     def peek(self, ref: ChunkRef) -> bytes | None:
@@ -39,35 +42,50 @@ class ChunkCache:
             return data
 
     def prefetch(self, refs: Iterable[ChunkRef]) -> None:
-        """Starts fetching chunks that are likely to be read next."""
-        for ref in refs:
-            self._start(ref)
+        """Starts fetching, in one call, chunks that are likely to be read next."""
+        self._start(list(refs))
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
-    def _start(self, ref: ChunkRef) -> bytes | Future:
+    def _start(self, refs: list[ChunkRef]) -> list[bytes | Future]:
+        """Each chunk's bytes if cached, else the future of its fetch (one new fetch for all the new ones)."""
+        found: list[bytes | Future] = []
+        todo: list[tuple[ChunkRef, Future]] = []
         with self._lock:
-            data = self._lru.get(ref.address)
-            if data is not None:
-                self._lru.move_to_end(ref.address)
-                return data
-            future = self._inflight.get(ref.address)
-            if future is None:
-                future = self._inflight[ref.address] = self._pool.submit(self._load, ref)
-            return future
+            for ref in refs:
+                data = self._lru.get(ref.address)
+                if data is not None:
+                    self._lru.move_to_end(ref.address)
+                    found.append(data)
+                    continue
+                future = self._inflight.get(ref.address)
+                if future is None:
+                    future = self._inflight[ref.address] = Future()
+                    todo.append((ref, future))
+                found.append(future)
+        if todo:
+            self._pool.submit(self._load, todo)
+        return found
 
-    def _load(self, ref: ChunkRef) -> bytes:
+    def _load(self, todo: list[tuple[ChunkRef, Future]]) -> None:
+        done = 0
         try:
-            data = self._fetch(ref)
-            with self._lock:
-                if ref.address not in self._lru:
-                    self._lru[ref.address] = data
-                    self._bytes += len(data)
-                while self._bytes > self._max_bytes and len(self._lru) > 1:
-                    _, old = self._lru.popitem(last=False)
-                    self._bytes -= len(old)
-            return data
-        finally:
-            with self._lock:
-                self._inflight.pop(ref.address, None)
+            for (ref, future), data in zip(todo, self._fetch([r for r, _ in todo])):
+                with self._lock:
+                    if ref.address not in self._lru:
+                        self._lru[ref.address] = data
+                        self._bytes += len(data)
+                    while self._bytes > self._max_bytes and len(self._lru) > 1:
+                        _, old = self._lru.popitem(last=False)
+                        self._bytes -= len(old)
+                    del self._inflight[ref.address]
+                future.set_result(data)
+                done += 1
+            if done < len(todo):
+                raise DataLoss(f"the server sent {done} of {len(todo)} chunks asked for")
+        except BaseException as err:
+            for ref, future in todo[done:]:
+                with self._lock:
+                    self._inflight.pop(ref.address, None)
+                future.set_exception(err)

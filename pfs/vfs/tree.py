@@ -11,7 +11,7 @@ a branch directory follows its head.
 import bisect
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import xxhash
@@ -26,6 +26,8 @@ from pfs.vfs.chunks import ChunkCache
 ROOT_INODE = 1
 LISTING_TTL = 1.0  # seconds before repos, branches and commits are listed again
 READ_AHEAD = 4  # chunks fetched ahead of a reader
+NEXT_FILES = 64  # files after the one being read whose chunks are fetched with it...
+NEXT_FILES_BYTES = 8 << 20  # ...up to this many bytes
 
 
 @dataclass
@@ -44,6 +46,8 @@ class Node:
     branch: str = ""  # for a ref that names a branch
     chunks: list[ChunkRef] = field(default_factory=list, repr=False)
     offsets: list[int] = field(default_factory=list, repr=False)  # where each chunk starts
+    parent: int = 0  # the directory listing this node, and its place there
+    index: int = 0
 
     @property
     def immutable(self) -> bool:
@@ -55,6 +59,7 @@ class Node:
 class _Listing:
     expires: float
     children: dict[str, Node]  # by name, in name order
+    order: list[Node]
 
 
 def inode_of(*parts: str) -> int:
@@ -85,10 +90,12 @@ class RepoTree:
         return node
 
     def lookup(self, parent: int, name: str) -> Node:
-        node = self._listing(parent).get(name)
-        if node is None:
-            raise NotFound(f"no {name!r} in inode {parent}")
-        return node
+        return _child(self._listing(parent), parent, name)
+
+    def lookup_cached(self, parent: int, name: str) -> Node | None:
+        """The same as lookup() when the parent's listing is fresh (it never blocks); else None."""
+        children = self._fresh_listing(parent)
+        return None if children is None else _child(children, parent, name)
 
     def readdir(self, inode: int) -> list[Node]:
         return list(self._listing(inode).values())
@@ -98,7 +105,23 @@ class RepoTree:
         return long if node.immutable and not parent.branch else short
 
     def read(self, inode: int, offset: int, size: int) -> bytes:
-        return self._read(inode, offset, size, self.cache.get)
+        data = self._read(inode, offset, size, self.cache.get)
+        if offset == 0:
+            self._prefetch_next_files(self.getattr(inode))
+        return data
+
+    def _prefetch_next_files(self, node: Node) -> None:
+        """Fetches, in one call, the files after NODE in its directory: readers of small files go in order."""
+        with self._lock:
+            listing = self._listings.get(node.parent)
+        if listing is None:
+            return
+        refs: list[ChunkRef] = []
+        for sibling in listing.order[node.index + 1 : node.index + 1 + NEXT_FILES]:
+            refs.extend(sibling.chunks)
+            if sum(r.size for r in refs) > NEXT_FILES_BYTES:
+                break
+        self.cache.prefetch(refs)
 
     def read_cached(self, inode: int, offset: int, size: int) -> bytes | None:
         """The same as read() when every chunk it needs is cached (it never blocks); else None."""
@@ -127,20 +150,29 @@ class RepoTree:
         node = self.getattr(inode)
         if not node.is_dir:
             raise NotFound(f"{node.name!r} is not a directory")
+        fresh = self._fresh_listing(inode)
+        if fresh is not None:
+            return fresh
         with self._lock:
             listing = self._listings.get(inode)
-        if listing is not None and listing.expires > time.monotonic():
-            return listing.children
-        children = {n.name: n for n in sorted(self._list(node), key=lambda n: n.name)}
+        order = sorted(self._list(node), key=lambda n: n.name)
+        for i, child in enumerate(order):
+            child.parent, child.index = inode, i
+        children = {n.name: n for n in order}
         expires = float("inf") if node.immutable else time.monotonic() + LISTING_TTL
         with self._lock:
-            self._listings[inode] = _Listing(expires, children)
+            self._listings[inode] = _Listing(expires, children, order)
             self._nodes.update((n.inode, n) for n in children.values())
         if listing is not None and node.kind == "ref":
             moved = [name for name, old in listing.children.items() if children.get(name) != old]
             if moved:
                 self.on_stale(inode, moved)
         return children
+
+    def _fresh_listing(self, inode: int) -> dict[str, Node] | None:
+        with self._lock:
+            listing = self._listings.get(inode)
+        return listing.children if listing is not None and listing.expires > time.monotonic() else None
 
     def _list(self, node: Node) -> list[Node]:
         if node.kind == "root":
@@ -198,5 +230,12 @@ class RepoTree:
                             commit=node.commit, path=paths.normalize(f.path), chunks=chunks, offsets=offsets))
         return out
 
-    def _fetch(self, ref: ChunkRef) -> bytes:
-        return next(iter(self.client.read_chunks([ref])))
+    def _fetch(self, refs: list[ChunkRef]) -> Iterator[bytes]:
+        return self.client.read_chunks(refs)
+
+
+def _child(children: dict[str, Node], parent: int, name: str) -> Node:
+    node = children.get(name)
+    if node is None:
+        raise NotFound(f"no {name!r} in inode {parent}")
+    return node

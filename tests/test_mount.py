@@ -137,21 +137,21 @@ def test_a_directory_of_100000_files_lists_fully(server, tmp_path):
 def test_server_restart_under_a_mounted_reader(server, tmp_path):
     server.pfs("create-repo", "r")
     put(server, "r", "a", b"alpha\n" * 1000)
-    put(server, "r", "b", os.urandom(50_000))
+    put(server, "r", "other/b", os.urandom(50_000))  # another directory: not fetched along with a
     mnt = tmp_path / "mnt"
     with mounted(server, mnt):
         d = mnt / "r" / "master"
         assert (d / "a").read_bytes() == b"alpha\n" * 1000
-        os.stat(d / "b")  # known, but its data never read
+        os.stat(d / "other" / "b")  # known, but its data never read
         server.kill()
         with pytest.raises(OSError) as err:
-            (d / "b").read_bytes()
+            (d / "other" / "b").read_bytes()
         assert err.value.errno == errno.EIO
         server.start()
 
         def readable():
             try:
-                return len((d / "b").read_bytes()) == 50_000
+                return len((d / "other" / "b").read_bytes()) == 50_000
             except OSError:
                 return False
 

@@ -53,7 +53,7 @@ def serve(args: argparse.Namespace) -> None:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         raise SystemExit(f"pfs server: {data_dir} is in use by another pfs server") from None
-    store = Store(LocalChunkStore(data_dir), SqliteMetaStore(data_dir / "meta.db"), args.chunk_size)
+    store = Store(LocalChunkStore(data_dir), SqliteMetaStore(data_dir / "meta.db"), args.chunk_size, str(data_dir))
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=32), options=GRPC_OPTIONS)
     pfs_pb2_grpc.add_APIServicer_to_server(ApiServicer(store), server)
     chunks_pb2_grpc.add_ChunksServicer_to_server(ChunksServicer(store), server)

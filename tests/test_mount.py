@@ -139,7 +139,7 @@ def test_server_restart_under_a_mounted_reader(server, tmp_path):
     put(server, "r", "a", b"alpha\n" * 1000)
     put(server, "r", "other/b", os.urandom(50_000))  # another directory: not fetched along with a
     mnt = tmp_path / "mnt"
-    with mounted(server, mnt):
+    with mounted(server, mnt, "--no-direct"):  # every chunk over gRPC
         d = mnt / "r" / "master"
         assert (d / "a").read_bytes() == b"alpha\n" * 1000
         os.stat(d / "other" / "b")  # known, but its data never read
@@ -207,3 +207,22 @@ def test_shards_through_the_mount_cover_every_byte_once(server, tmp_path, method
         else:
             assert len(parts) == n  # every file in every shard, its lines split between them
             assert sorted(b"".join(parts).splitlines()) == sorted(data.splitlines())
+
+
+def test_a_mount_beside_its_server_reads_chunks_from_its_disk(big_server, tmp_path):
+    """The embedded case: chunks come from the data dir, so known files stay readable with the server down."""
+    server = big_server
+    server.pfs("create-repo", "r")
+    big, small = os.urandom(300_000), b"small\n" * 10
+    put(server, "r", "big", big)
+    put(server, "r", "sub/small", small)
+    mnt = tmp_path / "mnt"
+    with mounted(server, mnt):
+        d = mnt / "r" / "master"
+        assert "chunks read from" in (tmp_path / "mount-mnt.log").read_text()
+        os.stat(d / "big")
+        os.stat(d / "sub" / "small")
+        server.kill()
+        assert list((server.data_dir / "chunks").rglob("*/*"))  # the large chunk is a file
+        assert (d / "big").read_bytes() == big  # large chunks: files
+        assert (d / "sub" / "small").read_bytes() == small  # small chunks: chunks.db

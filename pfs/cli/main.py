@@ -174,11 +174,14 @@ def cmd_delete_file(args, client):
 
 def cmd_mount(args, client):
     from pfs.fuse.mount import serve  # here: pyfuse3 and trio load only for mounts
+    from pfs.vfs.local_chunks import LocalChunks
     from pfs.vfs.tree import RepoTree
 
     shard = Shard.parse(args.shard, args.method)
-    serve(RepoTree(client, shard), args.mountpoint,
-          on_mounted=lambda: print(f"pfs mounted at {args.mountpoint} ({shard}); Ctrl-C unmounts",
+    local = None if args.no_direct else LocalChunks.find(client.data_dir)
+    serve(RepoTree(client, shard, local=local), args.mountpoint,
+          on_mounted=lambda: print(f"pfs mounted at {args.mountpoint} ({shard}"
+                                   f"{', chunks read from ' + local.root if local else ''}); Ctrl-C unmounts",
                                    file=sys.stderr, flush=True))
 
 
@@ -257,7 +260,9 @@ def parser() -> argparse.ArgumentParser:
          a("mountpoint", metavar="DIR"),
          a("--shard", default="0/1", metavar="i/N", help="show only worker i of N's part (default 0/1: all)"),
          a("--method", choices=METHODS, default="global",
-           help="how a shard is cut: map (blocks of every file), reduce (whole files), global (all)"))
+           help="how a shard is cut: map (blocks of every file), reduce (whole files), global (all)"),
+         a("--no-direct", action="store_true",
+           help="always read chunks over gRPC, even where the server's data dir is on this machine"))
     verb("unmount", cmd_unmount, "unmount a pfs mount", a("mountpoint", metavar="DIR"))
     return p
 

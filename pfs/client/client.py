@@ -70,8 +70,17 @@ class Client:
     # -- server
 
     @functools.cached_property
+    def _info(self) -> pb.ServerInfo:
+        return self._call(self._api.Info, pb.Empty())
+
+    @property
     def chunk_avg_size(self) -> int:
-        return self._call(self._api.Info, pb.Empty()).chunk_avg_size
+        return self._info.chunk_avg_size
+
+    @property
+    def data_dir(self) -> str:
+        """Where the server keeps its chunks (a path on the server's machine)."""
+        return self._info.data_dir
 
     # -- repos
 

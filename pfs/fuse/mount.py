@@ -40,6 +40,8 @@ def serve(tree: RepoTree, mountpoint: str, on_mounted=lambda: None) -> None:
     finally:
         pyfuse3.close(unmount=True)
         tree.cache.close()
+        if tree.local:
+            tree.local.close()
 
 
 def _invalidate(inode: int, names: list[str]) -> None:

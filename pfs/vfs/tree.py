@@ -22,6 +22,7 @@ from pfs.core.errors import NotFound
 from pfs.core.model import ChunkRef, CommitInfo, CommitRef
 from pfs.core.shard import Shard
 from pfs.vfs.chunks import ChunkCache
+from pfs.vfs.local_chunks import LocalChunks
 
 ROOT_INODE = 1
 LISTING_TTL = 1.0  # seconds before repos, branches and commits are listed again
@@ -71,9 +72,11 @@ class RepoTree:
     """All repos of a server as a tree, each commit seen through SHARD."""
 
     def __init__(self, client: Client, shard: Shard = Shard(), cache: ChunkCache | None = None,
-                 on_stale: Callable[[int, list[str]], None] = lambda inode, names: None) -> None:
+                 on_stale: Callable[[int, list[str]], None] = lambda inode, names: None,
+                 local: LocalChunks | None = None) -> None:
         self.client = client
         self.shard = shard
+        self.local = local  # the server's chunk store, when this machine can read it
         self.cache = cache or ChunkCache(self._fetch)
         self.on_stale = on_stale  # told (directory inode, names) whose kernel entries are out of date
         self._nodes: dict[int, Node] = {ROOT_INODE: Node(ROOT_INODE, "", "root", True, mtime=time.time())}
@@ -231,7 +234,12 @@ class RepoTree:
         return out
 
     def _fetch(self, refs: list[ChunkRef]) -> Iterator[bytes]:
-        return self.client.read_chunks(refs)
+        """The chunks' bytes in order: from the server's disk where this machine sees it, else over gRPC."""
+        local = [self.local.read(r) if self.local else None for r in refs]
+        missing = [r for r, data in zip(refs, local) if data is None]
+        remote = self.client.read_chunks(missing) if missing else iter(())
+        for data in local:
+            yield data if data is not None else next(remote)
 
 
 def _child(children: dict[str, Node], parent: int, name: str) -> Node:

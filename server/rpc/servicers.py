@@ -21,7 +21,9 @@ class ApiServicer(pfs_pb2_grpc.APIServicer):
 
     @translated
     def Info(self, request, context):
-        return pb.ServerInfo(version=pfs.__version__, chunk_avg_size=self.store.chunk_avg_size)
+        return pb.ServerInfo(
+            version=pfs.__version__, chunk_avg_size=self.store.chunk_avg_size, data_dir=self.store.data_dir
+        )
 
     @translated
     def CreateRepo(self, request, context):

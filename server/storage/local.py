@@ -19,6 +19,7 @@ import uuid
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 
+from pfs.core import chunk_layout
 from pfs.core.errors import DataLoss
 from server.storage import ChunkStore
 
@@ -36,10 +37,9 @@ class LocalChunkStore(ChunkStore):
         self.tmp = root / "tmp"
         self.chunks.mkdir(parents=True, exist_ok=True)
         self.tmp.mkdir(parents=True, exist_ok=True)
-        self._prefix = f"{self.chunks}/"
         for leftover in self.tmp.iterdir():  # from a crash: never renamed, never visible
             leftover.unlink()
-        self._db = sqlite3.connect(root / "chunks.db", isolation_level=None, check_same_thread=False)
+        self._db = sqlite3.connect(root / chunk_layout.SMALL_DB, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA page_size=65536")  # blobs of a few KiB: fewer, larger writes
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
@@ -48,8 +48,7 @@ class LocalChunkStore(ChunkStore):
 
     def path(self, address: bytes) -> str:
         """Where a large chunk's file is (small chunks have none)."""
-        name = address.hex()
-        return f"{self._prefix}{name[:2]}/{name}"
+        return chunk_layout.chunk_file(self.root, address)
 
     def missing(self, addresses: Iterable[bytes]) -> list[bytes]:
         addresses = list(addresses)
@@ -128,7 +127,7 @@ class LocalChunkStore(ChunkStore):
         except FileNotFoundError:
             pass
         with self._lock:
-            row = self._db.execute("SELECT data FROM small WHERE address = ?", (address,)).fetchone()
+            row = self._db.execute(chunk_layout.SMALL_QUERY, (address,)).fetchone()
         if row is None:
             raise DataLoss(f"chunk {address.hex()} is missing from {self.root}")
         return row[0]

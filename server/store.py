@@ -13,11 +13,8 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
-import zstandard
-
-from pfs.core import compression, names, paths
-from pfs.core.errors import AlreadyExists, DataLoss, FailedPrecondition, InvalidArgument, NotFound
-from pfs.core.hashing import address
+from pfs.core import frames, names, paths
+from pfs.core.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from pfs.core.model import BranchInfo, ChunkRef, CommitInfo, CommitRef, FileInfo, FileWrite, RepoInfo
 from server.meta import MetaStore, StoredCommit, Tx, walk_ancestry
 from server.storage import ChunkStore
@@ -334,10 +331,5 @@ def _root(commit: StoredCommit) -> Entry:
 
 def _checked(batch: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
     for addr, frame in batch:
-        try:
-            plain = compression.decompress(frame)
-        except zstandard.ZstdError:
-            raise DataLoss(f"chunk {addr.hex()} is not a valid zstd frame") from None
-        if address(plain) != addr:
-            raise DataLoss(f"chunk {addr.hex()} does not match its address; it was corrupted in transit")
+        frames.unpack(addr, frame)
     return batch

@@ -9,9 +9,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 import grpc
 
 from pfs.client.status import domain_error
-from pfs.core import compression
-from pfs.core.errors import DataLoss
-from pfs.core.hashing import address
+from pfs.core import frames
 from pfs.core.model import BranchInfo, ChunkRef, CommitInfo, CommitRef, FileInfo, FileWrite, RepoInfo
 from pfs.proto import chunks_pb2 as cpb
 from pfs.proto import chunks_pb2_grpc
@@ -169,7 +167,7 @@ class Client:
         window: deque = deque()
         for batch in self._stream(self._chunks.GetChunks, request):
             for m in batch.chunks:
-                window.append(self._pool.submit(_checked, m.address, m.compressed))
+                window.append(self._pool.submit(frames.unpack, m.address, m.compressed))
                 if len(window) > READ_AHEAD:
                     yield window.popleft().result()
         while window:
@@ -185,10 +183,3 @@ class Client:
 
     def translate(self, err: grpc.RpcError) -> Exception:
         return domain_error(err, self.address)
-
-
-def _checked(addr: bytes, frame: bytes) -> bytes:
-    plain = compression.decompress(frame)
-    if address(plain) != addr:
-        raise DataLoss(f"chunk {addr.hex()} read back does not match its address")
-    return plain

@@ -10,8 +10,8 @@ import os
 import sqlite3
 import threading
 
-from pfs.core import chunk_layout, compression
-from pfs.core.hashing import address
+from pfs.core import chunk_layout, frames
+from pfs.core.errors import DataLoss
 from pfs.core.model import ChunkRef
 
 
@@ -49,10 +49,9 @@ class LocalChunks:
         except OSError:
             return None
         try:
-            plain = compression.decompress(frame)
-        except Exception:  # noqa: BLE001 - a damaged frame is fetched from the server instead
+            return frames.unpack(ref.address, frame)
+        except DataLoss:  # fetched from the server instead
             return None
-        return plain if address(plain) == ref.address else None
 
     def close(self) -> None:
         with self._lock:

@@ -19,7 +19,7 @@ DEFAULT_CACHE_BYTES = 512 << 20
 
 class ChunkCache:
     def __init__(self, fetch: Callable[[list[ChunkRef]], Iterator[bytes]],
-                 max_bytes: int = DEFAULT_CACHE_BYTES, workers: int = 4) -> None:
+                 max_bytes: int = DEFAULT_CACHE_BYTES, workers: int = 8) -> None:
         self._fetch = fetch  # the bytes of several chunks, in order
         self._max_bytes = max_bytes
         self._lru: OrderedDict[bytes, bytes] = OrderedDict()

@@ -26,7 +26,7 @@ from pfs.vfs.local_chunks import LocalChunks
 
 ROOT_INODE = 1
 LISTING_TTL = 1.0  # seconds before repos, branches and commits are listed again
-READ_AHEAD = 4  # chunks fetched ahead of a reader
+READ_AHEAD = 8  # chunks fetched ahead of a reader
 NEXT_FILES = 64  # files after the one being read whose chunks are fetched with it...
 NEXT_FILES_BYTES = 8 << 20  # ...up to this many bytes
 

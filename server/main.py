@@ -14,9 +14,10 @@ import grpc
 
 from pfs.core.chunking import DEFAULT_AVG_SIZE
 from pfs.core.memory import keep_freed_memory
-from pfs.proto import chunks_pb2_grpc, pfs_pb2_grpc
+from pfs.proto import chunks_pb2_grpc, pfs_pb2_grpc, pps_pb2_grpc
 from server.meta.sqlite import SqliteMetaStore
-from server.rpc.servicers import ApiServicer, ChunksServicer
+from server.pps.jobs import Jobs
+from server.rpc.servicers import ApiServicer, ChunksServicer, PpsServicer
 from server.storage.local import LocalChunkStore
 from server.store import Store
 
@@ -57,6 +58,7 @@ def serve(args: argparse.Namespace) -> None:
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=32), options=GRPC_OPTIONS)
     pfs_pb2_grpc.add_APIServicer_to_server(ApiServicer(store), server)
     chunks_pb2_grpc.add_ChunksServicer_to_server(ChunksServicer(store), server)
+    pps_pb2_grpc.add_PPSServicer_to_server(PpsServicer(Jobs(store)), server)
     address = f"{args.listen}:{args.port}"
     try:
         port = server.add_insecure_port(address)

@@ -120,8 +120,7 @@ class Store:
             commit = self._open_commit(tx, ref)
             info = dataclasses.replace(commit.info, finished=time.time())
             tx.update_commit(StoredCommit(info, commit.tree))
-        with self._finished:
-            self._finished.notify_all()
+        self.notify_finished()
         return info
 
     def inspect_commit(self, ref: CommitRef) -> CommitInfo:
@@ -204,27 +203,58 @@ class Store:
 
     def put_files(self, ref: CommitRef, writes: list[FileWrite]) -> None:
         """Records files into an open commit. Without overwrite, a write appends to the file."""
-        needed = {c.address for w in writes for c in w.chunks}
-        lacking = self.chunks.missing(needed)
+        self.check_chunks(writes)
+        with self.meta.transaction() as tx:
+            self._put(tx, self._open_commit(tx, ref), writes)
+
+    def check_chunks(self, writes: list[FileWrite]) -> None:
+        """Refuses files whose chunks were never stored."""
+        lacking = self.chunks.missing(list({c.address for w in writes for c in w.chunks}))
         if lacking:
             raise FailedPrecondition(
                 f"{len(lacking)} chunk(s) were never uploaded (first: {lacking[0].hex()}); put them first"
             )
-        with self.meta.transaction() as tx:
-            commit = self._open_commit(tx, ref)
-            root = _root(commit)
-            edit = Edit()
-            written: dict[str, list[ChunkRef]] = {}
-            for w in writes:
-                path = paths.normalize(w.path)
-                if not path:
-                    raise InvalidArgument("a file needs a path; the repo root is a directory")
-                chunks = list(w.chunks)
-                if not w.overwrite:
-                    chunks = self._existing_chunks(tx, root, written, path) + chunks
-                written[path] = chunks
-                edit.put(paths.components(path), self.trees.put_file(tx, chunks))
-            self._write_tree(tx, commit, edit)
+
+    def commit_files(
+        self, tx: Tx, repo: str, branch: str, provenance: tuple[CommitRef, ...], writes: list[FileWrite], fresh: bool
+    ) -> CommitInfo:
+        """Makes a finished commit on BRANCH holding WRITES (on a copy of the head's files unless FRESH), in TX.
+
+        A job's output commit: made whole or not at all. Call notify_finished() once TX is committed.
+        """
+        head_id = tx.get_branch(repo, branch)
+        head = tx.get_commit(repo, head_id) if head_id else None
+        if head is not None and not head.info.is_finished:
+            raise FailedPrecondition(f"commit {head.info.id} on {repo}@{branch} is still open; finish it first")
+        now = time.time()
+        info = CommitInfo(repo, names.new_commit_id(), head_id or "", branch, now, 0,
+                          0 if fresh or head is None else head.info.size_bytes, provenance)
+        commit = StoredCommit(info, None if fresh or head is None else head.tree)
+        tx.insert_commit(commit)
+        tx.set_branch(repo, branch, info.id)
+        commit = self._put(tx, commit, writes)
+        done = StoredCommit(dataclasses.replace(commit.info, finished=now), commit.tree)
+        tx.update_commit(done)
+        return done.info
+
+    def notify_finished(self) -> None:
+        with self._finished:
+            self._finished.notify_all()
+
+    def _put(self, tx: Tx, commit: StoredCommit, writes: list[FileWrite]) -> StoredCommit:
+        root = _root(commit)
+        edit = Edit()
+        written: dict[str, list[ChunkRef]] = {}
+        for w in writes:
+            path = paths.normalize(w.path)
+            if not path:
+                raise InvalidArgument("a file needs a path; the repo root is a directory")
+            chunks = list(w.chunks)
+            if not w.overwrite:
+                chunks = self._existing_chunks(tx, root, written, path) + chunks
+            written[path] = chunks
+            edit.put(paths.components(path), self.trees.put_file(tx, chunks))
+        return self._write_tree(tx, commit, edit)
 
     def delete_file(self, ref: CommitRef, path: str) -> None:
         path = paths.normalize(path)
@@ -263,6 +293,26 @@ class Store:
                 return FileInfo(paths.join(path, e.name), e.is_dir, e.size, commit.info.id, chunks)
 
             return [info(e) for e in entries]
+
+    def shard_units(self, ref: CommitRef, method: str, limit: int) -> int:
+        """How many parts a METHOD view of a commit can be cut into, counted up to LIMIT.
+
+        reduce: its top-level entries; map: its files' blocks; global: one.
+        """
+        with self.meta.transaction() as tx:
+            root = _root(self._resolve(tx, ref))
+            if method == "global" or root.address == b"":
+                return 1
+            if method == "reduce":
+                return min(limit, len(self.trees.entries(tx, root.address)))
+            count, todo = 0, [root.address]
+            while todo and count < limit:
+                for e in self.trees.entries(tx, todo.pop()).values():
+                    if e.is_dir:
+                        todo.append(e.address)
+                    else:
+                        count += len(self.trees.file_chunks(tx, e))
+            return min(limit, count)
 
     # -- helpers
 
@@ -319,10 +369,12 @@ class Store:
             raise FailedPrecondition(f"cannot write file {path!r}: it is a directory")
         return list(self.trees.file_chunks(tx, entry))
 
-    def _write_tree(self, tx: Tx, commit: StoredCommit, edit: Edit) -> None:
+    def _write_tree(self, tx: Tx, commit: StoredCommit, edit: Edit) -> StoredCommit:
         new_root = self.trees.apply(tx, commit.tree, edit)
         tree, size = (new_root.address, new_root.size) if new_root else (None, 0)
-        tx.update_commit(StoredCommit(dataclasses.replace(commit.info, size_bytes=size), tree))
+        commit = StoredCommit(dataclasses.replace(commit.info, size_bytes=size), tree)
+        tx.update_commit(commit)
+        return commit
 
 
 def _root(commit: StoredCommit) -> Entry:

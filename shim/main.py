@@ -1,16 +1,129 @@
-"""`job-shim`: the worker entrypoint. Pipelines (and so jobs to run) arrive with issue 4."""
+"""`job-shim`: a worker. Takes one shard of a job, mounts its inputs, runs the command, uploads /pfs/out.
+
+    job-shim --address HOST:PORT --job ID --shard I [--root /pfs]
+
+(or PFS_ADDRESS, PFS_JOB, PFS_SHARD; on Kubernetes JOB_COMPLETION_INDEX).
+With --workspace DIR the shim first gets a mount namespace of its own in
+which DIR is /pfs, so workers on one machine each see their own /pfs.
+Exit status: 0 the shard succeeded and its output is staged; 1 the command
+failed (reported with its exit code and last stderr lines, nothing
+uploaded); 2 the shim could not do its part (reported when the server can
+be reached); a runner retries 2, and may retry 1.
+"""
 
 import argparse
 import os
+import re
+import shutil
 import sys
+from pathlib import Path
+
+from pfs.client import Client
+from pfs.core.errors import InvalidArgument, PfsError
+from pfs.core.memory import keep_freed_memory
+from pfs.core.model import CommitRef, JobInfo, ShardInfo
+from pfs.core.shard import Shard, worker_shards
+from shim import command, namespace, output
+from shim.logs import Logs
+from shim.mounts import Mounts
+
+OK, COMMAND_FAILED, SHIM_FAILED = 0, 1, 2
+
+
+def parser() -> argparse.ArgumentParser:
+    env = os.environ.get
+    p = argparse.ArgumentParser(prog="job-shim", description="Run one shard of a pfs job: the worker side.")
+    p.add_argument("--address", default=env("PFS_ADDRESS"), help="the pfs server, host:port ($PFS_ADDRESS)")
+    p.add_argument("--job", default=env("PFS_JOB"), help="the job id ($PFS_JOB)")
+    p.add_argument("--shard", type=int, default=env("PFS_SHARD") or env("JOB_COMPLETION_INDEX"),
+                   help="this worker's shard ($PFS_SHARD or $JOB_COMPLETION_INDEX)")
+    p.add_argument("--root", type=Path, default=Path(env("PFS_ROOT") or "/pfs"),
+                   help="where inputs and out go (default /pfs, or $PFS_ROOT)")
+    p.add_argument("--workspace", type=Path, default=env("PFS_WORKSPACE"),
+                   help="run in a private mount namespace with this local directory seen at --root "
+                        "(how several workers share a machine; needs root)")
+    return p
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="job-shim", description="Run a pipeline worker's shard of a job.")
-    p.add_argument("--address", default=os.environ.get("PFS_ADDRESS"))
-    p.add_argument("--job", default=os.environ.get("PFS_JOB"))
-    p.add_argument("--shard", default=os.environ.get("PFS_SHARD") or os.environ.get("JOB_COMPLETION_INDEX"))
-    args = p.parse_args(argv)
-    print(f"job-shim: this server has no pipelines yet, so there is no job {args.job or ''} to run",
-          file=sys.stderr)
-    sys.exit(2)
+    args = parser().parse_args(argv)
+    for name in ("job", "shard"):
+        if getattr(args, name) is None:
+            print(f"job-shim: no {name} given: use --{name} or ${'PFS_' + name.upper()}", file=sys.stderr)
+            sys.exit(SHIM_FAILED)
+    if args.workspace:
+        try:
+            namespace.enter(args.workspace.resolve(), args.root)
+        except PfsError as err:
+            print(f"job-shim: {err}", file=sys.stderr)
+            sys.exit(SHIM_FAILED)
+    keep_freed_memory()
+    client = Client(args.address)
+    try:
+        sys.exit(Worker(client, args.job, args.shard, args.root).run())
+    except PfsError as err:
+        print(f"job-shim: {err}", file=sys.stderr)
+        sys.exit(SHIM_FAILED)
+    finally:
+        client.close()
+
+
+class Worker:
+    def __init__(self, client: Client, job_id: str, shard: int, root: Path) -> None:
+        self.client = client
+        self.job_id = job_id
+        self.shard = shard
+        self.root = root
+
+    def run(self) -> int:
+        job = self.client.start_shard(self.job_id, self.shard)
+        attempt = job.shards[self.shard].attempts
+        logs = Logs(self.client, self.job_id, self.shard)
+        try:
+            code, result = self._attempt(job, attempt, logs)
+        except (PfsError, OSError) as err:
+            message = f"{err.filename}: {err.strerror}" if isinstance(err, OSError) and err.strerror else str(err)
+            logs.line("shim", f"job-shim: {message}")
+            code, result = SHIM_FAILED, ShardInfo(self.shard, exit_code=-1, error=f"job-shim: {message}")
+        finally:
+            logs.close()
+        self.client.finish_shard(self.job_id, attempt, result)
+        return code
+
+    def _attempt(self, job: JobInfo, attempt: int, logs: Logs) -> tuple[int, ShardInfo]:
+        out = self.root / "out"
+        _empty_dir(out)
+        shards = worker_shards([i.method for i in job.inputs], [i.shards for i in job.inputs], self.shard)
+        env = {**os.environ, **dict(job.transform.env), "PFS_JOB": job.id, "PACH_JOB_ID": job.id,
+               "PFS_SHARD": str(self.shard)}
+        with Mounts(self.client.address) as mounts:
+            for i, shard in zip(job.inputs, shards):
+                mounts.add(str(self.root / i.repo), CommitRef(i.repo, i.commit), shard)
+                var = re.sub(r"[^A-Z0-9]", "_", i.repo.upper())
+                env[f"PACH_{var}_COMMIT_ID"] = env[f"PFS_{var}_COMMIT_ID"] = i.commit
+            if job.prev_output:
+                mounts.add(str(self.root / "prev"), CommitRef(job.output_repo, job.prev_output), Shard())
+            logs.line("shim", f"job {job.id} shard {self.shard}/{job.parallelism} attempt {attempt}: "
+                              f"running {' '.join(job.transform.cmd)}")
+            code, tail = command.run(job.transform.cmd, job.transform.stdin, env, logs)
+            bytes_in = sum(_size(self.root / i.repo) for i in job.inputs)
+        if not job.transform.accepts(code):
+            error = f"{job.transform.cmd[0]} exited with code {code}"
+            error += ": " + "\n".join(tail) if tail else ""
+            logs.line("shim", f"job-shim: {error.splitlines()[0]}; nothing is uploaded")
+            return COMMAND_FAILED, ShardInfo(self.shard, exit_code=code, error=error, bytes_in=bytes_in)
+        bytes_out, bytes_sent = output.upload(self.client, job.id, self.shard, attempt, out, logs)
+        return OK, ShardInfo(self.shard, exit_code=code, bytes_in=bytes_in, bytes_out=bytes_out,
+                             bytes_sent=bytes_sent)
+
+
+def _empty_dir(path: Path) -> None:
+    """PATH as an empty local directory (what an earlier attempt left there is removed)."""
+    if path.is_mount():
+        raise InvalidArgument(f"{path} is a mount point; /pfs/out must be a plain local directory")
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+
+
+def _size(root: Path) -> int:
+    return sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(root) for f in files)

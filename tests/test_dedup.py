@@ -50,7 +50,7 @@ def test_insertion_in_the_middle_stores_only_a_few_chunks(big_server, tmp_path):
 
 
 def test_a_second_upload_of_the_same_data_sends_nothing(server):
-    from pfs.client.upload import Uploader
+    from pfs.client.upload import into_commit
 
     data = os.urandom(300_000)
     client = server.client()
@@ -58,7 +58,7 @@ def test_a_second_upload_of_the_same_data_sends_nothing(server):
     sent = []
     for name in ("a", "b"):
         c = client.start_commit("r")
-        with Uploader(client, CommitRef("r", c.id)) as up:
+        with into_commit(client, CommitRef("r", c.id)) as up:
             up.put(name, io.BytesIO(data))
         client.finish_commit(CommitRef("r", c.id))
         sent.append(up.bytes_sent)

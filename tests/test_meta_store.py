@@ -55,3 +55,31 @@ def test_objects_are_immutable(meta):
         tx.put_object(b"a", b"second")
         assert tx.get_object(b"a") == b"first"
         assert tx.get_object(b"b") is None
+
+
+def test_jobs_staged_files_and_logs(meta):
+    from pfs.core.model import ChunkRef, FileWrite, JobInfo, JobInput, LogLine, ShardInfo, Transform
+
+    job = JobInfo("j1", Transform(("sh", "-c", "x"), ("in",), (("A", "b"),), (3,), "img", True),
+                  (JobInput("r", "c1", "map", 2),), 2, "out", pipeline="p", started=1.0,
+                  shards=(ShardInfo(0), ShardInfo(1, "running", 1)))
+    write = FileWrite("a/b", (ChunkRef(b"\x01" * 32, 5),), True)
+    with meta.transaction() as tx:
+        tx.put_job(job)
+        tx.put_job(JobInfo("j2", job.transform, job.inputs, 1, "out", started=2.0))
+        tx.stage_files("j1", 1, [write])
+        tx.stage_files("j1", 1, [FileWrite("c", ())])
+        tx.stage_files("j1", 0, [FileWrite("d", ())])
+        tx.add_logs([LogLine("j1", 1, 5.0, "stdout", "hello"), LogLine("j2", 0, 6.0, "stderr", "oops")])
+    with meta.transaction() as tx:
+        assert tx.get_job("j1") == job
+        assert tx.get_job("nope") is None
+        assert [j.id for j in tx.list_jobs()] == ["j2", "j1"]
+        assert [j.id for j in tx.list_jobs("p")] == ["j1"]
+        assert tx.staged_files("j1", 1) == [write, FileWrite("c", ())]
+        tx.clear_staged("j1", 1)
+        assert tx.staged_files("j1", 1) == [] and tx.staged_files("j1", 0) == [FileWrite("d", ())]
+        assert tx.logs("j1") == [LogLine("j1", 1, 5.0, "stdout", "hello")]
+        assert tx.logs(pipeline="p") == [LogLine("j1", 1, 5.0, "stdout", "hello")]
+        tx.put_job(JobInfo("j1", job.transform, job.inputs, 2, "out", pipeline="p", state="success"))
+        assert tx.get_job("j1").state == "success"

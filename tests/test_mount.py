@@ -11,7 +11,7 @@ import subprocess
 import pytest
 
 from conftest import PFS, assert_one_line_error, wait_for
-from pfs.core.model import ChunkRef, CommitRef, FileWrite
+from pfs.core.model import CommitRef, FileWrite
 
 pytestmark = pytest.mark.skipif(
     not os.path.exists("/dev/fuse") or not shutil.which("fusermount3"), reason="needs /dev/fuse and fusermount3"
@@ -118,10 +118,10 @@ def test_a_directory_of_100000_files_lists_fully(server, tmp_path):
     client = server.client()
     client.create_repo("many")
     c = client.start_commit("many")
-    from pfs.client.upload import Uploader
+    from pfs.client.upload import into_commit
     import io
 
-    with Uploader(client, CommitRef("many", c.id)) as up:
+    with into_commit(client, CommitRef("many", c.id)) as up:
         up.put("seed", io.BytesIO(b"same\n"))
     chunk = client.inspect_file(CommitRef("many", c.id), "seed").chunks
     names = [f"f{i:06d}" for i in range(100_000)]

@@ -36,10 +36,10 @@ def tree_of(server, commit_files):
     client = server.client()
     client.create_repo("r")
     c = client.start_commit("r")
-    from pfs.client.upload import Uploader
+    from pfs.client.upload import into_commit
     import io
 
-    with Uploader(client, CommitRef("r", c.id)) as up:
+    with into_commit(client, CommitRef("r", c.id)) as up:
         for path, data in commit_files.items():
             up.put(path, io.BytesIO(data))
     client.finish_commit(CommitRef("r", c.id))

@@ -6,19 +6,17 @@ error from the store or the network, 2 for a usage error.
 
 import argparse
 import contextlib
-import json
 import os
 import sys
-from dataclasses import asdict
 
 import pfs
-from pfs.cli import output
+from pfs.cli import jobs, output
 from pfs.cli.progress import progress
 from pfs.cli.sources import sources
 from pfs.client import Client, default_address
-from pfs.client.upload import Uploader
+from pfs.client.upload import into_commit
 from pfs.core.chunking import DELIMITERS
-from pfs.core.errors import InvalidArgument, PfsError
+from pfs.core.errors import FailedPrecondition, InvalidArgument, PfsError
 from pfs.core.memory import keep_freed_memory
 from pfs.core.model import CommitInfo, CommitRef
 from pfs.core.shard import METHODS, Shard
@@ -42,7 +40,7 @@ def cmd_list_repo(args, client):
 def cmd_inspect_repo(args, client):
     r = client.inspect_repo(args.repo)
     if args.raw:
-        return _raw(r)
+        return output.raw(r)
     output.fields([
         ("Name", r.name),
         ("Description", r.description),
@@ -80,7 +78,7 @@ def cmd_list_commit(args, client):
 def cmd_inspect_commit(args, client):
     c = client.inspect_commit(CommitRef(args.repo, args.commit))
     if args.raw:
-        return _raw(c)
+        return output.raw(c)
     output.fields([
         ("Commit", f"{c.repo}@{c.id}"),
         ("Branch", c.branch),
@@ -118,7 +116,7 @@ def cmd_put_file(args, client):
     total = None if None in known else sum(known)
     try:
         with progress(total, "put-file") as advance:
-            with Uploader(client, ref, args.delimiter, advance) as up:
+            with into_commit(client, ref, delimiter=args.delimiter, on_bytes=advance) as up:
                 for src in todo:
                     with src.open() as stream:
                         up.put(src.dest, stream, overwrite=args.overwrite)
@@ -158,7 +156,7 @@ def cmd_list_file(args, client):
 def cmd_inspect_file(args, client):
     f = client.inspect_file(CommitRef(args.repo, args.ref), args.path)
     if args.raw:
-        return _raw(f)
+        return output.raw(f)
     output.fields([
         ("Path", f.path),
         ("Type", "dir" if f.is_dir else "file"),
@@ -178,24 +176,30 @@ def cmd_mount(args, client):
     from pfs.vfs.tree import RepoTree
 
     shard = Shard.parse(args.shard, args.method)
+    commit = None
+    if args.commit:
+        commit = client.inspect_commit(_commit_arg(args.commit))
+        if not commit.is_finished:
+            raise FailedPrecondition(f"commit {commit.id} of {commit.repo!r} is still open; only finished "
+                                     "commits can be mounted alone")
     local = None if args.no_direct else LocalChunks.find(client.data_dir)
-    serve(RepoTree(client, shard, local=local), args.mountpoint,
+    serve(RepoTree(client, shard, local=local, commit=commit), args.mountpoint,
           on_mounted=lambda: print(f"pfs mounted at {args.mountpoint} ({shard}"
                                    f"{', chunks read from ' + local.root if local else ''}); Ctrl-C unmounts",
                                    file=sys.stderr, flush=True))
+
+
+def _commit_arg(text: str) -> CommitRef:
+    repo, sep, ref = text.partition("@")
+    if not (repo and sep and ref):
+        raise InvalidArgument(f"invalid commit {text!r}: write it as REPO@BRANCH or REPO@COMMIT-ID")
+    return CommitRef(repo, ref)
 
 
 def cmd_unmount(args, client):
     from pfs.fuse.mount import unmount
 
     unmount(args.mountpoint)
-
-
-def _raw(obj) -> None:
-    def plain(o):
-        return o.hex() if isinstance(o, bytes) else str(o)
-
-    print(json.dumps(asdict(obj), indent=2, default=plain))
 
 
 def parser() -> argparse.ArgumentParser:
@@ -262,8 +266,17 @@ def parser() -> argparse.ArgumentParser:
          a("--method", choices=METHODS, default="global",
            help="how a shard is cut: map (blocks of every file), reduce (whole files), global (all)"),
          a("--no-direct", action="store_true",
-           help="always read chunks over gRPC, even where the server's data dir is on this machine"))
+           help="always read chunks over gRPC, even where the server's data dir is on this machine"),
+         a("--commit", metavar="REPO@REF", help="mount only this commit's files, at DIR itself"))
     verb("unmount", cmd_unmount, "unmount a pfs mount", a("mountpoint", metavar="DIR"))
+    verb("create-job", jobs.cmd_create_job, "run a transform once over input commits (a job manifest); prints its id",
+         a("-f", "--file", required=True, metavar="FILE", help="the job manifest: a path, - for stdin, or a URL"))
+    verb("list-job", jobs.cmd_list_job, "list jobs, newest first",
+         a("-p", "--pipeline", metavar="PIPELINE", help="only this pipeline's jobs"))
+    verb("inspect-job", jobs.cmd_inspect_job, "show a job and its shards", a("job", metavar="JOB"), raw)
+    verb("get-logs", jobs.cmd_get_logs, "print the logs of a job's workers (stdout, stderr and the shim's lines)",
+         a("--job", metavar="JOB"), a("-p", "--pipeline", metavar="PIPELINE"),
+         a("--raw", action="store_true", help="print each line as JSON, with its shard, time and stream"))
     return p
 
 

@@ -1,8 +1,10 @@
 """How the CLI shows things: aligned tables, human sizes and times, as pachctl did."""
 
+import json
 import sys
 import time
 from collections.abc import Iterable, Sequence
+from dataclasses import asdict
 
 
 def table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> None:
@@ -54,3 +56,11 @@ def stamp(t: float) -> str:
 
 def error(message: str) -> None:
     print(f"pfs: {message}", file=sys.stderr)
+
+
+def raw(obj) -> None:
+    """Prints a model object as JSON (--raw), bytes as hex."""
+    def plain(o):
+        return o.hex() if isinstance(o, bytes) else str(o)
+
+    print(json.dumps(asdict(obj), indent=2, default=plain))

@@ -89,3 +89,25 @@ def _open_url(url: str) -> BinaryIO:
     except (urllib.error.URLError, OSError, ValueError) as err:
         reason = getattr(err, "reason", err)
         raise Unavailable(f"cannot fetch {url}: {reason}") from None
+
+
+def read_manifest(origin: str) -> object:
+    """The JSON document at ORIGIN: a path, - (stdin) or an http(s) URL."""
+    import json
+
+    try:
+        if origin == "-":
+            text = sys.stdin.read()
+        elif is_url(origin):
+            with _open_url(origin) as stream:
+                text = stream.read().decode()
+        else:
+            text = pathlib.Path(origin).read_text()
+    except FileNotFoundError:
+        raise NotFound(f"no such file: {origin}") from None
+    except UnicodeDecodeError:
+        raise InvalidArgument(f"{origin} is not text; a manifest is JSON") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        raise InvalidArgument(f"{origin} is not valid JSON: {err.msg} at line {err.lineno} column {err.colno}") from None

@@ -10,12 +10,16 @@ import grpc
 
 from pfs.client.status import domain_error
 from pfs.core import frames
-from pfs.core.model import BranchInfo, ChunkRef, CommitInfo, CommitRef, FileInfo, FileWrite, RepoInfo
+from pfs.core.model import (
+    BranchInfo, ChunkRef, CommitInfo, CommitRef, FileInfo, FileWrite, JobInfo, JobSpec, LogLine, RepoInfo, ShardInfo,
+)
 from pfs.proto import chunks_pb2 as cpb
 from pfs.proto import chunks_pb2_grpc
 from pfs.proto import convert as cv
 from pfs.proto import pfs_pb2 as pb
 from pfs.proto import pfs_pb2_grpc
+from pfs.proto import pps_pb2 as ppb
+from pfs.proto import pps_pb2_grpc
 
 DEFAULT_ADDRESS = "127.0.0.1:30650"
 MAX_MESSAGE = 256 << 20
@@ -41,6 +45,7 @@ class Client:
         )
         self._api = pfs_pb2_grpc.APIStub(self._channel)
         self._chunks = chunks_pb2_grpc.ChunksStub(self._channel)
+        self._pps = pps_pb2_grpc.PPSStub(self._channel)
         self._pool = ThreadPoolExecutor(os.cpu_count() or 2, thread_name_prefix="pfs-client")
 
     def close(self) -> None:
@@ -150,6 +155,40 @@ class Client:
 
     def delete_file(self, ref: CommitRef, path: str) -> None:
         self._call(self._api.DeleteFile, pb.FileRequest(commit=cv.commit_ref_to_pb(ref), path=path))
+
+    # -- jobs
+
+    def create_job(self, spec: JobSpec) -> JobInfo:
+        return cv.job_from_pb(self._call(self._pps.CreateJob, cv.job_spec_to_pb(spec)))
+
+    def inspect_job(self, job_id: str) -> JobInfo:
+        return cv.job_from_pb(self._call(self._pps.InspectJob, ppb.JobRequest(id=job_id)))
+
+    def list_jobs(self, pipeline: str = "") -> list[JobInfo]:
+        return [cv.job_from_pb(j) for j in self._call(self._pps.ListJob, ppb.ListJobRequest(pipeline=pipeline)).jobs]
+
+    def start_shard(self, job_id: str, shard: int) -> JobInfo:
+        """Takes shard SHARD of a job (a new attempt at it); the job says what to run and on what."""
+        return cv.job_from_pb(self._call(self._pps.StartShard, ppb.ShardRequest(job=job_id, shard=shard)))
+
+    def put_shard_files(self, job_id: str, shard: int, attempt: int, writes: Iterable[FileWrite]) -> None:
+        request = ppb.ShardFiles(job=job_id, shard=shard, attempt=attempt, files=[cv.write_to_pb(w) for w in writes])
+        self._call(self._pps.PutShardFiles, request)
+
+    def finish_shard(self, job_id: str, attempt: int, result: ShardInfo) -> JobInfo:
+        """Reports how a shard ended: success when RESULT.error is empty."""
+        request = ppb.ShardResult(
+            job=job_id, shard=result.index, attempt=attempt, exit_code=result.exit_code, error=result.error,
+            bytes_in=result.bytes_in, bytes_out=result.bytes_out, bytes_sent=result.bytes_sent)
+        return cv.job_from_pb(self._call(self._pps.FinishShard, request))
+
+    def put_logs(self, lines: Iterable[LogLine]) -> None:
+        self._call(self._pps.PutLogs, ppb.LogLines(lines=[cv.log_to_pb(x) for x in lines]))
+
+    def get_logs(self, job_id: str = "", pipeline: str = "") -> Iterator[LogLine]:
+        for batch in self._stream(self._pps.GetLogs, ppb.LogRequest(job=job_id, pipeline=pipeline)):
+            for m in batch.lines:
+                yield cv.log_from_pb(m)
 
     # -- chunks
 

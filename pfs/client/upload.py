@@ -1,4 +1,4 @@
-"""Putting files into an open commit with few round trips and no byte sent twice.
+"""Putting files into an open commit (or a job's output) with few round trips and no byte sent twice.
 
 Files are cut into chunks here; the server is asked which chunks it lacks
 (one call per batch), and only those are compressed, on every core, and
@@ -28,14 +28,14 @@ IN_FLIGHT = 4  # groups queued for the stream: bounds memory
 
 
 class Uploader:
-    """Puts files into the open commit REF. Use as a context manager, or call flush()."""
+    """Puts files, recording them with RECORD (see into_commit). Use as a context manager, or call flush()."""
 
     def __init__(
-        self, client: Client, ref: CommitRef, delimiter: str = "line",
+        self, client: Client, record: Callable[[list[FileWrite]], None], delimiter: str = "line",
         on_bytes: Callable[[int], None] = lambda n: None,
     ) -> None:
         self.client = client
-        self.ref = ref
+        self.record = record  # records files whose chunks are stored
         self.chunker = Chunker(client.chunk_avg_size, delimiter)
         self.on_bytes = on_bytes
         self.bytes_sent = 0  # compressed bytes streamed to the server
@@ -79,7 +79,7 @@ class Uploader:
             self._sent.clear()
             self._result(call)
         for i in range(0, len(self._writes), FILES_PER_CALL):
-            self.client.put_files(self.ref, self._writes[i : i + FILES_PER_CALL])
+            self.record(self._writes[i : i + FILES_PER_CALL])
         self._writes.clear()
 
     def _send_batch(self) -> None:
@@ -129,6 +129,11 @@ class Uploader:
         if self._call is not None:
             self._call.cancel()
             self._call = None
+
+
+def into_commit(client: Client, ref: CommitRef, **options) -> Uploader:
+    """An Uploader that puts files into the open commit REF."""
+    return Uploader(client, lambda writes: client.put_files(ref, writes), **options)
 
 
 def _compressed(group: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:

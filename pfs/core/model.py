@@ -69,3 +69,94 @@ class FileWrite:
     path: str
     chunks: tuple[ChunkRef, ...]
     overwrite: bool = False
+
+
+@dataclass(frozen=True)
+class Transform:
+    """What a job's workers run: CMD exec'd with STDIN lines fed to it, ENV added to its environment."""
+
+    cmd: tuple[str, ...]
+    stdin: tuple[str, ...] = ()
+    env: tuple[tuple[str, str], ...] = ()
+    accept_return_code: tuple[int, ...] = ()
+    image: str = ""
+    overwrite: bool = False  # outputs replace the files of the previous output instead of appending
+
+    def accepts(self, code: int) -> bool:
+        return code == 0 or code in self.accept_return_code
+
+
+@dataclass(frozen=True)
+class JobInput:
+    """One input of a job: a finished commit, how it is split (method) and into how many parts (shards)."""
+
+    repo: str
+    commit: str
+    method: str = "map"
+    shards: int = 1
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """An input as a user names it: a repo, a commit id or branch, a method."""
+
+    repo: str
+    ref: str = "master"
+    method: str = "map"
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """What `pfs create-job` asks for; the server resolves the refs and shards the inputs."""
+
+    transform: Transform
+    inputs: tuple[InputSpec, ...]
+    parallelism: int = 1
+    output_repo: str = ""  # default: job-<first 8 digits of the job id>
+
+
+@dataclass(frozen=True)
+class ShardInfo:
+    """One worker's part of a job."""
+
+    index: int
+    state: str = "pending"  # pending | running | success | failure
+    attempts: int = 0
+    started: float = 0.0
+    finished: float = 0.0
+    exit_code: int = 0
+    error: str = ""
+    bytes_in: int = 0  # plain bytes of its inputs' shards
+    bytes_out: int = 0  # plain bytes it wrote to /pfs/out
+    bytes_sent: int = 0  # compressed bytes it had to upload (the rest the server held)
+
+
+@dataclass(frozen=True)
+class JobInfo:
+    id: str
+    transform: Transform
+    inputs: tuple[JobInput, ...]
+    parallelism: int
+    output_repo: str
+    output_branch: str = "master"
+    pipeline: str = ""
+    state: str = "running"  # running | success | failure
+    started: float = 0.0
+    finished: float = 0.0
+    prev_output: str = ""  # the output branch's head when the job started ('' for none)
+    output_commit: str = ""  # set when every shard has succeeded
+    error: str = ""
+    shards: tuple[ShardInfo, ...] = ()
+
+    @property
+    def is_done(self) -> bool:
+        return self.state in ("success", "failure")
+
+
+@dataclass(frozen=True)
+class LogLine:
+    job: str
+    shard: int
+    time: float
+    stream: str  # stdout | stderr | shim
+    text: str

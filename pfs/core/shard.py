@@ -61,3 +61,12 @@ class Shard:
             c for k, c in enumerate(chunks)
             if xxhash.xxh3_64_intdigest(prefix + str(k).encode()) % self.count == self.index
         ]
+
+
+def worker_shards(methods: Sequence[str], moduli: Sequence[int], worker: int) -> list[Shard]:
+    """Each input's shard for WORKER: the worker number read as digits in the inputs' moduli (cross product)."""
+    out = []
+    for method, count in zip(methods, moduli):
+        out.append(Shard(method, worker % count, count))
+        worker //= count
+    return out

@@ -1,8 +1,14 @@
 """Conversions between the wire messages and pfs.core.model, used by the client and the servicers."""
 
-from pfs.core.model import BranchInfo, ChunkRef, CommitInfo, CommitRef, FileInfo, FileWrite, RepoInfo
+import dataclasses
+
+from pfs.core.model import (
+    BranchInfo, ChunkRef, CommitInfo, CommitRef, FileInfo, FileWrite, InputSpec, JobInfo, JobInput, JobSpec, LogLine,
+    RepoInfo, ShardInfo, Transform,
+)
 from pfs.proto import chunks_pb2 as cpb
 from pfs.proto import pfs_pb2 as pb
+from pfs.proto import pps_pb2 as ppb
 
 
 def commit_ref_to_pb(r: CommitRef) -> pb.CommitRef:
@@ -85,3 +91,58 @@ def write_to_pb(w: FileWrite) -> pb.FileWrite:
 
 def write_from_pb(m: pb.FileWrite) -> FileWrite:
     return FileWrite(m.path, tuple(chunk_from_pb(c) for c in m.chunks), m.overwrite)
+
+
+def transform_to_pb(t: Transform) -> ppb.Transform:
+    return ppb.Transform(cmd=t.cmd, stdin=t.stdin, env=dict(t.env), accept_return_code=t.accept_return_code,
+                         image=t.image, overwrite=t.overwrite)
+
+
+def transform_from_pb(m: ppb.Transform) -> Transform:
+    return Transform(tuple(m.cmd), tuple(m.stdin), tuple(sorted(m.env.items())), tuple(m.accept_return_code),
+                     m.image, m.overwrite)
+
+
+def job_spec_to_pb(s: JobSpec) -> ppb.CreateJobRequest:
+    return ppb.CreateJobRequest(
+        transform=transform_to_pb(s.transform),
+        inputs=[ppb.InputSpec(repo=i.repo, ref=i.ref, method=i.method) for i in s.inputs],
+        parallelism=s.parallelism,
+        output_repo=s.output_repo,
+    )
+
+
+def job_spec_from_pb(m: ppb.CreateJobRequest) -> JobSpec:
+    inputs = tuple(InputSpec(i.repo, i.ref, i.method) for i in m.inputs)
+    return JobSpec(transform_from_pb(m.transform), inputs, m.parallelism, m.output_repo)
+
+
+def job_to_pb(j: JobInfo) -> ppb.JobInfo:
+    return ppb.JobInfo(
+        id=j.id, transform=transform_to_pb(j.transform),
+        inputs=[ppb.JobInput(repo=i.repo, commit=i.commit, method=i.method, shards=i.shards) for i in j.inputs],
+        parallelism=j.parallelism, output_repo=j.output_repo, output_branch=j.output_branch, pipeline=j.pipeline,
+        state=j.state, started=j.started, finished=j.finished, prev_output=j.prev_output,
+        output_commit=j.output_commit, error=j.error,
+        shards=[ppb.ShardInfo(**dataclasses.asdict(s)) for s in j.shards],
+    )
+
+
+def job_from_pb(m: ppb.JobInfo) -> JobInfo:
+    return JobInfo(
+        id=m.id, transform=transform_from_pb(m.transform),
+        inputs=tuple(JobInput(i.repo, i.commit, i.method, i.shards) for i in m.inputs),
+        parallelism=m.parallelism, output_repo=m.output_repo, output_branch=m.output_branch, pipeline=m.pipeline,
+        state=m.state, started=m.started, finished=m.finished, prev_output=m.prev_output,
+        output_commit=m.output_commit, error=m.error,
+        shards=tuple(ShardInfo(**{f.name: getattr(s, f.name) for f in dataclasses.fields(ShardInfo)})
+                     for s in m.shards),
+    )
+
+
+def log_to_pb(line: LogLine) -> ppb.LogLine:
+    return ppb.LogLine(job=line.job, shard=line.shard, time=line.time, stream=line.stream, text=line.text)
+
+
+def log_from_pb(m: ppb.LogLine) -> LogLine:
+    return LogLine(m.job, m.shard, m.time, m.stream, m.text)

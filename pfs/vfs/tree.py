@@ -69,17 +69,21 @@ def inode_of(*parts: str) -> int:
 
 
 class RepoTree:
-    """All repos of a server as a tree, each commit seen through SHARD."""
+    """All repos of a server as a tree, each commit seen through SHARD; or only COMMIT's files (a worker's input)."""
 
     def __init__(self, client: Client, shard: Shard = Shard(), cache: ChunkCache | None = None,
                  on_stale: Callable[[int, list[str]], None] = lambda inode, names: None,
-                 local: LocalChunks | None = None) -> None:
+                 local: LocalChunks | None = None, commit: CommitInfo | None = None) -> None:
         self.client = client
         self.shard = shard
         self.local = local  # the server's chunk store, when this machine can read it
         self.cache = cache or ChunkCache(self._fetch)
         self.on_stale = on_stale  # told (directory inode, names) whose kernel entries are out of date
-        self._nodes: dict[int, Node] = {ROOT_INODE: Node(ROOT_INODE, "", "root", True, mtime=time.time())}
+        root = Node(ROOT_INODE, "", "root", True, mtime=time.time())
+        if commit is not None:
+            root = self._ref_node(commit, "", "")
+            root.inode = ROOT_INODE
+        self._nodes: dict[int, Node] = {ROOT_INODE: root}
         self._listings: dict[int, _Listing] = {}
         self._lock = threading.Lock()
 

@@ -1,4 +1,4 @@
-"""Metadata stores: repos, commits, branches and the content-addressed file/tree objects.
+"""Metadata stores: repos, commits, branches, the content-addressed file/tree objects, and jobs.
 
 One interface, used only inside a transaction, so every store operation is
 atomic. Backends: sqlite.py. Each passes tests/test_meta_store.py.
@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
-from pfs.core.model import CommitInfo, RepoInfo
+from pfs.core.model import CommitInfo, FileWrite, JobInfo, LogLine, RepoInfo
 
 
 @dataclass(frozen=True)
@@ -74,6 +74,35 @@ class Tx(ABC):
 
     @abstractmethod
     def get_object(self, address: bytes) -> bytes | None: ...
+
+    @abstractmethod
+    def put_job(self, job: JobInfo) -> None:
+        """Stores a new job, or the new state of one."""
+
+    @abstractmethod
+    def get_job(self, job_id: str) -> JobInfo | None: ...
+
+    @abstractmethod
+    def list_jobs(self, pipeline: str = "") -> list[JobInfo]:
+        """Jobs newest first; only PIPELINE's if given."""
+
+    @abstractmethod
+    def stage_files(self, job_id: str, shard: int, writes: list[FileWrite]) -> None:
+        """Adds files a shard wrote; they wait until the job's output commit is made."""
+
+    @abstractmethod
+    def staged_files(self, job_id: str, shard: int) -> list[FileWrite]:
+        """The files staged for a shard, in the order they were staged."""
+
+    @abstractmethod
+    def clear_staged(self, job_id: str, shard: int) -> None: ...
+
+    @abstractmethod
+    def add_logs(self, lines: list[LogLine]) -> None: ...
+
+    @abstractmethod
+    def logs(self, job_id: str = "", pipeline: str = "") -> list[LogLine]:
+        """Log lines of a job, or of every job of a pipeline, in the order they were added."""
 
 
 class MetaStore(ABC):

@@ -1,5 +1,6 @@
 """The metadata store in SQLite (WAL): one file, one writer at a time, crash-safe."""
 
+import dataclasses
 import json
 import pathlib
 import sqlite3
@@ -7,7 +8,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from pfs.core.model import CommitInfo, CommitRef, RepoInfo
+from pfs.core.model import ChunkRef, CommitInfo, CommitRef, FileWrite, JobInfo, JobInput, LogLine, RepoInfo, ShardInfo, Transform
 from server.meta import MetaStore, StoredCommit, Tx
 
 SCHEMA = """
@@ -40,6 +41,29 @@ CREATE TABLE IF NOT EXISTS objects (
     address BLOB PRIMARY KEY,
     data BLOB NOT NULL
 );
+CREATE TABLE IF NOT EXISTS jobs (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    pipeline TEXT NOT NULL,
+    info TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS jobs_pipeline ON jobs (pipeline);
+CREATE TABLE IF NOT EXISTS staged_files (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    job TEXT NOT NULL,
+    shard INTEGER NOT NULL,
+    files TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS staged_files_shard ON staged_files (job, shard);
+CREATE TABLE IF NOT EXISTS logs (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    job TEXT NOT NULL,
+    shard INTEGER NOT NULL,
+    time REAL NOT NULL,
+    stream TEXT NOT NULL,
+    text TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS logs_job ON logs (job);
 """
 
 _COMMIT_COLUMNS = "repo, id, parent, branch, started, finished, size, provenance, tree"
@@ -94,6 +118,29 @@ def _stored_commit(row: tuple) -> StoredCommit:
         provenance=tuple(CommitRef(r, c) for r, c in json.loads(provenance)),
     )
     return StoredCommit(info, tree)
+
+
+def _job_json(job: JobInfo) -> str:
+    return json.dumps(dataclasses.asdict(job))
+
+
+def _job(text: str) -> JobInfo:
+    d = json.loads(text)
+    t = d.pop("transform")
+    t = Transform(tuple(t["cmd"]), tuple(t["stdin"]), tuple(tuple(kv) for kv in t["env"]),
+                  tuple(t["accept_return_code"]), t["image"], t["overwrite"])
+    inputs = tuple(JobInput(**i) for i in d.pop("inputs"))
+    shards = tuple(ShardInfo(**s) for s in d.pop("shards"))
+    return JobInfo(transform=t, inputs=inputs, shards=shards, **d)
+
+
+def _writes_json(writes: list[FileWrite]) -> str:
+    return json.dumps([[w.path, w.overwrite, [[c.address.hex(), c.size] for c in w.chunks]] for w in writes])
+
+
+def _writes(text: str) -> list[FileWrite]:
+    return [FileWrite(path, tuple(ChunkRef(bytes.fromhex(a), n) for a, n in chunks), overwrite)
+            for path, overwrite, chunks in json.loads(text)]
 
 
 class _SqliteTx(Tx):
@@ -202,3 +249,45 @@ class _SqliteTx(Tx):
             return self._objects[address]
         row = self._db.execute("SELECT data FROM objects WHERE address = ?", (address,)).fetchone()
         return row[0] if row else None
+
+    def put_job(self, job: JobInfo) -> None:
+        self._db.execute(
+            "INSERT INTO jobs (id, pipeline, info) VALUES (?, ?, ?) ON CONFLICT (id) DO UPDATE SET info = excluded.info",
+            (job.id, job.pipeline, _job_json(job)),
+        )
+
+    def get_job(self, job_id: str) -> JobInfo | None:
+        row = self._db.execute("SELECT info FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        return _job(row[0]) if row else None
+
+    def list_jobs(self, pipeline: str = "") -> list[JobInfo]:
+        if pipeline:
+            rows = self._db.execute("SELECT info FROM jobs WHERE pipeline = ? ORDER BY seq DESC", (pipeline,))
+        else:
+            rows = self._db.execute("SELECT info FROM jobs ORDER BY seq DESC")
+        return [_job(r[0]) for r in rows.fetchall()]
+
+    def stage_files(self, job_id: str, shard: int, writes: list[FileWrite]) -> None:
+        self._db.execute("INSERT INTO staged_files (job, shard, files) VALUES (?, ?, ?)",
+                         (job_id, shard, _writes_json(writes)))
+
+    def staged_files(self, job_id: str, shard: int) -> list[FileWrite]:
+        rows = self._db.execute("SELECT files FROM staged_files WHERE job = ? AND shard = ? ORDER BY seq",
+                                (job_id, shard)).fetchall()
+        return [w for r in rows for w in _writes(r[0])]
+
+    def clear_staged(self, job_id: str, shard: int) -> None:
+        self._db.execute("DELETE FROM staged_files WHERE job = ? AND shard = ?", (job_id, shard))
+
+    def add_logs(self, lines: list[LogLine]) -> None:
+        self._db.executemany("INSERT INTO logs (job, shard, time, stream, text) VALUES (?, ?, ?, ?, ?)",
+                             [(x.job, x.shard, x.time, x.stream, x.text) for x in lines])
+
+    def logs(self, job_id: str = "", pipeline: str = "") -> list[LogLine]:
+        query = "SELECT job, shard, time, stream, text FROM logs"
+        if job_id:
+            rows = self._db.execute(f"{query} WHERE job = ? ORDER BY seq", (job_id,))
+        else:
+            rows = self._db.execute(f"{query} WHERE job IN (SELECT id FROM jobs WHERE pipeline = ?) ORDER BY seq",
+                                    (pipeline,))
+        return [LogLine(*r) for r in rows.fetchall()]

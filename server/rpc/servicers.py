@@ -1,18 +1,21 @@
-"""The API and Chunks servicers over a Store."""
+"""The API and Chunks servicers over a Store, and the PPS servicer over Jobs."""
 
 import pfs
-from pfs.core.model import CommitRef
+from pfs.core.model import CommitRef, ShardInfo
 from pfs.proto import chunks_pb2 as cpb
 from pfs.proto import chunks_pb2_grpc
 from pfs.proto import convert as cv
 from pfs.proto import pfs_pb2 as pb
 from pfs.proto import pfs_pb2_grpc
+from pfs.proto import pps_pb2 as ppb
+from pfs.proto import pps_pb2_grpc
+from server.pps.jobs import Jobs
 from server.rpc.status import translated
 from server.store import Store
 
 EMPTY = pb.Empty()
 BATCH_BYTES = 4 << 20  # compressed bytes per GetChunks message
-LIST_BATCH = 1000  # files per ListFile message
+LIST_BATCH = 1000  # files per ListFile message, log lines per GetLogs message
 
 
 class ApiServicer(pfs_pb2_grpc.APIServicer):
@@ -131,3 +134,47 @@ class ChunksServicer(chunks_pb2_grpc.ChunksServicer):
                 batch, size = [], 0
         if batch:
             yield cpb.ChunkBatch(chunks=batch)
+
+
+class PpsServicer(pps_pb2_grpc.PPSServicer):
+    def __init__(self, jobs: Jobs) -> None:
+        self.jobs = jobs
+
+    @translated
+    def CreateJob(self, request, context):
+        return cv.job_to_pb(self.jobs.create_job(cv.job_spec_from_pb(request)))
+
+    @translated
+    def InspectJob(self, request, context):
+        return cv.job_to_pb(self.jobs.inspect_job(request.id))
+
+    @translated
+    def ListJob(self, request, context):
+        return ppb.JobInfos(jobs=[cv.job_to_pb(j) for j in self.jobs.list_jobs(request.pipeline)])
+
+    @translated
+    def StartShard(self, request, context):
+        return cv.job_to_pb(self.jobs.start_shard(request.job, request.shard))
+
+    @translated
+    def PutShardFiles(self, request, context):
+        writes = [cv.write_from_pb(w) for w in request.files]
+        self.jobs.put_shard_files(request.job, request.shard, request.attempt, writes)
+        return EMPTY
+
+    @translated
+    def FinishShard(self, request, context):
+        result = ShardInfo(request.shard, exit_code=request.exit_code, error=request.error,
+                           bytes_in=request.bytes_in, bytes_out=request.bytes_out, bytes_sent=request.bytes_sent)
+        return cv.job_to_pb(self.jobs.finish_shard(request.job, request.shard, request.attempt, result))
+
+    @translated
+    def PutLogs(self, request, context):
+        self.jobs.add_logs([cv.log_from_pb(m) for m in request.lines])
+        return EMPTY
+
+    @translated
+    def GetLogs(self, request, context):
+        lines = self.jobs.logs(request.job, request.pipeline)
+        for i in range(0, len(lines), LIST_BATCH):
+            yield ppb.LogLines(lines=[cv.log_to_pb(x) for x in lines[i : i + LIST_BATCH]])

@@ -1,0 +1,72 @@
+"""The job verbs of the `pfs` command: create-job, inspect-job, list-job, get-logs."""
+
+import dataclasses
+import json
+import time
+
+from pfs.cli import output
+from pfs.cli.sources import read_manifest
+from pfs.core import manifest
+from pfs.core.errors import InvalidArgument
+from pfs.core.model import JobInfo
+
+
+def cmd_create_job(args, client):
+    print(client.create_job(manifest.job(read_manifest(args.file))).id)
+
+
+def cmd_list_job(args, client):
+    now = time.time()
+    output.table(
+        ("ID", "OUTPUT COMMIT", "STARTED", "DURATION", "STATE"),
+        ((j.id, f"{j.output_repo}@{j.output_commit}" if j.output_commit else "-", output.ago(j.started, now),
+          output.duration((j.finished or now) - j.started), j.state)
+         for j in client.list_jobs(args.pipeline or "")),
+    )
+
+
+def inspect_fields(j: JobInfo) -> list[tuple[str, object]]:
+    now = time.time()
+    return [
+        ("ID", j.id),
+        *([("Pipeline", j.pipeline)] if j.pipeline else []),
+        ("State", j.state),
+        ("Started", output.ago(j.started, now)),
+        ("Duration", output.duration((j.finished or now) - j.started)),
+        ("Parallelism", j.parallelism),
+        ("Transform", " ".join(j.transform.cmd)),
+        *[("Input", f"{i.repo}@{i.commit} ({i.method}, {i.shards} shard{'s' if i.shards != 1 else ''})")
+          for i in j.inputs],
+        ("Output repo", j.output_repo),
+        ("Output commit", j.output_commit or "-"),
+        ("Previous output", j.prev_output or "-"),
+        ("Bytes in", output.size(sum(s.bytes_in for s in j.shards))),
+        ("Bytes out", output.size(sum(s.bytes_out for s in j.shards))),
+        ("Bytes sent", output.size(sum(s.bytes_sent for s in j.shards))),
+        *([("Error", j.error)] if j.error else []),
+    ]
+
+
+def cmd_inspect_job(args, client):
+    j = client.inspect_job(args.job)
+    if args.raw:
+        return output.raw(j)
+    output.fields(inspect_fields(j))
+    print()
+    output.table(
+        ("SHARD", "STATE", "ATTEMPTS", "DURATION", "EXIT", "IN", "OUT", "SENT"),
+        ((s.index, s.state, s.attempts,
+          output.duration((s.finished or time.time()) - s.started) if s.started else "-",
+          s.exit_code if s.finished else "-", output.size(s.bytes_in), output.size(s.bytes_out),
+          output.size(s.bytes_sent)) for s in j.shards),
+    )
+
+
+def cmd_get_logs(args, client):
+    if bool(args.job) == bool(args.pipeline):
+        raise InvalidArgument("get-logs needs one of --job JOB or --pipeline PIPELINE")
+    for line in client.get_logs(args.job or "", args.pipeline or ""):
+        if args.raw:
+            print(json.dumps(dataclasses.asdict(line)), flush=True)
+        else:
+            print(line.text, flush=True)

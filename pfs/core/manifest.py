@@ -1,0 +1,183 @@
+"""Manifests as users write them (JSON, the Pachyderm 1.x fields, snake_case or camelCase) -> the model.
+
+Every refusal names the field and the reason, e.g.
+`manifest field inputs[0].method: unknown method 'mapp'; use one of map, reduce, global`.
+"""
+
+import re
+from collections.abc import Callable
+from typing import Any
+
+from pfs.core.errors import InvalidArgument
+from pfs.core.model import InputSpec, JobSpec, Transform
+
+# 1.x method aliases -> the partition a worker sees (incremental processing is a pipeline's concern)
+METHOD_ALIASES = {"map": "map", "reduce": "reduce", "incremental_reduce": "reduce", "global": "global"}
+PARTITIONS = {"BLOCK": "map", "FILE": "reduce", "REPO": "global"}
+INCREMENTALS = ("NONE", "DIFF", "FULL")
+NODES = 1  # machines a COEFFICIENT parallelism multiplies (one: the embedded server)
+
+
+def _snake(key: str) -> str:
+    return re.sub(r"(?<=[a-z0-9])([A-Z])", r"_\1", key).lower()
+
+
+class _Fields:
+    """An object of a manifest: its fields by snake_case name, each taken at most once, none unknown."""
+
+    def __init__(self, value: Any, where: str, known: tuple[str, ...]) -> None:
+        if not isinstance(value, dict):
+            raise _bad(where, f"expected an object, got {_kind(value)}")
+        self.where = where
+        self.values: dict[str, Any] = {}
+        for key, v in value.items():
+            name = _snake(str(key))
+            if name not in known:
+                raise _bad(self.at(str(key)), f"unknown field; expected one of {', '.join(known)}")
+            self.values[name] = v
+
+    def at(self, name: str) -> str:
+        return f"{self.where}.{name}" if self.where else name
+
+    def get(self, name: str, parse: Callable[[Any, str], Any], default: Any = None, required: bool = False) -> Any:
+        if name not in self.values:
+            if required:
+                raise _bad(self.at(name), "missing")
+            return default
+        return parse(self.values[name], self.at(name))
+
+
+def _bad(where: str, reason: str) -> InvalidArgument:
+    return InvalidArgument(f"manifest field {where}: {reason}")
+
+
+def _kind(value: Any) -> str:
+    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean", type(None): "null"}.get(
+        type(value), "a number")
+
+
+def _str(value: Any, where: str) -> str:
+    if not isinstance(value, str):
+        raise _bad(where, f"expected a string, got {_kind(value)}")
+    return value
+
+
+def _bool(value: Any, where: str) -> bool:
+    if not isinstance(value, bool):
+        raise _bad(where, f"expected true or false, got {_kind(value)}")
+    return value
+
+
+def _int(value: Any, where: str) -> int:
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _bad(where, f"expected a whole number, got {_kind(value)}")
+    return value
+
+
+def _list(item: Callable[[Any, str], Any]) -> Callable[[Any, str], tuple]:
+    def parse(value: Any, where: str) -> tuple:
+        if not isinstance(value, list):
+            raise _bad(where, f"expected a list, got {_kind(value)}")
+        return tuple(item(v, f"{where}[{i}]") for i, v in enumerate(value))
+    return parse
+
+
+def _env(value: Any, where: str) -> tuple[tuple[str, str], ...]:
+    if not isinstance(value, dict):
+        raise _bad(where, f"expected an object of names to strings, got {_kind(value)}")
+    return tuple((str(k), _str(v, f"{where}.{k}")) for k, v in value.items())
+
+
+def _name(value: Any, where: str) -> str:
+    """A repo as 1.x wrote it, {"name": ...}, or just the name."""
+    if isinstance(value, dict):
+        return _Fields(value, where, ("name",)).get("name", _str, required=True)
+    return _str(value, where)
+
+
+def transform(value: Any, where: str = "transform") -> Transform:
+    f = _Fields(value, where, ("image", "cmd", "stdin", "env", "accept_return_code", "overwrite"))
+    cmd = f.get("cmd", _list(_str), required=True)
+    if not cmd:
+        raise _bad(f.at("cmd"), "empty; give the command to run, e.g. [\"sh\"]")
+    return Transform(
+        cmd=cmd,
+        stdin=f.get("stdin", _list(_str), ()),
+        env=f.get("env", _env, ()),
+        accept_return_code=f.get("accept_return_code", _list(_int), ()),
+        image=f.get("image", _str, ""),
+        overwrite=f.get("overwrite", _bool, False),
+    )
+
+
+def method(value: Any, where: str) -> str:
+    """The partition a 1.x method names: an alias, or {"partition": ..., "incremental": ...}."""
+    if isinstance(value, str):
+        if value not in METHOD_ALIASES:
+            raise _bad(where, f"unknown method {value!r}; use one of {', '.join(METHOD_ALIASES)}")
+        return METHOD_ALIASES[value]
+    f = _Fields(value, where, ("partition", "incremental"))
+    partition = f.get("partition", _str, "BLOCK").upper()
+    if partition not in PARTITIONS:
+        raise _bad(f.at("partition"), f"unknown partition {partition!r}; use one of {', '.join(PARTITIONS)}")
+    incremental = f.get("incremental", lambda v, w: v, "DIFF")
+    if not isinstance(incremental, bool) and str(incremental).upper() not in INCREMENTALS:
+        raise _bad(f.at("incremental"), f"unknown value {incremental!r}; use one of {', '.join(INCREMENTALS)}")
+    return PARTITIONS[partition]
+
+
+def parallelism(fields: _Fields) -> int:
+    """`parallelism` (a number, or a string of one) or `parallelism_spec`; 1 when neither is given."""
+    if "parallelism" in fields.values and "parallelism_spec" in fields.values:
+        raise _bad(fields.at("parallelism_spec"), "give parallelism or parallelism_spec, not both")
+    n = fields.get("parallelism", _int)
+    if n is None:
+        n = fields.get("parallelism_spec", _parallelism_spec, 1)
+    if n < 1:
+        raise _bad(fields.at("parallelism"), f"must be at least 1, got {n}")
+    return n
+
+
+def _parallelism_spec(value: Any, where: str) -> int:
+    f = _Fields(value, where, ("strategy", "constant", "coefficient"))
+    strategy = f.get("strategy", _str, "CONSTANT").upper()
+    if strategy == "CONSTANT":
+        return f.get("constant", _int, 1)
+    if strategy == "COEFFICIENT":
+        coefficient = f.get("coefficient", lambda v, w: v, 1)
+        if isinstance(coefficient, bool) or not isinstance(coefficient, (int, float)) or coefficient <= 0:
+            raise _bad(f.at("coefficient"), "expected a number above 0")
+        return max(1, round(coefficient * NODES))
+    raise _bad(f.at("strategy"), f"unknown strategy {strategy!r}; use CONSTANT or COEFFICIENT")
+
+
+def _job_input(value: Any, where: str) -> InputSpec:
+    f = _Fields(value, where, ("repo", "commit", "method"))
+    commit = f.values.get("commit")
+    repo = f.get("repo", _name)
+    ref = "master"
+    if isinstance(commit, dict):  # 1.x: {"repo": {"name": ...}, "id": ...}
+        c = _Fields(commit, f.at("commit"), ("repo", "id"))
+        repo = c.get("repo", _name, repo)
+        ref = c.get("id", _str, ref)
+    elif commit is not None:
+        ref = _str(commit, f.at("commit"))
+    if not repo:
+        raise _bad(f.at("repo"), "missing; name the input repo")
+    return InputSpec(repo, ref, f.get("method", method, "map"))
+
+
+def job(doc: Any) -> JobSpec:
+    """A job manifest (`pfs create-job -f`): transform, parallelism, inputs and an optional output_repo."""
+    f = _Fields(doc, "", ("transform", "parallelism", "parallelism_spec", "inputs", "output_repo"))
+    inputs = f.get("inputs", _list(_job_input), required=True)
+    if not inputs:
+        raise _bad("inputs", "empty; a job needs at least one input")
+    return JobSpec(
+        transform=f.get("transform", transform, required=True),
+        inputs=inputs,
+        parallelism=parallelism(f),
+        output_repo=f.get("output_repo", _str, ""),
+    )

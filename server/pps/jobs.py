@@ -1,0 +1,200 @@
+"""Jobs: a transform over finished input commits, split into shards that workers take, run and report.
+
+A worker takes its shard (StartShard: a new attempt, whose staged files
+replace any an earlier attempt left), stages the files it wrote and reports.
+The output commit is made, in one transaction, when every shard has
+succeeded: each shard's files in shard order, so files that several shards
+wrote are appended 0..N-1 whichever finished first. A failed shard fails the
+job and nothing is committed.
+"""
+
+import dataclasses
+import math
+import time
+
+from pfs.core import names, paths
+from pfs.core.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from pfs.core.model import CommitRef, FileWrite, JobInfo, JobInput, JobSpec, LogLine, ShardInfo
+from pfs.core.shard import METHODS
+from server.meta import Tx
+from server.store import Store
+
+MAX_PARALLELISM = 1024
+RESERVED = ("out", "prev")  # names in a worker's /pfs that no input may take
+ERROR_CHARS = 4000  # of a failed shard's error, kept with the job
+
+
+class Jobs:
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.meta = store.meta
+
+    def create_job(self, spec: JobSpec, pipeline: str = "") -> JobInfo:
+        if not 1 <= spec.parallelism <= MAX_PARALLELISM:
+            raise InvalidArgument(f"parallelism must be between 1 and {MAX_PARALLELISM}, got {spec.parallelism}")
+        if not spec.transform.cmd:
+            raise InvalidArgument("transform.cmd is empty; give the command to run")
+        if not spec.inputs:
+            raise InvalidArgument("a job needs at least one input")
+        job_id = names.new_commit_id()
+        output_repo = spec.output_repo or f"job-{job_id[:8]}"
+        names.check_repo(output_repo)
+        commits = []
+        for i in spec.inputs:
+            if i.method not in METHODS:
+                raise InvalidArgument(f"input {i.repo}: unknown method {i.method!r}; use one of {', '.join(METHODS)}")
+            if i.repo in RESERVED:
+                raise InvalidArgument(f"input repo {i.repo!r}: a worker's /pfs/{i.repo} is taken; rename the repo")
+            if i.repo == output_repo:
+                raise InvalidArgument(f"repo {i.repo!r} cannot be both an input and the output of a job")
+            commit = self.store.inspect_commit(CommitRef(i.repo, i.ref))
+            if not commit.is_finished:
+                raise FailedPrecondition(
+                    f"commit {commit.id} of {i.repo!r} is still open; finish it first (pfs finish-commit)")
+            commits.append(commit)
+        caps = [self.store.shard_units(CommitRef(c.repo, c.id), i.method, spec.parallelism)
+                for i, c in zip(spec.inputs, commits)]
+        moduli = shard_moduli(caps, spec.parallelism)
+        inputs = tuple(JobInput(i.repo, c.id, i.method, m) for i, c, m in zip(spec.inputs, commits, moduli))
+        try:
+            self.store.create_repo(output_repo)
+        except AlreadyExists:  # the output of earlier jobs
+            pass
+        with self.meta.transaction() as tx:
+            job = JobInfo(
+                id=job_id, transform=spec.transform, inputs=inputs, parallelism=spec.parallelism,
+                output_repo=output_repo, pipeline=pipeline, started=time.time(),
+                prev_output=tx.get_branch(output_repo, "master") or "",
+                shards=tuple(ShardInfo(i) for i in range(math.prod(moduli))),
+            )
+            tx.put_job(job)
+        return job
+
+    def inspect_job(self, job_id: str) -> JobInfo:
+        with self.meta.transaction() as tx:
+            return self._job(tx, job_id)
+
+    def list_jobs(self, pipeline: str = "") -> list[JobInfo]:
+        with self.meta.transaction() as tx:
+            return tx.list_jobs(pipeline)
+
+    def start_shard(self, job_id: str, index: int) -> JobInfo:
+        """A new attempt at a shard: staged files of earlier attempts are dropped."""
+        with self.meta.transaction() as tx:
+            job = self._job(tx, job_id)
+            shard = self._shard(job, index)
+            if job.is_done:
+                raise FailedPrecondition(f"job {job_id} is already finished ({job.state})")
+            if shard.state == "success":
+                raise FailedPrecondition(f"shard {index} of job {job_id} has already succeeded")
+            tx.clear_staged(job_id, index)
+            job = _with_shard(job, dataclasses.replace(
+                shard, state="running", attempts=shard.attempts + 1, started=time.time(), finished=0.0,
+                exit_code=0, error=""))
+            tx.put_job(job)
+        return job
+
+    def put_shard_files(self, job_id: str, index: int, attempt: int, writes: list[FileWrite]) -> None:
+        for w in writes:
+            if not paths.normalize(w.path):
+                raise InvalidArgument("a file needs a path; /pfs/out itself is a directory")
+        self.store.check_chunks(writes)
+        with self.meta.transaction() as tx:
+            self._running(tx, job_id, index, attempt)
+            tx.stage_files(job_id, index, writes)
+
+    def finish_shard(self, job_id: str, index: int, attempt: int, result: ShardInfo) -> JobInfo:
+        """Records how a shard ended (RESULT: exit_code, error, byte counts); makes the output when all succeeded."""
+        with self.meta.transaction() as tx:
+            job, shard = self._running(tx, job_id, index, attempt)
+            failed = bool(result.error)
+            shard = dataclasses.replace(
+                shard, state="failure" if failed else "success", finished=time.time(), exit_code=result.exit_code,
+                error=result.error[-ERROR_CHARS:], bytes_in=result.bytes_in, bytes_out=result.bytes_out,
+                bytes_sent=result.bytes_sent)
+            job = _with_shard(job, shard)
+            if job.is_done:  # another shard failed first
+                pass
+            elif failed:
+                job = self._end(tx, job, "failure", f"shard {index} failed: {shard.error}")
+            elif all(s.state == "success" for s in job.shards):
+                job = self._commit_output(tx, job)
+            tx.put_job(job)
+        if job.state == "success":
+            self.store.notify_finished()
+        return job
+
+    def add_logs(self, lines: list[LogLine]) -> None:
+        with self.meta.transaction() as tx:
+            for job_id in {x.job for x in lines}:
+                self._job(tx, job_id)
+            tx.add_logs(lines)
+
+    def logs(self, job_id: str = "", pipeline: str = "") -> list[LogLine]:
+        with self.meta.transaction() as tx:
+            if job_id:
+                self._job(tx, job_id)
+            return tx.logs(job_id, pipeline)
+
+    # -- helpers
+
+    def _commit_output(self, tx: Tx, job: JobInfo) -> JobInfo:
+        writes = []
+        seen: set[str] = set()
+        for shard in job.shards:  # in shard order: a file several shards wrote is their outputs appended 0..N-1
+            for w in tx.staged_files(job.id, shard.index):
+                path = paths.normalize(w.path)
+                writes.append(dataclasses.replace(w, overwrite=path not in seen))
+                seen.add(path)
+        provenance = tuple(CommitRef(i.repo, i.commit) for i in job.inputs)
+        commit = self.store.commit_files(tx, job.output_repo, job.output_branch, provenance, writes, fresh=True)
+        return self._end(tx, dataclasses.replace(job, output_commit=commit.id), "success", "")
+
+    def _end(self, tx: Tx, job: JobInfo, state: str, error: str) -> JobInfo:
+        for shard in job.shards:
+            tx.clear_staged(job.id, shard.index)
+        return dataclasses.replace(job, state=state, error=error, finished=time.time())
+
+    def _job(self, tx: Tx, job_id: str) -> JobInfo:
+        job = tx.get_job(job_id)
+        if job is None:
+            raise NotFound(f"job {job_id!r} not found (pfs list-job shows the jobs)")
+        return job
+
+    def _shard(self, job: JobInfo, index: int) -> ShardInfo:
+        if not 0 <= index < len(job.shards):
+            raise InvalidArgument(f"job {job.id} has shards 0..{len(job.shards) - 1}, not {index}")
+        return job.shards[index]
+
+    def _running(self, tx: Tx, job_id: str, index: int, attempt: int) -> tuple[JobInfo, ShardInfo]:
+        job = self._job(tx, job_id)
+        shard = self._shard(job, index)
+        if shard.state != "running" or shard.attempts != attempt:
+            raise FailedPrecondition(
+                f"shard {index} of job {job_id} is not running attempt {attempt} "
+                f"(it is {shard.state}, attempt {shard.attempts}); take it again with StartShard")
+        return job, shard
+
+
+def _with_shard(job: JobInfo, shard: ShardInfo) -> JobInfo:
+    shards = list(job.shards)
+    shards[shard.index] = shard
+    return dataclasses.replace(job, shards=tuple(shards))
+
+
+def shard_moduli(caps: list[int], parallelism: int) -> list[int]:
+    """How many parts each input is cut into: their product (the job's shards) at most PARALLELISM.
+
+    An input is cut into at most its cap (global: 1; reduce: its top-level entries; map: its blocks),
+    so no shard is empty where that can be avoided; parts are handed out in turn, which keeps a
+    cross product of several inputs balanced (4 workers over two inputs: 2 x 2).
+    """
+    moduli = [1] * len(caps)
+    grown = True
+    while grown:
+        grown = False
+        for j, cap in enumerate(caps):
+            if moduli[j] < cap and math.prod(moduli) // moduli[j] * (moduli[j] + 1) <= parallelism:
+                moduli[j] += 1
+                grown = True
+    return moduli

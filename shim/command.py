@@ -1,0 +1,53 @@
+"""Running the user's command: exec'd (no shell unless the command is one), stdin lines fed, output logged."""
+
+import subprocess
+import threading
+from collections import deque
+from collections.abc import Sequence
+from typing import IO
+
+from shim.logs import Logs
+
+STDERR_TAIL = 20  # lines of stderr kept for the error of a failed shard
+
+
+def run(cmd: Sequence[str], stdin: Sequence[str], env: dict[str, str], logs: Logs) -> tuple[int, list[str]]:
+    """Runs CMD to its end; returns its exit code and the last lines of its stderr."""
+    try:
+        proc = subprocess.Popen(list(cmd), stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    except OSError as err:
+        message = f"cannot run {cmd[0]!r}: {err.strerror}"
+        logs.line("stderr", message)
+        return 127, [message]
+    tail: deque[str] = deque(maxlen=STDERR_TAIL)
+    readers = [
+        threading.Thread(target=_pump, args=(proc.stdout, "stdout", logs, None), daemon=True),
+        threading.Thread(target=_pump, args=(proc.stderr, "stderr", logs, tail), daemon=True),
+    ]
+    for t in readers:
+        t.start()
+    if stdin:
+        _feed(proc.stdin, stdin)
+    code = proc.wait()
+    for t in readers:
+        t.join()
+    return code, list(tail)
+
+
+def _feed(pipe: IO[bytes], lines: Sequence[str]) -> None:
+    try:
+        with pipe:
+            for line in lines:
+                pipe.write(line.encode() + b"\n")
+    except BrokenPipeError:  # the command stopped reading: that is its business
+        pass
+
+
+def _pump(pipe: IO[bytes], stream: str, logs: Logs, tail: deque | None) -> None:
+    with pipe:
+        for raw in pipe:
+            text = raw.decode(errors="replace").rstrip("\n")
+            logs.line(stream, text)
+            if tail is not None:
+                tail.append(text)

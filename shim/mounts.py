@@ -1,0 +1,75 @@
+"""The worker's inputs: one `pfs mount --commit` process per input, each showing its shard at /pfs/<name>.
+
+pyfuse3 serves one filesystem per process, so each input gets its own. The
+mounts are started through `setpriv --pdeathsig` (util-linux) so that they
+unmount when the shim dies, and a killed worker leaves no mount behind. (Not
+preexec_fn: forking a process that runs gRPC threads breaks the child.)
+"""
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+
+from pfs.core.errors import FailedPrecondition
+from pfs.core.model import CommitRef
+from pfs.core.shard import Shard
+
+MOUNTED = "pfs mounted at"
+STOP_TIMEOUT = 10.0
+DIE_WITH_PARENT = ["setpriv", "--pdeathsig", "TERM", "--"] if shutil.which("setpriv") else []
+
+
+class Mounts:
+    """Mounts started with add(), unmounted together by close() (or at the end of a with block)."""
+
+    def __init__(self, address: str) -> None:
+        self.address = address
+        self._procs: list[tuple[str, subprocess.Popen]] = []
+
+    def __enter__(self) -> "Mounts":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def add(self, mountpoint: str, commit: CommitRef, shard: Shard) -> None:
+        """Mounts SHARD of COMMIT at MOUNTPOINT; returns once it is mounted."""
+        os.makedirs(mountpoint, exist_ok=True)
+        cmd = [*DIE_WITH_PARENT, sys.executable, "-m", "pfs", "--address", self.address, "mount", mountpoint,
+               "--commit", f"{commit.repo}@{commit.ref}", "--shard", f"{shard.index}/{shard.count}",
+               "--method", shard.method]
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self._procs.append((mountpoint, proc))
+        said = []
+        for raw in proc.stderr:
+            line = raw.decode(errors="replace").rstrip("\n")
+            if line.startswith(MOUNTED):
+                break
+            said.append(line)
+        else:
+            proc.wait()
+            raise FailedPrecondition(f"cannot mount {commit} at {mountpoint}: {' '.join(said) or 'mount exited'}")
+        threading.Thread(target=_forward, args=(proc.stderr,), daemon=True).start()
+
+    def close(self) -> None:
+        for mountpoint, proc in reversed(self._procs):
+            proc.send_signal(signal.SIGTERM)  # the mount unmounts itself
+            try:
+                proc.wait(STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            if os.path.ismount(mountpoint):
+                tool = shutil.which("fusermount3") or "fusermount3"
+                subprocess.run([tool, "-u", "-z", mountpoint], capture_output=True)
+        self._procs.clear()
+
+
+def _forward(pipe) -> None:
+    """The mount's own messages (errors it answered with EIO, say) go to the worker's stderr."""
+    with pipe:
+        for raw in pipe:
+            sys.stderr.write(raw.decode(errors="replace"))

@@ -1,0 +1,269 @@
+"""The job-shim against a real server: real workers (each in its own mount namespace), real FUSE inputs."""
+
+import json
+import os
+import random
+import signal
+import subprocess
+
+import pytest
+
+from conftest import BIN, assert_one_line_error
+from pfs.core.model import CommitRef
+
+SHIM = str(BIN / "job-shim")
+COPY = ["sh", "-c", "cp -r /pfs/data/. /pfs/out/"]
+
+
+def put(server, repo: str, files: dict[str, bytes]) -> None:
+    server.pfs("create-repo", repo, check=False)
+    commit = server.pfs("start-commit", repo).text.strip()
+    for path, data in files.items():
+        server.pfs("put-file", repo, commit, path, "-f", "-", input=data)
+    server.pfs("finish-commit", repo, commit)
+
+
+def create_job(server, tmp_path, cmd, parallelism=1, method="map", **transform) -> str:
+    manifest = {"transform": {"cmd": cmd, **transform}, "parallelism": parallelism,
+                "inputs": [{"repo": {"name": "data"}, "commit": "master", "method": method}], "output_repo": "out"}
+    path = tmp_path / f"job-{random.getrandbits(32)}.json"
+    path.write_text(json.dumps(manifest))
+    return server.pfs("create-job", "-f", str(path)).text.strip()
+
+
+def start_shim(server, tmp_path, job: str, shard: int, *extra: str) -> subprocess.Popen:
+    workspace = tmp_path / f"ws-{job[:8]}-{shard}"
+    return subprocess.Popen([SHIM, "--address", server.address, "--job", job, "--shard", str(shard),
+                             "--workspace", str(workspace), *extra],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def finish(proc: subprocess.Popen) -> tuple[int, str, str]:
+    out, err = proc.communicate(timeout=120)
+    return proc.returncode, out.decode(), err.decode()
+
+
+def run_shims(server, tmp_path, job: str, n: int) -> list[tuple[int, str, str]]:
+    """Runs the N workers of a job at once; their exit codes, stdouts and stderrs."""
+    return [finish(p) for p in [start_shim(server, tmp_path, job, i) for i in range(n)]]
+
+
+def job_info(server, job: str) -> dict:
+    return json.loads(server.pfs("inspect-job", job, "--raw").text)
+
+
+def read_tree(server, repo: str, ref: str = "master") -> dict[str, bytes]:
+    with server.client() as c:
+        out = {}
+        todo = [""]
+        while todo:
+            for f in c.list_files(CommitRef(repo, ref), todo.pop(), with_chunks=True):
+                if f.is_dir:
+                    todo.append(f.path)
+                else:
+                    out[f.path.lstrip("/")] = b"".join(c.read_chunks(f.chunks)) if f.chunks else b""
+        return out
+
+
+@pytest.fixture
+def data(server):
+    rng = random.Random(7)
+    files = {
+        "sales.csv": b"".join(f"{i},{rng.randrange(10**6)},{'x' * rng.randrange(80)}\n".encode()
+                              for i in range(3000)),  # many 4 KiB chunks
+        "small.txt": b"one line\n",
+        "dir/a.txt": b"a\n" * 500,
+        "dir/b.txt": b"".join(f"b{i}\n".encode() for i in range(2000)),
+        "zz.txt": b"last\n",
+    }
+    put(server, "data", files)
+    return files
+
+
+@pytest.mark.parametrize("method", ["map", "reduce", "global"])
+def test_the_shards_of_each_method_together_give_the_right_output(server, tmp_path, data, method):
+    for n in range(1, 5):
+        job = create_job(server, tmp_path, COPY, parallelism=n, method=method)
+        shards = len(job_info(server, job)["shards"])
+        assert shards == (1 if method == "global" else n)  # a global input is not cut: one worker does it all
+        results = run_shims(server, tmp_path, job, shards)
+        assert [r[0] for r in results] == [0] * shards, results
+        info = job_info(server, job)
+        assert info["state"] == "success"
+        out = read_tree(server, "out", info["output_commit"])
+        assert sorted(out) == sorted(data), (method, n)
+        for path, expected in data.items():
+            if method == "map":  # every line-aligned block once, shards appended in order
+                assert sorted(out[path].splitlines()) == sorted(expected.splitlines()), (n, path)
+                assert len(out[path]) == len(expected)
+            elif method == "reduce":  # whole files, each from one shard
+                assert out[path] == expected, (n, path)
+            else:
+                assert out[path] == expected, (n, path)
+        commit = server.client().inspect_commit(CommitRef("out", info["output_commit"]))
+        assert commit.is_finished
+        assert [(p.repo, p.ref) for p in commit.provenance] == [("data", info["inputs"][0]["commit"])]
+
+
+def test_stdin_env_and_commit_variables(server, tmp_path, data):
+    stdin = ['echo "$GREETING from $PACH_DATA_COMMIT_ID $PFS_DATA_COMMIT_ID" > /pfs/out/env.txt',
+             "wc -l < /pfs/data/small.txt > /pfs/out/count.txt"]
+    job = create_job(server, tmp_path, ["sh"], stdin=stdin, env={"GREETING": "hello"})
+    assert run_shims(server, tmp_path, job, 1)[0][0] == 0
+    commit = job_info(server, job)["inputs"][0]["commit"]
+    out = read_tree(server, "out")
+    assert out == {"env.txt": f"hello from {commit} {commit}\n".encode(), "count.txt": b"1\n"}
+
+
+def test_a_command_is_execd_not_run_by_a_shell(server, tmp_path, data):
+    job = create_job(server, tmp_path, ["echo", "$HOME", "a;b"])
+    code, stdout, _ = run_shims(server, tmp_path, job, 1)[0]
+    assert code == 0
+    assert "$HOME a;b" in stdout
+    logs = server.pfs("get-logs", "--job", job).text
+    assert "$HOME a;b" in logs
+
+
+def test_accept_return_code(server, tmp_path, data):
+    cmd = ["sh", "-c", "echo partial > /pfs/out/r.txt; exit 3"]
+    accepted = create_job(server, tmp_path, cmd, accept_return_code=[3])
+    assert run_shims(server, tmp_path, accepted, 1)[0][0] == 0
+    assert job_info(server, accepted)["state"] == "success"
+    assert read_tree(server, "out") == {"r.txt": b"partial\n"}
+
+    refused = create_job(server, tmp_path, cmd, accept_return_code=[4])
+    assert run_shims(server, tmp_path, refused, 1)[0][0] == 1
+    assert job_info(server, refused)["state"] == "failure"
+
+
+def test_a_failing_command_commits_nothing_and_keeps_its_logs(server, tmp_path, data):
+    cmd = ["sh", "-c", "echo made > /pfs/out/x; echo working; echo something broke >&2; exit 5"]
+    job = create_job(server, tmp_path, cmd, parallelism=2)
+    results = run_shims(server, tmp_path, job, 2)
+    assert {r[0] for r in results} == {1}
+    info = job_info(server, job)
+    assert info["state"] == "failure"
+    assert info["output_commit"] == ""
+    assert "exited with code 5" in info["error"] and "something broke" in info["error"]
+    assert server.pfs("list-commit", "out").text.count("\n") <= 1  # the header only: no output commit
+    logs = server.pfs("get-logs", "--job", job).text
+    assert "working" in logs and "something broke" in logs
+    raw = [json.loads(line) for line in server.pfs("get-logs", "--job", job, "--raw").text.splitlines()]
+    assert {x["shard"] for x in raw if x["text"] == "working"} == {0, 1}
+    assert {x["stream"] for x in raw if x["text"] == "something broke"} == {"stderr"}
+
+
+def test_the_same_output_again_sends_almost_nothing(server, tmp_path):
+    rng = random.Random(1)
+    rows = b"".join(f"{i},{rng.randrange(10**9)},{rng.randrange(10**9)}\n".encode() for i in range(150_000))
+    put(server, "data", {"big.csv": rows})
+    sent = []
+    for _ in range(2):
+        job = create_job(server, tmp_path, ["sh", "-c", "tr , ';' < /pfs/data/big.csv > /pfs/out/out.csv"])
+        assert run_shims(server, tmp_path, job, 1)[0][0] == 0
+        info = job_info(server, job)
+        sent.append(info["shards"][0]["bytes_sent"])
+        assert info["shards"][0]["bytes_out"] == len(rows)
+    assert read_tree(server, "out")["out.csv"] == rows.replace(b",", b";")
+    assert sent[0] > len(rows) / 10  # new bytes, compressed
+    assert sent[1] < sent[0] / 100, sent
+
+
+def test_output_stays_invisible_until_every_shard_succeeds(server, tmp_path, data):
+    job = create_job(server, tmp_path, COPY, parallelism=2, method="reduce")
+    assert run_shims(server, tmp_path, job, 1)[0][0] == 0  # shard 0 only
+    assert job_info(server, job)["state"] == "running"
+    assert server.pfs("list-commit", "out").text.count("\n") <= 1
+    assert finish(start_shim(server, tmp_path, job, 1))[0] == 0
+    assert read_tree(server, "out") == data
+
+
+def test_a_worker_killed_during_its_upload_leaves_nothing_and_can_run_again(server, tmp_path):
+    rng = random.Random(2)
+    put(server, "data", {"seed": b"x\n"})
+    big = tmp_path / "big.bin"
+    big.write_bytes(rng.randbytes(40 << 20))
+    cmd = ["sh", "-c", f"cp {big} /pfs/out/big.bin && echo copied"]
+    job = create_job(server, tmp_path, cmd, method="global")
+    proc = start_shim(server, tmp_path, job, 0)
+    for line in proc.stdout:  # the upload starts right after the command ends
+        if b"copied" in line:
+            proc.send_signal(signal.SIGKILL)
+            break
+    assert finish(proc)[0] == -signal.SIGKILL
+    assert server.pfs("list-commit", "out").text.count("\n") <= 1
+    assert job_info(server, job)["state"] == "running"
+    assert finish(start_shim(server, tmp_path, job, 0))[0] == 0
+    info = job_info(server, job)
+    assert info["state"] == "success" and info["shards"][0]["attempts"] == 2
+    assert read_tree(server, "out")["big.bin"] == big.read_bytes()
+
+
+def test_shim_errors_are_one_line(server, tmp_path, data):
+    def shim(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([SHIM, *args], capture_output=True, text=True, timeout=60,
+                              env={**os.environ, "PFS_ADDRESS": server.address})
+
+    unknown = shim("--job", "nope", "--shard", "0", "--workspace", str(tmp_path / "w0"))
+    assert unknown.returncode == 2 and "job 'nope' not found" in unknown.stderr
+    assert len(unknown.stderr.strip().splitlines()) == 1
+
+    job = create_job(server, tmp_path, COPY, parallelism=2)
+    bad_shard = shim("--job", job, "--shard", "2", "--workspace", str(tmp_path / "w1"))
+    assert bad_shard.returncode == 2 and "shards 0..1, not 2" in bad_shard.stderr
+
+    no_job = shim("--shard", "0")
+    assert no_job.returncode == 2 and "no job given" in no_job.stderr
+
+    unreachable = subprocess.run([SHIM, "--address", "127.0.0.1:1", "--job", job, "--shard", "0"],
+                                 capture_output=True, text=True, timeout=60)
+    assert unreachable.returncode == 2 and "127.0.0.1:1" in unreachable.stderr
+    assert len(unreachable.stderr.strip().splitlines()) == 1
+
+    assert run_shims(server, tmp_path, job, 2) and job_info(server, job)["state"] == "success"
+    again = shim("--job", job, "--shard", "0", "--workspace", str(tmp_path / "w2"))
+    assert again.returncode == 2 and "already finished" in again.stderr
+
+
+@pytest.mark.parametrize("manifest, fragments", [
+    ({"transform": {"cmd": ["sh"]}, "inputs": [{"repo": "data", "method": "mapp"}]},
+     ["inputs[0].method", "unknown method 'mapp'"]),
+    ({"transform": {"cmd": ["sh"], "cmdd": 1}, "inputs": [{"repo": "data"}]}, ["transform.cmdd", "unknown field"]),
+    ({"transform": {"cmd": "sh"}, "inputs": [{"repo": "data"}]}, ["transform.cmd", "expected a list"]),
+    ({"inputs": [{"repo": "data"}]}, ["transform", "missing"]),
+    ({"transform": {"cmd": ["sh"]}, "inputs": [{"repo": "nope"}]}, ["repo 'nope' not found"]),
+    ({"transform": {"cmd": ["sh"]}, "inputs": [{"repo": "data"}], "parallelism": 0}, ["parallelism", "at least 1"]),
+    ({"transform": {"cmd": ["sh"]}, "inputs": [{"repo": "data"}], "output_repo": "data"},
+     ["both an input and the output"]),
+])
+def test_bad_job_manifests_are_refused_naming_the_field(server, tmp_path, data, manifest, fragments):
+    path = tmp_path / "job.json"
+    path.write_text(json.dumps(manifest))
+    assert_one_line_error(server.pfs("create-job", "-f", str(path), check=False), *fragments)
+
+
+def test_a_job_over_an_open_commit_is_refused(server, tmp_path, data):
+    server.pfs("start-commit", "data")
+    path = tmp_path / "job.json"
+    path.write_text(json.dumps({"transform": {"cmd": ["true"]}, "inputs": [{"repo": "data"}]}))
+    assert_one_line_error(server.pfs("create-job", "-f", str(path), check=False), "still open")
+    path.write_text("{not json")
+    assert_one_line_error(server.pfs("create-job", "-f", str(path), check=False), "not valid JSON")
+
+
+def test_two_inputs_are_cut_as_a_cross_product(server, tmp_path):
+    put(server, "data", {"a.txt": b"".join(f"a{i:03d}{'.' * 45}\n".encode() for i in range(300))})  # 4 KiB blocks
+    put(server, "other", {f"b{i}": f"b{i}\n".encode() for i in range(4)})
+    manifest = {"transform": {"cmd": ["sh", "-c", 'cat /pfs/other/* > /tmp/b.$$; while read a; do '
+                                                  'while read b; do echo "${a%%.*} $b"; done < /tmp/b.$$; '
+                                                  'done < /pfs/data/a.txt > /pfs/out/pairs; rm /tmp/b.$$']},
+                "parallelism": 4, "output_repo": "out",
+                "inputs": [{"repo": "data", "method": "map"}, {"repo": "other", "method": "reduce"}]}
+    path = tmp_path / "job.json"
+    path.write_text(json.dumps(manifest))
+    job = server.pfs("create-job", "-f", str(path)).text.strip()
+    info = job_info(server, job)
+    assert [i["shards"] for i in info["inputs"]] == [2, 2] and len(info["shards"]) == 4
+    assert [r[0] for r in run_shims(server, tmp_path, job, 4)] == [0] * 4
+    pairs = read_tree(server, "out")["pairs"].decode().splitlines()
+    assert sorted(pairs) == sorted(f"a{i:03d} b{j}" for i in range(300) for j in range(4))

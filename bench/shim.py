@@ -1,0 +1,210 @@
+"""Worker benchmark: a job run by `job-shim` next to the same command between local directories.
+
+What it measures, in one run on the same machine and the same data (the large
+"mixed" file of bench/ingest.py, default 1 GiB, put in repo `in` as big.bin):
+
+1. The copy job of the issue, `cp /pfs/in/* /pfs/out/`: the worker's wall time
+   from its start to its exit (mounting the input, reading it through FUSE,
+   the command, uploading /pfs/out, committing), next to the same `cp` from one
+   local directory to another, and the ratio (the overhead of read + upload).
+   Its bytes sent are about 0: the store is content-addressed and
+   deduplicated, and a copy's chunks are the input's chunks, which the server
+   already has. So a copy measures the read and the chunking, not the upload.
+2. So that the upload sends real data, a job whose output is new data of the
+   same size: `tr` shifting every byte value by one, except the line end (the
+   output has the input's lines, so it is chunked where the input is, but
+   none of its chunks), timed the same way next to the same `tr` between
+   local directories. Then the identical job runs a second time (into the same
+   output repo, so its worker also mounts the previous output at /pfs/prev, as
+   every later job's does); its bytes sent, as a share of the first run's, is
+   the issue's goal (under 1%).
+
+How: each job has one worker (`parallelism` 1, method map), run as
+`job-shim --job ID --shard 0 --workspace DIR` (a private mount namespace in
+which DIR is /pfs, so it needs root), against a pfs server started for the
+run (`--port 0`). Before each timed command the source is read once so its
+page cache is warm (the local file; for a job, every file in the server's
+data dir, where the mount reads the input's chunks from), and `sync` runs,
+untimed. Each command is timed alone by wall clock, from process start to exit.
+The worker's time is split with its log lines (`pfs get-logs --raw`: the
+line announcing the command is logged once the input is mounted, the line
+starting "output:" once the upload is done) and the mtime of its output file
+(the command's last write): start + mount, command, unmount + upload,
+commit + exit. The server flushes uploaded chunks durably before answering;
+the local commands' writes are not flushed. The job's output file is checked
+to be the local command's, byte for byte (untimed).
+
+Run from the repo root, as root:  .venv/bin/python bench/shim.py [--size-mib 1024] [--keep]
+"""
+
+import argparse
+import filecmp
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from ingest import BIG_NAME, BIN, MB, PFS, Pfs, first_line, run, timed, warm, write_big_file  # noqa: E402
+
+SHIM = str(BIN / "job-shim")
+INPUT_REPO = "in"
+COPY = "cp {src}/* {dst}/"
+# every byte value one up (0xff to 0x00), but 0x0a (the line end) kept: new bytes, the same lines
+SHIFT = r"tr '\000-\011\013-\377' '\001-\011\013-\377\000' < {src}/" + BIG_NAME + " > {dst}/" + BIG_NAME
+PHASES = ("start + mount", "command", "unmount + upload", "commit + exit")
+GOAL_SENT = 0.01
+
+
+# ---------------------------------------------------------------- measuring
+
+
+@dataclass
+class Row:
+    """One timed command: a local one (bytes and phases None), or a job's worker."""
+
+    label: str
+    seconds: float
+    output: Path  # the file the command wrote
+    local: float | None = None  # for a job: the same command between local directories
+    bytes_out: int | None = None
+    bytes_sent: int | None = None
+    phases: tuple[float, ...] | None = None
+
+
+def time_local(key: str, label: str, script: str, work: Path, data_dir: Path) -> Row:
+    """SCRIPT (COPY or SHIFT) from DATA_DIR to a new local directory `local-KEY`, the source warm."""
+    dst = work / f"local-{key}"
+    dst.mkdir()
+    warm(data_dir / BIG_NAME)
+    seconds = timed(["sh", "-c", script.format(src=data_dir, dst=dst)], dict(os.environ), work)
+    print(f"  {label:<28} {seconds:8.2f} s", flush=True)
+    return Row(label, seconds, dst / BIG_NAME)
+
+
+def run_job(server: Pfs, work: Path, key: str, label: str, script: str, output_repo: str, local: Row) -> Row:
+    """Creates a job running SCRIPT over repo `in` and runs its one worker in workspace `ws-KEY`."""
+    manifest = work / f"{key}.json"
+    manifest.write_text(json.dumps({
+        "transform": {"cmd": ["sh", "-c", script.format(src=f"/pfs/{INPUT_REPO}", dst="/pfs/out")]},
+        "parallelism": 1,
+        "inputs": [{"repo": INPUT_REPO, "commit": "master", "method": "map"}],
+        "output_repo": output_repo,
+    }))
+    job = run([PFS, "create-job", "-f", str(manifest)], server.env).strip()
+    workspace = work / f"ws-{key}"
+    warm(server.store)
+    os.sync()
+    start = time.time()  # wall clock, to line up with the worker's log times
+    run([SHIM, "--job", job, "--shard", "0", "--workspace", str(workspace)], server.env)
+    end = time.time()
+    info = json.loads(run([PFS, "inspect-job", job, "--raw"], server.env))
+    if info["state"] != "success":
+        raise SystemExit(f"job {label} ({job}) ended {info['state']}: {info.get('error', '')}")
+    logs = [json.loads(line) for line in run([PFS, "get-logs", "--job", job, "--raw"], server.env).splitlines()]
+    running = next(x["time"] for x in logs if x["stream"] == "shim" and ": running " in x["text"])
+    uploaded = next(x["time"] for x in logs if x["stream"] == "shim" and x["text"].startswith("output:"))
+    output = workspace / "out" / BIG_NAME
+    written = output.stat().st_mtime
+    check_output(output, local.output)
+    shard = info["shards"][0]
+    row = Row(label, end - start, output, local.seconds, shard["bytes_out"], shard["bytes_sent"],
+              (running - start, written - running, uploaded - written, end - uploaded))
+    print(f"  {label:<28} {row.seconds:8.2f} s, {row.bytes_sent:,d} bytes sent", flush=True)
+    return row
+
+
+def check_output(job: Path, local: Path) -> None:
+    """The job's output must be the local command's, or the two timings compare different work."""
+    if not filecmp.cmp(job, local, shallow=False):
+        raise SystemExit(f"{job} differs from {local}")
+
+
+# ---------------------------------------------------------------- printing
+
+
+def print_table(size: int, rows: list[Row]) -> None:
+    print(f"\n{BIG_NAME}, {size / MB:.1f} MB: job÷local = job time ÷ the same command's local time "
+          "(above 1: the job is slower);")
+    print("  overhead = job time - local time: what reading through the mount and uploading add; "
+          "the phases split the job's time")
+    print(f"  {'command':<28} {'seconds':>8} {'MB/s':>7} {'job÷local':>9} {'overhead s':>10}"
+          f" {'out MB':>8} {'sent MB':>9} " + " ".join(f"{p:>16}" for p in PHASES))
+    for r in rows:
+        if r.local is None:
+            print(f"  {r.label:<28} {r.seconds:8.2f} {size / MB / r.seconds:7.1f}")
+            continue
+        phases = " ".join(f"{p:16.2f}" for p in r.phases)
+        print(f"  {r.label:<28} {r.seconds:8.2f} {size / MB / r.seconds:7.1f} {r.seconds / r.local:9.2f}"
+              f" {r.seconds - r.local:10.2f} {r.bytes_out / MB:8.1f} {r.bytes_sent / MB:9.3f} {phases}")
+
+
+def print_goals(size: int, copy: Row, first: Row, second: Row) -> None:
+    print(f"\n  the cp job sent {copy.bytes_sent:,d} bytes: its output's chunks are the input's, which the server "
+          "already has (content-addressed, deduplicated), so it measures the read and the chunking, not the upload")
+    print(f"  the first tr job sent {first.bytes_sent:,d} bytes ({first.bytes_sent / size:.1%} of its output: "
+          f"new chunks, zstd-compressed); the identical rerun sent {second.bytes_sent:,d}")
+    share = second.bytes_sent / first.bytes_sent
+    print("\ngoals")
+    print(f"  bytes sent by the second run ÷ first run (goal < {GOAL_SENT:.0%}): {share:.3%}"
+          f"  {'MET' if share < GOAL_SENT else 'NOT MET'}")
+
+
+def print_machine() -> None:
+    print(f"nproc {len(os.sched_getaffinity(0))}, load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    print(f"pfs {first_line([PFS, 'version'])}; {first_line(['cp', '--version'])}; "
+          f"{first_line(['tr', '--version'])}; python {sys.version.split()[0]}")
+
+
+# ---------------------------------------------------------------- main
+
+
+def parse_args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--size-mib", type=int, default=1024, help="size of the input file in MiB (default 1024)")
+    p.add_argument("--keep", action="store_true", help="keep the temporary directory (data, store, workspaces)")
+    return p.parse_args()
+
+
+def bench(work: Path, size: int) -> None:
+    data_dir = work / "data"
+    data_dir.mkdir()
+    print(f"generating {size / MB:.1f} MB mixed file ...", flush=True)
+    write_big_file(data_dir / BIG_NAME, size)
+    with Pfs(work / "pfs") as server:  # (it also makes a repo `bench`, unused here)
+        run([PFS, "create-repo", INPUT_REPO], server.env)
+        start = time.perf_counter()
+        run([PFS, "put-file", INPUT_REPO, "master", BIG_NAME, "-c", "-f", BIG_NAME], server.env, data_dir)
+        print(f"pfs put-file into repo {INPUT_REPO} (untimed setup): {time.perf_counter() - start:.1f} s")
+        print("each timed command runs alone, its source read once before (warm page cache), after a sync",
+              flush=True)
+        local_cp = time_local("cp", "cp, local directories", COPY, work, data_dir)
+        copy = run_job(server, work, "cp", "cp job", COPY, "copied", local_cp)
+        local_tr = time_local("tr", "tr, local directories", SHIFT, work, data_dir)
+        first = run_job(server, work, "tr-1", "tr job, first run", SHIFT, "shifted", local_tr)
+        second = run_job(server, work, "tr-2", "tr job, identical rerun", SHIFT, "shifted", local_tr)
+    print_table(size, [local_cp, copy, local_tr, first, second])
+    print_goals(size, copy, first, second)
+
+
+def main() -> None:
+    args = parse_args()
+    if not Path(SHIM).exists():
+        raise SystemExit(f"job-shim not found at {SHIM}; run `make setup`")
+    work = Path(tempfile.mkdtemp(prefix="pfs-bench-shim-", dir="/tmp"))
+    try:
+        print_machine()
+        bench(work, args.size_mib << 20)
+    finally:
+        if args.keep:
+            print(f"\nkept {work}")
+        else:
+            shutil.rmtree(work)
+
+
+if __name__ == "__main__":
+    main()

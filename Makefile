@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 APT_PACKAGES := fuse3 libfuse3-dev pkg-config gcc python3-dev python3-venv
 BENCH_APT_PACKAGES := borgbackup restic python3-pyfuse3  # python3-pyfuse3: borg mount
 
-.PHONY: setup apt demo test bench protos clean
+.PHONY: setup apt demo test bench protos clean shim-image podman-setup
 
 setup: apt $(VENV)/.installed
 
@@ -29,9 +29,55 @@ bench: setup
 	@./.ci/apt-install $(BENCH_APT_PACKAGES)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python bench/ingest.py
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python bench/read.py
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python bench/shim.py
 
 protos: setup
 	$(BIN)/python protos/generate.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info
+
+# The worker image (Dockerfile.shim), built from wheels made here, so the build itself needs no
+# PyPI. CONTAINER_ENGINE: podman if installed, else docker if its daemon answers, else podman
+# installed by .ci/podman-setup. With podman, .ci/podman-setup also makes sure of the settings
+# these machines need and of the base image (debootstrap, cached in /var/cache/pfs).
+# SHIM_BUILD_ARGS: more for `build`, e.g. --build-arg BASE=... or --no-cache.
+# The build stage is tagged too (SHIM_IMAGE's name with -build), so its cache survives, and the
+# images a rebuild replaces are removed, so repeated builds do not pile up untagged images.
+SHIM_IMAGE ?= pfs/job-shim:latest
+SHIM_BUILD_IMAGE ?= $(firstword $(subst :, ,$(SHIM_IMAGE)))-build:latest
+SHIM_WHEELS := build/shim-wheels
+PFS_SOURCES := pyproject.toml $(shell find pfs server shim -name '*.py' -not -path '*/__pycache__/*' 2>/dev/null)
+
+shim-image: setup $(SHIM_WHEELS)/.built
+	@set -e; engine='$(CONTAINER_ENGINE)'; \
+	if [ -z "$$engine" ]; then \
+	  if command -v podman >/dev/null; then engine=podman; \
+	  elif command -v docker >/dev/null && docker info >/dev/null 2>&1; then engine=docker; \
+	  else engine=podman; fi; \
+	fi; \
+	if [ "$$engine" = podman ]; then ./.ci/podman-setup; fi; \
+	ids() { for i in $(SHIM_IMAGE) $(SHIM_BUILD_IMAGE); do $$engine image inspect --format '{{.Id}}' $$i 2>/dev/null || true; done; }; \
+	old=$$(ids); \
+	echo "$$engine build -f Dockerfile.shim -t $(SHIM_IMAGE) $(SHIM_WHEELS)"; \
+	$$engine build $(SHIM_BUILD_ARGS) --target build -t $(SHIM_BUILD_IMAGE) -f Dockerfile.shim $(SHIM_WHEELS); \
+	$$engine build $(SHIM_BUILD_ARGS) -t $(SHIM_IMAGE) -f Dockerfile.shim $(SHIM_WHEELS); \
+	new=$$(ids); \
+	for i in $$old; do case "$$new" in *$$i*) ;; *) $$engine rmi $$i >/dev/null 2>&1 || true;; esac; done
+
+podman-setup:
+	@./.ci/podman-setup
+
+# Third-party wheels: fetched (and pyfuse3 compiled) again only when pyproject.toml changes.
+$(SHIM_WHEELS)/.deps: pyproject.toml | $(VENV)/.installed
+	rm -rf $(SHIM_WHEELS)
+	$(BIN)/pip wheel -q pip . -w $(SHIM_WHEELS)
+	touch $@
+
+# pfs's own wheel: rebuilt whenever a source file changes (from a clean build/lib, so a deleted
+# module does not linger in it), with fixed timestamps, so the same sources make the same bytes
+# and the image build's cache still holds.
+$(SHIM_WHEELS)/.built: $(SHIM_WHEELS)/.deps $(PFS_SOURCES)
+	rm -rf build/lib build/bdist.*
+	SOURCE_DATE_EPOCH=315532800 $(BIN)/pip wheel -q --no-deps --no-build-isolation . -w $(SHIM_WHEELS)
+	touch $@

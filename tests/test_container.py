@@ -1,0 +1,111 @@
+"""The worker image: `make shim-image` builds Dockerfile.shim with podman (on a base image made with
+debootstrap, so no registry is needed), and a container from it runs one shard of a job against
+a real `pfs server` on the host. Skipped only where podman cannot be installed."""
+
+import faulthandler
+import json
+import os
+import pathlib
+import shutil
+import subprocess
+import uuid
+from dataclasses import dataclass
+
+import pytest
+
+from conftest import PFS, run_pfs, wait_for
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+IMAGE = "pfs/job-shim:latest"
+FUSE = ["--device", "/dev/fuse", "--cap-add", "SYS_ADMIN"]
+
+pytestmark = pytest.mark.timeout(900)  # a cold build (apt, debootstrap, wheels) takes minutes
+
+
+def tail(text: str, lines: int = 15) -> str:
+    return "\n".join(text.strip().splitlines()[-lines:])
+
+
+@dataclass
+class Podman:
+    env: dict
+
+    def run(self, *args: str, timeout: float = 300, name: str | None = None) -> subprocess.CompletedProcess:
+        """`podman run --rm ...`; a container still running at the timeout is removed."""
+        name = name or f"pfs-test-{uuid.uuid4().hex[:12]}"
+        try:
+            return subprocess.run(["podman", "run", "--rm", "--name", name, *args], capture_output=True,
+                                  text=True, env=self.env, timeout=timeout, stdin=subprocess.DEVNULL)
+        except subprocess.TimeoutExpired:
+            subprocess.run(["podman", "rm", "-f", "-t", "0", name], capture_output=True, env=self.env)
+            raise
+
+
+@pytest.fixture(scope="module")
+def podman() -> Podman:
+    """Podman set up as CONTAINERS.md says, and the image built once for this module."""
+    # The ini's faulthandler_timeout (170 s) would dump every thread's stack in the middle of a
+    # cold build; this test's own timeout (900 s, pytest-timeout) still applies.
+    faulthandler.cancel_dump_traceback_later()
+    env = dict(os.environ)  # the real HOME: module fixtures run before each test's isolated one
+    setup = subprocess.run([str(ROOT / ".ci" / "podman-setup")], capture_output=True, text=True, env=env,
+                           timeout=600, stdin=subprocess.DEVNULL)
+    if shutil.which("podman") is None:
+        pytest.skip(f"podman could not be installed (.ci/podman-setup exited {setup.returncode}): "
+                    f"{tail(setup.stdout + setup.stderr, 5)}")
+    assert setup.returncode == 0, f".ci/podman-setup failed:\n{tail(setup.stdout + setup.stderr)}"
+    build = subprocess.run(["make", "-C", str(ROOT), "shim-image", "CONTAINER_ENGINE=podman", f"SHIM_IMAGE={IMAGE}"],
+                           capture_output=True, text=True, env=env, timeout=840, stdin=subprocess.DEVNULL)
+    assert build.returncode == 0, f"make shim-image failed:\n{tail(build.stdout + build.stderr, 40)}"
+    return Podman(env)
+
+
+def test_image_has_job_shim_and_pfs_on_path(podman):
+    host_version = run_pfs("version").text.strip()
+    r = podman.run("--network", "host", IMAGE, "sh", "-c",
+                   "job-shim --help && pfs version && for c in job-shim pfs python3; do command -v $c; done",
+                   timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert "usage: job-shim" in r.stdout
+    out = r.stdout.splitlines()
+    assert host_version in out  # the image holds this checkout's pfs
+    # The commands come from the venv at /opt/pfs; the image's own python3 stays Debian's.
+    assert out[-3:] == ["/usr/local/bin/job-shim", "/usr/local/bin/pfs", "/usr/bin/python3"], out
+    # The CLI in the image is this checkout's, not some other build of the same version.
+    host_help = subprocess.run([PFS, "--help"], capture_output=True, text=True, check=True).stdout
+    r = podman.run("--network", "host", IMAGE, "pfs", "--help", timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == host_help
+    size = subprocess.run(["podman", "image", "inspect", "--format", "{{.Size}}", IMAGE], capture_output=True,
+                          text=True, env=podman.env, check=True).stdout
+    assert int(size) < 400e6, f"the image grew to {int(size) / 1e6:.0f} MB"
+
+
+def test_container_runs_a_shard_against_the_host_server(podman, server, tmp_path):
+    data = b"".join(b"line %05d of the input, read through /pfs/data\n" % i for i in range(2000))  # ~100 KB
+    local = tmp_path / "f.txt"
+    local.write_bytes(data)
+    server.pfs("create-repo", "data")
+    server.pfs("put-file", "data", "master", "f.txt", "-c", "-f", str(local))
+    job_file = tmp_path / "job.json"
+    job_file.write_text(json.dumps({
+        "transform": {"cmd": ["sh", "-c", "cp -r /pfs/data/. /pfs/out/"]},
+        "parallelism": 1,
+        "inputs": [{"repo": "data", "commit": "master", "method": "map"}],
+        "output_repo": "out",
+    }))
+    job = server.pfs("create-job", "-f", str(job_file), "--address", server.address).text.strip()
+    assert job and len(job.splitlines()) == 1, job
+
+    r = podman.run(*FUSE, "--network", "host", IMAGE,
+                   "job-shim", "--address", server.address, "--job", job, "--shard", "0")
+    assert r.returncode == 0, f"job-shim exited {r.returncode}:\n{r.stdout}\n{r.stderr}"
+
+    def finished():
+        info = json.loads(server.pfs("inspect-job", job, "--address", server.address, "--raw").stdout)
+        return info if info["state"] in ("success", "failure") else None
+
+    info = wait_for(finished, 30)
+    assert info["state"] == "success", info
+    assert server.pfs("get-file", "out", "master", "f.txt", "--address", server.address).stdout == data
+

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The demo: an embedded pfs server, a repo, two commits of sample data, and what the store made of them.
+# The demo: an embedded pfs server, a repo of sales, and two chained pipelines that run on every commit.
 set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
 work=$(mktemp -d)
 trap 'kill $server 2>/dev/null; wait $server 2>/dev/null; rm -rf "$work"' EXIT
 
@@ -13,15 +14,24 @@ echo "== pfs server at $PFS_ADDRESS"
 run() { echo "\$ $*"; "$@"; }
 for i in $(seq 1 20000); do echo "$i,widget-$((i % 7)),$((i * 37 % 1000))"; done > "$work/sales.csv"
 
+echo "== data in a repo, as commits"
 run pfs create-repo sales
-run pfs put-file sales master sales.csv -c -f "$work/sales.csv"
+run pfs put-file sales master monday.csv -c -f "$work/sales.csv"
 run pfs list-commit sales
-echo "1,gizmo,999" > "$work/more.csv"
-run pfs put-file sales master sales.csv -c -f "$work/more.csv"   # appends, as in Pachyderm 1.x
-run pfs list-file sales master
-run pfs inspect-file sales master sales.csv
-echo "\$ pfs get-file sales master sales.csv | tail -n 2"
-pfs get-file sales master sales.csv | tail -n 2
-echo "\$ pfs get-file sales master^ sales.csv | wc -l   # the first commit is unchanged"
-pfs get-file sales master^ sales.csv | wc -l
-run pfs list-repo
+
+echo "== two pipelines: big-sales (map over sales, 2 workers), then totals (over big-sales)"
+run cat "$here/filter.json"
+run pfs create-pipeline -f "$here/filter.json"
+run pfs create-pipeline -f "$here/sum.json"
+run pfs flush-commit sales/master
+run pfs get-file totals master totals
+
+echo "== a new commit: big-sales sees only what it added, totals is computed again"
+printf '20001,gizmo,999\n20002,gizmo,950\n' > "$work/more.csv"
+run pfs put-file sales master tuesday.csv -c -f "$work/more.csv"
+run pfs flush-commit sales/master
+run pfs get-file totals master totals
+run pfs list-job
+run pfs list-commit totals
+echo "\$ pfs get-file totals master^ totals   # the first output is still there"
+pfs get-file totals master^ totals

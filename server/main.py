@@ -16,7 +16,11 @@ from pfs.core.chunking import DEFAULT_AVG_SIZE
 from pfs.core.memory import keep_freed_memory
 from pfs.proto import chunks_pb2_grpc, pfs_pb2_grpc, pps_pb2_grpc
 from server.meta.sqlite import SqliteMetaStore
+from pfs.core.errors import PfsError
+from server.pps.controller import Controller
 from server.pps.jobs import Jobs
+from server.pps.pipelines import Pipelines
+from server.pps.runners import RUNNERS
 from server.rpc.servicers import ApiServicer, ChunksServicer, PpsServicer
 from server.storage.local import LocalChunkStore
 from server.store import Store
@@ -43,6 +47,11 @@ def parser() -> argparse.ArgumentParser:
                    help="address to listen on (default 127.0.0.1; 0.0.0.0 opens it to the network)")
     p.add_argument("--chunk-size", type=int, default=DEFAULT_AVG_SIZE,
                    help="average chunk size in bytes for new data (default 1 MiB)")
+    p.add_argument("--runner", choices=sorted(RUNNERS), default="local",
+                   help="how pipeline workers run: local (job-shim processes here, the default; needs root) "
+                        "or container (podman or docker, with each pipeline's image)")
+    p.add_argument("--registry", default="", metavar="HOST:PORT",
+                   help="the image registry `create-pipeline --push-images` pushes to when an image names none")
     return p
 
 
@@ -55,10 +64,7 @@ def serve(args: argparse.Namespace) -> None:
     except BlockingIOError:
         raise SystemExit(f"pfs server: {data_dir} is in use by another pfs server") from None
     store = Store(LocalChunkStore(data_dir), SqliteMetaStore(data_dir / "meta.db"), args.chunk_size, str(data_dir))
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=32), options=GRPC_OPTIONS)
-    pfs_pb2_grpc.add_APIServicer_to_server(ApiServicer(store), server)
-    chunks_pb2_grpc.add_ChunksServicer_to_server(ChunksServicer(store), server)
-    pps_pb2_grpc.add_PPSServicer_to_server(PpsServicer(Jobs(store)), server)
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=64), options=GRPC_OPTIONS)
     address = f"{args.listen}:{args.port}"
     try:
         port = server.add_insecure_port(address)
@@ -66,12 +72,26 @@ def serve(args: argparse.Namespace) -> None:
         port = 0
     if not port:
         raise SystemExit(f"pfs server: cannot listen on {address} (in use, or not an address of this machine)")
+    # workers on this machine (or in containers on its network) reach the server here
+    host = "127.0.0.1" if args.listen in ("0.0.0.0", "::", "[::]") else args.listen
+    try:
+        runner = RUNNERS[args.runner](f"{host}:{port}")
+    except PfsError as err:
+        raise SystemExit(f"pfs server: {err}") from None
+    jobs = Jobs(store)
+    controller = Controller(store, jobs, runner, data_dir / "workers")
+    pfs_pb2_grpc.add_APIServicer_to_server(ApiServicer(store, runner.name, args.registry), server)
+    chunks_pb2_grpc.add_ChunksServicer_to_server(ChunksServicer(store), server)
+    pps_pb2_grpc.add_PPSServicer_to_server(PpsServicer(jobs, Pipelines(store, controller, runner)), server)
     server.start()
-    print(f"pfs server listening on {args.listen}:{port}, data in {data_dir}", file=sys.stderr, flush=True)
+    print(f"pfs server listening on {args.listen}:{port}, data in {data_dir}, {runner.name} runner",
+          file=sys.stderr, flush=True)
+    controller.start()
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     stop.wait()
+    controller.close()
     server.stop(grace=2).wait()
     store.meta.close()
     store.chunks.close()

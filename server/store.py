@@ -182,8 +182,7 @@ class Store:
             if not (first and new_only):
                 yield from fresh
             first = False
-            with self._finished:
-                self._finished.wait(timeout=1.0)
+            self.wait_finished(1.0)
 
     # -- branches
 
@@ -238,8 +237,13 @@ class Store:
         return done.info
 
     def notify_finished(self) -> None:
+        """Wakes whoever waits for news: a commit finished (or a pipeline or job changed)."""
         with self._finished:
             self._finished.notify_all()
+
+    def wait_finished(self, timeout: float) -> None:
+        with self._finished:
+            self._finished.wait(timeout)
 
     def _put(self, tx: Tx, commit: StoredCommit, writes: list[FileWrite]) -> StoredCommit:
         root = _root(commit)
@@ -277,22 +281,51 @@ class Store:
             chunks = () if entry.is_dir else self.trees.file_chunks(tx, entry)
             return FileInfo(path, entry.is_dir, entry.size, commit.info.id, chunks)
 
-    def list_files(self, ref: CommitRef, path: str, with_chunks: bool = False) -> list[FileInfo]:
-        """The entries of the directory at PATH, or the file itself if PATH is a file."""
+    def list_files(self, ref: CommitRef, path: str, with_chunks: bool = False, since: str = "",
+                   incremental: str = "diff") -> list[FileInfo]:
+        """The entries of the directory at PATH, or the file itself if PATH is a file.
+
+        With SINCE (an earlier commit of the repo), only what changed after it: entries equal
+        there are left out; a changed file shows, under "diff", only the chunks added at its end
+        (or all of it if it changed otherwise), and under "full" all of it.
+        """
         path = paths.normalize(path)
+        if incremental not in ("diff", "full"):
+            raise InvalidArgument(f"unknown incremental {incremental!r}; use diff or full")
         with self.meta.transaction() as tx:
             commit = self._resolve(tx, ref)
             entry = self._entry(tx, commit, path, ref)
+            base = self.trees.lookup(tx, _root(self._resolve(tx, CommitRef(ref.repo, since))), path) if since else None
             if not entry.is_dir:
-                entries, path = [entry], paths.parent(path)
+                pairs, path = [(entry, base)], paths.parent(path)
             else:
-                entries = sorted(self.trees.entries(tx, entry.address).values(), key=lambda e: e.name)
+                olds = self.trees.entries(tx, base.address) if base is not None and base.is_dir else {}
+                pairs = [(e, olds.get(e.name)) for e in
+                         sorted(self.trees.entries(tx, entry.address).values(), key=lambda e: e.name)]
 
-            def info(e: Entry) -> FileInfo:
-                chunks = self.trees.file_chunks(tx, e) if with_chunks and not e.is_dir else ()
-                return FileInfo(paths.join(path, e.name), e.is_dir, e.size, commit.info.id, chunks)
+            def info(e: Entry, chunks: tuple[ChunkRef, ...], size: int) -> FileInfo:
+                return FileInfo(paths.join(path, e.name), e.is_dir, size, commit.info.id,
+                                chunks if with_chunks else ())
 
-            return [info(e) for e in entries]
+            out = []
+            for e, old in pairs:
+                if since and old is not None and old.is_dir == e.is_dir and old.address == e.address:
+                    continue  # unchanged
+                if e.is_dir:
+                    out.append(info(e, (), e.size))
+                    continue
+                chunks = self.trees.file_chunks(tx, e) if with_chunks or since else ()
+                if since and incremental == "diff" and old is not None and not old.is_dir:
+                    before = self.trees.file_chunks(tx, old)
+                    if chunks[: len(before)] == before:
+                        chunks = chunks[len(before):]
+                out.append(info(e, chunks, sum(c.size for c in chunks) if since else e.size))
+            return out
+
+    def same_tree(self, a: CommitRef, b: CommitRef) -> bool:
+        """Whether two commits hold the same files."""
+        with self.meta.transaction() as tx:
+            return self._resolve(tx, a).tree == self._resolve(tx, b).tree
 
     def shard_units(self, ref: CommitRef, method: str, limit: int) -> int:
         """How many parts a METHOD view of a commit can be cut into, counted up to LIMIT.

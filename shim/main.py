@@ -98,7 +98,7 @@ class Worker:
                "PFS_SHARD": str(self.shard)}
         with Mounts(self.client.address) as mounts:
             for i, shard in zip(job.inputs, shards):
-                mounts.add(str(self.root / i.repo), CommitRef(i.repo, i.commit), shard)
+                mounts.add(str(self.root / i.repo), CommitRef(i.repo, i.commit), shard, i.since, i.incremental)
                 var = re.sub(r"[^A-Z0-9]", "_", i.repo.upper())
                 env[f"PACH_{var}_COMMIT_ID"] = env[f"PFS_{var}_COMMIT_ID"] = i.commit
             if job.prev_output:

@@ -35,12 +35,14 @@ class Mounts:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def add(self, mountpoint: str, commit: CommitRef, shard: Shard) -> None:
-        """Mounts SHARD of COMMIT at MOUNTPOINT; returns once it is mounted."""
+    def add(self, mountpoint: str, commit: CommitRef, shard: Shard, since: str = "", incremental: str = "diff") -> None:
+        """Mounts SHARD of COMMIT (what changed after SINCE, if given) at MOUNTPOINT; returns once it is mounted."""
         os.makedirs(mountpoint, exist_ok=True)
         cmd = [*DIE_WITH_PARENT, sys.executable, "-m", "pfs", "--address", self.address, "mount", mountpoint,
                "--commit", f"{commit.repo}@{commit.ref}", "--shard", f"{shard.index}/{shard.count}",
                "--method", shard.method]
+        if since:
+            cmd += ["--since", since, "--incremental", incremental]
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         self._procs.append((mountpoint, proc))
         said = []

@@ -31,9 +31,10 @@ class Result:
 class Server:
     """A pfs server process on 127.0.0.1 with its own data dir; restartable, killable."""
 
-    def __init__(self, data_dir: pathlib.Path, chunk_size: int | None = None) -> None:
+    def __init__(self, data_dir: pathlib.Path, chunk_size: int | None = None, args: tuple[str, ...] = ()) -> None:
         self.data_dir = data_dir
         self.chunk_size = chunk_size
+        self.args = args  # more `pfs server` options
         self.proc: subprocess.Popen | None = None
         self.address = ""
         self.port = 0
@@ -42,6 +43,7 @@ class Server:
         args = [PFS, "server", "--data-dir", str(self.data_dir), "--port", str(self.port)]
         if self.chunk_size:
             args += ["--chunk-size", str(self.chunk_size)]
+        args += self.args
         self.log = self.data_dir.parent / f"server-{time.monotonic_ns()}.log"
         with open(self.log, "wb") as log:
             self.proc = subprocess.Popen(args, stdout=log, stderr=log)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from conftest import PFS, run_pfs, wait_for
+from conftest import PFS, Server, run_pfs, wait_for
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 IMAGE = "pfs/job-shim:latest"
@@ -109,3 +109,30 @@ def test_container_runs_a_shard_against_the_host_server(podman, server, tmp_path
     assert info["state"] == "success", info
     assert server.pfs("get-file", "out", "master", "f.txt", "--address", server.address).stdout == data
 
+
+
+def test_the_container_runner_runs_pipeline_workers_in_the_pipelines_image(podman, tmp_path):
+    server = Server(tmp_path / "data", 4096, ("--runner", "container"))
+    server.start()
+    try:
+        data = b"".join(b"%05d,%d\n" % (i, i % 7) for i in range(3000))  # several 4 KiB blocks
+        server.pfs("create-repo", "nums")
+        server.pfs("put-file", "nums", "master", "n.csv", "-c", "-f", "-", input=data)
+        manifest = tmp_path / "p.json"
+        manifest.write_text(json.dumps({
+            "pipeline": {"name": "sevens"},
+            "transform": {"image": IMAGE, "cmd": ["sh", "-c", "grep ',6$' /pfs/nums/n.csv > /pfs/out/sixes || true"]},
+            "parallelism": 2,
+            "inputs": [{"repo": {"name": "nums"}, "method": "map"}],
+        }))
+        server.pfs("create-pipeline", "-f", str(manifest))
+        table = server.pfs("flush-commit", "nums/master").text
+        assert "success" in table, table
+        got = server.pfs("get-file", "sevens", "master", "sixes").stdout
+        assert sorted(got.splitlines()) == [line for line in data.splitlines() if line.endswith(b",6")]
+        with server.client() as c:
+            [job] = c.list_jobs("sevens")
+            assert len(job.shards) == 2
+        assert "not used" not in server.pfs("inspect-pipeline", "sevens").text
+    finally:
+        server.stop()

@@ -19,7 +19,7 @@ def cmd_list_job(args, client):
     now = time.time()
     output.table(
         ("ID", "OUTPUT COMMIT", "STARTED", "DURATION", "STATE"),
-        ((j.id, f"{j.output_repo}@{j.output_commit}" if j.output_commit else "-", output.ago(j.started, now),
+        ((j.id, f"{j.output_repo}/{j.output_commit}" if j.output_commit else "-", output.ago(j.started, now),
           output.duration((j.finished or now) - j.started), j.state)
          for j in client.list_jobs(args.pipeline or "")),
     )

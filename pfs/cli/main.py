@@ -10,7 +10,7 @@ import os
 import sys
 
 import pfs
-from pfs.cli import jobs, output
+from pfs.cli import jobs, output, pipelines
 from pfs.cli.progress import progress
 from pfs.cli.sources import sources
 from pfs.client import Client, default_address
@@ -183,7 +183,10 @@ def cmd_mount(args, client):
             raise FailedPrecondition(f"commit {commit.id} of {commit.repo!r} is still open; only finished "
                                      "commits can be mounted alone")
     local = None if args.no_direct else LocalChunks.find(client.data_dir)
-    serve(RepoTree(client, shard, local=local, commit=commit), args.mountpoint,
+    if args.since and commit is None:
+        raise InvalidArgument("--since needs --commit: it shows what one commit changed")
+    tree = RepoTree(client, shard, local=local, commit=commit, since=args.since or "", incremental=args.incremental)
+    serve(tree, args.mountpoint,
           on_mounted=lambda: print(f"pfs mounted at {args.mountpoint} ({shard}"
                                    f"{', chunks read from ' + local.root if local else ''}); Ctrl-C unmounts",
                                    file=sys.stderr, flush=True))
@@ -267,8 +270,33 @@ def parser() -> argparse.ArgumentParser:
            help="how a shard is cut: map (blocks of every file), reduce (whole files), global (all)"),
          a("--no-direct", action="store_true",
            help="always read chunks over gRPC, even where the server's data dir is on this machine"),
-         a("--commit", metavar="REPO@REF", help="mount only this commit's files, at DIR itself"))
+         a("--commit", metavar="REPO@REF", help="mount only this commit's files, at DIR itself"),
+         a("--since", metavar="COMMIT", help="with --commit: show only what changed after this earlier commit"),
+         a("--incremental", choices=("diff", "full"), default="diff",
+           help="with --since: the data added to each file (diff), or whole files that changed (full)"))
     verb("unmount", cmd_unmount, "unmount a pfs mount", a("mountpoint", metavar="DIR"))
+    manifest_file = a("-f", "--file", required=True, metavar="FILE",
+                      help="the pipeline manifest (JSON, 1.x fields): a path, - for stdin, or a URL")
+    pipeline = a("pipeline", metavar="PIPELINE")
+    push = a("--push-images", action="store_true",
+             help="push the manifest's image first (to the registry it names, else the server's --registry), "
+                  "and pin the pipeline to the pushed digest")
+    verb("create-pipeline", pipelines.cmd_create_pipeline,
+         "create a pipeline: a job for every finished commit of its inputs, output in a repo of its name",
+         manifest_file, push)
+    verb("update-pipeline", pipelines.cmd_update_pipeline,
+         "give a pipeline a new manifest; it applies to the commits to come", manifest_file, push,
+         a("--reprocess", action="store_true", help="also run it again on the inputs' current heads"))
+    verb("list-pipeline", pipelines.cmd_list_pipeline, "list pipelines")
+    verb("inspect-pipeline", pipelines.cmd_inspect_pipeline, "show a pipeline", pipeline, raw)
+    verb("delete-pipeline", pipelines.cmd_delete_pipeline, "delete a pipeline (its output repo and jobs stay)",
+         pipeline)
+    verb("stop-pipeline", pipelines.cmd_stop_pipeline, "stop making jobs for a pipeline", pipeline)
+    verb("start-pipeline", pipelines.cmd_start_pipeline,
+         "make jobs for a stopped pipeline again (for the commits it missed too)", pipeline)
+    verb("flush-commit", pipelines.cmd_flush_commit,
+         "wait until every job downstream of a commit is done; print their output commits",
+         a("commit", metavar="REPO/REF"))
     verb("create-job", jobs.cmd_create_job, "run a transform once over input commits (a job manifest); prints its id",
          a("-f", "--file", required=True, metavar="FILE", help="the job manifest: a path, - for stdin, or a URL"))
     verb("list-job", jobs.cmd_list_job, "list jobs, newest first",

@@ -11,7 +11,8 @@ import grpc
 from pfs.client.status import domain_error
 from pfs.core import frames
 from pfs.core.model import (
-    BranchInfo, ChunkRef, CommitInfo, CommitRef, FileInfo, FileWrite, JobInfo, JobSpec, LogLine, RepoInfo, ShardInfo,
+    BranchInfo, ChunkRef, CommitInfo, CommitRef, FileInfo, FileWrite, JobInfo, JobSpec, LogLine, PipelineInfo,
+    PipelineSpec, RepoInfo, ShardInfo,
 )
 from pfs.proto import chunks_pb2 as cpb
 from pfs.proto import chunks_pb2_grpc
@@ -147,14 +148,52 @@ class Client:
         request = pb.FileRequest(commit=cv.commit_ref_to_pb(ref), path=path)
         return cv.file_from_pb(self._call(self._api.InspectFile, request))
 
-    def list_files(self, ref: CommitRef, path: str = "", with_chunks: bool = False) -> Iterator[FileInfo]:
-        request = pb.FileRequest(commit=cv.commit_ref_to_pb(ref), path=path, with_chunks=with_chunks)
+    def list_files(self, ref: CommitRef, path: str = "", with_chunks: bool = False, since: str = "",
+                   incremental: str = "diff") -> Iterator[FileInfo]:
+        """A directory's entries; with SINCE, only what changed after that commit (see pfs.proto)."""
+        request = pb.FileRequest(commit=cv.commit_ref_to_pb(ref), path=path, with_chunks=with_chunks, since=since,
+                                 incremental=incremental)
         for batch in self._stream(self._api.ListFile, request):
             for m in batch.files:
                 yield cv.file_from_pb(m)
 
     def delete_file(self, ref: CommitRef, path: str) -> None:
         self._call(self._api.DeleteFile, pb.FileRequest(commit=cv.commit_ref_to_pb(ref), path=path))
+
+    # -- pipelines
+
+    def create_pipeline(self, spec: PipelineSpec, update: bool = False, reprocess: bool = False) -> PipelineInfo:
+        request = ppb.CreatePipelineRequest(spec=cv.pipeline_spec_to_pb(spec), update=update, reprocess=reprocess)
+        return cv.pipeline_from_pb(self._call(self._pps.CreatePipeline, request))
+
+    def inspect_pipeline(self, name: str) -> PipelineInfo:
+        return cv.pipeline_from_pb(self._call(self._pps.InspectPipeline, ppb.PipelineRequest(name=name)))
+
+    def list_pipelines(self) -> list[PipelineInfo]:
+        return [cv.pipeline_from_pb(p) for p in self._call(self._pps.ListPipeline, pb.Empty()).pipelines]
+
+    def delete_pipeline(self, name: str) -> None:
+        self._call(self._pps.DeletePipeline, ppb.PipelineRequest(name=name))
+
+    def stop_pipeline(self, name: str) -> PipelineInfo:
+        return cv.pipeline_from_pb(self._call(self._pps.StopPipeline, ppb.PipelineRequest(name=name)))
+
+    def start_pipeline(self, name: str) -> PipelineInfo:
+        return cv.pipeline_from_pb(self._call(self._pps.StartPipeline, ppb.PipelineRequest(name=name)))
+
+    def flush_commit(self, ref: CommitRef) -> list[JobInfo]:
+        """Waits until every job downstream of the commit is done; those jobs, upstream first."""
+        return [cv.job_from_pb(j) for j in self._call(self._pps.FlushCommit, cv.commit_ref_to_pb(ref)).jobs]
+
+    @property
+    def runner(self) -> str:
+        """How the server runs pipeline workers (local or container)."""
+        return self._info.runner
+
+    @property
+    def registry(self) -> str:
+        """The registry the server was started with (host:port), or ''."""
+        return self._info.registry
 
     # -- jobs
 

@@ -8,13 +8,15 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+from pfs.core import names
 from pfs.core.errors import InvalidArgument
-from pfs.core.model import InputSpec, JobSpec, Transform
+from pfs.core.model import InputSpec, JobSpec, PipelineSpec, Transform
 
-# 1.x method aliases -> the partition a worker sees (incremental processing is a pipeline's concern)
-METHOD_ALIASES = {"map": "map", "reduce": "reduce", "incremental_reduce": "reduce", "global": "global"}
+# 1.x method aliases -> (the partition a worker sees, what a pipeline's next job sees of the input)
+METHOD_ALIASES = {"map": ("map", "diff"), "reduce": ("reduce", "none"), "incremental_reduce": ("reduce", "diff"),
+                  "global": ("global", "none")}
 PARTITIONS = {"BLOCK": "map", "FILE": "reduce", "REPO": "global"}
-INCREMENTALS = ("NONE", "DIFF", "FULL")
+INCREMENTALS = {"NONE": "none", "DIFF": "diff", "FULL": "full", True: "diff", False: "none"}
 NODES = 1  # machines a COEFFICIENT parallelism multiplies (one: the embedded server)
 
 
@@ -112,8 +114,8 @@ def transform(value: Any, where: str = "transform") -> Transform:
     )
 
 
-def method(value: Any, where: str) -> str:
-    """The partition a 1.x method names: an alias, or {"partition": ..., "incremental": ...}."""
+def method(value: Any, where: str) -> tuple[str, str]:
+    """(partition, incremental) of a 1.x method: an alias, or {"partition": ..., "incremental": ...}."""
     if isinstance(value, str):
         if value not in METHOD_ALIASES:
             raise _bad(where, f"unknown method {value!r}; use one of {', '.join(METHOD_ALIASES)}")
@@ -123,9 +125,10 @@ def method(value: Any, where: str) -> str:
     if partition not in PARTITIONS:
         raise _bad(f.at("partition"), f"unknown partition {partition!r}; use one of {', '.join(PARTITIONS)}")
     incremental = f.get("incremental", lambda v, w: v, "DIFF")
-    if not isinstance(incremental, bool) and str(incremental).upper() not in INCREMENTALS:
-        raise _bad(f.at("incremental"), f"unknown value {incremental!r}; use one of {', '.join(INCREMENTALS)}")
-    return PARTITIONS[partition]
+    key = incremental if isinstance(incremental, bool) else str(incremental).upper()
+    if key not in INCREMENTALS:
+        raise _bad(f.at("incremental"), f"unknown value {incremental!r}; use NONE, DIFF, FULL, true or false")
+    return PARTITIONS[partition], INCREMENTALS[key]
 
 
 def parallelism(fields: _Fields) -> int:
@@ -153,11 +156,12 @@ def _parallelism_spec(value: Any, where: str) -> int:
     raise _bad(f.at("strategy"), f"unknown strategy {strategy!r}; use CONSTANT or COEFFICIENT")
 
 
-def _job_input(value: Any, where: str) -> InputSpec:
-    f = _Fields(value, where, ("repo", "commit", "method"))
-    commit = f.values.get("commit")
+def _input(value: Any, where: str, job: bool) -> InputSpec:
+    known = ("repo", "commit", "method") if job else ("repo", "method", "run_empty")
+    f = _Fields(value, where, known)
     repo = f.get("repo", _name)
     ref = "master"
+    commit = f.values.get("commit")
     if isinstance(commit, dict):  # 1.x: {"repo": {"name": ...}, "id": ...}
         c = _Fields(commit, f.at("commit"), ("repo", "id"))
         repo = c.get("repo", _name, repo)
@@ -166,18 +170,49 @@ def _job_input(value: Any, where: str) -> InputSpec:
         ref = _str(commit, f.at("commit"))
     if not repo:
         raise _bad(f.at("repo"), "missing; name the input repo")
-    return InputSpec(repo, ref, f.get("method", method, "map"))
+    partition, incremental = f.get("method", method, METHOD_ALIASES["map"])
+    return InputSpec(repo, ref, partition, incremental, f.get("run_empty", _bool, False))
+
+
+def _inputs(f: _Fields, job: bool) -> tuple[InputSpec, ...]:
+    inputs = f.get("inputs", _list(lambda v, w: _input(v, w, job)), required=True)
+    if not inputs:
+        raise _bad("inputs", "empty; give at least one input repo")
+    seen = set()
+    for i, spec in enumerate(inputs):
+        if spec.repo in seen:
+            raise _bad(f"inputs[{i}].repo", f"repo {spec.repo!r} is an input twice")
+        seen.add(spec.repo)
+    return inputs
 
 
 def job(doc: Any) -> JobSpec:
     """A job manifest (`pfs create-job -f`): transform, parallelism, inputs and an optional output_repo."""
     f = _Fields(doc, "", ("transform", "parallelism", "parallelism_spec", "inputs", "output_repo"))
-    inputs = f.get("inputs", _list(_job_input), required=True)
-    if not inputs:
-        raise _bad("inputs", "empty; a job needs at least one input")
+    inputs = _inputs(f, job=True)
     return JobSpec(
         transform=f.get("transform", transform, required=True),
         inputs=inputs,
         parallelism=parallelism(f),
         output_repo=f.get("output_repo", _str, ""),
+    )
+
+
+def pipeline(doc: Any) -> PipelineSpec:
+    """A pipeline manifest (`pfs create-pipeline -f`), as 1.x wrote it."""
+    f = _Fields(doc, "", ("pipeline", "transform", "parallelism", "parallelism_spec", "inputs", "description"))
+    name = f.get("pipeline", _name, required=True)
+    try:
+        names.check_repo(name)
+    except InvalidArgument as err:
+        raise _bad("pipeline.name", f"{err} (the pipeline's output repo takes its name)") from None
+    inputs = _inputs(f, job=False)
+    if any(i.repo == name for i in inputs):
+        raise _bad("inputs", f"pipeline {name!r} cannot read its own output repo")
+    return PipelineSpec(
+        name=name,
+        transform=f.get("transform", transform, required=True),
+        inputs=inputs,
+        parallelism=parallelism(f),
+        description=f.get("description", _str, ""),
     )

@@ -88,12 +88,18 @@ class Transform:
 
 @dataclass(frozen=True)
 class JobInput:
-    """One input of a job: a finished commit, how it is split (method) and into how many parts (shards)."""
+    """One input of a job: a finished commit, how it is split (method) and into how many parts (shards).
+
+    With SINCE (an earlier commit of the repo) a worker sees only what changed after it: the data
+    added (incremental "diff") or whole files that changed ("full").
+    """
 
     repo: str
     commit: str
     method: str = "map"
     shards: int = 1
+    since: str = ""
+    incremental: str = "none"  # none | diff | full
 
 
 @dataclass(frozen=True)
@@ -103,6 +109,8 @@ class InputSpec:
     repo: str
     ref: str = "master"
     method: str = "map"
+    incremental: str = "none"  # none | diff | full: what a pipeline's next job sees of this input
+    run_empty: bool = False  # a pipeline runs a job even when this input has nothing new
 
 
 @dataclass(frozen=True)
@@ -113,6 +121,32 @@ class JobSpec:
     inputs: tuple[InputSpec, ...]
     parallelism: int = 1
     output_repo: str = ""  # default: job-<first 8 digits of the job id>
+
+
+@dataclass(frozen=True)
+class PipelineSpec:
+    """A pipeline manifest: a job made for every new finished commit of its inputs, output in repo NAME."""
+
+    name: str
+    transform: Transform
+    inputs: tuple[InputSpec, ...]
+    parallelism: int = 1
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class PipelineInfo:
+    spec: PipelineSpec
+    created: float
+    state: str = "running"  # running | stopped
+    version: int = 1  # one more at each update
+    # the newest commit of each input that a job was made for (or skipped: nothing new and not run_empty)
+    processed: tuple[tuple[str, str], ...] = ()
+    reprocess: bool = False  # the next job sees every input whole and starts its output afresh
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
 
 
 @dataclass(frozen=True)
@@ -140,17 +174,19 @@ class JobInfo:
     output_repo: str
     output_branch: str = "master"
     pipeline: str = ""
-    state: str = "running"  # running | success | failure
+    state: str = "running"  # running | success | failure | skipped (nothing new, and not run_empty)
     started: float = 0.0
     finished: float = 0.0
     prev_output: str = ""  # the output branch's head when the job started ('' for none)
     output_commit: str = ""  # set when every shard has succeeded
     error: str = ""
     shards: tuple[ShardInfo, ...] = ()
+    max_attempts: int = 1  # tries of a shard before the job fails
+    fresh_output: bool = True  # False: the output builds on the previous output (incremental inputs)
 
     @property
     def is_done(self) -> bool:
-        return self.state in ("success", "failure")
+        return self.state in ("success", "failure", "skipped")
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@ import dataclasses
 
 from pfs.core.model import (
     BranchInfo, ChunkRef, CommitInfo, CommitRef, FileInfo, FileWrite, InputSpec, JobInfo, JobInput, JobSpec, LogLine,
-    RepoInfo, ShardInfo, Transform,
+    PipelineInfo, PipelineSpec, RepoInfo, ShardInfo, Transform,
 )
 from pfs.proto import chunks_pb2 as cpb
 from pfs.proto import pfs_pb2 as pb
@@ -106,37 +106,69 @@ def transform_from_pb(m: ppb.Transform) -> Transform:
 def job_spec_to_pb(s: JobSpec) -> ppb.CreateJobRequest:
     return ppb.CreateJobRequest(
         transform=transform_to_pb(s.transform),
-        inputs=[ppb.InputSpec(repo=i.repo, ref=i.ref, method=i.method) for i in s.inputs],
+        inputs=[input_spec_to_pb(i) for i in s.inputs],
         parallelism=s.parallelism,
         output_repo=s.output_repo,
     )
 
 
+def input_spec_to_pb(i: InputSpec) -> ppb.InputSpec:
+    return ppb.InputSpec(repo=i.repo, ref=i.ref, method=i.method, incremental=i.incremental, run_empty=i.run_empty)
+
+
+def input_spec_from_pb(m: ppb.InputSpec) -> InputSpec:
+    return InputSpec(m.repo, m.ref, m.method, m.incremental or "none", m.run_empty)
+
+
+def pipeline_spec_to_pb(s: PipelineSpec) -> ppb.PipelineSpec:
+    return ppb.PipelineSpec(name=s.name, transform=transform_to_pb(s.transform),
+                            inputs=[input_spec_to_pb(i) for i in s.inputs], parallelism=s.parallelism,
+                            description=s.description)
+
+
+def pipeline_spec_from_pb(m: ppb.PipelineSpec) -> PipelineSpec:
+    return PipelineSpec(m.name, transform_from_pb(m.transform), tuple(input_spec_from_pb(i) for i in m.inputs),
+                        m.parallelism, m.description)
+
+
+def pipeline_to_pb(p: PipelineInfo) -> ppb.PipelineInfo:
+    return ppb.PipelineInfo(spec=pipeline_spec_to_pb(p.spec), created=p.created, state=p.state, version=p.version,
+                            processed=dict(p.processed), reprocess=p.reprocess)
+
+
+def pipeline_from_pb(m: ppb.PipelineInfo) -> PipelineInfo:
+    return PipelineInfo(pipeline_spec_from_pb(m.spec), m.created, m.state, m.version,
+                        tuple(sorted(m.processed.items())), m.reprocess)
+
+
 def job_spec_from_pb(m: ppb.CreateJobRequest) -> JobSpec:
-    inputs = tuple(InputSpec(i.repo, i.ref, i.method) for i in m.inputs)
+    inputs = tuple(input_spec_from_pb(i) for i in m.inputs)
     return JobSpec(transform_from_pb(m.transform), inputs, m.parallelism, m.output_repo)
 
 
 def job_to_pb(j: JobInfo) -> ppb.JobInfo:
     return ppb.JobInfo(
         id=j.id, transform=transform_to_pb(j.transform),
-        inputs=[ppb.JobInput(repo=i.repo, commit=i.commit, method=i.method, shards=i.shards) for i in j.inputs],
+        inputs=[ppb.JobInput(repo=i.repo, commit=i.commit, method=i.method, shards=i.shards, since=i.since,
+                             incremental=i.incremental) for i in j.inputs],
         parallelism=j.parallelism, output_repo=j.output_repo, output_branch=j.output_branch, pipeline=j.pipeline,
         state=j.state, started=j.started, finished=j.finished, prev_output=j.prev_output,
         output_commit=j.output_commit, error=j.error,
         shards=[ppb.ShardInfo(**dataclasses.asdict(s)) for s in j.shards],
+        max_attempts=j.max_attempts, fresh_output=j.fresh_output,
     )
 
 
 def job_from_pb(m: ppb.JobInfo) -> JobInfo:
     return JobInfo(
         id=m.id, transform=transform_from_pb(m.transform),
-        inputs=tuple(JobInput(i.repo, i.commit, i.method, i.shards) for i in m.inputs),
+        inputs=tuple(JobInput(i.repo, i.commit, i.method, i.shards, i.since, i.incremental) for i in m.inputs),
         parallelism=m.parallelism, output_repo=m.output_repo, output_branch=m.output_branch, pipeline=m.pipeline,
         state=m.state, started=m.started, finished=m.finished, prev_output=m.prev_output,
         output_commit=m.output_commit, error=m.error,
         shards=tuple(ShardInfo(**{f.name: getattr(s, f.name) for f in dataclasses.fields(ShardInfo)})
                      for s in m.shards),
+        max_attempts=m.max_attempts, fresh_output=m.fresh_output,
     )
 
 

@@ -35,6 +35,41 @@ class PPSStub:
         Args:
             channel: A grpc.Channel.
         """
+        self.CreatePipeline = channel.unary_unary(
+                '/pps.PPS/CreatePipeline',
+                request_serializer=pfs_dot_proto_dot_pps__pb2.CreatePipelineRequest.SerializeToString,
+                response_deserializer=pfs_dot_proto_dot_pps__pb2.PipelineInfo.FromString,
+                _registered_method=True)
+        self.InspectPipeline = channel.unary_unary(
+                '/pps.PPS/InspectPipeline',
+                request_serializer=pfs_dot_proto_dot_pps__pb2.PipelineRequest.SerializeToString,
+                response_deserializer=pfs_dot_proto_dot_pps__pb2.PipelineInfo.FromString,
+                _registered_method=True)
+        self.ListPipeline = channel.unary_unary(
+                '/pps.PPS/ListPipeline',
+                request_serializer=pfs_dot_proto_dot_pfs__pb2.Empty.SerializeToString,
+                response_deserializer=pfs_dot_proto_dot_pps__pb2.PipelineInfos.FromString,
+                _registered_method=True)
+        self.DeletePipeline = channel.unary_unary(
+                '/pps.PPS/DeletePipeline',
+                request_serializer=pfs_dot_proto_dot_pps__pb2.PipelineRequest.SerializeToString,
+                response_deserializer=pfs_dot_proto_dot_pfs__pb2.Empty.FromString,
+                _registered_method=True)
+        self.StopPipeline = channel.unary_unary(
+                '/pps.PPS/StopPipeline',
+                request_serializer=pfs_dot_proto_dot_pps__pb2.PipelineRequest.SerializeToString,
+                response_deserializer=pfs_dot_proto_dot_pps__pb2.PipelineInfo.FromString,
+                _registered_method=True)
+        self.StartPipeline = channel.unary_unary(
+                '/pps.PPS/StartPipeline',
+                request_serializer=pfs_dot_proto_dot_pps__pb2.PipelineRequest.SerializeToString,
+                response_deserializer=pfs_dot_proto_dot_pps__pb2.PipelineInfo.FromString,
+                _registered_method=True)
+        self.FlushCommit = channel.unary_unary(
+                '/pps.PPS/FlushCommit',
+                request_serializer=pfs_dot_proto_dot_pfs__pb2.CommitRef.SerializeToString,
+                response_deserializer=pfs_dot_proto_dot_pps__pb2.JobInfos.FromString,
+                _registered_method=True)
         self.CreateJob = channel.unary_unary(
                 '/pps.PPS/CreateJob',
                 request_serializer=pfs_dot_proto_dot_pps__pb2.CreateJobRequest.SerializeToString,
@@ -79,6 +114,49 @@ class PPSStub:
 
 class PPSServicer:
     """Missing associated documentation comment in .proto file."""
+
+    def CreatePipeline(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def InspectPipeline(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListPipeline(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeletePipeline(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def StopPipeline(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def StartPipeline(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def FlushCommit(self, request, context):
+        """Waits until every job downstream of a commit is done; returns them.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
 
     def CreateJob(self, request, context):
         """Missing associated documentation comment in .proto file."""
@@ -131,6 +209,41 @@ class PPSServicer:
 
 def add_PPSServicer_to_server(servicer, server):
     rpc_method_handlers = {
+            'CreatePipeline': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreatePipeline,
+                    request_deserializer=pfs_dot_proto_dot_pps__pb2.CreatePipelineRequest.FromString,
+                    response_serializer=pfs_dot_proto_dot_pps__pb2.PipelineInfo.SerializeToString,
+            ),
+            'InspectPipeline': grpc.unary_unary_rpc_method_handler(
+                    servicer.InspectPipeline,
+                    request_deserializer=pfs_dot_proto_dot_pps__pb2.PipelineRequest.FromString,
+                    response_serializer=pfs_dot_proto_dot_pps__pb2.PipelineInfo.SerializeToString,
+            ),
+            'ListPipeline': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListPipeline,
+                    request_deserializer=pfs_dot_proto_dot_pfs__pb2.Empty.FromString,
+                    response_serializer=pfs_dot_proto_dot_pps__pb2.PipelineInfos.SerializeToString,
+            ),
+            'DeletePipeline': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeletePipeline,
+                    request_deserializer=pfs_dot_proto_dot_pps__pb2.PipelineRequest.FromString,
+                    response_serializer=pfs_dot_proto_dot_pfs__pb2.Empty.SerializeToString,
+            ),
+            'StopPipeline': grpc.unary_unary_rpc_method_handler(
+                    servicer.StopPipeline,
+                    request_deserializer=pfs_dot_proto_dot_pps__pb2.PipelineRequest.FromString,
+                    response_serializer=pfs_dot_proto_dot_pps__pb2.PipelineInfo.SerializeToString,
+            ),
+            'StartPipeline': grpc.unary_unary_rpc_method_handler(
+                    servicer.StartPipeline,
+                    request_deserializer=pfs_dot_proto_dot_pps__pb2.PipelineRequest.FromString,
+                    response_serializer=pfs_dot_proto_dot_pps__pb2.PipelineInfo.SerializeToString,
+            ),
+            'FlushCommit': grpc.unary_unary_rpc_method_handler(
+                    servicer.FlushCommit,
+                    request_deserializer=pfs_dot_proto_dot_pfs__pb2.CommitRef.FromString,
+                    response_serializer=pfs_dot_proto_dot_pps__pb2.JobInfos.SerializeToString,
+            ),
             'CreateJob': grpc.unary_unary_rpc_method_handler(
                     servicer.CreateJob,
                     request_deserializer=pfs_dot_proto_dot_pps__pb2.CreateJobRequest.FromString,
@@ -181,6 +294,195 @@ def add_PPSServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class PPS:
     """Missing associated documentation comment in .proto file."""
+
+    @staticmethod
+    def CreatePipeline(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pps.PPS/CreatePipeline',
+            pfs_dot_proto_dot_pps__pb2.CreatePipelineRequest.SerializeToString,
+            pfs_dot_proto_dot_pps__pb2.PipelineInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def InspectPipeline(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pps.PPS/InspectPipeline',
+            pfs_dot_proto_dot_pps__pb2.PipelineRequest.SerializeToString,
+            pfs_dot_proto_dot_pps__pb2.PipelineInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListPipeline(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pps.PPS/ListPipeline',
+            pfs_dot_proto_dot_pfs__pb2.Empty.SerializeToString,
+            pfs_dot_proto_dot_pps__pb2.PipelineInfos.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeletePipeline(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pps.PPS/DeletePipeline',
+            pfs_dot_proto_dot_pps__pb2.PipelineRequest.SerializeToString,
+            pfs_dot_proto_dot_pfs__pb2.Empty.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StopPipeline(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pps.PPS/StopPipeline',
+            pfs_dot_proto_dot_pps__pb2.PipelineRequest.SerializeToString,
+            pfs_dot_proto_dot_pps__pb2.PipelineInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StartPipeline(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pps.PPS/StartPipeline',
+            pfs_dot_proto_dot_pps__pb2.PipelineRequest.SerializeToString,
+            pfs_dot_proto_dot_pps__pb2.PipelineInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FlushCommit(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pps.PPS/FlushCommit',
+            pfs_dot_proto_dot_pfs__pb2.CommitRef.SerializeToString,
+            pfs_dot_proto_dot_pps__pb2.JobInfos.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
 
     @staticmethod
     def CreateJob(request,

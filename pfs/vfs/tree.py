@@ -69,13 +69,19 @@ def inode_of(*parts: str) -> int:
 
 
 class RepoTree:
-    """All repos of a server as a tree, each commit seen through SHARD; or only COMMIT's files (a worker's input)."""
+    """All repos of a server as a tree, each commit seen through SHARD; or only COMMIT's files (a worker's input).
+
+    A worker's input may show only what changed after an earlier commit SINCE (see Client.list_files).
+    """
 
     def __init__(self, client: Client, shard: Shard = Shard(), cache: ChunkCache | None = None,
                  on_stale: Callable[[int, list[str]], None] = lambda inode, names: None,
-                 local: LocalChunks | None = None, commit: CommitInfo | None = None) -> None:
+                 local: LocalChunks | None = None, commit: CommitInfo | None = None,
+                 since: str = "", incremental: str = "diff") -> None:
         self.client = client
         self.shard = shard
+        self.since = since
+        self.incremental = incremental
         self.local = local  # the server's chunk store, when this machine can read it
         self.cache = cache or ChunkCache(self._fetch)
         self.on_stale = on_stale  # told (directory inode, names) whose kernel entries are out of date
@@ -219,11 +225,12 @@ class RepoTree:
     def _files(self, node: Node) -> list[Node]:
         ref = CommitRef(node.repo, node.commit)
         out = []
-        for f in self.client.list_files(ref, node.path, with_chunks=True):
+        for f in self.client.list_files(ref, node.path, with_chunks=True, since=self.since,
+                                        incremental=self.incremental):
             name = f.path.rpartition("/")[2]
             if not node.path and not self.shard.sees_entry(name):
                 continue
-            inode = inode_of("file", node.repo, node.commit, str(self.shard), f.path)
+            inode = inode_of("file", node.repo, node.commit, str(self.shard), self.since, f.path)
             if f.is_dir:
                 out.append(Node(inode, name, "dir", True, self._visible_size(f.size_bytes), node.mtime,
                                 repo=node.repo, commit=node.commit, path=f.path))

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
-from pfs.core.model import CommitInfo, FileWrite, JobInfo, LogLine, RepoInfo
+from pfs.core.model import CommitInfo, FileWrite, JobInfo, LogLine, PipelineInfo, RepoInfo
 
 
 @dataclass(frozen=True)
@@ -74,6 +74,20 @@ class Tx(ABC):
 
     @abstractmethod
     def get_object(self, address: bytes) -> bytes | None: ...
+
+    @abstractmethod
+    def put_pipeline(self, pipeline: PipelineInfo) -> None:
+        """Stores a new pipeline, or the new state of one."""
+
+    @abstractmethod
+    def get_pipeline(self, name: str) -> PipelineInfo | None: ...
+
+    @abstractmethod
+    def list_pipelines(self) -> list[PipelineInfo]:
+        """Pipelines in the order they were created."""
+
+    @abstractmethod
+    def delete_pipeline(self, name: str) -> None: ...
 
     @abstractmethod
     def put_job(self, job: JobInfo) -> None:

@@ -8,7 +8,10 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from pfs.core.model import ChunkRef, CommitInfo, CommitRef, FileWrite, JobInfo, JobInput, LogLine, RepoInfo, ShardInfo, Transform
+from pfs.core.model import (
+    ChunkRef, CommitInfo, CommitRef, FileWrite, InputSpec, JobInfo, JobInput, LogLine, PipelineInfo, PipelineSpec, RepoInfo,
+    ShardInfo, Transform,
+)
 from server.meta import MetaStore, StoredCommit, Tx
 
 SCHEMA = """
@@ -40,6 +43,11 @@ CREATE TABLE IF NOT EXISTS branches (
 CREATE TABLE IF NOT EXISTS objects (
     address BLOB PRIMARY KEY,
     data BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS pipelines (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    name TEXT NOT NULL UNIQUE,
+    info TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS jobs (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -124,14 +132,26 @@ def _job_json(job: JobInfo) -> str:
     return json.dumps(dataclasses.asdict(job))
 
 
+def _transform(t: dict) -> Transform:
+    return Transform(tuple(t["cmd"]), tuple(t["stdin"]), tuple(tuple(kv) for kv in t["env"]),
+                     tuple(t["accept_return_code"]), t["image"], t["overwrite"])
+
+
 def _job(text: str) -> JobInfo:
     d = json.loads(text)
-    t = d.pop("transform")
-    t = Transform(tuple(t["cmd"]), tuple(t["stdin"]), tuple(tuple(kv) for kv in t["env"]),
-                  tuple(t["accept_return_code"]), t["image"], t["overwrite"])
+    t = _transform(d.pop("transform"))
     inputs = tuple(JobInput(**i) for i in d.pop("inputs"))
     shards = tuple(ShardInfo(**s) for s in d.pop("shards"))
     return JobInfo(transform=t, inputs=inputs, shards=shards, **d)
+
+
+def _pipeline(text: str) -> PipelineInfo:
+    d = json.loads(text)
+    spec = d.pop("spec")
+    spec = PipelineSpec(spec["name"], _transform(spec["transform"]), tuple(InputSpec(**i) for i in spec["inputs"]),
+                        spec["parallelism"], spec["description"])
+    processed = tuple(tuple(p) for p in d.pop("processed"))
+    return PipelineInfo(spec=spec, processed=processed, **d)
 
 
 def _writes_json(writes: list[FileWrite]) -> str:
@@ -249,6 +269,22 @@ class _SqliteTx(Tx):
             return self._objects[address]
         row = self._db.execute("SELECT data FROM objects WHERE address = ?", (address,)).fetchone()
         return row[0] if row else None
+
+    def put_pipeline(self, pipeline: PipelineInfo) -> None:
+        self._db.execute(
+            "INSERT INTO pipelines (name, info) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET info = excluded.info",
+            (pipeline.name, json.dumps(dataclasses.asdict(pipeline))),
+        )
+
+    def get_pipeline(self, name: str) -> PipelineInfo | None:
+        row = self._db.execute("SELECT info FROM pipelines WHERE name = ?", (name,)).fetchone()
+        return _pipeline(row[0]) if row else None
+
+    def list_pipelines(self) -> list[PipelineInfo]:
+        return [_pipeline(r[0]) for r in self._db.execute("SELECT info FROM pipelines ORDER BY seq").fetchall()]
+
+    def delete_pipeline(self, name: str) -> None:
+        self._db.execute("DELETE FROM pipelines WHERE name = ?", (name,))
 
     def put_job(self, job: JobInfo) -> None:
         self._db.execute(

@@ -14,7 +14,7 @@ import time
 
 from pfs.core import names, paths
 from pfs.core.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
-from pfs.core.model import CommitRef, FileWrite, JobInfo, JobInput, JobSpec, LogLine, ShardInfo
+from pfs.core.model import CommitRef, FileWrite, InputSpec, JobInfo, JobInput, JobSpec, LogLine, ShardInfo, Transform
 from pfs.core.shard import METHODS
 from server.meta import Tx
 from server.store import Store
@@ -29,18 +29,28 @@ class Jobs:
         self.store = store
         self.meta = store.meta
 
-    def create_job(self, spec: JobSpec, pipeline: str = "") -> JobInfo:
-        if not 1 <= spec.parallelism <= MAX_PARALLELISM:
-            raise InvalidArgument(f"parallelism must be between 1 and {MAX_PARALLELISM}, got {spec.parallelism}")
-        if not spec.transform.cmd:
-            raise InvalidArgument("transform.cmd is empty; give the command to run")
-        if not spec.inputs:
-            raise InvalidArgument("a job needs at least one input")
+    def create_job(self, spec: JobSpec) -> JobInfo:
+        """A job of its own (`pfs create-job`): every input whole, a fresh output, one try per shard."""
         job_id = names.new_commit_id()
-        output_repo = spec.output_repo or f"job-{job_id[:8]}"
+        return self.make_job(job_id, spec.transform, [(i, "") for i in spec.inputs], spec.parallelism,
+                             spec.output_repo or f"job-{job_id[:8]}")
+
+    def make_job(self, job_id: str, transform: Transform, inputs: list[tuple[InputSpec, str]], parallelism: int,
+                 output_repo: str, pipeline: str = "", max_attempts: int = 1, fresh_output: bool = True,
+                 skipped: bool = False) -> JobInfo:
+        """Records a job over INPUTS (each with the commit it shows only the changes after, or ''), ready to run.
+
+        A SKIPPED job (nothing new, for a pipeline) is recorded done, with no shards.
+        """
+        if not 1 <= parallelism <= MAX_PARALLELISM:
+            raise InvalidArgument(f"parallelism must be between 1 and {MAX_PARALLELISM}, got {parallelism}")
+        if not transform.cmd:
+            raise InvalidArgument("transform.cmd is empty; give the command to run")
+        if not inputs:
+            raise InvalidArgument("a job needs at least one input")
         names.check_repo(output_repo)
         commits = []
-        for i in spec.inputs:
+        for i, _ in inputs:
             if i.method not in METHODS:
                 raise InvalidArgument(f"input {i.repo}: unknown method {i.method!r}; use one of {', '.join(METHODS)}")
             if i.repo in RESERVED:
@@ -52,20 +62,24 @@ class Jobs:
                 raise FailedPrecondition(
                     f"commit {commit.id} of {i.repo!r} is still open; finish it first (pfs finish-commit)")
             commits.append(commit)
-        caps = [self.store.shard_units(CommitRef(c.repo, c.id), i.method, spec.parallelism)
-                for i, c in zip(spec.inputs, commits)]
-        moduli = shard_moduli(caps, spec.parallelism)
-        inputs = tuple(JobInput(i.repo, c.id, i.method, m) for i, c, m in zip(spec.inputs, commits, moduli))
+        caps = [self.store.shard_units(CommitRef(c.repo, c.id), i.method, parallelism)
+                for (i, _), c in zip(inputs, commits)]
+        moduli = [1] * len(inputs) if skipped else shard_moduli(caps, parallelism)
+        job_inputs = tuple(JobInput(i.repo, c.id, i.method, m, since, i.incremental if since else "none")
+                           for (i, since), c, m in zip(inputs, commits, moduli))
         try:
             self.store.create_repo(output_repo)
         except AlreadyExists:  # the output of earlier jobs
             pass
+        now = time.time()
         with self.meta.transaction() as tx:
             job = JobInfo(
-                id=job_id, transform=spec.transform, inputs=inputs, parallelism=spec.parallelism,
-                output_repo=output_repo, pipeline=pipeline, started=time.time(),
+                id=job_id, transform=transform, inputs=job_inputs, parallelism=parallelism,
+                output_repo=output_repo, pipeline=pipeline, started=now,
                 prev_output=tx.get_branch(output_repo, "master") or "",
-                shards=tuple(ShardInfo(i) for i in range(math.prod(moduli))),
+                shards=() if skipped else tuple(ShardInfo(i) for i in range(math.prod(moduli))),
+                max_attempts=max_attempts, fresh_output=fresh_output,
+                state="skipped" if skipped else "running", finished=now if skipped else 0.0,
             )
             tx.put_job(job)
         return job
@@ -87,6 +101,8 @@ class Jobs:
                 raise FailedPrecondition(f"job {job_id} is already finished ({job.state})")
             if shard.state == "success":
                 raise FailedPrecondition(f"shard {index} of job {job_id} has already succeeded")
+            if shard.attempts >= job.max_attempts:
+                raise FailedPrecondition(f"shard {index} of job {job_id} has had its {job.max_attempts} tries")
             tx.clear_staged(job_id, index)
             job = _with_shard(job, dataclasses.replace(
                 shard, state="running", attempts=shard.attempts + 1, started=time.time(), finished=0.0,
@@ -115,12 +131,13 @@ class Jobs:
             job = _with_shard(job, shard)
             if job.is_done:  # another shard failed first
                 pass
-            elif failed:
-                job = self._end(tx, job, "failure", f"shard {index} failed: {shard.error}")
+            elif failed and shard.attempts >= job.max_attempts:
+                tries = f" ({shard.attempts} tries)" if shard.attempts > 1 else ""
+                job = self._end(tx, job, "failure", f"shard {index} failed{tries}: {shard.error}")
             elif all(s.state == "success" for s in job.shards):
                 job = self._commit_output(tx, job)
             tx.put_job(job)
-        if job.state == "success":
+        if job.is_done:
             self.store.notify_finished()
         return job
 
@@ -144,10 +161,15 @@ class Jobs:
         for shard in job.shards:  # in shard order: a file several shards wrote is their outputs appended 0..N-1
             for w in tx.staged_files(job.id, shard.index):
                 path = paths.normalize(w.path)
-                writes.append(dataclasses.replace(w, overwrite=path not in seen))
+                first = path not in seen  # the first shard's file replaces the previous output's if fresh or overwrite
+                writes.append(dataclasses.replace(w, overwrite=first and (job.fresh_output or job.transform.overwrite)))
                 seen.add(path)
-        provenance = tuple(CommitRef(i.repo, i.commit) for i in job.inputs)
-        commit = self.store.commit_files(tx, job.output_repo, job.output_branch, provenance, writes, fresh=True)
+        provenance: dict[CommitRef, None] = {}  # the inputs and, transitively, what they were computed from
+        for i in job.inputs:
+            provenance[CommitRef(i.repo, i.commit)] = None
+            provenance.update(dict.fromkeys(tx.get_commit(i.repo, i.commit).info.provenance))
+        commit = self.store.commit_files(tx, job.output_repo, job.output_branch, tuple(provenance), writes,
+                                         fresh=job.fresh_output)
         return self._end(tx, dataclasses.replace(job, output_commit=commit.id), "success", "")
 
     def _end(self, tx: Tx, job: JobInfo, state: str, error: str) -> JobInfo:

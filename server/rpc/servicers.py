@@ -10,6 +10,7 @@ from pfs.proto import pfs_pb2_grpc
 from pfs.proto import pps_pb2 as ppb
 from pfs.proto import pps_pb2_grpc
 from server.pps.jobs import Jobs
+from server.pps.pipelines import Pipelines
 from server.rpc.status import translated
 from server.store import Store
 
@@ -19,14 +20,16 @@ LIST_BATCH = 1000  # files per ListFile message, log lines per GetLogs message
 
 
 class ApiServicer(pfs_pb2_grpc.APIServicer):
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, runner: str, registry: str) -> None:
         self.store = store
+        self.runner = runner  # how pipeline workers run here
+        self.registry = registry  # where images without a registry are pushed
 
     @translated
     def Info(self, request, context):
-        return pb.ServerInfo(
-            version=pfs.__version__, chunk_avg_size=self.store.chunk_avg_size, data_dir=self.store.data_dir
-        )
+        return pb.ServerInfo(version=pfs.__version__, chunk_avg_size=self.store.chunk_avg_size,
+                             data_dir=self.store.data_dir, runner=self.runner,
+                             registry=self.registry)
 
     @translated
     def CreateRepo(self, request, context):
@@ -95,7 +98,8 @@ class ApiServicer(pfs_pb2_grpc.APIServicer):
 
     @translated
     def ListFile(self, request, context):
-        infos = self.store.list_files(_ref(request), request.path, request.with_chunks)
+        infos = self.store.list_files(_ref(request), request.path, request.with_chunks, request.since,
+                                      request.incremental or "diff")
         for i in range(0, len(infos), LIST_BATCH):
             yield pb.FileInfos(files=[cv.file_to_pb(f) for f in infos[i : i + LIST_BATCH]])
 
@@ -137,8 +141,40 @@ class ChunksServicer(chunks_pb2_grpc.ChunksServicer):
 
 
 class PpsServicer(pps_pb2_grpc.PPSServicer):
-    def __init__(self, jobs: Jobs) -> None:
+    def __init__(self, jobs: Jobs, pipelines: Pipelines) -> None:
         self.jobs = jobs
+        self.pipelines = pipelines
+
+    @translated
+    def CreatePipeline(self, request, context):
+        spec = cv.pipeline_spec_from_pb(request.spec)
+        return cv.pipeline_to_pb(self.pipelines.create(spec, request.update, request.reprocess))
+
+    @translated
+    def InspectPipeline(self, request, context):
+        return cv.pipeline_to_pb(self.pipelines.inspect(request.name))
+
+    @translated
+    def ListPipeline(self, request, context):
+        return ppb.PipelineInfos(pipelines=[cv.pipeline_to_pb(p) for p in self.pipelines.list_pipelines()])
+
+    @translated
+    def DeletePipeline(self, request, context):
+        self.pipelines.delete(request.name)
+        return EMPTY
+
+    @translated
+    def StopPipeline(self, request, context):
+        return cv.pipeline_to_pb(self.pipelines.set_state(request.name, "stopped"))
+
+    @translated
+    def StartPipeline(self, request, context):
+        return cv.pipeline_to_pb(self.pipelines.set_state(request.name, "running"))
+
+    @translated
+    def FlushCommit(self, request, context):
+        jobs = self.pipelines.flush(cv.commit_ref_from_pb(request), context.is_active)
+        return ppb.JobInfos(jobs=[cv.job_to_pb(j) for j in jobs])
 
     @translated
     def CreateJob(self, request, context):

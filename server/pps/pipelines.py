@@ -1,0 +1,155 @@
+"""Pipelines: created from manifests, updated, stopped and started; flush-commit waits on their jobs."""
+
+import dataclasses
+import time
+
+from pfs.core.errors import AlreadyExists, InvalidArgument, NotFound
+from pfs.core.model import CommitRef, JobInfo, PipelineInfo, PipelineSpec
+from server.pps.controller import Controller
+from server.pps.jobs import MAX_PARALLELISM, RESERVED
+from server.pps.runners import Runner
+from server.store import Store
+
+FLUSH_WAIT = 0.5  # seconds between looks while flushing, when nothing wakes it
+
+
+class Pipelines:
+    def __init__(self, store: Store, controller: Controller, runner: Runner) -> None:
+        self.store = store
+        self.meta = store.meta
+        self.controller = controller
+        self.jobs = controller.jobs
+        self.runner = runner
+
+    def create(self, spec: PipelineSpec, update: bool = False, reprocess: bool = False) -> PipelineInfo:
+        """A new pipeline (or, with UPDATE, a new spec for one: it applies to commits to come, or to the
+        current heads too with REPROCESS); its output repo takes its name."""
+        self._check(spec)
+        try:
+            self.store.create_repo(spec.name, f"output of pipeline {spec.name}")
+        except AlreadyExists:
+            pass
+        with self.meta.transaction() as tx:
+            old = tx.get_pipeline(spec.name)
+            if update:
+                if old is None:
+                    raise NotFound(f"pipeline {spec.name!r} not found; create it with pfs create-pipeline")
+                info = dataclasses.replace(old, spec=spec, version=old.version + 1, reprocess=reprocess)
+            else:
+                if old is not None:
+                    raise AlreadyExists(f"pipeline {spec.name!r} already exists; change it with pfs update-pipeline")
+                info = PipelineInfo(spec, time.time())
+            tx.put_pipeline(info)
+        self.controller.watch(spec.name)
+        self.store.notify_finished()
+        return info
+
+    def inspect(self, name: str) -> PipelineInfo:
+        with self.meta.transaction() as tx:
+            return self._pipeline(tx, name)
+
+    def list_pipelines(self) -> list[PipelineInfo]:
+        with self.meta.transaction() as tx:
+            return tx.list_pipelines()
+
+    def delete(self, name: str) -> None:
+        """Deletes the pipeline; its output repo and its jobs stay."""
+        with self.meta.transaction() as tx:
+            self._pipeline(tx, name)
+            tx.delete_pipeline(name)
+        self.store.notify_finished()
+
+    def set_state(self, name: str, state: str) -> PipelineInfo:
+        with self.meta.transaction() as tx:
+            info = dataclasses.replace(self._pipeline(tx, name), state=state)
+            tx.put_pipeline(info)
+        self.controller.watch(name)
+        self.store.notify_finished()
+        return info
+
+    def flush(self, ref: CommitRef, active=lambda: True) -> list[JobInfo]:
+        """Waits until every pipeline downstream of the commit REF has a finished job that saw it (or a commit
+        computed from it); returns those jobs, upstream first."""
+        commit = self.store.inspect_commit(ref)
+        target = CommitRef(commit.repo, commit.id)
+        downstream = self._downstream(commit.repo)
+        while active():
+            found, waiting, blocked = [], False, set()
+            for p in downstream:
+                job = self._job_of(p, target)
+                if job is None and any(i.repo in blocked for i in p.spec.inputs):
+                    blocked.add(p.name)  # an upstream job failed: this one gets no job for the commit
+                elif job is None or not job.is_done:
+                    waiting = True
+                else:
+                    found.append(job)
+                    if job.state == "failure":
+                        blocked.add(p.name)
+            if not waiting:
+                return found
+            self.store.wait_finished(FLUSH_WAIT)
+        return []
+
+    # -- helpers
+
+    def _check(self, spec: PipelineSpec) -> None:
+        if not 1 <= spec.parallelism <= MAX_PARALLELISM:
+            raise InvalidArgument(f"manifest field parallelism: must be between 1 and {MAX_PARALLELISM}")
+        if spec.name in RESERVED:
+            raise InvalidArgument(f"manifest field pipeline.name: {spec.name!r} is taken by a worker's /pfs")
+        self.runner.check(spec.transform.image)
+        for n, i in enumerate(spec.inputs):
+            if i.repo in RESERVED:
+                raise InvalidArgument(f"manifest field inputs[{n}].repo: a worker's /pfs/{i.repo} is taken; "
+                                      "rename the repo")
+            try:
+                self.store.inspect_repo(i.repo)
+            except NotFound:
+                raise NotFound(f"manifest field inputs[{n}].repo: repo {i.repo!r} not found; "
+                               f"create it (pfs create-repo {i.repo}) or the pipeline that makes it first") from None
+        if spec.name in self._upstream([i.repo for i in spec.inputs]):
+            raise InvalidArgument(f"manifest field inputs: pipeline {spec.name!r} would read its own output "
+                                  "through other pipelines (a cycle)")
+
+    def _pipeline(self, tx, name: str) -> PipelineInfo:
+        info = tx.get_pipeline(name)
+        if info is None:
+            raise NotFound(f"pipeline {name!r} not found (pfs list-pipeline shows the pipelines)")
+        return info
+
+    def _upstream(self, repos: list[str]) -> set[str]:
+        """REPOS and every repo they are computed from through pipelines."""
+        by_name = {p.name: p for p in self.list_pipelines()}
+        seen: set[str] = set()
+        todo = list(repos)
+        while todo:
+            repo = todo.pop()
+            if repo not in seen:
+                seen.add(repo)
+                if repo in by_name:
+                    todo.extend(i.repo for i in by_name[repo].spec.inputs)
+        return seen
+
+    def _downstream(self, repo: str) -> list[PipelineInfo]:
+        """The pipelines computed from REPO, directly or through others, upstream first."""
+        pipelines = self.list_pipelines()
+        out: list[PipelineInfo] = []
+        reached = {repo}
+        grown = True
+        while grown:
+            grown = False
+            for p in pipelines:
+                if p not in out and any(i.repo in reached for i in p.spec.inputs):
+                    out.append(p)
+                    reached.add(p.name)
+                    grown = True
+        return out
+
+    def _job_of(self, pipeline: PipelineInfo, target: CommitRef) -> JobInfo | None:
+        """The pipeline's newest job that saw TARGET or a commit computed from it."""
+        for job in self.jobs.list_jobs(pipeline.name):
+            for i in job.inputs:
+                seen = CommitRef(i.repo, i.commit)
+                if seen == target or target in self.store.inspect_commit(seen).provenance:
+                    return job
+        return None

@@ -1,0 +1,263 @@
+"""Pipelines on a real server with the local runner: real job-shim workers, each in its own /pfs."""
+
+import json
+import random
+
+import pytest
+
+from conftest import assert_one_line_error, wait_for
+from pfs.core.model import CommitRef
+
+
+def put(server, repo: str, files: dict[str, bytes], create: bool = True) -> str:
+    """A finished commit on REPO's master holding FILES; its id."""
+    if create:
+        server.pfs("create-repo", repo, check=False)
+    commit = server.pfs("start-commit", repo).text.strip()
+    for path, data in files.items():
+        server.pfs("put-file", repo, commit, path, "-f", "-", input=data)
+    server.pfs("finish-commit", repo, commit)
+    return commit
+
+
+def pipeline(server, tmp_path, name: str, cmd, inputs, parallelism=1, check=True, **extra):
+    manifest = {"pipeline": {"name": name}, "transform": {"cmd": cmd}, "parallelism": parallelism,
+                "inputs": inputs, **extra}
+    path = tmp_path / f"{name}.json"
+    path.write_text(json.dumps(manifest))
+    return server.pfs("create-pipeline", "-f", str(path), check=check)
+
+
+def repo_input(name: str, method="map", **extra):
+    return {"repo": {"name": name}, "method": method, **extra}
+
+
+def flush(server, ref: str, check=True):
+    return server.pfs("flush-commit", ref, check=check)
+
+
+def get(server, repo: str, path: str, ref="master") -> bytes:
+    return server.pfs("get-file", repo, ref, path).stdout
+
+
+def jobs_of(server, name: str) -> list[dict]:
+    with server.client() as c:
+        return [{"id": j.id, "state": j.state, "inputs": j.inputs, "error": j.error} for j in c.list_jobs(name)]
+
+
+SALES = {
+    "monday.csv": b"apple,3\npear,12\nfig,1\nplum,30\n",
+    "tuesday.csv": b"apple,7\nkiwi,2\npear,15\n",
+}
+FILTER = ["sh", "-c", "for f in /pfs/sales/*; do awk -F, '$2 >= 5' \"$f\" >> /pfs/out/big.csv; done"]
+SUM = ["sh", "-c", "awk -F, '{s += $2} END {print s}' /pfs/big/big.csv > /pfs/out/total"]
+
+
+def test_filter_then_sum_over_sales_runs_on_every_commit(server, tmp_path):
+    put(server, "sales", SALES)
+    pipeline(server, tmp_path, "big", FILTER, [repo_input("sales")])
+    pipeline(server, tmp_path, "total", SUM, [repo_input("big", "global")])
+    table = flush(server, "sales/master").text
+    assert "big" in table and "total" in table and "success" in table
+    assert get(server, "total", "total") == b"64\n"  # 12 + 30 + 7 + 15
+
+    put(server, "sales", {"wednesday.csv": b"apple,100\nfig,2\n"}, create=False)
+    flush(server, "sales/master")
+    assert get(server, "total", "total") == b"164\n"
+    assert sorted(get(server, "big", "big.csv").splitlines()) == sorted(
+        b"pear,12\nplum,30\napple,7\npear,15\napple,100\n".splitlines())
+    with server.client() as c:  # provenance runs back through the chain
+        total = c.inspect_commit(CommitRef("total", "master"))
+        head = c.inspect_commit(CommitRef("sales", "master"))
+        assert CommitRef("sales", head.id) in total.provenance
+        assert len(c.list_commits("total")) == 2
+
+
+def test_word_count_over_many_files(server, tmp_path):
+    rng = random.Random(3)
+    words = ["pfs", "pipeline", "commit", "repo", "chunk", "shard"]
+    files = {f"doc{i:02d}.txt": " ".join(rng.choice(words) for _ in range(rng.randrange(50, 400))).encode() + b"\n"
+             for i in range(40)}
+    put(server, "docs", files)
+    count = ["sh", "-c", "cat /pfs/docs/* | tr -s ' ' '\\n' | grep -v '^$' | sort | uniq -c "
+                         "| awk '{print $2, $1}' > /pfs/out/counts"]
+    add = ["sh", "-c", "awk '{n[$1] += $2} END {for (w in n) print w, n[w]}' /pfs/wc/counts | sort > /pfs/out/total"]
+    pipeline(server, tmp_path, "wc", count, [repo_input("docs", "reduce")], parallelism=3)
+    pipeline(server, tmp_path, "wc-total", add, [repo_input("wc", "global")])
+    flush(server, "docs/master")
+    expected = {}
+    for text in files.values():
+        for w in text.split():
+            expected[w.decode()] = expected.get(w.decode(), 0) + 1
+    got = dict(line.split() for line in get(server, "wc-total", "total").decode().splitlines())
+    assert {w: int(n) for w, n in got.items()} == expected
+
+
+@pytest.mark.parametrize("method", ["map", "reduce", "global"])
+def test_each_method_gives_the_same_result_at_parallelism_1_to_4(server, tmp_path, method):
+    rng = random.Random(5)
+    files = {f"f{i}.txt": b"".join(f"{rng.randrange(10**6)} line {j}\n".encode() for j in range(rng.randrange(1, 900)))
+             for i in range(6)}
+    put(server, "data", files)
+    # per file: its lines upper-cased (map: each worker appends its blocks; the multiset of lines is what counts)
+    cmd = ["sh", "-c", "cd /pfs/data && for f in *; do tr a-z A-Z < \"$f\" >> /pfs/out/\"$f\"; done"]
+    for n in range(1, 5):
+        pipeline(server, tmp_path, f"up{n}", cmd, [repo_input("data", method)], parallelism=n)
+    jobs = flush(server, "data/master").text
+    assert jobs.count("success") == 4, jobs
+    results = []
+    for n in range(1, 5):
+        results.append({path: sorted(get(server, f"up{n}", path).splitlines()) for path in files})
+    assert results[0] == {p: sorted(d.upper().splitlines()) for p, d in files.items()}
+    assert all(r == results[0] for r in results[1:])
+    with server.client() as c:
+        shards = [len(c.list_jobs(f"up{n}")[0].shards) for n in range(1, 5)]
+    assert shards == ([1, 1, 1, 1] if method == "global" else [1, 2, 3, 4])
+
+
+def test_incremental_map_sees_only_new_data_and_builds_on_its_output(server, tmp_path):
+    seen = ["sh", "-c", "cat /pfs/log/* | wc -l > /pfs/out/seen-$PACH_LOG_COMMIT_ID; cat /pfs/log/* >> /pfs/out/all"]
+    put(server, "log", {"a.txt": b"1\n2\n"})
+    pipeline(server, tmp_path, "inc", seen, [repo_input("log")])
+    flush(server, "log/master")
+    second = put(server, "log", {"a.txt": b"3\n", "b.txt": b"4\n5\n6\n"}, create=False)  # appended, and a new file
+    flush(server, "log/master")
+    third = put(server, "log", {"c.txt": b"7\n"}, create=False)
+    flush(server, "log/master")
+    assert get(server, "inc", f"seen-{second}") == b"4\n"  # 3, 4, 5, 6: only what the commit added
+    assert get(server, "inc", f"seen-{third}") == b"1\n"
+    assert sorted(get(server, "inc", "all").split()) == [str(i).encode() for i in range(1, 8)]
+    assert [j["state"] for j in jobs_of(server, "inc")] == ["success"] * 3
+
+
+def test_a_pipeline_over_two_inputs_joins_the_latest_of_each(server, tmp_path):
+    put(server, "orders", {"o.csv": b"1,apple\n2,pear\n3,apple\n"})
+    put(server, "prices", {"p.csv": b"apple,3\npear,5\n"})
+    join = ["sh", "-c", "awk -F, 'NR == FNR {p[$1] = $2; next} {print $1, p[$2]}' /pfs/prices/p.csv "
+                        "/pfs/orders/o.csv | sort > /pfs/out/priced"]
+    pipeline(server, tmp_path, "priced", join, [repo_input("orders", "reduce"), repo_input("prices", "global")])
+    flush(server, "orders/master")
+    assert get(server, "priced", "priced") == b"1 3\n2 5\n3 3\n"
+    put(server, "prices", {"p.csv": b"apple,4\npear,5\n"}, create=False)  # overwrites: a new price list
+    server.pfs("start-commit", "prices")  # an open commit is never an input
+    flush(server, "prices/master^")
+    assert get(server, "priced", "priced") == b"1 4\n2 5\n3 4\n"
+
+
+def test_flush_commit_of_a_failing_pipeline_names_the_job(server, tmp_path):
+    put(server, "data", {"x": b"x\n"})
+    pipeline(server, tmp_path, "bad", ["sh", "-c", "echo trying; echo no space left >&2; exit 3"],
+             [repo_input("data")])
+    pipeline(server, tmp_path, "after", ["true"], [repo_input("bad")])
+    result = flush(server, "data/master", check=False)
+    [job] = jobs_of(server, "bad")
+    assert_one_line_error(result, f"job {job['id']} of pipeline bad failed", "exited with code 3")
+    info = json.loads(server.pfs("inspect-job", job["id"], "--raw").text)
+    assert info["state"] == "failure" and info["shards"][0]["attempts"] == 3
+    assert "no space left" in info["error"]
+    assert server.pfs("list-commit", "bad").text.count("\n") <= 1  # no output commit
+    assert jobs_of(server, "after") == []
+    logs = server.pfs("get-logs", "--pipeline", "bad").text
+    assert logs.splitlines().count("trying") == 3 and "no space left" in logs
+
+
+def test_update_stop_start_and_delete(server, tmp_path):
+    put(server, "data", {"x": b"hello\n"})
+    pipeline(server, tmp_path, "p", ["sh", "-c", "cp /pfs/data/x /pfs/out/x"], [repo_input("data", "global")])
+    flush(server, "data/master")
+    upper = {"pipeline": {"name": "p"}, "transform": {"cmd": ["sh", "-c", "tr a-z A-Z < /pfs/data/x > /pfs/out/x"]},
+             "inputs": [repo_input("data", "global")]}
+    path = tmp_path / "p2.json"
+    path.write_text(json.dumps(upper))
+    server.pfs("update-pipeline", "-f", str(path), "--reprocess")
+    wait_for(lambda: get(server, "p", "x") == b"HELLO\n", 60)
+    info = json.loads(server.pfs("inspect-pipeline", "p", "--raw").text)
+    assert info["version"] == 2
+
+    server.pfs("stop-pipeline", "p")
+    put(server, "data", {"x": b"again\n"}, create=False)
+    with server.client() as c:
+        count = len(c.list_jobs("p"))
+        assert "stopped" in server.pfs("list-pipeline").text
+        server.pfs("start-pipeline", "p")
+        flush(server, "data/master")
+        assert len(c.list_jobs("p")) == count + 1
+    assert get(server, "p", "x") == b"HELLO\nAGAIN\n"
+    server.pfs("delete-pipeline", "p")
+    assert_one_line_error(server.pfs("inspect-pipeline", "p", check=False), "pipeline 'p' not found")
+    assert get(server, "p", "x") == b"HELLO\nAGAIN\n"  # the output repo stays
+
+
+def test_run_empty(server, tmp_path):
+    put(server, "data", {"x": b"1\n"})
+    pipeline(server, tmp_path, "quiet", ["sh", "-c", "echo ran > /pfs/out/r-$PACH_DATA_COMMIT_ID"],
+             [repo_input("data")])
+    pipeline(server, tmp_path, "eager", ["sh", "-c", "echo ran > /pfs/out/r-$PACH_DATA_COMMIT_ID"],
+             [repo_input("data", run_empty=True)])
+    flush(server, "data/master")
+    empty = put(server, "data", {}, create=False)  # nothing new
+    flush(server, "data/master")
+    assert [j["state"] for j in jobs_of(server, "quiet")] == ["skipped", "success"]
+    assert [j["state"] for j in jobs_of(server, "eager")] == ["success", "success"]
+    assert get(server, "eager", f"r-{empty}") == b"ran\n"
+
+
+def test_a_server_restarted_during_a_job_finishes_it_once(server, tmp_path):
+    put(server, "data", {"x": b"1\n2\n3\n"})
+    slow = ["sh", "-c", "sleep 2; cat /pfs/data/x >> /pfs/out/x"]
+    pipeline(server, tmp_path, "slow", slow, [repo_input("data", "global")])
+    wait_for(lambda: jobs_of(server, "slow"), 30)
+    server.kill()
+    server.start()
+    flush(server, "data/master")
+    [job] = jobs_of(server, "slow")
+    assert job["state"] == "success"
+    assert get(server, "slow", "x") == b"1\n2\n3\n"  # once, not twice
+    with server.client() as c:
+        assert len(c.list_commits("slow")) == 1
+
+
+@pytest.mark.parametrize("manifest, fragments", [
+    ({"pipeline": {"name": "p"}, "transform": {"cmd": ["true"]}, "inputs": [{"repo": {"name": "nope"}}]},
+     ["inputs[0].repo", "repo 'nope' not found"]),
+    ({"pipeline": {"name": "p"}, "transform": {"cmd": ["true"]}, "inputs": [{"repo": {"name": "data"}}], "egress": 1},
+     ["field egress", "unknown field"]),
+    ({"pipeline": {"name": "p"}, "transform": {"cmd": ["true"]},
+      "inputs": [{"repo": {"name": "data"}, "method": {"partition": "ROW"}}]}, ["inputs[0].method.partition", "ROW"]),
+    ({"pipeline": {"name": "p"}, "transform": {"cmd": ["true"]}, "inputs": [{"repo": {"name": "data"}}],
+      "parallelism": "many"}, ["field parallelism", "whole number"]),
+    ({"pipeline": {"name": "a b"}, "transform": {"cmd": ["true"]}, "inputs": [{"repo": {"name": "data"}}]},
+     ["pipeline.name"]),
+    ({"transform": {"cmd": ["true"]}, "inputs": [{"repo": {"name": "data"}}]}, ["field pipeline", "missing"]),
+    ({"pipeline": {"name": "p"}, "transform": {"cmd": ["true"]}, "inputs": []}, ["field inputs", "empty"]),
+    ({"pipeline": {"name": "p"}, "transform": {"cmd": ["true"]}, "inputs": [{"repo": {"name": "p"}}]},
+     ["its own output"]),
+])
+def test_bad_manifests_are_refused_naming_the_field(server, tmp_path, manifest, fragments):
+    server.pfs("create-repo", "data")
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(manifest))
+    assert_one_line_error(server.pfs("create-pipeline", "-f", str(path), check=False), *fragments)
+
+
+def test_pipeline_errors(server, tmp_path):
+    server.pfs("create-repo", "data")
+    pipeline(server, tmp_path, "p", ["true"], [repo_input("data")])
+    assert_one_line_error(pipeline(server, tmp_path, "p", ["true"], [repo_input("data")], check=False),
+                          "pipeline 'p' already exists")
+    assert_one_line_error(pipeline(server, tmp_path, "q", ["true"], [repo_input("p")], check=False, parallelism=0),
+                          "parallelism")
+    pipeline(server, tmp_path, "q", ["true"], [repo_input("p")])
+    cycle = tmp_path / "cycle.json"
+    cycle.write_text(json.dumps({"pipeline": {"name": "p"}, "transform": {"cmd": ["true"]},
+                                 "inputs": [repo_input("q")]}))
+    assert_one_line_error(server.pfs("update-pipeline", "-f", str(cycle), check=False), "cycle")
+    missing = tmp_path / "r.json"
+    missing.write_text(json.dumps({"pipeline": {"name": "r"}, "transform": {"cmd": ["true"]},
+                                   "inputs": [repo_input("data")]}))
+    assert_one_line_error(server.pfs("update-pipeline", "-f", str(missing), check=False), "pipeline 'r' not found")
+    for verb in ("inspect-pipeline", "delete-pipeline", "stop-pipeline", "start-pipeline"):
+        assert_one_line_error(server.pfs(verb, "nope", check=False), "pipeline 'nope' not found")
+    assert_one_line_error(flush(server, "data", check=False), "REPO/BRANCH")
+    assert_one_line_error(flush(server, "nope/master", check=False), "repo 'nope' not found")
+    assert "recorded, not used" in server.pfs("inspect-pipeline", "p").text

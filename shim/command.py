@@ -1,5 +1,6 @@
 """Running the user's command: exec'd (no shell unless the command is one), stdin lines fed, output logged."""
 
+import shutil
 import subprocess
 import threading
 from collections import deque
@@ -8,18 +9,19 @@ from typing import IO
 
 from shim.logs import Logs
 
+DIE_WITH_PARENT = ["setpriv", "--pdeathsig", "KILL", "--"] if shutil.which("setpriv") else []
+
 STDERR_TAIL = 20  # lines of stderr kept for the error of a failed shard
 
 
 def run(cmd: Sequence[str], stdin: Sequence[str], env: dict[str, str], logs: Logs) -> tuple[int, list[str]]:
-    """Runs CMD to its end; returns its exit code and the last lines of its stderr."""
-    try:
-        proc = subprocess.Popen(list(cmd), stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
-    except OSError as err:
-        message = f"cannot run {cmd[0]!r}: {err.strerror}"
+    """Runs CMD to its end (it is killed if the shim dies or is stopped); its exit code and last stderr lines."""
+    if shutil.which(cmd[0], path=env.get("PATH")) is None:
+        message = f"cannot run {cmd[0]!r}: no such command"
         logs.line("stderr", message)
         return 127, [message]
+    proc = subprocess.Popen([*DIE_WITH_PARENT, *cmd], stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
     tail: deque[str] = deque(maxlen=STDERR_TAIL)
     readers = [
         threading.Thread(target=_pump, args=(proc.stdout, "stdout", logs, None), daemon=True),
@@ -27,9 +29,13 @@ def run(cmd: Sequence[str], stdin: Sequence[str], env: dict[str, str], logs: Log
     ]
     for t in readers:
         t.start()
-    if stdin:
-        _feed(proc.stdin, stdin)
-    code = proc.wait()
+    try:
+        if stdin:
+            _feed(proc.stdin, stdin)
+        code = proc.wait()
+    except BaseException:  # the shim is stopped: so is the command
+        proc.kill()
+        raise
     for t in readers:
         t.join()
     return code, list(tail)

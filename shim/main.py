@@ -15,6 +15,7 @@ import argparse
 import os
 import re
 import shutil
+import signal
 import sys
 from pathlib import Path
 
@@ -58,6 +59,7 @@ def main(argv: list[str] | None = None) -> None:
             print(f"job-shim: {err}", file=sys.stderr)
             sys.exit(SHIM_FAILED)
     keep_freed_memory()
+    signal.signal(signal.SIGTERM, _stop)
     client = Client(args.address)
     try:
         sys.exit(Worker(client, args.job, args.shard, args.root).run())
@@ -103,7 +105,7 @@ class Worker:
                 env[f"PACH_{var}_COMMIT_ID"] = env[f"PFS_{var}_COMMIT_ID"] = i.commit
             if job.prev_output:
                 mounts.add(str(self.root / "prev"), CommitRef(job.output_repo, job.prev_output), Shard())
-            logs.line("shim", f"job {job.id} shard {self.shard}/{job.parallelism} attempt {attempt}: "
+            logs.line("shim", f"job {job.id} shard {self.shard} of {len(job.shards)}, try {attempt}: "
                               f"running {' '.join(job.transform.cmd)}")
             code, tail = command.run(job.transform.cmd, job.transform.stdin, env, logs)
             bytes_in = sum(_size(self.root / i.repo) for i in job.inputs)
@@ -115,6 +117,11 @@ class Worker:
         bytes_out, bytes_sent = output.upload(self.client, job.id, self.shard, attempt, out, logs)
         return OK, ShardInfo(self.shard, exit_code=code, bytes_in=bytes_in, bytes_out=bytes_out,
                              bytes_sent=bytes_sent)
+
+
+def _stop(signum, frame) -> None:
+    """SIGTERM (a runner stopping its workers): the command is killed and the mounts unmounted on the way out."""
+    raise SystemExit(128 + signum)
 
 
 def _empty_dir(path: Path) -> None:

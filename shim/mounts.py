@@ -19,7 +19,7 @@ from pfs.core.shard import Shard
 
 MOUNTED = "pfs mounted at"
 STOP_TIMEOUT = 10.0
-DIE_WITH_PARENT = ["setpriv", "--pdeathsig", "TERM", "--"] if shutil.which("setpriv") else []
+DIE_WITH_PARENT = ["setpriv", "--pdeathsig", "TERM", "--"] if shutil.which("setpriv") else []  # TERM: unmounts
 
 
 class Mounts:

@@ -261,3 +261,15 @@ def test_pipeline_errors(server, tmp_path):
     assert_one_line_error(flush(server, "data", check=False), "REPO/BRANCH")
     assert_one_line_error(flush(server, "nope/master", check=False), "repo 'nope' not found")
     assert "recorded, not used" in server.pfs("inspect-pipeline", "p").text
+
+
+def test_a_full_incremental_input_shows_whole_changed_files(server, tmp_path):
+    put(server, "log", {"a.txt": b"1\n2\n", "b.txt": b"b\n"})
+    seen = ["sh", "-c", "cd /pfs/log && for f in *; do echo \"$f $(wc -l < $f)\"; done > /pfs/out/seen-$PACH_LOG_COMMIT_ID"]
+    pipeline(server, tmp_path, "full", seen, [repo_input("log", {"partition": "FILE", "incremental": "FULL"})])
+    first = server.client().inspect_commit(CommitRef("log", "master")).id
+    flush(server, "log/master")
+    second = put(server, "log", {"a.txt": b"3\n"}, create=False)  # appended to a.txt; b.txt unchanged
+    flush(server, "log/master")
+    assert get(server, "full", f"seen-{first}") == b"a.txt 2\nb.txt 1\n"
+    assert get(server, "full", f"seen-{second}") == b"a.txt 3\n"

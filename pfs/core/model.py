@@ -181,7 +181,7 @@ class JobInfo:
     output_commit: str = ""  # set when every shard has succeeded
     error: str = ""
     shards: tuple[ShardInfo, ...] = ()
-    max_attempts: int = 1  # tries of a shard before the job fails
+    max_attempts: int = 1  # a shard that fails on this try (or a later one) fails the job
     fresh_output: bool = True  # False: the output builds on the previous output (incremental inputs)
 
     @property

@@ -145,7 +145,8 @@ class Controller:
             for s in job.shards:
                 if s.state == "running" and s.attempts >= job.max_attempts:  # its worker was lost with the server
                     self._report_lost(job, s, "its worker was lost (the server stopped)")
-            if not todo:
+            if not todo:  # the job ends with the reports just made
+                self.store.wait_finished(IDLE_WAIT)
                 continue
             with ThreadPoolExecutor(min(pipeline.spec.parallelism, len(todo)),
                                     thread_name_prefix=f"worker-{pipeline.name}") as pool:

@@ -101,8 +101,6 @@ class Jobs:
                 raise FailedPrecondition(f"job {job_id} is already finished ({job.state})")
             if shard.state == "success":
                 raise FailedPrecondition(f"shard {index} of job {job_id} has already succeeded")
-            if shard.attempts >= job.max_attempts:
-                raise FailedPrecondition(f"shard {index} of job {job_id} has had its {job.max_attempts} tries")
             tx.clear_staged(job_id, index)
             job = _with_shard(job, dataclasses.replace(
                 shard, state="running", attempts=shard.attempts + 1, started=time.time(), finished=0.0,

@@ -16,7 +16,6 @@ from pfs.core.chunking import DEFAULT_AVG_SIZE
 from pfs.core.memory import keep_freed_memory
 from pfs.proto import chunks_pb2_grpc, pfs_pb2_grpc, pps_pb2_grpc
 from server.meta.sqlite import SqliteMetaStore
-from pfs.core.errors import PfsError
 from server.pps.controller import Controller
 from server.pps.jobs import Jobs
 from server.pps.pipelines import Pipelines
@@ -74,10 +73,7 @@ def serve(args: argparse.Namespace) -> None:
         raise SystemExit(f"pfs server: cannot listen on {address} (in use, or not an address of this machine)")
     # workers on this machine (or in containers on its network) reach the server here
     host = "127.0.0.1" if args.listen in ("0.0.0.0", "::", "[::]") else args.listen
-    try:
-        runner = RUNNERS[args.runner](f"{host}:{port}")
-    except PfsError as err:
-        raise SystemExit(f"pfs server: {err}") from None
+    runner = RUNNERS[args.runner](f"{host}:{port}")
     jobs = Jobs(store)
     controller = Controller(store, jobs, runner, data_dir / "workers")
     pfs_pb2_grpc.add_APIServicer_to_server(ApiServicer(store, runner.name, args.registry), server)

@@ -79,11 +79,13 @@ class LocalRunner(Runner):
         super().__init__(address)
         shim = Path(sys.executable).with_name("job-shim")
         self.shim = str(shim) if shim.exists() else shutil.which("job-shim")
+
+    def check(self, image: str) -> None:
         if self.shim is None:
             raise FailedPrecondition("job-shim is not installed beside the server (pip install pfs)")
         if os.geteuid() != 0:
-            raise FailedPrecondition("the local runner needs root: each worker gets its own mount namespace "
-                                     "(or use --runner container)")
+            raise FailedPrecondition("the local runner needs a server running as root: each worker gets its own "
+                                     "mount namespace (or start the server with --runner container)")
 
     def command(self, job: JobInfo, shard: int, workspace: Path) -> list[str]:
         # the worker dies with the server (setpriv --pdeathsig): a restarted server runs the shard again
@@ -97,10 +99,10 @@ class ContainerRunner(Runner):
     def __init__(self, address: str) -> None:
         super().__init__(address)
         self.engine = shutil.which("podman") or shutil.which("docker")
-        if self.engine is None:
-            raise FailedPrecondition("the container runner needs podman or docker (apt-get install podman)")
 
     def check(self, image: str) -> None:
+        if self.engine is None:
+            raise FailedPrecondition("the container runner needs podman or docker (apt-get install podman)")
         if not image:
             raise InvalidArgument("manifest field transform.image: missing; the container runner runs workers "
                                   "in the pipeline's image (one with job-shim, e.g. FROM pfs/job-shim)")

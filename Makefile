@@ -30,6 +30,7 @@ bench: setup
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python bench/ingest.py
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python bench/read.py
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python bench/shim.py
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python bench/pipeline.py
 
 protos: setup
 	$(BIN)/python protos/generate.py

@@ -17,6 +17,7 @@ import re
 import shutil
 import signal
 import sys
+import threading
 from pathlib import Path
 
 from pfs.client import Client
@@ -105,16 +106,22 @@ class Worker:
                 env[f"PACH_{var}_COMMIT_ID"] = env[f"PFS_{var}_COMMIT_ID"] = i.commit
             if job.prev_output:
                 mounts.add(str(self.root / "prev"), CommitRef(job.output_repo, job.prev_output), Shard())
+            mounts.wait()
             logs.line("shim", f"job {job.id} shard {self.shard} of {len(job.shards)}, try {attempt}: "
                               f"running {' '.join(job.transform.cmd)}")
             code, tail = command.run(job.transform.cmd, job.transform.stdin, env, logs)
             bytes_in = sum(_size(self.root / i.repo) for i in job.inputs)
-        if not job.transform.accepts(code):
-            error = f"{job.transform.cmd[0]} exited with code {code}"
-            error += ": " + "\n".join(tail) if tail else ""
-            logs.line("shim", f"job-shim: {error.splitlines()[0]}; nothing is uploaded")
-            return COMMAND_FAILED, ShardInfo(self.shard, exit_code=code, error=error, bytes_in=bytes_in)
-        bytes_out, bytes_sent = output.upload(self.client, job.id, self.shard, attempt, out, logs)
+            unmounting = threading.Thread(target=mounts.close, name="unmount")
+            unmounting.start()  # while the output goes up
+            try:
+                if not job.transform.accepts(code):
+                    error = f"{job.transform.cmd[0]} exited with code {code}"
+                    error += ": " + "\n".join(tail) if tail else ""
+                    logs.line("shim", f"job-shim: {error.splitlines()[0]}; nothing is uploaded")
+                    return COMMAND_FAILED, ShardInfo(self.shard, exit_code=code, error=error, bytes_in=bytes_in)
+                bytes_out, bytes_sent = output.upload(self.client, job.id, self.shard, attempt, out, logs)
+            finally:
+                unmounting.join()
         return OK, ShardInfo(self.shard, exit_code=code, bytes_in=bytes_in, bytes_out=bytes_out,
                              bytes_sent=bytes_sent)
 

@@ -23,11 +23,11 @@ DIE_WITH_PARENT = ["setpriv", "--pdeathsig", "TERM", "--"] if shutil.which("setp
 
 
 class Mounts:
-    """Mounts started with add(), unmounted together by close() (or at the end of a with block)."""
+    """Mounts started with add() (all at once), waited for by wait(), unmounted together by close()."""
 
     def __init__(self, address: str) -> None:
         self.address = address
-        self._procs: list[tuple[str, subprocess.Popen]] = []
+        self._procs: list[tuple[str, CommitRef, subprocess.Popen]] = []
 
     def __enter__(self) -> "Mounts":
         return self
@@ -36,7 +36,7 @@ class Mounts:
         self.close()
 
     def add(self, mountpoint: str, commit: CommitRef, shard: Shard, since: str = "", incremental: str = "diff") -> None:
-        """Mounts SHARD of COMMIT (what changed after SINCE, if given) at MOUNTPOINT; returns once it is mounted."""
+        """Starts mounting SHARD of COMMIT (what changed after SINCE, if given) at MOUNTPOINT."""
         os.makedirs(mountpoint, exist_ok=True)
         cmd = [*DIE_WITH_PARENT, sys.executable, "-m", "pfs", "--address", self.address, "mount", mountpoint,
                "--commit", f"{commit.repo}@{commit.ref}", "--shard", f"{shard.index}/{shard.count}",
@@ -44,21 +44,28 @@ class Mounts:
         if since:
             cmd += ["--since", since, "--incremental", incremental]
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        self._procs.append((mountpoint, proc))
-        said = []
-        for raw in proc.stderr:
-            line = raw.decode(errors="replace").rstrip("\n")
-            if line.startswith(MOUNTED):
-                break
-            said.append(line)
-        else:
-            proc.wait()
-            raise FailedPrecondition(f"cannot mount {commit} at {mountpoint}: {' '.join(said) or 'mount exited'}")
-        threading.Thread(target=_forward, args=(proc.stderr,), daemon=True).start()
+        self._procs.append((mountpoint, commit, proc))
+
+    def wait(self) -> None:
+        """Returns once every mount is up (they start together: each is a Python process to start)."""
+        for mountpoint, commit, proc in self._procs:
+            said = []
+            for raw in proc.stderr:
+                line = raw.decode(errors="replace").rstrip("\n")
+                if line.startswith(MOUNTED):
+                    break
+                said.append(line)
+            else:
+                proc.wait()
+                raise FailedPrecondition(f"cannot mount {commit} at {mountpoint}: {' '.join(said) or 'mount exited'}")
+            threading.Thread(target=_forward, args=(proc.stderr,), daemon=True).start()
 
     def close(self) -> None:
-        for mountpoint, proc in reversed(self._procs):
-            proc.send_signal(signal.SIGTERM)  # the mount unmounts itself
+        """Unmounts them all (each mount unmounts itself on SIGTERM); a second call has nothing left to do."""
+        procs, self._procs = self._procs, []
+        for _, _, proc in procs:
+            proc.send_signal(signal.SIGTERM)
+        for mountpoint, _, proc in procs:
             try:
                 proc.wait(STOP_TIMEOUT)
             except subprocess.TimeoutExpired:
@@ -67,7 +74,6 @@ class Mounts:
             if os.path.ismount(mountpoint):
                 tool = shutil.which("fusermount3") or "fusermount3"
                 subprocess.run([tool, "-u", "-z", mountpoint], capture_output=True)
-        self._procs.clear()
 
 
 def _forward(pipe) -> None:

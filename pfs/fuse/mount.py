@@ -5,6 +5,7 @@ import os
 import shutil
 import signal
 import subprocess
+import threading
 
 import pyfuse3
 import trio
@@ -14,6 +15,8 @@ from pfs.fuse.ops import Operations
 from pfs.vfs.tree import RepoTree
 
 log = logging.getLogger(__name__)
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 def check_mountpoint(mountpoint: str) -> None:
@@ -32,11 +35,14 @@ def serve(tree: RepoTree, mountpoint: str, on_mounted=lambda: None) -> None:
     check_mountpoint(mountpoint)
     options = set(pyfuse3.default_options) | {"fsname=pfs", "ro"}
     ops = Operations(tree)
+    stop = threading.Event()  # a signal before the loop listens still unmounts
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, lambda *_: stop.set())
     pyfuse3.init(ops, mountpoint, options)
     tree.on_stale = _invalidate
     try:
         on_mounted()
-        trio.run(_main)
+        trio.run(_main, stop)
     finally:
         pyfuse3.close(unmount=True)
         tree.cache.close()
@@ -49,18 +55,20 @@ def _invalidate(inode: int, names: list[str]) -> None:
         pyfuse3.invalidate_entry_async(inode, os.fsencode(name), ignore_enoent=True)
 
 
-async def _main() -> None:
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(_terminate_on_signal)
-        await pyfuse3.main()  # returns on terminate() or when unmounted from outside
-        nursery.cancel_scope.cancel()
-
-
-async def _terminate_on_signal() -> None:
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async for _ in signals:
-            pyfuse3.terminate()
+async def _main(stop: threading.Event) -> None:
+    with trio.open_signal_receiver(*STOP_SIGNALS) as signals:
+        if stop.is_set():  # asked to stop while mounting
             return
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_terminate_on, signals)
+            await pyfuse3.main()  # returns on terminate() or when unmounted from outside
+            nursery.cancel_scope.cancel()
+
+
+async def _terminate_on(signals) -> None:
+    async for _ in signals:
+        pyfuse3.terminate()
+        return
 
 
 def unmount(mountpoint: str) -> None:

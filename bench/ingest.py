@@ -358,10 +358,11 @@ def print_second_version(data: Dataset, v2_bytes: int, v1: dict[str, Result], v2
               f" {ingested / r.stored:7.2f}")
 
 
-def print_machine() -> None:
+def print_machine(*tools: list[str]) -> None:
+    """The machine's cores and load, and the versions of pfs, python and TOOLS (each a version command)."""
     print(f"nproc {len(os.sched_getaffinity(0))}, load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
-    print(f"pfs {first_line([PFS, 'version'])}; {first_line(['borg', '--version'])}; "
-          f"{first_line(['restic', 'version'])}; {first_line(['cp', '--version'])}")
+    print("; ".join([f"pfs {first_line([PFS, 'version'])}", *(first_line(t) for t in tools),
+                     f"python {sys.version.split()[0]}"]))
 
 
 # ---------------------------------------------------------------- main
@@ -404,7 +405,7 @@ def main() -> None:
     data_dir = work / "data"
     data_dir.mkdir()
     try:
-        print_machine()
+        print_machine(["borg", "--version"], ["restic", "version"], ["cp", "--version"])
         kinds = available_tools()
         print("each dataset is read once before timing (warm page cache) and each timed command runs alone,")
         print("after an untimed sync; pfs, borg and restic flush their data durably before exiting, cp does not")

@@ -64,7 +64,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from ingest import BIN, MB, PFS, SEED, Pfs, csv_lines, first_line, run, timed, warm  # noqa: E402
+from ingest import BIN, MB, PFS, SEED, Pfs, csv_lines, print_machine, run, timed, warm  # noqa: E402
 
 from pfs.client import Client  # noqa: E402
 from pfs.core.model import CommitInfo, CommitRef, JobInfo, LogLine, ShardInfo  # noqa: E402
@@ -369,12 +369,6 @@ def print_goals(latency: list[Run], cpu: Cpu, nbytes: int) -> None:
           f" the commands alone: {one.command_seconds / two.command_seconds:.2f})")
 
 
-def print_machine() -> None:
-    print(f"nproc {len(os.sched_getaffinity(0))}, load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
-    print(f"pfs {first_line([PFS, 'version'])}; {first_line(['gzip', '--version'])}; "
-          f"python {sys.version.split()[0]}")
-
-
 # ---------------------------------------------------------------- main
 
 
@@ -416,7 +410,7 @@ def main() -> None:
         raise SystemExit("the local runner needs root (each worker gets its own mount namespace); run as root")
     work = Path(tempfile.mkdtemp(prefix="pfs-bench-pipeline-", dir="/tmp"))
     try:
-        print_machine()
+        print_machine(["gzip", "--version"])
         bench(work, args)
     finally:
         if args.keep:

@@ -49,7 +49,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ingest import (  # noqa: E402  (bench/ is not a package)
-    BIG_NAME, MB, PFS, TREE_DIRS, TREE_NAME, Dataset, Pfs, first_line, run, timed, write_big_file, write_tree,
+    BIG_NAME, MB, PFS, TREE_DIRS, TREE_NAME, Dataset, Pfs, print_machine, run, timed, write_big_file,
+    write_tree,
 )
 
 REPO = "bench"
@@ -369,12 +370,6 @@ def print_goals(big: dict[str, Timing], stat: dict[str, Timing]) -> None:
     print(goal("warm stat of all small files, pfs time ÷ native time (goal <= 3)", stat_ratio, stat_ratio <= 3))
 
 
-def print_machine() -> None:
-    print(f"nproc {len(os.sched_getaffinity(0))}, load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
-    print(f"pfs {first_line([PFS, 'version'])}; {first_line(['borg', '--version'])}; "
-          f"{first_line(['cat', '--version'])}; python {sys.version.split()[0]}")
-
-
 # ---------------------------------------------------------------- main
 
 
@@ -417,7 +412,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="pfs-bench-read-", dir="/tmp"))
     left: list[str] = []
     try:
-        print_machine()
+        print_machine(["borg", "--version"], ["cat", "--version"])
         with ExitStack() as stack:  # unmounts, then stops the server, whatever happens
             bench(work, args.size_mib << 20, args.files, stack)
     finally:

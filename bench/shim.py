@@ -49,7 +49,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from ingest import BIG_NAME, BIN, MB, PFS, Pfs, first_line, run, timed, warm, write_big_file  # noqa: E402
+from ingest import BIG_NAME, BIN, MB, PFS, Pfs, print_machine, run, timed, warm, write_big_file  # noqa: E402
 
 SHIM = str(BIN / "job-shim")
 INPUT_REPO = "in"
@@ -154,12 +154,6 @@ def print_goals(size: int, copy: Row, first: Row, second: Row) -> None:
           f"  {'MET' if share < GOAL_SENT else 'NOT MET'}")
 
 
-def print_machine() -> None:
-    print(f"nproc {len(os.sched_getaffinity(0))}, load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
-    print(f"pfs {first_line([PFS, 'version'])}; {first_line(['cp', '--version'])}; "
-          f"{first_line(['tr', '--version'])}; python {sys.version.split()[0]}")
-
-
 # ---------------------------------------------------------------- main
 
 
@@ -197,7 +191,7 @@ def main() -> None:
         raise SystemExit(f"job-shim not found at {SHIM}; run `make setup`")
     work = Path(tempfile.mkdtemp(prefix="pfs-bench-shim-", dir="/tmp"))
     try:
-        print_machine()
+        print_machine(["cp", "--version"], ["tr", "--version"])
         bench(work, args.size_mib << 20)
     finally:
         if args.keep:

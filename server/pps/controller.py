@@ -102,6 +102,11 @@ class Controller:
             return None
         spec, commit = trigger
         heads[spec.repo] = commit
+        newest = next(iter(self.jobs.list_jobs(pipeline.name)), None)
+        if newest is not None and not pipeline.reprocess and {(i.repo, i.commit) for i in newest.inputs} == set(
+                heads.items()):  # made just before a restart, which came before it was recorded as processed
+            self._processed(pipeline.name, heads)
+            return None
         since = "" if pipeline.reprocess or spec.incremental == "none" else self._last_input(pipeline.name, spec.repo)
         skipped = bool(since) and not spec.run_empty and self.store.same_tree(
             CommitRef(spec.repo, commit), CommitRef(spec.repo, since))
@@ -109,14 +114,17 @@ class Controller:
                   for i in pipeline.spec.inputs]
         job = self.jobs.make_job(names.new_commit_id(), pipeline.spec.transform, inputs, pipeline.spec.parallelism,
                                  pipeline.name, pipeline.name, MAX_ATTEMPTS, fresh_output=not since, skipped=skipped)
-        with self.store.meta.transaction() as tx:
-            current = tx.get_pipeline(pipeline.name)
-            if current is not None:
-                tx.put_pipeline(dataclasses.replace(current, processed=tuple(sorted(heads.items())),
-                                                    reprocess=False))
+        self._processed(pipeline.name, heads)
         if skipped:
             log.info("pipeline %s: nothing new in %s@%s; job %s skipped", pipeline.name, spec.repo, commit, job.id)
         return None if skipped else job
+
+    def _processed(self, name: str, heads: dict[str, str]) -> None:
+        """Records the input commits a job was made for."""
+        with self.store.meta.transaction() as tx:
+            current = tx.get_pipeline(name)
+            if current is not None:
+                tx.put_pipeline(dataclasses.replace(current, processed=tuple(sorted(heads.items())), reprocess=False))
 
     def _finished_commits(self, repo: str) -> list[str]:
         """The finished commits of REPO's master branch, oldest first."""

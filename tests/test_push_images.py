@@ -199,3 +199,34 @@ def test_push_errors_are_one_line(server, registry_server, images, tmp_path):
 
     for s in (server, registry_server):  # no pipeline was made
         assert_one_line_error(s.pfs("inspect-pipeline", "p", check=False), "p")
+
+
+def test_the_container_runner_runs_a_pushed_image_from_a_loopback_registry(registry, tmp_path):
+    """The 1.x flow: --push-images puts the worker image in the server's registry, and every worker pulls it
+    from there by digest (plain HTTP on loopback)."""
+    build = subprocess.run(["make", "-C", str(ROOT), "shim-image", "CONTAINER_ENGINE=podman"], capture_output=True,
+                           text=True, timeout=900, stdin=subprocess.DEVNULL)
+    assert build.returncode == 0, tail(build.stdout + build.stderr, 20)
+    image = f"pfs-test/worker-{uuid.uuid4().hex[:8]}:latest"
+    context = tmp_path / "worker-image"
+    context.mkdir()
+    (context / "Containerfile").write_text(f"FROM pfs/job-shim:latest\nLABEL pfs-test={uuid.uuid4().hex}\n")
+    podman("build", "-q", "-t", image, str(context))
+    image_id = podman("image", "inspect", "--format", "{{.Id}}", image).strip()
+    server = Server(tmp_path / "data", args=("--runner", "container", "--registry", registry))
+    server.start()
+    try:
+        server.pfs("create-repo", "words")
+        server.pfs("put-file", "words", "master", "w.txt", "-c", "-f", "-", input=b"b\na\nc\n")
+        manifest = tmp_path / "sorted.json"
+        manifest.write_text(json.dumps({"pipeline": {"name": "sorted"}, "inputs": [{"repo": {"name": "words"}}],
+                                        "transform": {"image": image, "cmd": ["sh", "-c",
+                                                      "sort /pfs/words/w.txt > /pfs/out/w.txt"]}}))
+        server.pfs("create-pipeline", "-f", str(manifest), "--push-images")
+        pinned = json.loads(server.pfs("inspect-pipeline", "sorted", "--raw").text)["spec"]["transform"]["image"]
+        assert pinned.startswith(f"{registry}/pfs-test/worker-") and "@sha256:" in pinned
+        assert "success" in server.pfs("flush-commit", "words/master").text
+        assert server.pfs("get-file", "sorted", "master", "w.txt").stdout == b"a\nb\nc\n"
+    finally:
+        server.stop()
+        subprocess.run(["podman", "rmi", "-f", "-i", image_id], capture_output=True, timeout=120)

@@ -6,16 +6,15 @@ the pipeline then runs exactly what was pushed, `REGISTRY/NAME@sha256:...`, what
 happens to the tag. The work is done by podman, or docker where there is no podman.
 """
 
-import ipaddress
 import pathlib
 import re
 import shutil
 import subprocess
 import tempfile
 
+from pfs.core import image_ref
 from pfs.core.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
 
-DOCKER_HUB = ("docker.io", "index.docker.io")  # docker's default: an image naming it counts as naming none
 LOCAL_TIMEOUT = 60  # s, for inspect and tag, which touch local storage only
 PUSH_TIMEOUT = 900  # s: loopback pushes take seconds, a large image over a slow link may take minutes
 # How the engines say that a registry cannot be reached (Go's net errors).
@@ -25,7 +24,7 @@ UNREACHABLE = re.compile(r"connection refused|no such host|i/o timeout|network i
 
 def push(image: str, default_registry: str) -> str:
     """Pushes IMAGE (to the registry it names, else DEFAULT_REGISTRY); returns REGISTRY/NAME@sha256:DIGEST."""
-    registry, name, tag = _parse(image)
+    registry, name, tag = image_ref.parse(image)
     if not registry:
         if not default_registry:
             raise InvalidArgument(f"--push-images: image {image} names no registry and the server has none "
@@ -43,7 +42,7 @@ def push(image: str, default_registry: str) -> str:
     if engine == "podman":
         with tempfile.TemporaryDirectory(prefix="pfs-push-") as tmp:
             digest_file = pathlib.Path(tmp) / "digest"
-            tls = ["--tls-verify=false"] if _loopback(registry) else []  # a loopback registry speaks plain HTTP
+            tls = ["--tls-verify=false"] if image_ref.is_loopback(registry) else []  # plain HTTP there
             _run(["podman", "push", *tls, "--digestfile", str(digest_file), target], PUSH_TIMEOUT, None, failed)
             digest = digest_file.read_text().strip()
         if not re.fullmatch(r"sha256:[0-9a-f]{64}", digest):
@@ -56,41 +55,6 @@ def push(image: str, default_registry: str) -> str:
             raise FailedPrecondition(f"{failed}: docker push printed no digest")
         digest = found.group(1)
     return f"{registry}/{name}@{digest}"
-
-
-def _parse(image: str) -> tuple[str, str, str]:
-    """(registry or '', repository path, tag) of a reference, as docker reads it.
-
-    The first path component is a registry if it has a '.' or a ':' or is 'localhost'; Docker Hub
-    counts as none (`docker.io/library/debian` is `debian`). The tag defaults to latest; a
-    digest in the reference is dropped (the push makes its own).
-    """
-    ref = image.split("@", 1)[0]
-    first, slash, rest = ref.partition("/")
-    registry = ""
-    if slash and ("." in first or ":" in first or first == "localhost"):
-        registry, ref = first, rest
-    if registry in DOCKER_HUB:
-        registry = ""
-    name, colon, tag = ref.partition(":")
-    if not colon:
-        tag = "latest"
-    if name.startswith("library/") and name.count("/") == 1:
-        name = name.removeprefix("library/")
-    if not name or not tag:
-        raise InvalidArgument(f"--push-images: invalid image reference {image!r}")
-    return registry, name, tag
-
-
-def _loopback(registry: str) -> bool:
-    """Whether REGISTRY (host[:port]) is on this machine's loopback: localhost, 127.0.0.0/8, [::1]."""
-    host = registry[1:registry.find("]")] if registry.startswith("[") else registry.split(":")[0]
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _engine() -> str:

@@ -15,6 +15,7 @@ import threading
 from abc import ABC, abstractmethod
 from pathlib import Path
 
+from pfs.core import image_ref
 from pfs.core.errors import FailedPrecondition, InvalidArgument
 from pfs.core.model import JobInfo
 
@@ -106,10 +107,16 @@ class ContainerRunner(Runner):
         if not image:
             raise InvalidArgument("manifest field transform.image: missing; the container runner runs workers "
                                   "in the pipeline's image (one with job-shim, e.g. FROM pfs/job-shim)")
+        image_ref.parse(image)
 
     def command(self, job: JobInfo, shard: int, workspace: Path) -> list[str]:
-        return [self.engine, "run", "--rm", "--device", "/dev/fuse", "--cap-add", "SYS_ADMIN", "--network", "host",
-                "--name", f"pfs-{workspace.name}", job.transform.image,
+        image = job.transform.image
+        registry = image_ref.parse(image)[0]
+        # a registry on loopback (where --push-images put the image, say) speaks plain HTTP
+        podman = Path(self.engine or "").name == "podman"
+        tls = ["--tls-verify=false"] if podman and registry and image_ref.is_loopback(registry) else []
+        return [self.engine, "run", "--rm", *tls, "--device", "/dev/fuse", "--cap-add", "SYS_ADMIN",
+                "--network", "host", "--name", f"pfs-{workspace.name}", image,
                 "job-shim", "--address", self.address, "--job", job.id, "--shard", str(shard)]
 
 

@@ -71,7 +71,8 @@ class Controller:
                 if pipeline is None:
                     return  # deleted
                 if pipeline.state == "running":
-                    job = self._unfinished_job(name) or self._next_job(pipeline)
+                    jobs = self.jobs.list_jobs(name)  # newest first
+                    job = next((j for j in jobs if not j.is_done), None) or self._next_job(pipeline, jobs)
                     if job is not None:
                         self._run(job, pipeline)
                         continue
@@ -79,11 +80,9 @@ class Controller:
                 log.warning("pipeline %s: %s", name, err)
             self.store.wait_finished(IDLE_WAIT)
 
-    def _unfinished_job(self, name: str) -> JobInfo | None:
-        return next((j for j in self.jobs.list_jobs(name) if not j.is_done), None)
-
-    def _next_job(self, pipeline: PipelineInfo) -> JobInfo | None:
-        """The job for the oldest commit not yet processed (the first input's first), or None."""
+    def _next_job(self, pipeline: PipelineInfo, jobs: list[JobInfo]) -> JobInfo | None:
+        """The job for the oldest commit not yet processed (the first input's first), or None. JOBS: the
+        pipeline's jobs so far, newest first."""
         processed = dict(pipeline.processed)
         heads: dict[str, str] = {}
         trigger: tuple[InputSpec, str] | None = None
@@ -102,12 +101,11 @@ class Controller:
             return None
         spec, commit = trigger
         heads[spec.repo] = commit
-        newest = next(iter(self.jobs.list_jobs(pipeline.name)), None)
-        if newest is not None and not pipeline.reprocess and {(i.repo, i.commit) for i in newest.inputs} == set(
+        if jobs and not pipeline.reprocess and {(i.repo, i.commit) for i in jobs[0].inputs} == set(
                 heads.items()):  # made just before a restart, which came before it was recorded as processed
             self._processed(pipeline.name, heads)
             return None
-        since = "" if pipeline.reprocess or spec.incremental == "none" else self._last_input(pipeline.name, spec.repo)
+        since = "" if pipeline.reprocess or spec.incremental == "none" else _last_input(jobs, spec.repo)
         skipped = bool(since) and not spec.run_empty and self.store.same_tree(
             CommitRef(spec.repo, commit), CommitRef(spec.repo, since))
         inputs = [(dataclasses.replace(i, ref=heads[i.repo]), since if i.repo == spec.repo else "")
@@ -133,13 +131,6 @@ class Controller:
         except NotFound:
             return []
         return [c.id for c in reversed(commits) if c.is_finished]
-
-    def _last_input(self, pipeline: str, repo: str) -> str:
-        """REPO's commit in the pipeline's newest successful job: what an incremental job shows the changes after."""
-        for job in self.jobs.list_jobs(pipeline):
-            if job.state == "success":
-                return next((i.commit for i in job.inputs if i.repo == repo), "")
-        return ""
 
     # -- one job
 
@@ -176,3 +167,11 @@ class Controller:
                                    ShardInfo(shard.index, exit_code=-1, error=why))
         except PfsError as err:  # a worker reported after all
             log.info("job %s shard %d: %s", job.id, shard.index, err)
+
+
+def _last_input(jobs: list[JobInfo], repo: str) -> str:
+    """REPO's commit in the newest successful of JOBS: what an incremental job shows the changes after."""
+    for job in jobs:
+        if job.state == "success":
+            return next((i.commit for i in job.inputs if i.repo == repo), "")
+    return ""

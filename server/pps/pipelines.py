@@ -76,7 +76,7 @@ class Pipelines:
         while active():
             found, waiting, blocked = [], False, set()
             for p in downstream:
-                job = self._job_of(p, target)
+                job = self._job_of(p, target, commit.finished)
                 if job is None and any(i.repo in blocked for i in p.spec.inputs):
                     blocked.add(p.name)  # an upstream job failed: this one gets no job for the commit
                 elif job is None or not job.is_done:
@@ -145,9 +145,11 @@ class Pipelines:
                     grown = True
         return out
 
-    def _job_of(self, pipeline: PipelineInfo, target: CommitRef) -> JobInfo | None:
-        """The pipeline's newest job that saw TARGET or a commit computed from it."""
+    def _job_of(self, pipeline: PipelineInfo, target: CommitRef, finished: float) -> JobInfo | None:
+        """The pipeline's newest job that saw TARGET (FINISHED then) or a commit computed from it."""
         for job in self.jobs.list_jobs(pipeline.name):
+            if job.started < finished:  # and so are all older jobs: none of them can have seen it
+                return None
             for i in job.inputs:
                 seen = CommitRef(i.repo, i.commit)
                 if seen == target or target in self.store.inspect_commit(seen).provenance:

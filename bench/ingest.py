@@ -38,7 +38,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
@@ -358,6 +358,19 @@ def print_second_version(data: Dataset, v2_bytes: int, v1: dict[str, Result], v2
               f" {ingested / r.stored:7.2f}")
 
 
+@contextmanager
+def scratch(prefix: str, keep: bool) -> Iterator[Path]:
+    """A directory under /tmp for one run, removed at the end unless KEEP (then its path is printed)."""
+    work = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    try:
+        yield work
+    finally:
+        if keep:
+            print(f"\nkept {work}")
+        else:
+            shutil.rmtree(work)
+
+
 def print_machine(*tools: list[str]) -> None:
     """The machine's cores and load, and the versions of pfs, python and TOOLS (each a version command)."""
     print(f"nproc {len(os.sched_getaffinity(0))}, load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
@@ -401,21 +414,15 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
-    work = Path(tempfile.mkdtemp(prefix="pfs-bench-", dir="/tmp"))
-    data_dir = work / "data"
-    data_dir.mkdir()
-    try:
+    with scratch("pfs-bench-", args.keep) as work:
+        data_dir = work / "data"
+        data_dir.mkdir()
         print_machine(["borg", "--version"], ["restic", "version"], ["cp", "--version"])
         kinds = available_tools()
         print("each dataset is read once before timing (warm page cache) and each timed command runs alone,")
         print("after an untimed sync; pfs, borg and restic flush their data durably before exiting, cp does not")
         bench_big(kinds, work, data_dir, args.size_mib << 20)
         bench_tree(kinds, work, data_dir, args.files)
-    finally:
-        if args.keep:
-            print(f"\nkept {work}")
-        else:
-            shutil.rmtree(work)
 
 
 if __name__ == "__main__":

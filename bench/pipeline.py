@@ -54,17 +54,15 @@ import compileall
 import json
 import os
 import random
-import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from ingest import BIN, MB, PFS, SEED, Pfs, csv_lines, print_machine, run, timed, warm  # noqa: E402
+from ingest import BIN, MB, PFS, SEED, Pfs, csv_lines, print_machine, run, scratch, timed, warm  # noqa: E402
 
 from pfs.client import Client  # noqa: E402
 from pfs.core.model import CommitInfo, CommitRef, JobInfo, LogLine, ShardInfo  # noqa: E402
@@ -408,15 +406,9 @@ def main() -> None:
         raise SystemExit(f"job-shim not found at {SHIM}; run `make setup`")
     if os.geteuid() != 0:
         raise SystemExit("the local runner needs root (each worker gets its own mount namespace); run as root")
-    work = Path(tempfile.mkdtemp(prefix="pfs-bench-pipeline-", dir="/tmp"))
-    try:
+    with scratch("pfs-bench-pipeline-", args.keep) as work:
         print_machine(["gzip", "--version"])
         bench(work, args)
-    finally:
-        if args.keep:
-            print(f"\nkept {work}")
-        else:
-            shutil.rmtree(work)
 
 
 if __name__ == "__main__":

@@ -41,15 +41,13 @@ import argparse
 import filecmp
 import json
 import os
-import shutil
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from ingest import BIG_NAME, BIN, MB, PFS, Pfs, print_machine, run, timed, warm, write_big_file  # noqa: E402
+from ingest import BIG_NAME, BIN, MB, PFS, Pfs, print_machine, run, scratch, timed, warm, write_big_file  # noqa: E402
 
 SHIM = str(BIN / "job-shim")
 INPUT_REPO = "in"
@@ -189,15 +187,9 @@ def main() -> None:
     args = parse_args()
     if not Path(SHIM).exists():
         raise SystemExit(f"job-shim not found at {SHIM}; run `make setup`")
-    work = Path(tempfile.mkdtemp(prefix="pfs-bench-shim-", dir="/tmp"))
-    try:
+    with scratch("pfs-bench-shim-", args.keep) as work:
         print_machine(["cp", "--version"], ["tr", "--version"])
         bench(work, args.size_mib << 20)
-    finally:
-        if args.keep:
-            print(f"\nkept {work}")
-        else:
-            shutil.rmtree(work)
 
 
 if __name__ == "__main__":

@@ -60,13 +60,8 @@ class Server:
         return None
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        if self.proc:
+            stop_process(self.proc, signal.SIGTERM, 10)
 
     def kill(self) -> None:
         """SIGKILL: what a crash looks like."""
@@ -79,6 +74,18 @@ class Server:
     def pfs(self, *args: str, input: bytes | None = None, check: bool = True) -> Result:
         """Runs the pfs CLI against this server."""
         return run_pfs(*args, input=input, check=check, env={"PFS_ADDRESS": self.address})
+
+
+def stop_process(proc: subprocess.Popen, sig: int, timeout: float) -> None:
+    """Asks PROC to stop with SIG; kills it if it is still there after TIMEOUT seconds."""
+    if proc.poll() is not None:
+        return
+    proc.send_signal(sig)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def run_pfs(*args: str, input: bytes | None = None, check: bool = True, env: dict | None = None) -> Result:

@@ -10,7 +10,7 @@ import subprocess
 
 import pytest
 
-from conftest import PFS, assert_one_line_error, wait_for
+from conftest import PFS, assert_one_line_error, stop_process, wait_for
 from pfs.core.model import CommitRef, FileWrite
 
 pytestmark = pytest.mark.skipif(
@@ -30,13 +30,7 @@ def mounted(server, mountpoint, *args):
         assert os.path.ismount(mountpoint), (mountpoint.parent / f"mount-{mountpoint.name}.log").read_text()
         yield proc
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_process(proc, signal.SIGINT, 15)
         if os.path.ismount(mountpoint):
             subprocess.run(["fusermount3", "-u", "-z", str(mountpoint)], check=False)
         log.close()

@@ -15,7 +15,7 @@ import uuid
 
 import pytest
 
-from conftest import Server, assert_one_line_error, wait_for
+from conftest import Server, assert_one_line_error, stop_process, wait_for
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 BASE = "docker.io/library/debian:bookworm-slim"  # made by .ci/podman-setup, no registry needed
@@ -88,12 +88,7 @@ def registry(tools, tmp_path_factory) -> str:
         wait_for(ready, 30)
         yield address
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc, signal.SIGTERM, 10)
 
 
 @pytest.fixture

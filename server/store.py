@@ -416,5 +416,5 @@ def _root(commit: StoredCommit) -> Entry:
 
 def _checked(batch: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
     for addr, frame in batch:
-        frames.unpack(addr, frame)
+        frames.check(addr, frame)
     return batch

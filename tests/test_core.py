@@ -101,3 +101,28 @@ def test_chunker_is_not_reentrant():
     next(first)
     with pytest.raises(RuntimeError):
         next(chunker.split(io.BytesIO(b"x")))
+
+
+def test_frames_are_checked_by_checksum_where_read_and_by_address_where_claimed():
+    import zstandard
+
+    from pfs.core import compression, frames
+    from pfs.core.errors import DataLoss
+    from pfs.core.hashing import address
+
+    data = random.Random(3).randbytes(50_000)
+    addr, frame = address(data), compression.compress(data)
+    assert frames.unpack(addr, frame) == data
+    frames.check(addr, frame)
+    with pytest.raises(DataLoss, match="does not match its address"):
+        frames.check(b"\x00" * 32, frame)
+    rotten = bytearray(frame)
+    rotten[len(rotten) // 2] ^= 0x10
+    for fn in (frames.unpack, frames.check):
+        with pytest.raises(DataLoss, match="is corrupt"):
+            fn(addr, bytes(rotten))
+    # a frame stored before frames carried a checksum is checked against its address
+    old = zstandard.ZstdCompressor(level=1).compress(data)
+    assert frames.unpack(addr, old) == data
+    with pytest.raises(DataLoss, match="does not match its address"):
+        frames.unpack(b"\x00" * 32, old)

@@ -220,3 +220,24 @@ def test_a_mount_beside_its_server_reads_chunks_from_its_disk(big_server, tmp_pa
         assert list((server.data_dir / "chunks").rglob("*/*"))  # the large chunk is a file
         assert (d / "big").read_bytes() == big  # large chunks: files
         assert (d / "sub" / "small").read_bytes() == small  # small chunks: chunks.db
+
+
+def test_a_chunk_corrupted_on_disk_is_an_error_never_wrong_bytes(big_server, tmp_path):
+    """Bit rot in a stored chunk: EIO through the mount (the mount stays up), a one-line error from get-file."""
+    server = big_server
+    server.pfs("create-repo", "r")
+    big, other = os.urandom(300_000), os.urandom(300_000)
+    put(server, "r", "big", big)
+    put(server, "r", "other", other)
+    chunk = next(p for p in (server.data_dir / "chunks").rglob("*/*")
+                 if p.name == server.client().inspect_file(CommitRef("r", "master"), "big").chunks[0].address.hex())
+    frame = bytearray(chunk.read_bytes())
+    frame[len(frame) // 2] ^= 0x01
+    chunk.write_bytes(frame)
+    mnt = tmp_path / "mnt"
+    with mounted(server, mnt):
+        with pytest.raises(OSError) as err:
+            (mnt / "r" / "master" / "big").read_bytes()
+        assert err.value.errno == errno.EIO
+        assert (mnt / "r" / "master" / "other").read_bytes() == other
+    assert_one_line_error(server.pfs("get-file", "r", "master", "big", check=False), "is corrupt")

@@ -60,7 +60,7 @@ def read_all(tree: RepoTree) -> dict[str, bytes]:
             else:
                 data = tree.read(child.inode, 0, child.size + 10)
                 assert len(data) == child.size
-                out[child.path] = data
+                out[child.path] = bytes(data)  # read() gives a view of the cached chunk
     tree.cache.close()
     return out
 

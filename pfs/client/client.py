@@ -240,7 +240,7 @@ class Client:
         return self._chunks.PutChunks.future(messages)
 
     def read_chunks(self, chunks: Iterable[ChunkRef]) -> Iterator[bytes]:
-        """The plain bytes of CHUNKS in order, each checked against its address."""
+        """The plain bytes of CHUNKS in order, each checked (frames.unpack)."""
         request = cpb.ChunkAddresses(addresses=[c.address for c in chunks])
         window: deque = deque()
         for batch in self._stream(self._chunks.GetChunks, request):

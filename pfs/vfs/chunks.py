@@ -14,7 +14,9 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pfs.core.errors import DataLoss
 from pfs.core.model import ChunkRef
 
-DEFAULT_CACHE_BYTES = 512 << 20
+# The kernel keeps the pages of what was read (keep_cache); this cache holds the read-ahead and
+# the chunks being read. Kept small, its memory is reused instead of being faulted in anew.
+DEFAULT_CACHE_BYTES = 128 << 20
 
 
 class ChunkCache:

@@ -2,8 +2,8 @@
 
 The embedded case: the server and the mount share a disk, so a chunk costs a
 file read (or a SQLite lookup) and a decompression instead of a gRPC call
-and the server's work. Every chunk is checked against its address; one that
-is absent or does not match is fetched from the server as usual.
+and the server's work. Every chunk is checked (frames.unpack); one that
+is absent or corrupt is fetched from the server as usual.
 """
 
 import os

@@ -117,7 +117,8 @@ class RepoTree:
         """How long the kernel may keep the name NODE in PARENT: names in a branch directory move with it."""
         return long if node.immutable and not parent.branch else short
 
-    def read(self, inode: int, offset: int, size: int) -> bytes:
+    def read(self, inode: int, offset: int, size: int) -> bytes | memoryview:
+        """SIZE bytes of the file at OFFSET (fewer at its end): a view of a cached chunk where they lie in one."""
         data = self._read(inode, offset, size, self.cache.get)
         if offset == 0:
             self._prefetch_next_files(self.getattr(inode))
@@ -136,11 +137,11 @@ class RepoTree:
                 break
         self.cache.prefetch(refs)
 
-    def read_cached(self, inode: int, offset: int, size: int) -> bytes | None:
+    def read_cached(self, inode: int, offset: int, size: int) -> bytes | memoryview | None:
         """The same as read() when every chunk it needs is cached (it never blocks); else None."""
         return self._read(inode, offset, size, self.cache.peek)
 
-    def _read(self, inode: int, offset: int, size: int, get: Callable[[ChunkRef], bytes | None]) -> bytes | None:
+    def _read(self, inode: int, offset: int, size: int, get: Callable[[ChunkRef], bytes | None]) -> bytes | memoryview | None:
         node = self.getattr(inode)
         chunks, offsets = node.chunks, node.offsets
         i = bisect.bisect_right(offsets, offset) - 1
@@ -149,7 +150,7 @@ class RepoTree:
             data = get(chunks[i])
             if data is None:
                 return None
-            piece = data[offset - offsets[i] : offset - offsets[i] + size]
+            piece = memoryview(data)[offset - offsets[i] : offset - offsets[i] + size]  # no copy
             out.append(piece)
             offset += len(piece)
             size -= len(piece)

@@ -3,6 +3,7 @@
 import contextlib
 import errno
 import os
+import pathlib
 import random
 import shutil
 import signal
@@ -241,3 +242,13 @@ def test_a_chunk_corrupted_on_disk_is_an_error_never_wrong_bytes(big_server, tmp
         assert err.value.errno == errno.EIO
         assert (mnt / "r" / "master" / "other").read_bytes() == other
     assert_one_line_error(server.pfs("get-file", "r", "master", "big", check=False), "is corrupt")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root may set a mount's read-ahead")
+def test_the_mount_asks_the_kernel_for_large_reads(server, tmp_path):
+    """Read-ahead of 1 MiB per request instead of the kernel's 128 KiB: a sequential reader costs fewer trips."""
+    mnt = tmp_path / "mnt"
+    with mounted(server, mnt):
+        dev = os.stat(mnt).st_dev
+        setting = pathlib.Path(f"/sys/class/bdi/{os.major(dev)}:{os.minor(dev)}/read_ahead_kb")
+        wait_for(lambda: setting.read_text().strip() == "1024", 10)

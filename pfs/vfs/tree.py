@@ -131,9 +131,11 @@ class RepoTree:
         if listing is None:
             return
         refs: list[ChunkRef] = []
+        size = 0
         for sibling in listing.order[node.index + 1 : node.index + 1 + NEXT_FILES]:
             refs.extend(sibling.chunks)
-            if sum(r.size for r in refs) > NEXT_FILES_BYTES:
+            size += sibling.size
+            if size > NEXT_FILES_BYTES:
                 break
         self.cache.prefetch(refs)
 

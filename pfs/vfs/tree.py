@@ -143,7 +143,8 @@ class RepoTree:
         """The same as read() when every chunk it needs is cached (it never blocks); else None."""
         return self._read(inode, offset, size, self.cache.peek)
 
-    def _read(self, inode: int, offset: int, size: int, get: Callable[[ChunkRef], bytes | None]) -> bytes | memoryview | None:
+    def _read(self, inode: int, offset: int, size: int,
+              get: Callable[[ChunkRef], bytes | None]) -> bytes | memoryview | None:
         node = self.getattr(inode)
         chunks, offsets = node.chunks, node.offsets
         i = bisect.bisect_right(offsets, offset) - 1

@@ -169,6 +169,33 @@ def test_mount_errors_and_unmount(server, tmp_path):
         server.pfs("unmount", str(mnt))
         assert proc.wait(15) == 0
         assert not os.path.ismount(mnt)
+    assert_one_line_error(server.pfs("unmount", check=False), "give a mount point DIR, or -a")
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("unshare"), reason="needs root and unshare")
+def test_unmount_all(server, tmp_path):
+    """`pfs unmount -a` (pachctl unmount -a): every pfs mount, one with a space in its path too.
+
+    It runs in a private mount namespace, so it cannot touch mounts outside the test.
+    """
+    first, second = tmp_path / "one", tmp_path / "two words"
+    first.mkdir()
+    second.mkdir()
+    script = f"""
+        "{PFS}" mount "{first}" 2>"{tmp_path}/one.log" &
+        "{PFS}" mount "{second}" 2>"{tmp_path}/two.log" &
+        for i in $(seq 600); do mountpoint -q "{first}" && mountpoint -q "{second}" && break; sleep 0.05; done
+        "{PFS}" unmount -a
+        for i in $(seq 300); do [ -z "$(jobs -rp)" ] && break; sleep 0.05; done  # mounts exit once unmounted
+        [ -z "$(jobs -rp)" ] && ! mountpoint -q "{first}" && ! mountpoint -q "{second}" && echo all gone
+        kill $(jobs -rp) 2>/dev/null
+        true
+    """
+    done = subprocess.run(["unshare", "--mount", "--propagation", "private", "bash", "-c", script],
+                          env={**os.environ, "PFS_ADDRESS": server.address}, capture_output=True, text=True,
+                          timeout=120)
+    assert f"unmounted {first}\n" in done.stdout and f"unmounted {second}\n" in done.stdout
+    assert done.stdout.endswith("all gone\n")
 
 
 @pytest.mark.parametrize("method", ["map", "reduce"])

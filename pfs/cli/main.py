@@ -200,9 +200,22 @@ def _commit_arg(text: str) -> CommitRef:
 
 
 def cmd_unmount(args, client):
-    from pfs.fuse.mount import unmount
+    from pfs.fuse.mount import mounts, unmount
 
-    unmount(args.mountpoint)
+    if args.all == bool(args.mountpoint):
+        raise InvalidArgument("give a mount point DIR, or -a for every pfs mount")
+    if not args.all:
+        unmount(args.mountpoint)
+        return
+    failed = []
+    for mountpoint in reversed(mounts()):  # the newest first: it may be inside another
+        try:
+            unmount(mountpoint)
+            print(f"unmounted {mountpoint}")
+        except PfsError as err:
+            failed.append(str(err))
+    if failed:
+        raise FailedPrecondition("; ".join(failed))
 
 
 def parser() -> argparse.ArgumentParser:
@@ -274,7 +287,8 @@ def parser() -> argparse.ArgumentParser:
          a("--since", metavar="COMMIT", help="with --commit: show only what changed after this earlier commit"),
          a("--incremental", choices=("diff", "full"), default="diff",
            help="with --since: the data added to each file (diff), or whole files that changed (full)"))
-    verb("unmount", cmd_unmount, "unmount a pfs mount", a("mountpoint", metavar="DIR"))
+    verb("unmount", cmd_unmount, "unmount a pfs mount", a("mountpoint", metavar="DIR", nargs="?"),
+         a("-a", "--all", action="store_true", help="unmount every pfs mount of this machine"))
     manifest_file = a("-f", "--file", required=True, metavar="FILE",
                       help="the pipeline manifest (JSON, 1.x fields): a path, - for stdin, or a URL")
     pipeline = a("pipeline", metavar="PIPELINE")

@@ -2,6 +2,7 @@
 
 import logging
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -17,6 +18,7 @@ from pfs.vfs.tree import RepoTree
 log = logging.getLogger(__name__)
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+FSNAME = "pfs"  # how /proc/mounts names our mounts
 READ_AHEAD_KB = 1024  # the kernel's default is 128: a sequential reader then costs 8x the requests
 
 
@@ -34,7 +36,7 @@ def check_mountpoint(mountpoint: str) -> None:
 def serve(tree: RepoTree, mountpoint: str, on_mounted=lambda: None) -> None:
     """Mounts TREE at MOUNTPOINT and serves it until SIGINT or SIGTERM, then unmounts."""
     check_mountpoint(mountpoint)
-    options = set(pyfuse3.default_options) | {"fsname=pfs", "ro"}
+    options = set(pyfuse3.default_options) | {f"fsname={FSNAME}", "ro"}
     ops = Operations(tree)
     stop = threading.Event()  # a signal before the loop listens still unmounts
     for sig in STOP_SIGNALS:
@@ -86,6 +88,17 @@ async def _terminate_on(signals) -> None:
     async for _ in signals:
         pyfuse3.terminate()
         return
+
+
+def mounts() -> list[str]:
+    """Where pfs is mounted (fsname pfs), newest last."""
+    found = []
+    with open("/proc/self/mounts") as f:
+        for line in f:
+            source, point, fstype = line.split()[:3]
+            if source == FSNAME and fstype.startswith("fuse"):
+                found.append(re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), point))
+    return found
 
 
 def unmount(mountpoint: str) -> None:

@@ -279,3 +279,22 @@ def test_the_mount_asks_the_kernel_for_large_reads(server, tmp_path):
         dev = os.stat(mnt).st_dev
         setting = pathlib.Path(f"/sys/class/bdi/{os.major(dev)}:{os.minor(dev)}/read_ahead_kb")
         wait_for(lambda: setting.read_text().strip() == "1024", 10)
+
+
+def test_a_mount_stopped_as_soon_as_it_is_up_exits_cleanly(server, tmp_path):
+    """SIGTERM the moment a mount says it is up (a worker whose command ends at once): it exits, leaving nothing."""
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    for _ in range(10):
+        proc = subprocess.Popen([PFS, "mount", str(mnt)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                env={**os.environ, "PFS_ADDRESS": server.address})
+        try:
+            assert proc.stderr.readline().startswith(b"pfs mounted at")
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(15) == 0
+        finally:
+            stop_process(proc, signal.SIGKILL, 5)
+            proc.stderr.close()
+            if os.path.ismount(mnt):
+                subprocess.run(["fusermount3", "-u", "-z", str(mnt)], check=False)
+        assert not os.path.ismount(mnt)

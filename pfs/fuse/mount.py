@@ -45,7 +45,7 @@ def serve(tree: RepoTree, mountpoint: str, on_mounted=lambda: None) -> None:
     tree.on_stale = _invalidate
     try:
         on_mounted()
-        trio.run(_main, mountpoint, stop)
+        trio.run(_main, mountpoint, ops, stop)
     finally:
         pyfuse3.close(unmount=True)
         tree.cache.close()
@@ -53,19 +53,39 @@ def serve(tree: RepoTree, mountpoint: str, on_mounted=lambda: None) -> None:
             tree.local.close()
 
 
-async def _read_ahead(mountpoint: str) -> None:
+async def _read_ahead(mountpoint: str, ops: Operations) -> None:
     """Lets the kernel read ahead READ_AHEAD_KB per request: each request is a trip through Python.
 
     The setting is the mount's own (its backing device in /sys/class/bdi), gone
-    when it unmounts; only root may change it, so others keep the default. It
-    is made once the kernel has the mount's INIT reply, which sets it too.
+    when it unmounts; only root may change it, so others keep the default. The
+    kernel sets it too when it takes the INIT reply, so it is made after that
+    reply has gone, and without a request to this very mount: one made while
+    the loop stops would never be answered.
     """
+    await ops.initialized.wait()  # this wakes once the loop gets back from answering INIT
+    device = _device(mountpoint)
+    if device is None:
+        return
     try:
-        st = await trio.to_thread.run_sync(os.stat, mountpoint)  # answered after INIT
-        with open(f"/sys/class/bdi/{os.major(st.st_dev)}:{os.minor(st.st_dev)}/read_ahead_kb", "w") as f:
+        with open(f"/sys/class/bdi/{device}/read_ahead_kb", "w") as f:
             f.write(f"{READ_AHEAD_KB}\n")
     except OSError as err:
         log.debug("read-ahead of %s left as it is: %s", mountpoint, err)
+
+
+def _device(mountpoint: str) -> str | None:
+    """MAJOR:MINOR of the newest mount at MOUNTPOINT, from /proc/self/mountinfo (the mount itself is not looked at)."""
+    absolute = os.path.abspath(mountpoint)
+    point = os.path.join(os.path.realpath(os.path.dirname(absolute)), os.path.basename(absolute))
+    for char in "\\ \t\n":  # as mountinfo escapes them
+        point = point.replace(char, f"\\{ord(char):03o}")
+    device = None
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            fields = line.split()
+            if fields[4] == point:
+                device = fields[2]
+    return device
 
 
 def _invalidate(inode: int, names: list[str]) -> None:
@@ -73,13 +93,13 @@ def _invalidate(inode: int, names: list[str]) -> None:
         pyfuse3.invalidate_entry_async(inode, os.fsencode(name), ignore_enoent=True)
 
 
-async def _main(mountpoint: str, stop: threading.Event) -> None:
+async def _main(mountpoint: str, ops: Operations, stop: threading.Event) -> None:
     with trio.open_signal_receiver(*STOP_SIGNALS) as signals:
         if stop.is_set():  # asked to stop while mounting
             return
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_terminate_on, signals)
-            nursery.start_soon(_read_ahead, mountpoint)
+            nursery.start_soon(_read_ahead, mountpoint, ops)
             await pyfuse3.main()  # returns on terminate() or when unmounted from outside
             nursery.cancel_scope.cancel()
 

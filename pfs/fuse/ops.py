@@ -38,6 +38,10 @@ class Operations(pyfuse3.Operations):
         self._limiter = trio.CapacityLimiter(16)  # a blocking read must not stall every request
         self._dirs: dict[int, tuple[Node, list[Node]]] = {}  # open directory handles
         self._next_fh = 0
+        self.initialized = trio.Event()  # set when the kernel's INIT request is being answered
+
+    def init(self):
+        self.initialized.set()
 
     async def _call(self, fn, *args):
         """Runs a blocking vfs call on a worker thread."""

@@ -17,7 +17,6 @@ import re
 import shutil
 import signal
 import sys
-import threading
 from pathlib import Path
 
 from pfs.client import Client
@@ -82,46 +81,42 @@ class Worker:
         job = self.client.start_shard(self.job_id, self.shard)
         attempt = job.shards[self.shard].attempts
         logs = Logs(self.client, self.job_id, self.shard)
-        try:
-            code, result = self._attempt(job, attempt, logs)
-        except (PfsError, OSError) as err:
-            message = f"{err.filename}: {err.strerror}" if isinstance(err, OSError) and err.strerror else str(err)
-            logs.line("shim", f"job-shim: {message}")
-            code, result = SHIM_FAILED, ShardInfo(self.shard, exit_code=-1, error=f"job-shim: {message}")
-        finally:
-            logs.close()
-        self.client.finish_shard(self.job_id, attempt, result)
+        with Mounts(self.client.address) as mounts:  # waited for after the report: the result does not need them
+            try:
+                code, result = self._attempt(job, attempt, logs, mounts)
+            except (PfsError, OSError) as err:
+                message = f"{err.filename}: {err.strerror}" if isinstance(err, OSError) and err.strerror else str(err)
+                logs.line("shim", f"job-shim: {message}")
+                code, result = SHIM_FAILED, ShardInfo(self.shard, exit_code=-1, error=f"job-shim: {message}")
+            finally:
+                logs.close()
+            self.client.finish_shard(self.job_id, attempt, result)
         return code
 
-    def _attempt(self, job: JobInfo, attempt: int, logs: Logs) -> tuple[int, ShardInfo]:
+    def _attempt(self, job: JobInfo, attempt: int, logs: Logs, mounts: Mounts) -> tuple[int, ShardInfo]:
         out = self.root / "out"
         _empty_dir(out)
         shards = worker_shards([i.method for i in job.inputs], [i.shards for i in job.inputs], self.shard)
         env = {**os.environ, **dict(job.transform.env), "PFS_JOB": job.id, "PACH_JOB_ID": job.id,
                "PFS_SHARD": str(self.shard)}
-        with Mounts(self.client.address) as mounts:
-            for i, shard in zip(job.inputs, shards):
-                mounts.add(str(self.root / i.repo), CommitRef(i.repo, i.commit), shard, i.since, i.incremental)
-                var = re.sub(r"[^A-Z0-9]", "_", i.repo.upper())
-                env[f"PACH_{var}_COMMIT_ID"] = env[f"PFS_{var}_COMMIT_ID"] = i.commit
-            if job.prev_output:
-                mounts.add(str(self.root / "prev"), CommitRef(job.output_repo, job.prev_output), Shard())
-            mounts.wait()
-            logs.line("shim", f"job {job.id} shard {self.shard} of {len(job.shards)}, try {attempt}: "
-                              f"running {' '.join(job.transform.cmd)}")
-            code, tail = command.run(job.transform.cmd, job.transform.stdin, env, logs)
-            bytes_in = sum(_size(self.root / i.repo) for i in job.inputs)
-            unmounting = threading.Thread(target=mounts.close, name="unmount")
-            unmounting.start()  # while the output goes up
-            try:
-                if not job.transform.accepts(code):
-                    error = f"{job.transform.cmd[0]} exited with code {code}"
-                    error += ": " + "\n".join(tail) if tail else ""
-                    logs.line("shim", f"job-shim: {error.splitlines()[0]}; nothing is uploaded")
-                    return COMMAND_FAILED, ShardInfo(self.shard, exit_code=code, error=error, bytes_in=bytes_in)
-                bytes_out, bytes_sent = output.upload(self.client, job.id, self.shard, attempt, out, logs)
-            finally:
-                unmounting.join()
+        for i, shard in zip(job.inputs, shards):
+            mounts.add(str(self.root / i.repo), CommitRef(i.repo, i.commit), shard, i.since, i.incremental)
+            var = re.sub(r"[^A-Z0-9]", "_", i.repo.upper())
+            env[f"PACH_{var}_COMMIT_ID"] = env[f"PFS_{var}_COMMIT_ID"] = i.commit
+        if job.prev_output:
+            mounts.add(str(self.root / "prev"), CommitRef(job.output_repo, job.prev_output), Shard())
+        mounts.wait()
+        logs.line("shim", f"job {job.id} shard {self.shard} of {len(job.shards)}, try {attempt}: "
+                          f"running {' '.join(job.transform.cmd)}")
+        code, tail = command.run(job.transform.cmd, job.transform.stdin, env, logs)
+        bytes_in = sum(_size(self.root / i.repo) for i in job.inputs)
+        mounts.stop()  # they unmount while the output goes up
+        if not job.transform.accepts(code):
+            error = f"{job.transform.cmd[0]} exited with code {code}"
+            error += ": " + "\n".join(tail) if tail else ""
+            logs.line("shim", f"job-shim: {error.splitlines()[0]}; nothing is uploaded")
+            return COMMAND_FAILED, ShardInfo(self.shard, exit_code=code, error=error, bytes_in=bytes_in)
+        bytes_out, bytes_sent = output.upload(self.client, job.id, self.shard, attempt, out, logs)
         return OK, ShardInfo(self.shard, exit_code=code, bytes_in=bytes_in, bytes_out=bytes_out,
                              bytes_sent=bytes_sent)
 

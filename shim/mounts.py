@@ -23,7 +23,7 @@ DIE_WITH_PARENT = ["setpriv", "--pdeathsig", "TERM", "--"] if shutil.which("setp
 
 
 class Mounts:
-    """Mounts started with add() (all at once), waited for by wait(), unmounted together by close()."""
+    """Mounts started with add() (all at once), waited for by wait(), unmounted together by stop() and close()."""
 
     def __init__(self, address: str) -> None:
         self.address = address
@@ -60,11 +60,16 @@ class Mounts:
                 raise FailedPrecondition(f"cannot mount {commit} at {mountpoint}: {' '.join(said) or 'mount exited'}")
             threading.Thread(target=_forward, args=(proc.stderr,), daemon=True).start()
 
+    def stop(self) -> None:
+        """Asks every mount to unmount (each unmounts itself on SIGTERM), without waiting for it."""
+        for _, _, proc in self._procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+
     def close(self) -> None:
-        """Unmounts them all (each mount unmounts itself on SIGTERM); a second call has nothing left to do."""
+        """Unmounts them all and waits until they are gone; a second call has nothing left to do."""
+        self.stop()
         procs, self._procs = self._procs, []
-        for _, _, proc in procs:
-            proc.send_signal(signal.SIGTERM)
         for mountpoint, _, proc in procs:
             try:
                 proc.wait(STOP_TIMEOUT)

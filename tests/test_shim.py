@@ -2,6 +2,7 @@
 
 import json
 import os
+import pathlib
 import random
 import signal
 import subprocess
@@ -44,8 +45,23 @@ def finish(proc: subprocess.Popen) -> tuple[int, str, str]:
 
 
 def run_shims(server, tmp_path, job: str, n: int) -> list[tuple[int, str, str]]:
-    """Runs the N workers of a job at once; their exit codes, stdouts and stderrs."""
-    return [finish(p) for p in [start_shim(server, tmp_path, job, i) for i in range(n)]]
+    """Runs the N workers of a job at once; their exit codes, stdouts and stderrs. No mount outlives its worker."""
+    done = [finish(p) for p in [start_shim(server, tmp_path, job, i) for i in range(n)]]
+    assert not mount_processes(server)
+    return done
+
+
+def mount_processes(server) -> list[str]:
+    """The command lines of the `pfs mount` processes that use SERVER."""
+    found = []
+    for cmdline in pathlib.Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            args = cmdline.read_bytes().split(b"\0")
+        except OSError:  # gone meanwhile
+            continue
+        if b"mount" in args and server.address.encode() in args:
+            found.append(b" ".join(args).decode(errors="replace"))
+    return found
 
 
 def job_info(server, job: str) -> dict:

@@ -39,7 +39,7 @@ class Mounts:
         """Starts mounting SHARD of COMMIT (what changed after SINCE, if given) at MOUNTPOINT."""
         os.makedirs(mountpoint, exist_ok=True)
         cmd = [*DIE_WITH_PARENT, sys.executable, "-m", "pfs", "--address", self.address, "mount", mountpoint,
-               "--commit", f"{commit.repo}@{commit.ref}", "--shard", f"{shard.index}/{shard.count}",
+               "--commit", str(commit), "--shard", f"{shard.index}/{shard.count}",
                "--method", shard.method]
         if since:
             cmd += ["--since", since, "--incremental", incremental]

@@ -126,3 +126,18 @@ def test_frames_are_checked_by_checksum_where_read_and_by_address_where_claimed(
     assert frames.unpack(addr, old) == data
     with pytest.raises(DataLoss, match="does not match its address"):
         frames.unpack(b"\x00" * 32, old)
+
+
+def test_commit_refs_as_the_cli_takes_them():
+    from pfs.core.model import CommitRef
+
+    assert CommitRef.parse("data@master") == CommitRef("data", "master")
+    assert CommitRef.parse("data@master^") == CommitRef("data", "master^")
+    assert CommitRef.parse("data/master", "/@") == CommitRef("data", "master")  # flush-commit: 1.x's REPO/REF
+    assert CommitRef.parse("data@master", "/@") == CommitRef("data", "master")
+    assert CommitRef.parse(str(CommitRef("r", "c"))) == CommitRef("r", "c")
+    for bad in ("data", "@master", "data@", "data/master"):
+        with pytest.raises(InvalidArgument, match="write it as REPO@BRANCH"):
+            CommitRef.parse(bad)
+    with pytest.raises(InvalidArgument, match="write it as REPO/BRANCH"):
+        CommitRef.parse("data", "/@")

@@ -178,7 +178,7 @@ def cmd_mount(args, client):
     shard = Shard.parse(args.shard, args.method)
     commit = None
     if args.commit:
-        commit = client.inspect_commit(_commit_arg(args.commit))
+        commit = client.inspect_commit(CommitRef.parse(args.commit))
         if not commit.is_finished:
             raise FailedPrecondition(f"commit {commit.id} of {commit.repo!r} is still open; only finished "
                                      "commits can be mounted alone")
@@ -190,13 +190,6 @@ def cmd_mount(args, client):
           on_mounted=lambda: print(f"pfs mounted at {args.mountpoint} ({shard}"
                                    f"{', chunks read from ' + local.root if local else ''}); Ctrl-C unmounts",
                                    file=sys.stderr, flush=True))
-
-
-def _commit_arg(text: str) -> CommitRef:
-    repo, sep, ref = text.partition("@")
-    if not (repo and sep and ref):
-        raise InvalidArgument(f"invalid commit {text!r}: write it as REPO@BRANCH or REPO@COMMIT-ID")
-    return CommitRef(repo, ref)
 
 
 def cmd_unmount(args, client):

@@ -75,10 +75,7 @@ def cmd_start_pipeline(args, client):
 
 
 def cmd_flush_commit(args, client):
-    repo, sep, ref = args.commit.replace("@", "/", 1).partition("/")
-    if not (repo and sep and ref):
-        raise InvalidArgument(f"invalid commit {args.commit!r}: write it as REPO/BRANCH or REPO/COMMIT-ID")
-    jobs = client.flush_commit(CommitRef(repo, ref))
+    jobs = client.flush_commit(CommitRef.parse(args.commit, "/@"))
     output.table(
         ("PIPELINE", "JOB", "STATE", "OUTPUT COMMIT"),
         ((j.pipeline, j.id, j.state, f"{j.output_repo}/{j.output_commit}" if j.output_commit else "-")

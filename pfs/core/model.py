@@ -2,6 +2,8 @@
 
 from dataclasses import dataclass, field
 
+from pfs.core.errors import InvalidArgument
+
 
 @dataclass(frozen=True)
 class ChunkRef:
@@ -20,6 +22,16 @@ class CommitRef:
 
     def __str__(self) -> str:
         return f"{self.repo}@{self.ref}"
+
+    @classmethod
+    def parse(cls, text: str, separators: str = "@") -> "CommitRef":
+        """A ref from REPO@REF (as the CLI takes it), cut at the first of SEPARATORS ('/@': REPO/REF too)."""
+        cuts = [i for i in (text.find(s) for s in separators) if i >= 0]
+        cut = min(cuts, default=-1)
+        if cut <= 0 or cut == len(text) - 1:
+            form = separators[0]
+            raise InvalidArgument(f"invalid commit {text!r}: write it as REPO{form}BRANCH or REPO{form}COMMIT-ID")
+        return cls(text[:cut], text[cut + 1:])
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ import shutil
 import signal
 import subprocess
 import threading
+from typing import NamedTuple
 
 import pyfuse3
 import trio
@@ -74,18 +75,11 @@ async def _read_ahead(mountpoint: str, ops: Operations) -> None:
 
 
 def _device(mountpoint: str) -> str | None:
-    """MAJOR:MINOR of the newest mount at MOUNTPOINT, from /proc/self/mountinfo (the mount itself is not looked at)."""
+    """MAJOR:MINOR of the newest mount at MOUNTPOINT (the mount itself is not looked at)."""
     absolute = os.path.abspath(mountpoint)
     point = os.path.join(os.path.realpath(os.path.dirname(absolute)), os.path.basename(absolute))
-    for char in "\\ \t\n":  # as mountinfo escapes them
-        point = point.replace(char, f"\\{ord(char):03o}")
-    device = None
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            fields = line.split()
-            if fields[4] == point:
-                device = fields[2]
-    return device
+    devices = [m.device for m in _mount_table() if m.point == point]
+    return devices[-1] if devices else None
 
 
 def _invalidate(inode: int, names: list[str]) -> None:
@@ -112,13 +106,26 @@ async def _terminate_on(signals) -> None:
 
 def mounts() -> list[str]:
     """Where pfs is mounted (fsname pfs), newest last."""
-    found = []
-    with open("/proc/self/mounts") as f:
+    return [m.point for m in _mount_table() if m.source == FSNAME and m.fstype.startswith("fuse")]
+
+
+class _Mount(NamedTuple):
+    point: str
+    device: str  # MAJOR:MINOR
+    fstype: str
+    source: str
+
+
+def _mount_table() -> list[_Mount]:
+    """This process's mounts, oldest first, from /proc/self/mountinfo (octal escapes undone)."""
+    table = []
+    with open("/proc/self/mountinfo") as f:
         for line in f:
-            source, point, fstype = line.split()[:3]
-            if source == FSNAME and fstype.startswith("fuse"):
-                found.append(re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), point))
-    return found
+            fields = line.split()
+            end = fields.index("-")  # optional fields come before it
+            point = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), fields[4])
+            table.append(_Mount(point, fields[2], fields[end + 1], fields[end + 2]))
+    return table
 
 
 def unmount(mountpoint: str) -> None:

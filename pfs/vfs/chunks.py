@@ -17,11 +17,12 @@ from pfs.core.model import ChunkRef
 # The kernel keeps the pages of what was read (keep_cache); this cache holds the read-ahead and
 # the chunks being read. Kept small, its memory is reused instead of being faulted in anew.
 DEFAULT_CACHE_BYTES = 128 << 20
+FETCH_THREADS = 8  # fetches under way at once: enough to keep a disk and every core busy
 
 
 class ChunkCache:
     def __init__(self, fetch: Callable[[list[ChunkRef]], Iterator[bytes]],
-                 max_bytes: int = DEFAULT_CACHE_BYTES, workers: int = 8) -> None:
+                 max_bytes: int = DEFAULT_CACHE_BYTES, workers: int = FETCH_THREADS) -> None:
         self._fetch = fetch  # the bytes of several chunks, in order
         self._max_bytes = max_bytes
         self._lru: OrderedDict[bytes, bytes] = OrderedDict()

@@ -5,6 +5,7 @@ resolve, append versus overwrite); the gRPC servicers only translate.
 """
 
 import dataclasses
+import itertools
 import os
 import re
 import threading
@@ -282,9 +283,11 @@ class Store:
             return FileInfo(path, entry.is_dir, entry.size, commit.info.id, chunks)
 
     def list_files(self, ref: CommitRef, path: str, with_chunks: bool = False, since: str = "",
-                   incremental: str = "diff") -> list[FileInfo]:
+                   incremental: str = "diff", recursive: bool = False, limit: int = 0) -> list[FileInfo]:
         """The entries of the directory at PATH, or the file itself if PATH is a file.
 
+        RECURSIVE: every entry below PATH, each directory followed by what it holds, in
+        name order (so one call lists a whole tree); LIMIT, when not 0, stops after that many.
         With SINCE (an earlier commit of the repo), only what changed after it: entries equal
         there are left out; a changed file shows, under "diff", only the chunks added at its end
         (or all of it if it changed otherwise), and under "full" all of it.
@@ -296,31 +299,33 @@ class Store:
             commit = self._resolve(tx, ref)
             entry = self._entry(tx, commit, path, ref)
             base = self.trees.lookup(tx, _root(self._resolve(tx, CommitRef(ref.repo, since))), path) if since else None
-            if not entry.is_dir:
-                pairs, path = [(entry, base)], paths.parent(path)
-            else:
-                olds = self.trees.entries(tx, base.address) if base is not None and base.is_dir else {}
-                pairs = [(e, olds.get(e.name)) for e in
-                         sorted(self.trees.entries(tx, entry.address).values(), key=lambda e: e.name)]
 
-            def info(e: Entry, chunks: tuple[ChunkRef, ...], size: int) -> FileInfo:
-                return FileInfo(paths.join(path, e.name), e.is_dir, size, commit.info.id,
-                                chunks if with_chunks else ())
+            def changed(e: Entry, old: Entry | None) -> bool:
+                return not (since and old is not None and old.is_dir == e.is_dir and old.address == e.address)
 
-            out = []
-            for e, old in pairs:
-                if since and old is not None and old.is_dir == e.is_dir and old.address == e.address:
-                    continue  # unchanged
+            def info(where: str, e: Entry, old: Entry | None) -> FileInfo:
                 if e.is_dir:
-                    out.append(info(e, (), e.size))
-                    continue
+                    return FileInfo(where, True, e.size, commit.info.id)
                 chunks = self.trees.file_chunks(tx, e) if with_chunks or since else ()
                 if since and incremental == "diff" and old is not None and not old.is_dir:
                     before = self.trees.file_chunks(tx, old)
                     if chunks[: len(before)] == before:
                         chunks = chunks[len(before):]
-                out.append(info(e, chunks, sum(c.size for c in chunks) if since else e.size))
-            return out
+                return FileInfo(where, False, sum(c.size for c in chunks) if since else e.size, commit.info.id,
+                                chunks if with_chunks else ())
+
+            def below(where: str, tree: Entry, old: Entry | None) -> Iterator[FileInfo]:
+                olds = self.trees.entries(tx, old.address) if old is not None and old.is_dir else {}
+                for e in sorted(self.trees.entries(tx, tree.address).values(), key=lambda e: e.name):
+                    old, at = olds.get(e.name), paths.join(where, e.name)
+                    if changed(e, old):
+                        yield info(at, e, old)
+                        if recursive and e.is_dir:
+                            yield from below(at, e, old)
+
+            if not entry.is_dir:
+                return [info(path, entry, base)] if changed(entry, base) else []
+            return list(itertools.islice(below(path, entry, base), limit or None))
 
     def same_tree(self, a: CommitRef, b: CommitRef) -> bool:
         """Whether two commits hold the same files."""

@@ -1,5 +1,6 @@
 """Real parts only: a real `pfs server` on a free loopback port, the real `pfs` CLI, real files."""
 
+import io
 import os
 import pathlib
 import signal
@@ -12,6 +13,8 @@ from dataclasses import dataclass
 import pytest
 
 from pfs.client import Client
+from pfs.client.upload import into_commit
+from pfs.core.model import CommitRef
 
 BIN = pathlib.Path(sys.executable).parent
 PFS = str(BIN / "pfs")
@@ -146,6 +149,16 @@ def stored_chunks(data_dir: pathlib.Path) -> dict[str, bytes]:
     finally:
         db.close()
     return chunks
+
+
+def put_commit(client: Client, repo: str, files: dict[str, bytes]) -> str:
+    """Puts FILES (path: contents) into a new commit of REPO and finishes it; returns its id."""
+    c = client.start_commit(repo)
+    with into_commit(client, CommitRef(repo, c.id)) as up:
+        for path, data in files.items():
+            up.put(path, io.BytesIO(data))
+    client.finish_commit(CommitRef(repo, c.id))
+    return c.id
 
 
 def wait_for(predicate, timeout: float = 10.0):

@@ -145,3 +145,35 @@ def test_same_file_in_two_repos_is_stored_once(server):
         put(server, repo, "master", "f", data, "-c")
     info = server.client().inspect_file(CommitRef("r1", "master"), "f")
     assert set(stored_chunks(server.data_dir)) == {c.address.hex() for c in info.chunks}
+
+
+def test_recursive_listing_is_the_whole_tree_in_one_call(server, tmp_path):
+    src = tmp_path / "tree"
+    for i in range(30):
+        rel = f"d{i % 3}/sub{i % 2}/f{i:02d}.txt"
+        (src / rel).parent.mkdir(parents=True, exist_ok=True)
+        (src / rel).write_bytes(lines(i * 10 + 1, i))
+    (src / "top.txt").write_bytes(b"top\n")
+    server.pfs("create-repo", "r")
+    server.pfs("put-file", "r", "master", "data", "-r", "-c", "-f", str(src))
+    client, ref = server.client(), CommitRef("r", "master")
+
+    def walk(path):  # each directory, then what it holds, one call per directory
+        for f in client.list_files(ref, path, with_chunks=True):
+            yield f
+            if f.is_dir:
+                yield from walk(f.path)
+
+    expected = list(walk("data"))
+    assert len(expected) == 3 + 6 + 30 + 1
+    assert list(client.list_files(ref, "data", with_chunks=True, recursive=True)) == expected
+    assert list(client.list_files(ref, "data", with_chunks=True, recursive=True, limit=7)) == expected[:7]
+    assert list(client.list_files(ref, "data/top.txt", with_chunks=True, recursive=True)) == [
+        client.inspect_file(ref, "data/top.txt")]
+
+    # since an earlier commit: only what changed, and the directories on the way to it
+    first = client.inspect_commit(ref).id
+    put(server, "r", "master", "data/d1/sub0/f01.txt", b"changed\n", "-c", "-o")
+    put(server, "r", "master", "data/d2/new.txt", b"new\n", "-c")
+    changed = [f.path for f in client.list_files(ref, "data", since=first, recursive=True)]
+    assert changed == ["data/d1", "data/d1/sub0", "data/d1/sub0/f01.txt", "data/d2", "data/d2/new.txt"]

@@ -4,8 +4,8 @@ import random
 
 import pytest
 
+from conftest import put_commit
 from pfs.core.errors import InvalidArgument
-from pfs.core.model import CommitRef
 from pfs.core.shard import Shard
 from pfs.vfs.tree import RepoTree
 
@@ -35,14 +35,7 @@ def tree_of(server, commit_files):
     """Puts the files in a commit and returns a function giving the vfs tree for a shard."""
     client = server.client()
     client.create_repo("r")
-    c = client.start_commit("r")
-    from pfs.client.upload import into_commit
-    import io
-
-    with into_commit(client, CommitRef("r", c.id)) as up:
-        for path, data in commit_files.items():
-            up.put(path, io.BytesIO(data))
-    client.finish_commit(CommitRef("r", c.id))
+    put_commit(client, "r", commit_files)
     return lambda shard: RepoTree(client, shard)
 
 

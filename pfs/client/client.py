@@ -149,10 +149,13 @@ class Client:
         return cv.file_from_pb(self._call(self._api.InspectFile, request))
 
     def list_files(self, ref: CommitRef, path: str = "", with_chunks: bool = False, since: str = "",
-                   incremental: str = "diff") -> Iterator[FileInfo]:
-        """A directory's entries; with SINCE, only what changed after that commit (see pfs.proto)."""
+                   incremental: str = "diff", recursive: bool = False, limit: int = 0) -> Iterator[FileInfo]:
+        """A directory's entries (RECURSIVE: all below it, LIMIT at most); with SINCE, only what changed after that commit.
+
+        See FileRequest in protos/pfs.proto.
+        """
         request = pb.FileRequest(commit=cv.commit_ref_to_pb(ref), path=path, with_chunks=with_chunks, since=since,
-                                 incremental=incremental)
+                                 incremental=incremental, recursive=recursive, limit=limit)
         for batch in self._stream(self._api.ListFile, request):
             for m in batch.files:
                 yield cv.file_from_pb(m)

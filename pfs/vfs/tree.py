@@ -5,7 +5,11 @@ so everything inside a commit directory is immutable: its inodes are derived
 from (repo, commit, path) and its attributes and pages can be cached for
 good. The levels above (repos, branches, commits) are listed again after a
 short time to live, so new repos and commits appear without remounting and
-a branch directory follows its head.
+a branch directory follows its head (and is listed again only when it moves).
+
+A directory of a commit is listed with everything below it, in one call of
+up to PREFETCH_ENTRIES entries: a walk of a commit's tree, or a lookup of
+every file in it, then costs one call instead of one per directory.
 """
 
 import bisect
@@ -19,7 +23,7 @@ import xxhash
 from pfs.client import Client
 from pfs.core import paths
 from pfs.core.errors import NotFound
-from pfs.core.model import ChunkRef, CommitInfo, CommitRef
+from pfs.core.model import ChunkRef, CommitInfo, CommitRef, FileInfo
 from pfs.core.shard import Shard
 from pfs.vfs.chunks import ChunkCache
 from pfs.vfs.local_chunks import LocalChunks
@@ -29,6 +33,7 @@ LISTING_TTL = 1.0  # seconds before repos, branches and commits are listed again
 READ_AHEAD = 8  # chunks fetched ahead of a reader
 NEXT_FILES = 64  # files after the one being read whose chunks are fetched with it...
 NEXT_FILES_BYTES = 8 << 20  # ...up to this many bytes
+PREFETCH_ENTRIES = 20_000  # entries below a directory listed with it: its subdirectories then cost no call
 
 
 @dataclass
@@ -61,6 +66,7 @@ class _Listing:
     expires: float
     children: dict[str, Node]  # by name, in name order
     order: list[Node]
+    commit: str  # the commit whose directory this lists ("" above the commits)
 
 
 def inode_of(*parts: str) -> int:
@@ -172,33 +178,47 @@ class RepoTree:
             return fresh
         with self._lock:
             listing = self._listings.get(inode)
-        order = sorted(self._list(node), key=lambda n: n.name)
-        for i, child in enumerate(order):
-            child.parent, child.index = inode, i
-        children = {n.name: n for n in order}
-        expires = float("inf") if node.immutable else time.monotonic() + LISTING_TTL
-        with self._lock:
-            self._listings[inode] = _Listing(expires, children, order)
-            self._nodes.update((n.inode, n) for n in children.values())
+        entries, below = self._list(node)
+        children = self._keep(node, entries)
+        for directory, its_entries in below:
+            self._keep(directory, its_entries)
         if listing is not None and node.kind == "ref":
             moved = [name for name, old in listing.children.items() if children.get(name) != old]
             if moved:
                 self.on_stale(inode, moved)
         return children
 
-    def _fresh_listing(self, inode: int) -> dict[str, Node] | None:
+    def _keep(self, node: Node, entries: list[Node]) -> dict[str, Node]:
+        """Records ENTRIES as the listing of the directory NODE; returns them by name."""
+        order = sorted(entries, key=lambda n: n.name)
+        for i, child in enumerate(order):
+            child.parent, child.index = node.inode, i
+        children = {n.name: n for n in order}
+        expires = float("inf") if node.immutable else time.monotonic() + LISTING_TTL
         with self._lock:
-            listing = self._listings.get(inode)
-        return listing.children if listing is not None and listing.expires > time.monotonic() else None
+            self._listings[node.inode] = _Listing(expires, children, order, node.commit)
+            self._nodes.update((n.inode, n) for n in order)
+        return children
 
-    def _list(self, node: Node) -> list[Node]:
+    def _fresh_listing(self, inode: int) -> dict[str, Node] | None:
+        """The listing of INODE unless it is out of date: a branch directory's holds while its head stays."""
+        with self._lock:
+            listing, node = self._listings.get(inode), self._nodes.get(inode)
+        if listing is None or node is None:
+            return None
+        if listing.expires > time.monotonic() or (node.commit and listing.commit == node.commit):
+            return listing.children
+        return None
+
+    def _list(self, node: Node) -> tuple[list[Node], list[tuple[Node, list[Node]]]]:
+        """NODE's entries, and those of the directories below it that came in the same call."""
         if node.kind == "root":
             return [
                 Node(inode_of("repo", r.name), r.name, "repo", True, r.size_bytes, r.created, repo=r.name)
                 for r in self.client.list_repos()
-            ]
+            ], []
         if node.kind == "repo":
-            return self._refs(node.repo)
+            return self._refs(node.repo), []
         return self._files(node)
 
     def _refs(self, repo: str) -> list[Node]:
@@ -226,27 +246,48 @@ class RepoTree:
         """A directory's size is its files' total, shown only where the shard sees them all."""
         return size if self.shard.method == "global" or self.shard.count == 1 else 0
 
-    def _files(self, node: Node) -> list[Node]:
-        ref = CommitRef(node.repo, node.commit)
-        out = []
-        for f in self.client.list_files(ref, node.path, with_chunks=True, since=self.since,
-                                        incremental=self.incremental):
-            name = f.path.rpartition("/")[2]
-            if not node.path and not self.shard.sees_entry(name):
+    def _files(self, node: Node) -> tuple[list[Node], list[tuple[Node, list[Node]]]]:
+        """The entries of a directory of a commit, and of the directories below it, in one call.
+
+        The call stops after PREFETCH_ENTRIES entries; the directories it stopped inside
+        are left to be listed when they are looked at (NODE itself at once).
+        """
+        listed = self._list_files(node, recursive=True, limit=PREFETCH_ENTRIES)
+        last = listed[-1].path if len(listed) == PREFETCH_ENTRIES else None
+        dirs = {node.path: node}
+        found: dict[str, list[Node]] = {node.path: []}
+        for f in listed:
+            if not self.shard.sees_entry(paths.components(f.path)[0]):
                 continue
-            inode = inode_of("file", node.repo, node.commit, str(self.shard), self.since, f.path)
-            if f.is_dir:
-                out.append(Node(inode, name, "dir", True, self._visible_size(f.size_bytes), node.mtime,
-                                repo=node.repo, commit=node.commit, path=f.path))
-                continue
-            chunks = self.shard.blocks(f.path, f.chunks)
-            offsets, total = [], 0
-            for c in chunks:
-                offsets.append(total)
-                total += c.size
-            out.append(Node(inode, name, "file", False, total, node.mtime, repo=node.repo,
-                            commit=node.commit, path=paths.normalize(f.path), chunks=chunks, offsets=offsets))
-        return out
+            child = self._file_node(node, f)
+            found[paths.parent(f.path)].append(child)  # a directory comes before what it holds
+            if child.is_dir:
+                dirs[f.path], found[f.path] = child, []
+        entries = found.pop(node.path)
+        if last is not None:  # the call stopped inside NODE
+            entries = [self._file_node(node, f) for f in self._list_files(node)
+                       if self.shard.sees_entry(paths.components(f.path)[0])]
+        return entries, [(dirs[d], its) for d, its in found.items() if last is None or not _holds(d, last)]
+
+    def _list_files(self, node: Node, recursive: bool = False, limit: int = 0) -> list[FileInfo]:
+        return list(self.client.list_files(CommitRef(node.repo, node.commit), node.path, with_chunks=True,
+                                           since=self.since, incremental=self.incremental,
+                                           recursive=recursive, limit=limit))
+
+    def _file_node(self, listed: Node, f: FileInfo) -> Node:
+        """The node of an entry F found below the directory LISTED of a commit."""
+        name = f.path.rpartition("/")[2]
+        inode = inode_of("file", listed.repo, listed.commit, str(self.shard), self.since, f.path)
+        if f.is_dir:
+            return Node(inode, name, "dir", True, self._visible_size(f.size_bytes), listed.mtime,
+                        repo=listed.repo, commit=listed.commit, path=f.path)
+        chunks = self.shard.blocks(f.path, f.chunks)
+        offsets, total = [], 0
+        for c in chunks:
+            offsets.append(total)
+            total += c.size
+        return Node(inode, name, "file", False, total, listed.mtime, repo=listed.repo, commit=listed.commit,
+                    path=paths.normalize(f.path), chunks=chunks, offsets=offsets)
 
     def _fetch(self, refs: list[ChunkRef]) -> Iterator[bytes]:
         """The chunks' bytes in order: from the server's disk where this machine sees it, else over gRPC."""
@@ -255,6 +296,11 @@ class RepoTree:
         remote = self.client.read_chunks(missing) if missing else iter(())
         for data in local:
             yield data if data is not None else next(remote)
+
+
+def _holds(directory: str, path: str) -> bool:
+    """Whether the directory at DIRECTORY ('' is the root) is PATH or holds it."""
+    return not directory or path == directory or path.startswith(f"{directory}/")
 
 
 def _child(children: dict[str, Node], parent: int, name: str) -> Node:

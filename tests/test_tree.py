@@ -1,0 +1,81 @@
+"""The tree a mount shows (pfs.vfs.tree) over a real server: how its listings are fetched."""
+
+import pytest
+
+from conftest import put_commit
+from pfs.client import Client
+from pfs.vfs import tree as vfs_tree
+from pfs.vfs.tree import ROOT_INODE, RepoTree
+
+FILES = {f"d{i % 4}/s{i % 3}/f{i:02d}": b"%d\n" % i for i in range(36)} | {"top": b"top\n"}
+
+
+class CountingClient(Client):
+    """The real client, noting each directory it lists: (path, recursive)."""
+
+    def __init__(self, address: str) -> None:
+        super().__init__(address)
+        self.listed: list[tuple[str, bool]] = []
+
+    def list_files(self, ref, path="", *args, recursive=False, **kwargs):
+        self.listed.append((path, recursive))
+        return super().list_files(ref, path, *args, recursive=recursive, **kwargs)
+
+
+@pytest.fixture
+def client(server):
+    client = CountingClient(server.address)
+    client.create_repo("r")
+    put_commit(client, "r", FILES)
+    client.listed.clear()
+    yield client
+    client.close()
+
+
+def walk(tree: RepoTree, inode: int) -> dict[str, bytes]:
+    """Every file below the directory INODE, looked up by name as the kernel does, and read."""
+    out = {}
+    for child in tree.readdir(inode):
+        found = tree.lookup(inode, child.name)
+        if found.is_dir:
+            out |= walk(tree, found.inode)
+        else:
+            out[found.path] = bytes(tree.read(found.inode, 0, found.size))
+    return out
+
+
+def test_one_call_lists_every_directory_of_a_commit(client):
+    tree = RepoTree(client)
+    ref = tree.lookup(tree.lookup(ROOT_INODE, "r").inode, "master")
+    assert walk(tree, ref.inode) == FILES
+    assert client.listed == [("", True)]
+    tree.cache.close()
+
+
+def test_directories_a_cut_off_call_stopped_in_are_listed_when_looked_at(client, monkeypatch):
+    # the first call stops at d0/s1/f16: d0/s0 came whole; the commit, d0 and d0/s1 did not
+    monkeypatch.setattr(vfs_tree, "PREFETCH_ENTRIES", 8)
+    tree = RepoTree(client)
+    ref = tree.lookup(tree.lookup(ROOT_INODE, "r").inode, "master")
+    assert walk(tree, ref.inode) == FILES
+    assert client.listed[:2] == [("", True), ("", False)]  # the commit's own entries at once
+    assert ("d0", True) in client.listed and ("d0/s1", True) in client.listed
+    assert not [call for call in client.listed if call[0] == "d0/s0"]
+    tree.cache.close()
+
+
+def test_a_branch_directory_is_listed_again_when_its_head_moves_only(client, monkeypatch):
+    monkeypatch.setattr(vfs_tree, "LISTING_TTL", 0.0)  # repos and branches are listed anew at every look
+    tree = RepoTree(client)
+    repo = tree.lookup(ROOT_INODE, "r")
+    master = tree.lookup(repo.inode, "master")
+    assert tree.lookup(master.inode, "top").size == 4
+    assert tree.lookup(repo.inode, "master").commit == master.commit
+    assert tree.lookup(master.inode, "top").size == 4
+    assert client.listed == [("", True)]  # the same head: the same listing
+
+    new = put_commit(client, "r", {"new": b"new\n"})
+    assert tree.lookup(repo.inode, "master").commit == new
+    assert tree.lookup(master.inode, "new").size == 4
+    assert client.listed == [("", True), ("", True)]
+    tree.cache.close()

@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 from pfs.core.errors import InvalidArgument
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ChunkRef:
     """A chunk of a file: the BLAKE3 address of its plain bytes, and their count."""
 

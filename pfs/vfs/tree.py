@@ -36,7 +36,7 @@ NEXT_FILES_BYTES = 8 << 20  # ...up to this many bytes
 PREFETCH_ENTRIES = 20_000  # entries below a directory listed with it: its subdirectories then cost no call
 
 
-@dataclass
+@dataclass(slots=True)  # a mount may hold many: no __dict__ each
 class Node:
     """A directory or file of the mount."""
 

@@ -49,6 +49,19 @@ def test_one_call_lists_every_directory_of_a_commit(client):
     ref = tree.lookup(tree.lookup(ROOT_INODE, "r").inode, "master")
     assert walk(tree, ref.inode) == FILES
     assert client.listed == [("", True)]
+    assert walk(tree, ref.inode) == FILES
+    assert client.listed == [("", True)]  # kept
+    tree.cache.close()
+
+
+def test_listings_kept_are_bounded_and_fetched_again_when_needed(client, monkeypatch):
+    monkeypatch.setattr(vfs_tree, "MAX_LISTED", 10)  # the commit's 5 entries and one more directory's
+    tree = RepoTree(client)
+    ref = tree.lookup(tree.lookup(ROOT_INODE, "r").inode, "master")
+    assert walk(tree, ref.inode) == FILES
+    first = len(client.listed)
+    assert walk(tree, ref.inode) == FILES
+    assert len(client.listed) > first
     tree.cache.close()
 
 

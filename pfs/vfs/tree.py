@@ -15,6 +15,7 @@ every file in it, then costs one call instead of one per directory.
 import bisect
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
@@ -34,6 +35,7 @@ READ_AHEAD = 8  # chunks fetched ahead of a reader
 NEXT_FILES = 64  # files after the one being read whose chunks are fetched with it...
 NEXT_FILES_BYTES = 8 << 20  # ...up to this many bytes
 PREFETCH_ENTRIES = 20_000  # entries below a directory listed with it: its subdirectories then cost no call
+MAX_LISTED = 100_000  # entries kept in listings (about 75 MB); the least recently used are listed again if looked at
 
 
 @dataclass(slots=True)  # a mount may hold many: no __dict__ each
@@ -95,8 +97,9 @@ class RepoTree:
         if commit is not None:
             root = self._ref_node(commit, "", "")
             root.inode = ROOT_INODE
-        self._nodes: dict[int, Node] = {ROOT_INODE: root}
-        self._listings: dict[int, _Listing] = {}
+        self._nodes: dict[int, Node] = {ROOT_INODE: root}  # what the kernel has been given
+        self._listings: OrderedDict[int, _Listing] = OrderedDict()  # least recently used first
+        self._listed = 0  # entries in self._listings
         self._lock = threading.Lock()
 
     # -- the operations a filesystem needs
@@ -109,15 +112,21 @@ class RepoTree:
         return node
 
     def lookup(self, parent: int, name: str) -> Node:
-        return _child(self._listing(parent), parent, name)
+        return self._given([_child(self._listing(parent), parent, name)])[0]
 
     def lookup_cached(self, parent: int, name: str) -> Node | None:
         """The same as lookup() when the parent's listing is fresh (it never blocks); else None."""
         children = self._fresh_listing(parent)
-        return None if children is None else _child(children, parent, name)
+        return None if children is None else self._given([_child(children, parent, name)])[0]
 
     def readdir(self, inode: int) -> list[Node]:
-        return list(self._listing(inode).values())
+        return self._given(list(self._listing(inode).values()))
+
+    def _given(self, nodes: list[Node]) -> list[Node]:
+        """NODES, known by inode from now on: the kernel has them and may ask for them by inode."""
+        with self._lock:
+            self._nodes.update((n.inode, n) for n in nodes)
+        return nodes
 
     def entry_ttl(self, parent: Node, node: Node, short: float, long: float) -> float:
         """How long the kernel may keep the name NODE in PARENT: names in a branch directory move with it."""
@@ -196,14 +205,19 @@ class RepoTree:
         children = {n.name: n for n in order}
         expires = float("inf") if node.immutable else time.monotonic() + LISTING_TTL
         with self._lock:
+            old = self._listings.pop(node.inode, None)
+            self._listed += len(order) - (len(old.order) if old else 0)
             self._listings[node.inode] = _Listing(expires, children, order, node.commit)
-            self._nodes.update((n.inode, n) for n in order)
+            while self._listed > MAX_LISTED and len(self._listings) > 1:
+                self._listed -= len(self._listings.popitem(last=False)[1].order)
         return children
 
     def _fresh_listing(self, inode: int) -> dict[str, Node] | None:
         """The listing of INODE unless it is out of date: a branch directory's holds while its head stays."""
         with self._lock:
             listing, node = self._listings.get(inode), self._nodes.get(inode)
+            if listing is not None:
+                self._listings.move_to_end(inode)
         if listing is None or node is None:
             return None
         if listing.expires > time.monotonic() or (node.commit and listing.commit == node.commit):

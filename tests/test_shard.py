@@ -48,6 +48,7 @@ def read_all(tree: RepoTree) -> dict[str, bytes]:
     while stack:
         node = stack.pop()
         for child in tree.readdir(node.inode):
+            child = tree.lookup(node.inode, child.name)  # as the kernel does before it uses an inode
             if child.is_dir:
                 stack.append(child)
             else:

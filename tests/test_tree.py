@@ -4,6 +4,7 @@ import pytest
 
 from conftest import put_commit
 from pfs.client import Client
+from pfs.core.errors import NotFound
 from pfs.vfs import tree as vfs_tree
 from pfs.vfs.tree import ROOT_INODE, RepoTree
 
@@ -91,4 +92,20 @@ def test_a_branch_directory_is_listed_again_when_its_head_moves_only(client, mon
     assert tree.lookup(repo.inode, "master").commit == new
     assert tree.lookup(master.inode, "new").size == 4
     assert client.listed == [("", True), ("", True)]
+    tree.cache.close()
+
+
+def test_a_node_is_known_by_inode_until_the_kernel_forgets_it_as_often_as_it_was_given(client):
+    tree = RepoTree(client)
+    ref = tree.lookup(tree.lookup(ROOT_INODE, "r").inode, "master")
+    top = tree.lookup(ref.inode, "top")
+    assert tree.lookup_cached(ref.inode, "top").inode == top.inode  # given twice
+    tree.forget(top.inode, 1)
+    assert tree.read(top.inode, 0, 10) == b"top\n"
+    tree.forget(top.inode, 1)
+    with pytest.raises(NotFound):
+        tree.getattr(top.inode)
+    assert tree.read(tree.lookup(ref.inode, "top").inode, 0, 10) == b"top\n"  # given again
+    tree.forget(ROOT_INODE, 1)
+    assert tree.getattr(ROOT_INODE).kind == "root"
     tree.cache.close()

@@ -74,7 +74,7 @@ class Operations(pyfuse3.Operations):
         name = os.fsdecode(name)
         parent = self._now(self.tree.getattr, parent_inode)
         if name == ".":
-            return self._attr(parent)
+            return self._attr(self.tree.remember([parent])[0])
         node = self._now(self.tree.lookup_cached, parent_inode, name)
         if node is None:  # the listing must be fetched
             node = await self._call(self.tree.lookup, parent_inode, name)
@@ -92,14 +92,21 @@ class Operations(pyfuse3.Operations):
     async def readdir(self, fh, start_id, token):
         # the offset of an entry is its place in the name-ordered listing, plus one
         parent, entries = self._dirs[fh]
+        sent = []  # each entry sent counts as a lookup (readdirplus)
         for offset in range(start_id, len(entries)):
             node = entries[offset]
             attr = self._attr(node, self.tree.entry_ttl(parent, node, SHORT_TTL, LONG_TTL))
             if not pyfuse3.readdir_reply(token, os.fsencode(node.name), attr, offset + 1):
                 break
+            sent.append(node)
+        self.tree.remember(sent)
 
     async def releasedir(self, fh):
         del self._dirs[fh]
+
+    async def forget(self, inode_list):
+        for inode, count in inode_list:
+            self.tree.forget(inode, count)
 
     async def open(self, inode, flags, ctx):
         if flags & WRITE_FLAGS:

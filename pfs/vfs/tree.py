@@ -97,7 +97,8 @@ class RepoTree:
         if commit is not None:
             root = self._ref_node(commit, "", "")
             root.inode = ROOT_INODE
-        self._nodes: dict[int, Node] = {ROOT_INODE: root}  # what the kernel has been given
+        self._nodes: dict[int, Node] = {ROOT_INODE: root}  # what the kernel has been given...
+        self._lookups: dict[int, int] = {}  # ...and how many times (its lookup count), until it forgets them
         self._listings: OrderedDict[int, _Listing] = OrderedDict()  # least recently used first
         self._listed = 0  # entries in self._listings
         self._lock = threading.Lock()
@@ -112,21 +113,34 @@ class RepoTree:
         return node
 
     def lookup(self, parent: int, name: str) -> Node:
-        return self._given([_child(self._listing(parent), parent, name)])[0]
+        """The entry NAME of the directory PARENT, remembered (see remember())."""
+        return self.remember([_child(self._listing(parent), parent, name)])[0]
 
     def lookup_cached(self, parent: int, name: str) -> Node | None:
         """The same as lookup() when the parent's listing is fresh (it never blocks); else None."""
         children = self._fresh_listing(parent)
-        return None if children is None else self._given([_child(children, parent, name)])[0]
+        return None if children is None else self.remember([_child(children, parent, name)])[0]
 
     def readdir(self, inode: int) -> list[Node]:
-        return self._given(list(self._listing(inode).values()))
+        """The entries of the directory INODE, not remembered: remember() those handed to the kernel."""
+        return list(self._listing(inode).values())
 
-    def _given(self, nodes: list[Node]) -> list[Node]:
-        """NODES, known by inode from now on: the kernel has them and may ask for them by inode."""
+    def remember(self, nodes: list[Node]) -> list[Node]:
+        """NODES, known by inode (getattr, read) until the kernel forgets them as often as it was given them."""
         with self._lock:
-            self._nodes.update((n.inode, n) for n in nodes)
+            for n in nodes:
+                self._nodes[n.inode] = n
+                self._lookups[n.inode] = self._lookups.get(n.inode, 0) + 1
         return nodes
+
+    def forget(self, inode: int, count: int) -> None:
+        """The kernel dropped COUNT of the times it was given INODE; at none left, it is not known by inode."""
+        with self._lock:
+            left = self._lookups.pop(inode, 0) - count
+            if left > 0:
+                self._lookups[inode] = left
+            elif inode != ROOT_INODE:
+                self._nodes.pop(inode, None)
 
     def entry_ttl(self, parent: Node, node: Node, short: float, long: float) -> float:
         """How long the kernel may keep the name NODE in PARENT: names in a branch directory move with it."""

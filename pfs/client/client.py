@@ -150,9 +150,9 @@ class Client:
 
     def list_files(self, ref: CommitRef, path: str = "", with_chunks: bool = False, since: str = "",
                    incremental: str = "diff", recursive: bool = False, limit: int = 0) -> Iterator[FileInfo]:
-        """A directory's entries (RECURSIVE: all below it, LIMIT at most); with SINCE, only what changed after that commit.
+        """A directory's entries; with SINCE, only what changed after that commit.
 
-        See FileRequest in protos/pfs.proto.
+        RECURSIVE: every entry below it, LIMIT at most (see FileRequest in protos/pfs.proto).
         """
         request = pb.FileRequest(commit=cv.commit_ref_to_pb(ref), path=path, with_chunks=with_chunks, since=since,
                                  incremental=incremental, recursive=recursive, limit=limit)

@@ -88,13 +88,12 @@ def test_reads_are_the_same_after_the_kernel_forgets_every_inode(server, tmp_pat
     root = tmp_path / "mnt" / "data" / "master"
     with mounted(server, tmp_path / "mnt"):
         assert {str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()} == set(files)  # readdirplus
-        kept = open(root / "d0" / "f0", "rb")
-        for _ in range(2):
-            pathlib.Path("/proc/sys/vm/drop_caches").write_text("2\n")  # dentries and inodes: FORGET
-            for path, data in files.items():
-                assert (root / path).read_bytes() == data
-        assert kept.read() == files["d0/f0"]  # a file open throughout
-        kept.close()
+        with open(root / "d0" / "f0", "rb") as kept:  # a file open throughout
+            for _ in range(2):
+                pathlib.Path("/proc/sys/vm/drop_caches").write_text("2\n")  # dentries and inodes: FORGET
+                for path, data in files.items():
+                    assert (root / path).read_bytes() == data
+            assert kept.read() == files["d0/f0"]
 
 
 def test_writes_fail_with_erofs(server, tmp_path):

@@ -9,6 +9,9 @@ files, default 10,000 files of 1-4 KiB in 100 directories):
    and through `borg mount`, cold and then warm.
 2. Time to `stat` every small file, and time to read every small file
    (files/s), native, through pfs and through borg, cold and then warm.
+3. The floor of a cold read through pfs on this machine: the large file's
+   stored chunks read and unpacked straight from the store, cold, on the
+   mount's fetch threads, with no FUSE and no reader (printed with the goals).
 
 How: the data is generated deterministically and put, untimed, into a pfs
 server (`pfs put-file -c`, repo `bench`, branch master) and into a borg

@@ -284,18 +284,19 @@ class RepoTree:
         last = listed[-1].path if len(listed) == PREFETCH_ENTRIES else None
         dirs = {node.path: node}
         found: dict[str, list[Node]] = {node.path: []}
-        for f in listed:
-            if not self.shard.sees_entry(paths.components(f.path)[0]):
-                continue
+        for f in filter(self._sees, listed):
             child = self._file_node(node, f)
             found[paths.parent(f.path)].append(child)  # a directory comes before what it holds
             if child.is_dir:
                 dirs[f.path], found[f.path] = child, []
         entries = found.pop(node.path)
         if last is not None:  # the call stopped inside NODE
-            entries = [self._file_node(node, f) for f in self._list_files(node)
-                       if self.shard.sees_entry(paths.components(f.path)[0])]
+            entries = [self._file_node(node, f) for f in filter(self._sees, self._list_files(node))]
         return entries, [(dirs[d], its) for d, its in found.items() if last is None or not _holds(d, last)]
+
+    def _sees(self, f: FileInfo) -> bool:
+        """Whether this tree's shard shows F: a reduce shard sees whole top-level entries."""
+        return self.shard.sees_entry(paths.components(f.path)[0])
 
     def _list_files(self, node: Node, recursive: bool = False, limit: int = 0) -> list[FileInfo]:
         return list(self.client.list_files(CommitRef(node.repo, node.commit), node.path, with_chunks=True,

@@ -330,8 +330,8 @@ def unpack_big(server: "PfsServer") -> float:
     cache has) with no FUSE, no kernel page cache of the file and no reader:
     the floor of a cold read through the mount on this machine.
     """
-    (info,) = [f for f in Client(server.env["PFS_ADDRESS"]).list_files(CommitRef(REPO, BRANCH), with_chunks=True)
-               if f.path == BIG_NAME]
+    with Client(server.env["PFS_ADDRESS"]) as client:
+        info = client.inspect_file(CommitRef(REPO, BRANCH), BIG_NAME)
     store = LocalChunks(str(server.store))
     try:
         drop_caches()

@@ -193,7 +193,7 @@ def test_push_errors_are_one_line(server, registry_server, images, tmp_path):
     assert r.returncode == 1
 
     for s in (server, registry_server):  # no pipeline was made
-        assert_one_line_error(s.pfs("inspect-pipeline", "p", check=False), "p")
+        assert_one_line_error(s.pfs("inspect-pipeline", "p", check=False), "pipeline 'p' not found")
 
 
 def test_the_container_runner_runs_a_pushed_image_from_a_loopback_registry(registry, tmp_path):

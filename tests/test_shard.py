@@ -61,15 +61,18 @@ def read_all(tree: RepoTree) -> dict[str, bytes]:
 
 @pytest.mark.parametrize("n", range(1, 9))
 def test_reduce_gives_each_top_level_entry_to_one_worker(tree_of, commit_files, n):
-    owners: dict[str, list[int]] = {}
+    seen: dict[str, list[int]] = {}  # path -> the workers that showed it
     for i in range(n):
         for path, data in read_all(tree_of(Shard("reduce", i, n))).items():
             assert data == commit_files[path]  # whole files
-            owners.setdefault(path.split("/")[0], []).append(i)
-    tops = {p.split("/")[0] for p in commit_files}
-    assert set(owners) == {t for t in tops if any(p.split("/")[0] == t for p in commit_files)}
+            seen.setdefault(path, []).append(i)
+    assert sorted(seen) == sorted(commit_files)  # every file, below every top-level entry
+    owners: dict[str, set[int]] = {}
+    for path, workers in seen.items():
+        assert len(workers) == 1, (path, workers)  # each file by exactly one worker
+        owners.setdefault(path.split("/")[0], set()).update(workers)
     for top, workers in owners.items():
-        assert len(set(workers)) == 1, top  # a directory goes whole to one worker
+        assert len(workers) == 1, top  # a directory goes whole to one worker
 
 
 @pytest.mark.parametrize("n", range(1, 9))

@@ -99,20 +99,19 @@ def test_subscribe_commit_from_the_first_then_new(server):
     for i in range(2):
         server.pfs("put-file", "r", "master", "f", "-c", "-f", "-", input=b"x\n")
     old = commit_ids(server, "r")[::-1]
+    open_commit = server.pfs("start-commit", "r").text.strip()  # open before either subscription starts
     proc = subprocess.Popen([PFS, "subscribe-commit", "r", "master"], stdout=subprocess.PIPE, text=True,
                             env={"PFS_ADDRESS": server.address, "PATH": ""})
     try:
-        seen = [proc.stdout.readline().strip() for _ in range(2)]
-        assert seen == old
-        open_commit = server.pfs("start-commit", "r").text.strip()
-        got = []
-        reader = threading.Thread(target=lambda: got.append(proc.stdout.readline().strip()))
-        reader.start()
-        reader.join(0.5)
-        assert got == []  # an open commit is not announced
-        server.pfs("finish-commit", "r", open_commit)
-        reader.join(10)
-        assert got == [open_commit]
+        with server.client() as client:
+            announced = client.subscribe_commits("r", "master")
+            assert [next(announced).id for _ in range(2)] == old
+            assert [proc.stdout.readline().strip() for _ in range(2)] == old
+            server.pfs("finish-commit", "r", open_commit)
+            info = next(announced)
+            assert (info.id, info.is_finished) == (open_commit, True)  # announced once finished, not before
+            assert proc.stdout.readline().strip() == open_commit
+            announced.close()
     finally:
         proc.kill()
         proc.wait()

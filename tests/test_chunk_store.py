@@ -10,6 +10,7 @@ from pfs.core.hashing import address
 from server.storage.local import LocalChunkStore
 
 BACKENDS = {"local": lambda tmp: LocalChunkStore(tmp / "store")}
+SMALL_BATCHES = {LocalChunkStore: {"BATCH_CHUNKS": 3}}  # each backend's batch bounds, shrunk: a put spans several
 
 
 @pytest.fixture(params=sorted(BACKENDS))
@@ -32,10 +33,11 @@ def test_put_get_missing(store):
     chunks = frames(10)
     addrs = [a for a, _ in chunks]
     assert store.missing(addrs) == addrs
-    store.put(chunks[:4])
+    assert store.put(chunks[:4]) == 4
     assert store.missing(addrs) == addrs[4:]
-    store.put(chunks + chunks[:2])  # again, and twice in one call: harmless
+    assert store.put(chunks + chunks[:2]) == 6  # again, and twice in one call: harmless, and not counted
     assert store.missing(addrs) == []
+    assert store.put(chunks) == 0
     for a, f in chunks:
         assert store.get(a) == f
 
@@ -45,16 +47,30 @@ def test_get_absent_is_data_loss(store):
         store.get(b"\0" * 32)
 
 
-def test_failed_put_leaves_nothing_behind(store):
-    chunks = frames(5)
+def test_a_failed_put_keeps_whole_chunks_only(store, monkeypatch):
+    """A put that fails after several batches keeps the chunks it made durable, whole, and no trace of the rest."""
+    for name, value in SMALL_BATCHES.get(type(store), {}).items():
+        monkeypatch.setattr(f"{type(store).__module__}.{name}", value)
+    chunks = frames(12)
+    sent = chunks[:10] + chunks[11:]  # the last one sent is large, so its batch has a temp file when put fails
 
     def failing():
-        yield from chunks[:3]
+        yield from sent
         raise RuntimeError("client went away")
 
     with pytest.raises(RuntimeError):
         store.put(failing())
-    assert store.missing([a for a, _ in chunks]) == [a for a, _ in chunks]
+    addrs = [a for a, _ in chunks]
+    missing = store.missing(addrs)
+    assert addrs[10] in missing and addrs[11] in missing  # never sent; sent but never made durable
+    assert len(missing) < len(addrs) - 1  # earlier batches were made durable
+    if isinstance(store, LocalChunkStore):
+        assert list(store.tmp.iterdir()) == []  # no temp file left
+    for a, f in chunks:
+        if a not in missing:
+            assert store.get(a) == f
+    assert store.put(chunks) == len(missing)  # a retry stores just the rest
+    assert store.missing(addrs) == []
 
 
 def test_chunks_survive_reopening(tmp_path):

@@ -18,7 +18,12 @@ class ChunkStore(ABC):
 
     @abstractmethod
     def put(self, chunks: Iterable[tuple[bytes, bytes]]) -> int:
-        """Stores (address, compressed bytes) pairs (storing one again is harmless); returns how many it wrote."""
+        """Stores (address, compressed bytes) pairs; returns how many of them the store did not hold before.
+
+        Storing a chunk again is harmless and not counted (a put racing another put of the same chunk may count
+        it in both). A put that fails part-way keeps the chunks it had made durable (whole, and skipped by a
+        retry) and leaves no trace of the rest.
+        """
 
     @abstractmethod
     def get(self, address: bytes) -> bytes:

@@ -65,6 +65,7 @@ class LocalChunkStore(ChunkStore):
     def put(self, chunks: Iterable[tuple[bytes, bytes]]) -> int:
         batch = _Batch()
         flushes = []
+        files = set()  # the large chunks this call writes, across its batches
         with ThreadPoolExecutor(1, thread_name_prefix="chunk-flush") as flusher:
             try:
                 for address, data in chunks:
@@ -72,8 +73,9 @@ class LocalChunkStore(ChunkStore):
                         batch.small[address] = data
                     else:
                         final = self.path(address)
-                        if final in batch.files:
+                        if final in files or os.path.exists(final):  # stored already: nothing to write
                             continue
+                        files.add(final)
                         tmp = self.tmp / uuid.uuid4().hex
                         with open(tmp, "wb") as f:
                             f.write(data)
@@ -90,12 +92,14 @@ class LocalChunkStore(ChunkStore):
             return sum(f.result() for f in flushes)
 
     def _commit(self, batch: "_Batch") -> int:
-        """Makes a batch durable: small chunks in one transaction; files flushed, then renamed."""
+        """Makes a batch durable: small chunks in one transaction; files flushed, then renamed. How many were new."""
+        new = 0
         if batch.small:
             with self._lock:
                 self._db.execute("BEGIN IMMEDIATE")
                 try:
-                    self._db.executemany("INSERT OR IGNORE INTO small VALUES (?, ?)", batch.small.items())
+                    rows = self._db.executemany("INSERT OR IGNORE INTO small VALUES (?, ?)", batch.small.items())
+                    new = rows.rowcount  # the ignored ones count 0
                 except BaseException:
                     self._db.execute("ROLLBACK")
                     raise
@@ -109,7 +113,7 @@ class LocalChunkStore(ChunkStore):
                     os.makedirs(os.path.dirname(final), exist_ok=True)
                     os.replace(tmp, final)
             self._sync()  # the renames themselves
-        return len(batch.small) + len(batch.files)
+        return new + len(batch.files)
 
     def _sync(self) -> None:
         fd = os.open(self.root, os.O_RDONLY)

@@ -20,6 +20,7 @@ from server.pps.controller import Controller
 from server.pps.jobs import Jobs
 from server.pps.pipelines import Pipelines
 from server.pps.runners import RUNNERS
+from server.rpc.decoding import RequestDecoding
 from server.rpc.servicers import ApiServicer, ChunksServicer, PpsServicer
 from server.storage.local import LocalChunkStore
 from server.store import Store
@@ -63,7 +64,8 @@ def serve(args: argparse.Namespace) -> None:
     except BlockingIOError:
         raise SystemExit(f"pfs server: {data_dir} is in use by another pfs server") from None
     store = Store(LocalChunkStore(data_dir), SqliteMetaStore(data_dir / "meta.db"), args.chunk_size, str(data_dir))
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=64), options=GRPC_OPTIONS)
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=64), options=GRPC_OPTIONS,
+                         interceptors=[RequestDecoding()])
     address = f"{args.listen}:{args.port}"
     try:
         port = server.add_insecure_port(address)

@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 APT_PACKAGES := fuse3 libfuse3-dev pkg-config gcc python3-dev python3-venv
 BENCH_APT_PACKAGES := borgbackup restic python3-pyfuse3  # python3-pyfuse3: borg mount
 
-.PHONY: setup apt demo test bench protos clean shim-image podman-setup
+.PHONY: setup apt demo test test-fast bench protos clean shim-image podman-setup
 
 setup: apt $(VENV)/.installed
 
@@ -24,6 +24,10 @@ demo: setup
 
 test: setup
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The tests not marked slow (no image builds, big data or real pipelines): the tier to run while working.
+test-fast: setup
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
 bench: setup
 	@./.ci/apt-install $(BENCH_APT_PACKAGES)

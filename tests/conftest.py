@@ -3,6 +3,7 @@
 import io
 import os
 import pathlib
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -109,6 +110,23 @@ def assert_one_line_error(result: Result, *fragments: str) -> None:
     assert lines[0].startswith("pfs: "), lines[0]
     for f in fragments:
         assert f in lines[0], (f, lines[0])
+
+
+def needs(*tools: str, root: bool = False, fuse: bool = False) -> pytest.MarkDecorator:
+    """Skips a test (or a module, as its pytestmark) where root, /dev/fuse or a tool it needs is missing, naming it."""
+    missing = [what for what, lacking in (("root", root and os.geteuid() != 0),
+                                          ("/dev/fuse", fuse and not os.path.exists("/dev/fuse"))) if lacking]
+    missing += [tool for tool in tools if shutil.which(tool) is None]
+    return pytest.mark.skipif(bool(missing), reason=f"needs {' and '.join(missing)}")
+
+
+@pytest.fixture(scope="session")
+def containers_conf(tmp_path_factory):
+    """podman's settings for these tests in a file of their own (CONTAINERS_CONF, which .ci/podman-setup writes),
+    so the host's /etc/containers/containers.conf stays as it was."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("CONTAINERS_CONF", str(tmp_path_factory.mktemp("containers") / "containers.conf"))
+        yield
 
 
 @pytest.fixture(autouse=True)

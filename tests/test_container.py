@@ -13,13 +13,14 @@ from dataclasses import dataclass
 
 import pytest
 
-from conftest import PFS, Server, run_pfs, wait_for
+from conftest import PFS, Server, needs, run_pfs, wait_for
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 IMAGE = "pfs/job-shim:latest"
 FUSE = ["--device", "/dev/fuse", "--cap-add", "SYS_ADMIN"]
 
-pytestmark = pytest.mark.timeout(900)  # a cold build (apt, debootstrap, wheels) takes minutes
+# a cold build (apt, debootstrap, wheels) takes minutes; podman-setup installs packages
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900), needs(root=True, fuse=True)]
 
 
 def tail(text: str, lines: int = 15) -> str:
@@ -42,7 +43,7 @@ class Podman:
 
 
 @pytest.fixture(scope="module")
-def podman() -> Podman:
+def podman(containers_conf) -> Podman:
     """Podman set up as CONTAINERS.md says, and the image built once for this module."""
     # The ini's faulthandler_timeout (170 s) would dump every thread's stack in the middle of a
     # cold build; this test's own timeout (900 s, pytest-timeout) still applies.

@@ -3,12 +3,15 @@
 import os
 import subprocess
 
+import pytest
+
 from conftest import PFS, stored_chunks, wait_for
 from pfs.core.compression import decompress
 from pfs.core.hashing import address
 from pfs.core.model import CommitRef
 
 
+@pytest.mark.slow  # 400 MiB
 def test_kill_during_upload(big_server, tmp_path):
     server = big_server
     server.pfs("create-repo", "r")

@@ -4,6 +4,8 @@ import io
 import os
 import random
 
+import pytest
+
 from conftest import stored_chunks
 from pfs.core.model import CommitRef
 
@@ -16,6 +18,7 @@ def chunk_files(server) -> set[str]:
     return set(stored_chunks(server.data_dir))
 
 
+@pytest.mark.slow
 def test_same_100_mib_twice_grows_the_store_by_under_1_percent(big_server, tmp_path):
     src = tmp_path / "big.bin"
     src.write_bytes(os.urandom(100 << 20))

@@ -5,19 +5,16 @@ import errno
 import os
 import pathlib
 import random
-import shutil
 import signal
 import subprocess
 
 import pytest
 
-from conftest import PFS, assert_one_line_error, stop_process, wait_for
+from conftest import PFS, assert_one_line_error, needs, stop_process, wait_for
 from pfs.core.model import CommitRef, FileWrite
 from pfs.fuse.mount import mounts
 
-pytestmark = pytest.mark.skipif(
-    not os.path.exists("/dev/fuse") or not shutil.which("fusermount3"), reason="needs /dev/fuse and fusermount3"
-)
+pytestmark = needs("fusermount3", fuse=True)
 
 
 @contextlib.contextmanager
@@ -80,6 +77,7 @@ def test_reads_are_byte_identical_at_any_offset(server, tmp_path):
         assert os.statvfs(mnt).f_bsize > 0
 
 
+@pytest.mark.slow
 def test_reads_are_the_same_after_the_kernel_forgets_every_inode(server, tmp_path):
     files = {f"d{i % 3}/f{i}": b"%d\n" % i * (i + 1) for i in range(30)}
     server.pfs("create-repo", "data")
@@ -131,6 +129,7 @@ def test_new_repos_commits_and_moving_branches_appear(server, tmp_path):
         wait_for(lambda: f.read_bytes() == b"one\ntwo\nthree\n")
 
 
+@pytest.mark.slow
 def test_a_directory_of_100000_files_lists_fully(server, tmp_path):
     client = server.client()
     client.create_repo("many")
@@ -194,7 +193,7 @@ def test_mount_errors_and_unmount(server, tmp_path):
     assert_one_line_error(server.pfs("unmount", check=False), "give a mount point DIR, or -a")
 
 
-@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("unshare"), reason="needs root and unshare")
+@needs("unshare", root=True)
 def test_unmount_all(server, tmp_path):
     """`pfs unmount -a` (pachctl unmount -a): every pfs mount, one with a space in its path too.
 
@@ -293,7 +292,7 @@ def test_a_chunk_corrupted_on_disk_is_an_error_never_wrong_bytes(big_server, tmp
     assert_one_line_error(server.pfs("get-file", "r", "master", "big", check=False), "is corrupt")
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="only root may set a mount's read-ahead")
+@needs(root=True)  # only root may set a mount's read-ahead
 def test_the_mount_asks_the_kernel_for_large_reads(server, tmp_path):
     """Read-ahead of 1 MiB per request instead of the kernel's 128 KiB: a sequential reader costs fewer trips."""
     mnt = tmp_path / "mnt"

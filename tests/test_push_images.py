@@ -15,7 +15,7 @@ import uuid
 
 import pytest
 
-from conftest import Server, assert_one_line_error, stop_process, wait_for
+from conftest import Server, assert_one_line_error, needs, stop_process, wait_for
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 BASE = "docker.io/library/debian:bookworm-slim"  # made by .ci/podman-setup, no registry needed
@@ -23,7 +23,8 @@ MANIFEST_TYPES = "application/vnd.oci.image.manifest.v1+json, application/vnd.do
 RUN = uuid.uuid4().hex[:8]  # in image names, so runs of this module at the same time do not meet
 DIGEST_REF = re.compile(r"(?P<registry>[^/]+)/(?P<name>[^@]+)@(?P<digest>sha256:[0-9a-f]{64})")
 
-pytestmark = pytest.mark.timeout(600)  # a cold setup installs packages and debootstraps the base image
+# a cold setup installs packages (as root) and debootstraps the base image
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600), needs(root=True)]
 
 
 def tail(text: str, lines: int = 5) -> str:
@@ -43,7 +44,7 @@ def podman(*args: str, timeout: float = 120) -> str:
 
 
 @pytest.fixture(scope="module")
-def tools() -> None:
+def tools(containers_conf) -> None:
     """podman (as CONTAINERS.md says, with the base image) and docker-registry, installed where missing."""
     # The ini's faulthandler_timeout (170 s) would dump every stack in the middle of a cold setup;
     # the module's own timeout still applies.

@@ -74,7 +74,7 @@ def serve(args: argparse.Namespace) -> None:
     # workers on this machine (or in containers on its network) reach the server here
     host = "127.0.0.1" if args.listen in ("0.0.0.0", "::", "[::]") else args.listen
     runner = RUNNERS[args.runner](f"{host}:{port}")
-    jobs = Jobs(store)
+    jobs = Jobs(store, runner.capacity)
     controller = Controller(store, jobs, runner, data_dir / "workers")
     pfs_pb2_grpc.add_APIServicer_to_server(ApiServicer(store, runner.name, args.registry), server)
     chunks_pb2_grpc.add_ChunksServicer_to_server(ChunksServicer(store), server)

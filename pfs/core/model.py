@@ -37,6 +37,15 @@ class CommitRef:
 
 
 @dataclass(frozen=True)
+class DirectRead:
+    """How a client may read a server's chunks straight from its store: a KIND of store (a layout a client
+    may know a reader for) at ROOT. Only an offer: a client without a reader for KIND reads through the server."""
+
+    kind: str
+    root: str
+
+
+@dataclass(frozen=True)
 class RepoInfo:
     name: str
     description: str

@@ -3,7 +3,7 @@
 import dataclasses
 
 from pfs.core.model import (
-    BranchInfo, ChunkRef, CommitInfo, CommitRef, FileInfo, FileWrite, InputSpec, JobInfo, JobInput, JobSpec, LogLine,
+    BranchInfo, ChunkRef, CommitInfo, CommitRef, DirectRead, FileInfo, FileWrite, InputSpec, JobInfo, JobInput, JobSpec, LogLine,
     ParallelismSpec, PipelineInfo, PipelineSpec, RepoInfo, ShardInfo, Transform,
 )
 from pfs.proto import chunks_pb2 as cpb
@@ -25,6 +25,15 @@ def chunk_to_pb(c: ChunkRef) -> cpb.ChunkRef:
 
 def chunk_from_pb(m: cpb.ChunkRef) -> ChunkRef:
     return ChunkRef(m.address, m.size)
+
+
+def direct_read_to_pb(d: DirectRead) -> pb.DirectRead:
+    return pb.DirectRead(kind=d.kind, root=d.root)
+
+
+def direct_read_from_pb(m: pb.ServerInfo) -> DirectRead | None:
+    """The server's offer of direct reads, if it makes one."""
+    return DirectRead(m.direct_read.kind, m.direct_read.root) if m.HasField("direct_read") else None
 
 
 def repo_to_pb(r: RepoInfo) -> pb.RepoInfo:

@@ -11,8 +11,8 @@ import grpc
 from pfs.client.status import domain_error
 from pfs.core import frames
 from pfs.core.model import (
-    BranchInfo, ChunkRef, CommitInfo, CommitRef, DirectRead, FileInfo, FileWrite, JobInfo, JobSpec, LogLine, PipelineInfo,
-    PipelineSpec, RepoInfo, ShardInfo,
+    BranchInfo, ChunkRef, CommitInfo, CommitRef, DirectRead, FileInfo, FileWrite, JobInfo, JobSpec, LogLine,
+    PipelineInfo, PipelineSpec, RepoInfo, ShardInfo,
 )
 from pfs.proto import chunks_pb2 as cpb
 from pfs.proto import chunks_pb2_grpc

@@ -3,8 +3,8 @@
 import dataclasses
 
 from pfs.core.model import (
-    BranchInfo, ChunkRef, CommitInfo, CommitRef, DirectRead, FileInfo, FileWrite, InputSpec, JobInfo, JobInput, JobSpec, LogLine,
-    ParallelismSpec, PipelineInfo, PipelineSpec, RepoInfo, ShardInfo, Transform,
+    BranchInfo, ChunkRef, CommitInfo, CommitRef, DirectRead, FileInfo, FileWrite, InputSpec, JobInfo, JobInput, JobSpec,
+    LogLine, ParallelismSpec, PipelineInfo, PipelineSpec, RepoInfo, ShardInfo, Transform,
 )
 from pfs.proto import chunks_pb2 as cpb
 from pfs.proto import pfs_pb2 as pb

@@ -52,6 +52,9 @@ def parser() -> argparse.ArgumentParser:
                         "or container (podman or docker, with each pipeline's image)")
     p.add_argument("--registry", default="", metavar="HOST:PORT",
                    help="the image registry `create-pipeline --push-images` pushes to when an image names none")
+    p.add_argument("--no-direct-read", action="store_true",
+                   help="offer clients no direct reads of the chunk store: mounts on this machine read every "
+                        "chunk through the server (a data dir they must not read)")
     return p
 
 
@@ -63,7 +66,7 @@ def serve(args: argparse.Namespace) -> None:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         raise SystemExit(f"pfs server: {data_dir} is in use by another pfs server") from None
-    store = Store(LocalChunkStore(data_dir), SqliteMetaStore(data_dir / "meta.db"), args.chunk_size, str(data_dir))
+    store = Store(LocalChunkStore(data_dir), SqliteMetaStore(data_dir / "meta.db"), args.chunk_size)
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=64), options=GRPC_OPTIONS,
                          interceptors=[RequestDecoding()])
     address = f"{args.listen}:{args.port}"
@@ -76,9 +79,10 @@ def serve(args: argparse.Namespace) -> None:
     # workers on this machine (or in containers on its network) reach the server here
     host = "127.0.0.1" if args.listen in ("0.0.0.0", "::", "[::]") else args.listen
     runner = RUNNERS[args.runner](f"{host}:{port}")
-    jobs = Jobs(store)
+    jobs = Jobs(store, runner.capacity)
     controller = Controller(store, jobs, runner, data_dir / "workers")
-    pfs_pb2_grpc.add_APIServicer_to_server(ApiServicer(store, runner.name, args.registry), server)
+    direct_read = None if args.no_direct_read else store.chunks.describe()
+    pfs_pb2_grpc.add_APIServicer_to_server(ApiServicer(store, runner.name, args.registry, direct_read), server)
     chunks_pb2_grpc.add_ChunksServicer_to_server(ChunksServicer(store), server)
     pps_pb2_grpc.add_PPSServicer_to_server(PpsServicer(jobs, Pipelines(store, controller, runner)), server)
     server.start()

@@ -28,11 +28,10 @@ VERIFY_AHEAD = 2  # batches checked ahead of the writer
 
 
 class Store:
-    def __init__(self, chunks: ChunkStore, meta: MetaStore, chunk_avg_size: int, data_dir: str = "") -> None:
+    def __init__(self, chunks: ChunkStore, meta: MetaStore, chunk_avg_size: int) -> None:
         self.chunks = chunks
         self.meta = meta
         self.chunk_avg_size = chunk_avg_size
-        self.data_dir = data_dir  # where a local chunk store keeps its chunks, if it is one
         self.trees = Trees()
         self._finished = threading.Condition()  # notified when a commit finishes
         self._workers = ThreadPoolExecutor(os.cpu_count() or 2, thread_name_prefix="verify")

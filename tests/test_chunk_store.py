@@ -4,9 +4,11 @@ import os
 
 import pytest
 
-from pfs.core.compression import compress
+from pfs.core.compression import compress, decompress
 from pfs.core.errors import DataLoss
 from pfs.core.hashing import address
+from pfs.core.model import ChunkRef, DirectRead
+from pfs.vfs.local_chunks import direct_reader
 from server.storage.local import LocalChunkStore
 
 BACKENDS = {"local": lambda tmp: LocalChunkStore(tmp / "store")}
@@ -27,6 +29,29 @@ def frames(n: int) -> list[tuple[bytes, bytes]]:
         plain = (b"chunk %d " % i) + (os.urandom(200_000) if i % 2 else b"")
         out.append((address(plain), compress(plain)))
     return out
+
+
+def test_a_direct_read_a_store_offers_reads_what_it_holds(store):
+    """A client's reader of the store's offer (where it makes one) finds every chunk, small and large."""
+    offer = store.describe()
+    if offer is None:
+        pytest.skip("this store offers no direct reads")
+    chunks = frames(6)
+    store.put(chunks)
+    reader = direct_reader(offer)
+    try:
+        for a, f in chunks:
+            plain = decompress(f)
+            assert reader.read(ChunkRef(a, len(plain))) == plain
+    finally:
+        reader.close()
+
+
+def test_no_offer_or_an_unknown_kind_means_no_direct_reads(tmp_path):
+    LocalChunkStore(tmp_path).close()
+    assert direct_reader(DirectRead("local-dir", str(tmp_path))) is not None
+    assert direct_reader(DirectRead("s3", str(tmp_path))) is None
+    assert direct_reader(None) is None
 
 
 def test_put_get_missing(store):

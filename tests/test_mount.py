@@ -10,7 +10,7 @@ import subprocess
 
 import pytest
 
-from conftest import PFS, assert_one_line_error, needs, stop_process, wait_for
+from conftest import PFS, Server, assert_one_line_error, needs, stop_process, wait_for
 from pfs.core.model import CommitRef, FileWrite
 from pfs.fuse.mount import mounts
 
@@ -269,6 +269,29 @@ def test_a_mount_beside_its_server_reads_chunks_from_its_disk(big_server, tmp_pa
         assert list((server.data_dir / "chunks").rglob("*/*"))  # the large chunk is a file
         assert (d / "big").read_bytes() == big  # large chunks: files
         assert (d / "sub" / "small").read_bytes() == small  # small chunks: chunks.db
+
+
+def test_a_server_that_offers_no_direct_read_is_read_through(tmp_path):
+    """A server started with --no-direct-read describes none: its mount, on the same machine, reads over gRPC."""
+    server = Server(tmp_path / "data", args=("--no-direct-read",))
+    server.start()
+    try:
+        server.pfs("create-repo", "r")
+        big, small = os.urandom(300_000), b"small\n" * 10
+        put(server, "r", "big", big)
+        put(server, "r", "small", small)
+        mnt = tmp_path / "mnt"
+        with mounted(server, mnt):
+            d = mnt / "r" / "master"
+            assert (d / "small").read_bytes() == small
+            assert "chunks read from" not in (tmp_path / "mount-mnt.log").read_text()
+            os.stat(d / "big")
+            server.kill()
+            with pytest.raises(OSError) as err:  # the chunks are on this disk, but not offered
+                (d / "big").read_bytes()
+            assert err.value.errno == errno.EIO
+    finally:
+        server.stop()
 
 
 def test_a_chunk_corrupted_on_disk_is_an_error_never_wrong_bytes(big_server, tmp_path):

@@ -1,6 +1,7 @@
 """Pipelines on a real server with the local runner: real job-shim workers, each in its own /pfs."""
 
 import json
+import os
 import random
 
 import pytest
@@ -23,8 +24,9 @@ def put(server, repo: str, files: dict[str, bytes], create: bool = True) -> str:
 
 
 def pipeline(server, tmp_path, name: str, cmd, inputs, parallelism=1, check=True, **extra):
-    manifest = {"pipeline": {"name": name}, "transform": {"cmd": cmd}, "parallelism": parallelism,
-                "inputs": inputs, **extra}
+    """Creates pipeline NAME; PARALLELISM None: none given (say, a parallelism_spec in EXTRA)."""
+    manifest = {"pipeline": {"name": name}, "transform": {"cmd": cmd}, "inputs": inputs, **extra,
+                **({} if parallelism is None else {"parallelism": parallelism})}
     path = tmp_path / f"{name}.json"
     path.write_text(json.dumps(manifest))
     return server.pfs("create-pipeline", "-f", str(path), check=check)
@@ -118,6 +120,47 @@ def test_each_method_gives_the_same_result_at_parallelism_1_to_4(server, tmp_pat
     with server.client() as c:
         shards = [len(c.list_jobs(f"up{n}")[0].shards) for n in range(1, 5)]
     assert shards == ([1, 1, 1, 1] if method == "global" else [1, 2, 3, 4])
+
+
+@pytest.mark.slow
+def test_a_coefficient_parallelism_runs_a_worker_per_core(server, tmp_path):
+    """COEFFICIENT 1.0 on the local runner: as many workers as this machine has cores (or the input has parts)."""
+    cores = os.cpu_count()
+    put(server, "docs", {f"doc{i}.txt": b"x\n" for i in range(cores + 1)})
+    pipeline(server, tmp_path, "count", ["sh", "-c", "ls /pfs/docs | wc -l > /pfs/out/seen-$PFS_SHARD"],
+             [repo_input("docs", "reduce")], parallelism=None,
+             parallelism_spec={"strategy": "COEFFICIENT", "coefficient": 1.0})
+    put(server, "few", {"a.txt": b"x\n"})
+    pipeline(server, tmp_path, "one", ["true"], [repo_input("few", "reduce")], parallelism=None,
+             parallelism_spec={"strategy": "COEFFICIENT", "coefficient": 1.0})
+    flush(server, "docs/master")
+    flush(server, "few/master")
+    with server.client() as c:
+        job = c.list_jobs("count")[0]
+        assert (job.state, job.parallelism, len(job.shards)) == ("success", cores, cores)
+        job = c.list_jobs("one")[0]  # one file: one part
+        assert (job.state, job.parallelism, len(job.shards)) == ("success", cores, 1)
+    assert "Parallelism: coefficient 1 (of the runner's capacity)" in server.pfs("inspect-pipeline", "count").text
+
+
+@pytest.mark.slow
+def test_a_pipeline_follows_the_branch_its_input_names(server, tmp_path):
+    """An input with `branch` dev gets a job for each commit on dev, none for commits on master."""
+    put(server, "sales", {"m1.csv": b"1\n"})
+    pipeline(server, tmp_path, "dev-copy", ["sh", "-c", "cp /pfs/sales/* /pfs/out/"],
+             [repo_input("sales", branch="dev")])
+    dev = []
+    for name in ("d1", "d2"):
+        commit = server.pfs("start-commit", "sales", "dev").text.strip()
+        server.pfs("put-file", "sales", commit, f"{name}.csv", "-f", "-", input=b"2\n")
+        server.pfs("finish-commit", "sales", commit)
+        dev.append(commit)
+        put(server, "sales", {f"m-{name}.csv": b"3\n"}, create=False)  # and one on master after each
+        assert "success" in flush(server, f"sales@{commit}").text
+    assert flush(server, "sales/master").text.count("\n") == 1  # no pipeline reads master: no jobs to wait for
+    assert [j["inputs"][0].commit for j in jobs_of(server, "dev-copy")] == dev[::-1]
+    assert server.pfs("list-file", "dev-copy", "master").text.count(".csv") == 2
+    assert "sales@dev" in server.pfs("inspect-pipeline", "dev-copy").text
 
 
 @pytest.mark.slow

@@ -172,7 +172,7 @@ def cmd_delete_file(args, client):
 
 def cmd_mount(args, client):
     from pfs.fuse.mount import serve  # here: pyfuse3 and trio load only for mounts
-    from pfs.vfs.local_chunks import LocalChunks
+    from pfs.vfs.local_chunks import direct_reader
     from pfs.vfs.tree import RepoTree
 
     shard = Shard.parse(args.shard, args.method)
@@ -182,7 +182,7 @@ def cmd_mount(args, client):
         if not commit.is_finished:
             raise FailedPrecondition(f"commit {commit.id} of {commit.repo!r} is still open; only finished "
                                      "commits can be mounted alone")
-    local = None if args.no_direct else LocalChunks.find(client.data_dir)
+    local = None if args.no_direct else direct_reader(client.direct_read)
     if args.since and commit is None:
         raise InvalidArgument("--since needs --commit: it shows what one commit changed")
     tree = RepoTree(client, shard, local=local, commit=commit, since=args.since or "", incremental=args.incremental)

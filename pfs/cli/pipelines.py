@@ -56,7 +56,7 @@ def cmd_inspect_pipeline(args, client):
         ("Parallelism", p.spec.parallelism),
         ("Image", image),
         ("Transform", " ".join(p.spec.transform.cmd)),
-        *[("Input", f"{i.repo} ({i.method}, incremental {i.incremental}{', run_empty' if i.run_empty else ''}; "
+        *[("Input", f"{i.repo}@{i.ref} ({i.method}, incremental {i.incremental}{', run_empty' if i.run_empty else ''}; "
                     f"processed up to {dict(p.processed).get(i.repo) or '-'})") for i in p.spec.inputs],
         ("Output repo", p.name),
     ])

@@ -11,8 +11,8 @@ import grpc
 from pfs.client.status import domain_error
 from pfs.core import frames
 from pfs.core.model import (
-    BranchInfo, ChunkRef, CommitInfo, CommitRef, FileInfo, FileWrite, JobInfo, JobSpec, LogLine, PipelineInfo,
-    PipelineSpec, RepoInfo, ShardInfo,
+    BranchInfo, ChunkRef, CommitInfo, CommitRef, DirectRead, FileInfo, FileWrite, JobInfo, JobSpec, LogLine,
+    PipelineInfo, PipelineSpec, RepoInfo, ShardInfo,
 )
 from pfs.proto import chunks_pb2 as cpb
 from pfs.proto import chunks_pb2_grpc
@@ -82,9 +82,9 @@ class Client:
         return self._info.chunk_avg_size
 
     @property
-    def data_dir(self) -> str:
-        """Where the server keeps its chunks (a path on the server's machine)."""
-        return self._info.data_dir
+    def direct_read(self) -> DirectRead | None:
+        """How the server offers its chunks to be read without it (a store on its machine), if it does."""
+        return cv.direct_read_from_pb(self._info)
 
     # -- repos
 

@@ -2,22 +2,21 @@
 
 Every refusal names the field and the reason, e.g.
 `manifest field inputs[0].method: unknown method 'mapp'; use one of map, reduce, global`.
+This module reads the JSON; the rules of the specs it makes are pfs.core.specs, which the server applies too.
 """
 
 import re
 from collections.abc import Callable
 from typing import Any
 
-from pfs.core import names
-from pfs.core.errors import InvalidArgument
-from pfs.core.model import InputSpec, JobSpec, PipelineSpec, Transform
+from pfs.core.model import InputSpec, JobSpec, ParallelismSpec, PipelineSpec, Transform
+from pfs.core.specs import bad, check_job, check_pipeline
 
 # 1.x method aliases -> (the partition a worker sees, what a pipeline's next job sees of the input)
 METHOD_ALIASES = {"map": ("map", "diff"), "reduce": ("reduce", "none"), "incremental_reduce": ("reduce", "diff"),
                   "global": ("global", "none")}
 PARTITIONS = {"BLOCK": "map", "FILE": "reduce", "REPO": "global"}
 INCREMENTALS = {"NONE": "none", "DIFF": "diff", "FULL": "full", True: "diff", False: "none"}
-NODES = 1  # machines a COEFFICIENT parallelism multiplies (one: the embedded server)
 
 
 def _snake(key: str) -> str:
@@ -29,13 +28,13 @@ class _Fields:
 
     def __init__(self, value: Any, where: str, known: tuple[str, ...]) -> None:
         if not isinstance(value, dict):
-            raise _bad(where, f"expected an object, got {_kind(value)}")
+            raise bad(where, f"expected an object, got {_kind(value)}")
         self.where = where
         self.values: dict[str, Any] = {}
         for key, v in value.items():
             name = _snake(str(key))
             if name not in known:
-                raise _bad(self.at(str(key)), f"unknown field; expected one of {', '.join(known)}")
+                raise bad(self.at(str(key)), f"unknown field; expected one of {', '.join(known)}")
             self.values[name] = v
 
     def at(self, name: str) -> str:
@@ -44,13 +43,9 @@ class _Fields:
     def get(self, name: str, parse: Callable[[Any, str], Any], default: Any = None, required: bool = False) -> Any:
         if name not in self.values:
             if required:
-                raise _bad(self.at(name), "missing")
+                raise bad(self.at(name), "missing")
             return default
         return parse(self.values[name], self.at(name))
-
-
-def _bad(where: str, reason: str) -> InvalidArgument:
-    return InvalidArgument(f"manifest field {where}: {reason}")
 
 
 def _kind(value: Any) -> str:
@@ -60,13 +55,13 @@ def _kind(value: Any) -> str:
 
 def _str(value: Any, where: str) -> str:
     if not isinstance(value, str):
-        raise _bad(where, f"expected a string, got {_kind(value)}")
+        raise bad(where, f"expected a string, got {_kind(value)}")
     return value
 
 
 def _bool(value: Any, where: str) -> bool:
     if not isinstance(value, bool):
-        raise _bad(where, f"expected true or false, got {_kind(value)}")
+        raise bad(where, f"expected true or false, got {_kind(value)}")
     return value
 
 
@@ -74,21 +69,21 @@ def _int(value: Any, where: str) -> int:
     if isinstance(value, str) and value.strip().lstrip("-").isdigit():
         value = int(value)
     if isinstance(value, bool) or not isinstance(value, int):
-        raise _bad(where, f"expected a whole number, got {_kind(value)}")
+        raise bad(where, f"expected a whole number, got {_kind(value)}")
     return value
 
 
 def _list(item: Callable[[Any, str], Any]) -> Callable[[Any, str], tuple]:
     def parse(value: Any, where: str) -> tuple:
         if not isinstance(value, list):
-            raise _bad(where, f"expected a list, got {_kind(value)}")
+            raise bad(where, f"expected a list, got {_kind(value)}")
         return tuple(item(v, f"{where}[{i}]") for i, v in enumerate(value))
     return parse
 
 
 def _env(value: Any, where: str) -> tuple[tuple[str, str], ...]:
     if not isinstance(value, dict):
-        raise _bad(where, f"expected an object of names to strings, got {_kind(value)}")
+        raise bad(where, f"expected an object of names to strings, got {_kind(value)}")
     return tuple((str(k), _str(v, f"{where}.{k}")) for k, v in value.items())
 
 
@@ -101,11 +96,8 @@ def _name(value: Any, where: str) -> str:
 
 def transform(value: Any, where: str = "transform") -> Transform:
     f = _Fields(value, where, ("image", "cmd", "stdin", "env", "accept_return_code", "overwrite"))
-    cmd = f.get("cmd", _list(_str), required=True)
-    if not cmd:
-        raise _bad(f.at("cmd"), "empty; give the command to run, e.g. [\"sh\"]")
     return Transform(
-        cmd=cmd,
+        cmd=f.get("cmd", _list(_str), required=True),
         stdin=f.get("stdin", _list(_str), ()),
         env=f.get("env", _env, ()),
         accept_return_code=f.get("accept_return_code", _list(_int), ()),
@@ -118,49 +110,48 @@ def method(value: Any, where: str) -> tuple[str, str]:
     """(partition, incremental) of a 1.x method: an alias, or {"partition": ..., "incremental": ...}."""
     if isinstance(value, str):
         if value not in METHOD_ALIASES:
-            raise _bad(where, f"unknown method {value!r}; use one of {', '.join(METHOD_ALIASES)}")
+            raise bad(where, f"unknown method {value!r}; use one of {', '.join(METHOD_ALIASES)}")
         return METHOD_ALIASES[value]
     f = _Fields(value, where, ("partition", "incremental"))
     partition = f.get("partition", _str, "BLOCK").upper()
     if partition not in PARTITIONS:
-        raise _bad(f.at("partition"), f"unknown partition {partition!r}; use one of {', '.join(PARTITIONS)}")
+        raise bad(f.at("partition"), f"unknown partition {partition!r}; use one of {', '.join(PARTITIONS)}")
     incremental = f.get("incremental", lambda v, w: v, "DIFF")
     key = incremental if isinstance(incremental, bool) else str(incremental).upper()
     if key not in INCREMENTALS:
-        raise _bad(f.at("incremental"), f"unknown value {incremental!r}; use NONE, DIFF, FULL, true or false")
+        raise bad(f.at("incremental"), f"unknown value {incremental!r}; use NONE, DIFF, FULL, true or false")
     return PARTITIONS[partition], INCREMENTALS[key]
 
 
-def parallelism(fields: _Fields) -> int:
+def parallelism(fields: _Fields) -> ParallelismSpec:
     """`parallelism` (a number, or a string of one) or `parallelism_spec`; 1 when neither is given."""
     if "parallelism" in fields.values and "parallelism_spec" in fields.values:
-        raise _bad(fields.at("parallelism_spec"), "give parallelism or parallelism_spec, not both")
+        raise bad(fields.at("parallelism_spec"), "give parallelism or parallelism_spec, not both")
     n = fields.get("parallelism", _int)
     if n is None:
-        n = fields.get("parallelism_spec", _parallelism_spec, 1)
-    if n < 1:
-        raise _bad(fields.at("parallelism"), f"must be at least 1, got {n}")
-    return n
+        return fields.get("parallelism_spec", _parallelism_spec, ParallelismSpec())
+    return ParallelismSpec(constant=n)
 
 
-def _parallelism_spec(value: Any, where: str) -> int:
+def _parallelism_spec(value: Any, where: str) -> ParallelismSpec:
+    """CONSTANT workers, or COEFFICIENT times the runner's capacity (the server resolves it for each job)."""
     f = _Fields(value, where, ("strategy", "constant", "coefficient"))
     strategy = f.get("strategy", _str, "CONSTANT").upper()
     if strategy == "CONSTANT":
-        return f.get("constant", _int, 1)
+        return ParallelismSpec(constant=f.get("constant", _int, 1))
     if strategy == "COEFFICIENT":
         coefficient = f.get("coefficient", lambda v, w: v, 1)
         if isinstance(coefficient, bool) or not isinstance(coefficient, (int, float)) or coefficient <= 0:
-            raise _bad(f.at("coefficient"), "expected a number above 0")
-        return max(1, round(coefficient * NODES))
-    raise _bad(f.at("strategy"), f"unknown strategy {strategy!r}; use CONSTANT or COEFFICIENT")
+            raise bad(f.at("coefficient"), "expected a number above 0")
+        return ParallelismSpec(coefficient=float(coefficient))
+    raise bad(f.at("strategy"), f"unknown strategy {strategy!r}; use CONSTANT or COEFFICIENT")
 
 
 def _input(value: Any, where: str, job: bool) -> InputSpec:
-    known = ("repo", "commit", "method") if job else ("repo", "method", "run_empty")
+    known = ("repo", "commit", "method") if job else ("repo", "branch", "method", "run_empty")
     f = _Fields(value, where, known)
-    repo = f.get("repo", _name)
-    ref = "master"
+    repo = f.get("repo", _name, "")
+    ref = f.get("branch", _str, "master")
     commit = f.values.get("commit")
     if isinstance(commit, dict):  # 1.x: {"repo": {"name": ...}, "id": ...}
         c = _Fields(commit, f.at("commit"), ("repo", "id"))
@@ -168,51 +159,32 @@ def _input(value: Any, where: str, job: bool) -> InputSpec:
         ref = c.get("id", _str, ref)
     elif commit is not None:
         ref = _str(commit, f.at("commit"))
-    if not repo:
-        raise _bad(f.at("repo"), "missing; name the input repo")
     partition, incremental = f.get("method", method, METHOD_ALIASES["map"])
     return InputSpec(repo, ref, partition, incremental, f.get("run_empty", _bool, False))
 
 
 def _inputs(f: _Fields, job: bool) -> tuple[InputSpec, ...]:
-    inputs = f.get("inputs", _list(lambda v, w: _input(v, w, job)), required=True)
-    if not inputs:
-        raise _bad("inputs", "empty; give at least one input repo")
-    seen = set()
-    for i, spec in enumerate(inputs):
-        if spec.repo in seen:
-            raise _bad(f"inputs[{i}].repo", f"repo {spec.repo!r} is an input twice")
-        seen.add(spec.repo)
-    return inputs
+    return f.get("inputs", _list(lambda v, w: _input(v, w, job)), required=True)
 
 
 def job(doc: Any) -> JobSpec:
     """A job manifest (`pfs create-job -f`): transform, parallelism, inputs and an optional output_repo."""
     f = _Fields(doc, "", ("transform", "parallelism", "parallelism_spec", "inputs", "output_repo"))
-    inputs = _inputs(f, job=True)
-    return JobSpec(
+    return check_job(JobSpec(
         transform=f.get("transform", transform, required=True),
-        inputs=inputs,
+        inputs=_inputs(f, job=True),
         parallelism=parallelism(f),
         output_repo=f.get("output_repo", _str, ""),
-    )
+    ))
 
 
 def pipeline(doc: Any) -> PipelineSpec:
     """A pipeline manifest (`pfs create-pipeline -f`), as 1.x wrote it."""
     f = _Fields(doc, "", ("pipeline", "transform", "parallelism", "parallelism_spec", "inputs", "description"))
-    name = f.get("pipeline", _name, required=True)
-    try:
-        names.check_repo(name)
-    except InvalidArgument as err:
-        raise _bad("pipeline.name", f"{err} (the pipeline's output repo takes its name)") from None
-    inputs = _inputs(f, job=False)
-    if any(i.repo == name for i in inputs):
-        raise _bad("inputs", f"pipeline {name!r} cannot read its own output repo")
-    return PipelineSpec(
-        name=name,
+    return check_pipeline(PipelineSpec(
+        name=f.get("pipeline", _name, required=True),
         transform=f.get("transform", transform, required=True),
-        inputs=inputs,
+        inputs=_inputs(f, job=False),
         parallelism=parallelism(f),
         description=f.get("description", _str, ""),
-    )
+    ))

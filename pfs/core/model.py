@@ -4,6 +4,8 @@ from dataclasses import dataclass, field
 
 from pfs.core.errors import InvalidArgument
 
+MAX_PARALLELISM = 1024  # workers of one job
+
 
 @dataclass(frozen=True, slots=True)
 class ChunkRef:
@@ -32,6 +34,15 @@ class CommitRef:
             form = separators[0]
             raise InvalidArgument(f"invalid commit {text!r}: write it as REPO{form}BRANCH or REPO{form}COMMIT-ID")
         return cls(text[:cut], text[cut + 1:])
+
+
+@dataclass(frozen=True)
+class DirectRead:
+    """How a client may read a server's chunks straight from its store: a KIND of store (a layout a client
+    may know a reader for) at ROOT. Only an offer: a client without a reader for KIND reads through the server."""
+
+    kind: str
+    root: str
 
 
 @dataclass(frozen=True)
@@ -116,7 +127,7 @@ class JobInput:
 
 @dataclass(frozen=True)
 class InputSpec:
-    """An input as a user names it: a repo, a commit id or branch, a method."""
+    """An input as a user names it: a repo, a commit id or branch (a pipeline's: the branch it follows), a method."""
 
     repo: str
     ref: str = "master"
@@ -126,12 +137,32 @@ class InputSpec:
 
 
 @dataclass(frozen=True)
+class ParallelismSpec:
+    """How many workers a job asks for: CONSTANT, or (COEFFICIENT above 0) that times the runner's capacity
+    (its cores on one machine, its nodes in a cluster), which only the server knows."""
+
+    constant: int = 1
+    coefficient: float = 0.0
+
+    def resolve(self, capacity: int) -> int:
+        """The number of workers on a runner of CAPACITY."""
+        if self.coefficient:
+            return min(MAX_PARALLELISM, max(1, round(self.coefficient * capacity)))
+        return self.constant
+
+    def __str__(self) -> str:
+        if self.coefficient:
+            return f"coefficient {self.coefficient:g} (of the runner's capacity)"
+        return str(self.constant)
+
+
+@dataclass(frozen=True)
 class JobSpec:
     """What `pfs create-job` asks for; the server resolves the refs and shards the inputs."""
 
     transform: Transform
     inputs: tuple[InputSpec, ...]
-    parallelism: int = 1
+    parallelism: ParallelismSpec = ParallelismSpec()
     output_repo: str = ""  # default: job-<first 8 digits of the job id>
 
 
@@ -142,7 +173,7 @@ class PipelineSpec:
     name: str
     transform: Transform
     inputs: tuple[InputSpec, ...]
-    parallelism: int = 1
+    parallelism: ParallelismSpec = ParallelismSpec()
     description: str = ""
 
 

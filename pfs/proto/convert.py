@@ -3,8 +3,8 @@
 import dataclasses
 
 from pfs.core.model import (
-    BranchInfo, ChunkRef, CommitInfo, CommitRef, FileInfo, FileWrite, InputSpec, JobInfo, JobInput, JobSpec, LogLine,
-    PipelineInfo, PipelineSpec, RepoInfo, ShardInfo, Transform,
+    BranchInfo, ChunkRef, CommitInfo, CommitRef, DirectRead, FileInfo, FileWrite, InputSpec, JobInfo, JobInput, JobSpec,
+    LogLine, ParallelismSpec, PipelineInfo, PipelineSpec, RepoInfo, ShardInfo, Transform,
 )
 from pfs.proto import chunks_pb2 as cpb
 from pfs.proto import pfs_pb2 as pb
@@ -25,6 +25,15 @@ def chunk_to_pb(c: ChunkRef) -> cpb.ChunkRef:
 
 def chunk_from_pb(m: cpb.ChunkRef) -> ChunkRef:
     return ChunkRef(m.address, m.size)
+
+
+def direct_read_to_pb(d: DirectRead) -> pb.DirectRead:
+    return pb.DirectRead(kind=d.kind, root=d.root)
+
+
+def direct_read_from_pb(m: pb.ServerInfo) -> DirectRead | None:
+    """The server's offer of direct reads, if it makes one."""
+    return DirectRead(m.direct_read.kind, m.direct_read.root) if m.HasField("direct_read") else None
 
 
 def repo_to_pb(r: RepoInfo) -> pb.RepoInfo:
@@ -103,11 +112,19 @@ def transform_from_pb(m: ppb.Transform) -> Transform:
                      m.image, m.overwrite)
 
 
+def parallelism_to_pb(p: ParallelismSpec) -> ppb.ParallelismSpec:
+    return ppb.ParallelismSpec(constant=p.constant, coefficient=p.coefficient)
+
+
+def parallelism_from_pb(m: ppb.ParallelismSpec) -> ParallelismSpec:
+    return ParallelismSpec(m.constant, m.coefficient)
+
+
 def job_spec_to_pb(s: JobSpec) -> ppb.CreateJobRequest:
     return ppb.CreateJobRequest(
         transform=transform_to_pb(s.transform),
         inputs=[input_spec_to_pb(i) for i in s.inputs],
-        parallelism=s.parallelism,
+        parallelism=parallelism_to_pb(s.parallelism),
         output_repo=s.output_repo,
     )
 
@@ -122,13 +139,13 @@ def input_spec_from_pb(m: ppb.InputSpec) -> InputSpec:
 
 def pipeline_spec_to_pb(s: PipelineSpec) -> ppb.PipelineSpec:
     return ppb.PipelineSpec(name=s.name, transform=transform_to_pb(s.transform),
-                            inputs=[input_spec_to_pb(i) for i in s.inputs], parallelism=s.parallelism,
-                            description=s.description)
+                            inputs=[input_spec_to_pb(i) for i in s.inputs],
+                            parallelism=parallelism_to_pb(s.parallelism), description=s.description)
 
 
 def pipeline_spec_from_pb(m: ppb.PipelineSpec) -> PipelineSpec:
     return PipelineSpec(m.name, transform_from_pb(m.transform), tuple(input_spec_from_pb(i) for i in m.inputs),
-                        m.parallelism, m.description)
+                        parallelism_from_pb(m.parallelism), m.description)
 
 
 def pipeline_to_pb(p: PipelineInfo) -> ppb.PipelineInfo:
@@ -143,7 +160,7 @@ def pipeline_from_pb(m: ppb.PipelineInfo) -> PipelineInfo:
 
 def job_spec_from_pb(m: ppb.CreateJobRequest) -> JobSpec:
     inputs = tuple(input_spec_from_pb(i) for i in m.inputs)
-    return JobSpec(transform_from_pb(m.transform), inputs, m.parallelism, m.output_repo)
+    return JobSpec(transform_from_pb(m.transform), inputs, parallelism_from_pb(m.parallelism), m.output_repo)
 
 
 def job_to_pb(j: JobInfo) -> ppb.JobInfo:

@@ -1,31 +1,35 @@
-"""Reading chunks straight from a server's data dir, when the mount runs on the server's machine.
+"""Reading chunks straight from a server's store, where the server offers it (its Info's DirectRead) and the
+mount runs on the server's machine.
 
 The embedded case: the server and the mount share a disk, so a chunk costs a
 file read (or a SQLite lookup) and a decompression instead of a gRPC call
 and the server's work. Every chunk is checked (frames.unpack); one that
-is absent or corrupt is fetched from the server as usual.
+is absent or corrupt is fetched from the server as usual. The layout read is
+pfs/chunk_dir.py, the one the server's store writes.
 """
 
 import os
 import sqlite3
 import threading
 
-from pfs.core import chunk_layout, frames
+from pfs import chunk_dir
+from pfs.core import frames
 from pfs.core.errors import DataLoss
-from pfs.core.model import ChunkRef
+from pfs.core.model import ChunkRef, DirectRead
 
 
 class LocalChunks:
+    """A reader of a local chunk directory (DirectRead kind chunk_dir.KIND)."""
+
     def __init__(self, root: str) -> None:
         self.root = root
-        self._db = sqlite3.connect(f"file:{root}/{chunk_layout.SMALL_DB}?mode=ro", uri=True,
-                                   check_same_thread=False)
+        self._db = sqlite3.connect(f"file:{chunk_dir.small_db(root)}?mode=ro", uri=True, check_same_thread=False)
         self._lock = threading.Lock()
 
     @classmethod
     def find(cls, root: str) -> "LocalChunks | None":
         """The server's chunk store at ROOT, if this machine can see it."""
-        if not root or not os.path.isfile(os.path.join(root, chunk_layout.SMALL_DB)):
+        if not root or not os.path.isfile(chunk_dir.small_db(root)):
             return None
         try:
             return cls(root)
@@ -35,17 +39,16 @@ class LocalChunks:
     def read(self, ref: ChunkRef) -> bytes | None:
         """The chunk's plain bytes, or None if it is not here (or not right)."""
         try:
-            with open(chunk_layout.chunk_file(self.root, ref.address), "rb") as f:
+            with open(chunk_dir.chunk_file(self.root, ref.address), "rb") as f:
                 frame = f.read()
         except FileNotFoundError:
             try:
                 with self._lock:
-                    row = self._db.execute(chunk_layout.SMALL_QUERY, (ref.address,)).fetchone()
+                    frame = chunk_dir.small_chunk(self._db, ref.address)
             except sqlite3.Error:
                 return None
-            if row is None:
+            if frame is None:
                 return None
-            frame = row[0]
         except OSError:
             return None
         try:
@@ -56,3 +59,12 @@ class LocalChunks:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+
+READERS = {chunk_dir.KIND: LocalChunks.find}  # by DirectRead kind: a reader, or None where it cannot read
+
+
+def direct_reader(offer: DirectRead | None) -> LocalChunks | None:
+    """A reader of the store a server offers (OFFER), if this client knows its kind and can reach it."""
+    find = READERS.get(offer.kind) if offer else None
+    return find(offer.root) if find else None

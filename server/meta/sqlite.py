@@ -9,8 +9,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from pfs.core.model import (
-    ChunkRef, CommitInfo, CommitRef, FileWrite, InputSpec, JobInfo, JobInput, LogLine, PipelineInfo, PipelineSpec, RepoInfo,
-    ShardInfo, Transform,
+    ChunkRef, CommitInfo, CommitRef, FileWrite, InputSpec, JobInfo, JobInput, LogLine, ParallelismSpec, PipelineInfo,
+    PipelineSpec, RepoInfo, ShardInfo, Transform,
 )
 from server.meta import MetaStore, StoredCommit, Tx
 
@@ -149,7 +149,7 @@ def _pipeline(text: str) -> PipelineInfo:
     d = json.loads(text)
     spec = d.pop("spec")
     spec = PipelineSpec(spec["name"], _transform(spec["transform"]), tuple(InputSpec(**i) for i in spec["inputs"]),
-                        spec["parallelism"], spec["description"])
+                        ParallelismSpec(**spec["parallelism"]), spec["description"])
     processed = tuple(tuple(p) for p in d.pop("processed"))
     return PipelineInfo(spec=spec, processed=processed, **d)
 

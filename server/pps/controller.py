@@ -87,7 +87,7 @@ class Controller:
         heads: dict[str, str] = {}
         trigger: tuple[InputSpec, str] | None = None
         for i in pipeline.spec.inputs:
-            finished = self._finished_commits(i.repo)
+            finished = self._finished_commits(i.repo, i.ref)
             if not finished:
                 return None  # every input needs a commit
             heads[i.repo] = finished[-1]
@@ -110,8 +110,9 @@ class Controller:
             CommitRef(spec.repo, commit), CommitRef(spec.repo, since))
         inputs = [(dataclasses.replace(i, ref=heads[i.repo]), since if i.repo == spec.repo else "")
                   for i in pipeline.spec.inputs]
-        job = self.jobs.make_job(names.new_commit_id(), pipeline.spec.transform, inputs, pipeline.spec.parallelism,
-                                 pipeline.name, pipeline.name, MAX_ATTEMPTS, fresh_output=not since, skipped=skipped)
+        job = self.jobs.make_job(names.new_commit_id(), pipeline.spec.transform, inputs,
+                                 pipeline.spec.parallelism.resolve(self.runner.capacity()), pipeline.name,
+                                 pipeline.name, MAX_ATTEMPTS, fresh_output=not since, skipped=skipped)
         self._processed(pipeline.name, heads)
         if skipped:
             log.info("pipeline %s: nothing new in %s@%s; job %s skipped", pipeline.name, spec.repo, commit, job.id)
@@ -124,10 +125,10 @@ class Controller:
             if current is not None:
                 tx.put_pipeline(dataclasses.replace(current, processed=tuple(sorted(heads.items())), reprocess=False))
 
-    def _finished_commits(self, repo: str) -> list[str]:
-        """The finished commits of REPO's master branch, oldest first."""
+    def _finished_commits(self, repo: str, branch: str) -> list[str]:
+        """The finished commits of REPO's BRANCH, oldest first."""
         try:
-            commits = self.store.list_commits(repo, "master")
+            commits = self.store.list_commits(repo, branch)
         except NotFound:
             return []
         return [c.id for c in reversed(commits) if c.is_finished]
@@ -147,7 +148,7 @@ class Controller:
             if not todo:  # the job ends with the reports just made
                 self.store.wait_finished(IDLE_WAIT)
                 continue
-            with ThreadPoolExecutor(min(pipeline.spec.parallelism, len(todo)),
+            with ThreadPoolExecutor(min(job.parallelism, len(todo)),
                                     thread_name_prefix=f"worker-{pipeline.name}") as pool:
                 list(pool.map(lambda shard: self._run_shard(job, shard), todo))
 

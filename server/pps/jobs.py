@@ -11,52 +11,40 @@ job and nothing is committed.
 import dataclasses
 import math
 import time
+from collections.abc import Callable
 
-from pfs.core import names, paths
+from pfs.core import names, paths, specs
 from pfs.core.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from pfs.core.model import CommitRef, FileWrite, InputSpec, JobInfo, JobInput, JobSpec, LogLine, ShardInfo, Transform
-from pfs.core.shard import METHODS
 from server.meta import Tx
 from server.store import Store
 
-MAX_PARALLELISM = 1024
-RESERVED = ("out", "prev")  # names in a worker's /pfs that no input may take
 ERROR_CHARS = 4000  # of a failed shard's error, kept with the job
 
 
 class Jobs:
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, capacity: Callable[[], int]) -> None:
         self.store = store
         self.meta = store.meta
+        self.capacity = capacity  # the runner's: what a COEFFICIENT parallelism multiplies
 
     def create_job(self, spec: JobSpec) -> JobInfo:
         """A job of its own (`pfs create-job`): every input whole, a fresh output, one try per shard."""
+        specs.check_job(spec)
         job_id = names.new_commit_id()
-        return self.make_job(job_id, spec.transform, [(i, "") for i in spec.inputs], spec.parallelism,
-                             spec.output_repo or f"job-{job_id[:8]}")
+        return self.make_job(job_id, spec.transform, [(i, "") for i in spec.inputs],
+                             spec.parallelism.resolve(self.capacity()), spec.output_repo or f"job-{job_id[:8]}")
 
     def make_job(self, job_id: str, transform: Transform, inputs: list[tuple[InputSpec, str]], parallelism: int,
                  output_repo: str, pipeline: str = "", max_attempts: int = 1, fresh_output: bool = True,
                  skipped: bool = False) -> JobInfo:
-        """Records a job over INPUTS (each with the commit it shows only the changes after, or ''), ready to run.
+        """Records a job over INPUTS (each with the commit it shows only the changes after, or ''), ready to run:
+        PARALLELISM workers at most, the inputs and the output as pfs.core.specs allows (checked by the caller).
 
         A SKIPPED job (nothing new, for a pipeline) is recorded done, with no shards.
         """
-        if not 1 <= parallelism <= MAX_PARALLELISM:
-            raise InvalidArgument(f"parallelism must be between 1 and {MAX_PARALLELISM}, got {parallelism}")
-        if not transform.cmd:
-            raise InvalidArgument("transform.cmd is empty; give the command to run")
-        if not inputs:
-            raise InvalidArgument("a job needs at least one input")
-        names.check_repo(output_repo)
         commits = []
         for i, _ in inputs:
-            if i.method not in METHODS:
-                raise InvalidArgument(f"input {i.repo}: unknown method {i.method!r}; use one of {', '.join(METHODS)}")
-            if i.repo in RESERVED:
-                raise InvalidArgument(f"input repo {i.repo!r}: a worker's /pfs/{i.repo} is taken; rename the repo")
-            if i.repo == output_repo:
-                raise InvalidArgument(f"repo {i.repo!r} cannot be both an input and the output of a job")
             commit = self.store.inspect_commit(CommitRef(i.repo, i.ref))
             if not commit.is_finished:
                 raise FailedPrecondition(

@@ -3,10 +3,10 @@
 import dataclasses
 import time
 
+from pfs.core import specs
 from pfs.core.errors import AlreadyExists, InvalidArgument, NotFound
 from pfs.core.model import CommitRef, JobInfo, PipelineInfo, PipelineSpec
 from server.pps.controller import Controller
-from server.pps.jobs import MAX_PARALLELISM, RESERVED
 from server.pps.runners import Runner
 from server.store import Store
 
@@ -72,7 +72,7 @@ class Pipelines:
         computed from it); returns those jobs, upstream first."""
         commit = self.store.inspect_commit(ref)
         target = CommitRef(commit.repo, commit.id)
-        downstream = self._downstream(commit.repo)
+        downstream = self._downstream(commit.repo, commit.branch)
         while active():
             found, waiting, blocked = [], False, set()
             for p in downstream:
@@ -93,15 +93,10 @@ class Pipelines:
     # -- helpers
 
     def _check(self, spec: PipelineSpec) -> None:
-        if not 1 <= spec.parallelism <= MAX_PARALLELISM:
-            raise InvalidArgument(f"manifest field parallelism: must be between 1 and {MAX_PARALLELISM}")
-        if spec.name in RESERVED:
-            raise InvalidArgument(f"manifest field pipeline.name: {spec.name!r} is taken by a worker's /pfs")
+        """The model's rules (pfs.core.specs), then what needs this server: its runner, the input repos, cycles."""
+        specs.check_pipeline(spec)
         self.runner.check(spec.transform.image)
         for n, i in enumerate(spec.inputs):
-            if i.repo in RESERVED:
-                raise InvalidArgument(f"manifest field inputs[{n}].repo: a worker's /pfs/{i.repo} is taken; "
-                                      "rename the repo")
             try:
                 self.store.inspect_repo(i.repo)
             except NotFound:
@@ -130,18 +125,19 @@ class Pipelines:
                     todo.extend(i.repo for i in by_name[repo].spec.inputs)
         return seen
 
-    def _downstream(self, repo: str) -> list[PipelineInfo]:
-        """The pipelines computed from REPO, directly or through others, upstream first."""
+    def _downstream(self, repo: str, branch: str) -> list[PipelineInfo]:
+        """The pipelines computed from REPO's BRANCH, directly or through others (from the master branch of
+        their output repos), upstream first."""
         pipelines = self.list_pipelines()
         out: list[PipelineInfo] = []
-        reached = {repo}
+        reached = {(repo, branch)}
         grown = True
         while grown:
             grown = False
             for p in pipelines:
-                if p not in out and any(i.repo in reached for i in p.spec.inputs):
+                if p not in out and any((i.repo, i.ref) in reached for i in p.spec.inputs):
                     out.append(p)
-                    reached.add(p.name)
+                    reached.add((p.name, "master"))
                     grown = True
         return out
 

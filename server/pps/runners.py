@@ -38,6 +38,10 @@ class Runner(ABC):
     def check(self, image: str) -> None:
         """Refuses a pipeline this runner cannot run."""
 
+    def capacity(self) -> int:
+        """What a COEFFICIENT parallelism multiplies: this machine's cores (workers of both runners run here)."""
+        return os.cpu_count() or 1
+
     def run(self, job: JobInfo, shard: int, workspace: Path) -> tuple[int, str]:
         """Runs the worker of SHARD to its end; its exit status and the end of its stderr."""
         workspace.mkdir(parents=True, exist_ok=True)

@@ -1,7 +1,7 @@
 """The API and Chunks servicers over a Store, and the PPS servicer over Jobs."""
 
 import pfs
-from pfs.core.model import CommitRef, ShardInfo
+from pfs.core.model import CommitRef, DirectRead, ShardInfo
 from pfs.proto import chunks_pb2 as cpb
 from pfs.proto import chunks_pb2_grpc
 from pfs.proto import convert as cv
@@ -20,16 +20,17 @@ LIST_BATCH = 1000  # files per ListFile message, log lines per GetLogs message
 
 
 class ApiServicer(pfs_pb2_grpc.APIServicer):
-    def __init__(self, store: Store, runner: str, registry: str) -> None:
+    def __init__(self, store: Store, runner: str, registry: str, direct_read: DirectRead | None) -> None:
         self.store = store
         self.runner = runner  # how pipeline workers run here
         self.registry = registry  # where images without a registry are pushed
+        self.direct_read = direct_read  # how clients may read chunks without the server, if they may
 
     @translated
     def Info(self, request, context):
-        return pb.ServerInfo(version=pfs.__version__, chunk_avg_size=self.store.chunk_avg_size,
-                             data_dir=self.store.data_dir, runner=self.runner,
-                             registry=self.registry)
+        direct = cv.direct_read_to_pb(self.direct_read) if self.direct_read else None
+        return pb.ServerInfo(version=pfs.__version__, chunk_avg_size=self.store.chunk_avg_size, runner=self.runner,
+                             registry=self.registry, direct_read=direct)
 
     @translated
     def CreateRepo(self, request, context):

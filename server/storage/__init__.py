@@ -8,6 +8,8 @@ backends. Backends: local.py (a directory). Each passes tests/test_chunk_store.p
 from abc import ABC, abstractmethod
 from collections.abc import Iterable
 
+from pfs.core.model import DirectRead
+
 
 class ChunkStore(ABC):
     """Compressed chunks by address. Writes are atomic and durable when put() returns."""
@@ -28,6 +30,10 @@ class ChunkStore(ABC):
     @abstractmethod
     def get(self, address: bytes) -> bytes:
         """The compressed bytes at ADDRESS; raises pfs.core.errors.DataLoss if absent."""
+
+    def describe(self) -> DirectRead | None:
+        """How a client on this machine may read the chunks without the server (None: only through it)."""
+        return None
 
     @abstractmethod
     def close(self) -> None: ...

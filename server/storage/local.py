@@ -19,8 +19,9 @@ import uuid
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 
-from pfs.core import chunk_layout
+from pfs import chunk_dir
 from pfs.core.errors import DataLoss
+from pfs.core.model import DirectRead
 from server.storage import ChunkStore
 
 SMALL = 64 << 10  # compressed frames below this go to chunks.db
@@ -39,27 +40,26 @@ class LocalChunkStore(ChunkStore):
         self.tmp.mkdir(parents=True, exist_ok=True)
         for leftover in self.tmp.iterdir():  # from a crash: never renamed, never visible
             leftover.unlink()
-        self._db = sqlite3.connect(root / chunk_layout.SMALL_DB, isolation_level=None, check_same_thread=False)
+        self._db = sqlite3.connect(chunk_dir.small_db(root), isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA page_size=65536")  # blobs of a few KiB: fewer, larger writes
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
-        self._db.execute("CREATE TABLE IF NOT EXISTS small (address BLOB PRIMARY KEY, data BLOB NOT NULL)")
+        self._db.execute(chunk_dir.CREATE_SMALL)
         self._lock = threading.Lock()
 
     def path(self, address: bytes) -> str:
         """Where a large chunk's file is (small chunks have none)."""
-        return chunk_layout.chunk_file(self.root, address)
+        return chunk_dir.chunk_file(self.root, address)
+
+    def describe(self) -> DirectRead:
+        return DirectRead(chunk_dir.KIND, str(self.root))
 
     def missing(self, addresses: Iterable[bytes]) -> list[bytes]:
         addresses = list(addresses)
         small = set()
         with self._lock:
             for i in range(0, len(addresses), QUERY_BATCH):
-                part = addresses[i : i + QUERY_BATCH]
-                rows = self._db.execute(
-                    f"SELECT address FROM small WHERE address IN ({','.join('?' * len(part))})", part
-                )
-                small.update(r[0] for r in rows)
+                small |= chunk_dir.small_present(self._db, addresses[i : i + QUERY_BATCH])
         return [a for a in addresses if a not in small and not os.path.exists(self.path(a))]
 
     def put(self, chunks: Iterable[tuple[bytes, bytes]]) -> int:
@@ -98,7 +98,7 @@ class LocalChunkStore(ChunkStore):
             with self._lock:
                 self._db.execute("BEGIN IMMEDIATE")
                 try:
-                    rows = self._db.executemany("INSERT OR IGNORE INTO small VALUES (?, ?)", batch.small.items())
+                    rows = self._db.executemany(chunk_dir.INSERT_SMALL, batch.small.items())
                     new = rows.rowcount  # the ignored ones count 0
                 except BaseException:
                     self._db.execute("ROLLBACK")
@@ -131,10 +131,10 @@ class LocalChunkStore(ChunkStore):
         except FileNotFoundError:
             pass
         with self._lock:
-            row = self._db.execute(chunk_layout.SMALL_QUERY, (address,)).fetchone()
-        if row is None:
+            frame = chunk_dir.small_chunk(self._db, address)
+        if frame is None:
             raise DataLoss(f"chunk {address.hex()} is missing from {self.root}")
-        return row[0]
+        return frame
 
     def close(self) -> None:
         with self._lock:

@@ -1,0 +1,96 @@
+"""The rules a JobSpec and a PipelineSpec obey, whoever made them: the manifest parser (so the CLI refuses
+early) and the server (so a raw gRPC client meets the same refusal, word for word).
+
+Each refusal names the manifest field, e.g. `manifest field inputs[1].repo: repo 'a' is an input twice`.
+What needs the server (repos that exist, cycles, what its runner can run) is checked there.
+"""
+
+import math
+
+from pfs.core import names
+from pfs.core.errors import InvalidArgument
+from pfs.core.model import MAX_PARALLELISM, InputSpec, JobSpec, ParallelismSpec, PipelineSpec, Transform
+from pfs.core.shard import METHODS
+
+RESERVED = ("out", "prev")  # names in a worker's /pfs that no input may take
+INCREMENTALS = ("none", "diff", "full")
+
+
+def bad(where: str, reason: str) -> InvalidArgument:
+    """The refusal of manifest field WHERE."""
+    return InvalidArgument(f"manifest field {where}: {reason}")
+
+
+def check_pipeline(spec: PipelineSpec) -> PipelineSpec:
+    """Returns SPEC if it is a pipeline the model allows; its output repo takes its name."""
+    try:
+        names.check_repo(spec.name)
+    except InvalidArgument as err:
+        raise bad("pipeline.name", f"{err} (the pipeline's output repo takes its name)") from None
+    if spec.name in RESERVED:
+        raise bad("pipeline.name", f"{spec.name!r} is taken by a worker's /pfs; choose another name")
+    _check_common(spec.transform, spec.parallelism, spec.inputs, pipeline=True)
+    for n, i in enumerate(spec.inputs):
+        if i.repo == spec.name:
+            raise bad(f"inputs[{n}].repo", f"pipeline {spec.name!r} cannot read its own output repo")
+    return spec
+
+
+def check_job(spec: JobSpec) -> JobSpec:
+    """Returns SPEC if it is a job the model allows."""
+    _check_common(spec.transform, spec.parallelism, spec.inputs, pipeline=False)
+    if spec.output_repo:
+        try:
+            names.check_repo(spec.output_repo)
+        except InvalidArgument as err:
+            raise bad("output_repo", str(err)) from None
+        if any(i.repo == spec.output_repo for i in spec.inputs):
+            raise bad("output_repo", f"repo {spec.output_repo!r} cannot be both an input and the output of a job")
+    return spec
+
+
+def _check_common(transform: Transform, parallelism: ParallelismSpec, inputs: tuple[InputSpec, ...],
+                  pipeline: bool) -> None:
+    if not transform.cmd:
+        raise bad("transform.cmd", "empty; give the command to run, e.g. [\"sh\"]")
+    _check_parallelism(parallelism)
+    if not inputs:
+        raise bad("inputs", "empty; give at least one input repo")
+    seen = set()
+    for n, i in enumerate(inputs):
+        _check_input(i, f"inputs[{n}]", pipeline)
+        if i.repo in seen:
+            raise bad(f"inputs[{n}].repo", f"repo {i.repo!r} is an input twice")
+        seen.add(i.repo)
+
+
+def _check_parallelism(p: ParallelismSpec) -> None:
+    if p.coefficient:
+        if not (math.isfinite(p.coefficient) and 0 < p.coefficient <= MAX_PARALLELISM):
+            raise bad("parallelism_spec.coefficient", f"expected a number above 0 and at most {MAX_PARALLELISM}, "
+                      f"got {p.coefficient:g}")
+    elif not 1 <= p.constant <= MAX_PARALLELISM:
+        raise bad("parallelism", f"must be at least 1 (and at most {MAX_PARALLELISM}), got {p.constant}")
+
+
+def _check_input(i: InputSpec, where: str, pipeline: bool) -> None:
+    if not i.repo:
+        raise bad(f"{where}.repo", "missing; name the input repo")
+    try:
+        names.check_repo(i.repo)
+    except InvalidArgument as err:
+        raise bad(f"{where}.repo", str(err)) from None
+    if i.repo in RESERVED:
+        raise bad(f"{where}.repo", f"a worker's /pfs/{i.repo} is taken; rename the repo")
+    if pipeline:  # a pipeline follows a branch
+        try:
+            names.check_branch(i.ref)
+        except InvalidArgument as err:
+            raise bad(f"{where}.branch", str(err)) from None
+    elif not i.ref:
+        raise bad(f"{where}.commit", "missing; name a commit id or branch")
+    if i.method not in METHODS:
+        raise bad(f"{where}.method", f"unknown method {i.method!r}; use one of {', '.join(METHODS)}")
+    if i.incremental not in INCREMENTALS:
+        raise bad(f"{where}.method.incremental", f"unknown value {i.incremental!r}; use one of "
+                  f"{', '.join(INCREMENTALS)}")

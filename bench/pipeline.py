@@ -130,13 +130,7 @@ class Server(Pfs):
     chunk_size: int = 1 << 20
 
     def __enter__(self) -> "Server":
-        log = self.store.with_name(self.store.name + ".log")
-        with open(log, "w") as out:
-            self.server = subprocess.Popen(
-                [PFS, "server", "--data-dir", str(self.store), "--port", "0", "--chunk-size", str(self.chunk_size)],
-                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=out,
-            )
-        self.env["PFS_ADDRESS"] = self.wait_for_address(log)
+        self.start_server(self.store.with_name(self.store.name + ".log"), "--chunk-size", str(self.chunk_size))
         return self
 
 

@@ -55,7 +55,8 @@ class Mounts:
             if ready is None:  # waited for already
                 continue
             if wait_ready(ready) is None:
-                said = " ".join(proc.stderr.read().decode(errors="replace").split()) or "mount exited"
+                with proc.stderr:
+                    said = " ".join(proc.stderr.read().decode(errors="replace").split()) or "mount exited"
                 proc.wait()
                 raise FailedPrecondition(f"cannot mount {commit} at {mountpoint}: {said}")
             threading.Thread(target=_forward, args=(proc.stderr,), daemon=True).start()

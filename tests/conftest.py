@@ -51,7 +51,11 @@ class Server:
         self.log = self.data_dir.parent / f"server-{time.monotonic_ns()}.log"
         with open(self.log, "wb") as log:
             self.proc, ready_pipe = spawn(args, stdout=log, stderr=log)
-        ready = wait_ready(ready_pipe, 30)
+        try:
+            ready = wait_ready(ready_pipe, 30)
+        except TimeoutError:
+            self.kill()
+            raise
         if ready is None:
             self.proc.wait()
             raise RuntimeError(f"server did not start: {self.log.read_text()}")

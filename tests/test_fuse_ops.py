@@ -118,7 +118,6 @@ REQUESTS = [
     ("open", (GOOD, os.O_RDONLY, None), "getattr"),
     ("read", (GOOD, 0, 4096), "read_cached"),
     ("read", (GOOD, 0, 4096), "read"),
-    ("forget", ([(GOOD, 1)],), "forget"),
 ]
 
 
@@ -151,6 +150,19 @@ def test_each_error_of_the_tree_is_an_errno_and_the_next_request_is_served(handl
         line = caplog.records[-1].getMessage()
         assert str(error) in line and handler in line and "\n" not in line
     del tree.failing[method]
+    still_serves(ops)
+
+
+@pytest.mark.parametrize("error", [e for e, _ in ERRORS], ids=[type(e).__name__ for e, _ in ERRORS])
+def test_a_forget_that_fails_raises_nothing_and_the_next_request_is_served(error, caplog):
+    """FORGET gets no answer: pyfuse3 would end its loop on any exception it raised, FUSEError too."""
+    tree = FakeTree(FILES)
+    ops = Operations(tree)
+    tree.failing["forget"] = error
+    assert request(ops, "forget", [(GOOD, 1)]) is None
+    if not isinstance(error, NotFound):
+        assert str(error) in caplog.records[-1].getMessage()
+    del tree.failing["forget"]
     still_serves(ops)
 
 

@@ -25,30 +25,42 @@ SHORT_TTL = 1.0  # repos, branches and the names in a branch directory
 WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_TRUNC
 
 
+NO_REPLY = {"forget"}  # requests the kernel wants no answer to: pyfuse3 ends its loop on any error they raise
+
+
 def _answered(handler):
     """HANDLER raising only FUSEError: ENOENT for what is not there, EIO (logged) for any other error.
 
     A domain error is logged with its message; an error nobody expected (a bug,
-    an OSError) with its type too, and its traceback at debug level.
+    an OSError) with its type too, and its traceback at debug level. A handler
+    in NO_REPLY raises nothing: its error is logged only.
     """
 
     @functools.wraps(handler)
     async def answered(self, *args):
         try:
             return await handler(self, *args)
-        except pyfuse3.FUSEError:
-            raise
-        except NotFound:
-            raise pyfuse3.FUSEError(errno.ENOENT) from None
-        except PfsError as err:
-            log.warning("%s%s: %s", handler.__name__, _shown(args), err)
-            raise pyfuse3.FUSEError(errno.EIO) from None
         except Exception as err:
-            log.error("%s%s failed unexpectedly, answered EIO: %s: %s", handler.__name__, _shown(args),
-                      type(err).__name__, err, exc_info=log.isEnabledFor(logging.DEBUG))
-            raise pyfuse3.FUSEError(errno.EIO) from None
+            code = _errno(handler.__name__, args, err)
+            if handler.__name__ in NO_REPLY:
+                return None
+            raise pyfuse3.FUSEError(code) from None
 
     return answered
+
+
+def _errno(name: str, args: tuple, err: Exception) -> int:
+    """The errno that answers ERR, raised by the handler NAME for a request of ARGS; logged where it is EIO."""
+    if isinstance(err, pyfuse3.FUSEError):
+        return err.errno
+    if isinstance(err, NotFound):
+        return errno.ENOENT
+    if isinstance(err, PfsError):
+        log.warning("%s%s: %s", name, _shown(args), err)
+    else:
+        log.error("%s%s failed unexpectedly, answered EIO: %s: %s", name, _shown(args), type(err).__name__, err,
+                  exc_info=log.isEnabledFor(logging.DEBUG))
+    return errno.EIO
 
 
 def _shown(args: tuple) -> tuple:

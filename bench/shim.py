@@ -29,8 +29,9 @@ untimed. Each command is timed alone by wall clock, from process start to exit.
 The worker's time is split with the times it reports in its shard (`pfs
 inspect-job --raw`: `mounted`, the input mounted and the command started;
 `uploaded`, the output uploaded) and the mtime of its output file (the
-command's last write): start + mount, command, unmount + upload, commit + exit. The server flushes uploaded chunks durably before answering;
-the local commands' writes are not flushed. The job's output file is checked
+command's last write): start + mount, command, unmount + upload, commit +
+exit. The server flushes uploaded chunks durably before answering; the local
+commands' writes are not flushed. The job's output file is checked
 to be the local command's, byte for byte (untimed).
 
 Run from the repo root, as root:  .venv/bin/python bench/shim.py [--size-mib 1024] [--keep]

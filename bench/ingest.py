@@ -31,7 +31,6 @@ Run from the repo root:  .venv/bin/python bench/ingest.py [--size-mib 1024] [--f
 import argparse
 import os
 import random
-import re
 import shutil
 import subprocess
 import sys
@@ -42,6 +41,8 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
+
+from pfs.core.ready import spawn, wait_ready
 
 BIN = Path(sys.executable).parent
 PFS = str(BIN / "pfs")
@@ -220,26 +221,24 @@ class Pfs(Tool):
     server: subprocess.Popen | None = None
 
     def __enter__(self) -> "Pfs":
-        log = self.store.with_name(self.store.name + ".log")
-        with open(log, "w") as out:
-            self.server = subprocess.Popen(
-                [PFS, "server", "--data-dir", str(self.store), "--port", "0"],
-                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=out,
-            )
-        self.env["PFS_ADDRESS"] = self.wait_for_address(log)
+        self.start_server(self.store.with_name(self.store.name + ".log"))
         run([PFS, "create-repo", "bench"], self.env)
         return self
 
-    def wait_for_address(self, log: Path) -> str:
-        deadline = time.monotonic() + SERVER_START_TIMEOUT
-        while time.monotonic() < deadline:
-            found = re.search(r"listening on (\S+), data in", log.read_text())
-            if found:
-                return found.group(1)
-            if self.server.poll() is not None:
-                raise SystemExit(f"pfs server exited: {log.read_text().strip()}")
-            time.sleep(0.05)
-        raise SystemExit(f"pfs server did not start within {SERVER_START_TIMEOUT:.0f} s (log: {log})")
+    def start_server(self, log: Path, *options: str) -> None:
+        """Starts `pfs server` on the store, on a free port, with OPTIONS; its address from its ready line."""
+        with open(log, "w") as out:
+            self.server, ready = spawn([PFS, "server", "--data-dir", str(self.store), "--port", "0", *options],
+                                       stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=out)
+        try:
+            said = wait_ready(ready, SERVER_START_TIMEOUT)
+        except TimeoutError:
+            self.server.kill()
+            raise SystemExit(f"pfs server did not start within {SERVER_START_TIMEOUT:.0f} s (log: {log})") from None
+        if said is None:
+            self.server.wait()
+            raise SystemExit(f"pfs server exited: {log.read_text().strip()}")
+        self.env["PFS_ADDRESS"] = said["address"]
 
     def __exit__(self, *exc: object) -> None:
         if self.server is None:

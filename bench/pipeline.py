@@ -9,12 +9,12 @@ processes on this machine):
    output commit's finish; the median, min and max. Each is split with the server's and the
    worker's own times: pickup (the input commit finished -> the controller made the job), the job
    (made -> finished, from `inspect-job`) and within it, worker start (job made -> the worker took
-   its shard: the job-shim process starting), mount (-> the worker's line announcing the command,
-   logged once its inputs are mounted: from the second job on, the previous output at /pfs/prev
-   too, each by a `pfs mount` process of its own), command + unmount + upload (-> its line
-   starting "output:"; the inputs are unmounted before /pfs/out is uploaded), report (-> the
-   shard finished: the last log lines sent, the shard reported), output commit (-> the output
-   commit); and "seen after", from the output commit until the poll saw it.
+   its shard: the job-shim process starting), mount (-> its inputs mounted and the command
+   started, as the worker reports in its shard: from the second job on, the previous output at
+   /pfs/prev too, each by a `pfs mount` process of its own), command + unmount + upload (-> its
+   output uploaded, as it reports; the inputs are unmounted before /pfs/out is uploaded), report
+   (-> the shard finished: the last log lines sent, the shard reported), output commit (-> the
+   output commit); and "seen after", from the output commit until the poll saw it.
 2. Speed-up of a CPU-bound map job from 1 to 2 workers on this machine: a file of CSV-like text
    lines (default 128 MiB, cut by the server into line-aligned blocks of ~1 MiB, so ~100 blocks),
    and the command `gzip -9 -c FILE | wc -c` (single-threaded, deterministic, CPU time in
@@ -65,7 +65,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ingest import BIN, MB, PFS, SEED, Pfs, csv_lines, print_machine, run, scratch, timed, warm  # noqa: E402
 
 from pfs.client import Client  # noqa: E402
-from pfs.core.model import CommitInfo, CommitRef, JobInfo, LogLine, ShardInfo  # noqa: E402
+from pfs.core.model import CommitInfo, CommitRef, JobInfo, ShardInfo  # noqa: E402
 
 SHIM = str(BIN / "job-shim")
 ROOT = Path(__file__).resolve().parent.parent  # the checkout, where pfs is installed from (editable)
@@ -130,13 +130,7 @@ class Server(Pfs):
     chunk_size: int = 1 << 20
 
     def __enter__(self) -> "Server":
-        log = self.store.with_name(self.store.name + ".log")
-        with open(log, "w") as out:
-            self.server = subprocess.Popen(
-                [PFS, "server", "--data-dir", str(self.store), "--port", "0", "--chunk-size", str(self.chunk_size)],
-                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=out,
-            )
-        self.env["PFS_ADDRESS"] = self.wait_for_address(log)
+        self.start_server(self.store.with_name(self.store.name + ".log"), "--chunk-size", str(self.chunk_size))
         return self
 
 
@@ -166,7 +160,6 @@ class Run:
     seen: float      # when the poll saw the output commit
     output: CommitInfo
     job: JobInfo
-    logs: list[LogLine]
 
     @property
     def seconds(self) -> float:
@@ -195,12 +188,9 @@ class Run:
         return max(self.phases(s)[2] for s in self.job.shards)
 
     def phases(self, shard: ShardInfo) -> tuple[float, ...]:
-        """The shard's time split as PHASES, by the server's shard times and the worker's log lines."""
-        shim = [x for x in self.logs if x.shard == shard.index and x.stream == "shim"]
-        running = next(x.time for x in shim if ": running " in x.text)
-        uploaded = next(x.time for x in shim if x.text.startswith("output:"))
-        return (shard.started - self.job.started, running - shard.started, uploaded - running,
-                shard.finished - uploaded)
+        """The shard's time split as PHASES, by the server's shard times and those its worker reported."""
+        return (shard.started - self.job.started, shard.mounted - shard.started, shard.uploaded - shard.mounted,
+                shard.finished - shard.uploaded)
 
 
 def commit_and_wait(server: Server, client: Client, repo: str, pipeline: str, put: list[str], cwd: Path,
@@ -215,7 +205,7 @@ def commit_and_wait(server: Server, client: Client, repo: str, pipeline: str, pu
     returned = time.time()
     output, seen = wait_output(client, pipeline, CommitRef(repo, commit), poll)
     job = next(j for j in client.list_jobs(pipeline) if j.output_commit == output.id)
-    return Run(finished, returned, seen, output, job, list(client.get_logs(job_id=job.id)))
+    return Run(finished, returned, seen, output, job)
 
 
 def wait_output(client: Client, pipeline: str, source: CommitRef, poll: float) -> tuple[CommitInfo, float]:

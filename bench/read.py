@@ -50,6 +50,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TextIO
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ingest import (  # noqa: E402  (bench/ is not a package)
@@ -58,6 +59,7 @@ from ingest import (  # noqa: E402  (bench/ is not a package)
 )
 from pfs.client import Client  # noqa: E402
 from pfs.core.model import CommitRef  # noqa: E402
+from pfs.core.ready import spawn, wait_ready  # noqa: E402
 from pfs.vfs.chunks import FETCH_THREADS  # noqa: E402
 from pfs.vfs.local_chunks import LocalChunks  # noqa: E402
 
@@ -147,8 +149,16 @@ class FuseMount(Source):
         log = self.log_dir / f"mount-{self.name}-{self.mounts}.log"
         start = time.perf_counter()
         with open(log, "w") as out:
-            self.proc = subprocess.Popen(self.command(), env=self.env, stdin=subprocess.DEVNULL,
-                                         stdout=out, stderr=out)
+            self.start(out)
+        self.wait_mounted(log)
+        return time.perf_counter() - start
+
+    def start(self, out: TextIO) -> None:
+        """Starts the mount process, its output to OUT."""
+        self.proc = subprocess.Popen(self.command(), env=self.env, stdin=subprocess.DEVNULL, stdout=out, stderr=out)
+
+    def wait_mounted(self, log: Path) -> None:
+        """Watches the mount table: `borg mount` tells no other process when it is up."""
         deadline = time.monotonic() + MOUNT_TIMEOUT
         while not os.path.ismount(self.point):
             if self.proc.poll() is not None:
@@ -156,7 +166,6 @@ class FuseMount(Source):
             if time.monotonic() > deadline:
                 raise MountFailed(f"{self.name} did not mount within {MOUNT_TIMEOUT:.0f} s (log: {log})")
             time.sleep(0.01)
-        return time.perf_counter() - start
 
     def unmount(self) -> None:
         """Unmounts (fusermount -u, lazily if busy) and waits for the mount process to exit."""
@@ -184,8 +193,22 @@ class PfsMount(FuseMount):
     name = "pfs"
     server: "PfsServer | None" = None
 
+    ready: int = -1  # the read end of the mount's ready pipe
+
     def command(self) -> list[str]:
         return [PFS, "mount", str(self.point)]
+
+    def start(self, out: TextIO) -> None:
+        self.proc, self.ready = spawn(self.command(), env=self.env, stdin=subprocess.DEVNULL, stdout=out, stderr=out)
+
+    def wait_mounted(self, log: Path) -> None:
+        """Waits for the mount's ready line."""
+        try:
+            said = wait_ready(self.ready, MOUNT_TIMEOUT)
+        except TimeoutError:
+            raise MountFailed(f"{self.name} did not mount within {MOUNT_TIMEOUT:.0f} s (log: {log})") from None
+        if said is None:
+            raise MountFailed(f"{self.name} mount exited ({self.proc.wait()}): {log.read_text().strip()}")
 
     def fresh(self) -> float:
         self.unmount()
@@ -229,13 +252,7 @@ class PfsServer(Pfs):
 
     def start(self) -> None:
         self.starts += 1
-        log = self.store.with_name(f"{self.store.name}-{self.starts}.log")
-        with open(log, "w") as out:
-            self.server = subprocess.Popen(
-                [PFS, "server", "--data-dir", str(self.store), "--port", "0"],
-                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=out,
-            )
-        self.env["PFS_ADDRESS"] = self.wait_for_address(log)
+        self.start_server(self.store.with_name(f"{self.store.name}-{self.starts}.log"))
 
     def restart(self) -> None:
         super().__exit__()

@@ -26,12 +26,12 @@ run (`--port 0`). Before each timed command the source is read once so its
 page cache is warm (the local file; for a job, every file in the server's
 data dir, where the mount reads the input's chunks from), and `sync` runs,
 untimed. Each command is timed alone by wall clock, from process start to exit.
-The worker's time is split with its log lines (`pfs get-logs --raw`: the
-line announcing the command is logged once the input is mounted, the line
-starting "output:" once the upload is done) and the mtime of its output file
-(the command's last write): start + mount, command, unmount + upload,
-commit + exit. The server flushes uploaded chunks durably before answering;
-the local commands' writes are not flushed. The job's output file is checked
+The worker's time is split with the times it reports in its shard (`pfs
+inspect-job --raw`: `mounted`, the input mounted and the command started;
+`uploaded`, the output uploaded) and the mtime of its output file (the
+command's last write): start + mount, command, unmount + upload, commit +
+exit. The server flushes uploaded chunks durably before answering; the local
+commands' writes are not flushed. The job's output file is checked
 to be the local command's, byte for byte (untimed).
 
 Run from the repo root, as root:  .venv/bin/python bench/shim.py [--size-mib 1024] [--keep]
@@ -97,19 +97,17 @@ def run_job(server: Pfs, work: Path, key: str, label: str, script: str, output_r
     workspace = work / f"ws-{key}"
     warm(server.store)
     os.sync()
-    start = time.time()  # wall clock, to line up with the worker's log times
+    start = time.time()  # wall clock, to line up with the times the worker reports
     run([SHIM, "--job", job, "--shard", "0", "--workspace", str(workspace)], server.env)
     end = time.time()
     info = json.loads(run([PFS, "inspect-job", job, "--raw"], server.env))
     if info["state"] != "success":
         raise SystemExit(f"job {label} ({job}) ended {info['state']}: {info.get('error', '')}")
-    logs = [json.loads(line) for line in run([PFS, "get-logs", "--job", job, "--raw"], server.env).splitlines()]
-    running = next(x["time"] for x in logs if x["stream"] == "shim" and ": running " in x["text"])
-    uploaded = next(x["time"] for x in logs if x["stream"] == "shim" and x["text"].startswith("output:"))
+    shard = info["shards"][0]
+    running, uploaded = shard["mounted"], shard["uploaded"]  # the worker's times: the command started, output up
     output = workspace / "out" / BIG_NAME
     written = output.stat().st_mtime
     check_output(output, local.output)
-    shard = info["shards"][0]
     row = Row(label, end - start, output, local.seconds, shard["bytes_out"], shard["bytes_sent"],
               (running - start, written - running, uploaded - written, end - uploaded))
     print(f"  {label:<28} {row.seconds:8.2f} s, {row.bytes_sent:,d} bytes sent", flush=True)

@@ -12,6 +12,7 @@ from concurrent import futures
 
 import grpc
 
+from pfs.core import ready
 from pfs.core.chunking import DEFAULT_AVG_SIZE
 from pfs.core.memory import keep_freed_memory
 from pfs.proto import chunks_pb2_grpc, pfs_pb2_grpc, pps_pb2_grpc
@@ -55,6 +56,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--no-direct-read", action="store_true",
                    help="offer clients no direct reads of the chunk store: mounts on this machine read every "
                         "chunk through the server (a data dir they must not read)")
+    p.add_argument(ready.FLAG, type=ready.ready_fd, metavar="N",
+                   help='once serving, write {"address": HOST:PORT, ...} as a JSON line to file descriptor N '
+                        "and close it")
     return p
 
 
@@ -88,6 +92,7 @@ def serve(args: argparse.Namespace) -> None:
     server.start()
     print(f"pfs server listening on {args.listen}:{port}, data in {data_dir}, {runner.name} runner",
           file=sys.stderr, flush=True)
+    ready.notify(args.ready_fd, address=f"{host}:{port}", data_dir=str(data_dir))
     controller.start()
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):

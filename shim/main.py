@@ -17,6 +17,7 @@ import re
 import shutil
 import signal
 import sys
+import time
 from pathlib import Path
 
 from pfs.client import Client
@@ -106,6 +107,7 @@ class Worker:
         if job.prev_output:
             mounts.add(str(self.root / "prev"), CommitRef(job.output_repo, job.prev_output), Shard())
         mounts.wait()
+        mounted = time.time()
         logs.line("shim", f"job {job.id} shard {self.shard} of {len(job.shards)}, try {attempt}: "
                           f"running {' '.join(job.transform.cmd)}")
         code, tail = command.run(job.transform.cmd, job.transform.stdin, env, logs)
@@ -115,10 +117,11 @@ class Worker:
             error = f"{job.transform.cmd[0]} exited with code {code}"
             error += ": " + "\n".join(tail) if tail else ""
             logs.line("shim", f"job-shim: {error.splitlines()[0]}; nothing is uploaded")
-            return COMMAND_FAILED, ShardInfo(self.shard, exit_code=code, error=error, bytes_in=bytes_in)
+            return COMMAND_FAILED, ShardInfo(self.shard, exit_code=code, error=error, bytes_in=bytes_in,
+                                             mounted=mounted)
         bytes_out, bytes_sent = output.upload(self.client, job.id, self.shard, attempt, out, logs)
         return OK, ShardInfo(self.shard, exit_code=code, bytes_in=bytes_in, bytes_out=bytes_out,
-                             bytes_sent=bytes_sent)
+                             bytes_sent=bytes_sent, mounted=mounted, uploaded=time.time())
 
 
 def _stop(signum, frame) -> None:

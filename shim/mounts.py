@@ -15,9 +15,9 @@ import threading
 
 from pfs.core.errors import FailedPrecondition
 from pfs.core.model import CommitRef
+from pfs.core.ready import spawn, wait_ready
 from pfs.core.shard import Shard
 
-MOUNTED = "pfs mounted at"
 STOP_TIMEOUT = 10.0
 DIE_WITH_PARENT = ["setpriv", "--pdeathsig", "TERM", "--"] if shutil.which("setpriv") else []  # TERM: unmounts
 
@@ -28,6 +28,7 @@ class Mounts:
     def __init__(self, address: str) -> None:
         self.address = address
         self._procs: list[tuple[str, CommitRef, subprocess.Popen]] = []
+        self._ready: list[int | None] = []  # the read end of each mount's ready pipe, until waited for
 
     def __enter__(self) -> "Mounts":
         return self
@@ -43,21 +44,21 @@ class Mounts:
                "--method", shard.method]
         if since:
             cmd += ["--since", since, "--incremental", incremental]
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        proc, ready = spawn(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         self._procs.append((mountpoint, commit, proc))
+        self._ready.append(ready)
 
     def wait(self) -> None:
         """Returns once every mount is up (they start together: each is a Python process to start)."""
-        for mountpoint, commit, proc in self._procs:
-            said = []
-            for raw in proc.stderr:
-                line = raw.decode(errors="replace").rstrip("\n")
-                if line.startswith(MOUNTED):
-                    break
-                said.append(line)
-            else:
+        for i, (mountpoint, commit, proc) in enumerate(self._procs):
+            ready, self._ready[i] = self._ready[i], None
+            if ready is None:  # waited for already
+                continue
+            if wait_ready(ready) is None:
+                with proc.stderr:
+                    said = " ".join(proc.stderr.read().decode(errors="replace").split()) or "mount exited"
                 proc.wait()
-                raise FailedPrecondition(f"cannot mount {commit} at {mountpoint}: {' '.join(said) or 'mount exited'}")
+                raise FailedPrecondition(f"cannot mount {commit} at {mountpoint}: {said}")
             threading.Thread(target=_forward, args=(proc.stderr,), daemon=True).start()
 
     def stop(self) -> None:
@@ -69,7 +70,9 @@ class Mounts:
     def close(self) -> None:
         """Unmounts them all and waits until they are gone; a second call has nothing left to do."""
         self.stop()
-        procs, self._procs = self._procs, []
+        for ready in [r for r in self._ready if r is not None]:  # not waited for
+            os.close(ready)
+        procs, self._procs, self._ready = self._procs, [], []
         for mountpoint, _, proc in procs:
             try:
                 proc.wait(STOP_TIMEOUT)

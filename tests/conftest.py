@@ -16,6 +16,7 @@ import pytest
 from pfs.client import Client
 from pfs.client.upload import into_commit
 from pfs.core.model import CommitRef
+from pfs.core.ready import spawn, wait_ready
 
 BIN = pathlib.Path(sys.executable).parent
 PFS = str(BIN / "pfs")
@@ -50,18 +51,17 @@ class Server:
         args += self.args
         self.log = self.data_dir.parent / f"server-{time.monotonic_ns()}.log"
         with open(self.log, "wb") as log:
-            self.proc = subprocess.Popen(args, stdout=log, stderr=log)
-        line = wait_for(self._ready, 30)  # the first line names the address
-        self.address = line.split("listening on ")[1].split(",")[0]
+            self.proc, ready_pipe = spawn(args, stdout=log, stderr=log)
+        try:
+            ready = wait_ready(ready_pipe, 30)
+        except TimeoutError:
+            self.kill()
+            raise
+        if ready is None:
+            self.proc.wait()
+            raise RuntimeError(f"server did not start: {self.log.read_text()}")
+        self.address = ready["address"]
         self.port = int(self.address.rsplit(":", 1)[1])  # a restart comes back on the same port
-
-    def _ready(self) -> str | None:
-        text = self.log.read_text()
-        if "listening on" in text:
-            return text.split("\n")[0]
-        if self.proc.poll() is not None:
-            raise RuntimeError(f"server did not start: {text}")
-        return None
 
     def stop(self) -> None:
         if self.proc:

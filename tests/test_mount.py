@@ -12,6 +12,7 @@ import pytest
 
 from conftest import PFS, Server, assert_one_line_error, needs, stop_process, wait_for
 from pfs.core.model import CommitRef, FileWrite
+from pfs.core.ready import spawn, wait_ready
 from pfs.fuse.mount import mounts
 
 pytestmark = needs("fusermount3", fuse=True)
@@ -22,11 +23,12 @@ def mounted(server, mountpoint, *args):
     """`pfs mount` in the background; always unmounted afterwards."""
     mountpoint.mkdir(exist_ok=True)
     log = open(mountpoint.parent / f"mount-{mountpoint.name}.log", "wb")
-    proc = subprocess.Popen([PFS, "mount", str(mountpoint), *args], stdout=log, stderr=log,
-                            env={**os.environ, "PFS_ADDRESS": server.address})
+    proc, ready = spawn([PFS, "mount", str(mountpoint), *args], stdout=log, stderr=log,
+                        env={**os.environ, "PFS_ADDRESS": server.address})
     try:
-        wait_for(lambda: os.path.ismount(mountpoint) or proc.poll() is not None, 30)
-        assert os.path.ismount(mountpoint), (mountpoint.parent / f"mount-{mountpoint.name}.log").read_text()
+        said = wait_ready(ready, 30)
+        assert said == {"mountpoint": str(mountpoint)}, (mountpoint.parent / f"mount-{mountpoint.name}.log").read_text()
+        assert os.path.ismount(mountpoint)
         yield proc
     finally:
         stop_process(proc, signal.SIGINT, 15)
@@ -330,14 +332,13 @@ def test_a_mount_stopped_as_soon_as_it_is_up_exits_cleanly(server, tmp_path):
     mnt = tmp_path / "mnt"
     mnt.mkdir()
     for _ in range(10):
-        proc = subprocess.Popen([PFS, "mount", str(mnt)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                env={**os.environ, "PFS_ADDRESS": server.address})
+        proc, ready = spawn([PFS, "mount", str(mnt)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env={**os.environ, "PFS_ADDRESS": server.address})
         try:
-            assert proc.stderr.readline().startswith(b"pfs mounted at")
+            assert wait_ready(ready, 30) == {"mountpoint": str(mnt)}
             proc.send_signal(signal.SIGTERM)
             assert proc.wait(15) == 0
         finally:
             stop_process(proc, signal.SIGKILL, 5)
-            proc.stderr.close()
             unmount_leftover(mnt)
         assert not os.path.ismount(mnt)

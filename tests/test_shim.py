@@ -10,7 +10,10 @@ import subprocess
 import pytest
 
 from conftest import BIN, assert_one_line_error, needs
+from pfs.core.errors import FailedPrecondition
 from pfs.core.model import CommitRef
+from pfs.core.shard import Shard
+from shim.mounts import Mounts
 
 pytestmark = needs("fusermount3", "setpriv", root=True, fuse=True)  # each worker mounts in a namespace of its own
 
@@ -186,6 +189,23 @@ def test_the_same_output_again_sends_almost_nothing(server, tmp_path):
     assert read_tree(server, "out")["out.csv"] == rows.replace(b",", b";")
     assert sent[0] > len(rows) / 10  # new bytes, compressed
     assert sent[1] < sent[0] / 100, sent
+
+
+def test_a_shard_reports_when_its_inputs_were_mounted_and_its_output_uploaded(server, tmp_path, data):
+    job = create_job(server, tmp_path, ["sh", "-c", "sleep 0.5; cp -r /pfs/data/. /pfs/out/"])
+    assert run_shims(server, tmp_path, job, 1)[0][0] == 0
+    shard = job_info(server, job)["shards"][0]
+    assert shard["started"] <= shard["mounted"] <= shard["uploaded"] - 0.5 <= shard["finished"] - 0.5, shard
+
+
+def test_a_mount_that_fails_is_reported_with_its_reason(server, tmp_path, data):
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    (busy / "file").write_text("x")
+    with Mounts(server.address) as mounts:
+        mounts.add(str(busy), CommitRef("data", "master"), Shard())
+        with pytest.raises(FailedPrecondition, match=f"cannot mount data@master at {busy}: pfs: .* is not empty"):
+            mounts.wait()
 
 
 def test_output_stays_invisible_until_every_shard_succeeds(server, tmp_path, data):

@@ -4,7 +4,7 @@ import pytest
 
 from conftest import put_commit
 from pfs.client import Client
-from pfs.core.errors import NotFound
+from pfs.core.errors import DataLoss, NotFound
 from pfs.vfs import tree as vfs_tree
 from pfs.vfs.tree import ROOT_INODE, RepoTree
 
@@ -109,3 +109,21 @@ def test_a_node_is_known_by_inode_until_the_kernel_forgets_it_as_often_as_it_was
     tree.forget(ROOT_INODE, 1)
     assert tree.getattr(ROOT_INODE).kind == "root"
     tree.cache.close()
+
+
+class ShortClient(Client):
+    """The real client, whose chunk replies lose their last chunk: a server that answers short."""
+
+    def read_chunks(self, chunks):
+        return iter(list(super().read_chunks(chunks))[:-1])
+
+
+def test_a_short_reply_of_chunks_is_data_loss(server, client):
+    short = ShortClient(server.address)
+    tree = RepoTree(short)  # no local chunks: every chunk over gRPC
+    ref = tree.lookup(tree.lookup(ROOT_INODE, "r").inode, "master")
+    top = tree.lookup(ref.inode, "top")
+    with pytest.raises(DataLoss, match="the server sent fewer chunks than the 1 asked for"):
+        tree.read(top.inode, 0, 10)
+    tree.close()
+    short.close()

@@ -15,6 +15,7 @@ from pfs.cli.progress import progress
 from pfs.cli.sources import sources
 from pfs.client import Client, default_address
 from pfs.client.upload import into_commit
+from pfs.core import ready
 from pfs.core.chunking import DELIMITERS
 from pfs.core.errors import FailedPrecondition, InvalidArgument, PfsError
 from pfs.core.memory import keep_freed_memory
@@ -186,10 +187,13 @@ def cmd_mount(args, client):
     if args.since and commit is None:
         raise InvalidArgument("--since needs --commit: it shows what one commit changed")
     tree = RepoTree(client, shard, local=local, commit=commit, since=args.since or "", incremental=args.incremental)
-    serve(tree, args.mountpoint,
-          on_mounted=lambda: print(f"pfs mounted at {args.mountpoint} ({shard}"
-                                   f"{', chunks read from ' + local.root if local else ''}); Ctrl-C unmounts",
-                                   file=sys.stderr, flush=True))
+
+    def mounted() -> None:
+        print(f"pfs mounted at {args.mountpoint} ({shard}{', chunks read from ' + local.root if local else ''}); "
+              "Ctrl-C unmounts", file=sys.stderr, flush=True)
+        ready.notify(args.ready_fd, mountpoint=os.path.abspath(args.mountpoint))
+
+    serve(tree, args.mountpoint, on_mounted=mounted)
 
 
 def cmd_unmount(args, client):
@@ -279,7 +283,9 @@ def parser() -> argparse.ArgumentParser:
          a("--commit", metavar="REPO@REF", help="mount only this commit's files, at DIR itself"),
          a("--since", metavar="COMMIT", help="with --commit: show only what changed after this earlier commit"),
          a("--incremental", choices=("diff", "full"), default="diff",
-           help="with --since: the data added to each file (diff), or whole files that changed (full)"))
+           help="with --since: the data added to each file (diff), or whole files that changed (full)"),
+         a(ready.FLAG, type=ready.ready_fd, metavar="N",
+           help='once mounted, write {"mountpoint": ...} as a JSON line to file descriptor N and close it'))
     verb("unmount", cmd_unmount, "unmount a pfs mount", a("mountpoint", metavar="DIR", nargs="?"),
          a("-a", "--all", action="store_true", help="unmount every pfs mount of this machine"))
     manifest_file = a("-f", "--file", required=True, metavar="FILE",

@@ -221,7 +221,8 @@ class Client:
         """Reports how a shard ended: success when RESULT.error is empty."""
         request = ppb.ShardResult(
             job=job_id, shard=result.index, attempt=attempt, exit_code=result.exit_code, error=result.error,
-            bytes_in=result.bytes_in, bytes_out=result.bytes_out, bytes_sent=result.bytes_sent)
+            bytes_in=result.bytes_in, bytes_out=result.bytes_out, bytes_sent=result.bytes_sent,
+            mounted=result.mounted, uploaded=result.uploaded)
         return cv.job_from_pb(self._call(self._pps.FinishShard, request))
 
     def put_logs(self, lines: Iterable[LogLine]) -> None:

@@ -206,6 +206,8 @@ class ShardInfo:
     bytes_in: int = 0  # plain bytes of its inputs' shards
     bytes_out: int = 0  # plain bytes it wrote to /pfs/out
     bytes_sent: int = 0  # compressed bytes it had to upload (the rest the server held)
+    mounted: float = 0.0  # when its worker had its inputs mounted and started the command (the worker's clock)
+    uploaded: float = 0.0  # when its worker had uploaded its output (the worker's clock)
 
 
 @dataclass(frozen=True)

@@ -49,9 +49,7 @@ def serve(tree: RepoTree, mountpoint: str, on_mounted=lambda: None) -> None:
         trio.run(_main, mountpoint, ops, stop)
     finally:
         pyfuse3.close(unmount=True)
-        tree.cache.close()
-        if tree.local:
-            tree.local.close()
+        tree.close()
 
 
 async def _read_ahead(mountpoint: str, ops: Operations) -> None:

@@ -1,7 +1,13 @@
-"""pyfuse3 handlers over a pfs.vfs tree: read-only, each blocking call on a worker thread."""
+"""pyfuse3 handlers over a pfs.vfs tree: read-only, each blocking call on a worker thread.
 
-import contextlib
+pyfuse3 ends its loop, and so the mount for every reader, on any exception
+but FUSEError; so every handler answers each error with an errno (see
+_answered) and the loop serves the next request.
+"""
+
 import errno
+import functools
+import inspect
 import logging
 import os
 import stat
@@ -19,18 +25,58 @@ SHORT_TTL = 1.0  # repos, branches and the names in a branch directory
 WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_TRUNC
 
 
-@contextlib.contextmanager
-def _errno(fn, args):
-    """A domain error becomes its errno: ENOENT for what is not there, EIO (logged) for the rest."""
-    try:
-        yield
-    except NotFound:
-        raise pyfuse3.FUSEError(errno.ENOENT) from None
-    except PfsError as err:
-        log.warning("%s%s: %s", fn.__name__, args, err)
-        raise pyfuse3.FUSEError(errno.EIO) from None
+NO_REPLY = {"forget"}  # requests the kernel wants no answer to: pyfuse3 ends its loop on any error they raise
 
 
+def _answered(handler):
+    """HANDLER raising only FUSEError: ENOENT for what is not there, EIO (logged) for any other error.
+
+    A domain error is logged with its message; an error nobody expected (a bug,
+    an OSError) with its type too, and its traceback at debug level. A handler
+    in NO_REPLY raises nothing: its error is logged only.
+    """
+
+    @functools.wraps(handler)
+    async def answered(self, *args):
+        try:
+            return await handler(self, *args)
+        except Exception as err:
+            code = _errno(handler.__name__, args, err)
+            if handler.__name__ in NO_REPLY:
+                return None
+            raise pyfuse3.FUSEError(code) from None
+
+    return answered
+
+
+def _errno(name: str, args: tuple, err: Exception) -> int:
+    """The errno that answers ERR, raised by the handler NAME for a request of ARGS; logged where it is EIO."""
+    if isinstance(err, pyfuse3.FUSEError):
+        return err.errno
+    if isinstance(err, NotFound):
+        return errno.ENOENT
+    if isinstance(err, PfsError):
+        log.warning("%s%s: %s", name, _shown(args), err)
+    else:
+        log.error("%s%s failed unexpectedly, answered EIO: %s: %s", name, _shown(args), type(err).__name__, err,
+                  exc_info=log.isEnabledFor(logging.DEBUG))
+    return errno.EIO
+
+
+def _shown(args: tuple) -> tuple:
+    """The arguments of a request worth a log line: inodes, handles, offsets, names (not contexts or tokens)."""
+    return tuple(os.fsdecode(a) if isinstance(a, bytes) else a for a in args if isinstance(a, (int, str, bytes)))
+
+
+def _every_handler_answered(cls):
+    """Wraps each request handler of CLS (its public coroutine methods) in _answered."""
+    for name, method in list(vars(cls).items()):
+        if not name.startswith("_") and inspect.iscoroutinefunction(method):
+            setattr(cls, name, _answered(method))
+    return cls
+
+
+@_every_handler_answered
 class Operations(pyfuse3.Operations):
     def __init__(self, tree: RepoTree) -> None:
         super().__init__()
@@ -45,13 +91,7 @@ class Operations(pyfuse3.Operations):
 
     async def _call(self, fn, *args):
         """Runs a blocking vfs call on a worker thread."""
-        with _errno(fn, args):
-            return await trio.to_thread.run_sync(fn, *args, limiter=self._limiter)
-
-    def _now(self, fn, *args):
-        """Runs a vfs call that never blocks, on the event loop."""
-        with _errno(fn, args):
-            return fn(*args)
+        return await trio.to_thread.run_sync(fn, *args, limiter=self._limiter)
 
     def _attr(self, node: Node, entry_ttl: float | None = None) -> pyfuse3.EntryAttributes:
         a = pyfuse3.EntryAttributes()
@@ -68,20 +108,20 @@ class Operations(pyfuse3.Operations):
         return a
 
     async def getattr(self, inode, ctx=None):
-        return self._attr(self._now(self.tree.getattr, inode))  # a dict lookup: no thread
+        return self._attr(self.tree.getattr(inode))  # a dict lookup: no thread
 
     async def lookup(self, parent_inode, name, ctx=None):
         name = os.fsdecode(name)
-        parent = self._now(self.tree.getattr, parent_inode)
+        parent = self.tree.getattr(parent_inode)
         if name == ".":
             return self._attr(self.tree.remember([parent])[0])
-        node = self._now(self.tree.lookup_cached, parent_inode, name)
+        node = self.tree.lookup_cached(parent_inode, name)
         if node is None:  # the listing must be fetched
             node = await self._call(self.tree.lookup, parent_inode, name)
         return self._attr(node, self.tree.entry_ttl(parent, node, SHORT_TTL, LONG_TTL))
 
     async def opendir(self, inode, ctx):
-        node = self._now(self.tree.getattr, inode)
+        node = self.tree.getattr(inode)
         if not node.is_dir:
             raise pyfuse3.FUSEError(errno.ENOTDIR)
         entries = await self._call(self.tree.readdir, inode)
@@ -111,13 +151,13 @@ class Operations(pyfuse3.Operations):
     async def open(self, inode, flags, ctx):
         if flags & WRITE_FLAGS:
             raise pyfuse3.FUSEError(errno.EROFS)
-        node = self._now(self.tree.getattr, inode)
+        node = self.tree.getattr(inode)
         if node.is_dir:
             raise pyfuse3.FUSEError(errno.EISDIR)
         return pyfuse3.FileInfo(fh=inode, keep_cache=node.immutable)
 
     async def read(self, fh, off, size):
-        data = self._now(self.tree.read_cached, fh, off, size)  # most reads hit the cache: no thread
+        data = self.tree.read_cached(fh, off, size)  # most reads hit the cache: no thread
         return data if data is not None else await self._call(self.tree.read, fh, off, size)
 
     async def release(self, fh):

@@ -23,7 +23,7 @@ import xxhash
 
 from pfs.client import Client
 from pfs.core import paths
-from pfs.core.errors import NotFound
+from pfs.core.errors import DataLoss, NotFound
 from pfs.core.model import ChunkRef, CommitInfo, CommitRef, FileInfo
 from pfs.core.shard import Shard
 from pfs.vfs.chunks import ChunkCache
@@ -190,6 +190,12 @@ class RepoTree:
         self.cache.prefetch(chunks[max(i, 0) : max(i, 0) + READ_AHEAD])
         return out[0] if len(out) == 1 else b"".join(out)
 
+    def close(self) -> None:
+        """Stops the chunk fetches and lets go of the server's chunk store."""
+        self.cache.close()
+        if self.local:
+            self.local.close()
+
     # -- listings
 
     def _listing(self, inode: int) -> dict[str, Node]:
@@ -324,7 +330,11 @@ class RepoTree:
         missing = [r for r, data in zip(refs, local) if data is None]
         remote = self.client.read_chunks(missing) if missing else iter(())
         for data in local:
-            yield data if data is not None else next(remote)
+            if data is None:
+                data = next(remote, None)
+                if data is None:
+                    raise DataLoss(f"the server sent fewer chunks than the {len(missing)} asked for")
+            yield data
 
 
 def _holds(directory: str, path: str) -> bool:

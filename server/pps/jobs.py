@@ -113,7 +113,7 @@ class Jobs:
             shard = dataclasses.replace(
                 shard, state="failure" if failed else "success", finished=time.time(), exit_code=result.exit_code,
                 error=result.error[-ERROR_CHARS:], bytes_in=result.bytes_in, bytes_out=result.bytes_out,
-                bytes_sent=result.bytes_sent)
+                bytes_sent=result.bytes_sent, mounted=result.mounted, uploaded=result.uploaded)
             job = _with_shard(job, shard)
             if job.is_done:  # another shard failed first
                 pass

@@ -202,7 +202,8 @@ class PpsServicer(pps_pb2_grpc.PPSServicer):
     @translated
     def FinishShard(self, request, context):
         result = ShardInfo(request.shard, exit_code=request.exit_code, error=request.error,
-                           bytes_in=request.bytes_in, bytes_out=request.bytes_out, bytes_sent=request.bytes_sent)
+                           bytes_in=request.bytes_in, bytes_out=request.bytes_out, bytes_sent=request.bytes_sent,
+                           mounted=request.mounted, uploaded=request.uploaded)
         return cv.job_to_pb(self.jobs.finish_shard(request.job, request.shard, request.attempt, result))
 
     @translated

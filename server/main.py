@@ -12,7 +12,7 @@ from concurrent import futures
 
 import grpc
 
-from pfs.core.chunking import DEFAULT_AVG_SIZE
+from pfs.core.chunking import DEFAULT_AVG_SIZE, check_avg_size
 from pfs.core.memory import keep_freed_memory
 from pfs.proto import chunks_pb2_grpc, pfs_pb2_grpc, pps_pb2_grpc
 from server.meta.sqlite import SqliteMetaStore
@@ -45,14 +45,23 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port to listen on (default {DEFAULT_PORT})")
     p.add_argument("--listen", default="127.0.0.1",
                    help="address to listen on (default 127.0.0.1; 0.0.0.0 opens it to the network)")
-    p.add_argument("--chunk-size", type=int, default=DEFAULT_AVG_SIZE,
-                   help="average chunk size in bytes for new data (default 1 MiB)")
+    p.add_argument("--chunk-size", type=_avg_size, default=DEFAULT_AVG_SIZE,
+                   help="average chunk size in bytes for new data (default 1 MiB, at most 4 MiB)")
     p.add_argument("--runner", choices=sorted(RUNNERS), default="local",
                    help="how pipeline workers run: local (job-shim processes here, the default; needs root) "
                         "or container (podman or docker, with each pipeline's image)")
     p.add_argument("--registry", default="", metavar="HOST:PORT",
                    help="the image registry `create-pipeline --push-images` pushes to when an image names none")
     return p
+
+
+def _avg_size(text: str) -> int:
+    try:
+        size = int(text)
+        check_avg_size(size)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    return size
 
 
 def serve(args: argparse.Namespace) -> None:

@@ -13,7 +13,7 @@ from concurrent import futures
 import grpc
 
 from pfs.core import ready
-from pfs.core.chunking import DEFAULT_AVG_SIZE
+from pfs.core.chunking import DEFAULT_AVG_SIZE, check_avg_size
 from pfs.core.memory import keep_freed_memory
 from pfs.proto import chunks_pb2_grpc, pfs_pb2_grpc, pps_pb2_grpc
 from server.meta.sqlite import SqliteMetaStore
@@ -46,8 +46,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port to listen on (default {DEFAULT_PORT})")
     p.add_argument("--listen", default="127.0.0.1",
                    help="address to listen on (default 127.0.0.1; 0.0.0.0 opens it to the network)")
-    p.add_argument("--chunk-size", type=int, default=DEFAULT_AVG_SIZE,
-                   help="average chunk size in bytes for new data (default 1 MiB)")
+    p.add_argument("--chunk-size", type=_avg_size, default=DEFAULT_AVG_SIZE,
+                   help="average chunk size in bytes for new data (default 1 MiB, at most 4 MiB)")
     p.add_argument("--runner", choices=sorted(RUNNERS), default="local",
                    help="how pipeline workers run: local (job-shim processes here, the default; needs root) "
                         "or container (podman or docker, with each pipeline's image)")
@@ -60,6 +60,15 @@ def parser() -> argparse.ArgumentParser:
                    help='once serving, write {"address": HOST:PORT, ...} as a JSON line to file descriptor N '
                         "and close it")
     return p
+
+
+def _avg_size(text: str) -> int:
+    try:
+        size = int(text)
+        check_avg_size(size)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    return size
 
 
 def serve(args: argparse.Namespace) -> None:

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 from pfs.core import frames, names, paths
+from pfs.core.chunking import MAX_CHUNK_SIZE
 from pfs.core.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from pfs.core.model import BranchInfo, ChunkRef, CommitInfo, CommitRef, FileInfo, FileWrite, RepoInfo
 from server.meta import MetaStore, StoredCommit, Tx, walk_ancestry
@@ -207,7 +208,10 @@ class Store:
             self._put(tx, self._open_commit(tx, ref), writes)
 
     def check_chunks(self, writes: list[FileWrite]) -> None:
-        """Refuses files whose chunks were never stored."""
+        """Refuses files whose chunks were never stored, or are said to be larger than any chunk may be."""
+        for c in (c for w in writes for c in w.chunks if c.size > MAX_CHUNK_SIZE):
+            raise InvalidArgument(f"chunk {c.address.hex()} is declared as {c.size} bytes, more than the "
+                                  f"{MAX_CHUNK_SIZE} a chunk may hold")
         lacking = self.chunks.missing(list({c.address for w in writes for c in w.chunks}))
         if lacking:
             raise FailedPrecondition(

@@ -121,13 +121,14 @@ def cmd_put_file(args, client):
                 for src in todo:
                     with src.open() as stream:
                         up.put(src.dest, stream, overwrite=args.overwrite)
+        if args.commit:
+            client.finish_commit(ref)
     except BaseException:
-        if args.commit:  # the commit is ours alone: drop it, so the branch is as it was
+        if args.commit:  # the commit is ours alone: drop it unless it got finished, so the branch is as it was
             with contextlib.suppress(PfsError):
-                client.delete_commit(ref)
+                if not client.inspect_commit(ref).is_finished:
+                    client.delete_commit(ref)
         raise
-    if args.commit:
-        client.finish_commit(ref)
 
 
 def cmd_get_file(args, client):

@@ -244,7 +244,10 @@ class Client:
         return self._chunks.PutChunks.future(messages)
 
     def read_chunks(self, chunks: Iterable[ChunkRef]) -> Iterator[bytes]:
-        """The plain bytes of CHUNKS in order, each checked (frames.unpack)."""
+        """The plain bytes of CHUNKS in order, each checked (frames.check_ref, frames.unpack)."""
+        chunks = list(chunks)
+        for c in chunks:
+            frames.check_ref(c)
         request = cpb.ChunkAddresses(addresses=[c.address for c in chunks])
         window: deque = deque()
         for batch in self._stream(self._chunks.GetChunks, request):

@@ -2,13 +2,14 @@
 
 import grpc
 
-from pfs.core.errors import KINDS, PfsError, Unavailable
+from pfs.core.errors import KINDS, PfsError, ResourceExhausted, Unavailable
 
 KINDS_BY_CODE = {
     grpc.StatusCode.NOT_FOUND: "not_found",
     grpc.StatusCode.ALREADY_EXISTS: "already_exists",
     grpc.StatusCode.FAILED_PRECONDITION: "failed_precondition",
     grpc.StatusCode.INVALID_ARGUMENT: "invalid_argument",
+    grpc.StatusCode.RESOURCE_EXHAUSTED: "resource_exhausted",
     grpc.StatusCode.DATA_LOSS: "data_loss",
 }
 
@@ -21,6 +22,6 @@ def domain_error(err: grpc.RpcError, address: str) -> PfsError:
             f"cannot reach the pfs server at {address} (start one with `pfs server`, "
             "or point PFS_ADDRESS or --address at it)"
         )
-    if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
-        return PfsError(f"the server at {address} refused a message as too large: {err.details()}")
+    if code == grpc.StatusCode.RESOURCE_EXHAUSTED and "larger than max" in (err.details() or ""):  # gRPC's own
+        return ResourceExhausted(f"the server at {address} refused a message as too large: {err.details()}")
     return KINDS[KINDS_BY_CODE.get(code, "internal")](err.details() or str(code))

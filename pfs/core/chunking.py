@@ -13,6 +13,11 @@ from typing import BinaryIO
 import pyfastcdc
 
 DEFAULT_AVG_SIZE = 1 << 20
+MAX_AVG_SIZE = 4 << 20
+# The largest chunk a Chunker cuts: FastCDC's maximum (4x the average), plus as much again when a cut moves to
+# the end of its line. Every chunk is at most this many bytes, so readers and the server refuse larger ones
+# before decompressing them.
+MAX_CHUNK_SIZE = 8 * MAX_AVG_SIZE
 DELIMITERS = ("line", "none")
 
 
@@ -22,6 +27,7 @@ class Chunker:
     def __init__(self, avg_size: int = DEFAULT_AVG_SIZE, delimiter: str = "line") -> None:
         if delimiter not in DELIMITERS:
             raise ValueError(f"unknown delimiter {delimiter!r}; use one of {', '.join(DELIMITERS)}")
+        check_avg_size(avg_size)
         self._cdc = pyfastcdc.FastCDC(avg_size=avg_size)
         self.max_size = self._cdc.max_size
         self.max_line = self.max_size if delimiter == "line" else 0
@@ -57,6 +63,12 @@ class Chunker:
                 end = _line_end(buf, end, min(filled, pos + lookahead), eof and pos + lookahead >= filled)
             yield bytes(view[pos:end])
             pos = end
+
+
+def check_avg_size(avg_size: int) -> None:
+    """Raises ValueError if chunks of AVG_SIZE bytes on average could be larger than MAX_CHUNK_SIZE."""
+    if avg_size > MAX_AVG_SIZE:
+        raise ValueError(f"an average chunk size of {avg_size} bytes is too large; use at most {MAX_AVG_SIZE}")
 
 
 def _line_end(buf: bytearray, cut: int, limit: int, at_end: bool) -> int:

@@ -1,7 +1,8 @@
 """zstd compression of chunks. Safe to call from many threads: each has its own contexts.
 
 zstandard releases the GIL, so compressing on a thread pool uses every core.
-Every frame carries its content checksum, which zstd checks when it decompresses.
+Every frame carries its content checksum, which zstd checks when it decompresses, and its size, which
+decompress() checks against a bound before it allocates anything.
 """
 
 import threading
@@ -20,12 +21,25 @@ def compress(data: bytes | memoryview) -> bytes:
     return ctx.compress(data)
 
 
-def decompress(frame: bytes) -> bytes:
-    """The plain bytes of a frame made by compress(); raises zstandard.ZstdError if corrupt."""
+class TooLarge(ValueError):
+    """A frame that does not say its size, or says more than the caller allows."""
+
+
+def decompress(frame: bytes, max_size: int) -> bytes:
+    """The plain bytes of a frame made by compress(), at most MAX_SIZE of them.
+
+    Raises TooLarge for a frame without its size or above MAX_SIZE (before decompressing it), and
+    zstandard.ZstdError if the frame is corrupt.
+    """
+    size = zstandard.get_frame_parameters(frame).content_size
+    if size == zstandard.CONTENTSIZE_UNKNOWN:
+        raise TooLarge("it does not say its size")
+    if size > max_size:
+        raise TooLarge(f"it holds {size} bytes, more than the {max_size} a chunk may hold")
     ctx = getattr(_local, "decompressor", None)
     if ctx is None:
         ctx = _local.decompressor = zstandard.ZstdDecompressor()
-    return ctx.decompress(frame)
+    return ctx.decompress(frame, max_output_size=max_size)
 
 
 def has_checksum(frame: bytes) -> bool:

@@ -41,6 +41,12 @@ class Unavailable(PfsError):
     kind = "unavailable"
 
 
+class ResourceExhausted(PfsError):
+    """The server ran out of something it needs, such as space on its disk; free some and try again."""
+
+    kind = "resource_exhausted"
+
+
 class DataLoss(PfsError):
     """Stored data is missing or does not match its address."""
 
@@ -49,5 +55,6 @@ class DataLoss(PfsError):
 
 KINDS: dict[str, type[PfsError]] = {
     cls.kind: cls
-    for cls in (PfsError, NotFound, AlreadyExists, FailedPrecondition, InvalidArgument, Unavailable, DataLoss)
+    for cls in (PfsError, NotFound, AlreadyExists, FailedPrecondition, InvalidArgument, Unavailable,
+                ResourceExhausted, DataLoss)
 }

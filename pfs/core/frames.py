@@ -9,31 +9,46 @@ Each check where it belongs:
   by compression.compress) as it decompresses, which catches a corrupt disk or
   transfer at a small part of the cost of hashing with BLAKE3 again.
 A frame without a checksum (stored before frames had one) is checked against its address.
+
+No frame is decompressed unless its header says it holds at most MAX_CHUNK_SIZE bytes (what
+our chunker cuts at most), so no frame, however forged, makes anyone allocate more than that:
+the server refuses it as an invalid argument (check), a reader as lost data (unpack).
 """
 
 import zstandard
 
 from pfs.core import compression
-from pfs.core.errors import DataLoss
+from pfs.core.chunking import MAX_CHUNK_SIZE
+from pfs.core.errors import DataLoss, InvalidArgument, PfsError
 from pfs.core.hashing import address
+from pfs.core.model import ChunkRef
 
 
 def unpack(addr: bytes, frame: bytes) -> bytes:
-    """The plain bytes of FRAME; raises DataLoss if it is corrupt."""
-    plain = _decompress(addr, frame)
+    """The plain bytes of FRAME; raises DataLoss if it is corrupt or too large."""
+    plain = _decompress(addr, frame, DataLoss)
     if not compression.has_checksum(frame):
         _check_address(addr, plain)
     return plain
 
 
 def check(addr: bytes, frame: bytes) -> None:
-    """Raises DataLoss unless FRAME is sound and its plain bytes have the address ADDR."""
-    _check_address(addr, _decompress(addr, frame))
+    """Raises DataLoss unless FRAME is sound and its plain bytes have the address ADDR; InvalidArgument if too large."""
+    _check_address(addr, _decompress(addr, frame, InvalidArgument))
 
 
-def _decompress(addr: bytes, frame: bytes) -> bytes:
+def check_ref(ref: ChunkRef) -> None:
+    """Raises DataLoss if REF says its chunk holds more than any chunk may (a reader's check of a file's list)."""
+    if ref.size > MAX_CHUNK_SIZE:
+        raise DataLoss(f"chunk {ref.address.hex()} is listed as {ref.size} bytes, more than the {MAX_CHUNK_SIZE} "
+                       "a chunk may hold")
+
+
+def _decompress(addr: bytes, frame: bytes, too_large: type[PfsError]) -> bytes:
     try:
-        return compression.decompress(frame)
+        return compression.decompress(frame, MAX_CHUNK_SIZE)
+    except compression.TooLarge as err:
+        raise too_large(f"chunk {addr.hex()} is refused: {err}") from None
     except zstandard.ZstdError as err:
         raise DataLoss(f"chunk {addr.hex()} is corrupt ({err})") from None
 

@@ -3,8 +3,8 @@ mount runs on the server's machine.
 
 The embedded case: the server and the mount share a disk, so a chunk costs a
 file read (or a SQLite lookup) and a decompression instead of a gRPC call
-and the server's work. Every chunk is checked (frames.unpack); one that
-is absent or corrupt is fetched from the server as usual. The layout read is
+and the server's work. Every chunk is checked (frames.check_ref, frames.unpack); one that
+is absent or wrong is asked of the server instead. The layout read is
 pfs/chunk_dir.py, the one the server's store writes.
 """
 
@@ -52,6 +52,7 @@ class LocalChunks:
         except OSError:
             return None
         try:
+            frames.check_ref(ref)
             return frames.unpack(ref.address, frame)
         except DataLoss:  # fetched from the server instead
             return None

@@ -12,6 +12,7 @@ from pfs.core.model import (
     ChunkRef, CommitInfo, CommitRef, FileWrite, InputSpec, JobInfo, JobInput, LogLine, ParallelismSpec, PipelineInfo,
     PipelineSpec, RepoInfo, ShardInfo, Transform,
 )
+from server import disk
 from server.meta import MetaStore, StoredCommit, Tx
 
 SCHEMA = """
@@ -80,6 +81,7 @@ _COMMIT_COLUMNS = "repo, id, parent, branch, started, finished, size, provenance
 class SqliteMetaStore(MetaStore):
     def __init__(self, path: pathlib.Path) -> None:
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self._dir = path.parent
         # Objects run to megabytes (a directory of 100,000 files): large pages, and a rowid
         # table, since WITHOUT ROWID tables with large rows take milliseconds per lookup.
         self._db.execute("PRAGMA page_size=65536")
@@ -91,16 +93,17 @@ class SqliteMetaStore(MetaStore):
 
     @contextmanager
     def transaction(self) -> Iterator[Tx]:
-        with self._lock:
+        with self._lock, disk.space(self._dir):
             self._db.execute("BEGIN IMMEDIATE")
             tx = _SqliteTx(self._db)
             try:
                 yield tx
                 tx.flush()
+                self._db.execute("COMMIT")
             except BaseException:
-                self._db.execute("ROLLBACK")
+                if self._db.in_transaction:  # a COMMIT that failed (a full disk) may have ended it already
+                    self._db.execute("ROLLBACK")
                 raise
-            self._db.execute("COMMIT")
 
     def close(self) -> None:
         with self._lock:

@@ -8,6 +8,9 @@ transaction: a file per small chunk would cost a file creation, a rename and
 a stat each, which dominates ingesting many small files. Durability is paid
 per batch (one syncfs, one transaction), not per chunk, and each batch is
 made durable on another thread while the next one is written.
+
+A put that fails (a full disk: ResourceExhausted naming the dir) removes every temp file it made
+before it returns, those of batches already handed to the flusher too.
 """
 
 import ctypes
@@ -22,6 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pfs import chunk_dir
 from pfs.core.errors import DataLoss
 from pfs.core.model import DirectRead
+from server import disk
 from server.storage import ChunkStore
 
 SMALL = 64 << 10  # compressed frames below this go to chunks.db
@@ -63,33 +67,39 @@ class LocalChunkStore(ChunkStore):
         return [a for a in addresses if a not in small and not os.path.exists(self.path(a))]
 
     def put(self, chunks: Iterable[tuple[bytes, bytes]]) -> int:
+        temps: list[pathlib.Path] = []  # every temp file of this call: none outlives it
+        try:
+            with disk.space(self.root):
+                return self._put(chunks, temps)
+        except BaseException:
+            for tmp in temps:
+                tmp.unlink(missing_ok=True)  # renamed into place already, or half written and never to be
+            raise
+
+    def _put(self, chunks: Iterable[tuple[bytes, bytes]], temps: list[pathlib.Path]) -> int:
         batch = _Batch()
         flushes = []
         files = set()  # the large chunks this call writes, across its batches
-        with ThreadPoolExecutor(1, thread_name_prefix="chunk-flush") as flusher:
-            try:
-                for address, data in chunks:
-                    if len(data) < SMALL:
-                        batch.small[address] = data
-                    else:
-                        final = self.path(address)
-                        if final in files or os.path.exists(final):  # stored already: nothing to write
-                            continue
-                        files.add(final)
-                        tmp = self.tmp / uuid.uuid4().hex
-                        with open(tmp, "wb") as f:
-                            f.write(data)
-                        batch.files[final] = tmp
-                    batch.size += len(data)
-                    if batch.size >= BATCH_BYTES or len(batch.small) + len(batch.files) >= BATCH_CHUNKS:
-                        flushes.append(flusher.submit(self._commit, batch))
-                        batch = _Batch()
-                flushes.append(flusher.submit(self._commit, batch))
-            except BaseException:
-                for tmp in batch.files.values():
-                    tmp.unlink(missing_ok=True)
-                raise
-            return sum(f.result() for f in flushes)
+        with ThreadPoolExecutor(1, thread_name_prefix="chunk-flush") as flusher:  # waits for every flush it has
+            for address, data in chunks:
+                if len(data) < SMALL:
+                    batch.small[address] = data
+                else:
+                    final = self.path(address)
+                    if final in files or os.path.exists(final):  # stored already: nothing to write
+                        continue
+                    files.add(final)
+                    tmp = self.tmp / uuid.uuid4().hex
+                    temps.append(tmp)
+                    with open(tmp, "wb") as f:
+                        f.write(data)
+                    batch.files[final] = tmp
+                batch.size += len(data)
+                if batch.size >= BATCH_BYTES or len(batch.small) + len(batch.files) >= BATCH_CHUNKS:
+                    flushes.append(flusher.submit(self._commit, batch))
+                    batch = _Batch()
+            flushes.append(flusher.submit(self._commit, batch))
+        return sum(f.result() for f in flushes)
 
     def _commit(self, batch: "_Batch") -> int:
         """Makes a batch durable: small chunks in one transaction; files flushed, then renamed. How many were new."""
@@ -100,10 +110,11 @@ class LocalChunkStore(ChunkStore):
                 try:
                     rows = self._db.executemany(chunk_dir.INSERT_SMALL, batch.small.items())
                     new = rows.rowcount  # the ignored ones count 0
+                    self._db.execute("COMMIT")
                 except BaseException:
-                    self._db.execute("ROLLBACK")
+                    if self._db.in_transaction:  # a COMMIT that failed (a full disk) may have ended it already
+                        self._db.execute("ROLLBACK")
                     raise
-                self._db.execute("COMMIT")
         if batch.files:
             self._sync()
             for final, tmp in batch.files.items():

@@ -53,17 +53,8 @@ def fields(cls: type) -> tuple[tuple[str, Any], ...]:
 @functools.cache
 def _encoder(kind: Any) -> Callable[[Any], Any] | None:
     if dataclasses.is_dataclass(kind):
-        names = tuple(name for name, _ in fields(kind))
-        values = operator.attrgetter(*names, names[0])  # a tuple however few the names
-        steps = tuple((name, f) for name, hint in fields(kind) if (f := _encoder(hint)) is not None)
-
-        def encode_one(obj: Any) -> dict:
-            data = dict(zip(names, values(obj)))
-            for name, f in steps:
-                data[name] = f(data[name])
-            return data
-
-        return encode_one
+        steps = tuple((name, _encoder(hint)) for name, hint in fields(kind))
+        return lambda obj: {name: getattr(obj, name) if f is None else f(getattr(obj, name)) for name, f in steps}
     origin, args = typing.get_origin(kind), typing.get_args(kind)
     if origin is tuple and len(args) == 2 and args[1] is Ellipsis:
         item = _encoder(args[0])

@@ -13,6 +13,7 @@ from pfs.core.model import (
     LogLine, PipelineInfo, PipelineSpec, PipelineState, RepoInfo, ShardInfo, ShardState, Transform,
 )
 from pfs.proto import convert as cv
+from pfs.proto import pfs_pb2 as pb
 from pfs.proto import pps_pb2 as ppb
 from server.meta.sqlite import SCHEMA, SqliteMetaStore
 
@@ -85,6 +86,17 @@ def test_round_trip_through_the_wire(sample):
     to_pb, from_pb = WIRE[type(sample)]
     message = to_pb(sample)
     assert from_pb(type(message).FromString(message.SerializeToString())) == sample
+
+
+@pytest.mark.parametrize("cls, message", [
+    (CommitRef, pb.CommitRef), (RepoInfo, pb.RepoInfo), (CommitInfo, pb.CommitInfo), (BranchInfo, pb.BranchInfo),
+    (Transform, ppb.Transform), (InputSpec, ppb.InputSpec), (JobSpec, ppb.CreateJobRequest), (JobInput, ppb.JobInput),
+    (PipelineSpec, ppb.PipelineSpec), (PipelineInfo, ppb.PipelineInfo), (ShardInfo, ppb.ShardInfo),
+    (JobInfo, ppb.JobInfo), (LogLine, ppb.LogLine),
+], ids=lambda x: getattr(x, "__name__", ""))
+def test_a_message_converted_field_by_field_has_the_fields_of_its_model_type(cls, message):
+    # a field on one side only would be dropped on the way (or fail at the first conversion)
+    assert set(message.DESCRIPTOR.fields_by_name) == {name for name, _ in codec.fields(cls)}
 
 
 def test_states_are_enums_in_the_model_on_the_wire_and_in_stored_data():

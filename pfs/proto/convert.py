@@ -1,8 +1,8 @@
 """Conversions between the wire messages and pfs.core.model, used by the client and the servicers.
 
-The pipeline messages convert field by field through one generic pair (_to_pb, _from_pb) driven by the model's
-type hints (pfs.core.codec.fields), since their fields have the model's names; files, chunks, commits and repos,
-which go by the thousand, are converted by hand.
+A message whose fields have the model's names converts field by field through one generic pair (_to_pb,
+_from_pb) driven by the model's type hints (pfs.core.codec.fields), so a field added to both needs nothing here;
+files and chunks, which go by the thousand, are converted by hand.
 """
 
 import dataclasses
@@ -27,12 +27,38 @@ from pfs.proto import pps_pb2 as ppb
 
 
 def commit_ref_to_pb(r: CommitRef) -> pb.CommitRef:
-    return pb.CommitRef(repo=r.repo, ref=r.ref)
+    return _to_pb(r, pb.CommitRef)
 
 
 def commit_ref_from_pb(m: pb.CommitRef) -> CommitRef:
-    return CommitRef(m.repo, m.ref)
+    return _from_pb(CommitRef, m)
 
+
+def repo_to_pb(r: RepoInfo) -> pb.RepoInfo:
+    return _to_pb(r, pb.RepoInfo)
+
+
+def repo_from_pb(m: pb.RepoInfo) -> RepoInfo:
+    return _from_pb(RepoInfo, m)
+
+
+def commit_to_pb(c: CommitInfo) -> pb.CommitInfo:
+    return _to_pb(c, pb.CommitInfo)
+
+
+def commit_from_pb(m: pb.CommitInfo) -> CommitInfo:
+    return _from_pb(CommitInfo, m)
+
+
+def branch_to_pb(b: BranchInfo) -> pb.BranchInfo:
+    return _to_pb(b, pb.BranchInfo)
+
+
+def branch_from_pb(m: pb.BranchInfo) -> BranchInfo:
+    return _from_pb(BranchInfo, m)
+
+
+# Files and chunks go by the thousand (every ListFile), and FileInfo's is_dir is the wire's type: by hand.
 
 def chunk_to_pb(c: ChunkRef) -> cpb.ChunkRef:
     return cpb.ChunkRef(address=c.address, size=c.size)
@@ -40,50 +66,6 @@ def chunk_to_pb(c: ChunkRef) -> cpb.ChunkRef:
 
 def chunk_from_pb(m: cpb.ChunkRef) -> ChunkRef:
     return ChunkRef(m.address, m.size)
-
-
-def repo_to_pb(r: RepoInfo) -> pb.RepoInfo:
-    return pb.RepoInfo(
-        name=r.name, description=r.description, created=r.created, size_bytes=r.size_bytes, branches=r.branches
-    )
-
-
-def repo_from_pb(m: pb.RepoInfo) -> RepoInfo:
-    return RepoInfo(m.name, m.description, m.created, m.size_bytes, tuple(m.branches))
-
-
-def commit_to_pb(c: CommitInfo) -> pb.CommitInfo:
-    return pb.CommitInfo(
-        repo=c.repo,
-        id=c.id,
-        parent=c.parent,
-        branch=c.branch,
-        started=c.started,
-        finished=c.finished,
-        size_bytes=c.size_bytes,
-        provenance=[commit_ref_to_pb(p) for p in c.provenance],
-    )
-
-
-def commit_from_pb(m: pb.CommitInfo) -> CommitInfo:
-    return CommitInfo(
-        repo=m.repo,
-        id=m.id,
-        parent=m.parent,
-        branch=m.branch,
-        started=m.started,
-        finished=m.finished,
-        size_bytes=m.size_bytes,
-        provenance=tuple(commit_ref_from_pb(p) for p in m.provenance),
-    )
-
-
-def branch_to_pb(b: BranchInfo) -> pb.BranchInfo:
-    return pb.BranchInfo(name=b.name, head=b.head)
-
-
-def branch_from_pb(m: pb.BranchInfo) -> BranchInfo:
-    return BranchInfo(m.name, m.head)
 
 
 def file_to_pb(f: FileInfo) -> pb.FileInfo:
@@ -148,7 +130,7 @@ def log_from_pb(m: ppb.LogLine) -> LogLine:
     return _from_pb(LogLine, m)
 
 
-# -- the generic pair: a dataclass and a message with fields of the same names
+# -- the generic pair: a model dataclass and a message with fields of the same names
 
 _UNSET = object()  # what the wire left unset: the model field's default applies
 
@@ -158,7 +140,7 @@ def _to_pb(obj: Any, message: type[Message]) -> Any:
 
 
 def _wire_fields(obj: Any, desc: Descriptor) -> dict:
-    """OBJ's fields as MESSAGE's constructor takes them (a nested message as a dict of its fields)."""
+    """OBJ's fields as the constructor of DESC's message takes them (a nested message as a dict of its fields)."""
     return {name: put(getattr(obj, name)) for name, put in _writers(type(obj), desc)}
 
 

@@ -65,7 +65,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ingest import BIN, MB, PFS, SEED, Pfs, csv_lines, print_machine, run, scratch, timed, warm  # noqa: E402
 
 from pfs.client import Client  # noqa: E402
-from pfs.core.model import CommitInfo, CommitRef, JobInfo, ShardInfo  # noqa: E402
+from pfs.core.model import CommitInfo, CommitRef, JobInfo, JobState, ShardInfo  # noqa: E402
 
 SHIM = str(BIN / "job-shim")
 ROOT = Path(__file__).resolve().parent.parent  # the checkout, where pfs is installed from (editable)
@@ -218,7 +218,8 @@ def wait_output(client: Client, pipeline: str, source: CommitRef, poll: float) -
             return newest[0], time.time()
         if time.monotonic() > check:
             for j in client.list_jobs(pipeline):
-                if j.state in ("failure", "skipped") and any(CommitRef(i.repo, i.commit) == source for i in j.inputs):
+                ended = j.state in (JobState.FAILURE, JobState.SKIPPED)
+                if ended and any(CommitRef(i.repo, i.commit) == source for i in j.inputs):
                     raise SystemExit(f"pipeline {pipeline}: job {j.id} for {source} ended {j.state}: {j.error or '-'}")
             if time.monotonic() > deadline:
                 raise SystemExit(f"pipeline {pipeline}: no output for {source} within {OUTPUT_TIMEOUT:.0f} s")

@@ -58,11 +58,13 @@ def test_objects_are_immutable(meta):
 
 
 def test_jobs_staged_files_and_logs(meta):
-    from pfs.core.model import ChunkRef, FileWrite, JobInfo, JobInput, LogLine, ShardInfo, Transform
+    from pfs.core.model import (
+        ChunkRef, FileWrite, JobInfo, JobInput, JobState, LogLine, ShardInfo, ShardState, Transform,
+    )
 
     job = JobInfo("j1", Transform(("sh", "-c", "x"), ("in",), (("A", "b"),), (3,), "img", True),
                   (JobInput("r", "c1", "map", 2),), 2, "out", pipeline="p", started=1.0,
-                  shards=(ShardInfo(0), ShardInfo(1, "running", 1)))
+                  shards=(ShardInfo(0), ShardInfo(1, ShardState.RUNNING, 1)))
     write = FileWrite("a/b", (ChunkRef(b"\x01" * 32, 5),), True)
     with meta.transaction() as tx:
         tx.put_job(job)
@@ -81,5 +83,5 @@ def test_jobs_staged_files_and_logs(meta):
         assert tx.staged_files("j1", 1) == [] and tx.staged_files("j1", 0) == [FileWrite("d", ())]
         assert tx.logs("j1") == [LogLine("j1", 1, 5.0, "stdout", "hello")]
         assert tx.logs(pipeline="p") == [LogLine("j1", 1, 5.0, "stdout", "hello")]
-        tx.put_job(JobInfo("j1", job.transform, job.inputs, 2, "out", pipeline="p", state="success"))
-        assert tx.get_job("j1").state == "success"
+        tx.put_job(JobInfo("j1", job.transform, job.inputs, 2, "out", pipeline="p", state=JobState.SUCCESS))
+        assert tx.get_job("j1").state is JobState.SUCCESS

@@ -7,7 +7,7 @@ import random
 import pytest
 
 from conftest import assert_one_line_error, needs, wait_for
-from pfs.core.model import CommitRef
+from pfs.core.model import CommitRef, JobState
 
 pytestmark = needs("fusermount3", "setpriv", root=True, fuse=True)  # the local runner's workers, as for test_shim
 
@@ -176,7 +176,7 @@ def test_incremental_map_sees_only_new_data_and_builds_on_its_output(server, tmp
     assert get(server, "inc", f"seen-{second}") == b"4\n"  # 3, 4, 5, 6: only what the commit added
     assert get(server, "inc", f"seen-{third}") == b"1\n"
     assert sorted(get(server, "inc", "all").split()) == [str(i).encode() for i in range(1, 8)]
-    assert [j["state"] for j in jobs_of(server, "inc")] == ["success"] * 3
+    assert [j["state"] for j in jobs_of(server, "inc")] == [JobState.SUCCESS] * 3
 
 
 @pytest.mark.slow
@@ -248,8 +248,8 @@ def test_run_empty(server, tmp_path):
     flush(server, "data/master")
     empty = put(server, "data", {}, create=False)  # nothing new
     flush(server, "data/master")
-    assert [j["state"] for j in jobs_of(server, "quiet")] == ["skipped", "success"]
-    assert [j["state"] for j in jobs_of(server, "eager")] == ["success", "success"]
+    assert [j["state"] for j in jobs_of(server, "quiet")] == [JobState.SKIPPED, JobState.SUCCESS]
+    assert [j["state"] for j in jobs_of(server, "eager")] == [JobState.SUCCESS] * 2
     assert get(server, "eager", f"r-{empty}") == b"ran\n"
 
 
@@ -263,7 +263,7 @@ def test_a_server_restarted_during_a_job_finishes_it_once(server, tmp_path):
     server.start()
     flush(server, "data/master")
     [job] = jobs_of(server, "slow")
-    assert job["state"] == "success"
+    assert job["state"] is JobState.SUCCESS
     assert get(server, "slow", "x") == b"1\n2\n3\n"  # once, not twice
     with server.client() as c:
         assert len(c.list_commits("slow")) == 1

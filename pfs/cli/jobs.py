@@ -1,12 +1,11 @@
 """The job verbs of the `pfs` command: create-job, inspect-job, list-job, get-logs."""
 
-import dataclasses
 import json
 import time
 
 from pfs.cli import output
 from pfs.cli.sources import read_manifest
-from pfs.core import manifest
+from pfs.core import codec, manifest
 from pfs.core.errors import InvalidArgument
 from pfs.core.model import JobInfo
 
@@ -67,6 +66,6 @@ def cmd_get_logs(args, client):
         raise InvalidArgument("get-logs needs one of --job JOB or --pipeline PIPELINE")
     for line in client.get_logs(args.job or "", args.pipeline or ""):
         if args.raw:
-            print(json.dumps(dataclasses.asdict(line)), flush=True)
+            print(json.dumps(codec.encode(line)), flush=True)
         else:
             print(line.text, flush=True)

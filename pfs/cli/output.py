@@ -4,7 +4,8 @@ import json
 import sys
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict
+
+from pfs.core import codec
 
 
 def table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> None:
@@ -59,8 +60,5 @@ def error(message: str) -> None:
 
 
 def raw(obj) -> None:
-    """Prints a model object as JSON (--raw), bytes as hex."""
-    def plain(o):
-        return o.hex() if isinstance(o, bytes) else str(o)
-
-    print(json.dumps(asdict(obj), indent=2, default=plain))
+    """Prints a model object as JSON (--raw), in the model's one encoding (pfs.core.codec: bytes as hex)."""
+    print(json.dumps(codec.encode(obj), indent=2))

@@ -8,7 +8,7 @@ from pfs.cli import images, output
 from pfs.cli.sources import read_manifest
 from pfs.core import manifest
 from pfs.core.errors import FailedPrecondition, InvalidArgument
-from pfs.core.model import CommitRef, PipelineSpec
+from pfs.core.model import CommitRef, JobState, PipelineSpec
 
 
 def cmd_create_pipeline(args, client):
@@ -81,7 +81,7 @@ def cmd_flush_commit(args, client):
         ((j.pipeline, j.id, j.state, f"{j.output_repo}/{j.output_commit}" if j.output_commit else "-")
          for j in jobs),
     )
-    failed = [j for j in jobs if j.state == "failure"]
+    failed = [j for j in jobs if j.state == JobState.FAILURE]
     if failed:
         raise FailedPrecondition("; ".join(f"job {j.id} of pipeline {j.pipeline} failed: {j.error.splitlines()[0]}"
                                            for j in failed))

@@ -1,6 +1,7 @@
 """The model every layer speaks: repos, commits, branches, files and chunk references."""
 
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 from pfs.core.errors import InvalidArgument
 
@@ -177,11 +178,18 @@ class PipelineSpec:
     description: str = ""
 
 
+class PipelineState(StrEnum):
+    """Whether a pipeline makes jobs for new input commits."""
+
+    RUNNING = "running"
+    STOPPED = "stopped"
+
+
 @dataclass(frozen=True)
 class PipelineInfo:
     spec: PipelineSpec
     created: float
-    state: str = "running"  # running | stopped
+    state: PipelineState = PipelineState.RUNNING
     version: int = 1  # one more at each update
     # the newest commit of each input that a job was made for (or skipped: nothing new and not run_empty)
     processed: tuple[tuple[str, str], ...] = ()
@@ -192,12 +200,21 @@ class PipelineInfo:
         return self.spec.name
 
 
+class ShardState(StrEnum):
+    """Where one worker's part of a job is: not yet taken, taken by a worker, or reported."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    SUCCESS = "success"
+    FAILURE = "failure"
+
+
 @dataclass(frozen=True)
 class ShardInfo:
     """One worker's part of a job."""
 
     index: int
-    state: str = "pending"  # pending | running | success | failure
+    state: ShardState = ShardState.PENDING
     attempts: int = 0
     started: float = 0.0
     finished: float = 0.0
@@ -210,6 +227,15 @@ class ShardInfo:
     uploaded: float = 0.0  # when its worker had uploaded its output (the worker's clock)
 
 
+class JobState(StrEnum):
+    """Where a job is; SKIPPED: a pipeline's inputs had nothing new and none of them is run_empty."""
+
+    RUNNING = "running"
+    SUCCESS = "success"
+    FAILURE = "failure"
+    SKIPPED = "skipped"
+
+
 @dataclass(frozen=True)
 class JobInfo:
     id: str
@@ -219,7 +245,7 @@ class JobInfo:
     output_repo: str
     output_branch: str = "master"
     pipeline: str = ""
-    state: str = "running"  # running | success | failure | skipped (nothing new, and not run_empty)
+    state: JobState = JobState.RUNNING
     started: float = 0.0
     finished: float = 0.0
     prev_output: str = ""  # the output branch's head when the job started ('' for none)
@@ -231,7 +257,7 @@ class JobInfo:
 
     @property
     def is_done(self) -> bool:
-        return self.state in ("success", "failure", "skipped")
+        return self.state in (JobState.SUCCESS, JobState.FAILURE, JobState.SKIPPED)
 
 
 @dataclass(frozen=True)

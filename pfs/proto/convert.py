@@ -1,10 +1,25 @@
-"""Conversions between the wire messages and pfs.core.model, used by the client and the servicers."""
+"""Conversions between the wire messages and pfs.core.model, used by the client and the servicers.
+
+A message whose fields have the model's names converts field by field through one generic pair (_to_pb,
+_from_pb) driven by the model's type hints (pfs.core.codec.fields), so a field added to both needs nothing here;
+files and chunks, which go by the thousand, are converted by hand.
+"""
 
 import dataclasses
+import enum
+import functools
+import re
+import typing
+from collections.abc import Callable
+from typing import Any
 
+from google.protobuf.descriptor import Descriptor, EnumDescriptor, FieldDescriptor
+from google.protobuf.message import Message
+
+from pfs.core import codec
 from pfs.core.model import (
-    BranchInfo, ChunkRef, CommitInfo, CommitRef, DirectRead, FileInfo, FileWrite, InputSpec, JobInfo, JobInput, JobSpec,
-    LogLine, ParallelismSpec, PipelineInfo, PipelineSpec, RepoInfo, ShardInfo, Transform,
+    BranchInfo, ChunkRef, CommitInfo, CommitRef, DirectRead, FileInfo, FileWrite, JobInfo, JobSpec, LogLine, PipelineInfo,
+    PipelineSpec, RepoInfo,
 )
 from pfs.proto import chunks_pb2 as cpb
 from pfs.proto import pfs_pb2 as pb
@@ -12,12 +27,38 @@ from pfs.proto import pps_pb2 as ppb
 
 
 def commit_ref_to_pb(r: CommitRef) -> pb.CommitRef:
-    return pb.CommitRef(repo=r.repo, ref=r.ref)
+    return _to_pb(r, pb.CommitRef)
 
 
 def commit_ref_from_pb(m: pb.CommitRef) -> CommitRef:
-    return CommitRef(m.repo, m.ref)
+    return _from_pb(CommitRef, m)
 
+
+def repo_to_pb(r: RepoInfo) -> pb.RepoInfo:
+    return _to_pb(r, pb.RepoInfo)
+
+
+def repo_from_pb(m: pb.RepoInfo) -> RepoInfo:
+    return _from_pb(RepoInfo, m)
+
+
+def commit_to_pb(c: CommitInfo) -> pb.CommitInfo:
+    return _to_pb(c, pb.CommitInfo)
+
+
+def commit_from_pb(m: pb.CommitInfo) -> CommitInfo:
+    return _from_pb(CommitInfo, m)
+
+
+def branch_to_pb(b: BranchInfo) -> pb.BranchInfo:
+    return _to_pb(b, pb.BranchInfo)
+
+
+def branch_from_pb(m: pb.BranchInfo) -> BranchInfo:
+    return _from_pb(BranchInfo, m)
+
+
+# Files and chunks go by the thousand (every ListFile), and FileInfo's is_dir is the wire's type: by hand.
 
 def chunk_to_pb(c: ChunkRef) -> cpb.ChunkRef:
     return cpb.ChunkRef(address=c.address, size=c.size)
@@ -34,50 +75,6 @@ def direct_read_to_pb(d: DirectRead) -> pb.DirectRead:
 def direct_read_from_pb(m: pb.ServerInfo) -> DirectRead | None:
     """The server's offer of direct reads, if it makes one."""
     return DirectRead(m.direct_read.kind, m.direct_read.root) if m.HasField("direct_read") else None
-
-
-def repo_to_pb(r: RepoInfo) -> pb.RepoInfo:
-    return pb.RepoInfo(
-        name=r.name, description=r.description, created=r.created, size_bytes=r.size_bytes, branches=r.branches
-    )
-
-
-def repo_from_pb(m: pb.RepoInfo) -> RepoInfo:
-    return RepoInfo(m.name, m.description, m.created, m.size_bytes, tuple(m.branches))
-
-
-def commit_to_pb(c: CommitInfo) -> pb.CommitInfo:
-    return pb.CommitInfo(
-        repo=c.repo,
-        id=c.id,
-        parent=c.parent,
-        branch=c.branch,
-        started=c.started,
-        finished=c.finished,
-        size_bytes=c.size_bytes,
-        provenance=[commit_ref_to_pb(p) for p in c.provenance],
-    )
-
-
-def commit_from_pb(m: pb.CommitInfo) -> CommitInfo:
-    return CommitInfo(
-        repo=m.repo,
-        id=m.id,
-        parent=m.parent,
-        branch=m.branch,
-        started=m.started,
-        finished=m.finished,
-        size_bytes=m.size_bytes,
-        provenance=tuple(commit_ref_from_pb(p) for p in m.provenance),
-    )
-
-
-def branch_to_pb(b: BranchInfo) -> pb.BranchInfo:
-    return pb.BranchInfo(name=b.name, head=b.head)
-
-
-def branch_from_pb(m: pb.BranchInfo) -> BranchInfo:
-    return BranchInfo(m.name, m.head)
 
 
 def file_to_pb(f: FileInfo) -> pb.FileInfo:
@@ -102,96 +99,115 @@ def write_from_pb(m: pb.FileWrite) -> FileWrite:
     return FileWrite(m.path, tuple(chunk_from_pb(c) for c in m.chunks), m.overwrite)
 
 
-def transform_to_pb(t: Transform) -> ppb.Transform:
-    return ppb.Transform(cmd=t.cmd, stdin=t.stdin, env=dict(t.env), accept_return_code=t.accept_return_code,
-                         image=t.image, overwrite=t.overwrite)
-
-
-def transform_from_pb(m: ppb.Transform) -> Transform:
-    return Transform(tuple(m.cmd), tuple(m.stdin), tuple(sorted(m.env.items())), tuple(m.accept_return_code),
-                     m.image, m.overwrite)
-
-
-def parallelism_to_pb(p: ParallelismSpec) -> ppb.ParallelismSpec:
-    return ppb.ParallelismSpec(constant=p.constant, coefficient=p.coefficient)
-
-
-def parallelism_from_pb(m: ppb.ParallelismSpec) -> ParallelismSpec:
-    return ParallelismSpec(m.constant, m.coefficient)
-
-
 def job_spec_to_pb(s: JobSpec) -> ppb.CreateJobRequest:
-    return ppb.CreateJobRequest(
-        transform=transform_to_pb(s.transform),
-        inputs=[input_spec_to_pb(i) for i in s.inputs],
-        parallelism=parallelism_to_pb(s.parallelism),
-        output_repo=s.output_repo,
-    )
-
-
-def input_spec_to_pb(i: InputSpec) -> ppb.InputSpec:
-    return ppb.InputSpec(repo=i.repo, ref=i.ref, method=i.method, incremental=i.incremental, run_empty=i.run_empty)
-
-
-def input_spec_from_pb(m: ppb.InputSpec) -> InputSpec:
-    return InputSpec(m.repo, m.ref, m.method, m.incremental or "none", m.run_empty)
-
-
-def pipeline_spec_to_pb(s: PipelineSpec) -> ppb.PipelineSpec:
-    return ppb.PipelineSpec(name=s.name, transform=transform_to_pb(s.transform),
-                            inputs=[input_spec_to_pb(i) for i in s.inputs],
-                            parallelism=parallelism_to_pb(s.parallelism), description=s.description)
-
-
-def pipeline_spec_from_pb(m: ppb.PipelineSpec) -> PipelineSpec:
-    return PipelineSpec(m.name, transform_from_pb(m.transform), tuple(input_spec_from_pb(i) for i in m.inputs),
-                        parallelism_from_pb(m.parallelism), m.description)
-
-
-def pipeline_to_pb(p: PipelineInfo) -> ppb.PipelineInfo:
-    return ppb.PipelineInfo(spec=pipeline_spec_to_pb(p.spec), created=p.created, state=p.state, version=p.version,
-                            processed=dict(p.processed), reprocess=p.reprocess)
-
-
-def pipeline_from_pb(m: ppb.PipelineInfo) -> PipelineInfo:
-    return PipelineInfo(pipeline_spec_from_pb(m.spec), m.created, m.state, m.version,
-                        tuple(sorted(m.processed.items())), m.reprocess)
+    return _to_pb(s, ppb.CreateJobRequest)
 
 
 def job_spec_from_pb(m: ppb.CreateJobRequest) -> JobSpec:
-    inputs = tuple(input_spec_from_pb(i) for i in m.inputs)
-    return JobSpec(transform_from_pb(m.transform), inputs, parallelism_from_pb(m.parallelism), m.output_repo)
+    return _from_pb(JobSpec, m)
+
+
+def pipeline_spec_to_pb(s: PipelineSpec) -> ppb.PipelineSpec:
+    return _to_pb(s, ppb.PipelineSpec)
+
+
+def pipeline_spec_from_pb(m: ppb.PipelineSpec) -> PipelineSpec:
+    return _from_pb(PipelineSpec, m)
+
+
+def pipeline_to_pb(p: PipelineInfo) -> ppb.PipelineInfo:
+    return _to_pb(p, ppb.PipelineInfo)
+
+
+def pipeline_from_pb(m: ppb.PipelineInfo) -> PipelineInfo:
+    return _from_pb(PipelineInfo, m)
 
 
 def job_to_pb(j: JobInfo) -> ppb.JobInfo:
-    return ppb.JobInfo(
-        id=j.id, transform=transform_to_pb(j.transform),
-        inputs=[ppb.JobInput(repo=i.repo, commit=i.commit, method=i.method, shards=i.shards, since=i.since,
-                             incremental=i.incremental) for i in j.inputs],
-        parallelism=j.parallelism, output_repo=j.output_repo, output_branch=j.output_branch, pipeline=j.pipeline,
-        state=j.state, started=j.started, finished=j.finished, prev_output=j.prev_output,
-        output_commit=j.output_commit, error=j.error,
-        shards=[ppb.ShardInfo(**dataclasses.asdict(s)) for s in j.shards],
-        max_attempts=j.max_attempts, fresh_output=j.fresh_output,
-    )
+    return _to_pb(j, ppb.JobInfo)
 
 
 def job_from_pb(m: ppb.JobInfo) -> JobInfo:
-    return JobInfo(
-        id=m.id, transform=transform_from_pb(m.transform),
-        inputs=tuple(JobInput(i.repo, i.commit, i.method, i.shards, i.since, i.incremental) for i in m.inputs),
-        parallelism=m.parallelism, output_repo=m.output_repo, output_branch=m.output_branch, pipeline=m.pipeline,
-        state=m.state, started=m.started, finished=m.finished, prev_output=m.prev_output,
-        output_commit=m.output_commit, error=m.error,
-        shards=tuple(ShardInfo(**{f.name: getattr(s, f.name) for f in dataclasses.fields(ShardInfo)})
-                     for s in m.shards),
-        max_attempts=m.max_attempts, fresh_output=m.fresh_output,
-    )
+    return _from_pb(JobInfo, m)
 
 
 def log_to_pb(line: LogLine) -> ppb.LogLine:
-    return ppb.LogLine(job=line.job, shard=line.shard, time=line.time, stream=line.stream, text=line.text)
+    return _to_pb(line, ppb.LogLine)
 
 
 def log_from_pb(m: ppb.LogLine) -> LogLine:
-    return LogLine(m.job, m.shard, m.time, m.stream, m.text)
+    return _from_pb(LogLine, m)
+
+
+# -- the generic pair: a model dataclass and a message with fields of the same names
+
+_UNSET = object()  # what the wire left unset: the model field's default applies
+
+
+def _to_pb(obj: Any, message: type[Message]) -> Any:
+    return message(**_wire_fields(obj, message.DESCRIPTOR))
+
+
+def _wire_fields(obj: Any, desc: Descriptor) -> dict:
+    """OBJ's fields as the constructor of DESC's message takes them (a nested message as a dict of its fields)."""
+    return {name: put(getattr(obj, name)) for name, put in _writers(type(obj), desc)}
+
+
+def _from_pb(cls: type, m: Message) -> Any:
+    values = ((name, get(getattr(m, name))) for name, get in _readers(cls, m.DESCRIPTOR))
+    return cls(**{name: v for name, v in values if v is not _UNSET})
+
+
+@functools.cache
+def _writers(cls: type, desc: Descriptor) -> tuple[tuple[str, Callable[[Any], Any]], ...]:
+    return tuple((name, _writer(hint, desc.fields_by_name[name])) for name, hint in codec.fields(cls))
+
+
+def _writer(hint: Any, f: FieldDescriptor) -> Callable[[Any], Any]:
+    if f.enum_type is not None:
+        return _enum_numbers(hint, f.enum_type).__getitem__
+    if f.message_type is None:
+        return _same
+    if f.message_type.GetOptions().map_entry:  # a tuple of (key, value) pairs
+        return dict
+    sub = f.message_type
+    if f.is_repeated:
+        return lambda value: [_wire_fields(x, sub) for x in value]
+    return lambda value: _wire_fields(value, sub)
+
+
+@functools.cache
+def _readers(cls: type, desc: Descriptor) -> tuple[tuple[str, Callable[[Any], Any]], ...]:
+    defaulted = {f.name for f in dataclasses.fields(cls) if f.default is not dataclasses.MISSING}
+    return tuple((name, _reader(hint, desc.fields_by_name[name], name in defaulted))
+                 for name, hint in codec.fields(cls))
+
+
+def _reader(hint: Any, f: FieldDescriptor, defaulted: bool) -> Callable[[Any], Any]:
+    if f.enum_type is not None:  # UNSPECIFIED: the default
+        members = {number: member for member, number in _enum_numbers(hint, f.enum_type).items()}
+        return lambda number: members.get(number, _UNSET)
+    if f.message_type is not None and f.message_type.GetOptions().map_entry:
+        return lambda pairs: tuple(sorted(pairs.items()))
+    if f.message_type is not None:
+        item = typing.get_args(hint)[0] if f.is_repeated else hint
+        if f.is_repeated:
+            return lambda messages: tuple(_from_pb(item, x) for x in messages)
+        return lambda message: _from_pb(item, message)
+    if f.is_repeated:
+        return tuple
+    if hint is str and defaulted:  # proto3 cannot tell an empty string from none sent
+        return lambda text: text or _UNSET
+    return _same
+
+
+@functools.cache
+def _enum_numbers(model: type[enum.Enum], wire: EnumDescriptor) -> dict[enum.Enum, int]:
+    """Each member of MODEL's number in WIRE, whose values are named PREFIX_MEMBER (JobState: JOB_STATE_RUNNING).
+    A member the wire lacks fails here, on the first conversion."""
+    prefix = re.sub(r"(?<=[a-z])(?=[A-Z])", "_", wire.name).upper()
+    return {member: wire.values_by_name[f"{prefix}_{member.name}"].number for member in model}
+
+
+def _same(value: Any) -> Any:
+    return value

@@ -1,6 +1,5 @@
 """The metadata store in SQLite (WAL): one file, one writer at a time, crash-safe."""
 
-import dataclasses
 import json
 import pathlib
 import sqlite3
@@ -8,10 +7,8 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from pfs.core.model import (
-    ChunkRef, CommitInfo, CommitRef, FileWrite, InputSpec, JobInfo, JobInput, LogLine, ParallelismSpec, PipelineInfo,
-    PipelineSpec, RepoInfo, ShardInfo, Transform,
-)
+from pfs.core import codec
+from pfs.core.model import ChunkRef, CommitInfo, CommitRef, FileWrite, JobInfo, LogLine, PipelineInfo, RepoInfo
 from server import disk
 from server.meta import MetaStore, StoredCommit, Tx
 
@@ -76,6 +73,8 @@ CREATE INDEX IF NOT EXISTS logs_job ON logs (job);
 """
 
 _COMMIT_COLUMNS = "repo, id, parent, branch, started, finished, size, provenance, tree"
+# PRAGMA user_version of the JSON columns' form: 1, the codec's (pfs.core.codec); 0, before it (_upgrade)
+_VERSION = 1
 
 
 class SqliteMetaStore(MetaStore):
@@ -90,6 +89,8 @@ class SqliteMetaStore(MetaStore):
         self._db.execute("PRAGMA foreign_keys=ON")
         self._db.executescript(SCHEMA)
         self._lock = threading.Lock()
+        with self.transaction():
+            _upgrade(self._db)
 
     @contextmanager
     def transaction(self) -> Iterator[Tx]:
@@ -110,10 +111,30 @@ class SqliteMetaStore(MetaStore):
             self._db.close()
 
 
+def _upgrade(db: sqlite3.Connection) -> None:
+    """Rewrites in the codec's form what a store of version 0 kept otherwise: provenance as [[repo, ref], ...],
+    staged files as [[path, overwrite, [[address hex, size], ...]], ...] and a pipeline's parallelism as a number.
+    The rest of its jobs and pipelines were already in the codec's form."""
+    if db.execute("PRAGMA user_version").fetchone()[0] >= _VERSION:
+        return
+    for seq, text in db.execute("SELECT seq, provenance FROM commits WHERE provenance != '[]'").fetchall():
+        provenance = tuple(CommitRef(repo, ref) for repo, ref in json.loads(text))
+        db.execute("UPDATE commits SET provenance = ? WHERE seq = ?", (codec.dumps(provenance), seq))
+    for seq, text in db.execute("SELECT seq, files FROM staged_files").fetchall():
+        writes = tuple(FileWrite(path, tuple(ChunkRef(bytes.fromhex(a), n) for a, n in chunks), overwrite)
+                       for path, overwrite, chunks in json.loads(text))
+        db.execute("UPDATE staged_files SET files = ? WHERE seq = ?", (codec.dumps(writes), seq))
+    for seq, text in db.execute("SELECT seq, info FROM pipelines").fetchall():
+        info = json.loads(text)
+        if isinstance(info["spec"].get("parallelism"), int):  # a constant, before it was a ParallelismSpec
+            info["spec"]["parallelism"] = {"constant": info["spec"]["parallelism"]}
+            db.execute("UPDATE pipelines SET info = ? WHERE seq = ?", (json.dumps(info), seq))
+    db.execute(f"PRAGMA user_version = {_VERSION}")
+
+
 def _commit_row(c: StoredCommit) -> tuple:
     i = c.info
-    provenance = json.dumps([[p.repo, p.ref] for p in i.provenance])
-    return (i.repo, i.id, i.parent, i.branch, i.started, i.finished, i.size_bytes, provenance, c.tree)
+    return (i.repo, i.id, i.parent, i.branch, i.started, i.finished, i.size_bytes, codec.dumps(i.provenance), c.tree)
 
 
 def _stored_commit(row: tuple) -> StoredCommit:
@@ -126,46 +147,12 @@ def _stored_commit(row: tuple) -> StoredCommit:
         started=started,
         finished=finished,
         size_bytes=size,
-        provenance=tuple(CommitRef(r, c) for r, c in json.loads(provenance)),
+        provenance=codec.loads(tuple[CommitRef, ...], provenance),
     )
     return StoredCommit(info, tree)
 
 
-def _job_json(job: JobInfo) -> str:
-    return json.dumps(dataclasses.asdict(job))
-
-
-def _transform(t: dict) -> Transform:
-    return Transform(tuple(t["cmd"]), tuple(t["stdin"]), tuple(tuple(kv) for kv in t["env"]),
-                     tuple(t["accept_return_code"]), t["image"], t["overwrite"])
-
-
-def _job(text: str) -> JobInfo:
-    d = json.loads(text)
-    t = _transform(d.pop("transform"))
-    inputs = tuple(JobInput(**i) for i in d.pop("inputs"))
-    shards = tuple(ShardInfo(**s) for s in d.pop("shards"))
-    return JobInfo(transform=t, inputs=inputs, shards=shards, **d)
-
-
-def _pipeline(text: str) -> PipelineInfo:
-    d = json.loads(text)
-    spec = d.pop("spec")
-    spec = PipelineSpec(spec["name"], _transform(spec["transform"]), tuple(InputSpec(**i) for i in spec["inputs"]),
-                        ParallelismSpec(**spec["parallelism"]), spec["description"])
-    processed = tuple(tuple(p) for p in d.pop("processed"))
-    return PipelineInfo(spec=spec, processed=processed, **d)
-
-
-def _writes_json(writes: list[FileWrite]) -> str:
-    return json.dumps([[w.path, w.overwrite, [[c.address.hex(), c.size] for c in w.chunks]] for w in writes])
-
-
-def _writes(text: str) -> list[FileWrite]:
-    return [FileWrite(path, tuple(ChunkRef(bytes.fromhex(a), n) for a, n in chunks), overwrite)
-            for path, overwrite, chunks in json.loads(text)]
-
-
+from server import disk
 class _SqliteTx(Tx):
     def __init__(self, db: sqlite3.Connection) -> None:
         self._db = db
@@ -276,15 +263,16 @@ class _SqliteTx(Tx):
     def put_pipeline(self, pipeline: PipelineInfo) -> None:
         self._db.execute(
             "INSERT INTO pipelines (name, info) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET info = excluded.info",
-            (pipeline.name, json.dumps(dataclasses.asdict(pipeline))),
+            (pipeline.name, codec.dumps(pipeline)),
         )
 
     def get_pipeline(self, name: str) -> PipelineInfo | None:
         row = self._db.execute("SELECT info FROM pipelines WHERE name = ?", (name,)).fetchone()
-        return _pipeline(row[0]) if row else None
+        return codec.loads(PipelineInfo, row[0]) if row else None
 
     def list_pipelines(self) -> list[PipelineInfo]:
-        return [_pipeline(r[0]) for r in self._db.execute("SELECT info FROM pipelines ORDER BY seq").fetchall()]
+        rows = self._db.execute("SELECT info FROM pipelines ORDER BY seq").fetchall()
+        return [codec.loads(PipelineInfo, r[0]) for r in rows]
 
     def delete_pipeline(self, name: str) -> None:
         self._db.execute("DELETE FROM pipelines WHERE name = ?", (name,))
@@ -292,28 +280,28 @@ class _SqliteTx(Tx):
     def put_job(self, job: JobInfo) -> None:
         self._db.execute(
             "INSERT INTO jobs (id, pipeline, info) VALUES (?, ?, ?) ON CONFLICT (id) DO UPDATE SET info = excluded.info",
-            (job.id, job.pipeline, _job_json(job)),
+            (job.id, job.pipeline, codec.dumps(job)),
         )
 
     def get_job(self, job_id: str) -> JobInfo | None:
         row = self._db.execute("SELECT info FROM jobs WHERE id = ?", (job_id,)).fetchone()
-        return _job(row[0]) if row else None
+        return codec.loads(JobInfo, row[0]) if row else None
 
     def list_jobs(self, pipeline: str = "") -> list[JobInfo]:
         if pipeline:
             rows = self._db.execute("SELECT info FROM jobs WHERE pipeline = ? ORDER BY seq DESC", (pipeline,))
         else:
             rows = self._db.execute("SELECT info FROM jobs ORDER BY seq DESC")
-        return [_job(r[0]) for r in rows.fetchall()]
+        return [codec.loads(JobInfo, r[0]) for r in rows.fetchall()]
 
     def stage_files(self, job_id: str, shard: int, writes: list[FileWrite]) -> None:
         self._db.execute("INSERT INTO staged_files (job, shard, files) VALUES (?, ?, ?)",
-                         (job_id, shard, _writes_json(writes)))
+                         (job_id, shard, codec.dumps(writes)))
 
     def staged_files(self, job_id: str, shard: int) -> list[FileWrite]:
         rows = self._db.execute("SELECT files FROM staged_files WHERE job = ? AND shard = ? ORDER BY seq",
                                 (job_id, shard)).fetchall()
-        return [w for r in rows for w in _writes(r[0])]
+        return [w for r in rows for w in codec.loads(tuple[FileWrite, ...], r[0])]
 
     def clear_staged(self, job_id: str, shard: int) -> None:
         self._db.execute("DELETE FROM staged_files WHERE job = ? AND shard = ?", (job_id, shard))

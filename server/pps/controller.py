@@ -16,7 +16,7 @@ from pathlib import Path
 
 from pfs.core import names
 from pfs.core.errors import NotFound, PfsError
-from pfs.core.model import CommitRef, InputSpec, JobInfo, PipelineInfo, ShardInfo
+from pfs.core.model import CommitRef, InputSpec, JobInfo, JobState, PipelineInfo, PipelineState, ShardInfo, ShardState
 from server.pps.jobs import Jobs
 from server.pps.runners import Runner
 from server.store import Store
@@ -70,7 +70,7 @@ class Controller:
                     pipeline = tx.get_pipeline(name)
                 if pipeline is None:
                     return  # deleted
-                if pipeline.state == "running":
+                if pipeline.state == PipelineState.RUNNING:
                     jobs = self.jobs.list_jobs(name)  # newest first
                     job = next((j for j in jobs if not j.is_done), None) or self._next_job(pipeline, jobs)
                     if job is not None:
@@ -141,9 +141,9 @@ class Controller:
             job = self.jobs.inspect_job(job.id)
             if job.is_done:
                 return
-            todo = [s.index for s in job.shards if s.state != "success" and s.attempts < job.max_attempts]
+            todo = [s.index for s in job.shards if s.state != ShardState.SUCCESS and s.attempts < job.max_attempts]
             for s in job.shards:
-                if s.state == "running" and s.attempts >= job.max_attempts:  # its worker was lost with the server
+                if s.state == ShardState.RUNNING and s.attempts >= job.max_attempts:  # worker lost with the server
                     self._report_lost(job, s, "its worker was lost (the server stopped)")
             if not todo:  # the job ends with the reports just made
                 self.store.wait_finished(IDLE_WAIT)
@@ -158,7 +158,7 @@ class Controller:
         if self._stopping.is_set():
             return
         current = self.jobs.inspect_job(job.id).shards[shard]
-        if current.state == "running":  # the worker ended without reporting
+        if current.state == ShardState.RUNNING:  # the worker ended without reporting
             last = tail.splitlines()[-1] if tail else ""
             self._report_lost(job, current, f"its worker exited with status {code} without reporting: {last}")
 
@@ -173,6 +173,6 @@ class Controller:
 def _last_input(jobs: list[JobInfo], repo: str) -> str:
     """REPO's commit in the newest successful of JOBS: what an incremental job shows the changes after."""
     for job in jobs:
-        if job.state == "success":
+        if job.state == JobState.SUCCESS:
             return next((i.commit for i in job.inputs if i.repo == repo), "")
     return ""

@@ -15,7 +15,9 @@ from collections.abc import Callable
 
 from pfs.core import names, paths, specs
 from pfs.core.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
-from pfs.core.model import CommitRef, FileWrite, InputSpec, JobInfo, JobInput, JobSpec, LogLine, ShardInfo, Transform
+from pfs.core.model import (
+    CommitRef, FileWrite, InputSpec, JobInfo, JobInput, JobSpec, JobState, LogLine, ShardInfo, ShardState, Transform,
+)
 from server.meta import Tx
 from server.store import Store
 
@@ -67,7 +69,7 @@ class Jobs:
                 prev_output=tx.get_branch(output_repo, "master") or "",
                 shards=() if skipped else tuple(ShardInfo(i) for i in range(math.prod(moduli))),
                 max_attempts=max_attempts, fresh_output=fresh_output,
-                state="skipped" if skipped else "running", finished=now if skipped else 0.0,
+                state=JobState.SKIPPED if skipped else JobState.RUNNING, finished=now if skipped else 0.0,
             )
             tx.put_job(job)
         return job
@@ -87,11 +89,11 @@ class Jobs:
             shard = self._shard(job, index)
             if job.is_done:
                 raise FailedPrecondition(f"job {job_id} is already finished ({job.state})")
-            if shard.state == "success":
+            if shard.state == ShardState.SUCCESS:
                 raise FailedPrecondition(f"shard {index} of job {job_id} has already succeeded")
             tx.clear_staged(job_id, index)
             job = _with_shard(job, dataclasses.replace(
-                shard, state="running", attempts=shard.attempts + 1, started=time.time(), finished=0.0,
+                shard, state=ShardState.RUNNING, attempts=shard.attempts + 1, started=time.time(), finished=0.0,
                 exit_code=0, error=""))
             tx.put_job(job)
         return job
@@ -111,16 +113,17 @@ class Jobs:
             job, shard = self._running(tx, job_id, index, attempt)
             failed = bool(result.error)
             shard = dataclasses.replace(
-                shard, state="failure" if failed else "success", finished=time.time(), exit_code=result.exit_code,
-                error=result.error[-ERROR_CHARS:], bytes_in=result.bytes_in, bytes_out=result.bytes_out,
-                bytes_sent=result.bytes_sent, mounted=result.mounted, uploaded=result.uploaded)
+                shard, state=ShardState.FAILURE if failed else ShardState.SUCCESS, finished=time.time(),
+                exit_code=result.exit_code, error=result.error[-ERROR_CHARS:], bytes_in=result.bytes_in,
+                bytes_out=result.bytes_out, bytes_sent=result.bytes_sent, mounted=result.mounted,
+                uploaded=result.uploaded)
             job = _with_shard(job, shard)
             if job.is_done:  # another shard failed first
                 pass
             elif failed and shard.attempts >= job.max_attempts:
                 tries = f" ({shard.attempts} tries)" if shard.attempts > 1 else ""
-                job = self._end(tx, job, "failure", f"shard {index} failed{tries}: {shard.error}")
-            elif all(s.state == "success" for s in job.shards):
+                job = self._end(tx, job, JobState.FAILURE, f"shard {index} failed{tries}: {shard.error}")
+            elif all(s.state == ShardState.SUCCESS for s in job.shards):
                 job = self._commit_output(tx, job)
             tx.put_job(job)
         if job.is_done:
@@ -156,9 +159,9 @@ class Jobs:
             provenance.update(dict.fromkeys(tx.get_commit(i.repo, i.commit).info.provenance))
         commit = self.store.commit_files(tx, job.output_repo, job.output_branch, tuple(provenance), writes,
                                          fresh=job.fresh_output)
-        return self._end(tx, dataclasses.replace(job, output_commit=commit.id), "success", "")
+        return self._end(tx, dataclasses.replace(job, output_commit=commit.id), JobState.SUCCESS, "")
 
-    def _end(self, tx: Tx, job: JobInfo, state: str, error: str) -> JobInfo:
+    def _end(self, tx: Tx, job: JobInfo, state: JobState, error: str) -> JobInfo:
         for shard in job.shards:
             tx.clear_staged(job.id, shard.index)
         return dataclasses.replace(job, state=state, error=error, finished=time.time())
@@ -177,7 +180,7 @@ class Jobs:
     def _running(self, tx: Tx, job_id: str, index: int, attempt: int) -> tuple[JobInfo, ShardInfo]:
         job = self._job(tx, job_id)
         shard = self._shard(job, index)
-        if shard.state != "running" or shard.attempts != attempt:
+        if shard.state != ShardState.RUNNING or shard.attempts != attempt:
             raise FailedPrecondition(
                 f"shard {index} of job {job_id} is not running attempt {attempt} "
                 f"(it is {shard.state}, attempt {shard.attempts}); take it again with StartShard")

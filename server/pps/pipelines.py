@@ -5,7 +5,7 @@ import time
 
 from pfs.core import specs
 from pfs.core.errors import AlreadyExists, InvalidArgument, NotFound
-from pfs.core.model import CommitRef, JobInfo, PipelineInfo, PipelineSpec
+from pfs.core.model import CommitRef, JobInfo, JobState, PipelineInfo, PipelineSpec, PipelineState
 from server.pps.controller import Controller
 from server.pps.runners import Runner
 from server.store import Store
@@ -59,7 +59,7 @@ class Pipelines:
             tx.delete_pipeline(name)
         self.store.notify_finished()
 
-    def set_state(self, name: str, state: str) -> PipelineInfo:
+    def set_state(self, name: str, state: PipelineState) -> PipelineInfo:
         with self.meta.transaction() as tx:
             info = dataclasses.replace(self._pipeline(tx, name), state=state)
             tx.put_pipeline(info)
@@ -83,7 +83,7 @@ class Pipelines:
                     waiting = True
                 else:
                     found.append(job)
-                    if job.state == "failure":
+                    if job.state == JobState.FAILURE:
                         blocked.add(p.name)
             if not waiting:
                 return found

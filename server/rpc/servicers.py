@@ -1,7 +1,7 @@
 """The API and Chunks servicers over a Store, and the PPS servicer over Jobs."""
 
 import pfs
-from pfs.core.model import CommitRef, DirectRead, ShardInfo
+from pfs.core.model import CommitRef, DirectRead, PipelineState, ShardInfo
 from pfs.proto import chunks_pb2 as cpb
 from pfs.proto import chunks_pb2_grpc
 from pfs.proto import convert as cv
@@ -166,11 +166,11 @@ class PpsServicer(pps_pb2_grpc.PPSServicer):
 
     @translated
     def StopPipeline(self, request, context):
-        return cv.pipeline_to_pb(self.pipelines.set_state(request.name, "stopped"))
+        return cv.pipeline_to_pb(self.pipelines.set_state(request.name, PipelineState.STOPPED))
 
     @translated
     def StartPipeline(self, request, context):
-        return cv.pipeline_to_pb(self.pipelines.set_state(request.name, "running"))
+        return cv.pipeline_to_pb(self.pipelines.set_state(request.name, PipelineState.RUNNING))
 
     @translated
     def FlushCommit(self, request, context):

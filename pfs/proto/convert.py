@@ -133,12 +133,13 @@ def pipeline_spec_from_pb(m: ppb.PipelineSpec) -> PipelineSpec:
 
 def pipeline_to_pb(p: PipelineInfo) -> ppb.PipelineInfo:
     return ppb.PipelineInfo(spec=pipeline_spec_to_pb(p.spec), created=p.created, state=p.state, version=p.version,
-                            processed=dict(p.processed), reprocess=p.reprocess)
+                            processed=dict(p.processed), reprocess=p.reprocess, reason=p.reason,
+                            failures=p.failures)
 
 
 def pipeline_from_pb(m: ppb.PipelineInfo) -> PipelineInfo:
     return PipelineInfo(pipeline_spec_from_pb(m.spec), m.created, m.state, m.version,
-                        tuple(sorted(m.processed.items())), m.reprocess)
+                        tuple(sorted(m.processed.items())), m.reprocess, m.reason, m.failures)
 
 
 def job_spec_from_pb(m: ppb.CreateJobRequest) -> JobSpec:

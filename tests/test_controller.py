@@ -16,13 +16,14 @@ def first_try_sleeps(marker: pathlib.Path) -> list[str]:
     return ["sh", "-c", f"if [ ! -e {marker} ]; then touch {marker}; sleep 1000; fi; cp /pfs/data/x /pfs/out/x"]
 
 
-def processes_naming(text: str) -> list[int]:
-    """The pids of the processes whose command line holds TEXT (the workers of a test, by its marker)."""
+def workers_of(job_id: str) -> list[int]:
+    """The pids of job JOB_ID's worker processes: its job-shims, their commands and whatever those started."""
     pids = []
-    for cmdline in pathlib.Path("/proc").glob("[0-9]*/cmdline"):
+    for proc in pathlib.Path("/proc").glob("[0-9]*"):
         try:
-            if text.encode() in cmdline.read_bytes():
-                pids.append(int(cmdline.parent.name))
+            if job_id.encode() in (proc / "cmdline").read_bytes() or \
+                    f"PFS_JOB={job_id}".encode() in (proc / "environ").read_bytes().split(b"\0"):
+                pids.append(int(proc.name))
         except OSError:  # the process ended meanwhile
             pass
     return pids
@@ -75,6 +76,7 @@ def test_sigterm_stops_a_server_with_a_job_and_streams_in_flight(server, tmp_pat
     put(server, "data", {"x": b"1\n"})
     pipeline(server, tmp_path, "slow", first_try_sleeps(marker), [repo_input("data", "global")])
     wait_for(marker.exists, 60)
+    [job] = jobs_of(server, "slow")
     env = {**os.environ, "PFS_ADDRESS": server.address}
     subscribe = subprocess.Popen([PFS, "subscribe-commit", "data", "master"], env=env, stdout=subprocess.PIPE,
                                  stderr=subprocess.PIPE)
@@ -85,7 +87,7 @@ def test_sigterm_stops_a_server_with_a_job_and_streams_in_flight(server, tmp_pat
         server.proc.send_signal(signal.SIGTERM)
         server.proc.wait(20)  # a liveness bound, not a speed claim
         assert "exiting now" not in server.log.read_text()  # stopped in order, not by the last resort
-        assert processes_naming(str(marker)) == []  # no worker left
+        assert workers_of(job["id"]) == []  # no worker left, nor the command's sleep
         for client in (subscribe, flushing):  # told, not left hanging nor cut off
             out, err = client.communicate(timeout=20)
             assert_one_line_error(Result(client.returncode, out, err.decode()), "cannot reach the pfs server")
@@ -105,8 +107,10 @@ def test_stop_pipeline_stops_a_running_job_and_start_pipeline_catches_up(server,
     put(server, "data", {"x": b"1\n"})
     pipeline(server, tmp_path, "slow", first_try_sleeps(marker), [repo_input("data", "global")])
     wait_for(marker.exists, 60)
+    [job] = jobs_of(server, "slow")
+    assert workers_of(job["id"])
     server.pfs("stop-pipeline", "slow")
-    wait_for(lambda: processes_naming(str(marker)) == [], 15)
+    wait_for(lambda: workers_of(job["id"]) == [], 15)
     [job] = jobs_of(server, "slow")
     assert job["state"] == "failure" and job["error"] == "stopped by stop-pipeline"
     assert_one_line_error(flush(server, "data/master", check=False), "stopped by stop-pipeline")

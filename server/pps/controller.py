@@ -204,7 +204,7 @@ class Controller:
     def _stopped(self, name: str) -> bool:
         with self.store.meta.transaction() as tx:
             current = tx.get_pipeline(name)
-        return current is None or current.state != "running"
+        return current is not None and current.state == "stopped"
 
     def _run_shard(self, job: JobInfo, shard: int) -> None:
         """Runs a worker for SHARD; a worker that could not start, or ended without reporting, is a failed try."""

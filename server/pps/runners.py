@@ -53,12 +53,14 @@ class Runner(ABC):
                 with self._lock:
                     if self._closed:
                         return -signal.SIGTERM, "the server is stopping"
+                    # a process group of its own: what the command left running ends with the worker
                     proc = subprocess.Popen(self.command(job, shard, workspace), stdin=subprocess.DEVNULL,
-                                            stdout=subprocess.DEVNULL, stderr=err)
+                                            stdout=subprocess.DEVNULL, stderr=err, start_new_session=True)
                     self._procs[proc] = job.id
                 try:
                     code = proc.wait()
                 finally:
+                    _kill_group(proc)
                     with self._lock:
                         self._procs.pop(proc, None)
                 err.seek(max(0, err.seek(0, os.SEEK_END) - ERROR_TAIL))
@@ -93,6 +95,15 @@ def _stop(procs: list[subprocess.Popen]) -> None:
         except subprocess.TimeoutExpired:
             p.kill()
             p.wait()
+        _kill_group(p)
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    """Kills what is left of the worker PROC started: its process group (the command's children, say)."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:  # nothing left
+        pass
 
 
 class LocalRunner(Runner):

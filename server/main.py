@@ -14,19 +14,22 @@ import grpc
 
 from pfs.core import ready
 from pfs.core.chunking import DEFAULT_AVG_SIZE, check_avg_size
+from pfs.core.errors import FailedPrecondition
 from pfs.core.memory import keep_freed_memory
 from pfs.proto import chunks_pb2_grpc, pfs_pb2_grpc, pps_pb2_grpc
 from server.meta.sqlite import SqliteMetaStore
 from server.pps.controller import Controller
 from server.pps.jobs import Jobs
 from server.pps.pipelines import Pipelines
-from server.pps.runners import RUNNERS
+from server.pps.runners import RUNNERS, STOP_TIMEOUT
 from server.rpc.decoding import RequestDecoding
 from server.rpc.servicers import ApiServicer, ChunksServicer, PpsServicer
 from server.storage.local import LocalChunkStore
 from server.store import Store
 
 DEFAULT_PORT = 30650
+GRACE = 2.0  # seconds calls in flight get to end once the server stops
+SHUTDOWN_LIMIT = STOP_TIMEOUT + GRACE + 3  # seconds from SIGTERM to exit, whatever is in flight
 MAX_MESSAGE = 256 << 20
 GRPC_OPTIONS = [
     ("grpc.max_receive_message_length", MAX_MESSAGE),
@@ -101,16 +104,32 @@ def serve(args: argparse.Namespace) -> None:
     server.start()
     print(f"pfs server listening on {args.listen}:{port}, data in {data_dir}, {runner.name} runner",
           file=sys.stderr, flush=True)
+    try:
+        runner.check_tools()
+    except FailedPrecondition as err:
+        print(f"pfs server: pipelines cannot run here: {err}", file=sys.stderr, flush=True)
     ready.notify(args.ready_fd, address=f"{host}:{port}", data_dir=str(data_dir))
     controller.start()
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     stop.wait()
-    controller.close()
-    server.stop(grace=2).wait()
+    _exit_after(SHUTDOWN_LIMIT)
+    controller.close()  # its workers stopped: their jobs resume when the server starts again
+    store.stop_waiting()  # calls that wait for news (subscribe-commit, flush-commit) end
+    server.stop(grace=GRACE).wait()
     store.meta.close()
     store.chunks.close()
+
+
+def _exit_after(seconds: float) -> None:
+    """The last resort of a bounded shutdown: whatever still runs SECONDS from now, the process exits."""
+    def exit_now() -> None:
+        print(f"pfs server: still stopping after {seconds:.0f} s; exiting now", file=sys.stderr, flush=True)
+        os._exit(1)
+    timer = threading.Timer(seconds, exit_now)
+    timer.daemon = True
+    timer.start()
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from pfs.core import frames, names, paths
 from pfs.core.chunking import MAX_CHUNK_SIZE
-from pfs.core.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from pfs.core.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from pfs.core.model import BranchInfo, ChunkRef, CommitInfo, CommitRef, FileInfo, FileWrite, RepoInfo
 from server.meta import MetaStore, StoredCommit, Tx, walk_ancestry
 from server.storage import ChunkStore
@@ -35,6 +35,7 @@ class Store:
         self.chunk_avg_size = chunk_avg_size
         self.trees = Trees()
         self._finished = threading.Condition()  # notified when a commit finishes
+        self._stopping = False  # set once: waits for news end (streaming calls end with the server)
         self._workers = ThreadPoolExecutor(os.cpu_count() or 2, thread_name_prefix="verify")
 
     # -- chunks
@@ -246,8 +247,18 @@ class Store:
             self._finished.notify_all()
 
     def wait_finished(self, timeout: float) -> None:
+        """Waits up to TIMEOUT seconds for news; Unavailable once the server is stopping (see stop_waiting)."""
         with self._finished:
-            self._finished.wait(timeout)
+            if not self._stopping:
+                self._finished.wait(timeout)
+            if self._stopping:
+                raise Unavailable("the server is stopping; call again once it is back")
+
+    def stop_waiting(self) -> None:
+        """Ends every wait for news, now and to come: the server is stopping."""
+        with self._finished:
+            self._stopping = True
+            self._finished.notify_all()
 
     def _put(self, tx: Tx, commit: StoredCommit, writes: list[FileWrite]) -> StoredCommit:
         root = _root(commit)

@@ -7,9 +7,10 @@ from collections import deque
 from collections.abc import Sequence
 from typing import IO
 
+from pfs.core import tools
 from shim.logs import Logs
 
-DIE_WITH_PARENT = ["setpriv", "--pdeathsig", "KILL", "--"] if shutil.which("setpriv") else []
+DIE_WITH_PARENT = tools.die_with_parent("KILL", required=False)
 
 STDERR_TAIL = 20  # lines of stderr kept for the error of a failed shard
 

@@ -7,19 +7,19 @@ preexec_fn: forking a process that runs gRPC threads breaks the child.)
 """
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
 import threading
 
+from pfs.core import tools
 from pfs.core.errors import FailedPrecondition
 from pfs.core.model import CommitRef
 from pfs.core.ready import spawn, wait_ready
 from pfs.core.shard import Shard
 
 STOP_TIMEOUT = 10.0
-DIE_WITH_PARENT = ["setpriv", "--pdeathsig", "TERM", "--"] if shutil.which("setpriv") else []  # TERM: unmounts
+DIE_WITH_PARENT = tools.die_with_parent("TERM", required=False)  # TERM: unmounts
 
 
 class Mounts:
@@ -80,8 +80,7 @@ class Mounts:
                 proc.kill()
                 proc.wait()
             if os.path.ismount(mountpoint):
-                tool = shutil.which("fusermount3") or "fusermount3"
-                subprocess.run([tool, "-u", "-z", mountpoint], capture_output=True)
+                subprocess.run([tools.require("fusermount"), "-u", "-z", mountpoint], capture_output=True)
 
 
 def _forward(pipe) -> None:

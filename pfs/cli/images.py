@@ -8,11 +8,10 @@ happens to the tag. The work is done by podman, or docker where there is no podm
 
 import pathlib
 import re
-import shutil
 import subprocess
 import tempfile
 
-from pfs.core import image_ref
+from pfs.core import image_ref, tools
 from pfs.core.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
 
 LOCAL_TIMEOUT = 60  # s, for inspect and tag, which touch local storage only
@@ -59,11 +58,12 @@ def push(image: str, default_registry: str) -> str:
 
 def _engine() -> str:
     """podman if installed, else docker if its daemon answers."""
-    if shutil.which("podman"):
+    try:
+        engine = pathlib.Path(tools.require("engine")).name
+    except FailedPrecondition as err:
+        raise FailedPrecondition(f"--push-images: {err}") from None
+    if engine == "podman":
         return "podman"
-    if not shutil.which("docker"):
-        raise FailedPrecondition("--push-images needs podman or docker, and neither is installed "
-                                 "(install podman: apt-get install podman)")
     try:
         answers = subprocess.run(["docker", "version", "--format", "{{.Server.Version}}"], capture_output=True,
                                  timeout=LOCAL_TIMEOUT, stdin=subprocess.DEVNULL).returncode == 0

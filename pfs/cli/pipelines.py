@@ -35,7 +35,8 @@ def cmd_list_pipeline(args, client):
     now = time.time()
     output.table(
         ("NAME", "INPUT", "OUTPUT", "STATE", "CREATED"),
-        ((p.name, ", ".join(i.repo for i in p.spec.inputs), p.name, p.state, output.ago(p.created, now))
+        ((p.name, ", ".join(i.repo for i in p.spec.inputs), p.name, p.state + (" (failing)" if p.reason else ""),
+          output.ago(p.created, now))
          for p in client.list_pipelines()),
     )
 
@@ -51,6 +52,7 @@ def cmd_inspect_pipeline(args, client):
         ("Name", p.name),
         *([("Description", p.spec.description)] if p.spec.description else []),
         ("State", p.state),
+        *([("Reason", f"{p.reason} (failed {p.failures} times in a row; trying again)")] if p.reason else []),
         ("Created", output.ago(p.created)),
         ("Version", p.version),
         ("Parallelism", p.spec.parallelism),

@@ -194,6 +194,8 @@ class PipelineInfo:
     # the newest commit of each input that a job was made for (or skipped: nothing new and not run_empty)
     processed: tuple[tuple[str, str], ...] = ()
     reprocess: bool = False  # the next job sees every input whole and starts its output afresh
+    reason: str = ""  # why the pipeline's controller failed last ('' once a try goes well); it retries
+    failures: int = 0  # its failed tries in a row, each after a longer wait
 
     @property
     def name(self) -> str:

@@ -3,7 +3,6 @@
 import logging
 import os
 import re
-import shutil
 import signal
 import subprocess
 import threading
@@ -12,6 +11,7 @@ from typing import NamedTuple
 import pyfuse3
 import trio
 
+from pfs.core import tools
 from pfs.core.errors import FailedPrecondition, InvalidArgument, NotFound
 from pfs.fuse.ops import Operations
 from pfs.vfs.tree import RepoTree
@@ -129,9 +129,6 @@ def _mount_table() -> list[_Mount]:
 def unmount(mountpoint: str) -> None:
     if not os.path.ismount(mountpoint):
         raise InvalidArgument(f"{mountpoint} is not mounted")
-    tool = shutil.which("fusermount3") or shutil.which("fusermount")
-    if tool is None:
-        raise FailedPrecondition("fusermount3 is missing (Debian package fuse3)")
-    done = subprocess.run([tool, "-u", mountpoint], capture_output=True, text=True)
+    done = subprocess.run([tools.require("fusermount"), "-u", mountpoint], capture_output=True, text=True)
     if done.returncode != 0:
         raise FailedPrecondition(f"cannot unmount {mountpoint}: {done.stderr.strip()}")

@@ -11,6 +11,7 @@ taken anew), and commits not yet processed get their jobs.
 import dataclasses
 import logging
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -25,6 +26,9 @@ log = logging.getLogger(__name__)
 
 MAX_ATTEMPTS = 3
 IDLE_WAIT = 1.0  # seconds between looks when nothing wakes the controller
+BACKOFF_FIRST, BACKOFF_MAX = 1.0, 60.0  # seconds before trying a failed pipeline again: doubling, capped
+JOIN_TIMEOUT = 2.0  # seconds close() waits for the pipelines' threads once their workers are stopped
+STOPPED = "stopped by stop-pipeline"
 
 
 class Controller:
@@ -53,32 +57,75 @@ class Controller:
                 thread.start()
 
     def close(self) -> None:
+        """Stops every pipeline's thread and their workers, within the runner's STOP_TIMEOUT and a little."""
         self._stopping.set()
         self.store.notify_finished()
         self.runner.close()
         with self._lock:
             threads = list(self._threads.values())
+        deadline = time.monotonic() + JOIN_TIMEOUT
         for t in threads:
-            t.join(5)
+            t.join(max(0.0, deadline - time.monotonic()))
+
+    def stop_jobs(self, name: str) -> None:
+        """Ends pipeline NAME's running jobs as failures and stops their workers (stop-pipeline)."""
+        for job in self.jobs.list_jobs(name):
+            if not job.is_done:
+                self.jobs.stop_job(job.id, STOPPED)
+                self.runner.stop(job.id)
 
     # -- one pipeline
 
     def _loop(self, name: str) -> None:
+        """Runs pipeline NAME's jobs; a failure is logged, recorded on the pipeline and tried again, later each
+        time, until a try goes well."""
+        failures, said = 0, ""
         while not self._stopping.is_set():
             try:
                 with self.store.meta.transaction() as tx:
                     pipeline = tx.get_pipeline(name)
                 if pipeline is None:
                     return  # deleted
-                if pipeline.state == PipelineState.RUNNING:
-                    jobs = self.jobs.list_jobs(name)  # newest first
-                    job = next((j for j in jobs if not j.is_done), None) or self._next_job(pipeline, jobs)
-                    if job is not None:
-                        self._run(job, pipeline)
-                        continue
-            except PfsError as err:  # an input repo deleted, say: the pipeline waits
-                log.warning("pipeline %s: %s", name, err)
-            self.store.wait_finished(IDLE_WAIT)
+                busy = self._step(pipeline)
+                if failures or pipeline.failures:
+                    log.info("pipeline %s: running again after %d failed tries", name, failures or pipeline.failures)
+                    self._record(name, "", 0)
+                failures, said = 0, ""
+                if busy:
+                    continue
+                self.store.wait_finished(IDLE_WAIT)
+            except Exception as err:  # noqa: BLE001 - nothing may end a pipeline's thread
+                if self._stopping.is_set():
+                    return
+                failures += 1
+                reason = _describe(err)
+                if reason != said:  # the same failure again is not logged again
+                    expected = isinstance(err, (PfsError, OSError))
+                    log.warning("pipeline %s: %s; trying again", name, reason, exc_info=not expected)
+                    said = reason
+                self._record(name, reason, failures)
+                self._stopping.wait(min(BACKOFF_FIRST * 2 ** (failures - 1), BACKOFF_MAX))
+
+    def _step(self, pipeline: PipelineInfo) -> bool:
+        """Runs the pipeline's unfinished job, or makes and runs its next one; whether there was one."""
+        if pipeline.state != PipelineState.RUNNING:
+            return False
+        jobs = self.jobs.list_jobs(pipeline.name)  # newest first
+        job = next((j for j in jobs if not j.is_done), None) or self._next_job(pipeline, jobs)
+        if job is None:
+            return False
+        self._run(job, pipeline)
+        return True
+
+    def _record(self, name: str, reason: str, failures: int) -> None:
+        """Records on the pipeline why its last try failed (REASON; '' once one went well)."""
+        try:
+            with self.store.meta.transaction() as tx:
+                current = tx.get_pipeline(name)
+                if current is not None and (current.reason, current.failures) != (reason, failures):
+                    tx.put_pipeline(dataclasses.replace(current, reason=reason, failures=failures))
+        except Exception as err:  # noqa: BLE001 - the store itself failing: the log has it
+            log.warning("pipeline %s: cannot record its failure: %s", name, _describe(err))
 
     def _next_job(self, pipeline: PipelineInfo, jobs: list[JobInfo]) -> JobInfo | None:
         """The job for the oldest commit not yet processed (the first input's first), or None. JOBS: the
@@ -141,10 +188,13 @@ class Controller:
             job = self.jobs.inspect_job(job.id)
             if job.is_done:
                 return
+            if self._stopped(pipeline.name):  # since this job was made
+                self.jobs.stop_job(job.id, STOPPED)
+                return
             todo = [s.index for s in job.shards if s.state != ShardState.SUCCESS and s.attempts < job.max_attempts]
             for s in job.shards:
-                if s.state == ShardState.RUNNING and s.attempts >= job.max_attempts:  # worker lost with the server
-                    self._report_lost(job, s, "its worker was lost (the server stopped)")
+                if s.state == ShardState.RUNNING and s.attempts >= job.max_attempts:  # its worker was lost with the server
+                    self._report(job.id, s.index, s.attempts, "its worker was lost (the server stopped)")
             if not todo:  # the job ends with the reports just made
                 self.store.wait_finished(IDLE_WAIT)
                 continue
@@ -152,22 +202,43 @@ class Controller:
                                     thread_name_prefix=f"worker-{pipeline.name}") as pool:
                 list(pool.map(lambda shard: self._run_shard(job, shard), todo))
 
-    def _run_shard(self, job: JobInfo, shard: int) -> None:
-        attempt = job.shards[shard].attempts + 1
-        code, tail = self.runner.run(job, shard, self.workspaces / f"{job.id}-{shard}-{attempt}")
-        if self._stopping.is_set():
-            return
-        current = self.jobs.inspect_job(job.id).shards[shard]
-        if current.state == ShardState.RUNNING:  # the worker ended without reporting
-            last = tail.splitlines()[-1] if tail else ""
-            self._report_lost(job, current, f"its worker exited with status {code} without reporting: {last}")
+    def _stopped(self, name: str) -> bool:
+        with self.store.meta.transaction() as tx:
+            current = tx.get_pipeline(name)
+        return current is not None and current.state == PipelineState.STOPPED
 
-    def _report_lost(self, job: JobInfo, shard: ShardInfo, why: str) -> None:
+    def _run_shard(self, job: JobInfo, shard: int) -> None:
+        """Runs a worker for SHARD; a worker that could not start, or ended without reporting, is a failed try."""
+        attempt = job.shards[shard].attempts + 1
         try:
-            self.jobs.finish_shard(job.id, shard.index, shard.attempts,
-                                   ShardInfo(shard.index, exit_code=-1, error=why))
-        except PfsError as err:  # a worker reported after all
-            log.info("job %s shard %d: %s", job.id, shard.index, err)
+            code, tail = self.runner.run(job, shard, self.workspaces / f"{job.id}-{shard}-{attempt}")
+        except Exception as err:
+            self._report(job.id, shard, attempt, f"its worker could not start: {_describe(err)}")
+            raise
+        if not self._stopping.is_set():
+            last = tail.splitlines()[-1] if tail else ""
+            self._report(job.id, shard, attempt, f"its worker exited with status {code} without reporting: {last}")
+
+    def _report(self, job_id: str, shard: int, attempt: int, why: str) -> None:
+        """Records try ATTEMPT at SHARD as failed with WHY, unless it has ended; a try its worker never took is
+        taken here, so that it counts."""
+        try:
+            current = self.jobs.inspect_job(job_id).shards[shard]
+            if current.attempts < attempt:
+                current = self.jobs.start_shard(job_id, shard).shards[shard]
+            if current.state == ShardState.RUNNING:
+                self.jobs.finish_shard(job_id, shard, current.attempts, ShardInfo(shard, exit_code=-1, error=why))
+        except PfsError as err:  # the job ended meanwhile, or a worker reported after all
+            log.info("job %s shard %d: %s", job_id, shard, err)
+
+
+def _describe(err: Exception) -> str:
+    """ERR in one line: a domain error's message, an OSError's file and reason, else its type and text."""
+    if isinstance(err, PfsError):
+        return str(err)
+    if isinstance(err, OSError) and err.strerror:
+        return f"{err.filename}: {err.strerror}" if err.filename else err.strerror
+    return f"{type(err).__name__}: {err}".splitlines()[0]
 
 
 def _last_input(jobs: list[JobInfo], repo: str) -> str:

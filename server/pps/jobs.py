@@ -130,6 +130,20 @@ class Jobs:
             self.store.notify_finished()
         return job
 
+    def stop_job(self, job_id: str, why: str) -> JobInfo:
+        """Ends a running job as a failure (WHY), with its running shards: no worker may report to it after."""
+        with self.meta.transaction() as tx:
+            job = self._job(tx, job_id)
+            if job.is_done:
+                return job
+            now = time.time()
+            shards = tuple(dataclasses.replace(s, state=ShardState.FAILURE, finished=now, exit_code=-1, error=why)
+                           if s.state == ShardState.RUNNING else s for s in job.shards)
+            job = self._end(tx, dataclasses.replace(job, shards=shards), JobState.FAILURE, why)
+            tx.put_job(job)
+        self.store.notify_finished()
+        return job
+
     def add_logs(self, lines: list[LogLine]) -> None:
         with self.meta.transaction() as tx:
             for job_id in {x.job for x in lines}:

@@ -4,7 +4,7 @@ import dataclasses
 import time
 
 from pfs.core import specs
-from pfs.core.errors import AlreadyExists, InvalidArgument, NotFound
+from pfs.core.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from pfs.core.model import CommitRef, JobInfo, JobState, PipelineInfo, PipelineSpec, PipelineState
 from server.pps.controller import Controller
 from server.pps.runners import Runner
@@ -60,9 +60,12 @@ class Pipelines:
         self.store.notify_finished()
 
     def set_state(self, name: str, state: PipelineState) -> PipelineInfo:
+        """Starts or stops the pipeline; stopping ends its running job as a failure and stops its workers."""
         with self.meta.transaction() as tx:
             info = dataclasses.replace(self._pipeline(tx, name), state=state)
             tx.put_pipeline(info)
+        if state == PipelineState.STOPPED:
+            self.controller.stop_jobs(name)
         self.controller.watch(name)
         self.store.notify_finished()
         return info
@@ -79,6 +82,9 @@ class Pipelines:
                 job = self._job_of(p, target, commit.finished)
                 if job is None and any(i.repo in blocked for i in p.spec.inputs):
                     blocked.add(p.name)  # an upstream job failed: this one gets no job for the commit
+                elif job is None and self.inspect(p.name).state == PipelineState.STOPPED:
+                    raise FailedPrecondition(f"pipeline {p.name} is stopped, so no job of it sees {target}; "
+                                             f"start it (pfs start-pipeline {p.name})")
                 elif job is None or not job.is_done:
                     waiting = True
                 else:

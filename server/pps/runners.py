@@ -12,10 +12,11 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from abc import ABC, abstractmethod
 from pathlib import Path
 
-from pfs.core import image_ref
+from pfs.core import image_ref, tools
 from pfs.core.errors import FailedPrecondition, InvalidArgument
 from pfs.core.model import JobInfo
 
@@ -28,15 +29,20 @@ class Runner(ABC):
 
     def __init__(self, address: str) -> None:
         self.address = address  # where workers reach this server
-        self._procs: set[subprocess.Popen] = set()
+        self._procs: dict[subprocess.Popen, str] = {}  # running workers and their jobs
         self._lock = threading.Lock()
+        self._closed = False
 
     @abstractmethod
     def command(self, job: JobInfo, shard: int, workspace: Path) -> list[str]:
         """The command that runs the worker of SHARD."""
 
+    def check_tools(self) -> None:
+        """Refuses, in one line, when a tool this runner needs is missing."""
+
     def check(self, image: str) -> None:
         """Refuses a pipeline this runner cannot run."""
+        self.check_tools()
 
     def capacity(self) -> int:
         """What a COEFFICIENT parallelism multiplies: this machine's cores (workers of both runners run here)."""
@@ -48,15 +54,19 @@ class Runner(ABC):
         err_path = workspace.with_name(workspace.name + ".stderr")
         try:
             with open(err_path, "w+b") as err:
-                proc = subprocess.Popen(self.command(job, shard, workspace), stdin=subprocess.DEVNULL,
-                                        stdout=subprocess.DEVNULL, stderr=err)
                 with self._lock:
-                    self._procs.add(proc)
+                    if self._closed:
+                        return -signal.SIGTERM, "the server is stopping"
+                    # a process group of its own: what the command left running ends with the worker
+                    proc = subprocess.Popen(self.command(job, shard, workspace), stdin=subprocess.DEVNULL,
+                                            stdout=subprocess.DEVNULL, stderr=err, start_new_session=True)
+                    self._procs[proc] = job.id
                 try:
                     code = proc.wait()
                 finally:
+                    _kill_group(proc)
                     with self._lock:
-                        self._procs.discard(proc)
+                        self._procs.pop(proc, None)
                 err.seek(max(0, err.seek(0, os.SEEK_END) - ERROR_TAIL))
                 tail = err.read().decode(errors="replace").strip()
         finally:
@@ -64,17 +74,40 @@ class Runner(ABC):
             err_path.unlink(missing_ok=True)
         return code, tail
 
-    def close(self) -> None:
-        """Stops the workers still running."""
+    def stop(self, job_id: str) -> None:
+        """Stops the workers of job JOB_ID: SIGTERM, then SIGKILL for those still there after STOP_TIMEOUT."""
         with self._lock:
+            procs = [p for p, j in self._procs.items() if j == job_id]
+        _stop(procs)
+
+    def close(self) -> None:
+        """Stops every worker (as stop() does, all within one STOP_TIMEOUT); no worker starts after it."""
+        with self._lock:
+            self._closed = True
             procs = list(self._procs)
-        for p in procs:
-            p.send_signal(signal.SIGTERM)
-        for p in procs:
-            try:
-                p.wait(STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        _stop(procs)
+
+
+def _stop(procs: list[subprocess.Popen]) -> None:
+    """Asks PROCS to stop, and kills those still running STOP_TIMEOUT later."""
+    for p in procs:
+        p.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + STOP_TIMEOUT
+    for p in procs:
+        try:
+            p.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+        _kill_group(p)
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    """Kills what is left of the worker PROC started: its process group (the command's children, say)."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:  # nothing left
+        pass
 
 
 class LocalRunner(Runner):
@@ -85,16 +118,20 @@ class LocalRunner(Runner):
         shim = Path(sys.executable).with_name("job-shim")
         self.shim = str(shim) if shim.exists() else shutil.which("job-shim")
 
-    def check(self, image: str) -> None:
+    def check_tools(self) -> None:
         if self.shim is None:
-            raise FailedPrecondition("job-shim is not installed beside the server (pip install pfs)")
+            raise FailedPrecondition("the local runner needs job-shim beside the server (pip install pfs)")
         if os.geteuid() != 0:
             raise FailedPrecondition("the local runner needs a server running as root: each worker gets its own "
                                      "mount namespace (or start the server with --runner container)")
+        try:
+            tools.require("setpriv")
+        except FailedPrecondition as err:
+            raise FailedPrecondition(f"the local runner needs setpriv: {err}") from None
 
     def command(self, job: JobInfo, shard: int, workspace: Path) -> list[str]:
         # the worker dies with the server (setpriv --pdeathsig): a restarted server runs the shard again
-        return ["setpriv", "--pdeathsig", "KILL", "--", self.shim, "--address", self.address, "--job", job.id,
+        return [*tools.die_with_parent("KILL"), self.shim, "--address", self.address, "--job", job.id,
                 "--shard", str(shard), "--workspace", str(workspace)]
 
 
@@ -103,11 +140,14 @@ class ContainerRunner(Runner):
 
     def __init__(self, address: str) -> None:
         super().__init__(address)
-        self.engine = shutil.which("podman") or shutil.which("docker")
+        self.engine = tools.container_engine()
+
+    def check_tools(self) -> None:
+        if self.engine is None:
+            raise FailedPrecondition(f"the container runner needs podman or docker: {tools.INSTALL['engine']}")
 
     def check(self, image: str) -> None:
-        if self.engine is None:
-            raise FailedPrecondition("the container runner needs podman or docker (apt-get install podman)")
+        super().check(image)
         if not image:
             raise InvalidArgument("manifest field transform.image: missing; the container runner runs workers "
                                   "in the pipeline's image (one with job-shim, e.g. FROM pfs/job-shim)")

@@ -1,0 +1,49 @@
+"""The host tools pfs runs: setpriv, fusermount, a container engine. One lookup each, one line when missing.
+
+The server's runners, the shim and the CLI all start these; each finds them
+here, on PATH, and a missing one is said in one line naming what to install.
+Pure lookups: nothing here runs a tool.
+"""
+
+import shutil
+
+from pfs.core.errors import FailedPrecondition
+
+# what to install when a tool is missing (Debian packages)
+INSTALL = {
+    "setpriv": "setpriv is not installed (apt-get install util-linux)",
+    "fusermount": "fusermount3 is not installed (apt-get install fuse3)",
+    "engine": "neither podman nor docker is installed (apt-get install podman)",
+}
+
+
+def setpriv() -> str | None:
+    return shutil.which("setpriv")
+
+
+def fusermount() -> str | None:
+    """fusermount3 (FUSE 3), or an older fusermount."""
+    return shutil.which("fusermount3") or shutil.which("fusermount")
+
+
+def container_engine() -> str | None:
+    """podman where there is one, else docker."""
+    return shutil.which("podman") or shutil.which("docker")
+
+
+def require(tool: str) -> str:
+    """The path of TOOL (a key of INSTALL); FailedPrecondition saying what to install when it is missing."""
+    path = {"setpriv": setpriv, "fusermount": fusermount, "engine": container_engine}[tool]()
+    if path is None:
+        raise FailedPrecondition(INSTALL[tool])
+    return path
+
+
+def die_with_parent(signal: str, required: bool = True) -> list[str]:
+    """The prefix that runs a command so that SIGNAL (KILL, TERM) reaches it when its parent dies.
+
+    Where setpriv is missing: FailedPrecondition, or, unless REQUIRED, no prefix (the child may then outlive
+    its parent).
+    """
+    path = require("setpriv") if required else setpriv()
+    return [path, "--pdeathsig", signal, "--"] if path else []

@@ -71,12 +71,18 @@ def test_a_missing_tool_is_said_at_start_and_refused_at_create_pipeline(tmp_path
         server.stop()
 
 
-def test_sigterm_stops_a_server_with_a_job_and_streams_in_flight(server, tmp_path):
+def slow_job(server, tmp_path) -> dict:
+    """A pipeline "slow" over repo data whose job's first try is running (sleeping) now: that job."""
     marker = tmp_path / "tried"
     put(server, "data", {"x": b"1\n"})
     pipeline(server, tmp_path, "slow", first_try_sleeps(marker), [repo_input("data", "global")])
     wait_for(marker.exists, 60)
     [job] = jobs_of(server, "slow")
+    return job
+
+
+def test_sigterm_stops_a_server_with_a_job_and_streams_in_flight(server, tmp_path):
+    job = slow_job(server, tmp_path)
     env = {**os.environ, "PFS_ADDRESS": server.address}
     subscribe = subprocess.Popen([PFS, "subscribe-commit", "data", "master"], env=env, stdout=subprocess.PIPE,
                                  stderr=subprocess.PIPE)
@@ -103,11 +109,7 @@ def test_sigterm_stops_a_server_with_a_job_and_streams_in_flight(server, tmp_pat
 
 
 def test_stop_pipeline_stops_a_running_job_and_start_pipeline_catches_up(server, tmp_path):
-    marker = tmp_path / "tried"
-    put(server, "data", {"x": b"1\n"})
-    pipeline(server, tmp_path, "slow", first_try_sleeps(marker), [repo_input("data", "global")])
-    wait_for(marker.exists, 60)
-    [job] = jobs_of(server, "slow")
+    job = slow_job(server, tmp_path)
     assert workers_of(job["id"])
     server.pfs("stop-pipeline", "slow")
     wait_for(lambda: workers_of(job["id"]) == [], 15)

@@ -254,13 +254,19 @@ def test_shards_through_the_mount_cover_every_byte_once(server, tmp_path, method
             assert sorted(b"".join(parts).splitlines()) == sorted(data.splitlines())
 
 
-def test_a_mount_beside_its_server_reads_chunks_from_its_disk(big_server, tmp_path):
-    """The embedded case: chunks come from the data dir, so known files stay readable with the server down."""
-    server = big_server
+def put_big_and_small(server) -> tuple[bytes, bytes]:
+    """Repo r with a file of a large chunk, r/big, and one of a small chunk, r/sub/small: their bytes."""
     server.pfs("create-repo", "r")
     big, small = os.urandom(300_000), b"small\n" * 10
     put(server, "r", "big", big)
     put(server, "r", "sub/small", small)
+    return big, small
+
+
+def test_a_mount_beside_its_server_reads_chunks_from_its_disk(big_server, tmp_path):
+    """The embedded case: chunks come from the data dir, so known files stay readable with the server down."""
+    server = big_server
+    big, small = put_big_and_small(server)
     mnt = tmp_path / "mnt"
     with mounted(server, mnt):
         d = mnt / "r" / "master"
@@ -278,14 +284,11 @@ def test_a_server_that_offers_no_direct_read_is_read_through(tmp_path):
     server = Server(tmp_path / "data", args=("--no-direct-read",))
     server.start()
     try:
-        server.pfs("create-repo", "r")
-        big, small = os.urandom(300_000), b"small\n" * 10
-        put(server, "r", "big", big)
-        put(server, "r", "small", small)
+        big, small = put_big_and_small(server)
         mnt = tmp_path / "mnt"
         with mounted(server, mnt):
             d = mnt / "r" / "master"
-            assert (d / "small").read_bytes() == small
+            assert (d / "sub" / "small").read_bytes() == small
             assert "chunks read from" not in (tmp_path / "mount-mnt.log").read_text()
             os.stat(d / "big")
             server.kill()

@@ -37,3 +37,10 @@ def small_present(db: sqlite3.Connection, addresses: Sequence[bytes]) -> set[byt
     """Those of ADDRESSES (a few hundred at most: one statement) that are small chunks."""
     rows = db.execute(f"SELECT address FROM small WHERE address IN ({','.join('?' * len(addresses))})", addresses)
     return {r[0] for r in rows}
+
+
+def small_heads(db: sqlite3.Connection, addresses: Sequence[bytes], size: int) -> dict[bytes, bytes]:
+    """The first SIZE bytes of the frame of each of ADDRESSES (a few hundred at most) that is a small chunk."""
+    rows = db.execute(f"SELECT address, substr(data, 1, ?) FROM small WHERE address IN "
+                      f"({','.join('?' * len(addresses))})", (size, *addresses))
+    return dict(rows.fetchall())

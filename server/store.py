@@ -7,24 +7,22 @@ resolve, append versus overwrite); the gRPC servicers only translate.
 import dataclasses
 import itertools
 import os
-import re
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
-from pfs.core import frames, names, paths
-from pfs.core.chunking import MAX_CHUNK_SIZE
+from pfs.core import compression, frames, names, paths, refs
 from pfs.core.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from pfs.core.model import BranchInfo, ChunkRef, CommitInfo, CommitRef, FileInfo, FileWrite, RepoInfo
 from server.meta import MetaStore, StoredCommit, Tx, walk_ancestry
 from server.storage import ChunkStore
 from server.trees import Edit, Entry, Trees
 
-_ANCESTRY = re.compile(r"^(?P<base>[^~^]+)(?P<suffix>(?:\^+|~\d+)*)$")
-_STEP = re.compile(r"\^|~(\d+)")
 DEFAULT_BRANCH = "master"
+MAX_DESCRIPTION = 64 << 10  # characters of a repo's description
+MAX_LIMIT = 2**63 - 1  # of a listing: a count, not a size
 VERIFY_AHEAD = 2  # batches checked ahead of the writer
 
 
@@ -41,14 +39,14 @@ class Store:
     # -- chunks
 
     def missing_chunks(self, addresses: list[bytes]) -> list[bytes]:
-        return self.chunks.missing(addresses)
+        return self.chunks.missing([frames.check_address(a) for a in addresses])
 
     def put_chunks(self, batches: Iterable[list[tuple[bytes, bytes]]]) -> int:
         """Stores batches of (address, zstd frame), after checking each chunk against its address."""
         return self.chunks.put(self._verified(batches))
 
     def get_chunk(self, addr: bytes) -> bytes:
-        return self.chunks.get(addr)
+        return self.chunks.get(frames.check_address(addr))
 
     def _verified(self, batches: Iterable[list[tuple[bytes, bytes]]]) -> Iterator[tuple[bytes, bytes]]:
         """The chunks in order, each batch checked on the worker threads while earlier ones are written."""
@@ -64,6 +62,9 @@ class Store:
 
     def create_repo(self, name: str, description: str = "") -> RepoInfo:
         names.check_repo(name)
+        if len(description) > MAX_DESCRIPTION:
+            raise InvalidArgument(f"the description of repo {name!r} is {len(description)} characters long; "
+                                  f"at most {MAX_DESCRIPTION} are allowed")
         with self.meta.transaction() as tx:
             if tx.get_repo(name):
                 raise AlreadyExists(f"repo {name!r} already exists")
@@ -130,6 +131,7 @@ class Store:
             return self._resolve(tx, ref).info
 
     def list_commits(self, repo: str, branch: str = "", limit: int = 0) -> list[CommitInfo]:
+        _check_limit(limit)
         with self.meta.transaction() as tx:
             self._repo(tx, repo)
             if branch:
@@ -168,6 +170,7 @@ class Store:
         self, repo: str, branch: str, new_only: bool = False, active: Callable[[], bool] = lambda: True
     ) -> Iterator[CommitInfo]:
         """Finished commits on BRANCH, oldest first, then each new one as it finishes."""
+        names.check_branch(branch)
         seen: set[str] = set()
         first = True
         while active():
@@ -204,20 +207,31 @@ class Store:
 
     def put_files(self, ref: CommitRef, writes: list[FileWrite]) -> None:
         """Records files into an open commit. Without overwrite, a write appends to the file."""
-        self.check_chunks(writes)
+        writes = self.check_writes(writes, "the repo root")
         with self.meta.transaction() as tx:
             self._put(tx, self._open_commit(tx, ref), writes)
 
-    def check_chunks(self, writes: list[FileWrite]) -> None:
-        """Refuses files whose chunks were never stored, or are said to be larger than any chunk may be."""
-        for c in (c for w in writes for c in w.chunks if c.size > MAX_CHUNK_SIZE):
-            raise InvalidArgument(f"chunk {c.address.hex()} is declared as {c.size} bytes, more than the "
-                                  f"{MAX_CHUNK_SIZE} a chunk may hold")
-        lacking = self.chunks.missing(list({c.address for w in writes for c in w.chunks}))
+    def check_writes(self, writes: list[FileWrite], root: str) -> list[FileWrite]:
+        """WRITES with their paths normalized, if each names a file (not ROOT) and chunks the store holds, each
+        of the size it holds: a file's size is its chunks' as stored, never what a client says."""
+        writes = [dataclasses.replace(w, path=paths.normalize(w.path)) for w in writes]
+        if any(not w.path for w in writes):
+            raise InvalidArgument(f"a file needs a path; {root} is a directory")
+        chunks = [c for w in writes for c in w.chunks]
+        for c in chunks:
+            frames.check_claim(c)
+        heads = self.chunks.heads(dict.fromkeys(c.address for c in chunks), compression.HEADER_BYTES)
+        lacking = [c.address for c in chunks if c.address not in heads]
         if lacking:
             raise FailedPrecondition(
-                f"{len(lacking)} chunk(s) were never uploaded (first: {lacking[0].hex()}); put them first"
+                f"{len(set(lacking))} chunk(s) were never uploaded (first: {lacking[0].hex()}); put them first"
             )
+        for c in chunks:
+            size = frames.plain_size(c.address, heads[c.address])
+            if c.size != size:
+                raise InvalidArgument(f"chunk {c.address.hex()} is declared as {c.size} bytes but holds {size}; "
+                                      "declare the size of its plain bytes")
+        return writes
 
     def commit_files(
         self, tx: Tx, repo: str, branch: str, provenance: tuple[CommitRef, ...], writes: list[FileWrite], fresh: bool
@@ -266,8 +280,6 @@ class Store:
         written: dict[str, list[ChunkRef]] = {}
         for w in writes:
             path = paths.normalize(w.path)
-            if not path:
-                raise InvalidArgument("a file needs a path; the repo root is a directory")
             chunks = list(w.chunks)
             if not w.overwrite:
                 chunks = self._existing_chunks(tx, root, written, path) + chunks
@@ -307,6 +319,7 @@ class Store:
         (or all of it if it changed otherwise), and under "full" all of it.
         """
         path = paths.normalize(path)
+        _check_limit(limit)
         if incremental not in ("diff", "full"):
             raise InvalidArgument(f"unknown incremental {incremental!r}; use diff or full")
         with self.meta.transaction() as tx:
@@ -376,22 +389,18 @@ class Store:
 
     def _resolve(self, tx: Tx, ref: CommitRef) -> StoredCommit:
         """The commit a ref names: an id or a branch, then ^ (parent) and ~N (Nth ancestor) steps."""
+        base, back = refs.parse(ref.ref)
         self._repo(tx, ref.repo)
-        m = _ANCESTRY.match(ref.ref or "")
-        if not m:
-            raise InvalidArgument(f"invalid commit reference {ref.ref!r}: use a commit id or a branch name")
-        base = m["base"]
         commit_id = tx.get_branch(ref.repo, base)
         if commit_id is None:
             commit_id = base
         commit = tx.get_commit(ref.repo, commit_id)
         if commit is None:
             raise NotFound(f"no commit or branch {base!r} in repo {ref.repo!r}")
-        for step in _STEP.finditer(m["suffix"]):
-            for _ in range(int(step[1]) if step[1] else 1):
-                if not commit.info.parent:
-                    raise NotFound(f"{ref} goes back past the first commit of {ref.repo!r}")
-                commit = tx.get_commit(ref.repo, commit.info.parent)
+        for _ in range(back):
+            if not commit.info.parent:
+                raise NotFound(f"{ref} goes back past the first commit of {ref.repo!r}")
+            commit = tx.get_commit(ref.repo, commit.info.parent)
         return commit
 
     def _open_commit(self, tx: Tx, ref: CommitRef) -> StoredCommit:
@@ -429,11 +438,16 @@ class Store:
         return commit
 
 
+def _check_limit(limit: int) -> None:
+    if not 0 <= limit <= MAX_LIMIT:
+        raise InvalidArgument(f"limit {limit} is out of range: 0 (no limit) to {MAX_LIMIT}")
+
+
 def _root(commit: StoredCommit) -> Entry:
     return Entry("", True, commit.tree or b"", commit.info.size_bytes)
 
 
 def _checked(batch: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
     for addr, frame in batch:
-        frames.check(addr, frame)
+        frames.check(frames.check_address(addr), frame)
     return batch

@@ -7,7 +7,7 @@ import time
 
 from pfs.client import Client
 from pfs.core.errors import PfsError
-from pfs.core.model import LogLine
+from pfs.core.model import MAX_LOG_TEXT, LogLine
 
 BATCH_LINES = 500
 BATCH_SECONDS = 0.2
@@ -27,7 +27,7 @@ class Logs:
 
     def line(self, stream: str, text: str) -> None:
         print(text, file=sys.stderr if stream == "stderr" else sys.stdout, flush=True)
-        self._queue.put(LogLine(self.job_id, self.shard, time.time(), stream, text))
+        self._queue.put(LogLine(self.job_id, self.shard, time.time(), stream, text[:MAX_LOG_TEXT]))
 
     def close(self) -> None:
         """Sends what is left and stops."""

@@ -10,6 +10,7 @@ import threading
 import zstandard
 
 LEVEL = 1  # level 3 compresses this data no better and costs twice the time
+HEADER_BYTES = 18  # a frame header's most: enough of a frame to read its size
 _local = threading.local()
 
 
@@ -31,15 +32,22 @@ def decompress(frame: bytes, max_size: int) -> bytes:
     Raises TooLarge for a frame without its size or above MAX_SIZE (before decompressing it), and
     zstandard.ZstdError if the frame is corrupt.
     """
-    size = zstandard.get_frame_parameters(frame).content_size
-    if size == zstandard.CONTENTSIZE_UNKNOWN:
-        raise TooLarge("it does not say its size")
+    size = content_size(frame)
     if size > max_size:
         raise TooLarge(f"it holds {size} bytes, more than the {max_size} a chunk may hold")
     ctx = getattr(_local, "decompressor", None)
     if ctx is None:
         ctx = _local.decompressor = zstandard.ZstdDecompressor()
     return ctx.decompress(frame, max_output_size=max_size)
+
+
+def content_size(head: bytes) -> int:
+    """The plain size a frame's header (its first HEADER_BYTES, or all of it) says; decompress() gives exactly as
+    many. Raises TooLarge if it does not say, zstandard.ZstdError if HEAD is not a frame's."""
+    size = zstandard.get_frame_parameters(head).content_size
+    if size == zstandard.CONTENTSIZE_UNKNOWN:
+        raise TooLarge("it does not say its size")
+    return size
 
 
 def has_checksum(frame: bytes) -> bool:

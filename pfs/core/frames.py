@@ -20,7 +20,7 @@ import zstandard
 from pfs.core import compression
 from pfs.core.chunking import MAX_CHUNK_SIZE
 from pfs.core.errors import DataLoss, InvalidArgument, PfsError
-from pfs.core.hashing import address
+from pfs.core.hashing import ADDRESS_SIZE, address
 from pfs.core.model import ChunkRef
 
 
@@ -35,6 +35,32 @@ def unpack(addr: bytes, frame: bytes) -> bytes:
 def check(addr: bytes, frame: bytes) -> None:
     """Raises DataLoss unless FRAME is sound and its plain bytes have the address ADDR; InvalidArgument if too large."""
     _check_address(addr, _decompress(addr, frame, InvalidArgument))
+
+
+def check_address(addr: bytes) -> bytes:
+    """Returns ADDR if it has an address's length; InvalidArgument if not (a client's request)."""
+    if len(addr) != ADDRESS_SIZE:
+        raise InvalidArgument(f"chunk address {addr[:40].hex()!r} is {len(addr)} bytes long; an address is "
+                              f"{ADDRESS_SIZE} (BLAKE3)")
+    return addr
+
+
+def check_claim(ref: ChunkRef) -> None:
+    """Raises InvalidArgument unless REF could name a chunk: an address, and a size from 0 to MAX_CHUNK_SIZE.
+    Whether the chunk holds that size is the store's to say (server/store.py)."""
+    check_address(ref.address)
+    if not 0 <= ref.size <= MAX_CHUNK_SIZE:
+        raise InvalidArgument(f"chunk {ref.address.hex()} is declared as {ref.size} bytes; a chunk holds 0 to "
+                              f"{MAX_CHUNK_SIZE}")
+
+
+def plain_size(addr: bytes, head: bytes) -> int:
+    """The plain size of the stored chunk ADDR, from HEAD, its frame's first compression.HEADER_BYTES (frames are
+    stored only once check() passed, so their header says it); DataLoss if HEAD is not a frame's."""
+    try:
+        return compression.content_size(head)
+    except (compression.TooLarge, zstandard.ZstdError) as err:
+        raise DataLoss(f"chunk {addr.hex()} is corrupt ({err})") from None
 
 
 def check_ref(ref: ChunkRef) -> None:

@@ -262,10 +262,14 @@ class JobInfo:
         return self.state in (JobState.SUCCESS, JobState.FAILURE, JobState.SKIPPED)
 
 
+LOG_STREAMS = ("stdout", "stderr", "shim")  # the command's, and the worker's own
+MAX_LOG_TEXT = 64 << 10  # characters of a log line; a worker cuts longer ones
+
+
 @dataclass(frozen=True)
 class LogLine:
     job: str
     shard: int
     time: float
-    stream: str  # stdout | stderr | shim
+    stream: str  # one of LOG_STREAMS
     text: str

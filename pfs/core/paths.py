@@ -5,21 +5,28 @@ The server normalizes every path it is sent, whatever client sent it.
 
 from pfs.core.errors import InvalidArgument
 
-MAX_PATH = 4096
+MAX_PATH = 4096  # bytes, as Linux's PATH_MAX
+MAX_NAME = 255  # bytes of one name along a path, as Linux's NAME_MAX
+MAX_DEPTH = 256  # names along a path: trees are walked a level at a time
 
 
 def normalize(path: str) -> str:
     """Returns PATH as 'a/b/c' (no leading or trailing slash; '' is the root).
 
-    Refuses NUL bytes, '..' components and over-long paths.
+    Refuses NUL bytes, '..' components, over-long paths and names, and paths nested too deep.
     """
+    if len(path.encode()) > MAX_PATH:
+        raise InvalidArgument(f"path {path[:60]!r}... is longer than {MAX_PATH} bytes")
     if "\x00" in path:
         raise InvalidArgument(f"path {path!r} contains a NUL byte")
-    if len(path.encode()) > MAX_PATH:
-        raise InvalidArgument(f"path is longer than {MAX_PATH} bytes")
     parts = [p for p in path.split("/") if p not in ("", ".")]
     if ".." in parts:
         raise InvalidArgument(f"path {path!r} contains '..'; paths are relative to the repo root")
+    if len(parts) > MAX_DEPTH:
+        raise InvalidArgument(f"path {path[:60]!r}... is {len(parts)} levels deep; at most {MAX_DEPTH} are allowed")
+    for p in parts:
+        if len(p.encode()) > MAX_NAME:
+            raise InvalidArgument(f"name {p[:60]!r}... in a path is longer than {MAX_NAME} bytes")
     return "/".join(parts)
 
 

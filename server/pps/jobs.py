@@ -16,7 +16,8 @@ from collections.abc import Callable
 from pfs.core import names, paths, specs
 from pfs.core.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from pfs.core.model import (
-    CommitRef, FileWrite, InputSpec, JobInfo, JobInput, JobSpec, JobState, LogLine, ShardInfo, ShardState, Transform,
+    LOG_STREAMS, MAX_LOG_TEXT, CommitRef, FileWrite, InputSpec, JobInfo, JobInput, JobSpec, JobState, LogLine,
+    ShardInfo, ShardState, Transform,
 )
 from server.meta import Tx
 from server.store import Store
@@ -99,16 +100,21 @@ class Jobs:
         return job
 
     def put_shard_files(self, job_id: str, index: int, attempt: int, writes: list[FileWrite]) -> None:
-        for w in writes:
-            if not paths.normalize(w.path):
-                raise InvalidArgument("a file needs a path; /pfs/out itself is a directory")
-        self.store.check_chunks(writes)
+        writes = self.store.check_writes(writes, "/pfs/out itself")
         with self.meta.transaction() as tx:
             self._running(tx, job_id, index, attempt)
             tx.stage_files(job_id, index, writes)
 
     def finish_shard(self, job_id: str, index: int, attempt: int, result: ShardInfo) -> JobInfo:
         """Records how a shard ended (RESULT: exit_code, error, byte counts); makes the output when all succeeded."""
+        for name in ("bytes_in", "bytes_out", "bytes_sent"):
+            if getattr(result, name) < 0:
+                raise InvalidArgument(f"shard result {name} is {getattr(result, name)}; a count of bytes is 0 or more")
+        for name in ("mounted", "uploaded"):
+            _check_time(f"shard result {name}", getattr(result, name))
+        if len(result.error) > MAX_LOG_TEXT:
+            raise InvalidArgument(f"shard result error is {len(result.error)} characters long; at most "
+                                  f"{MAX_LOG_TEXT} are allowed")
         with self.meta.transaction() as tx:
             job, shard = self._running(tx, job_id, index, attempt)
             failed = bool(result.error)
@@ -145,6 +151,15 @@ class Jobs:
         return job
 
     def add_logs(self, lines: list[LogLine]) -> None:
+        for x in lines:
+            _check_time("log line time", x.time)
+            if x.stream not in LOG_STREAMS:
+                raise InvalidArgument(f"log line stream {x.stream[:40]!r} is unknown; use one of "
+                                      f"{', '.join(LOG_STREAMS)}")
+            if len(x.text) > MAX_LOG_TEXT:
+                raise InvalidArgument(f"log line is {len(x.text)} characters long; at most {MAX_LOG_TEXT} are allowed")
+            if x.shard < 0:
+                raise InvalidArgument(f"log line shard {x.shard} is negative")
         with self.meta.transaction() as tx:
             for job_id in {x.job for x in lines}:
                 self._job(tx, job_id)
@@ -199,6 +214,11 @@ class Jobs:
                 f"shard {index} of job {job_id} is not running attempt {attempt} "
                 f"(it is {shard.state}, attempt {shard.attempts}); take it again with StartShard")
         return job, shard
+
+
+def _check_time(what: str, value: float) -> None:
+    if not math.isfinite(value):
+        raise InvalidArgument(f"{what} is {value}; give seconds since the epoch")
 
 
 def _with_shard(job: JobInfo, shard: ShardInfo) -> JobInfo:

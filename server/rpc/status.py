@@ -23,9 +23,14 @@ CODES = {
 }
 
 
+MAX_MESSAGE = 500  # characters of a status message (12 bytes each at most, percent-encoded): a client refuses
+# trailing metadata past 8 KiB, and a refusal that quotes a value need not quote all of it
+
+
 def _abort(context: grpc.ServicerContext, exc: Exception) -> None:
     if isinstance(exc, PfsError):
-        context.abort(CODES[exc.kind], str(exc))
+        message = str(exc)
+        context.abort(CODES[exc.kind], message if len(message) <= MAX_MESSAGE else f"{message[:MAX_MESSAGE]}...")
     log.exception("internal error")
     context.abort(grpc.StatusCode.INTERNAL, f"internal server error: {exc}")
 

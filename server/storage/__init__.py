@@ -31,6 +31,11 @@ class ChunkStore(ABC):
     def get(self, address: bytes) -> bytes:
         """The compressed bytes at ADDRESS; raises pfs.core.errors.DataLoss if absent."""
 
+    @abstractmethod
+    def heads(self, addresses: Iterable[bytes], size: int) -> dict[bytes, bytes]:
+        """The first SIZE compressed bytes (all, if fewer) of each chunk among ADDRESSES the store holds; the
+        absent ones are left out. What a frame's header says (its plain size) without reading the whole frame."""
+
     def describe(self) -> DirectRead | None:
         """How a client on this machine may read the chunks without the server (None: only through it)."""
         return None

@@ -147,6 +147,21 @@ class LocalChunkStore(ChunkStore):
             raise DataLoss(f"chunk {address.hex()} is missing from {self.root}")
         return frame
 
+    def heads(self, addresses: Iterable[bytes], size: int) -> dict[bytes, bytes]:
+        addresses = list(addresses)
+        found = {}
+        with self._lock:
+            for i in range(0, len(addresses), QUERY_BATCH):
+                found |= chunk_dir.small_heads(self._db, addresses[i : i + QUERY_BATCH], size)
+        for a in addresses:
+            if a not in found:
+                try:
+                    with open(self.path(a), "rb") as f:
+                        found[a] = f.read(size)
+                except FileNotFoundError:
+                    pass
+        return found
+
     def close(self) -> None:
         with self._lock:
             self._db.close()

@@ -68,6 +68,16 @@ def test_put_get_missing(store):
         assert store.get(a) == f
 
 
+def test_heads_are_the_first_bytes_of_the_chunks_held(store):
+    chunks = frames(4)
+    store.put(chunks[:3])
+    absent = chunks[3][0]
+    heads = store.heads([a for a, _ in chunks], 18)
+    assert heads == {a: f[:18] for a, f in chunks[:3]}
+    assert store.heads([absent], 18) == {}
+    assert store.heads([chunks[0][0]], 10_000_000) == {chunks[0][0]: chunks[0][1]}
+
+
 def test_get_absent_is_data_loss(store):
     with pytest.raises(DataLoss):
         store.get(b"\0" * 32)

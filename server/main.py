@@ -24,6 +24,7 @@ from server.pps.pipelines import Pipelines
 from server.pps.runners import RUNNERS, STOP_TIMEOUT
 from server.rpc.decoding import RequestDecoding
 from server.rpc.servicers import ApiServicer, ChunksServicer, PpsServicer
+from server.rpc.streams import StreamLimit
 from server.storage.local import LocalChunkStore
 from server.store import Store
 
@@ -31,6 +32,8 @@ DEFAULT_PORT = 30650
 GRACE = 2.0  # seconds calls in flight get to end once the server stops
 SHUTDOWN_LIMIT = STOP_TIMEOUT + GRACE + 3  # seconds from SIGTERM to exit, whatever is in flight
 MAX_MESSAGE = 256 << 20
+UNARY_THREADS = 64  # threads no streaming call may take (see server/rpc/streams.py)
+MAX_STREAMS = 1024  # streaming and waiting calls at once, each holding a thread of its own
 GRPC_OPTIONS = [
     ("grpc.max_receive_message_length", MAX_MESSAGE),
     ("grpc.max_send_message_length", MAX_MESSAGE),
@@ -59,6 +62,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--no-direct-read", action="store_true",
                    help="offer clients no direct reads of the chunk store: mounts on this machine read every "
                         "chunk through the server (a data dir they must not read)")
+    p.add_argument("--max-streams", type=_positive, default=MAX_STREAMS, metavar="N",
+                   help=f"streaming calls served at once (subscribe-commit, flush-commit, transfers); one more "
+                        f"is refused with RESOURCE_EXHAUSTED (default {MAX_STREAMS})")
     p.add_argument(ready.FLAG, type=ready.ready_fd, metavar="N",
                    help='once serving, write {"address": HOST:PORT, ...} as a JSON line to file descriptor N '
                         "and close it")
@@ -74,6 +80,12 @@ def _avg_size(text: str) -> int:
     return size
 
 
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) == 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive integer")
+    return int(text)
+
+
 def serve(args: argparse.Namespace) -> None:
     data_dir = args.data_dir.expanduser().resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -83,8 +95,8 @@ def serve(args: argparse.Namespace) -> None:
     except BlockingIOError:
         raise SystemExit(f"pfs server: {data_dir} is in use by another pfs server") from None
     store = Store(LocalChunkStore(data_dir), SqliteMetaStore(data_dir / "meta.db"), args.chunk_size)
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=64), options=GRPC_OPTIONS,
-                         interceptors=[RequestDecoding()])
+    pool = futures.ThreadPoolExecutor(max_workers=UNARY_THREADS + args.max_streams)  # threads start as needed
+    server = grpc.server(pool, options=GRPC_OPTIONS, interceptors=[RequestDecoding(), StreamLimit(args.max_streams)])
     address = f"{args.listen}:{args.port}"
     try:
         port = server.add_insecure_port(address)

@@ -1,0 +1,136 @@
+"""Streaming calls cannot starve unary calls: beside 500 idle subscribers the server answers everything else and
+stops in order; streams beyond the server's bound are refused in one line, and closed streams give their capacity back.
+Raw gRPC against a real server, as a hostile client would use it."""
+
+import contextlib
+import pathlib
+import signal
+import threading
+import time
+from collections.abc import Iterator
+
+import grpc
+import pytest
+
+from conftest import Server, put_commit, wait_for
+from pfs.proto import pfs_pb2 as pb
+from pfs.proto import pfs_pb2_grpc
+from pfs.proto import pps_pb2_grpc
+
+STREAMS = 500
+CHANNELS = 5  # streams spread over a few connections, as many clients would
+
+
+@contextlib.contextmanager
+def channels(address: str, n: int) -> Iterator[list[grpc.Channel]]:
+    opened = [grpc.insecure_channel(address) for _ in range(n)]
+    try:
+        yield opened
+    finally:
+        for c in opened:
+            c.close()
+
+
+def subscribe(chans: list[grpc.Channel], n: int) -> list:
+    """N SubscribeCommit streams on data@master, spread over CHANS."""
+    request = pb.SubscribeCommitRequest(repo="data", branch="master")
+    return [pfs_pb2_grpc.APIStub(chans[i % len(chans)]).SubscribeCommit(request) for i in range(n)]
+
+
+def next_of_each(calls: list, timeout: float = 60) -> list[pb.CommitInfo]:
+    """The next message of every stream, all of them within TIMEOUT seconds (a liveness bound)."""
+    got = []
+
+    def read() -> None:
+        with contextlib.suppress(grpc.RpcError):  # a stream cancelled by the test's cleanup
+            for call in calls:
+                got.append(next(call))
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    reader.join(timeout)
+    assert len(got) == len(calls), f"only {len(got)} of {len(calls)} streams answered in {timeout} s"
+    return got
+
+
+def cancel(calls: list) -> None:
+    for call in calls:
+        call.cancel()
+
+
+def rss_mib(pid: int) -> float:
+    for line in pathlib.Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError(f"no VmRSS for pid {pid}")
+
+
+def test_500_idle_subscribers_leave_unary_calls_their_threads(server):
+    client = server.client()
+    client.create_repo("data")
+    first = put_commit(client, "data", {"x": b"1"})
+    with channels(server.address, CHANNELS) as chans:
+        calls = subscribe(chans, STREAMS)
+        try:
+            assert {c.id for c in next_of_each(calls)} == {first}  # every stream is open and served
+            start = time.monotonic()
+            repos = pfs_pb2_grpc.APIStub(chans[0]).ListRepo(pb.Empty(), timeout=10)
+            took = time.monotonic() - start
+            print(f"list-repo beside {STREAMS} idle subscribers: {took * 1000:.0f} ms; "
+                  f"server RSS {rss_mib(server.proc.pid):.0f} MiB")
+            assert [r.name for r in repos.repos] == ["data"]
+            assert took < 5  # a liveness bound, not a speed claim
+            second = put_commit(client, "data", {"x": b"2"})
+            assert {c.id for c in next_of_each(calls)} == {second}  # announced on every stream
+            assert rss_mib(server.proc.pid) < 1024
+            server.proc.send_signal(signal.SIGTERM)  # with every stream open, the server stops in order
+            server.proc.wait(20)  # a liveness bound
+            assert "exiting now" not in server.log.read_text()
+            for call in calls:
+                with pytest.raises(grpc.RpcError) as err:
+                    next(call)
+                assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+        finally:
+            cancel(calls)
+    client.close()
+
+
+def test_a_stream_beyond_the_bound_is_refused_and_closed_streams_free_their_slots(tmp_path):
+    server = Server(tmp_path / "data", args=("--max-streams", "8"))
+    server.start()
+    try:
+        client = server.client()
+        client.create_repo("data")
+        put_commit(client, "data", {"x": b"1"})
+        with channels(server.address, 2) as chans:
+            calls = subscribe(chans, 8)
+            try:
+                next_of_each(calls)
+                flush = pps_pb2_grpc.PPSStub(chans[0]).FlushCommit
+                for refused in (lambda: next(subscribe(chans, 1)[0]),
+                                lambda: flush(pb.CommitRef(repo="data", ref="master"))):
+                    with pytest.raises(grpc.RpcError) as err:
+                        refused()
+                    assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+                    assert "8 streaming calls" in err.value.details() and "\n" not in err.value.details()
+                assert [r.name for r in client.list_repos()] == ["data"]  # unary calls still answered
+            finally:
+                cancel(calls)
+            held = []
+
+            def one_more() -> bool:
+                call = subscribe(chans, 1)[0]
+                try:
+                    next(call)
+                except grpc.RpcError:  # refused: the cancelled streams' handlers have not all ended yet
+                    return False
+                held.append(call)
+                return len(held) == 8
+
+            try:
+                wait_for(one_more, 10)  # every slot comes back once the cancelled handlers end
+            finally:
+                cancel(held)
+        client.close()
+    finally:
+        server.stop()

@@ -22,7 +22,7 @@ from server.meta import MetaStore, StoredCommit, Tx, walk_ancestry
 from server.storage import ChunkStore
 from server.trees import Edit, Entry, Trees
 
-_ANCESTRY = re.compile(r"^(?P<base>[^~^]+)(?P<suffix>(?:\^+|~\d+)*)$")
+_ANCESTRY = re.compile(r"(?P<base>[^~^]+)(?P<suffix>(?:\^+|~\d+)*)")  # fullmatch: `$` passes a final newline
 _STEP = re.compile(r"\^|~(\d+)")
 DEFAULT_BRANCH = "master"
 VERIFY_AHEAD = 2  # batches checked ahead of the writer
@@ -377,7 +377,7 @@ class Store:
     def _resolve(self, tx: Tx, ref: CommitRef) -> StoredCommit:
         """The commit a ref names: an id or a branch, then ^ (parent) and ~N (Nth ancestor) steps."""
         self._repo(tx, ref.repo)
-        m = _ANCESTRY.match(ref.ref or "")
+        m = _ANCESTRY.fullmatch(ref.ref or "")
         if not m:
             raise InvalidArgument(f"invalid commit reference {ref.ref!r}: use a commit id or a branch name")
         base = m["base"]

@@ -1,0 +1,39 @@
+"""Hostile input to the CLI and the server: one line naming the field, never a traceback, never a split listing.
+
+Names with a final newline or a leading dash, integers beyond the wire's range, JSON nested too deep, names and
+paths that hold control characters, and a get-file -o whose read fails half way.
+"""
+
+import json
+import os
+import random
+
+import pytest
+
+from conftest import assert_one_line_error
+from pfs.cli import output
+from pfs.core.errors import InvalidArgument
+from pfs.core.model import CommitRef, InputSpec, PipelineSpec, Transform
+
+
+@pytest.mark.parametrize("name", ["nm\n", "-x", "--help"])
+def test_a_name_with_a_final_newline_or_a_leading_dash_is_refused(server, name):
+    server.pfs("create-repo", "nm")
+    assert_one_line_error(server.pfs("create-repo", "--", name, check=False), "invalid repo name", "not starting")
+    client = server.client()  # the server holds the same rule over raw gRPC
+    with pytest.raises(InvalidArgument, match="invalid repo name"):
+        client.create_repo(name)
+    with pytest.raises(InvalidArgument, match="invalid branch name"):
+        client.start_commit("nm", name)
+    with pytest.raises(InvalidArgument, match="pipeline.name"):
+        client.create_pipeline(PipelineSpec(name, Transform(("true",)), (InputSpec("nm"),)))
+    assert [r.name for r in client.list_repos()] == ["nm"]
+    assert [b.name for b in client.list_branches("nm")] == []
+
+
+def test_a_ref_with_a_final_newline_is_no_ancestor(server):
+    server.pfs("create-repo", "r")
+    for _ in range(2):
+        server.pfs("put-file", "r", "master", "f", "-c", "-f", "-", input=b"x\n")
+    assert_one_line_error(server.pfs("inspect-commit", "r", "master^\n", check=False), "invalid commit reference")
+    assert_one_line_error(server.pfs("inspect-commit", "r", "master~1\n", check=False), "invalid commit reference")

@@ -37,3 +37,35 @@ def test_a_ref_with_a_final_newline_is_no_ancestor(server):
         server.pfs("put-file", "r", "master", "f", "-c", "-f", "-", input=b"x\n")
     assert_one_line_error(server.pfs("inspect-commit", "r", "master^\n", check=False), "invalid commit reference")
     assert_one_line_error(server.pfs("inspect-commit", "r", "master~1\n", check=False), "invalid commit reference")
+
+
+def manifest(tmp_path, **fields) -> str:
+    doc = {"pipeline": {"name": "p"}, "transform": {"cmd": ["sh"]}, "inputs": [{"repo": "in"}], **fields}
+    path = tmp_path / "manifest.json"
+    path.write_text(json.dumps(doc))
+    return str(path)
+
+
+def job_manifest(tmp_path, **fields) -> str:
+    doc = {"transform": {"cmd": ["sh"]}, "inputs": [{"repo": "in", "commit": "master"}], **fields}
+    path = tmp_path / "job.json"
+    path.write_text(json.dumps(doc))
+    return str(path)
+
+
+HUGE_CODE = {"transform": {"cmd": ["sh"], "accept_return_code": [0, 2**40]}}
+
+
+@pytest.mark.parametrize("args,field", [
+    (lambda tmp: ("create-pipeline", "-f", manifest(tmp, **HUGE_CODE)), "transform.accept_return_code[1]"),
+    (lambda tmp: ("create-job", "-f", job_manifest(tmp, **HUGE_CODE)), "transform.accept_return_code[1]"),
+    *[(lambda tmp, v=v: ("create-pipeline", "-f", manifest(tmp, parallelism=v)), "manifest field parallelism")
+      for v in (2**31, "2147483648", "9" * 5000, "²", "--5")],
+    (lambda tmp: ("list-commit", "in", "-n", str(2**70)), "list-commit -n"),
+    (lambda tmp: ("list-commit", "in", "-n", "-1"), "list-commit -n"),
+    (lambda tmp: ("mount", str(tmp / "mnt"), "--shard", "1/99999999999"), "invalid shard 1/99999999999"),
+])
+def test_integers_beyond_the_wire_are_one_line_naming_the_field(server, tmp_path, args, field):
+    server.pfs("create-repo", "in")
+    assert_one_line_error(server.pfs(*args(tmp_path), check=False), field)
+    assert server.client().list_pipelines() == [] and server.client().list_jobs() == []

@@ -22,6 +22,8 @@ from pfs.core.memory import keep_freed_memory
 from pfs.core.model import CommitInfo, CommitRef
 from pfs.core.shard import METHODS, Shard
 
+INT64_MAX = 2**63 - 1  # the wire's int64
+
 
 def cmd_version(args, client):
     print(pfs.__version__)
@@ -73,6 +75,8 @@ COMMIT_HEADER = ("REPO", "BRANCH", "COMMIT", "PARENT", "STARTED", "DURATION", "S
 
 
 def cmd_list_commit(args, client):
+    if not 0 <= args.number <= INT64_MAX:
+        raise InvalidArgument(f"list-commit -n: expected 0 (no limit) to {INT64_MAX} commits, got {args.number}")
     output.table(COMMIT_HEADER, _commit_rows(client.list_commits(args.repo, args.branch or "", args.number)))
 
 

@@ -69,3 +69,12 @@ def test_integers_beyond_the_wire_are_one_line_naming_the_field(server, tmp_path
     server.pfs("create-repo", "in")
     assert_one_line_error(server.pfs(*args(tmp_path), check=False), field)
     assert server.client().list_pipelines() == [] and server.client().list_jobs() == []
+
+
+@pytest.mark.parametrize("verb", ["create-pipeline", "create-job", "update-pipeline"])
+@pytest.mark.parametrize("doc", ["[" * 5000 + "]" * 5000, '{"a":' * 5000 + "1" + "}" * 5000, "1" * 5000])
+def test_json_too_deep_or_too_long_is_one_line_naming_the_file(server, tmp_path, verb, doc):
+    path = tmp_path / "deep.json"
+    path.write_text(doc)
+    assert_one_line_error(server.pfs(verb, "-f", str(path), check=False), str(path))
+    assert_one_line_error(server.pfs(verb, "-f", "-", input=doc.encode(), check=False), "JSON")

@@ -78,3 +78,18 @@ def test_json_too_deep_or_too_long_is_one_line_naming_the_file(server, tmp_path,
     path.write_text(doc)
     assert_one_line_error(server.pfs(verb, "-f", str(path), check=False), str(path))
     assert_one_line_error(server.pfs(verb, "-f", "-", input=doc.encode(), check=False), "JSON")
+
+
+def test_a_newline_in_a_path_cannot_split_a_listing_row(server):
+    server.pfs("create-repo", "r")
+    server.pfs("put-file", "r", "master", "we\nird", "-c", "-f", "-", input=b"x\n")
+    server.pfs("put-file", "r", "master", "\x1b[2Jclear", "-c", "-f", "-", input=b"x\n")
+    rows = server.pfs("list-file", "r", "master").text.splitlines()
+    assert len(rows) == 3, rows
+    assert sorted(r.split()[0] for r in rows[1:]) == [repr("\x1b[2Jclear"), repr("we\nird")]
+
+
+def test_a_table_cell_with_control_characters_is_quoted_and_escaped(capsys):
+    output.table(("NAME", "SIZE"), [("nm\n   just now", 1), ("ok", 2), ("a\tb", 3)])
+    rows = capsys.readouterr().out.splitlines()
+    assert rows[1:] == ["'nm\\n   just now'   1", "ok                  2", "'a\\tb'              3"]

@@ -93,3 +93,50 @@ def test_a_table_cell_with_control_characters_is_quoted_and_escaped(capsys):
     output.table(("NAME", "SIZE"), [("nm\n   just now", 1), ("ok", 2), ("a\tb", 3)])
     rows = capsys.readouterr().out.splitlines()
     assert rows[1:] == ["'nm\\n   just now'   1", "ok                  2", "'a\\tb'              3"]
+
+
+@pytest.fixture
+def corrupt_file(big_server):
+    """Repo r with file f of several chunks (1 MiB on average), its last chunk corrupted on disk."""
+    server = big_server
+    server.pfs("create-repo", "r")
+    data = random.Random(7).randbytes(4_000_000)
+    server.pfs("put-file", "r", "master", "f", "-c", "-f", "-", "--delimiter", "none", input=data)
+    chunks = server.client().inspect_file(CommitRef("r", "master"), "f").chunks
+    assert len(chunks) >= 2
+    last = chunks[-1].address.hex()
+    path = next(p for p in (server.data_dir / "chunks").rglob("*/*") if p.name == last)
+    frame = bytearray(path.read_bytes())
+    frame[len(frame) // 2] ^= 0x01
+    path.write_bytes(frame)
+    return server
+
+
+def test_get_file_o_of_a_corrupt_file_leaves_no_file(corrupt_file, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    assert_one_line_error(corrupt_file.pfs("get-file", "r", "master", "f", "-o", str(out / "f"), check=False),
+                          "is corrupt")
+    assert os.listdir(out) == []
+
+
+def test_get_file_o_of_a_corrupt_file_keeps_an_existing_file(corrupt_file, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "f").write_bytes(b"what was here\n")
+    assert_one_line_error(corrupt_file.pfs("get-file", "r", "master", "f", "-o", str(out / "f"), check=False),
+                          "is corrupt")
+    assert os.listdir(out) == ["f"] and (out / "f").read_bytes() == b"what was here\n"
+
+
+def test_get_file_o_replaces_a_file_and_writes_through_a_symlink(server, tmp_path):
+    server.pfs("create-repo", "r")
+    server.pfs("put-file", "r", "master", "f", "-c", "-f", "-", input=b"new\n" * 5000)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "f").write_bytes(b"old\n")
+    (out / "link").symlink_to("f")
+    server.pfs("get-file", "r", "master", "f", "-o", str(out / "link"))
+    assert (out / "link").is_symlink() and (out / "f").read_bytes() == b"new\n" * 5000
+    server.pfs("get-file", "r", "master", "f", "-o", "/dev/null")  # no regular file: written in place
+    assert sorted(os.listdir(out)) == ["f", "link"] and os.path.exists("/dev/null") and not os.path.isfile("/dev/null")

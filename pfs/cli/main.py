@@ -22,6 +22,8 @@ from pfs.core.memory import keep_freed_memory
 from pfs.core.model import CommitInfo, CommitRef
 from pfs.core.shard import METHODS, Shard
 
+INT64_MAX = 2**63 - 1  # the wire's int64
+
 
 def cmd_version(args, client):
     print(pfs.__version__)
@@ -73,6 +75,8 @@ COMMIT_HEADER = ("REPO", "BRANCH", "COMMIT", "PARENT", "STARTED", "DURATION", "S
 
 
 def cmd_list_commit(args, client):
+    if not 0 <= args.number <= INT64_MAX:
+        raise InvalidArgument(f"list-commit -n: expected 0 (no limit) to {INT64_MAX} commits, got {args.number}")
     output.table(COMMIT_HEADER, _commit_rows(client.list_commits(args.repo, args.branch or "", args.number)))
 
 
@@ -136,17 +140,37 @@ def cmd_get_file(args, client):
     info = client.inspect_file(ref, args.path)
     if info.is_dir:
         raise InvalidArgument(f"{args.path!r} is a directory; use list-file to see what it holds")
-    out = open(args.output, "wb") if args.output else sys.stdout.buffer
+    with _output_file(args.output) as out, progress(info.size_bytes, "get-file") as advance:
+        for data in client.read_chunks(info.chunks):
+            out.write(data)
+            advance(len(data))
+
+
+@contextlib.contextmanager
+def _output_file(path: str | None):
+    """Where get-file writes: stdout; or a temp file beside PATH, renamed onto it only once every chunk has been
+    written (checked as it was read), so a corrupt chunk or an interrupted read leaves no partial PATH and an
+    existing PATH as it was. A PATH that exists and is no regular file (/dev/null, a pipe) is written in place."""
+    if not path:
+        yield sys.stdout.buffer
+        sys.stdout.buffer.flush()
+        return
+    if os.path.exists(path) and not os.path.isfile(path):
+        with open(path, "wb") as out:
+            yield out
+        return
+    directory, name = os.path.split(os.path.realpath(path))  # through a symlink, as open() writes
+    temp = os.path.join(directory, f".{name}.pfs-{os.urandom(4).hex()}")
     try:
-        with progress(info.size_bytes, "get-file") as advance:
-            for data in client.read_chunks(info.chunks):
-                out.write(data)
-                advance(len(data))
-    finally:
-        if args.output:
-            out.close()
-        else:
+        with open(os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), "wb") as out:
+            yield out
             out.flush()
+            os.fsync(out.fileno())
+        os.replace(temp, os.path.join(directory, name))
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temp)
+        raise
 
 
 def cmd_list_file(args, client):

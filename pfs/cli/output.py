@@ -8,12 +8,19 @@ from collections.abc import Iterable, Sequence
 from pfs.core import codec
 
 
-def table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> None:
+def table(header: Sequence[str], rows: Iterable[Sequence[object]]) -> None:
     """Prints rows under a header, each column padded to its widest cell."""
-    rows = [list(map(str, r)) for r in rows]
+    rows = [list(map(cell, r)) for r in rows]
     widths = [max(len(str(c)) for c in col) for col in zip(header, *rows)]
     for row in [list(header), *rows]:
         print("   ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
+
+
+def cell(value: object) -> str:
+    """VALUE as one table cell: quoted with its control characters escaped (as repr does) where it has any,
+    so a name or path holding a newline or an escape sequence can neither split a row nor forge one."""
+    text = str(value)
+    return text if text.isprintable() else repr(text)
 
 
 def fields(pairs: Sequence[tuple[str, object]]) -> None:

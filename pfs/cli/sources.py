@@ -111,3 +111,7 @@ def read_manifest(origin: str) -> object:
         return json.loads(text)
     except json.JSONDecodeError as err:
         raise InvalidArgument(f"{origin} is not valid JSON: {err.msg} at line {err.lineno} column {err.colno}") from None
+    except RecursionError:
+        raise InvalidArgument(f"{origin}: JSON nested too deeply; a manifest is a few levels deep") from None
+    except ValueError:  # the one other refusal of json.loads: an integer of more digits than Python converts
+        raise InvalidArgument(f"{origin} is not valid JSON: a number too long to read") from None

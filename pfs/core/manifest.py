@@ -66,8 +66,11 @@ def _bool(value: Any, where: str) -> bool:
 
 
 def _int(value: Any, where: str) -> int:
-    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-        value = int(value)
+    if isinstance(value, str):
+        try:
+            value = int(value)
+        except ValueError:  # not digits, or more than Python converts
+            raise bad(where, f"expected a whole number, got {value[:20]!r}{'...' if len(value) > 20 else ''}") from None
     if isinstance(value, bool) or not isinstance(value, int):
         raise bad(where, f"expected a whole number, got {_kind(value)}")
     return value

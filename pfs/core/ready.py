@@ -23,7 +23,7 @@ def ready_fd(value: str) -> int:
     try:
         fd = int(value)
         os.set_inheritable(fd, False)
-    except (ValueError, OSError):
+    except (ValueError, OSError, OverflowError):
         raise argparse.ArgumentTypeError(f"{value} is not an open file descriptor (give a pipe's write end)") from None
     return fd
 

@@ -20,6 +20,7 @@ from pfs.core.errors import InvalidArgument
 from pfs.core.model import ChunkRef
 
 METHODS = ("map", "reduce", "global")
+MAX_SHARDS = 2**31 - 1  # the wire's int32
 
 
 @dataclass(frozen=True)
@@ -31,8 +32,8 @@ class Shard:
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise InvalidArgument(f"unknown method {self.method!r}; use one of {', '.join(METHODS)}")
-        if not (self.count >= 1 and 0 <= self.index < self.count):
-            raise InvalidArgument(f"invalid shard {self.index}/{self.count}: need 0 <= i < N")
+        if not (1 <= self.count <= MAX_SHARDS and 0 <= self.index < self.count):
+            raise InvalidArgument(f"invalid shard {self.index}/{self.count}: need 0 <= i < N <= {MAX_SHARDS}")
 
     @classmethod
     def parse(cls, spec: str, method: str) -> "Shard":

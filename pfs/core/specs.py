@@ -12,6 +12,7 @@ from pfs.core.errors import InvalidArgument
 from pfs.core.model import MAX_PARALLELISM, InputSpec, JobSpec, ParallelismSpec, PipelineSpec, Transform
 from pfs.core.shard import METHODS
 
+INT32 = (-2**31, 2**31 - 1)  # the wire's range (protobuf int32) of an exit code
 RESERVED = ("out", "prev")  # names in a worker's /pfs that no input may take
 INCREMENTALS = ("none", "diff", "full")
 
@@ -53,6 +54,10 @@ def _check_common(transform: Transform, parallelism: ParallelismSpec, inputs: tu
                   pipeline: bool) -> None:
     if not transform.cmd:
         raise bad("transform.cmd", "empty; give the command to run, e.g. [\"sh\"]")
+    for n, code in enumerate(transform.accept_return_code):
+        if not INT32[0] <= code <= INT32[1]:
+            raise bad(f"transform.accept_return_code[{n}]", f"expected an exit code from {INT32[0]} to {INT32[1]}, "
+                      f"got {code}")
     _check_parallelism(parallelism)
     if not inputs:
         raise bad("inputs", "empty; give at least one input repo")

@@ -42,6 +42,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
+from pfs.client import Client
+from pfs.client.auth import read_token
 from pfs.core.ready import spawn, wait_ready
 
 BIN = Path(sys.executable).parent
@@ -239,6 +241,11 @@ class Pfs(Tool):
             self.server.wait()
             raise SystemExit(f"pfs server exited: {log.read_text().strip()}")
         self.env["PFS_ADDRESS"] = said["address"]
+        self.env["PFS_TOKEN_FILE"] = said["token_file"]  # the path only: the token never leaves its file
+
+    def client(self) -> Client:
+        """A client of this server, with its token."""
+        return Client(self.env["PFS_ADDRESS"], read_token(Path(self.env["PFS_TOKEN_FILE"])))
 
     def __exit__(self, *exc: object) -> None:
         if self.server is None:

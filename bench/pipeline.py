@@ -382,7 +382,7 @@ def bench(work: Path, args: argparse.Namespace) -> None:
     print("bringing the bytecode of pfs's own modules up to date (untimed) ...", flush=True)
     compile_bytecode()
     with Server(work / "pfs", chunk_size=args.chunk_kib << 10) as server, \
-            Client(server.env["PFS_ADDRESS"]) as client:
+            server.client() as client:
         latency = bench_latency(server, client, work, data_dir, args.commits)
         cpu = bench_cpu(server, client, work, lines, nbytes, args.rounds)
         blocks = len(client.inspect_file(CommitRef(CPU_INPUT.format(1), "master"), LINES_NAME).chunks)

@@ -57,7 +57,6 @@ from ingest import (  # noqa: E402  (bench/ is not a package)
     BIG_NAME, MB, PFS, TREE_DIRS, TREE_NAME, Dataset, Pfs, print_machine, run, timed, write_big_file,
     write_tree,
 )
-from pfs.client import Client  # noqa: E402
 from pfs.core.model import CommitRef  # noqa: E402
 from pfs.core.ready import spawn, wait_ready  # noqa: E402
 from pfs.vfs.chunks import FETCH_THREADS  # noqa: E402
@@ -347,7 +346,7 @@ def unpack_big(server: "PfsServer") -> float:
     cache has) with no FUSE, no kernel page cache of the file and no reader:
     the floor of a cold read through the mount on this machine.
     """
-    with Client(server.env["PFS_ADDRESS"]) as client:
+    with server.client() as client:
         info = client.inspect_file(CommitRef(REPO, BRANCH), BIG_NAME)
     store = LocalChunks(str(server.store))
     try:

@@ -14,14 +14,17 @@ import grpc
 
 from pfs.core import ready
 from pfs.core.chunking import DEFAULT_AVG_SIZE, check_avg_size
+from pfs.core.data_dir import default_data_dir, token_path
 from pfs.core.errors import FailedPrecondition
 from pfs.core.memory import keep_freed_memory
 from pfs.proto import chunks_pb2_grpc, pfs_pb2_grpc, pps_pb2_grpc
+from server.access import owner_only, server_token
 from server.meta.sqlite import SqliteMetaStore
 from server.pps.controller import Controller
 from server.pps.jobs import Jobs
 from server.pps.pipelines import Pipelines
 from server.pps.runners import RUNNERS, STOP_TIMEOUT
+from server.rpc.auth import TokenCheck
 from server.rpc.decoding import RequestDecoding
 from server.rpc.servicers import ApiServicer, ChunksServicer, PpsServicer
 from server.rpc.streams import StreamLimit
@@ -39,10 +42,6 @@ GRPC_OPTIONS = [
     ("grpc.max_send_message_length", MAX_MESSAGE),
     ("grpc.so_reuseport", 0),  # a second server on a busy port must fail, not share it
 ]
-
-
-def default_data_dir() -> pathlib.Path:
-    return pathlib.Path(os.environ.get("PFS_DATA_DIR") or pathlib.Path.home() / ".pfs" / "data")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -65,6 +64,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--max-streams", type=_positive, default=MAX_STREAMS, metavar="N",
                    help=f"streaming calls served at once (subscribe-commit, flush-commit, transfers); one more "
                         f"is refused with RESOURCE_EXHAUSTED (default {MAX_STREAMS})")
+    p.add_argument("--no-token", action="store_true",
+                   help="serve anyone who can reach the server, with no token (only for a trusted single-user "
+                        "machine, or a network of its own); by default every call must carry DATA_DIR/token")
     p.add_argument(ready.FLAG, type=ready.ready_fd, metavar="N",
                    help='once serving, write {"address": HOST:PORT, ...} as a JSON line to file descriptor N '
                         "and close it")
@@ -88,15 +90,19 @@ def _positive(text: str) -> int:
 
 def serve(args: argparse.Namespace) -> None:
     data_dir = args.data_dir.expanduser().resolve()
-    data_dir.mkdir(parents=True, exist_ok=True)
+    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     lock = open(data_dir / "LOCK", "w")  # held for the life of the process
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         raise SystemExit(f"pfs server: {data_dir} is in use by another pfs server") from None
+    owner_only(data_dir)
+    token = None if args.no_token else server_token(data_dir)
     store = Store(LocalChunkStore(data_dir), SqliteMetaStore(data_dir / "meta.db"), args.chunk_size)
     pool = futures.ThreadPoolExecutor(max_workers=UNARY_THREADS + args.max_streams)  # threads start as needed
-    server = grpc.server(pool, options=GRPC_OPTIONS, interceptors=[RequestDecoding(), StreamLimit(args.max_streams)])
+    checks = [] if token is None else [TokenCheck(token, str(token_path(data_dir)))]  # first: before any other
+    server = grpc.server(pool, options=GRPC_OPTIONS,
+                         interceptors=[*checks, RequestDecoding(), StreamLimit(args.max_streams)])
     address = f"{args.listen}:{args.port}"
     try:
         port = server.add_insecure_port(address)
@@ -106,7 +112,7 @@ def serve(args: argparse.Namespace) -> None:
         raise SystemExit(f"pfs server: cannot listen on {address} (in use, or not an address of this machine)")
     # workers on this machine (or in containers on its network) reach the server here
     host = "127.0.0.1" if args.listen in ("0.0.0.0", "::", "[::]") else args.listen
-    runner = RUNNERS[args.runner](f"{host}:{port}")
+    runner = RUNNERS[args.runner](f"{host}:{port}", token)
     jobs = Jobs(store, runner.capacity)
     controller = Controller(store, jobs, runner, data_dir / "workers")
     direct_read = None if args.no_direct_read else store.chunks.describe()
@@ -116,11 +122,15 @@ def serve(args: argparse.Namespace) -> None:
     server.start()
     print(f"pfs server listening on {args.listen}:{port}, data in {data_dir}, {runner.name} runner",
           file=sys.stderr, flush=True)
+    if token is None:
+        print("pfs server: --no-token: serving anyone who can reach this address, with no token",
+              file=sys.stderr, flush=True)
     try:
         runner.check_tools()
     except FailedPrecondition as err:
         print(f"pfs server: pipelines cannot run here: {err}", file=sys.stderr, flush=True)
-    ready.notify(args.ready_fd, address=f"{host}:{port}", data_dir=str(data_dir))
+    ready.notify(args.ready_fd, address=f"{host}:{port}", data_dir=str(data_dir),
+                 token_file=None if token is None else str(token_path(data_dir)))
     controller.start()
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):

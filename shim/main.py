@@ -2,7 +2,8 @@
 
     job-shim --address HOST:PORT --job ID --shard I [--root /pfs]
 
-(or PFS_ADDRESS, PFS_JOB, PFS_SHARD; on Kubernetes JOB_COMPLETION_INDEX).
+(or PFS_ADDRESS, PFS_JOB, PFS_SHARD; on Kubernetes JOB_COMPLETION_INDEX). The server's token comes in
+PFS_TOKEN (or PFS_TOKEN_FILE), never on the command line; the mounts inherit it, the command does not get it.
 With --workspace DIR the shim first gets a mount namespace of its own in
 which DIR is /pfs, so workers on one machine each see their own /pfs.
 Exit status: 0 the shard succeeded and its output is staged; 1 the command
@@ -30,6 +31,8 @@ from shim.logs import Logs
 from shim.mounts import Mounts
 
 OK, COMMAND_FAILED, SHIM_FAILED = 0, 1, 2
+TOKEN_VARS = ("PFS_TOKEN", "PFS_TOKEN_FILE")  # the shim's and its mounts', not the command's: it needs none,
+# and what it prints or writes is kept in logs and commits
 
 
 def parser() -> argparse.ArgumentParser:
@@ -61,14 +64,16 @@ def main(argv: list[str] | None = None) -> None:
             sys.exit(SHIM_FAILED)
     keep_freed_memory()
     signal.signal(signal.SIGTERM, _stop)
-    client = Client(args.address)
+    client = None
     try:
+        client = Client(args.address)  # its token from PFS_TOKEN (a file it names cannot be read: one line)
         sys.exit(Worker(client, args.job, args.shard, args.root).run())
     except PfsError as err:
         print(f"job-shim: {err}", file=sys.stderr)
         sys.exit(SHIM_FAILED)
     finally:
-        client.close()
+        if client is not None:
+            client.close()
 
 
 class Worker:
@@ -98,8 +103,8 @@ class Worker:
         out = self.root / "out"
         _empty_dir(out)
         shards = worker_shards([i.method for i in job.inputs], [i.shards for i in job.inputs], self.shard)
-        env = {**os.environ, **dict(job.transform.env), "PFS_JOB": job.id, "PACH_JOB_ID": job.id,
-               "PFS_SHARD": str(self.shard)}
+        env = {**{k: v for k, v in os.environ.items() if k not in TOKEN_VARS}, **dict(job.transform.env),
+               "PFS_JOB": job.id, "PACH_JOB_ID": job.id, "PFS_SHARD": str(self.shard)}
         for i, shard in zip(job.inputs, shards):
             mounts.add(str(self.root / i.repo), CommitRef(i.repo, i.commit), shard, i.since, i.incremental)
             var = re.sub(r"[^A-Z0-9]", "_", i.repo.upper())

@@ -7,6 +7,7 @@ error from the store or the network, 2 for a usage error.
 import argparse
 import contextlib
 import os
+import pathlib
 import sys
 
 import pfs
@@ -14,6 +15,7 @@ from pfs.cli import jobs, output, pipelines
 from pfs.cli.progress import progress
 from pfs.cli.sources import sources
 from pfs.client import Client, default_address
+from pfs.client.auth import read_token
 from pfs.client.upload import into_commit
 from pfs.core import ready
 from pfs.core.chunking import DELIMITERS
@@ -244,6 +246,9 @@ def parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--address", default=argparse.SUPPRESS,
                         help=f"the server, host:port (default $PFS_ADDRESS or {default_address()})")
+    common.add_argument("--token-file", type=pathlib.Path, default=argparse.SUPPRESS, metavar="FILE",
+                        help="the file holding the server's token, its DATA_DIR/token (default $PFS_TOKEN, "
+                             "$PFS_TOKEN_FILE, or the token of $PFS_DATA_DIR or ~/.pfs/data)")
     p = argparse.ArgumentParser(prog="pfs", parents=[common],
                                 description="pfs: versioned data in repos and commits (Pachyderm 1.x verbs).")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -352,8 +357,10 @@ def main(argv: list[str] | None = None) -> None:
         os.execv(sys.executable, [sys.executable, "-m", "server", *argv[1:]])
     args = parser().parse_args(argv)
     keep_freed_memory()
-    client = Client(getattr(args, "address", None))
+    client = None
     try:
+        token_file = getattr(args, "token_file", None)
+        client = Client(getattr(args, "address", None), read_token(token_file) if token_file else None)
         args.fn(args, client)
     except PfsError as err:
         output.error(str(err))
@@ -367,4 +374,5 @@ def main(argv: list[str] | None = None) -> None:
         output.error(f"{err.filename or ''}: {err.strerror}" if err.strerror else str(err))
         sys.exit(1)
     finally:
-        client.close()
+        if client is not None:
+            client.close()

@@ -8,6 +8,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 import grpc
 
+from pfs.client.auth import channel, find_token
 from pfs.client.status import domain_error
 from pfs.core import frames
 from pfs.core.model import (
@@ -32,10 +33,12 @@ def default_address() -> str:
 
 
 class Client:
-    def __init__(self, address: str | None = None) -> None:
+    def __init__(self, address: str | None = None, token: str | None = None) -> None:
+        """A client of the server at ADDRESS (default $PFS_ADDRESS), showing it TOKEN (default: find_token())."""
         self.address = address or default_address()
-        self._channel = grpc.insecure_channel(
+        self._channel = channel(
             self.address,
+            token or find_token(),
             options=[
                 ("grpc.max_receive_message_length", MAX_MESSAGE),
                 ("grpc.max_send_message_length", MAX_MESSAGE),

@@ -9,6 +9,7 @@ KINDS_BY_CODE = {
     grpc.StatusCode.ALREADY_EXISTS: "already_exists",
     grpc.StatusCode.FAILED_PRECONDITION: "failed_precondition",
     grpc.StatusCode.INVALID_ARGUMENT: "invalid_argument",
+    grpc.StatusCode.UNAUTHENTICATED: "unauthenticated",
     grpc.StatusCode.RESOURCE_EXHAUSTED: "resource_exhausted",
     grpc.StatusCode.DATA_LOSS: "data_loss",
 }

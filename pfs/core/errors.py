@@ -41,6 +41,12 @@ class Unavailable(PfsError):
     kind = "unavailable"
 
 
+class Unauthenticated(PfsError):
+    """The call carried no token, or not the server's: only whoever can read its token file may call."""
+
+    kind = "unauthenticated"
+
+
 class ResourceExhausted(PfsError):
     """The server ran out of something it needs, such as space on its disk; free some and try again."""
 
@@ -56,5 +62,5 @@ class DataLoss(PfsError):
 KINDS: dict[str, type[PfsError]] = {
     cls.kind: cls
     for cls in (PfsError, NotFound, AlreadyExists, FailedPrecondition, InvalidArgument, Unavailable,
-                ResourceExhausted, DataLoss)
+                Unauthenticated, ResourceExhausted, DataLoss)
 }

@@ -27,8 +27,9 @@ STOP_TIMEOUT = 10.0
 class Runner(ABC):
     name = ""
 
-    def __init__(self, address: str) -> None:
+    def __init__(self, address: str, token: str | None = None) -> None:
         self.address = address  # where workers reach this server
+        self.token = token  # what workers show it (None: a server started with --no-token)
         self._procs: dict[subprocess.Popen, str] = {}  # running workers and their jobs
         self._lock = threading.Lock()
         self._closed = False
@@ -39,6 +40,12 @@ class Runner(ABC):
 
     def check_tools(self) -> None:
         """Refuses, in one line, when a tool this runner needs is missing."""
+
+    def env(self) -> dict[str, str]:
+        """The environment of the process a worker starts with: this server's, and its token as PFS_TOKEN (in
+        the environment, never on a command line that `ps` shows)."""
+        env = {k: v for k, v in os.environ.items() if k != "PFS_TOKEN"}
+        return env if self.token is None else {**env, "PFS_TOKEN": self.token}
 
     def check(self, image: str) -> None:
         """Refuses a pipeline this runner cannot run."""
@@ -59,7 +66,8 @@ class Runner(ABC):
                         return -signal.SIGTERM, "the server is stopping"
                     # a process group of its own: what the command left running ends with the worker
                     proc = subprocess.Popen(self.command(job, shard, workspace), stdin=subprocess.DEVNULL,
-                                            stdout=subprocess.DEVNULL, stderr=err, start_new_session=True)
+                                            stdout=subprocess.DEVNULL, stderr=err, start_new_session=True,
+                                            env=self.env())
                     self._procs[proc] = job.id
                 try:
                     code = proc.wait()
@@ -113,8 +121,8 @@ def _kill_group(proc: subprocess.Popen) -> None:
 class LocalRunner(Runner):
     name = "local"
 
-    def __init__(self, address: str) -> None:
-        super().__init__(address)
+    def __init__(self, address: str, token: str | None = None) -> None:
+        super().__init__(address, token)
         shim = Path(sys.executable).with_name("job-shim")
         self.shim = str(shim) if shim.exists() else shutil.which("job-shim")
 
@@ -138,8 +146,8 @@ class LocalRunner(Runner):
 class ContainerRunner(Runner):
     name = "container"
 
-    def __init__(self, address: str) -> None:
-        super().__init__(address)
+    def __init__(self, address: str, token: str | None = None) -> None:
+        super().__init__(address, token)
         self.engine = tools.container_engine()
 
     def check_tools(self) -> None:
@@ -159,7 +167,8 @@ class ContainerRunner(Runner):
         # a registry on loopback (where --push-images put the image, say) speaks plain HTTP
         podman = Path(self.engine or "").name == "podman"
         tls = ["--tls-verify=false"] if podman and registry and image_ref.is_loopback(registry) else []
-        return [self.engine, "run", "--rm", *tls, "--device", "/dev/fuse", "--cap-add", "SYS_ADMIN",
+        token = [] if self.token is None else ["-e", "PFS_TOKEN"]  # by name: its value is in the engine's env
+        return [self.engine, "run", "--rm", *tls, *token, "--device", "/dev/fuse", "--cap-add", "SYS_ADMIN",
                 "--network", "host", "--name", f"pfs-{workspace.name}", image,
                 "job-shim", "--address", self.address, "--job", job.id, "--shard", str(shard)]
 

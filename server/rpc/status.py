@@ -17,6 +17,7 @@ CODES = {
     "failed_precondition": grpc.StatusCode.FAILED_PRECONDITION,
     "invalid_argument": grpc.StatusCode.INVALID_ARGUMENT,
     "unavailable": grpc.StatusCode.UNAVAILABLE,
+    "unauthenticated": grpc.StatusCode.UNAUTHENTICATED,
     "resource_exhausted": grpc.StatusCode.RESOURCE_EXHAUSTED,
     "data_loss": grpc.StatusCode.DATA_LOSS,
     "internal": grpc.StatusCode.INTERNAL,

@@ -1,0 +1,83 @@
+"""The token a client shows the server on every call, and the channel that adds it.
+
+Where the token comes from, first found wins: the caller's own (Client(token=...), `pfs --token-file`),
+$PFS_TOKEN, the file $PFS_TOKEN_FILE names, the default data dir's token file (so a client of a local
+server started by the same user needs nothing set). No token at all is not an error here: a server
+started with --no-token needs none, and any other says in one line where to find it.
+"""
+
+import os
+import pathlib
+from collections.abc import Sequence
+
+import grpc
+
+from pfs.core.data_dir import default_data_dir, token_path
+from pfs.core.errors import Unauthenticated
+
+HEADER = "authorization"  # the metadata key and scheme server/rpc/auth.py checks
+SCHEME = "Bearer "
+
+
+def find_token() -> str | None:
+    """The token from the environment or the default data dir; None if none is there."""
+    if os.environ.get("PFS_TOKEN"):
+        return os.environ["PFS_TOKEN"].strip()
+    if os.environ.get("PFS_TOKEN_FILE"):
+        return read_token(pathlib.Path(os.environ["PFS_TOKEN_FILE"]))
+    default = token_path(default_data_dir())
+    return read_token(default) if os.path.isfile(default) else None  # False too where it may not be seen
+
+
+def read_token(path: pathlib.Path) -> str:
+    """The token in the file PATH; one line saying why not when it cannot be read."""
+    try:
+        token = path.read_text().strip()
+    except OSError as err:
+        raise Unauthenticated(f"cannot read the token file {path}: {err.strerror} (it is the pfs server's "
+                              "DATA_DIR/token; only its owner may read it)") from None
+    except UnicodeDecodeError:
+        token = ""
+    if not token:
+        raise Unauthenticated(f"the token file {path} holds no token (give the pfs server's DATA_DIR/token)")
+    return token
+
+
+def channel(address: str, token: str | None, options: Sequence[tuple[str, object]] = ()) -> grpc.Channel:
+    """A channel to ADDRESS whose every call carries TOKEN (none if None)."""
+    plain = grpc.insecure_channel(address, options=list(options))
+    return plain if token is None else grpc.intercept_channel(plain, _Bearer(SCHEME + token))
+
+
+class _Bearer(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor,
+              grpc.StreamUnaryClientInterceptor, grpc.StreamStreamClientInterceptor):
+    """Adds `authorization: Bearer TOKEN` to the metadata of every kind of call."""
+
+    def __init__(self, value: str) -> None:
+        self._header = (HEADER, value)
+
+    def _with_token(self, details: grpc.ClientCallDetails) -> grpc.ClientCallDetails:
+        return _Details(details.method, details.timeout, [*(details.metadata or ()), self._header],
+                        details.credentials, details.wait_for_ready, details.compression)
+
+    def intercept_unary_unary(self, continuation, client_call_details, request):
+        return continuation(self._with_token(client_call_details), request)
+
+    def intercept_unary_stream(self, continuation, client_call_details, request):
+        return continuation(self._with_token(client_call_details), request)
+
+    def intercept_stream_unary(self, continuation, client_call_details, request_iterator):
+        return continuation(self._with_token(client_call_details), request_iterator)
+
+    def intercept_stream_stream(self, continuation, client_call_details, request_iterator):
+        return continuation(self._with_token(client_call_details), request_iterator)
+
+
+class _Details(grpc.ClientCallDetails):
+    def __init__(self, method, timeout, metadata, credentials, wait_for_ready, compression) -> None:
+        self.method = method
+        self.timeout = timeout
+        self.metadata = metadata
+        self.credentials = credentials
+        self.wait_for_ready = wait_for_ready
+        self.compression = compression

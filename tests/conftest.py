@@ -11,9 +11,10 @@ import sys
 import time
 from dataclasses import dataclass
 
+import grpc
 import pytest
 
-from pfs.client import Client
+from pfs.client import Client, auth
 from pfs.client.upload import into_commit
 from pfs.core.model import CommitRef
 from pfs.core.ready import spawn, wait_ready
@@ -43,6 +44,7 @@ class Server:
         self.proc: subprocess.Popen | None = None
         self.address = ""
         self.port = 0
+        self.token_file: str | None = None  # None: started with --no-token
 
     def start(self) -> None:
         args = [PFS, "server", "--data-dir", str(self.data_dir), "--port", str(self.port)]
@@ -61,6 +63,7 @@ class Server:
             self.proc.wait()
             raise RuntimeError(f"server did not start: {self.log.read_text()}")
         self.address = ready["address"]
+        self.token_file = ready["token_file"]
         self.port = int(self.address.rsplit(":", 1)[1])  # a restart comes back on the same port
 
     def stop(self) -> None:
@@ -72,12 +75,25 @@ class Server:
         self.proc.kill()
         self.proc.wait()
 
+    @property
+    def token(self) -> str | None:
+        return None if self.token_file is None else pathlib.Path(self.token_file).read_text().strip()
+
+    @property
+    def env(self) -> dict[str, str]:
+        """What a client process needs in its environment to use this server: its address and token file."""
+        return {"PFS_ADDRESS": self.address, **({"PFS_TOKEN_FILE": self.token_file} if self.token_file else {})}
+
     def client(self) -> Client:
-        return Client(self.address)
+        return Client(self.address, token=self.token)
+
+    def channel(self, options: tuple = ()) -> grpc.Channel:
+        """A raw gRPC channel to this server whose calls carry its token."""
+        return auth.channel(self.address, self.token, options)
 
     def pfs(self, *args: str, input: bytes | None = None, check: bool = True) -> Result:
         """Runs the pfs CLI against this server."""
-        return run_pfs(*args, input=input, check=check, env={"PFS_ADDRESS": self.address})
+        return run_pfs(*args, input=input, check=check, env=self.env)
 
 
 def stop_process(proc: subprocess.Popen, sig: int, timeout: float) -> None:
@@ -135,6 +151,8 @@ def _isolated_env(monkeypatch, tmp_path):
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     monkeypatch.delenv("PFS_ADDRESS", raising=False)
     monkeypatch.delenv("PFS_DATA_DIR", raising=False)
+    monkeypatch.delenv("PFS_TOKEN", raising=False)
+    monkeypatch.delenv("PFS_TOKEN_FILE", raising=False)
 
 
 def _server(tmp_path: pathlib.Path, chunk_size: int | None):

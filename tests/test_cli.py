@@ -38,7 +38,7 @@ def progress_output(server, *args, input_file) -> str:
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))  # a terminal has a size
     with open(input_file, "rb") as stdin:
         proc = subprocess.Popen([PFS, *args], stdin=stdin, stdout=subprocess.DEVNULL, stderr=slave,
-                                env={**os.environ, "PFS_ADDRESS": server.address})
+                                env={**os.environ, **server.env})
     os.close(slave)
     out = b""
     while True:

@@ -101,7 +101,7 @@ def test_subscribe_commit_from_the_first_then_new(server):
     old = commit_ids(server, "r")[::-1]
     open_commit = server.pfs("start-commit", "r").text.strip()  # open before either subscription starts
     proc = subprocess.Popen([PFS, "subscribe-commit", "r", "master"], stdout=subprocess.PIPE, text=True,
-                            env={"PFS_ADDRESS": server.address, "PATH": ""})
+                            env={**server.env, "PATH": ""})
     try:
         with server.client() as client:
             announced = client.subscribe_commits("r", "master")

@@ -98,8 +98,9 @@ def test_container_runs_a_shard_against_the_host_server(podman, server, tmp_path
     job = server.pfs("create-job", "-f", str(job_file), "--address", server.address).text.strip()
     assert job and len(job.splitlines()) == 1, job
 
-    r = podman.run(*FUSE, "--network", "host", IMAGE,
-                   "job-shim", "--address", server.address, "--job", job, "--shard", "0")
+    with_token = Podman({**podman.env, "PFS_TOKEN": server.token})  # passed by name, as the container runner does
+    r = with_token.run(*FUSE, "--network", "host", "-e", "PFS_TOKEN", IMAGE,
+                       "job-shim", "--address", server.address, "--job", job, "--shard", "0")
     assert r.returncode == 0, f"job-shim exited {r.returncode}:\n{r.stdout}\n{r.stderr}"
 
     def finished():

@@ -83,7 +83,7 @@ def slow_job(server, tmp_path) -> dict:
 
 def test_sigterm_stops_a_server_with_a_job_and_streams_in_flight(server, tmp_path):
     job = slow_job(server, tmp_path)
-    env = {**os.environ, "PFS_ADDRESS": server.address}
+    env = {**os.environ, **server.env}
     subscribe = subprocess.Popen([PFS, "subscribe-commit", "data", "master"], env=env, stdout=subprocess.PIPE,
                                  stderr=subprocess.PIPE)
     flushing = subprocess.Popen([PFS, "flush-commit", "data/master"], env=env, stdout=subprocess.PIPE,

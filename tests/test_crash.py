@@ -22,7 +22,7 @@ def test_kill_during_upload(big_server, tmp_path):
     big.write_bytes(os.urandom(400 << 20))
     upload = subprocess.Popen(
         [PFS, "put-file", "r", open_commit, "big", "-f", str(big)],
-        env={**os.environ, "PFS_ADDRESS": server.address},
+        env={**os.environ, **server.env},
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )
     chunks = server.data_dir / "chunks"

@@ -158,7 +158,7 @@ def test_garbage_to_every_rpc_is_answered_and_the_server_stays_up(server):
     server.pfs("create-repo", "x")  # sampled messages name repo "x...": some get past the lookup
     r = random.Random(99)
     codes: dict[str, set[grpc.StatusCode]] = {}
-    with grpc.insecure_channel(server.address) as channel:
+    with server.channel() as channel:
         for service in SERVICES:
             for method in service.methods:
                 for body in bodies(method.input_type, r):

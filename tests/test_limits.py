@@ -53,7 +53,7 @@ def rss(pid: int) -> int:
 
 @pytest.fixture
 def stubs(server):
-    channel = grpc.insecure_channel(server.address, options=[("grpc.max_send_message_length", 256 << 20)])
+    channel = server.channel(options=(("grpc.max_send_message_length", 256 << 20),))
     yield chunks_pb2_grpc.ChunksStub(channel), pfs_pb2_grpc.APIStub(channel)
     channel.close()
 

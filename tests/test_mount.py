@@ -24,7 +24,7 @@ def mounted(server, mountpoint, *args):
     mountpoint.mkdir(exist_ok=True)
     log = open(mountpoint.parent / f"mount-{mountpoint.name}.log", "wb")
     proc, ready = spawn([PFS, "mount", str(mountpoint), *args], stdout=log, stderr=log,
-                        env={**os.environ, "PFS_ADDRESS": server.address})
+                        env={**os.environ, **server.env})
     try:
         said = wait_ready(ready, 30)
         assert said == {"mountpoint": str(mountpoint)}, (mountpoint.parent / f"mount-{mountpoint.name}.log").read_text()
@@ -215,7 +215,7 @@ def test_unmount_all(server, tmp_path):
         true
     """
     done = subprocess.run(["unshare", "--mount", "--propagation", "private", "bash", "-c", script],
-                          env={**os.environ, "PFS_ADDRESS": server.address}, capture_output=True, text=True,
+                          env={**os.environ, **server.env}, capture_output=True, text=True,
                           timeout=120)
     assert f"unmounted {first}\n" in done.stdout and f"unmounted {second}\n" in done.stdout
     assert done.stdout.endswith("all gone\n")
@@ -336,7 +336,7 @@ def test_a_mount_stopped_as_soon_as_it_is_up_exits_cleanly(server, tmp_path):
     mnt.mkdir()
     for _ in range(10):
         proc, ready = spawn([PFS, "mount", str(mnt)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            env={**os.environ, "PFS_ADDRESS": server.address})
+                            env={**os.environ, **server.env})
         try:
             assert wait_ready(ready, 30) == {"mountpoint": str(mnt)}
             proc.send_signal(signal.SIGTERM)

@@ -112,7 +112,7 @@ def stubs(server):
         client.create_repo("data")
         put_commit(client, "data", {"f": b"hello\n"})
         client.put_chunks_async(iter([[(ADDR, FRAME)]])).result()
-    with grpc.insecure_channel(server.address) as channel:
+    with server.channel() as channel:
         yield {"api": pfs_pb2_grpc.APIStub(channel), "chunks": chunks_pb2_grpc.ChunksStub(channel),
                "pps": pps_pb2_grpc.PPSStub(channel)}
 

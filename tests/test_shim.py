@@ -41,7 +41,7 @@ def start_shim(server, tmp_path, job: str, shard: int, *extra: str) -> subproces
     workspace = tmp_path / f"ws-{job[:8]}-{shard}"
     return subprocess.Popen([SHIM, "--address", server.address, "--job", job, "--shard", str(shard),
                              "--workspace", str(workspace), *extra],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, **server.env})
 
 
 def finish(proc: subprocess.Popen) -> tuple[int, str, str]:
@@ -198,7 +198,8 @@ def test_a_shard_reports_when_its_inputs_were_mounted_and_its_output_uploaded(se
     assert shard["started"] <= shard["mounted"] <= shard["uploaded"] - 0.5 <= shard["finished"] - 0.5, shard
 
 
-def test_a_mount_that_fails_is_reported_with_its_reason(server, tmp_path, data):
+def test_a_mount_that_fails_is_reported_with_its_reason(server, tmp_path, data, monkeypatch):
+    monkeypatch.setenv("PFS_TOKEN_FILE", server.token_file)  # the mounts' environment, as a worker's is
     busy = tmp_path / "busy"
     busy.mkdir()
     (busy / "file").write_text("x")
@@ -242,7 +243,7 @@ def test_a_worker_killed_during_its_upload_leaves_nothing_and_can_run_again(serv
 def test_shim_errors_are_one_line(server, tmp_path, data):
     def shim(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run([SHIM, *args], capture_output=True, text=True, timeout=60,
-                              env={**os.environ, "PFS_ADDRESS": server.address})
+                              env={**os.environ, **server.env})
 
     unknown = shim("--job", "nope", "--shard", "0", "--workspace", str(tmp_path / "w0"))
     assert unknown.returncode == 2 and "job 'nope' not found" in unknown.stderr

@@ -30,7 +30,7 @@ def job_manifest(spec: JobSpec) -> dict:
 
 def raw_error(server, call: str, request) -> grpc.RpcError:
     """The status of a raw gRPC call that must fail."""
-    with grpc.insecure_channel(server.address) as channel:
+    with server.channel() as channel:
         with pytest.raises(grpc.RpcError) as err:
             getattr(pps_pb2_grpc.PPSStub(channel), call)(request, timeout=30)
     return err.value

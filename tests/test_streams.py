@@ -22,8 +22,8 @@ CHANNELS = 5  # streams spread over a few connections, as many clients would
 
 
 @contextlib.contextmanager
-def channels(address: str, n: int) -> Iterator[list[grpc.Channel]]:
-    opened = [grpc.insecure_channel(address) for _ in range(n)]
+def channels(server: Server, n: int) -> Iterator[list[grpc.Channel]]:
+    opened = [server.channel() for _ in range(n)]
     try:
         yield opened
     finally:
@@ -69,7 +69,7 @@ def test_500_idle_subscribers_leave_unary_calls_their_threads(server):
     client = server.client()
     client.create_repo("data")
     first = put_commit(client, "data", {"x": b"1"})
-    with channels(server.address, CHANNELS) as chans:
+    with channels(server, CHANNELS) as chans:
         calls = subscribe(chans, STREAMS)
         try:
             assert {c.id for c in next_of_each(calls)} == {first}  # every stream is open and served
@@ -102,7 +102,7 @@ def test_a_stream_beyond_the_bound_is_refused_and_closed_streams_free_their_slot
         client = server.client()
         client.create_repo("data")
         put_commit(client, "data", {"x": b"1"})
-        with channels(server.address, 2) as chans:
+        with channels(server, 2) as chans:
             calls = subscribe(chans, 8)
             try:
                 next_of_each(calls)

@@ -14,8 +14,8 @@ FILES = {f"d{i % 4}/s{i % 3}/f{i:02d}": b"%d\n" % i for i in range(36)} | {"top"
 class CountingClient(Client):
     """The real client, noting each directory it lists: (path, recursive)."""
 
-    def __init__(self, address: str) -> None:
-        super().__init__(address)
+    def __init__(self, address: str, token: str | None) -> None:
+        super().__init__(address, token)
         self.listed: list[tuple[str, bool]] = []
 
     def list_files(self, ref, path="", *args, recursive=False, **kwargs):
@@ -25,7 +25,7 @@ class CountingClient(Client):
 
 @pytest.fixture
 def client(server):
-    client = CountingClient(server.address)
+    client = CountingClient(server.address, server.token)
     client.create_repo("r")
     put_commit(client, "r", FILES)
     client.listed.clear()
@@ -119,7 +119,7 @@ class ShortClient(Client):
 
 
 def test_a_short_reply_of_chunks_is_data_loss(server, client):
-    short = ShortClient(server.address)
+    short = ShortClient(server.address, server.token)
     tree = RepoTree(short)  # no local chunks: every chunk over gRPC
     ref = tree.lookup(tree.lookup(ROOT_INODE, "r").inode, "master")
     top = tree.lookup(ref.inode, "top")

@@ -9,6 +9,7 @@ pfs server --data-dir "$work/data" --port 0 2>"$work/server.log" &
 server=$!
 for _ in $(seq 100); do grep -q "listening on" "$work/server.log" && break; sleep 0.1; done
 export PFS_ADDRESS=$(sed -n 's/.*listening on \([^,]*\),.*/\1/p' "$work/server.log")
+export PFS_TOKEN_FILE="$work/data/token"  # the server made it at start: only its owner may call
 echo "== pfs server at $PFS_ADDRESS"
 
 run() { echo "\$ $*"; "$@"; }

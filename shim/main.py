@@ -5,7 +5,8 @@
 (or PFS_ADDRESS, PFS_JOB, PFS_SHARD; on Kubernetes JOB_COMPLETION_INDEX). The server's token comes in
 PFS_TOKEN (or PFS_TOKEN_FILE), never on the command line; the mounts inherit it, the command does not get it.
 With --workspace DIR the shim first gets a mount namespace of its own in
-which DIR is /pfs, so workers on one machine each see their own /pfs.
+which DIR is /pfs, so workers on one machine each see their own /pfs (not
+run by root, in a user namespace too: the command runs as the shim's user).
 Exit status: 0 the shard succeeded and its output is staged; 1 the command
 failed (reported with its exit code and last stderr lines, nothing
 uploaded); 2 the shim could not do its part (reported when the server can
@@ -46,7 +47,7 @@ def parser() -> argparse.ArgumentParser:
                    help="where inputs and out go (default /pfs, or $PFS_ROOT)")
     p.add_argument("--workspace", type=Path, default=env("PFS_WORKSPACE"),
                    help="run in a private mount namespace with this local directory seen at --root "
-                        "(how several workers share a machine; needs root)")
+                        "(how several workers share a machine; not as root: in a user namespace)")
     return p
 
 

@@ -3,6 +3,12 @@
 How the local runner keeps workers apart on one machine: each sees its own
 inputs and out at /pfs, and no mount of one is seen by another or by the
 host. When the worker's processes end, their mounts go with the namespace.
+
+A shim that is not root enters a user namespace too, whose uid 0 is its own
+uid on the host: there it may bind /pfs and mount its inputs with FUSE, and
+the command it runs has no privilege on the host beyond that uid's. Where
+/pfs does not exist (only root can make it), the worker gets a root of its
+own: a tmpfs holding the host's top-level entries, bound, and /pfs.
 """
 
 import ctypes
@@ -12,6 +18,7 @@ from pathlib import Path
 from pfs.core.errors import FailedPrecondition
 
 CLONE_NEWNS = 0x00020000
+CLONE_NEWUSER = 0x10000000
 MS_BIND = 4096
 MS_REC = 16384
 MS_PRIVATE = 1 << 18
@@ -20,14 +27,55 @@ MS_PRIVATE = 1 << 18
 def enter(workspace: Path, root: Path) -> None:
     """Moves this process into a new mount namespace where WORKSPACE is seen at ROOT. Call before any thread starts."""
     libc = ctypes.CDLL(None, use_errno=True)
-    if libc.unshare(CLONE_NEWNS) != 0:
-        _fail("a private mount namespace (needs root or CAP_SYS_ADMIN)")
-    if libc.mount(b"none", b"/", None, MS_REC | MS_PRIVATE, None) != 0:  # nothing leaks back to the host
-        _fail("private mounts")
+    uid, gid = os.getuid(), os.getgid()
+    if uid == 0:
+        if libc.unshare(CLONE_NEWNS) != 0:
+            _fail("a private mount namespace (needs root or CAP_SYS_ADMIN)")
+    else:
+        if libc.unshare(CLONE_NEWUSER | CLONE_NEWNS) != 0:
+            _fail("a user namespace (are unprivileged user namespaces allowed here?)")
+        try:  # uid and gid 0 in here are this process's own outside
+            for name, line in (("setgroups", "deny"), ("uid_map", f"0 {uid} 1"), ("gid_map", f"0 {gid} 1")):
+                Path("/proc/self", name).write_text(line)
+        except OSError as err:
+            raise FailedPrecondition(f"cannot set up a user namespace: {name}: {err.strerror}") from None
+    _mount(libc, b"none", b"/", MS_REC | MS_PRIVATE, "private mounts")  # nothing leaks back to the host
     workspace.mkdir(parents=True, exist_ok=True)
-    root.mkdir(parents=True, exist_ok=True)  # the empty mount point, the same for every worker
-    if libc.mount(os.fsencode(workspace), os.fsencode(root), None, MS_BIND, None) != 0:
-        _fail(f"binding {workspace} at {root}")
+    try:
+        root.mkdir(parents=True, exist_ok=True)  # the empty mount point, the same for every worker
+    except PermissionError:  # not root, and no /pfs yet
+        if root.parent != Path("/"):
+            raise FailedPrecondition(f"cannot make {root}: create the empty directory once, as root") from None
+        _own_root(libc, workspace, root)
+        return
+    _mount(libc, os.fsencode(workspace), os.fsencode(root), MS_BIND, f"binding {workspace} at {root}")
+
+
+def _own_root(libc: ctypes.CDLL, workspace: Path, root: Path) -> None:
+    """Changes this process's root to a tmpfs (mounted on WORKSPACE) holding every top-level entry of the
+    host's root, bound, and ROOT: WORKSPACE itself, still reached through the directory opened before."""
+    cwd = os.getcwd()
+    under = os.open(workspace, os.O_PATH | os.O_DIRECTORY)
+    _mount(libc, b"tmpfs", os.fsencode(workspace), 0, "a root of its own", b"tmpfs", b"mode=0755")
+    for entry in os.scandir("/"):
+        path = workspace / entry.name
+        if entry.is_symlink():  # /bin -> usr/bin, say
+            path.symlink_to(os.readlink(entry.path))
+            continue
+        path.mkdir() if entry.is_dir() else path.touch()
+        _mount(libc, os.fsencode(entry.path), os.fsencode(path), MS_BIND | MS_REC, f"binding {entry.path}")
+    (workspace / root.name).mkdir()
+    _mount(libc, f"/proc/self/fd/{under}".encode(), os.fsencode(workspace / root.name), MS_BIND,
+           f"binding {workspace} at {root}")
+    os.close(under)
+    os.chroot(workspace)
+    os.chdir(cwd)
+
+
+def _mount(libc: ctypes.CDLL, source: bytes, target: bytes, flags: int, what: str, fstype: bytes | None = None,
+           data: bytes | None = None) -> None:
+    if libc.mount(source, target, fstype, flags, data) != 0:
+        _fail(what)
 
 
 def _fail(what: str) -> None:

@@ -1,7 +1,8 @@
 """Runners: how the server starts a job's workers (`job-shim`, one per shard) and learns how they ended.
 
 - local: job-shim processes on this machine, each in a private mount namespace with its own
-  workspace at /pfs (needs root). The pipeline's image is recorded but not used.
+  workspace at /pfs, as the server's own user (a server not run by root gives each a user namespace
+  too). The pipeline's image is recorded but not used.
 - container: podman or docker runs the pipeline's image (which must hold job-shim) with
   --device /dev/fuse --cap-add SYS_ADMIN, on the host network so it reaches this server.
 """
@@ -16,7 +17,7 @@ import time
 from abc import ABC, abstractmethod
 from pathlib import Path
 
-from pfs.core import image_ref, tools
+from pfs.core import image_ref, tools, userns
 from pfs.core.errors import FailedPrecondition, InvalidArgument
 from pfs.core.model import JobInfo
 
@@ -129,9 +130,11 @@ class LocalRunner(Runner):
     def check_tools(self) -> None:
         if self.shim is None:
             raise FailedPrecondition("the local runner needs job-shim beside the server (pip install pfs)")
-        if os.geteuid() != 0:
-            raise FailedPrecondition("the local runner needs a server running as root: each worker gets its own "
-                                     "mount namespace (or start the server with --runner container)")
+        problem = None if os.geteuid() == 0 else userns.unavailable()
+        if problem:
+            raise FailedPrecondition(f"the local runner gives each worker of a server not run by root a user "
+                                     f"namespace, but {problem}; or start the server as root, or with --runner "
+                                     "container")
         try:
             tools.require("setpriv")
         except FailedPrecondition as err:

@@ -1,6 +1,8 @@
 # Everything a fresh Debian machine needs, as root: `make demo`, `make test`.
 SHELL := /bin/bash
-PYTHON ?= python3
+# Debian's own Python where there is one: any user can run a venv made of it (the tests run servers and
+# workers as a second user), and none can run one of a Python under /root (pyenv, say).
+PYTHON ?= $(firstword $(wildcard /usr/bin/python3) python3)
 VENV := .venv
 BIN := $(VENV)/bin
 APT_PACKAGES := fuse3 libfuse3-dev pkg-config gcc python3-dev python3-venv

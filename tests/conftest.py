@@ -38,12 +38,12 @@ class Server:
     """A pfs server process on 127.0.0.1 with its own data dir; restartable, killable."""
 
     def __init__(self, data_dir: pathlib.Path, chunk_size: int | None = None, args: tuple[str, ...] = (),
-                 prefix: tuple[str, ...] = (), env: dict | None = None) -> None:
+                 prefix: tuple[str, ...] = (), process_env: dict | None = None) -> None:
         self.data_dir = data_dir
         self.chunk_size = chunk_size
         self.args = args  # more `pfs server` options
-        self.prefix = prefix  # what runs the server (setpriv as another user, say), with ENV
-        self.env = env
+        self.prefix = prefix  # what runs the server (setpriv as another user, say), with PROCESS_ENV
+        self.process_env = process_env
         self.proc: subprocess.Popen | None = None
         self.address = ""
         self.port = 0
@@ -56,7 +56,7 @@ class Server:
         args += self.args
         self.log = self.data_dir.parent / f"server-{time.monotonic_ns()}.log"
         with open(self.log, "wb") as log:
-            self.proc, ready_pipe = spawn(args, stdout=log, stderr=log, env=self.env)
+            self.proc, ready_pipe = spawn(args, stdout=log, stderr=log, env=self.process_env)
         try:
             ready = wait_ready(ready_pipe, 30)
         except TimeoutError:

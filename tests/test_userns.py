@@ -50,12 +50,12 @@ class User:
         return path
 
     def server(self) -> Server:
-        return Server(self.own_dir("data") / "data", prefix=self.prefix(), env=self.env)
+        return Server(self.own_dir("data") / "data", prefix=self.prefix(), process_env=self.env)
 
     def pfs(self, server: Server, *args: str, input: bytes | None = None, check: bool = True) -> Result:
         """The pfs CLI, run as this user."""
         p = subprocess.run([*self.prefix(), PFS, *args], input=input, capture_output=True, timeout=120,
-                           env={**self.env, "PFS_ADDRESS": server.address})
+                           env={**self.env, **server.env})
         result = Result(p.returncode, p.stdout, p.stderr.decode())
         assert not check or p.returncode == 0, result
         return result
@@ -151,7 +151,7 @@ def test_a_worker_of_an_ordinary_user_gets_a_root_of_its_own_where_its_root_dir_
         job = user.pfs(server, "create-job", "-f", str(user.dir / "job.json")).text.strip()
         shim = subprocess.run([*user.prefix(), str(BIN / "job-shim"), "--address", server.address, "--job", job,
                                "--shard", "0", "--workspace", str(user.own_dir("ws")), "--root", str(root)],
-                              capture_output=True, env=user.env, timeout=120)
+                              capture_output=True, env={**user.env, **server.env}, timeout=120)
         assert shim.returncode == 0, shim.stderr.decode()
         got = {p: user.pfs(server, "get-file", "out", "master", p).text for p in ("f", "uid")}
     finally:

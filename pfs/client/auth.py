@@ -12,11 +12,8 @@ from collections.abc import Sequence
 
 import grpc
 
-from pfs.core.data_dir import default_data_dir, token_path
+from pfs.core.data_dir import TOKEN_HEADER, TOKEN_SCHEME, default_data_dir, token_path
 from pfs.core.errors import Unauthenticated
-
-HEADER = "authorization"  # the metadata key and scheme server/rpc/auth.py checks
-SCHEME = "Bearer "
 
 
 def find_token() -> str | None:
@@ -46,7 +43,7 @@ def read_token(path: pathlib.Path) -> str:
 def channel(address: str, token: str | None, options: Sequence[tuple[str, object]] = ()) -> grpc.Channel:
     """A channel to ADDRESS whose every call carries TOKEN (none if None)."""
     plain = grpc.insecure_channel(address, options=list(options))
-    return plain if token is None else grpc.intercept_channel(plain, _Bearer(SCHEME + token))
+    return plain if token is None else grpc.intercept_channel(plain, _Bearer(TOKEN_SCHEME + token))
 
 
 class _Bearer(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor,
@@ -54,7 +51,7 @@ class _Bearer(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientIntercepto
     """Adds `authorization: Bearer TOKEN` to the metadata of every kind of call."""
 
     def __init__(self, value: str) -> None:
-        self._header = (HEADER, value)
+        self._header = (TOKEN_HEADER, value)
 
     def _with_token(self, details: grpc.ClientCallDetails) -> grpc.ClientCallDetails:
         return _Details(details.method, details.timeout, [*(details.metadata or ()), self._header],

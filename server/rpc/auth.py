@@ -13,10 +13,10 @@ from collections.abc import Callable
 
 import grpc
 
+from pfs.core.data_dir import TOKEN_HEADER, TOKEN_SCHEME
+
 log = logging.getLogger(__name__)
 
-HEADER = "authorization"
-SCHEME = "Bearer "
 LOG_EVERY = 60.0  # seconds between log lines about one host's refused calls
 
 
@@ -24,14 +24,14 @@ class TokenCheck(grpc.ServerInterceptor):
     """Passes a call carrying TOKEN on; answers any other UNAUTHENTICATED, naming TOKEN_FILE."""
 
     def __init__(self, token: str, token_file: str) -> None:
-        self._expected = (SCHEME + token).encode()
+        self._expected = (TOKEN_SCHEME + token).encode()
         self._token_file = token_file
         self._refusals: dict[str, grpc.RpcMethodHandler] = {}  # by method
         self._logged: dict[str, float] = {}  # when each host's refusal was last logged
         self._lock = threading.Lock()
 
     def intercept_service(self, continuation: Callable, handler_call_details: grpc.HandlerCallDetails):
-        given = dict(handler_call_details.invocation_metadata or ()).get(HEADER)
+        given = dict(handler_call_details.invocation_metadata or ()).get(TOKEN_HEADER)
         if given is not None and hmac.compare_digest(given.encode(), self._expected):
             return continuation(handler_call_details)
         method = handler_call_details.method
@@ -43,7 +43,7 @@ class TokenCheck(grpc.ServerInterceptor):
         """A handler of the method's kind that reads nothing and answers UNAUTHENTICATED."""
         def refuse(request, context: grpc.ServicerContext):
             self._log(context.peer())
-            given = ("no token was given" if not dict(context.invocation_metadata()).get(HEADER)
+            given = ("no token was given" if not dict(context.invocation_metadata()).get(TOKEN_HEADER)
                      else "the token given is not this server's")
             context.abort(grpc.StatusCode.UNAUTHENTICATED,
                           f"{given}: this pfs server serves only callers with its token; give the token in "

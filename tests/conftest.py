@@ -173,6 +173,13 @@ def server(tmp_path):
     yield from _server(tmp_path, 4096)
 
 
+@pytest.fixture(scope="module")
+def shared_server(tmp_path_factory):
+    """One server for a module's table of refusals, which change nothing: a server start per row is most of
+    such a test's time. Its tests must leave it as they found it."""
+    yield from _server(tmp_path_factory.mktemp("shared"), 4096)
+
+
 @pytest.fixture
 def big_server(tmp_path):
     """A server with the default 1 MiB chunks."""

@@ -53,6 +53,13 @@ def job_manifest(tmp_path, **fields) -> str:
     return str(path)
 
 
+@pytest.fixture(scope="module")
+def in_server(shared_server):
+    """The module's shared server, with repo in: the refusals below leave it so."""
+    shared_server.pfs("create-repo", "in")
+    return shared_server
+
+
 HUGE_CODE = {"transform": {"cmd": ["sh"], "accept_return_code": [0, 2**40]}}
 
 
@@ -65,19 +72,19 @@ HUGE_CODE = {"transform": {"cmd": ["sh"], "accept_return_code": [0, 2**40]}}
     (lambda tmp: ("list-commit", "in", "-n", "-1"), "list-commit -n"),
     (lambda tmp: ("mount", str(tmp / "mnt"), "--shard", "1/99999999999"), "invalid shard 1/99999999999"),
 ])
-def test_integers_beyond_the_wire_are_one_line_naming_the_field(server, tmp_path, args, field):
-    server.pfs("create-repo", "in")
-    assert_one_line_error(server.pfs(*args(tmp_path), check=False), field)
-    assert server.client().list_pipelines() == [] and server.client().list_jobs() == []
+def test_integers_beyond_the_wire_are_one_line_naming_the_field(in_server, tmp_path, args, field):
+    assert_one_line_error(in_server.pfs(*args(tmp_path), check=False), field)
+    with in_server.client() as c:
+        assert c.list_pipelines() == [] and c.list_jobs() == []
 
 
 @pytest.mark.parametrize("verb", ["create-pipeline", "create-job", "update-pipeline"])
 @pytest.mark.parametrize("doc", ["[" * 5000 + "]" * 5000, '{"a":' * 5000 + "1" + "}" * 5000, "1" * 5000])
-def test_json_too_deep_or_too_long_is_one_line_naming_the_file(server, tmp_path, verb, doc):
+def test_json_too_deep_or_too_long_is_one_line_naming_the_file(shared_server, tmp_path, verb, doc):
     path = tmp_path / "deep.json"
     path.write_text(doc)
-    assert_one_line_error(server.pfs(verb, "-f", str(path), check=False), str(path))
-    assert_one_line_error(server.pfs(verb, "-f", "-", input=doc.encode(), check=False), "JSON")
+    assert_one_line_error(shared_server.pfs(verb, "-f", str(path), check=False), str(path))
+    assert_one_line_error(shared_server.pfs(verb, "-f", "-", input=doc.encode(), check=False), "JSON")
 
 
 def test_a_newline_in_a_path_cannot_split_a_listing_row(server):

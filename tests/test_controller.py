@@ -7,8 +7,12 @@ import pathlib
 import signal
 import subprocess
 
-from conftest import PFS, Result, Server, assert_one_line_error, wait_for
+import pytest
+
+from conftest import PFS, Result, Server, assert_one_line_error, needs, wait_for
 from test_pipelines import flush, get, jobs_of, pipeline, put, repo_input
+
+pytestmark = [pytest.mark.slow, needs("fusermount3", "setpriv", root=True, fuse=True)]  # real workers
 
 
 def first_try_sleeps(marker: pathlib.Path) -> list[str]:

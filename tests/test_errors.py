@@ -8,13 +8,34 @@ import pytest
 from conftest import assert_one_line_error, run_pfs
 
 
-@pytest.fixture
-def repo(server):
+def _put_keep(server) -> None:
     server.pfs("create-repo", "r")
     server.pfs("put-file", "r", "master", "keep", "-c", "-f", "-", input=b"precious\n")
+
+
+def _kept(server) -> bool:
+    """Whatever a test did wrong, the data is still there."""
+    return server.pfs("get-file", "r", "master", "keep").stdout == b"precious\n"
+
+
+@pytest.fixture
+def repo(server):
+    _put_keep(server)
     yield server
-    # whatever the test did wrong, the data is still there
-    assert server.pfs("get-file", "r", "master", "keep").stdout == b"precious\n"
+    assert _kept(server)
+
+
+@pytest.fixture(scope="module")
+def _shared_repo(shared_server):
+    _put_keep(shared_server)
+    return shared_server
+
+
+@pytest.fixture
+def shared_repo(_shared_repo):
+    """Repo r of the module's shared server, checked unchanged after each test."""
+    yield _shared_repo
+    assert _kept(_shared_repo)
 
 
 @pytest.mark.parametrize(
@@ -40,8 +61,8 @@ def repo(server):
         (("delete-repo", "nope"), ("not found",)),
     ],
 )
-def test_misuse(repo, args, fragments):
-    result = repo.pfs(*args, input=b"data\n", check=False)
+def test_misuse(shared_repo, args, fragments):
+    result = shared_repo.pfs(*args, input=b"data\n", check=False)
     if "invalid choice" in fragments:  # argparse's own usage errors: exit 2, usage + one error line
         assert result.returncode == 2 and "invalid choice" in result.stderr
         return

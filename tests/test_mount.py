@@ -15,7 +15,7 @@ from pfs.core.model import CommitRef, FileWrite
 from pfs.core.ready import spawn, wait_ready
 from pfs.fuse.mount import mounts
 
-pytestmark = needs("fusermount3", fuse=True)
+pytestmark = [pytest.mark.slow, needs("fusermount3", fuse=True)]  # real mounts (test_fuse_ops: the handlers alone)
 
 
 @contextlib.contextmanager
@@ -79,7 +79,6 @@ def test_reads_are_byte_identical_at_any_offset(server, tmp_path):
         assert os.statvfs(mnt).f_bsize > 0
 
 
-@pytest.mark.slow
 def test_reads_are_the_same_after_the_kernel_forgets_every_inode(server, tmp_path):
     files = {f"d{i % 3}/f{i}": b"%d\n" % i * (i + 1) for i in range(30)}
     server.pfs("create-repo", "data")
@@ -131,7 +130,6 @@ def test_new_repos_commits_and_moving_branches_appear(server, tmp_path):
         wait_for(lambda: f.read_bytes() == b"one\ntwo\nthree\n")
 
 
-@pytest.mark.slow
 def test_a_directory_of_100000_files_lists_fully(server, tmp_path):
     client = server.client()
     client.create_repo("many")

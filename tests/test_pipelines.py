@@ -9,7 +9,8 @@ import pytest
 from conftest import assert_one_line_error, needs, wait_for
 from pfs.core.model import CommitRef, JobState
 
-pytestmark = needs("fusermount3", "setpriv", root=True, fuse=True)  # the local runner's workers, as for test_shim
+pytestmark = [pytest.mark.slow,  # the local runner's workers, as for test_shim
+              needs("fusermount3", "setpriv", root=True, fuse=True)]
 
 
 def put(server, repo: str, files: dict[str, bytes], create: bool = True) -> str:
@@ -57,7 +58,6 @@ FILTER = ["sh", "-c", "for f in /pfs/sales/*; do awk -F, '$2 >= 5' \"$f\" >> /pf
 SUM = ["sh", "-c", "awk -F, '{s += $2} END {print s}' /pfs/big/big.csv > /pfs/out/total"]
 
 
-@pytest.mark.slow
 def test_filter_then_sum_over_sales_runs_on_every_commit(server, tmp_path):
     put(server, "sales", SALES)
     pipeline(server, tmp_path, "big", FILTER, [repo_input("sales")])
@@ -78,7 +78,6 @@ def test_filter_then_sum_over_sales_runs_on_every_commit(server, tmp_path):
         assert len(c.list_commits("total")) == 2
 
 
-@pytest.mark.slow
 def test_word_count_over_many_files(server, tmp_path):
     rng = random.Random(3)
     words = ["pfs", "pipeline", "commit", "repo", "chunk", "shard"]
@@ -99,7 +98,6 @@ def test_word_count_over_many_files(server, tmp_path):
     assert {w: int(n) for w, n in got.items()} == expected
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("method", ["map", "reduce", "global"])
 def test_each_method_gives_the_same_result_at_parallelism_1_to_4(server, tmp_path, method):
     rng = random.Random(5)
@@ -122,7 +120,6 @@ def test_each_method_gives_the_same_result_at_parallelism_1_to_4(server, tmp_pat
     assert shards == ([1, 1, 1, 1] if method == "global" else [1, 2, 3, 4])
 
 
-@pytest.mark.slow
 def test_a_coefficient_parallelism_runs_a_worker_per_core(server, tmp_path):
     """COEFFICIENT 1.0 on the local runner: as many workers as this machine has cores (or the input has parts)."""
     cores = os.cpu_count()
@@ -143,7 +140,6 @@ def test_a_coefficient_parallelism_runs_a_worker_per_core(server, tmp_path):
     assert "Parallelism: coefficient 1 (of the runner's capacity)" in server.pfs("inspect-pipeline", "count").text
 
 
-@pytest.mark.slow
 def test_a_pipeline_follows_the_branch_its_input_names(server, tmp_path):
     """An input with `branch` dev gets a job for each commit on dev, none for commits on master."""
     put(server, "sales", {"m1.csv": b"1\n"})
@@ -163,7 +159,6 @@ def test_a_pipeline_follows_the_branch_its_input_names(server, tmp_path):
     assert "sales@dev" in server.pfs("inspect-pipeline", "dev-copy").text
 
 
-@pytest.mark.slow
 def test_incremental_map_sees_only_new_data_and_builds_on_its_output(server, tmp_path):
     seen = ["sh", "-c", "cat /pfs/log/* | wc -l > /pfs/out/seen-$PACH_LOG_COMMIT_ID; cat /pfs/log/* >> /pfs/out/all"]
     put(server, "log", {"a.txt": b"1\n2\n"})
@@ -179,7 +174,6 @@ def test_incremental_map_sees_only_new_data_and_builds_on_its_output(server, tmp
     assert [j["state"] for j in jobs_of(server, "inc")] == [JobState.SUCCESS] * 3
 
 
-@pytest.mark.slow
 def test_a_pipeline_over_two_inputs_joins_the_latest_of_each(server, tmp_path):
     put(server, "orders", {"o.csv": b"1,apple\n2,pear\n3,apple\n"})
     put(server, "prices", {"p.csv": b"apple,3\npear,5\n"})
@@ -211,7 +205,6 @@ def test_flush_commit_of_a_failing_pipeline_names_the_job(server, tmp_path):
     assert logs.splitlines().count("trying") == 3 and "no space left" in logs
 
 
-@pytest.mark.slow
 def test_update_stop_start_and_delete(server, tmp_path):
     put(server, "data", {"x": b"hello\n"})
     pipeline(server, tmp_path, "p", ["sh", "-c", "cp /pfs/data/x /pfs/out/x"], [repo_input("data", "global")])
@@ -253,7 +246,6 @@ def test_run_empty(server, tmp_path):
     assert get(server, "eager", f"r-{empty}") == b"ran\n"
 
 
-@pytest.mark.slow
 def test_a_server_restarted_during_a_job_finishes_it_once(server, tmp_path):
     put(server, "data", {"x": b"1\n2\n3\n"})
     slow = ["sh", "-c", "sleep 2; cat /pfs/data/x >> /pfs/out/x"]
@@ -315,7 +307,6 @@ def test_pipeline_errors(server, tmp_path):
     assert "recorded, not used" in server.pfs("inspect-pipeline", "p").text
 
 
-@pytest.mark.slow
 def test_a_full_incremental_input_shows_whole_changed_files(server, tmp_path):
     put(server, "log", {"a.txt": b"1\n2\n", "b.txt": b"b\n"})
     seen = ["sh", "-c", "cd /pfs/log && for f in *; do echo \"$f $(wc -l < $f)\"; done > /pfs/out/seen-$PACH_LOG_COMMIT_ID"]

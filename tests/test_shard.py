@@ -30,13 +30,14 @@ def commit_files():
     return files
 
 
-@pytest.fixture
-def tree_of(server, commit_files):
-    """Puts the files in a commit and returns a function giving the vfs tree for a shard."""
-    client = server.client()
-    client.create_repo("r")
-    put_commit(client, "r", commit_files)
-    return lambda shard: RepoTree(client, shard)
+@pytest.fixture(scope="module")
+def tree_of(shared_server, commit_files):
+    """Puts the files in a commit (once: the tests only read it) and returns a function giving the vfs tree for
+    a shard."""
+    with shared_server.client() as client:
+        client.create_repo("r")
+        put_commit(client, "r", commit_files)
+        yield lambda shard: RepoTree(client, shard)
 
 
 def read_all(tree: RepoTree) -> dict[str, bytes]:

@@ -15,7 +15,8 @@ from pfs.core.model import CommitRef
 from pfs.core.shard import Shard
 from shim.mounts import Mounts
 
-pytestmark = needs("fusermount3", "setpriv", root=True, fuse=True)  # each worker mounts in a namespace of its own
+pytestmark = [pytest.mark.slow,  # real workers, each mounting in a namespace of its own
+              needs("fusermount3", "setpriv", root=True, fuse=True)]
 
 SHIM = str(BIN / "job-shim")
 COPY = ["sh", "-c", "cp -r /pfs/data/. /pfs/out/"]
@@ -101,7 +102,6 @@ def data(server):
     return files
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("method", ["map", "reduce", "global"])
 def test_the_shards_of_each_method_together_give_the_right_output(server, tmp_path, data, method):
     for n in range(1, 5):
@@ -218,7 +218,6 @@ def test_output_stays_invisible_until_every_shard_succeeds(server, tmp_path, dat
     assert read_tree(server, "out") == data
 
 
-@pytest.mark.slow
 def test_a_worker_killed_during_its_upload_leaves_nothing_and_can_run_again(server, tmp_path):
     rng = random.Random(2)
     put(server, "data", {"seed": b"x\n"})
@@ -292,7 +291,6 @@ def test_a_job_over_an_open_commit_is_refused(server, tmp_path, data):
     assert_one_line_error(server.pfs("create-job", "-f", str(path), check=False), "not valid JSON")
 
 
-@pytest.mark.slow
 def test_two_inputs_are_cut_as_a_cross_product(server, tmp_path):
     put(server, "data", {"a.txt": b"".join(f"a{i:03d}{'.' * 45}\n".encode() for i in range(300))})  # 4 KiB blocks
     put(server, "other", {f"b{i}": f"b{i}\n".encode() for i in range(4)})

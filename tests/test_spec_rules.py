@@ -57,9 +57,16 @@ BAD_PIPELINES = [
 ]
 
 
+@pytest.fixture(scope="module")
+def data_server(shared_server):
+    """The module's shared server, with repo data: every spec below is refused, so it stays as it is."""
+    shared_server.pfs("create-repo", "data")
+    return shared_server
+
+
 @pytest.mark.parametrize("spec, fragment", BAD_PIPELINES)
-def test_a_bad_pipeline_gets_the_cli_line_over_raw_grpc(server, tmp_path, spec, fragment):
-    server.pfs("create-repo", "data")
+def test_a_bad_pipeline_gets_the_cli_line_over_raw_grpc(data_server, tmp_path, spec, fragment):
+    server = data_server
     line = cli_line(server, tmp_path, "create-pipeline", pipeline_manifest(spec), f"manifest field {fragment}")
     err = raw_error(server, "CreatePipeline", ppb.CreatePipelineRequest(spec=cv.pipeline_spec_to_pb(spec)))
     assert (err.code(), err.details()) == (grpc.StatusCode.INVALID_ARGUMENT, line)
@@ -79,8 +86,8 @@ BAD_JOBS = [
 
 
 @pytest.mark.parametrize("spec, fragment", BAD_JOBS)
-def test_a_bad_job_gets_the_cli_line_over_raw_grpc(server, tmp_path, spec, fragment):
-    server.pfs("create-repo", "data")
+def test_a_bad_job_gets_the_cli_line_over_raw_grpc(data_server, tmp_path, spec, fragment):
+    server = data_server
     line = cli_line(server, tmp_path, "create-job", job_manifest(spec), f"manifest field {fragment}")
     err = raw_error(server, "CreateJob", cv.job_spec_to_pb(spec))
     assert (err.code(), err.details()) == (grpc.StatusCode.INVALID_ARGUMENT, line)
@@ -94,9 +101,9 @@ def test_a_bad_job_gets_the_cli_line_over_raw_grpc(server, tmp_path, spec, fragm
     (PipelineSpec("p", TRUE, DATA, ParallelismSpec(coefficient=-1.0)), "parallelism_spec.coefficient: expected"),
     (PipelineSpec("p", TRUE, (InputSpec(""),)), "inputs[0].repo: missing"),
 ])
-def test_what_no_manifest_can_say_is_refused_over_raw_grpc(server, spec, fragment):
+def test_what_no_manifest_can_say_is_refused_over_raw_grpc(data_server, spec, fragment):
     """A method or value the manifest parser never makes (it refuses the manifest before) is refused too."""
-    server.pfs("create-repo", "data")
+    server = data_server
     err = raw_error(server, "CreatePipeline", ppb.CreatePipelineRequest(spec=cv.pipeline_spec_to_pb(spec)))
     assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert err.details().startswith(f"manifest field {fragment}"), err.details()

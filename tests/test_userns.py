@@ -20,7 +20,7 @@ import pytest
 from conftest import BIN, PFS, Result, Server, assert_one_line_error, needs
 from pfs.core import userns
 
-pytestmark = [needs("useradd", "userdel", "setpriv", "fusermount3", root=True, fuse=True),
+pytestmark = [pytest.mark.slow, needs("useradd", "userdel", "setpriv", "fusermount3", root=True, fuse=True),
               pytest.mark.skipif(os.geteuid() == 0 and userns.unavailable() is not None,
                                  reason=f"needs user namespaces: {userns.unavailable()}")]
 

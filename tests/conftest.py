@@ -139,6 +139,15 @@ def needs(*tools: str, root: bool = False, fuse: bool = False) -> pytest.MarkDec
     return pytest.mark.skipif(bool(missing), reason=f"needs {' and '.join(missing)}")
 
 
+def skip_unless_runnable_by(prefix: tuple[str, ...]) -> None:
+    """Skips the test where the user PREFIX runs commands as (setpriv --reuid ...) cannot run this venv's Python:
+    one whose interpreter or checkout is under /root, say."""
+    # by sh: setpriv itself may still reach through root's directories while it execs
+    if subprocess.run([*prefix, "sh", "-c", '"$0" -c ""', sys.executable], capture_output=True).returncode:
+        pytest.skip(f"another user cannot run {sys.executable} (under /root, say): make the venv of a Python "
+                    "that every user can run, in a directory they can reach (the Makefile uses /usr/bin/python3)")
+
+
 @pytest.fixture(scope="session")
 def containers_conf(tmp_path_factory):
     """podman's settings for these tests in a file of their own (CONTAINERS_CONF, which .ci/podman-setup writes),

@@ -15,7 +15,7 @@ import uuid
 import grpc
 import pytest
 
-from conftest import PFS, Server, assert_one_line_error, needs, run_pfs
+from conftest import PFS, Server, assert_one_line_error, needs, run_pfs, skip_unless_runnable_by
 from pfs.client import auth
 from pfs.proto import chunks_pb2 as cpb
 from pfs.proto import chunks_pb2_grpc
@@ -95,6 +95,7 @@ def other_user():
     subprocess.run(["useradd", "--system", "--no-create-home", name], check=True, capture_output=True)
     try:
         entry = pwd.getpwnam(name)
+        skip_unless_runnable_by(("setpriv", f"--reuid={entry.pw_uid}", f"--regid={entry.pw_gid}", "--clear-groups"))
         yield name, entry.pw_uid, entry.pw_gid
     finally:
         subprocess.run(["userdel", name], check=True, capture_output=True)

@@ -11,13 +11,12 @@ import secrets
 import shutil
 import stat
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
 import pytest
 
-from conftest import BIN, PFS, Result, Server, assert_one_line_error, needs
+from conftest import BIN, PFS, Result, Server, assert_one_line_error, needs, skip_unless_runnable_by
 from pfs.core import userns
 
 pytestmark = [pytest.mark.slow, needs("useradd", "userdel", "setpriv", "fusermount3", root=True, fuse=True),
@@ -69,10 +68,7 @@ class User:
 def user():
     u = User()
     try:
-        # (by sh: setpriv itself may still reach through root's directories while it execs)
-        if subprocess.run([*u.prefix(), "sh", "-c", '"$0" -c ""', sys.executable], capture_output=True).returncode:
-            pytest.skip(f"another user cannot run {sys.executable} (under /root, say): "
-                        "run these tests from a venv of a Python outside it (/usr/bin/python3 -m venv)")
+        skip_unless_runnable_by(u.prefix())
         yield u
     finally:
         u.remove()

@@ -46,7 +46,7 @@ GRPC_OPTIONS = [
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="pfs server", description="Serve a pfs store over gRPC.")
-    p.add_argument("--data-dir", type=pathlib.Path, default=default_data_dir(),
+    p.add_argument("--data-dir", type=pathlib.Path,
                    help="where chunks and metadata live (default: $PFS_DATA_DIR or ~/.pfs/data)")
     p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port to listen on (default {DEFAULT_PORT})")
     p.add_argument("--listen", default="127.0.0.1",
@@ -89,7 +89,10 @@ def _positive(text: str) -> int:
 
 
 def serve(args: argparse.Namespace) -> None:
-    data_dir = args.data_dir.expanduser().resolve()
+    try:
+        data_dir = (args.data_dir or default_data_dir()).expanduser().resolve()
+    except FailedPrecondition as err:
+        raise SystemExit(f"pfs server: {err}") from None
     data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     lock = open(data_dir / "LOCK", "w")  # held for the life of the process
     try:

@@ -173,3 +173,24 @@ def test_workers_get_the_token_in_their_environment_and_their_command_does_not(s
     assert get("f") == "x\n"  # its mount read the input with the token
     assert "job-shim" in get("shim-cmdline") and server.token not in get("shim-cmdline")
     assert get("token") == "none none\n"
+
+
+@needs("setpriv", root=True)
+def test_a_user_without_a_home_is_served_and_told_what_to_set(server, tmp_path):
+    """A uid with no home (HOME unset, no entry in the password database: a container's, say) has no default
+    data dir: its client finds no default token and uses the one it is given; its server says what to set."""
+    homeless = ("setpriv", "--reuid=54321", "--regid=54321", "--clear-groups")
+    skip_unless_runnable_by(homeless)
+    env = {"PATH": os.environ["PATH"], "PFS_ADDRESS": server.address}
+    server.pfs("create-repo", "here")
+    listed = subprocess.run([*homeless, PFS, "list-repo"], capture_output=True, text=True, cwd="/", timeout=60,
+                            env={**env, "PFS_TOKEN": server.token})
+    assert listed.returncode == 0 and "here" in listed.stdout, listed.stderr
+    refused = subprocess.run([*homeless, PFS, "list-repo"], capture_output=True, text=True, cwd="/", timeout=60,
+                             env=env)
+    assert one_line(refused).startswith("pfs: no token was given")
+    started = subprocess.run([*homeless, PFS, "server", "--port", "0"], capture_output=True, text=True, cwd="/",
+                             timeout=60, env=env)
+    assert started.returncode != 0 and started.stderr.strip() == (
+        "pfs server: this user has no home directory for the default data dir ~/.pfs/data: set PFS_DATA_DIR "
+        "(or give --data-dir)"), started.stderr

@@ -373,6 +373,9 @@ def main(argv: list[str] | None = None) -> None:
     except OSError as err:
         output.error(f"{err.filename or ''}: {err.strerror}" if err.strerror else str(err))
         sys.exit(1)
+    except Exception as err:  # noqa: BLE001 - the last resort: a bug is one line too, never a traceback
+        output.error(f"unexpected error, a bug of pfs: {type(err).__name__}: {err}".splitlines()[0])
+        sys.exit(1)
     finally:
         if client is not None:
             client.close()

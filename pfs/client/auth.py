@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import grpc
 
 from pfs.core.data_dir import TOKEN_HEADER, TOKEN_SCHEME, default_data_dir, token_path
-from pfs.core.errors import Unauthenticated
+from pfs.core.errors import FailedPrecondition, Unauthenticated
 
 
 def find_token() -> str | None:
@@ -22,7 +22,10 @@ def find_token() -> str | None:
         return os.environ["PFS_TOKEN"].strip()
     if os.environ.get("PFS_TOKEN_FILE"):
         return read_token(pathlib.Path(os.environ["PFS_TOKEN_FILE"]))
-    default = token_path(default_data_dir())
+    try:
+        default = token_path(default_data_dir())
+    except FailedPrecondition:  # no home, so no default data dir: no token there
+        return None
     return read_token(default) if os.path.isfile(default) else None  # False too where it may not be seen
 
 

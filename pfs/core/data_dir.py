@@ -7,14 +7,22 @@ nothing else names one), so a local `pfs server` and `pfs` find each other with 
 import os
 import pathlib
 
+from pfs.core.errors import FailedPrecondition
+
 TOKEN_FILE = "token"  # in the data dir: the secret every call must carry, readable by the server's owner only
 TOKEN_HEADER = "authorization"  # the metadata every call carries it in, as SCHEME + token
 TOKEN_SCHEME = "Bearer "
 
 
 def default_data_dir() -> pathlib.Path:
-    """$PFS_DATA_DIR, else ~/.pfs/data."""
-    return pathlib.Path(os.environ.get("PFS_DATA_DIR") or pathlib.Path.home() / ".pfs" / "data")
+    """$PFS_DATA_DIR, else ~/.pfs/data; FailedPrecondition where there is no home (a container's uid, say)."""
+    if os.environ.get("PFS_DATA_DIR"):
+        return pathlib.Path(os.environ["PFS_DATA_DIR"])
+    try:
+        return pathlib.Path.home() / ".pfs" / "data"
+    except RuntimeError:  # HOME unset, and no home in the password database
+        raise FailedPrecondition("this user has no home directory for the default data dir ~/.pfs/data: "
+                                 "set PFS_DATA_DIR (or give --data-dir)") from None
 
 
 def token_path(data_dir: pathlib.Path) -> pathlib.Path:

@@ -27,9 +27,10 @@ demo: setup
 test: setup
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-# The tests not marked slow (no image builds, big data or real pipelines): the tier to run while working.
+# The tests not marked slow (no real workers or mounts, image builds or big data), on every core: the tier to run
+# while working.
 test-fast: setup
-	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m "not slow" -n auto $(PYTEST_ARGS)
 
 bench: setup
 	@./.ci/apt-install $(BENCH_APT_PACKAGES)

@@ -5,7 +5,6 @@ The data dir is a tmpfs of a few MB (so this needs root), with a filler file bes
 """
 
 import os
-import pathlib
 import subprocess
 
 import pytest

@@ -152,7 +152,6 @@ def _stored_commit(row: tuple) -> StoredCommit:
     return StoredCommit(info, tree)
 
 
-from server import disk
 class _SqliteTx(Tx):
     def __init__(self, db: sqlite3.Connection) -> None:
         self._db = db

@@ -21,7 +21,7 @@ What it measures, in one run on the same machine and the same data (the large
 
 How: each job has one worker (`parallelism` 1, method map), run as
 `job-shim --job ID --shard 0 --workspace DIR` (a private mount namespace in
-which DIR is /pfs, so it needs root), against a pfs server started for the
+which DIR is /pfs: as root, or in a user namespace of its own), against a pfs server started for the
 run (`--port 0`). Before each timed command the source is read once so its
 page cache is warm (the local file; for a job, every file in the server's
 data dir, where the mount reads the input's chunks from), and `sync` runs,

@@ -54,7 +54,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--chunk-size", type=_avg_size, default=DEFAULT_AVG_SIZE,
                    help="average chunk size in bytes for new data (default 1 MiB, at most 4 MiB)")
     p.add_argument("--runner", choices=sorted(RUNNERS), default="local",
-                   help="how pipeline workers run: local (job-shim processes here, the default; needs root) "
+                   help="how pipeline workers run: local (job-shim processes here, the default; as this user) "
                         "or container (podman or docker, with each pipeline's image)")
     p.add_argument("--registry", default="", metavar="HOST:PORT",
                    help="the image registry `create-pipeline --push-images` pushes to when an image names none")

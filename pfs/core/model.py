@@ -47,6 +47,16 @@ class DirectRead:
 
 
 @dataclass(frozen=True)
+class ChunkLocation:
+    """Where a client may fetch a chunk's stored bytes (its zstd frame) without the server: LENGTH bytes from
+    OFFSET of what an HTTP GET of URL answers (a short-lived presigned URL of the object holding it)."""
+
+    url: str
+    offset: int
+    length: int
+
+
+@dataclass(frozen=True)
 class RepoInfo:
     name: str
     description: str

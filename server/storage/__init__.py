@@ -6,9 +6,10 @@ backends. Backends: local.py (a directory). Each passes tests/test_chunk_store.p
 """
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Sequence
 
-from pfs.core.model import DirectRead
+from pfs.core.errors import FailedPrecondition
+from pfs.core.model import ChunkLocation, DirectRead
 
 
 class ChunkStore(ABC):
@@ -31,6 +32,10 @@ class ChunkStore(ABC):
     def get(self, address: bytes) -> bytes:
         """The compressed bytes at ADDRESS; raises pfs.core.errors.DataLoss if absent."""
 
+    def get_many(self, addresses: Sequence[bytes]) -> Iterator[bytes]:
+        """The compressed bytes of each of ADDRESSES, in order (a store may fetch them together, or ahead)."""
+        return map(self.get, addresses)
+
     @abstractmethod
     def heads(self, addresses: Iterable[bytes], size: int) -> dict[bytes, bytes]:
         """The first SIZE compressed bytes (all, if fewer) of each chunk among ADDRESSES the store holds; the
@@ -39,6 +44,11 @@ class ChunkStore(ABC):
     def describe(self) -> DirectRead | None:
         """How a client on this machine may read the chunks without the server (None: only through it)."""
         return None
+
+    def locate(self, addresses: Sequence[bytes]) -> list[ChunkLocation | None]:
+        """Where a client may fetch each of ADDRESSES without the server (None: a chunk the store lacks), for a
+        store whose describe() offers kind "url"."""
+        raise FailedPrecondition("this server's chunk store gives no chunk locations: read chunks through it")
 
     @abstractmethod
     def close(self) -> None: ...

@@ -188,12 +188,14 @@ def own_seaweed(tmp_path):
         weed.kill()
 
 
-def s3_server(weed: SeaweedFS, data_dir: pathlib.Path, chunk_size: int | None = None,
-              args: tuple[str, ...] = ()) -> Server:
-    """A server (not started) whose chunks go to a fresh bucket of WEED, with ARGS more `pfs server` options."""
-    bucket = weed.make_bucket()
+def s3_server(weed: SeaweedFS, data_dir: pathlib.Path, chunk_size: int | None = None, args: tuple[str, ...] = (),
+              bucket: str | None = None, endpoint: str | None = None) -> Server:
+    """A server (not started) whose chunks go to BUCKET (default: a fresh one) at WEED's endpoint (or ENDPOINT),
+    with WEED's keys and ARGS more `pfs server` options."""
+    bucket = bucket or weed.make_bucket()
     # spawn() hands PROCESS_ENV to Popen as the whole environment
-    return Server(data_dir, chunk_size, args=("--storage", f"s3://{bucket}/pfs", "--s3-endpoint", weed.endpoint, *args),
+    return Server(data_dir, chunk_size,
+                  args=("--storage", f"s3://{bucket}/pfs", "--s3-endpoint", endpoint or weed.endpoint, *args),
                   process_env={**os.environ, **weed.env})
 
 

@@ -21,6 +21,13 @@ def refused(server: Server) -> str:
     return lines[0]
 
 
+def cannot_use(line: str, bucket: str, endpoint: str, *reason: str) -> None:
+    """LINE is the server's refusal naming BUCKET and ENDPOINT, for the REASON its fragments say."""
+    assert line.startswith(f"pfs server: cannot use s3://{bucket}/pfs at {endpoint}: "), line
+    for fragment in reason:
+        assert fragment in line.split(": ", 2)[2], (fragment, line)
+
+
 @pytest.mark.parametrize("keys", [
     {"AWS_ACCESS_KEY_ID": "NOSUCHKEY"},  # a user S3 does not know
     {"AWS_SECRET_ACCESS_KEY": "wrong"},  # a known user, a wrong secret: every signature fails
@@ -29,14 +36,12 @@ def test_wrong_keys(seaweed, tmp_path, keys):
     bucket = seaweed.make_bucket()
     server = s3_server(seaweed, tmp_path / "data", bucket=bucket)
     server.process_env.update(keys)
-    line = refused(server)
-    assert line.startswith(f"pfs server: cannot use s3://{bucket}/pfs at {seaweed.endpoint}: "), line
+    cannot_use(refused(server), bucket, seaweed.endpoint, "keys are refused", "AWS_SECRET_ACCESS_KEY")
 
 
 def test_a_missing_bucket(seaweed, tmp_path):
     server = s3_server(seaweed, tmp_path / "data", bucket="no-such-bucket")
-    line = refused(server)
-    assert line.startswith(f"pfs server: cannot use s3://no-such-bucket/pfs at {seaweed.endpoint}: "), line
+    cannot_use(refused(server), "no-such-bucket", seaweed.endpoint, "does not exist")
     assert "no-such-bucket" not in {b["Name"] for b in seaweed.client().list_buckets()["Buckets"]}  # not made
 
 
@@ -45,14 +50,14 @@ def test_a_dead_endpoint(seaweed, tmp_path):
         hole.bind(("127.0.0.1", 0))
         endpoint = f"http://127.0.0.1:{hole.getsockname()[1]}"
         server = s3_server(seaweed, tmp_path / "data", bucket="bucket", endpoint=endpoint)
-        line = refused(server)
-    assert line.startswith(f"pfs server: cannot use s3://bucket/pfs at {endpoint}: "), line
+        cannot_use(refused(server), "bucket", endpoint, "no answer")
 
 
 @pytest.mark.slow  # SeaweedFS stopped and started again
 def test_calls_while_s3_is_down_fail_in_one_line_and_work_once_it_is_back(own_seaweed, tmp_path):
     # no cache: every read of a chunk goes to the bucket
-    server = s3_server(own_seaweed, tmp_path / "data", args=("--cache-size", "0"))
+    bucket = own_seaweed.make_bucket()
+    server = s3_server(own_seaweed, tmp_path / "data", bucket=bucket, args=("--cache-size", "0"))
     server.start()
     try:
         r = random.Random(13)
@@ -60,8 +65,10 @@ def test_calls_while_s3_is_down_fail_in_one_line_and_work_once_it_is_back(own_se
         server.pfs("create-repo", "r")
         server.pfs("put-file", "r", "master", "stored", "-c", "-f", "-", input=stored)
         own_seaweed.stop()
-        assert_one_line_error(server.pfs("get-file", "r", "master", "stored", check=False))
-        assert_one_line_error(server.pfs("put-file", "r", "master", "new", "-c", "-f", "-", input=new, check=False))
+        down = (f"s3://{bucket}/pfs", own_seaweed.endpoint, "does not answer")  # what is down: not the pfs server
+        assert_one_line_error(server.pfs("get-file", "r", "master", "stored", check=False), *down)
+        assert_one_line_error(server.pfs("put-file", "r", "master", "new", "-c", "-f", "-", input=new, check=False),
+                              *down)
         assert server.proc.poll() is None  # the server stays up through the outage
         own_seaweed.start()
         assert server.pfs("get-file", "r", "master", "stored").stdout == stored

@@ -108,8 +108,9 @@ class LocalChunkStore(ChunkStore):
             with self._lock:
                 self._db.execute("BEGIN IMMEDIATE")
                 try:
-                    rows = self._db.executemany(chunk_dir.INSERT_SMALL, batch.small.items())
-                    new = rows.rowcount  # the ignored ones count 0
+                    # the ignored ones count 0; the cursor ends here, under the lock: one freed later, on another
+                    # thread, resets its statement while the connection runs another (SQLITE_MISUSE)
+                    new = self._db.executemany(chunk_dir.INSERT_SMALL, batch.small.items()).rowcount
                     self._db.execute("COMMIT")
                 except BaseException:
                     if self._db.in_transaction:  # a COMMIT that failed (a full disk) may have ended it already

@@ -11,11 +11,12 @@ pfs/chunk_dir.py, the one the server's store writes.
 import os
 import sqlite3
 import threading
+from collections.abc import Sequence
 
 from pfs import chunk_dir
 from pfs.core import frames
 from pfs.core.errors import DataLoss
-from pfs.core.model import ChunkRef, DirectRead
+from pfs.core.model import ChunkRef
 
 
 class LocalChunks:
@@ -35,6 +36,10 @@ class LocalChunks:
             return cls(root)
         except sqlite3.Error:
             return None
+
+    def read_many(self, refs: Sequence[ChunkRef]) -> list[bytes | None]:
+        """Each chunk's plain bytes, in order; None for one that is not here (or not right)."""
+        return [self.read(r) for r in refs]
 
     def read(self, ref: ChunkRef) -> bytes | None:
         """The chunk's plain bytes, or None if it is not here (or not right)."""
@@ -61,11 +66,3 @@ class LocalChunks:
         with self._lock:
             self._db.close()
 
-
-READERS = {chunk_dir.KIND: LocalChunks.find}  # by DirectRead kind: a reader, or None where it cannot read
-
-
-def direct_reader(offer: DirectRead | None) -> LocalChunks | None:
-    """A reader of the store a server offers (OFFER), if this client knows its kind and can reach it."""
-    find = READERS.get(offer.kind) if offer else None
-    return find(offer.root) if find else None

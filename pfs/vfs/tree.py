@@ -27,7 +27,7 @@ from pfs.core.errors import DataLoss, NotFound
 from pfs.core.model import ChunkRef, CommitInfo, CommitRef, FileInfo
 from pfs.core.shard import Shard
 from pfs.vfs.chunks import ChunkCache
-from pfs.vfs.local_chunks import LocalChunks
+from pfs.vfs.direct import DirectReader
 
 ROOT_INODE = 1
 LISTING_TTL = 1.0  # seconds before repos, branches and commits are listed again
@@ -84,13 +84,13 @@ class RepoTree:
 
     def __init__(self, client: Client, shard: Shard = Shard(), cache: ChunkCache | None = None,
                  on_stale: Callable[[int, list[str]], None] = lambda inode, names: None,
-                 local: LocalChunks | None = None, commit: CommitInfo | None = None,
+                 direct: DirectReader | None = None, commit: CommitInfo | None = None,
                  since: str = "", incremental: str = "diff") -> None:
         self.client = client
         self.shard = shard
         self.since = since
         self.incremental = incremental
-        self.local = local  # the server's chunk store, when this machine can read it
+        self.direct = direct  # a reader of the server's chunk store without it, where this client has one
         self.cache = cache or ChunkCache(self._fetch)
         self.on_stale = on_stale  # told (directory inode, names) whose kernel entries are out of date
         root = Node(ROOT_INODE, "", "root", True, mtime=time.time())
@@ -193,8 +193,8 @@ class RepoTree:
     def close(self) -> None:
         """Stops the chunk fetches and lets go of the server's chunk store."""
         self.cache.close()
-        if self.local:
-            self.local.close()
+        if self.direct:
+            self.direct.close()
 
     # -- listings
 
@@ -325,11 +325,11 @@ class RepoTree:
                     path=paths.normalize(f.path), chunks=chunks, offsets=offsets)
 
     def _fetch(self, refs: list[ChunkRef]) -> Iterator[bytes]:
-        """The chunks' bytes in order: from the server's disk where this machine sees it, else over gRPC."""
-        local = [self.local.read(r) if self.local else None for r in refs]
-        missing = [r for r, data in zip(refs, local) if data is None]
+        """The chunks' bytes in order: from the server's store without it where this client may, else over gRPC."""
+        direct = self.direct.read_many(refs) if self.direct else [None] * len(refs)
+        missing = [r for r, data in zip(refs, direct) if data is None]
         remote = self.client.read_chunks(missing) if missing else iter(())
-        for data in local:
+        for data in direct:
             if data is None:
                 data = next(remote, None)
                 if data is None:

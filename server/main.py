@@ -15,7 +15,7 @@ import grpc
 from pfs.core import ready
 from pfs.core.chunking import DEFAULT_AVG_SIZE, check_avg_size
 from pfs.core.data_dir import default_data_dir, token_path
-from pfs.core.errors import FailedPrecondition
+from pfs.core.errors import FailedPrecondition, PfsError
 from pfs.core.memory import keep_freed_memory
 from pfs.proto import chunks_pb2_grpc, pfs_pb2_grpc, pps_pb2_grpc
 from server.access import owner_only, server_token
@@ -28,6 +28,8 @@ from server.rpc.auth import TokenCheck
 from server.rpc.decoding import RequestDecoding
 from server.rpc.servicers import ApiServicer, ChunksServicer, PpsServicer
 from server.rpc.streams import StreamLimit
+from server.storage import ChunkStore
+from server.storage.cache import DiskCache
 from server.storage.local import LocalChunkStore
 from server.store import Store
 
@@ -37,6 +39,8 @@ SHUTDOWN_LIMIT = STOP_TIMEOUT + GRACE + 3  # seconds from SIGTERM to exit, whate
 MAX_MESSAGE = 256 << 20
 UNARY_THREADS = 64  # threads no streaming call may take (see server/rpc/streams.py)
 MAX_STREAMS = 1024  # streaming and waiting calls at once, each holding a thread of its own
+DEFAULT_CACHE = 4 << 30
+SIZE_UNITS = {"": 0, "K": 10, "M": 20, "G": 30, "T": 40}
 GRPC_OPTIONS = [
     ("grpc.max_receive_message_length", MAX_MESSAGE),
     ("grpc.max_send_message_length", MAX_MESSAGE),
@@ -48,6 +52,14 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="pfs server", description="Serve a pfs store over gRPC.")
     p.add_argument("--data-dir", type=pathlib.Path,
                    help="where chunks and metadata live (default: $PFS_DATA_DIR or ~/.pfs/data)")
+    p.add_argument("--storage", metavar="s3://BUCKET/PREFIX",
+                   help="where chunks live: an S3 bucket (credentials and region the standard AWS way: AWS_* "
+                        "variables, ~/.aws); default: the data dir. Metadata stays in the data dir either way")
+    p.add_argument("--s3-endpoint", metavar="URL",
+                   help="the S3-compatible server to use (default: $AWS_ENDPOINT_URL, else AWS)")
+    p.add_argument("--cache-size", type=_size, default=DEFAULT_CACHE, metavar="SIZE",
+                   help="bytes of chunks kept on this machine's disk (DATA_DIR/cache) in front of --storage, "
+                        "with a K, M or G suffix, or 0 for none (default 4G)")
     p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port to listen on (default {DEFAULT_PORT})")
     p.add_argument("--listen", default="127.0.0.1",
                    help="address to listen on (default 127.0.0.1; 0.0.0.0 opens it to the network)")
@@ -82,6 +94,13 @@ def _avg_size(text: str) -> int:
     return size
 
 
+def _size(text: str) -> int:
+    number, unit = (text[:-1], text[-1].upper()) if text[-1:].isalpha() else (text, "")
+    if not number.isdigit() or unit not in SIZE_UNITS:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a size: write bytes, or a number with K, M or G")
+    return int(number) << SIZE_UNITS[unit]
+
+
 def _positive(text: str) -> int:
     if not text.isdigit() or int(text) == 0:
         raise argparse.ArgumentTypeError(f"{text!r} is not a positive integer")
@@ -101,7 +120,8 @@ def serve(args: argparse.Namespace) -> None:
         raise SystemExit(f"pfs server: {data_dir} is in use by another pfs server") from None
     owner_only(data_dir)
     token = None if args.no_token else server_token(data_dir)
-    store = Store(LocalChunkStore(data_dir), SqliteMetaStore(data_dir / "meta.db"), args.chunk_size)
+    meta = SqliteMetaStore(data_dir / "meta.db")
+    store = Store(chunk_store(args, data_dir, meta), meta, args.chunk_size)
     pool = futures.ThreadPoolExecutor(max_workers=UNARY_THREADS + args.max_streams)  # threads start as needed
     checks = [] if token is None else [TokenCheck(token, str(token_path(data_dir)))]  # first: before any other
     server = grpc.server(pool, options=GRPC_OPTIONS,
@@ -143,8 +163,28 @@ def serve(args: argparse.Namespace) -> None:
     controller.close()  # its workers stopped: their jobs resume when the server starts again
     store.stop_waiting()  # calls that wait for news (subscribe-commit, flush-commit) end
     server.stop(grace=GRACE).wait()
-    store.meta.close()
     store.chunks.close()
+    store.meta.close()
+
+
+def chunk_store(args: argparse.Namespace, data_dir: pathlib.Path, meta: SqliteMetaStore) -> ChunkStore:
+    """The chunk store --storage names; SystemExit, one line, if it cannot be used."""
+    if not args.storage:
+        return LocalChunkStore(data_dir)
+    if not args.storage.startswith("s3://"):
+        raise SystemExit(f"pfs server: --storage {args.storage}: give s3://BUCKET/PREFIX, or leave it out to keep "
+                         "chunks in the data dir")
+    try:
+        from server.storage.s3 import S3ChunkStore  # here: boto3 loads only for a bucket
+    except ModuleNotFoundError as err:
+        if err.name not in ("boto3", "botocore"):
+            raise
+        raise SystemExit("pfs server: --storage s3:// needs the S3 client (boto3): pip install 'pfs[s3]'") from None
+    cache = DiskCache(data_dir / "cache", args.cache_size) if args.cache_size else None
+    try:
+        return S3ChunkStore(args.storage, meta, cache, args.s3_endpoint)
+    except PfsError as err:
+        raise SystemExit(f"pfs server: {err}") from None
 
 
 def _exit_after(seconds: float) -> None:
@@ -160,6 +200,7 @@ def _exit_after(seconds: float) -> None:
 def main(argv: list[str] | None = None) -> None:
     keep_freed_memory()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("botocore").setLevel(logging.WARNING)  # not where it found credentials, each start
     serve(parser().parse_args(argv))
 
 

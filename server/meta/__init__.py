@@ -1,11 +1,12 @@
-"""Metadata stores: repos, commits, branches, the content-addressed file/tree objects, and jobs.
+"""Metadata stores: repos, commits, branches, the content-addressed file/tree objects, jobs, and where an object
+store keeps each chunk.
 
 One interface, used only inside a transaction, so every store operation is
 atomic. Backends: sqlite.py. Each passes tests/test_meta_store.py.
 """
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
@@ -16,6 +17,20 @@ from pfs.core.model import CommitInfo, FileWrite, JobInfo, LogLine, PipelineInfo
 class StoredCommit:
     info: CommitInfo
     tree: bytes | None  # address of the root tree object; None for an empty commit
+
+
+@dataclass(frozen=True)
+class StoredChunk:
+    """Where an object store keeps a chunk: LENGTH bytes from OFFSET of the object PACK, a pack of small chunks
+    ("" : the chunk's own object, named by its address). HEAD is its frame's first bytes (what its header says:
+    its plain size), CHECKSUM the xxh3-64 of the frame, so a corrupt or truncated object is never served."""
+
+    address: bytes
+    pack: str
+    offset: int
+    length: int
+    head: bytes
+    checksum: bytes
 
 
 class Tx(ABC):
@@ -74,6 +89,14 @@ class Tx(ABC):
 
     @abstractmethod
     def get_object(self, address: bytes) -> bytes | None: ...
+
+    @abstractmethod
+    def put_stored_chunks(self, chunks: Sequence[StoredChunk]) -> int:
+        """Records where chunks are stored; a chunk recorded already keeps its place. How many were new."""
+
+    @abstractmethod
+    def stored_chunks(self, addresses: Sequence[bytes]) -> dict[bytes, StoredChunk]:
+        """Where each of ADDRESSES that is recorded is stored."""
 
     @abstractmethod
     def put_pipeline(self, pipeline: PipelineInfo) -> None:

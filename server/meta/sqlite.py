@@ -4,13 +4,13 @@ import json
 import pathlib
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 from pfs.core import codec
 from pfs.core.model import ChunkRef, CommitInfo, CommitRef, FileWrite, JobInfo, LogLine, PipelineInfo, RepoInfo
 from server import disk
-from server.meta import MetaStore, StoredCommit, Tx
+from server.meta import MetaStore, StoredChunk, StoredCommit, Tx
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS repos (
@@ -70,7 +70,16 @@ CREATE TABLE IF NOT EXISTS logs (
     text TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS logs_job ON logs (job);
+CREATE TABLE IF NOT EXISTS stored_chunks (
+    address BLOB PRIMARY KEY,
+    pack TEXT NOT NULL,
+    offset INTEGER NOT NULL,
+    length INTEGER NOT NULL,
+    head BLOB NOT NULL,
+    checksum BLOB NOT NULL
+) WITHOUT ROWID;
 """
+QUERY_BATCH = 500  # addresses per SQL IN (...)
 
 _COMMIT_COLUMNS = "repo, id, parent, branch, started, finished, size, provenance, tree"
 # PRAGMA user_version of the JSON columns' form: 1, the codec's (pfs.core.codec); 0, before it (_upgrade)
@@ -258,6 +267,20 @@ class _SqliteTx(Tx):
             return self._objects[address]
         row = self._db.execute("SELECT data FROM objects WHERE address = ?", (address,)).fetchone()
         return row[0] if row else None
+
+    def put_stored_chunks(self, chunks: Sequence[StoredChunk]) -> int:
+        rows = self._db.executemany("INSERT OR IGNORE INTO stored_chunks VALUES (?, ?, ?, ?, ?, ?)",
+                                    [(c.address, c.pack, c.offset, c.length, c.head, c.checksum) for c in chunks])
+        return rows.rowcount
+
+    def stored_chunks(self, addresses: Sequence[bytes]) -> dict[bytes, StoredChunk]:
+        found = {}
+        for i in range(0, len(addresses), QUERY_BATCH):
+            batch = addresses[i : i + QUERY_BATCH]
+            rows = self._db.execute("SELECT address, pack, offset, length, head, checksum FROM stored_chunks "
+                                    f"WHERE address IN ({','.join('?' * len(batch))})", batch)
+            found.update((r[0], StoredChunk(*r)) for r in rows)
+        return found
 
     def put_pipeline(self, pipeline: PipelineInfo) -> None:
         self._db.execute(

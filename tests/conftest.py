@@ -18,6 +18,7 @@ from pfs.client import Client, auth
 from pfs.client.upload import into_commit
 from pfs.core.model import CommitRef
 from pfs.core.ready import spawn, wait_ready
+from seaweed import SeaweedFS
 
 BIN = pathlib.Path(sys.executable).parent
 PFS = str(BIN / "pfs")
@@ -167,8 +168,51 @@ def _isolated_env(monkeypatch, tmp_path):
     monkeypatch.delenv("PFS_TOKEN_FILE", raising=False)
 
 
-def _server(tmp_path: pathlib.Path, chunk_size: int | None):
-    s = Server(tmp_path / "data", chunk_size)
+@pytest.fixture(scope="session")
+def seaweed(tmp_path_factory):
+    """One SeaweedFS per test process (per xdist worker), started by the first test that needs it; each test takes
+    a bucket of its own (make_bucket) and never changes the server itself, unless it is the only test using it."""
+    with SeaweedFS(tmp_path_factory.mktemp("seaweed")) as weed:
+        yield weed
+
+
+@pytest.fixture
+def own_seaweed(tmp_path):
+    """A SeaweedFS for one test that stops, kills or restarts it, so no other test sees the outage; killed at the
+    end (its data is thrown away, and SIGTERM takes seconds)."""
+    weed = SeaweedFS(tmp_path / "seaweed")
+    weed.start()
+    try:
+        yield weed
+    finally:
+        weed.kill()
+
+
+def s3_server(weed: SeaweedFS, data_dir: pathlib.Path, chunk_size: int | None = None,
+              args: tuple[str, ...] = ()) -> Server:
+    """A server (not started) whose chunks go to a fresh bucket of WEED, with ARGS more `pfs server` options."""
+    bucket = weed.make_bucket()
+    # spawn() hands PROCESS_ENV to Popen as the whole environment
+    return Server(data_dir, chunk_size, args=("--storage", f"s3://{bucket}/pfs", "--s3-endpoint", weed.endpoint, *args),
+                  process_env={**os.environ, **weed.env})
+
+
+STORAGES = ("local", "s3")
+# Runs a test once per chunk store, through the fixtures `server` and `big_server` (which ask for `storage`).
+on_every_storage = pytest.mark.parametrize("storage", STORAGES)
+
+
+@pytest.fixture
+def storage() -> str:
+    """Where `server` and `big_server` keep chunks: "local" (the data dir) unless the test is @on_every_storage."""
+    return "local"
+
+
+def _server(request: pytest.FixtureRequest, storage: str, data_dir: pathlib.Path, chunk_size: int | None):
+    if storage == "s3":
+        s = s3_server(request.getfixturevalue("seaweed"), data_dir, chunk_size)
+    else:
+        s = Server(data_dir, chunk_size)
     s.start()
     try:
         yield s
@@ -177,22 +221,22 @@ def _server(tmp_path: pathlib.Path, chunk_size: int | None):
 
 
 @pytest.fixture
-def server(tmp_path):
+def server(request, storage, tmp_path):
     """A server with small chunks (4 KiB on average), so small inputs take the many-chunk paths."""
-    yield from _server(tmp_path, 4096)
+    yield from _server(request, storage, tmp_path / "data", 4096)
 
 
 @pytest.fixture(scope="module")
-def shared_server(tmp_path_factory):
+def shared_server(request, tmp_path_factory):
     """One server for a module's table of refusals, which change nothing: a server start per row is most of
     such a test's time. Its tests must leave it as they found it."""
-    yield from _server(tmp_path_factory.mktemp("shared"), 4096)
+    yield from _server(request, "local", tmp_path_factory.mktemp("shared") / "data", 4096)
 
 
 @pytest.fixture
-def big_server(tmp_path):
+def big_server(request, storage, tmp_path):
     """A server with the default 1 MiB chunks."""
-    yield from _server(tmp_path, None)
+    yield from _server(request, storage, tmp_path / "data", None)
 
 
 def stored_chunks(data_dir: pathlib.Path) -> dict[str, bytes]:

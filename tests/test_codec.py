@@ -95,6 +95,10 @@ def test_round_trip_through_the_wire(sample):
     assert from_pb(type(message).FromString(message.SerializeToString())) == sample
 
 
+def test_a_chunk_the_store_lacks_goes_as_a_location_without_url():
+    assert cv.location_to_pb(None).url == "" and cv.location_from_pb(cv.location_to_pb(None)) is None
+
+
 @pytest.mark.parametrize("cls, message", [
     (CommitRef, pb.CommitRef), (RepoInfo, pb.RepoInfo), (CommitInfo, pb.CommitInfo), (BranchInfo, pb.BranchInfo),
     (Transform, ppb.Transform), (InputSpec, ppb.InputSpec), (JobSpec, ppb.CreateJobRequest), (JobInput, ppb.JobInput),

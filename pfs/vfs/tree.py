@@ -148,25 +148,27 @@ class RepoTree:
 
     def read(self, inode: int, offset: int, size: int) -> bytes | memoryview:
         """SIZE bytes of the file at OFFSET (fewer at its end): a view of a cached chunk where they lie in one."""
-        data = self._read(inode, offset, size, self.cache.get)
-        if offset == 0:
-            self._prefetch_next_files(self.getattr(inode))
-        return data
+        return self._read(inode, offset, size, self.cache.get)
 
     def _prefetch_next_files(self, node: Node) -> None:
-        """Fetches, in one call, the files after NODE in its directory: readers of small files go in order."""
+        """Fetches the files after NODE in its directory, readers of small files going in order: in one call for
+        many of them, once half of those fetched before are read (so a batch is many files' chunks: one GET of a
+        pack, for direct reads, and the reader never waits)."""
         with self._lock:
             listing = self._listings.get(node.parent)
         if listing is None:
             return
-        refs: list[ChunkRef] = []
+        ahead: list[Node] = []
         size = 0
         for sibling in listing.order[node.index + 1 : node.index + 1 + NEXT_FILES]:
-            refs.extend(sibling.chunks)
+            ahead.append(sibling)
             size += sibling.size
             if size > NEXT_FILES_BYTES:
                 break
-        self.cache.prefetch(refs)
+        halfway = ahead[len(ahead) // 2].chunks if ahead else []
+        if halfway and all(self.cache.holds(c) for c in halfway):
+            return
+        self.cache.prefetch(c for f in ahead for c in f.chunks)
 
     def read_cached(self, inode: int, offset: int, size: int) -> bytes | memoryview | None:
         """The same as read() when every chunk it needs is cached (it never blocks); else None."""
@@ -177,7 +179,7 @@ class RepoTree:
         node = self.getattr(inode)
         chunks, offsets = node.chunks, node.offsets
         i = bisect.bisect_right(offsets, offset) - 1
-        out = []
+        start, out = offset, []
         while size > 0 and 0 <= i < len(chunks):
             data = get(chunks[i])
             if data is None:
@@ -188,6 +190,8 @@ class RepoTree:
             size -= len(piece)
             i += 1
         self.cache.prefetch(chunks[max(i, 0) : max(i, 0) + READ_AHEAD])
+        if start == 0:
+            self._prefetch_next_files(node)
         return out[0] if len(out) == 1 else b"".join(out)
 
     def close(self) -> None:

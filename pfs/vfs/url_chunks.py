@@ -50,7 +50,8 @@ def coalesce(located: list[tuple[ChunkRef, ChunkLocation]]) -> list[Run]:
     for ref, loc in sorted(located, key=lambda p: (p[1].url, p[1].offset)):
         end = loc.offset + loc.length
         run = runs[-1] if runs else None
-        if run and run.url == loc.url and loc.offset - run.end <= MAX_GAP and max(end, run.end) - run.start <= MAX_RANGE:
+        near = run is not None and run.url == loc.url and loc.offset - run.end <= MAX_GAP
+        if near and max(end, run.end) - run.start <= MAX_RANGE:
             run.end = max(run.end, end)
         else:
             run = Run(loc.url, loc.offset, end)

@@ -12,11 +12,15 @@ import os
 import sqlite3
 import threading
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 from pfs import chunk_dir
 from pfs.core import frames
 from pfs.core.errors import DataLoss
 from pfs.core.model import ChunkRef
+
+READ_THREADS = 8  # chunks of one batch read and decompressed at once (zstandard and file reads release the GIL)
+PARALLEL_BYTES = 1 << 20  # a batch smaller than this is read in turn: a thread's hand-off costs more than its chunks
 
 
 class LocalChunks:
@@ -26,6 +30,7 @@ class LocalChunks:
         self.root = root
         self._db = sqlite3.connect(f"file:{chunk_dir.small_db(root)}?mode=ro", uri=True, check_same_thread=False)
         self._lock = threading.Lock()
+        self._pool = ThreadPoolExecutor(READ_THREADS, thread_name_prefix="pfs-local")
 
     @classmethod
     def find(cls, root: str) -> "LocalChunks | None":
@@ -39,7 +44,9 @@ class LocalChunks:
 
     def read_many(self, refs: Sequence[ChunkRef]) -> list[bytes | None]:
         """Each chunk's plain bytes, in order; None for one that is not here (or not right)."""
-        return [self.read(r) for r in refs]
+        if sum(r.size for r in refs) < PARALLEL_BYTES:
+            return [self.read(r) for r in refs]
+        return list(self._pool.map(self.read, refs))
 
     def read(self, ref: ChunkRef) -> bytes | None:
         """The chunk's plain bytes, or None if it is not here (or not right)."""
@@ -63,6 +70,7 @@ class LocalChunks:
             return None
 
     def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
         with self._lock:
             self._db.close()
 

@@ -151,9 +151,8 @@ class RepoTree:
         return self._read(inode, offset, size, self.cache.get)
 
     def _prefetch_next_files(self, node: Node) -> None:
-        """Fetches the files after NODE in its directory, readers of small files going in order: in one call for
-        many of them, once half of those fetched before are read (so a batch is many files' chunks: one GET of a
-        pack, for direct reads, and the reader never waits)."""
+        """Fetches the files after NODE in its directory (readers of small files go in order), many in one call:
+        for direct reads, one GET of a pack, and the reader never waits."""
         with self._lock:
             listing = self._listings.get(node.parent)
         if listing is None:
@@ -165,10 +164,15 @@ class RepoTree:
             size += sibling.size
             if size > NEXT_FILES_BYTES:
                 break
-        halfway = ahead[len(ahead) // 2].chunks if ahead else []
-        if halfway and all(self.cache.holds(c) for c in halfway):
-            return
-        self.cache.prefetch(c for f in ahead for c in f.chunks)
+        self._refill([f.chunks for f in ahead])
+
+    def _refill(self, ahead: list[list[ChunkRef]]) -> None:
+        """Fetches AHEAD (the chunks a reader goes on to, by file or one by one) in one call once the reader is
+        halfway through those fetched before (the middle of AHEAD is not held): a few calls of many chunks, not
+        one per chunk read, so a server locating chunks for direct reads, or one GET of a pack, serves many."""
+        middle = ahead[len(ahead) // 2] if ahead else []
+        if not middle or not all(self.cache.holds(c) for c in middle):
+            self.cache.prefetch(c for group in ahead for c in group)
 
     def read_cached(self, inode: int, offset: int, size: int) -> bytes | memoryview | None:
         """The same as read() when every chunk it needs is cached (it never blocks); else None."""
@@ -189,7 +193,7 @@ class RepoTree:
             offset += len(piece)
             size -= len(piece)
             i += 1
-        self.cache.prefetch(chunks[max(i, 0) : max(i, 0) + READ_AHEAD])
+        self._refill([[c] for c in chunks[max(i, 0) : max(i, 0) + READ_AHEAD]])
         if start == 0:
             self._prefetch_next_files(node)
         return out[0] if len(out) == 1 else b"".join(out)

@@ -1,24 +1,102 @@
-"""The conformance suite every chunk store backend passes."""
+"""The conformance suite every chunk store backend passes: the local directory, and an S3 bucket on a real
+SeaweedFS."""
 
 import os
+import random
+import sqlite3
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from pfs import chunk_dir
 from pfs.core.compression import compress
-from pfs.core.frames import unpack
 from pfs.core.errors import DataLoss
+from pfs.core.frames import unpack
 from pfs.core.hashing import address
 from pfs.core.model import ChunkRef, DirectRead
 from pfs.vfs.direct import direct_reader
+from server.meta.sqlite import SqliteMetaStore
+from server.storage.cache import DiskCache
 from server.storage.local import LocalChunkStore
+from server.storage.s3 import S3ChunkStore
 
-BACKENDS = {"local": lambda tmp: LocalChunkStore(tmp / "store")}
-SMALL_BATCHES = {LocalChunkStore: {"BATCH_CHUNKS": 3}}  # each backend's batch bounds, shrunk: a put spans several
+
+class Local:
+    """A local chunk directory, opened as often as a test likes."""
+
+    batch_bounds = {"BATCH_CHUNKS": 3}  # shrunk: a put spans several batches
+
+    def __init__(self, tmp_path, request) -> None:
+        self.root = tmp_path / "store"
+
+    def open(self) -> LocalChunkStore:
+        return LocalChunkStore(self.root)
+
+    def corrupt(self, store: LocalChunkStore, addr: bytes) -> None:
+        """Flips a byte in the middle of the chunk where the store keeps it."""
+        path = store.path(addr)
+        if os.path.exists(path):
+            with open(path, "r+b") as f:
+                f.seek(os.path.getsize(path) // 2)
+                byte = f.read(1)
+                f.seek(-1, os.SEEK_CUR)
+                f.write(bytes([byte[0] ^ 0xFF]))
+            return
+        db = sqlite3.connect(chunk_dir.small_db(self.root))
+        data = bytearray(db.execute("SELECT data FROM small WHERE address = ?", (addr,)).fetchone()[0])
+        data[len(data) // 2] ^= 0xFF
+        with db:
+            db.execute("UPDATE small SET data = ? WHERE address = ?", (bytes(data), addr))
+        db.close()
+
+
+class S3:
+    """A bucket of its own on the session's SeaweedFS, its record of chunks in a metadata store of its own."""
+
+    batch_bounds = {"LOOKUP_BATCH": 3, "PACK_SIZE": 1}  # shrunk: a put spans several batches and packs
+
+    def __init__(self, tmp_path, request, cache: bool = False) -> None:
+        self.weed = request.getfixturevalue("seaweed")
+        monkeypatch = request.getfixturevalue("monkeypatch")
+        for name, value in self.weed.env.items():
+            monkeypatch.setenv(name, value)
+        self.url = f"s3://{self.weed.make_bucket()}/pfs"
+        self.tmp = tmp_path
+        self.cache = cache
+
+    def open(self) -> S3ChunkStore:
+        meta = SqliteMetaStore(self.tmp / "meta.db")
+        cache = DiskCache(self.tmp / "cache", 1 << 30) if self.cache else None
+        store = S3ChunkStore(self.url, meta, cache, self.weed.endpoint)
+        close = store.close
+
+        def closing_meta() -> None:
+            close()
+            meta.close()
+        store.close = closing_meta
+        return store
+
+    def corrupt(self, store: S3ChunkStore, addr: bytes) -> None:
+        """Flips a byte of the chunk in the object holding it (a pack, or its own)."""
+        where = store._lookup([addr])[addr]
+        key = store._key(where)
+        s3 = self.weed.client()
+        data = bytearray(s3.get_object(Bucket=store.bucket, Key=key)["Body"].read())
+        data[where.offset + where.length // 2] ^= 0xFF
+        s3.put_object(Bucket=store.bucket, Key=key, Body=bytes(data))
+
+
+BACKENDS = {"local": Local, "s3": S3}
 
 
 @pytest.fixture(params=sorted(BACKENDS))
-def store(request, tmp_path):
-    s = BACKENDS[request.param](tmp_path)
+def backend(request, tmp_path):
+    return BACKENDS[request.param](tmp_path, request)
+
+
+@pytest.fixture
+def store(backend):
+    s = backend.open()
     yield s
     s.close()
 
@@ -39,7 +117,7 @@ def test_a_direct_read_a_store_offers_reads_what_it_holds(store):
         pytest.skip("this store offers no direct reads")
     chunks = frames(6)
     store.put(chunks)
-    reader = direct_reader(offer, store.locate)
+    reader = direct_reader(offer, store.locate)  # the store's locate() stands for the server's LocateChunks
     try:
         plains = [unpack(a, f) for a, f in chunks]
         assert reader.read_many([ChunkRef(a, len(p)) for (a, _), p in zip(chunks, plains)]) == plains
@@ -85,9 +163,9 @@ def test_get_absent_is_data_loss(store):
         store.get(b"\0" * 32)
 
 
-def test_a_failed_put_keeps_whole_chunks_only(store, monkeypatch):
+def test_a_failed_put_keeps_whole_chunks_only(backend, store, monkeypatch):
     """A put that fails after several batches keeps the chunks it made durable, whole, and no trace of the rest."""
-    for name, value in SMALL_BATCHES.get(type(store), {}).items():
+    for name, value in backend.batch_bounds.items():
         monkeypatch.setattr(f"{type(store).__module__}.{name}", value)
     chunks = frames(12)
     sent = chunks[:10] + chunks[11:]  # the last one sent is large, so its batch has a temp file when put fails
@@ -111,14 +189,93 @@ def test_a_failed_put_keeps_whole_chunks_only(store, monkeypatch):
     assert store.missing(addrs) == []
 
 
-def test_chunks_survive_reopening(tmp_path):
+def test_chunks_survive_reopening(backend):
     chunks = frames(6)
-    s = BACKENDS["local"](tmp_path)
+    s = backend.open()
     s.put(chunks)
     s.close()
-    s = BACKENDS["local"](tmp_path)
+    s = backend.open()
     assert [s.get(a) for a, _ in chunks] == [f for _, f in chunks]
     s.close()
+
+
+def test_sixteen_writers_of_the_same_chunks(store):
+    """Concurrent puts of the same chunks (a small one and a large one) never corrupt them, and each is counted
+    new by at least one writer."""
+    chunks = frames(2)
+    with ThreadPoolExecutor(16) as pool:
+        counts = list(pool.map(lambda _: store.put(chunks), range(16)))
+    assert 2 <= sum(counts) <= 32
+    assert store.missing([a for a, _ in chunks]) == []
+    for a, f in chunks:
+        assert store.get(a) == f
+
+
+def test_many_chunks_read_together_in_any_order(store):
+    """get_many() of small chunks (packed together where the store packs them) and large ones, shuffled and
+    repeated, brings each chunk's bytes in the order asked."""
+    chunks = frames(60)
+    store.put(chunks)
+    wanted = [a for a, _ in chunks] * 2
+    random.Random(1).shuffle(wanted)
+    frames_of = dict(chunks)
+    assert list(store.get_many(wanted)) == [frames_of[a] for a in wanted]
+    assert list(store.get_many([])) == []
+
+
+def test_a_corrupt_chunk_is_an_error_never_bytes(backend, store):
+    """A chunk whose stored bytes changed is DataLoss where it is read back: the store's get() or the unpack()
+    every reader does."""
+    chunks = frames(4)  # small and large
+    store.put(chunks)
+    for a, _ in chunks:
+        backend.corrupt(store, a)
+        with pytest.raises(DataLoss):
+            unpack(a, store.get(a))
+
+
+def test_s3_packs_small_chunks_and_reads_a_run_of_them_with_one_get(tmp_path, request):
+    """Ten thousand small chunks cost one PUT a pack; reading a run of them back, one ranged GET."""
+    s3 = S3(tmp_path, request)
+    store = s3.open()
+    try:
+        chunks = [(address(b"%d" % i), compress(b"%d" % i)) for i in range(10_000)]
+        assert store.put(chunks) == 10_000
+        assert store.requests() == {"PutObject": 1}
+        assert list(store.get_many([a for a, _ in chunks[:500]])) == [f for _, f in chunks[:500]]
+        assert store.requests()["GetObject"] == 1
+    finally:
+        store.close()
+
+
+def test_s3_cache_serves_repeated_reads_and_drops_a_torn_entry(tmp_path, request):
+    """Chunks written or read stay in the server's disk cache: reading them again costs no GET. A cache entry
+    whose bytes are torn is dropped and the chunk fetched again."""
+    s3 = S3(tmp_path, request, cache=True)
+    store = s3.open()
+    try:
+        chunks = frames(6)
+        store.put(chunks)
+        assert [store.get(a) for a, _ in chunks] == [f for _, f in chunks]
+        assert "GetObject" not in store.requests()
+        entry = next((tmp_path / "cache").glob(f"??/{chunks[1][0].hex()}"))
+        entry.write_bytes(entry.read_bytes()[:-1])
+        assert store.get(chunks[1][0]) == chunks[1][1]
+        assert store.requests()["GetObject"] == 1
+    finally:
+        store.close()
+
+
+def test_cache_keeps_to_its_bound_least_recently_used_first(tmp_path):
+    cache = DiskCache(tmp_path, 3 * 1008)  # three entries of 1000 bytes and their checksums
+    for i in range(3):
+        cache.put(bytes([i]) * 32, b"%d" % i * 1000)
+    assert cache.get(bytes([0]) * 32) == b"0" * 1000  # now the most recently used
+    cache.put(bytes([3]) * 32, b"3" * 1000)
+    assert cache.get(bytes([1]) * 32) is None
+    assert [cache.get(bytes([i]) * 32) for i in (0, 2, 3)] == [b"0" * 1000, b"2" * 1000, b"3" * 1000]
+    reopened = DiskCache(tmp_path, 3 * 1008)
+    assert reopened.get(bytes([3]) * 32) == b"3" * 1000
 
 
 def test_local_store_drops_crash_leftovers(tmp_path):

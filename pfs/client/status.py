@@ -2,7 +2,7 @@
 
 import grpc
 
-from pfs.core.errors import KINDS, PfsError, ResourceExhausted, Unavailable
+from pfs.core.errors import KINDS, WIRE_KEY, PfsError, ResourceExhausted, Unavailable
 
 KINDS_BY_CODE = {
     grpc.StatusCode.NOT_FOUND: "not_found",
@@ -12,13 +12,15 @@ KINDS_BY_CODE = {
     grpc.StatusCode.UNAUTHENTICATED: "unauthenticated",
     grpc.StatusCode.RESOURCE_EXHAUSTED: "resource_exhausted",
     grpc.StatusCode.DATA_LOSS: "data_loss",
+    grpc.StatusCode.UNAVAILABLE: "unavailable",  # one the server reported: something behind it (its bucket)
 }
 
 
 def domain_error(err: grpc.RpcError, address: str) -> PfsError:
     """The domain error a failed call stands for."""
     code = err.code()
-    if code == grpc.StatusCode.UNAVAILABLE:
+    reported = any(key == WIRE_KEY for key, _ in (err.trailing_metadata() or ()))
+    if code == grpc.StatusCode.UNAVAILABLE and not reported:  # gRPC's own: no server answered
         return Unavailable(
             f"cannot reach the pfs server at {address} (start one with `pfs server`, "
             "or point PFS_ADDRESS or --address at it)"

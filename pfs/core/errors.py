@@ -5,6 +5,9 @@ pfs/client), errno (pfs/fuse), exit code (pfs/cli).
 """
 
 
+WIRE_KEY = "pfs-error"  # gRPC trailing metadata: the kind of a domain error the server itself reported
+
+
 class PfsError(Exception):
     """Base of the domain errors; the message is meant for the user."""
 

@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import grpc
 
-from pfs.core.errors import PfsError
+from pfs.core.errors import WIRE_KEY, PfsError
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +30,7 @@ MAX_MESSAGE = 500  # characters of a status message (12 bytes each at most, perc
 
 def _abort(context: grpc.ServicerContext, exc: Exception) -> None:
     if isinstance(exc, PfsError):
+        context.set_trailing_metadata(((WIRE_KEY, exc.kind),))
         message = str(exc)
         context.abort(CODES[exc.kind], message if len(message) <= MAX_MESSAGE else f"{message[:MAX_MESSAGE]}...")
     log.exception("internal error")

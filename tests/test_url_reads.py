@@ -124,8 +124,11 @@ def test_the_reader_fetches_a_pack_in_one_get_and_refuses_what_is_not_right(seaw
         places[b.address] = ChunkLocation(url, places[b.address].offset + 1, places[b.address].length)  # wrong bytes
         places[c.address] = ChunkLocation(url, len(pack) - 10, 100)  # past the object's end
         del places[d.address]  # the store lacks it
+        e, f = refs[7], refs[9]
+        places[e.address] = ChunkLocation(url.replace("/pack?", "/pa ck?"), 0, 10)  # http.client refuses it
+        places[f.address] = ChunkLocation(url.replace("http:", "ftp:"), 0, 10)
         stranger = frame_of(b"never stored")[0]
-        assert reader.read_many([a, b, c, d, refs[5], stranger]) == [None, None, None, None, plains[5], None]
+        assert reader.read_many([a, b, c, d, e, f, refs[5], stranger]) == [None] * 6 + [plains[5], None]
         assert reader.read_many([ChunkRef(refs[6].address, 5)]) == [None]  # not the size its file lists
     finally:
         reader.close()

@@ -100,7 +100,12 @@ class UrlChunks:
 
     def _get(self, run: Run) -> dict[bytes, bytes | None]:
         """RUN's chunks (by address) fetched in one GET; None for each one missing from the answer, or wrong."""
-        body = self._fetch(run) if time.monotonic() >= self._paused_until else None
+        try:
+            body = self._fetch(run) if time.monotonic() >= self._paused_until else None
+        except Exception as err:  # noqa: BLE001 - a last resort: whatever went wrong here, the server has the chunks
+            log.error("GET of chunks from %s failed unexpectedly (%s: %s): reading them through the server",
+                      urllib.parse.urlsplit(run.url).netloc, type(err).__name__, str(err).partition("?")[0])
+            body = None
         out: dict[bytes, bytes | None] = {}
         for ref, loc in run.chunks:
             frame = body[loc.offset - run.start : loc.offset - run.start + loc.length] if body else b""
@@ -133,7 +138,8 @@ class UrlChunks:
                     continue
                 if isinstance(err, TimeoutError):
                     return self._unreachable(parts.netloc, "timed out")
-                log.warning("GET of chunks from %s failed (%s): reading them through the server", parts.netloc, err)
+                log.warning("GET of chunks from %s failed (%s): reading them through the server", parts.netloc,
+                            str(err).partition("?")[0])  # never a URL's signature in a log
                 return None
             if not resp.isclosed():  # a body left unread: the connection cannot take another request
                 self._drop(parts.scheme, parts.netloc)

@@ -79,7 +79,7 @@ class S3:
     def corrupt(self, store: S3ChunkStore, addr: bytes) -> None:
         """Flips a byte of the chunk in the object holding it (a pack, or its own)."""
         where = store._lookup([addr])[addr]
-        key = store._key(where)
+        key = store._key(where.pack)
         s3 = self.weed.client()
         data = bytearray(s3.get_object(Bucket=store.bucket, Key=key)["Body"].read())
         data[where.offset + where.length // 2] ^= 0xFF
@@ -234,8 +234,8 @@ def test_a_corrupt_chunk_is_an_error_never_bytes(backend, store):
             unpack(a, store.get(a))
 
 
-def test_s3_packs_small_chunks_and_reads_a_run_of_them_with_one_get(tmp_path, request):
-    """Ten thousand small chunks cost one PUT a pack; reading a run of them back, one ranged GET."""
+def test_s3_packs_chunks_and_reads_a_run_of_them_with_one_get(tmp_path, request):
+    """Ten thousand small chunks cost one PUT; reading a run of them back (without a cache), one ranged GET."""
     s3 = S3(tmp_path, request)
     store = s3.open()
     try:
@@ -249,8 +249,8 @@ def test_s3_packs_small_chunks_and_reads_a_run_of_them_with_one_get(tmp_path, re
 
 
 def test_s3_cache_serves_repeated_reads_and_drops_a_torn_entry(tmp_path, request):
-    """Chunks written or read stay in the server's disk cache: reading them again costs no GET. A cache entry
-    whose bytes are torn is dropped and the chunk fetched again."""
+    """Packs written or read stay whole in the server's disk cache: reading their chunks again costs no GET. A
+    cached pack whose bytes are torn is dropped and fetched again."""
     s3 = S3(tmp_path, request, cache=True)
     store = s3.open()
     try:
@@ -258,24 +258,27 @@ def test_s3_cache_serves_repeated_reads_and_drops_a_torn_entry(tmp_path, request
         store.put(chunks)
         assert [store.get(a) for a, _ in chunks] == [f for _, f in chunks]
         assert "GetObject" not in store.requests()
-        entry = next((tmp_path / "cache").glob(f"??/{chunks[1][0].hex()}"))
+        (entry,) = (tmp_path / "cache").glob("??/*")
         entry.write_bytes(entry.read_bytes()[:-1])
-        assert store.get(chunks[1][0]) == chunks[1][1]
+        assert store.get(chunks[-1][0]) == chunks[-1][1]
+        assert store.requests()["GetObject"] == 1
+        assert [store.get(a) for a, _ in chunks] == [f for _, f in chunks]  # cached whole again
         assert store.requests()["GetObject"] == 1
     finally:
         store.close()
 
 
 def test_cache_keeps_to_its_bound_least_recently_used_first(tmp_path):
-    cache = DiskCache(tmp_path, 3 * 1008)  # three entries of 1000 bytes and their checksums
+    cache = DiskCache(tmp_path, 3000)  # three objects of 1000 bytes
     for i in range(3):
-        cache.put(bytes([i]) * 32, b"%d" % i * 1000)
-    assert cache.get(bytes([0]) * 32) == b"0" * 1000  # now the most recently used
-    cache.put(bytes([3]) * 32, b"3" * 1000)
-    assert cache.get(bytes([1]) * 32) is None
-    assert [cache.get(bytes([i]) * 32) for i in (0, 2, 3)] == [b"0" * 1000, b"2" * 1000, b"3" * 1000]
-    reopened = DiskCache(tmp_path, 3 * 1008)
-    assert reopened.get(bytes([3]) * 32) == b"3" * 1000
+        cache.put(f"{i}" * 32, b"%d" % i * 1000)
+    assert cache.read("0" * 32, [(10, 5)]) == [b"00000"]  # now the most recently used
+    cache.put("3" * 32, b"3" * 1000)
+    assert cache.read("1" * 32, [(0, 1)]) is None
+    assert [cache.read(f"{i}" * 32, [(0, 2), (998, 2)]) for i in (0, 2, 3)] == [[b"00", b"00"], [b"22", b"22"],
+                                                                                [b"33", b"33"]]
+    assert cache.read("3" * 32, [(999, 2)]) is None  # past its end: not what was cached, so dropped
+    assert DiskCache(tmp_path, 3000).read("2" * 32, [(0, 3)]) == [b"222"]  # kept across a restart
 
 
 def test_local_store_drops_crash_leftovers(tmp_path):

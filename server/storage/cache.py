@@ -1,10 +1,10 @@
-"""A size-bounded cache of chunks on the server's disk, in front of a remote store: repeated reads do not go back
-to the bucket.
+"""A size-bounded cache, on the server's disk, of the objects of a remote store: repeated reads do not go back to
+the bucket.
 
-A chunk is a file ROOT/ab/abcdef... holding the xxh3-64 of its frame, then the frame. Files are written to tmp/
-and renamed into place, unsynced: a cache may lose entries in a crash, and an entry whose bytes do not match its
-checksum (torn by one) is dropped, never served. The least recently used entries go first once the cache holds
-more than its bound; the order survives a restart as the files' modification times.
+An object (a pack of chunks) is a file ROOT/ab/abcdef... (its name) holding its bytes, written to tmp/ and renamed
+into place, unsynced: a crash may lose or tear entries, which is why readers check every chunk they take from one
+against the checksum recorded for it, and drop an entry that fails. The least recently used objects go first once
+the cache holds more than its bound; the order survives a restart as the files' modification times.
 """
 
 import os
@@ -12,10 +12,7 @@ import pathlib
 import threading
 import uuid
 from collections import OrderedDict
-
-import xxhash
-
-CHECKSUM = 8  # bytes of xxh3-64 before each frame
+from collections.abc import Sequence
 
 
 class DiskCache:
@@ -26,53 +23,56 @@ class DiskCache:
         self._tmp.mkdir(parents=True, exist_ok=True)
         for leftover in self._tmp.iterdir():
             leftover.unlink()
-        self._sizes: OrderedDict[bytes, int] = OrderedDict()  # least recently used first
+        self._sizes: OrderedDict[str, int] = OrderedDict()  # least recently used first
         self._bytes = 0
         self._lock = threading.Lock()
         found = []
         for entry in root.glob("??/*"):
             try:
-                found.append((entry.stat().st_mtime, bytes.fromhex(entry.name), entry.stat().st_size))
-            except (OSError, ValueError):  # gone meanwhile, or not a chunk's name
+                stat = entry.stat()
+            except OSError:  # gone meanwhile
                 continue
-        for _, address, size in sorted(found):
-            self._sizes[address] = size
+            found.append((stat.st_mtime, entry.name, stat.st_size))
+        for _, name, size in sorted(found):
+            self._sizes[name] = size
             self._bytes += size
         self._evict()
 
-    def get(self, address: bytes) -> bytes | None:
+    def read(self, name: str, ranges: Sequence[tuple[int, int]]) -> list[bytes] | None:
+        """The bytes of the object NAME in each (offset, length) of RANGES, or None if it is not cached whole."""
         with self._lock:
-            if address not in self._sizes:
+            if name not in self._sizes:
                 return None
-            self._sizes.move_to_end(address)
-        path = self._path(address)
+            self._sizes.move_to_end(name)
+        path = self._path(name)
         try:
-            with open(path, "rb") as f:
-                data = f.read()
-            os.utime(path)  # its place in the order, after a restart
+            fd = os.open(path, os.O_RDONLY)
         except FileNotFoundError:
-            data = b""
-        frame = data[CHECKSUM:]
-        if len(data) > CHECKSUM and xxhash.xxh3_64_digest(frame) == data[:CHECKSUM]:
-            return frame
-        self._drop(address)
-        return None
+            self.drop(name)
+            return None
+        try:
+            parts = [os.pread(fd, length, offset) for offset, length in ranges]
+            os.utime(fd)  # its place in the order, after a restart
+        finally:
+            os.close(fd)
+        if any(len(p) != length for p, (_, length) in zip(parts, ranges)):
+            self.drop(name)  # torn
+            return None
+        return parts
 
-    def put(self, address: bytes, frame: bytes) -> None:
-        """Keeps FRAME, the stored bytes of the chunk at ADDRESS (checked by the caller), if it fits."""
-        size = len(frame) + CHECKSUM
-        if size > self.max_bytes:
+    def put(self, name: str, data: bytes | memoryview) -> None:
+        """Keeps DATA, the whole object NAME, if it fits."""
+        if len(data) > self.max_bytes:
             return
         with self._lock:
-            if address in self._sizes:
-                self._sizes.move_to_end(address)
+            if name in self._sizes:
+                self._sizes.move_to_end(name)
                 return
         tmp = self._tmp / uuid.uuid4().hex
-        final = self._path(address)
+        final = self._path(name)
         try:
             with open(tmp, "wb") as f:
-                f.write(xxhash.xxh3_64_digest(frame))
-                f.write(frame)
+                f.write(data)
             try:
                 os.replace(tmp, final)
             except FileNotFoundError:  # the first entry under its fan-out directory
@@ -82,27 +82,27 @@ class DiskCache:
             tmp.unlink(missing_ok=True)
             return
         with self._lock:
-            if address not in self._sizes:
-                self._sizes[address] = size
-                self._bytes += size
+            if name not in self._sizes:
+                self._sizes[name] = len(data)
+                self._bytes += len(data)
         self._evict()
 
-    def _drop(self, address: bytes) -> None:
+    def drop(self, name: str) -> None:
+        """Forgets the object NAME (one whose bytes proved wrong)."""
         with self._lock:
-            size = self._sizes.pop(address, None)
+            size = self._sizes.pop(name, None)
             if size is not None:
                 self._bytes -= size
-        pathlib.Path(self._path(address)).unlink(missing_ok=True)
+        pathlib.Path(self._path(name)).unlink(missing_ok=True)
 
     def _evict(self) -> None:
         while True:
             with self._lock:
                 if self._bytes <= self.max_bytes or not self._sizes:
                     return
-                address, size = self._sizes.popitem(last=False)
+                name, size = self._sizes.popitem(last=False)
                 self._bytes -= size
-            pathlib.Path(self._path(address)).unlink(missing_ok=True)
+            pathlib.Path(self._path(name)).unlink(missing_ok=True)
 
-    def _path(self, address: bytes) -> str:
-        name = address.hex()
+    def _path(self, name: str) -> str:
         return f"{self.root}/{name[:2]}/{name}"

@@ -1,29 +1,30 @@
 """A chunk store in an S3-compatible bucket (AWS S3, SeaweedFS, Ceph, MinIO, ...): chunks that outgrow one disk
 and outlive one machine.
 
-Under s3://BUCKET/PREFIX:
-- PREFIX/chunks/ab/abcdef... is a large chunk's frame, named by its address;
-- PREFIX/packs/ab/abcdef... is a pack: the frames of small chunks one after another, named by the BLAKE3 of its
-  bytes. Ten thousand small files cost a few PUTs, and a read of one of them is a ranged GET.
-Where each chunk is (its object, offset and length, its frame's head and a checksum) is recorded in the metadata
-store once the object holding it is written, so a chunk exists from when it is recorded: nothing is ever seen half
-written, and an object a crash left unrecorded is garbage, not data. Objects are written create-only
-(If-None-Match: *; HEAD then PUT on a server without it); a key always names the same bytes, so writers racing to
-store one chunk never corrupt it. Every chunk read is checked against its recorded length and checksum: a corrupt
-object is DataLoss, never bytes.
+Chunks are written in packs, as restic does: PREFIX/packs/ab/abcdef... holds the frames of the chunks one put
+brought, one after another, up to PACK_SIZE (a chunk larger than that is a pack of its own). Requests cost far more
+than bytes (a PUT of 16 MiB takes a quarter of the CPU per MiB a PUT of 1 MiB takes, on both ends), so ten thousand
+small files cost a PUT or two, a GiB about 64, and a read of one chunk is a ranged GET of its bytes.
+Where each chunk is (its pack, offset and length, its frame's head and an xxh3 checksum) is recorded in the
+metadata store once its pack is written, so a chunk exists from when it is recorded: nothing is ever seen half
+written, and a pack a crash left unrecorded is garbage, not data. Packs have names of their own, random, and are
+written create-only (If-None-Match: *; HEAD then PUT on a server without it): no two writers ever share a key, and
+writers racing to store the same chunk each keep their copy, the first one recorded being the one read. Every
+chunk read is checked against its recorded length and checksum: a corrupt object is DataLoss, never bytes.
 
 boto3 does the talking: credentials and region the standard AWS way, its connection pool sized for the transfer
 threads, and retries with backoff and jitter of throttling (503 SlowDown), 5xx and dropped connections; a body
 cut off mid-read is fetched again here. A bucket that cannot be used fails the server's start with one line;
-later failures are Unavailable (UNAVAILABLE to a client). Chunks read or written stay in a DiskCache on the
-server's disk. Clients fetch chunks themselves through presigned URLs (locate()), so read bandwidth grows with
-the readers.
+later failures are Unavailable (UNAVAILABLE to a client). Packs written or read stay whole in a DiskCache on the
+server's disk, so reading the next small file of a directory costs no request. Clients fetch chunks themselves
+through presigned URLs (locate()), so read bandwidth grows with the readers.
 """
 
 import logging
 import random
 import threading
 import time
+import uuid
 from collections import Counter, deque
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -37,7 +38,6 @@ from botocore.config import Config
 
 from pfs.core import compression
 from pfs.core.errors import DataLoss, InvalidArgument, PfsError, Unavailable
-from pfs.core.hashing import address as blake3_address
 from pfs.core.model import ChunkLocation, DirectRead
 from server.meta import MetaStore, StoredChunk
 from server.storage import ChunkStore
@@ -47,15 +47,14 @@ log = logging.getLogger(__name__)
 
 SCHEME = "s3://"
 KIND = "url"  # what describe() offers: chunks fetched from the URLs locate() gives
-PACK_BELOW = 512 << 10  # frames smaller than this go into packs
-PACK_SIZE = 8 << 20  # a pack is written once it holds this much
+PACK_SIZE = 16 << 20  # a pack is written once it holds this much
 LOOKUP_BATCH = 1000  # chunks looked up in the metadata store at once
 RECORD_BATCH = 256  # chunks written before they are recorded (one transaction)
-IN_FLIGHT = 8  # objects one put() has being written at once: bounds its memory
+IN_FLIGHT = 4  # packs one put() has being written at once: bounds its memory
 THREADS = 16  # transfers under way at once, across calls
 WINDOW_BYTES = 64 << 20  # what get_many() fetches ahead of its reader
-MAX_GAP = 256 << 10  # chunks of a pack this close are read with one GET
-MAX_RANGE = 16 << 20  # ... of at most this many bytes
+MAX_GAP = 256 << 10  # without a cache, chunks of a pack this close are read with one GET
+MAX_RANGE = 16 << 20  # ... of at most this many bytes (with a cache, a pack is read whole)
 URL_LIFETIME = 900  # seconds a presigned URL stays valid
 MAX_URLS = 10_000  # presigned URLs kept for reuse
 # tries of a request: botocore backs off 0.05 s x 2^n with jitter (about 3 s in all: a restarting server is waited
@@ -86,7 +85,8 @@ class S3ChunkStore(ChunkStore):
                         max_pool_connections=threads + 4, signature_version="s3v4",
                         # our own checksums guard every chunk; S3-compatible servers differ in theirs
                         request_checksum_calculation="when_required", response_checksum_validation="when_required",
-                        s3={"addressing_style": "path"} if endpoint else {})
+                        # bodies not hashed into the signature either (over http, a SHA-256 a MiB)
+                        s3={"payload_signing_enabled": False, **({"addressing_style": "path"} if endpoint else {})})
         session = boto3.session.Session()
         self._s3 = session.client("s3", endpoint_url=endpoint, config=config)
         self.endpoint = self._s3.meta.endpoint_url
@@ -94,6 +94,7 @@ class S3ChunkStore(ChunkStore):
         self._s3.meta.events.register("before-send.s3", self._count)
         self._conditional = True  # If-None-Match: * until the server says it lacks it
         self._urls: dict[str, tuple[str, float]] = {}  # key -> (presigned URL, when it expires)
+        self._fetching: dict[str, Future] = {}  # pack -> its GET under way, which other readers wait for
         self._lock = threading.Lock()
         self._check(session, endpoint, config)
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="s3")
@@ -138,11 +139,8 @@ class S3ChunkStore(ChunkStore):
         with self._meta.transaction() as tx:
             return tx.stored_chunks(addresses)
 
-    def _key(self, chunk: StoredChunk) -> str:
-        if chunk.pack:
-            return f"{self._prefix}packs/{chunk.pack[:2]}/{chunk.pack}"
-        name = chunk.address.hex()
-        return f"{self._prefix}chunks/{name[:2]}/{name}"
+    def _key(self, pack: str) -> str:
+        return f"{self._prefix}packs/{pack[:2]}/{pack}"
 
     # -- writing
 
@@ -160,9 +158,7 @@ class S3ChunkStore(ChunkStore):
                         if address in stored or address in seen:
                             continue
                         seen.add(address)
-                        if len(frame) >= PACK_BELOW:
-                            writes.append(self._pool.submit(self._write_chunk, address, frame))
-                        elif pack.add(address, frame) >= PACK_SIZE:
+                        if pack.add(address, frame) >= PACK_SIZE:
                             writes.append(self._pool.submit(self._write_pack, pack))
                             pack = _Pack()
                         while len(writes) > IN_FLIGHT:
@@ -191,28 +187,21 @@ class S3ChunkStore(ChunkStore):
         written.clear()
         return new
 
-    def _write_chunk(self, address: bytes, frame: bytes) -> list[StoredChunk]:
-        chunk = _stored(address, "", 0, frame)
-        self._create(self._key(chunk), frame)
-        if self._cache:
-            self._cache.put(address, frame)
-        return [chunk]
-
     def _write_pack(self, pack: "_Pack") -> list[StoredChunk]:
         data = b"".join(frame for _, frame in pack.frames)
-        name = blake3_address(data).hex()
+        name = uuid.uuid4().hex
         chunks, offset = [], 0
         for address, frame in pack.frames:
-            chunks.append(_stored(address, name, offset, frame))
+            chunks.append(StoredChunk(address, name, offset, len(frame), frame[: compression.HEADER_BYTES],
+                                      xxhash.xxh3_64_digest(frame)))
             offset += len(frame)
-        self._create(self._key(chunks[0]), data)
+        self._create(self._key(name), data)
         if self._cache:
-            for address, frame in pack.frames:
-                self._cache.put(address, frame)
+            self._cache.put(name, data)
         return chunks
 
     def _create(self, key: str, data: bytes) -> None:
-        """Writes DATA at KEY unless the key exists (holding the same bytes: keys are named by their content)."""
+        """Writes DATA at KEY unless the key exists (which it never should: names are random)."""
         for attempt in range(ATTEMPTS):
             if not self._conditional:
                 break
@@ -244,12 +233,12 @@ class S3ChunkStore(ChunkStore):
         return next(self.get_many([address]))
 
     def get_many(self, addresses: Sequence[bytes]) -> Iterator[bytes]:
-        ahead: deque[tuple[bytes, bytes | Future]] = deque()  # in order: a frame, or the fetch that brings it
+        ahead: deque[tuple[bytes, Future]] = deque()  # in order: each chunk, and the read that brings it
         size = 0
         with self._errors():
             for i in range(0, len(addresses), LOOKUP_BATCH):
-                for address, found, length in self._start(addresses[i : i + LOOKUP_BATCH]):
-                    ahead.append((address, found))
+                for address, read, length in self._start(addresses[i : i + LOOKUP_BATCH]):
+                    ahead.append((address, read))
                     size += length
                     while size > WINDOW_BYTES:
                         frame = _frame(*ahead.popleft())
@@ -258,53 +247,86 @@ class S3ChunkStore(ChunkStore):
             while ahead:
                 yield _frame(*ahead.popleft())
 
-    def _start(self, addresses: Sequence[bytes]) -> list[tuple[bytes, bytes | Future, int]]:
-        """Each of ADDRESSES with its frame if cached, else the fetch under way that brings it, and its length."""
-        cached = {a: f for a in addresses if self._cache and (f := self._cache.get(a)) is not None}
-        stored = self._lookup([a for a in dict.fromkeys(addresses) if a not in cached])
-        fetches = {}
-        for run in _runs(sorted(stored.values(), key=lambda c: (c.pack, c.offset))):
-            future = self._pool.submit(self._fetch, run)
-            for chunk in run:
-                fetches[chunk.address] = future
+    def _start(self, addresses: Sequence[bytes]) -> list[tuple[bytes, Future, int]]:
+        """Each of ADDRESSES with the read under way that brings its frame (one a pack), and its length."""
+        stored = self._lookup(list(dict.fromkeys(addresses)))
+        packs: dict[str, list[StoredChunk]] = {}
+        for chunk in stored.values():
+            packs.setdefault(chunk.pack, []).append(chunk)
+        reads = {}
+        for pack, chunks in packs.items():
+            future = self._pool.submit(self._read, pack, sorted(chunks, key=lambda c: c.offset))
+            reads.update((c.address, future) for c in chunks)
         out = []
         for a in addresses:
-            if a in cached:
-                out.append((a, cached[a], len(cached[a])))
-            elif a in stored:
-                out.append((a, fetches[a], stored[a].length))
-            else:
+            if a not in stored:
                 raise DataLoss(f"chunk {a.hex()} is missing from {self.url}")
+            out.append((a, reads[a], stored[a].length))
         return out
 
-    def _fetch(self, run: list[StoredChunk]) -> dict[bytes, bytes]:
-        """The frames of RUN, chunks of one object close together, with one GET, each checked."""
-        key = self._key(run[0])
-        start, end = run[0].offset, run[-1].offset + run[-1].length
+    def _read(self, pack: str, chunks: list[StoredChunk]) -> dict[bytes, bytes]:
+        """The frames of CHUNKS (of PACK, by offset), each checked: from the cache, else from the bucket, where a
+        cache gets the whole pack (the next small files of a directory are in it) and no cache the runs asked."""
+        if self._cache is None:
+            frames = {}
+            for run in _runs(chunks):
+                start, end = run[0].offset, run[-1].offset + run[-1].length
+                frames |= self._checked(pack, run, _slices(run, self._get(pack, f"bytes={start}-{end - 1}"), start))
+            return frames
+        parts = self._cache.read(pack, [(c.offset, c.length) for c in chunks])
+        if parts is not None:
+            try:
+                return self._checked(pack, chunks, parts)
+            except DataLoss:
+                self._cache.drop(pack)  # torn by a crash: the bucket has it whole
+        return self._checked(pack, chunks, _slices(chunks, self._whole(pack), 0))
+
+    def _whole(self, pack: str) -> bytes:
+        """The whole of PACK, fetched once however many readers want it at once, and kept in the cache."""
+        with self._lock:
+            fetching = self._fetching.get(pack)
+            if fetching is None:
+                mine = self._fetching[pack] = Future()
+        if fetching is not None:
+            return fetching.result()
+        try:
+            data = self._get(pack)
+            self._cache.put(pack, data)
+            mine.set_result(data)
+            return data
+        except BaseException as err:
+            mine.set_exception(err)
+            raise
+        finally:
+            with self._lock:
+                del self._fetching[pack]
+
+    def _get(self, pack: str, byte_range: str = "") -> bytes:
+        """PACK's bytes (BYTE_RANGE of them, if given); a body cut off mid-read is fetched again."""
+        key = self._key(pack)
         for attempt in range(ATTEMPTS):
             try:
-                reply = self._s3.get_object(Bucket=self.bucket, Key=key, Range=f"bytes={start}-{end - 1}")
-                data = reply["Body"].read()
-                break
+                reply = self._s3.get_object(Bucket=self.bucket, Key=key, **({"Range": byte_range} if byte_range else {}))
+                return reply["Body"].read()
             except BODY_ERRORS:
                 if attempt == ATTEMPTS - 1:
                     raise
                 _backoff(attempt)
             except botocore.exceptions.ClientError as err:
                 if _code(err) in ("NoSuchKey", "404", "InvalidRange", "416"):
-                    raise DataLoss(f"{len(run)} chunk(s) (first: {run[0].address.hex()}) are missing from "
-                                   f"{self.url}: object {key} is gone or shorter than recorded") from None
+                    raise DataLoss(f"chunks are missing from {self.url}: object {key} is gone or shorter than "
+                                   "recorded") from None
                 raise
-        frames = {}
-        for chunk in run:
-            frame = data[chunk.offset - start : chunk.offset - start + chunk.length]
+
+    def _checked(self, pack: str, chunks: list[StoredChunk], frames: list[bytes]) -> dict[bytes, bytes]:
+        """CHUNKS' FRAMES by address, each checked against what was recorded when it was written."""
+        found = {}
+        for chunk, frame in zip(chunks, frames):
             if len(frame) != chunk.length or xxhash.xxh3_64_digest(frame) != chunk.checksum:
-                raise DataLoss(f"chunk {chunk.address.hex()} in {self.url} is corrupt: object {key} does not hold "
-                               "the bytes recorded when it was written")
-            frames[chunk.address] = frame
-            if self._cache:
-                self._cache.put(chunk.address, frame)
-        return frames
+                raise DataLoss(f"chunk {chunk.address.hex()} in {self.url} is corrupt: object {self._key(pack)} does "
+                               "not hold the bytes recorded when it was written")
+            found[chunk.address] = frame
+        return found
 
     def heads(self, addresses: Iterable[bytes], size: int) -> dict[bytes, bytes]:
         stored = self._lookup(list(addresses))
@@ -315,7 +337,7 @@ class S3ChunkStore(ChunkStore):
 
     def locate(self, addresses: Sequence[bytes]) -> list[ChunkLocation | None]:
         stored = self._lookup(addresses)
-        return [ChunkLocation(self._presigned(self._key(c)), c.offset, c.length) if (c := stored.get(a)) else None
+        return [ChunkLocation(self._presigned(self._key(c.pack)), c.offset, c.length) if (c := stored.get(a)) else None
                 for a in addresses]
 
     def _presigned(self, key: str) -> str:
@@ -378,11 +400,6 @@ class _Pack:
         return self.size
 
 
-def _stored(address: bytes, pack: str, offset: int, frame: bytes) -> StoredChunk:
-    return StoredChunk(address, pack, offset, len(frame), frame[: compression.HEADER_BYTES],
-                       xxhash.xxh3_64_digest(frame))
-
-
 def _batches(chunks: Iterable[tuple[bytes, bytes]], n: int) -> Iterator[list[tuple[bytes, bytes]]]:
     batch = []
     for chunk in chunks:
@@ -395,11 +412,10 @@ def _batches(chunks: Iterable[tuple[bytes, bytes]], n: int) -> Iterator[list[tup
 
 
 def _runs(chunks: list[StoredChunk]) -> Iterator[list[StoredChunk]]:
-    """CHUNKS (by object and offset) in runs that one GET each reads: a large chunk alone, chunks of a pack
-    together while they are close and the run is not too long."""
+    """CHUNKS (of one pack, by offset) in runs that one GET each reads: chunks close together, up to MAX_RANGE."""
     run: list[StoredChunk] = []
     for c in chunks:
-        if run and (not c.pack or c.pack != run[0].pack or c.offset - (run[-1].offset + run[-1].length) > MAX_GAP
+        if run and (c.offset - (run[-1].offset + run[-1].length) > MAX_GAP
                     or c.offset + c.length - run[0].offset > MAX_RANGE):
             yield run
             run = []
@@ -408,8 +424,13 @@ def _runs(chunks: list[StoredChunk]) -> Iterator[list[StoredChunk]]:
         yield run
 
 
-def _frame(address: bytes, found: bytes | Future) -> bytes:
-    return found if isinstance(found, bytes) else found.result()[address]
+def _slices(chunks: list[StoredChunk], data: bytes, start: int) -> list[bytes]:
+    """The frames of CHUNKS in DATA, a pack's bytes from START (short where DATA is)."""
+    return [data[c.offset - start : c.offset - start + c.length] for c in chunks]
+
+
+def _frame(address: bytes, read: Future) -> bytes:
+    return read.result()[address]
 
 
 def _backoff(attempt: int) -> None:

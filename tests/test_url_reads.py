@@ -99,37 +99,94 @@ def frame_of(plain: bytes) -> tuple[ChunkRef, bytes]:
     return ChunkRef(address(plain), len(plain)), compression.compress(plain)
 
 
-def test_the_reader_fetches_a_pack_in_one_get_and_refuses_what_is_not_right(seaweed, bucket):
-    s3 = seaweed.client()
-    chunks = [frame_of(os.urandom(3000) + b"%d" % i) for i in range(20)]
-    pack = b"".join(f for _, f in chunks)
-    s3.put_object(Bucket=bucket, Key="pack", Body=pack)
-    url = s3.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": "pack"}, ExpiresIn=300)
-    places, offset = {}, 0
-    for ref, f in chunks:
-        places[ref.address] = ChunkLocation(url, offset, len(f))
-        offset += len(f)
-    refs = [ref for ref, _ in chunks]
-    plains = [compression.decompress(f, 1 << 20) for _, f in chunks]
-    reader = UrlChunks(lambda addresses: [places.get(a) for a in addresses], f"s3://{bucket}")
+class Pack:
+    """Twenty small chunks in one object of BUCKET, and a locate() that says where each is (as a store's would:
+    one presigned URL for the object); `places` may be changed, and `calls` holds what each call asked."""
+
+    def __init__(self, seaweed, bucket: str, key: str = "pack") -> None:
+        self.s3, self.bucket = seaweed.client(), bucket
+        chunks = [frame_of(os.urandom(3000) + b"%d" % i) for i in range(20)]
+        self.data = b"".join(f for _, f in chunks)
+        self.refs = [ref for ref, _ in chunks]
+        self.plains = [compression.decompress(f, 1 << 20) for _, f in chunks]
+        self.places: dict[bytes, ChunkLocation] = {}
+        self.calls: list[list[bytes]] = []
+        self.put(key)
+
+    def put(self, key: str) -> None:
+        """The pack (again) at KEY; the places point there."""
+        self.s3.put_object(Bucket=self.bucket, Key=key, Body=self.data)
+        self.url = self.s3.generate_presigned_url("get_object", Params={"Bucket": self.bucket, "Key": key},
+                                                  ExpiresIn=300)
+        offset = 0
+        for ref, plain in zip(self.refs, self.plains):
+            length = len(compression.compress(plain))
+            self.places[ref.address] = ChunkLocation(self.url, offset, length)
+            offset += length
+
+    def locate(self, addresses: list[bytes]) -> list[ChunkLocation | None]:
+        self.calls.append(addresses)
+        return [self.places.get(a) for a in addresses]
+
+
+@pytest.fixture
+def pack(seaweed, bucket):
+    return Pack(seaweed, bucket)
+
+
+def test_the_reader_fetches_a_pack_in_one_get_locating_each_chunk_once(seaweed, bucket, pack):
+    reader = UrlChunks(pack.locate, f"s3://{bucket}")
     try:
         before = gets(seaweed, bucket)
-        assert reader.read_many(refs[::-1]) == plains[::-1]  # in any order, a pack's chunks come in one GET
-        assert reader.read_many(refs[:3]) == plains[:3]
+        assert reader.read_many(pack.refs[::-1]) == pack.plains[::-1]  # in any order, a pack's chunks in one GET
+        assert reader.read_many(pack.refs[:3]) == pack.plains[:3]  # located already
         wait_for(lambda: gets(seaweed, bucket) - before >= 2)
         assert gets(seaweed, bucket) - before == 2
+        assert [len(c) for c in pack.calls] == [20]
+    finally:
+        reader.close()
 
-        a, b, c, d = refs[:4]
-        places[a.address] = ChunkLocation(url.replace("Signature=", "Signature=0"), 0, len(chunks[0][1]))  # 403
-        places[b.address] = ChunkLocation(url, places[b.address].offset + 1, places[b.address].length)  # wrong bytes
-        places[c.address] = ChunkLocation(url, len(pack) - 10, 100)  # past the object's end
-        del places[d.address]  # the store lacks it
-        e, f = refs[7], refs[9]
-        places[e.address] = ChunkLocation(url.replace("/pack?", "/pa ck?"), 0, 10)  # http.client refuses it
-        places[f.address] = ChunkLocation(url.replace("http:", "ftp:"), 0, 10)
-        stranger = frame_of(b"never stored")[0]
-        assert reader.read_many([a, b, c, d, e, f, refs[5], stranger]) == [None] * 6 + [plains[5], None]
-        assert reader.read_many([ChunkRef(refs[6].address, 5)]) == [None]  # not the size its file lists
+
+def test_chunks_expected_are_located_with_the_next_ones_asked_for(bucket, pack):
+    reader = UrlChunks(pack.locate, f"s3://{bucket}")
+    try:
+        reader.expect(pack.refs[1:])
+        assert reader.read_many(pack.refs[:1]) == pack.plains[:1]
+        assert reader.read_many(pack.refs[1:]) == pack.plains[1:]
+        assert [len(c) for c in pack.calls] == [20]
+    finally:
+        reader.close()
+
+
+def test_a_location_that_fails_is_asked_for_again(seaweed, bucket, pack):
+    """An object gone from where a location said (or a URL expired): those chunks come from the server this time,
+    and are located afresh the next."""
+    reader = UrlChunks(pack.locate, f"s3://{bucket}")
+    try:
+        assert reader.read_many(pack.refs[:2]) == pack.plains[:2]
+        pack.s3.delete_object(Bucket=bucket, Key="pack")
+        pack.put("moved")
+        assert reader.read_many(pack.refs[:2]) == [None, None]
+        assert reader.read_many(pack.refs[:2]) == pack.plains[:2]
+        assert [len(c) for c in pack.calls] == [2, 2]
+    finally:
+        reader.close()
+
+
+def test_the_reader_refuses_what_is_not_right(bucket, pack):
+    reader = UrlChunks(pack.locate, f"s3://{bucket}")
+    refs, places, url = pack.refs, pack.places, pack.url
+    a, b, c, d, e, f = refs[:6]
+    places[a.address] = ChunkLocation(url.replace("Signature=", "Signature=0"), 0, places[a.address].length)  # 403
+    places[b.address] = ChunkLocation(url, places[b.address].offset + 1, places[b.address].length)  # wrong bytes
+    places[c.address] = ChunkLocation(url, len(pack.data) - 10, 100)  # past the object's end
+    del places[d.address]  # the store lacks it
+    places[e.address] = ChunkLocation(url.replace("/pack?", "/pa ck?"), 0, 10)  # http.client refuses it
+    places[f.address] = ChunkLocation(url.replace("http:", "ftp:"), 0, 10)
+    stranger = frame_of(b"never stored")[0]
+    try:
+        assert reader.read_many([a, b, c, d, e, f, refs[7], stranger]) == [None] * 6 + [pack.plains[7], None]
+        assert reader.read_many([ChunkRef(refs[9].address, 5)]) == [None]  # not the size its file lists
     finally:
         reader.close()
 

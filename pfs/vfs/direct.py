@@ -4,7 +4,7 @@ A reader fetches a batch of chunks and checks each; a chunk it cannot give (abse
 back None and is read through the server instead, so an offer is only ever a faster way to the same bytes.
 """
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Protocol
 
 from pfs import chunk_dir
@@ -17,6 +17,9 @@ class DirectReader(Protocol):
     root: str  # where the chunks are read from (the offer's root), as a mount names it
 
     def read_many(self, refs: Sequence[ChunkRef]) -> list[bytes | None]: ...
+
+    def expect(self, refs: Iterable[ChunkRef]) -> None:
+        """REFS are likely to be read soon (what a reader of a file or a directory goes on to)."""
 
     def close(self) -> None: ...
 

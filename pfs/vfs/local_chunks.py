@@ -11,7 +11,7 @@ pfs/chunk_dir.py, the one the server's store writes.
 import os
 import sqlite3
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 from pfs import chunk_dir
@@ -47,6 +47,9 @@ class LocalChunks:
         if sum(r.size for r in refs) < PARALLEL_BYTES:
             return [self.read(r) for r in refs]
         return list(self._pool.map(self.read, refs))
+
+    def expect(self, refs: Iterable[ChunkRef]) -> None:
+        """Nothing to prepare: a chunk on this disk is found by its address."""
 
     def read(self, ref: ChunkRef) -> bytes | None:
         """The chunk's plain bytes, or None if it is not here (or not right)."""

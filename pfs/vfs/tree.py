@@ -13,10 +13,11 @@ every file in it, then costs one call instead of one per directory.
 """
 
 import bisect
+import itertools
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 import xxhash
@@ -32,6 +33,7 @@ from pfs.vfs.direct import DirectReader
 ROOT_INODE = 1
 LISTING_TTL = 1.0  # seconds before repos, branches and commits are listed again
 READ_AHEAD = 8  # chunks fetched ahead of a reader
+LOCATE_AHEAD = 1024  # chunks a direct reader is told a reader goes on to (it may locate them in one call)
 NEXT_FILES = 64  # files after the one being read whose chunks are fetched with it...
 NEXT_FILES_BYTES = 8 << 20  # ...up to this many bytes
 PREFETCH_ENTRIES = 20_000  # entries below a directory listed with it: its subdirectories then cost no call
@@ -157,22 +159,28 @@ class RepoTree:
             listing = self._listings.get(node.parent)
         if listing is None:
             return
+        order, first = listing.order, node.index + 1
         ahead: list[Node] = []
         size = 0
-        for sibling in listing.order[node.index + 1 : node.index + 1 + NEXT_FILES]:
+        for sibling in order[first : first + NEXT_FILES]:
             ahead.append(sibling)
             size += sibling.size
             if size > NEXT_FILES_BYTES:
                 break
-        self._refill([f.chunks for f in ahead])
+        self._refill([f.chunks for f in ahead], lambda: itertools.islice(
+            (c for k in range(first, len(order)) for c in order[k].chunks), LOCATE_AHEAD))
 
-    def _refill(self, ahead: list[list[ChunkRef]]) -> None:
+    def _refill(self, ahead: list[list[ChunkRef]], beyond: Callable[[], Iterable[ChunkRef]]) -> None:
         """Fetches AHEAD (the chunks a reader goes on to, by file or one by one) in one call once the reader is
         halfway through those fetched before (the middle of AHEAD is not held): a few calls of many chunks, not
-        one per chunk read, so a server locating chunks for direct reads, or one GET of a pack, serves many."""
+        one per chunk read, so a server locating chunks for direct reads, or one GET of a pack, serves many.
+        A direct reader is told of the chunks BEYOND (further on) then, to locate them all at once."""
         middle = ahead[len(ahead) // 2] if ahead else []
-        if not middle or not all(self.cache.holds(c) for c in middle):
-            self.cache.prefetch(c for group in ahead for c in group)
+        if middle and all(self.cache.holds(c) for c in middle):
+            return
+        if self.direct:
+            self.direct.expect(beyond())
+        self.cache.prefetch(c for group in ahead for c in group)
 
     def read_cached(self, inode: int, offset: int, size: int) -> bytes | memoryview | None:
         """The same as read() when every chunk it needs is cached (it never blocks); else None."""
@@ -193,7 +201,8 @@ class RepoTree:
             offset += len(piece)
             size -= len(piece)
             i += 1
-        self._refill([[c] for c in chunks[max(i, 0) : max(i, 0) + READ_AHEAD]])
+        j = max(i, 0)
+        self._refill([[c] for c in chunks[j : j + READ_AHEAD]], lambda: chunks[j : j + LOCATE_AHEAD])
         if start == 0:
             self._prefetch_next_files(node)
         return out[0] if len(out) == 1 else b"".join(out)

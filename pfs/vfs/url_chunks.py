@@ -1,8 +1,10 @@
 """Reading chunks straight from an object store, through the short-lived URLs its server gives (DirectRead kind
 model.URL_READS, the LocateChunks call), so read bandwidth grows with the readers, not with the servers.
 
-A batch of chunks costs one LocateChunks call, then ranged GETs: chunks that sit close together in one object
-(small files' chunks are packed into objects of a few MiB) come in one GET of the range spanning them. Every
+Chunks are located through the server (LocateChunks), those a reader is expected to go on to (the rest of a
+large file, the next files of a directory) in the same call, and fetched with ranged GETs: chunks that sit close
+together in one object (chunks are packed into objects of several MiB) come in one GET of the range spanning
+them. A location is used for LOCATION_TTL seconds, well inside its URL's life. Every
 chunk is checked (frames.check_ref, its size, frames.unpack); one that cannot be had this way (an HTTP error,
 an expired URL, a short body, a corrupt frame) comes back None, to be asked of the server instead. Only the
 standard library speaks HTTP here: a client needs no S3 SDK and no credentials (the URLs are presigned).
@@ -13,14 +15,15 @@ import logging
 import threading
 import time
 import urllib.parse
-from collections.abc import Callable, Sequence
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from pfs.core import frames
 from pfs.core.chunking import MAX_CHUNK_SIZE
 from pfs.core.errors import DataLoss, PfsError
-from pfs.core.model import ChunkLocation, ChunkRef
+from pfs.core.model import MAX_LOCATE, ChunkLocation, ChunkRef
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +35,8 @@ MAX_FRAME = MAX_CHUNK_SIZE + (MAX_CHUNK_SIZE >> 7) + (64 << 10)  # the largest c
 TIMEOUT = 10.0  # seconds a connect, or a socket read, may wait before the chunks are asked of the server
 GET_THREADS = 8  # GETs under way at once (each thread keeps its own kept-alive connections)
 PAUSE = 60.0  # seconds without direct reads after an object store could not be reached (each try would wait)
+LOCATION_TTL = 60.0  # seconds a location is used after the server gave it (its URL is valid a few minutes)
+MAX_KNOWN = 20_000  # locations kept (some MB of URLs)
 
 
 @dataclass
@@ -60,17 +65,69 @@ def coalesce(located: list[tuple[ChunkRef, ChunkLocation]]) -> list[Run]:
     return runs
 
 
+class Locations:
+    """Where chunks are: each located once per LOCATION_TTL, and those expected to be read soon located along
+    with the next ones asked for, so a reader going through a large file or a directory costs the server a call
+    per thousand chunks, not one per few."""
+
+    def __init__(self, locate: Locate) -> None:
+        self._locate = locate
+        self._known: OrderedDict[bytes, tuple[ChunkLocation, float]] = OrderedDict()  # and when; oldest first
+        self._expected: dict[bytes, None] = {}  # to locate with the next call, in the order expected
+        self._lock = threading.Lock()
+
+    def expect(self, addresses: Iterable[bytes]) -> None:
+        """ADDRESSES are likely to be asked for soon: the next call locates them too (MAX_LOCATE at most)."""
+        with self._lock:
+            for a in addresses:
+                if a not in self._known:
+                    self._expected[a] = None
+            while len(self._expected) > MAX_LOCATE:
+                del self._expected[next(iter(self._expected))]
+
+    def get(self, addresses: list[bytes]) -> list[ChunkLocation | None]:
+        """Each address's location (None: the store lacks it), asking the server only for those not known."""
+        now = time.monotonic()
+        with self._lock:
+            found = {a: k[0] for a in addresses if (k := self._known.get(a)) and now - k[1] < LOCATION_TTL}
+            unknown = [a for a in addresses if a not in found]
+            asked = set(unknown)
+            ahead = [a for a in self._expected if a not in asked][: max(0, MAX_LOCATE - len(unknown))]
+        if unknown:
+            given = self._locate(unknown + ahead)
+            with self._lock:
+                for a, loc in zip(unknown + ahead, given):
+                    self._expected.pop(a, None)
+                    if loc is not None:
+                        self._known[a] = (loc, now)
+                        self._known.move_to_end(a)
+                while len(self._known) > MAX_KNOWN:
+                    self._known.popitem(last=False)
+            found.update(zip(unknown, given))
+        return [found.get(a) for a in addresses]
+
+    def forget(self, addresses: Iterable[bytes]) -> None:
+        """Drops the locations of ADDRESSES (a GET of them failed: its URL may have expired)."""
+        with self._lock:
+            for a in addresses:
+                self._known.pop(a, None)
+
+
 class UrlChunks:
     """A reader of the chunks of an object store at ROOT (what the mount names), through the URLs LOCATE gives."""
 
     def __init__(self, locate: Locate, root: str) -> None:
         self.root = root
-        self._locate = locate
+        self._locations = Locations(locate)
         self._pool = ThreadPoolExecutor(GET_THREADS, thread_name_prefix="pfs-get")
         self._local = threading.local()  # each thread's connections, by (scheme, host:port)
         self._open: set[http.client.HTTPConnection] = set()  # every thread's, closed by close()
         self._lock = threading.Lock()
         self._paused_until = 0.0  # monotonic time until which every chunk goes through the server
+
+    def expect(self, refs: Iterable[ChunkRef]) -> None:
+        """REFS are likely to be read soon: they are located along with the next chunks asked for."""
+        self._locations.expect(r.address for r in refs)
 
     def read_many(self, refs: Sequence[ChunkRef]) -> list[bytes | None]:
         """Each chunk's plain bytes, in order; None for one that could not be fetched or was wrong."""
@@ -80,7 +137,7 @@ class UrlChunks:
         try:
             for r in wanted.values():
                 frames.check_ref(r)
-            locations = self._locate(list(wanted))
+            locations = self._locations.get(list(wanted))
         except PfsError as err:
             log.warning("cannot locate %d chunk(s) in %s (%s): reading them through the server", len(wanted),
                         self.root, err)
@@ -106,6 +163,8 @@ class UrlChunks:
             log.error("GET of chunks from %s failed unexpectedly (%s: %s): reading them through the server",
                       urllib.parse.urlsplit(run.url).netloc, type(err).__name__, str(err).partition("?")[0])
             body = None
+        if body is None:
+            self._locations.forget(ref.address for ref, _ in run.chunks)
         out: dict[bytes, bytes | None] = {}
         for ref, loc in run.chunks:
             frame = body[loc.offset - run.start : loc.offset - run.start + loc.length] if body else b""

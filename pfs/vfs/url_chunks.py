@@ -4,10 +4,10 @@ model.URL_READS, the LocateChunks call), so read bandwidth grows with the reader
 Chunks are located through the server (LocateChunks), those a reader is expected to go on to (the rest of a
 large file, the next files of a directory) in the same call, and fetched with ranged GETs: chunks that sit close
 together in one object (chunks are packed into objects of several MiB) come in one GET of the range spanning
-them. A location is used for LOCATION_TTL seconds, well inside its URL's life. Every
-chunk is checked (frames.check_ref, its size, frames.unpack); one that cannot be had this way (an HTTP error,
-an expired URL, a short body, a corrupt frame) comes back None, to be asked of the server instead. Only the
-standard library speaks HTTP here: a client needs no S3 SDK and no credentials (the URLs are presigned).
+them. A location is used for LOCATION_TTL seconds, well inside its URL's life. Every chunk is checked
+(frames.check_ref, its size, frames.unpack); one that cannot be had this way (an HTTP error, an expired URL, a
+short body, a corrupt frame) comes back None, to be asked of the server instead. Only the standard library
+speaks HTTP here: a client needs no S3 SDK and no credentials (the URLs are presigned).
 """
 
 import http.client

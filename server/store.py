@@ -15,7 +15,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 from pfs.core import compression, frames, names, paths, refs
 from pfs.core.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, Unavailable
-from pfs.core.model import BranchInfo, ChunkRef, CommitInfo, CommitRef, FileInfo, FileWrite, RepoInfo
+from pfs.core.model import (
+    MAX_LOCATE, BranchInfo, ChunkLocation, ChunkRef, CommitInfo, CommitRef, FileInfo, FileWrite, RepoInfo,
+)
 from server.meta import MetaStore, StoredCommit, Tx, walk_ancestry
 from server.storage import ChunkStore
 from server.trees import Edit, Entry, Trees
@@ -45,8 +47,16 @@ class Store:
         """Stores batches of (address, zstd frame), after checking each chunk against its address."""
         return self.chunks.put(self._verified(batches))
 
-    def get_chunk(self, addr: bytes) -> bytes:
-        return self.chunks.get(frames.check_address(addr))
+    def get_chunks(self, addresses: list[bytes]) -> Iterator[bytes]:
+        """The stored frames of ADDRESSES in order (the chunk store may fetch them together, or ahead)."""
+        return self.chunks.get_many([frames.check_address(a) for a in addresses])
+
+    def locate_chunks(self, addresses: list[bytes]) -> list[ChunkLocation | None]:
+        """Where a client may fetch each chunk without this server (None: the store lacks it); FailedPrecondition
+        from a store that gives no locations."""
+        if len(addresses) > MAX_LOCATE:
+            raise InvalidArgument(f"{len(addresses)} chunks asked for in one call; at most {MAX_LOCATE} are allowed")
+        return self.chunks.locate([frames.check_address(a) for a in addresses])
 
     def _verified(self, batches: Iterable[list[tuple[bytes, bytes]]]) -> Iterator[tuple[bytes, bytes]]:
         """The chunks in order, each batch checked on the worker threads while earlier ones are written."""

@@ -8,6 +8,7 @@ this module too. ../shared/CLUSTER.md says why each flag is there.
 import json
 import os
 import pathlib
+import re
 import secrets
 import signal
 import socket
@@ -16,6 +17,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections import Counter
 
 import boto3
 from botocore.config import Config
@@ -34,7 +36,8 @@ class SeaweedFS:
     def __init__(self, dir: pathlib.Path) -> None:
         self.dir = pathlib.Path(dir)
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.ports = dict(zip(SERVICES, free_ports(len(SERVICES))))
+        *ports, self.metrics_port = free_ports(len(SERVICES) + 1)
+        self.ports = dict(zip(SERVICES, ports))
         self.access_key = secrets.token_hex(10)
         self.secret_key = secrets.token_hex(20)
         self.keys_file = self.dir / "keys.json"
@@ -63,7 +66,7 @@ class SeaweedFS:
                "-s3.autoCreateBucket=false", "-s3.allowDeleteBucketNotEmpty=false",
                "-admin.ui=false", "-webdav=false", "-s3.port.iceberg=0", "-s3.port.lance=0",
                f"-filer.localSocket={self.dir / 'filer.sock'}", f"-s3.localSocket={self.dir / 's3.sock'}",
-               f"-s3.config={self.keys_file}"]
+               f"-s3.config={self.keys_file}", f"-metricsPort={self.metrics_port}"]
         (self.dir / "data").mkdir(exist_ok=True)
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
@@ -102,6 +105,18 @@ class SeaweedFS:
         return boto3.client("s3", endpoint_url=self.endpoint, region_name=REGION,
                             aws_access_key_id=self.access_key, aws_secret_access_key=self.secret_key,
                             config=Config(retries={"mode": "standard"}))
+
+    def requests(self, bucket: str) -> dict[str, int]:
+        """The S3 requests BUCKET has answered since this start, by type (GET, PUT, ...): weed's own count, which
+        sees every client (a pfs server, and mounts fetching presigned URLs)."""
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=10) as response:
+            text = response.read().decode()
+        counts: Counter[str] = Counter()
+        for labels, value in re.findall(r"^SeaweedFS_s3_request_total\{(.*)\} (\S+)$", text, re.MULTILINE):
+            label = dict(re.findall(r'(\w+)="([^"]*)"', labels))
+            if label.get("bucket") == bucket:
+                counts[label["type"]] += int(float(value))
+        return dict(counts)
 
     def make_bucket(self, name: str | None = None) -> str:
         """Creates bucket NAME (default: a fresh name) and returns its name."""

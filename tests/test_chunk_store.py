@@ -14,7 +14,7 @@ from pfs.core.errors import DataLoss
 from pfs.core.frames import unpack
 from pfs.core.hashing import address
 from pfs.core.model import ChunkRef, DirectRead
-from pfs.vfs.local_chunks import direct_reader
+from pfs.vfs.direct import direct_reader
 from server.meta.sqlite import SqliteMetaStore
 from server.storage.cache import DiskCache
 from server.storage.local import LocalChunkStore
@@ -117,22 +117,22 @@ def test_a_direct_read_a_store_offers_reads_what_it_holds(store):
         pytest.skip("this store offers no direct reads")
     chunks = frames(6)
     store.put(chunks)
-    reader = direct_reader(offer)
-    if reader is None:
-        pytest.skip(f"no reader of kind {offer.kind!r} works without a server")
+    reader = direct_reader(offer, store.locate)  # the store's locate() stands for the server's LocateChunks
     try:
-        for a, f in chunks:
-            plain = unpack(a, f)
-            assert reader.read(ChunkRef(a, len(plain))) == plain
+        plains = [unpack(a, f) for a, f in chunks]
+        assert reader.read_many([ChunkRef(a, len(p)) for (a, _), p in zip(chunks, plains)]) == plains
     finally:
         reader.close()
 
 
 def test_no_offer_or_an_unknown_kind_means_no_direct_reads(tmp_path):
-    LocalChunkStore(tmp_path).close()
-    assert direct_reader(DirectRead("local-dir", str(tmp_path))) is not None
-    assert direct_reader(DirectRead("s3", str(tmp_path))) is None
-    assert direct_reader(None) is None
+    store = LocalChunkStore(tmp_path)
+    reader = direct_reader(DirectRead("local-dir", str(tmp_path)), store.locate)
+    assert reader is not None
+    reader.close()
+    assert direct_reader(DirectRead("s3", str(tmp_path)), store.locate) is None
+    assert direct_reader(None, store.locate) is None
+    store.close()
 
 
 def test_put_get_missing(store):

@@ -9,7 +9,7 @@ import pytest
 
 from pfs.core import codec, model
 from pfs.core.model import (
-    BranchInfo, ChunkRef, CommitInfo, CommitRef, DirectRead, FileInfo, FileWrite, InputSpec, JobInfo, JobInput, JobSpec, JobState,
+    BranchInfo, ChunkLocation, ChunkRef, CommitInfo, CommitRef, DirectRead, FileInfo, FileWrite, InputSpec, JobInfo, JobInput, JobSpec, JobState,
     LogLine, ParallelismSpec, PipelineInfo, PipelineSpec, PipelineState, RepoInfo, ShardInfo, ShardState, Transform,
 )
 from pfs.proto import convert as cv
@@ -48,7 +48,8 @@ SAMPLES = {
     ShardInfo: list(SHARDS),
     JobInfo: [JOB, JobInfo("j2", TRANSFORM, (), 1, "out")],
     LogLine: [LogLine("j1", 1, 5.0, "stderr", "oops")],
-    DirectRead: [DirectRead("local-dir", "/srv/pfs")],
+    DirectRead: [DirectRead("local-dir", "/srv/pfs"), DirectRead("url", "s3://bucket/prefix")],
+    ChunkLocation: [ChunkLocation("https://s3.example/b/p/pack?X-Amz-Signature=ab", 4096, 1000)],
     ParallelismSpec: [ParallelismSpec(3), ParallelismSpec(coefficient=0.5), ParallelismSpec()],
 }
 
@@ -70,6 +71,7 @@ WIRE = {  # model type: (to the wire, back)
     JobInfo: (cv.job_to_pb, cv.job_from_pb),
     LogLine: (cv.log_to_pb, cv.log_from_pb),
     DirectRead: (lambda d: pb.ServerInfo(direct_read=cv.direct_read_to_pb(d)), cv.direct_read_from_pb),
+    ChunkLocation: (cv.location_to_pb, cv.location_from_pb),
     ParallelismSpec: (lambda p: cv.job_spec_to_pb(JobSpec(TRANSFORM, (), p)), lambda m: cv.job_spec_from_pb(m).parallelism),
 }
 
@@ -91,6 +93,10 @@ def test_round_trip_through_the_wire(sample):
     to_pb, from_pb = WIRE[type(sample)]
     message = to_pb(sample)
     assert from_pb(type(message).FromString(message.SerializeToString())) == sample
+
+
+def test_a_chunk_the_store_lacks_goes_as_a_location_without_url():
+    assert cv.location_to_pb(None).url == "" and cv.location_from_pb(cv.location_to_pb(None)) is None
 
 
 @pytest.mark.parametrize("cls, message", [

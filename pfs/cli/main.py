@@ -200,7 +200,7 @@ def cmd_delete_file(args, client):
 
 def cmd_mount(args, client):
     from pfs.fuse.mount import serve  # here: pyfuse3 and trio load only for mounts
-    from pfs.vfs.local_chunks import direct_reader
+    from pfs.vfs.direct import direct_reader
     from pfs.vfs.tree import RepoTree
 
     shard = Shard.parse(args.shard, args.method)
@@ -210,13 +210,13 @@ def cmd_mount(args, client):
         if not commit.is_finished:
             raise FailedPrecondition(f"commit {commit.id} of {commit.repo!r} is still open; only finished "
                                      "commits can be mounted alone")
-    local = None if args.no_direct else direct_reader(client.direct_read)
+    direct = None if args.no_direct else direct_reader(client.direct_read, client.locate_chunks)
     if args.since and commit is None:
         raise InvalidArgument("--since needs --commit: it shows what one commit changed")
-    tree = RepoTree(client, shard, local=local, commit=commit, since=args.since or "", incremental=args.incremental)
+    tree = RepoTree(client, shard, direct=direct, commit=commit, since=args.since or "", incremental=args.incremental)
 
     def mounted() -> None:
-        print(f"pfs mounted at {args.mountpoint} ({shard}{', chunks read from ' + local.root if local else ''}); "
+        print(f"pfs mounted at {args.mountpoint} ({shard}{', chunks read from ' + direct.root if direct else ''}); "
               "Ctrl-C unmounts", file=sys.stderr, flush=True)
         ready.notify(args.ready_fd, mountpoint=os.path.abspath(args.mountpoint))
 
@@ -309,7 +309,8 @@ def parser() -> argparse.ArgumentParser:
          a("--method", choices=METHODS, default="global",
            help="how a shard is cut: map (blocks of every file), reduce (whole files), global (all)"),
          a("--no-direct", action="store_true",
-           help="always read chunks over gRPC, even where the server's data dir is on this machine"),
+           help="always read chunks through the server, even where it offers them straight from its store "
+                "(its data dir on this machine, or URLs of its bucket)"),
          a("--commit", metavar="REPO@REF", help="mount only this commit's files, at DIR itself"),
          a("--since", metavar="COMMIT", help="with --commit: show only what changed after this earlier commit"),
          a("--incremental", choices=("diff", "full"), default="diff",

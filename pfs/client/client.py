@@ -12,8 +12,8 @@ from pfs.client.auth import channel, find_token
 from pfs.client.status import domain_error
 from pfs.core import frames
 from pfs.core.model import (
-    BranchInfo, ChunkRef, CommitInfo, CommitRef, DirectRead, FileInfo, FileWrite, JobInfo, JobSpec, LogLine,
-    PipelineInfo, PipelineSpec, RepoInfo, ShardInfo,
+    MAX_LOCATE, BranchInfo, ChunkLocation, ChunkRef, CommitInfo, CommitRef, DirectRead, FileInfo, FileWrite, JobInfo,
+    JobSpec, LogLine, PipelineInfo, PipelineSpec, RepoInfo, ShardInfo,
 )
 from pfs.proto import chunks_pb2 as cpb
 from pfs.proto import chunks_pb2_grpc
@@ -260,6 +260,16 @@ class Client:
                     yield window.popleft().result()
         while window:
             yield window.popleft().result()
+
+    def locate_chunks(self, chunks: Iterable[ChunkRef | bytes]) -> list[ChunkLocation | None]:
+        """Where each of CHUNKS (refs or addresses) may be fetched without the server, in order (None: the store
+        lacks it); FailedPrecondition from a server whose store gives no locations (see DirectRead)."""
+        addresses = [c.address if isinstance(c, ChunkRef) else c for c in chunks]
+        out: list[ChunkLocation | None] = []
+        for i in range(0, len(addresses), MAX_LOCATE):
+            request = cpb.ChunkAddresses(addresses=addresses[i : i + MAX_LOCATE])
+            out.extend(cv.location_from_pb(m) for m in self._call(self._chunks.LocateChunks, request).locations)
+        return out
 
     def read_file(self, ref: CommitRef, path: str) -> Iterator[bytes]:
         """The contents of a file, chunk by chunk."""

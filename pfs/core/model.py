@@ -6,6 +6,8 @@ from enum import StrEnum
 from pfs.core.errors import InvalidArgument
 
 MAX_PARALLELISM = 1024  # workers of one job
+URL_READS = "url"  # the DirectRead kind of a store whose chunks clients fetch from the URLs LocateChunks gives
+MAX_LOCATE = 10_000  # chunks per LocateChunks call: its answer (a URL each) stays a few MB
 
 
 @dataclass(frozen=True, slots=True)

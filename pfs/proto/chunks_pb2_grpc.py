@@ -49,6 +49,11 @@ class ChunksStub:
                 request_serializer=pfs_dot_proto_dot_chunks__pb2.ChunkAddresses.SerializeToString,
                 response_deserializer=pfs_dot_proto_dot_chunks__pb2.ChunkBatch.FromString,
                 _registered_method=True)
+        self.LocateChunks = channel.unary_unary(
+                '/pfs.Chunks/LocateChunks',
+                request_serializer=pfs_dot_proto_dot_chunks__pb2.ChunkAddresses.SerializeToString,
+                response_deserializer=pfs_dot_proto_dot_chunks__pb2.ChunkLocations.FromString,
+                _registered_method=True)
 
 
 class ChunksServicer:
@@ -74,6 +79,15 @@ class ChunksServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def LocateChunks(self, request, context):
+        """Where each of these chunks may be fetched without the server, in the order asked (at most
+        MAX_LOCATE of pfs/core/model.py per call), for a server whose DirectRead is kind "url";
+        FAILED_PRECONDITION from a server whose store gives no locations.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ChunksServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -91,6 +105,11 @@ def add_ChunksServicer_to_server(servicer, server):
                     servicer.GetChunks,
                     request_deserializer=pfs_dot_proto_dot_chunks__pb2.ChunkAddresses.FromString,
                     response_serializer=pfs_dot_proto_dot_chunks__pb2.ChunkBatch.SerializeToString,
+            ),
+            'LocateChunks': grpc.unary_unary_rpc_method_handler(
+                    servicer.LocateChunks,
+                    request_deserializer=pfs_dot_proto_dot_chunks__pb2.ChunkAddresses.FromString,
+                    response_serializer=pfs_dot_proto_dot_chunks__pb2.ChunkLocations.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -174,6 +193,33 @@ class Chunks:
             '/pfs.Chunks/GetChunks',
             pfs_dot_proto_dot_chunks__pb2.ChunkAddresses.SerializeToString,
             pfs_dot_proto_dot_chunks__pb2.ChunkBatch.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def LocateChunks(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pfs.Chunks/LocateChunks',
+            pfs_dot_proto_dot_chunks__pb2.ChunkAddresses.SerializeToString,
+            pfs_dot_proto_dot_chunks__pb2.ChunkLocations.FromString,
             options,
             channel_credentials,
             insecure,

@@ -18,8 +18,8 @@ from google.protobuf.message import Message
 
 from pfs.core import codec
 from pfs.core.model import (
-    BranchInfo, ChunkRef, CommitInfo, CommitRef, DirectRead, FileInfo, FileWrite, JobInfo, JobSpec, LogLine, PipelineInfo,
-    PipelineSpec, RepoInfo,
+    BranchInfo, ChunkLocation, ChunkRef, CommitInfo, CommitRef, DirectRead, FileInfo, FileWrite, JobInfo, JobSpec,
+    LogLine, PipelineInfo, PipelineSpec, RepoInfo,
 )
 from pfs.proto import chunks_pb2 as cpb
 from pfs.proto import pfs_pb2 as pb
@@ -58,7 +58,7 @@ def branch_from_pb(m: pb.BranchInfo) -> BranchInfo:
     return _from_pb(BranchInfo, m)
 
 
-# Files and chunks go by the thousand (every ListFile), and FileInfo's is_dir is the wire's type: by hand.
+# Files and chunks go by the thousand (every ListFile, LocateChunks), and FileInfo's is_dir is the wire's type: by hand.
 
 def chunk_to_pb(c: ChunkRef) -> cpb.ChunkRef:
     return cpb.ChunkRef(address=c.address, size=c.size)
@@ -66,6 +66,15 @@ def chunk_to_pb(c: ChunkRef) -> cpb.ChunkRef:
 
 def chunk_from_pb(m: cpb.ChunkRef) -> ChunkRef:
     return ChunkRef(m.address, m.size)
+
+
+def location_to_pb(loc: ChunkLocation | None) -> cpb.ChunkLocation:
+    """A chunk's location; None (the store lacks the chunk) goes as an empty URL."""
+    return cpb.ChunkLocation(url=loc.url, offset=loc.offset, length=loc.length) if loc else cpb.ChunkLocation()
+
+
+def location_from_pb(m: cpb.ChunkLocation) -> ChunkLocation | None:
+    return ChunkLocation(m.url, m.offset, m.length) if m.url else None
 
 
 def direct_read_to_pb(d: DirectRead) -> pb.DirectRead:

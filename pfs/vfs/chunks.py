@@ -44,6 +44,11 @@ class ChunkCache:
                 self._lru.move_to_end(ref.address)
             return data
 
+    def holds(self, ref: ChunkRef) -> bool:
+        """Whether the chunk is cached or being fetched: a read of it starts no fetch."""
+        with self._lock:
+            return ref.address in self._lru or ref.address in self._inflight
+
     def prefetch(self, refs: Iterable[ChunkRef]) -> None:
         """Starts fetching, in one call, chunks that are likely to be read next."""
         self._start(list(refs))

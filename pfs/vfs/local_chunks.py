@@ -11,11 +11,16 @@ pfs/chunk_dir.py, the one the server's store writes.
 import os
 import sqlite3
 import threading
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 from pfs import chunk_dir
 from pfs.core import frames
 from pfs.core.errors import DataLoss
-from pfs.core.model import ChunkRef, DirectRead
+from pfs.core.model import ChunkRef
+
+READ_THREADS = 8  # chunks of one batch read and decompressed at once (zstandard and file reads release the GIL)
+PARALLEL_BYTES = 1 << 20  # a batch smaller than this is read in turn: a thread's hand-off costs more than its chunks
 
 
 class LocalChunks:
@@ -25,6 +30,7 @@ class LocalChunks:
         self.root = root
         self._db = sqlite3.connect(f"file:{chunk_dir.small_db(root)}?mode=ro", uri=True, check_same_thread=False)
         self._lock = threading.Lock()
+        self._pool = ThreadPoolExecutor(READ_THREADS, thread_name_prefix="pfs-local")
 
     @classmethod
     def find(cls, root: str) -> "LocalChunks | None":
@@ -35,6 +41,15 @@ class LocalChunks:
             return cls(root)
         except sqlite3.Error:
             return None
+
+    def read_many(self, refs: Sequence[ChunkRef]) -> list[bytes | None]:
+        """Each chunk's plain bytes, in order; None for one that is not here (or not right)."""
+        if sum(r.size for r in refs) < PARALLEL_BYTES:
+            return [self.read(r) for r in refs]
+        return list(self._pool.map(self.read, refs))
+
+    def expect(self, refs: Iterable[ChunkRef]) -> None:
+        """Nothing to prepare: a chunk on this disk is found by its address."""
 
     def read(self, ref: ChunkRef) -> bytes | None:
         """The chunk's plain bytes, or None if it is not here (or not right)."""
@@ -58,14 +73,7 @@ class LocalChunks:
             return None
 
     def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
         with self._lock:
             self._db.close()
 
-
-READERS = {chunk_dir.KIND: LocalChunks.find}  # by DirectRead kind: a reader, or None where it cannot read
-
-
-def direct_reader(offer: DirectRead | None) -> LocalChunks | None:
-    """A reader of the store a server offers (OFFER), if this client knows its kind and can reach it."""
-    find = READERS.get(offer.kind) if offer else None
-    return find(offer.root) if find else None

@@ -13,10 +13,11 @@ every file in it, then costs one call instead of one per directory.
 """
 
 import bisect
+import itertools
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 import xxhash
@@ -27,11 +28,12 @@ from pfs.core.errors import DataLoss, NotFound
 from pfs.core.model import ChunkRef, CommitInfo, CommitRef, FileInfo
 from pfs.core.shard import Shard
 from pfs.vfs.chunks import ChunkCache
-from pfs.vfs.local_chunks import LocalChunks
+from pfs.vfs.direct import DirectReader
 
 ROOT_INODE = 1
 LISTING_TTL = 1.0  # seconds before repos, branches and commits are listed again
 READ_AHEAD = 8  # chunks fetched ahead of a reader
+LOCATE_AHEAD = 1024  # chunks a direct reader is told a reader goes on to (it may locate them in one call)
 NEXT_FILES = 64  # files after the one being read whose chunks are fetched with it...
 NEXT_FILES_BYTES = 8 << 20  # ...up to this many bytes
 PREFETCH_ENTRIES = 20_000  # entries below a directory listed with it: its subdirectories then cost no call
@@ -84,13 +86,13 @@ class RepoTree:
 
     def __init__(self, client: Client, shard: Shard = Shard(), cache: ChunkCache | None = None,
                  on_stale: Callable[[int, list[str]], None] = lambda inode, names: None,
-                 local: LocalChunks | None = None, commit: CommitInfo | None = None,
+                 direct: DirectReader | None = None, commit: CommitInfo | None = None,
                  since: str = "", incremental: str = "diff") -> None:
         self.client = client
         self.shard = shard
         self.since = since
         self.incremental = incremental
-        self.local = local  # the server's chunk store, when this machine can read it
+        self.direct = direct  # a reader of the server's chunk store without it, where this client has one
         self.cache = cache or ChunkCache(self._fetch)
         self.on_stale = on_stale  # told (directory inode, names) whose kernel entries are out of date
         root = Node(ROOT_INODE, "", "root", True, mtime=time.time())
@@ -148,25 +150,37 @@ class RepoTree:
 
     def read(self, inode: int, offset: int, size: int) -> bytes | memoryview:
         """SIZE bytes of the file at OFFSET (fewer at its end): a view of a cached chunk where they lie in one."""
-        data = self._read(inode, offset, size, self.cache.get)
-        if offset == 0:
-            self._prefetch_next_files(self.getattr(inode))
-        return data
+        return self._read(inode, offset, size, self.cache.get)
 
     def _prefetch_next_files(self, node: Node) -> None:
-        """Fetches, in one call, the files after NODE in its directory: readers of small files go in order."""
+        """Fetches the files after NODE in its directory (readers of small files go in order), many in one call:
+        for direct reads, one GET of a pack, and the reader never waits."""
         with self._lock:
             listing = self._listings.get(node.parent)
         if listing is None:
             return
-        refs: list[ChunkRef] = []
+        order, first = listing.order, node.index + 1
+        ahead: list[Node] = []
         size = 0
-        for sibling in listing.order[node.index + 1 : node.index + 1 + NEXT_FILES]:
-            refs.extend(sibling.chunks)
+        for sibling in order[first : first + NEXT_FILES]:
+            ahead.append(sibling)
             size += sibling.size
             if size > NEXT_FILES_BYTES:
                 break
-        self.cache.prefetch(refs)
+        self._refill([f.chunks for f in ahead], lambda: itertools.islice(
+            (c for k in range(first, len(order)) for c in order[k].chunks), LOCATE_AHEAD))
+
+    def _refill(self, ahead: list[list[ChunkRef]], beyond: Callable[[], Iterable[ChunkRef]]) -> None:
+        """Fetches AHEAD (the chunks a reader goes on to, by file or one by one) in one call once the reader is
+        halfway through those fetched before (the middle of AHEAD is not held): a few calls of many chunks, not
+        one per chunk read, so a server locating chunks for direct reads, or one GET of a pack, serves many.
+        A direct reader is told of the chunks BEYOND (further on) then, to locate them all at once."""
+        middle = ahead[len(ahead) // 2] if ahead else []
+        if middle and all(self.cache.holds(c) for c in middle):
+            return
+        if self.direct:
+            self.direct.expect(beyond())
+        self.cache.prefetch(c for group in ahead for c in group)
 
     def read_cached(self, inode: int, offset: int, size: int) -> bytes | memoryview | None:
         """The same as read() when every chunk it needs is cached (it never blocks); else None."""
@@ -177,7 +191,7 @@ class RepoTree:
         node = self.getattr(inode)
         chunks, offsets = node.chunks, node.offsets
         i = bisect.bisect_right(offsets, offset) - 1
-        out = []
+        start, out = offset, []
         while size > 0 and 0 <= i < len(chunks):
             data = get(chunks[i])
             if data is None:
@@ -187,14 +201,17 @@ class RepoTree:
             offset += len(piece)
             size -= len(piece)
             i += 1
-        self.cache.prefetch(chunks[max(i, 0) : max(i, 0) + READ_AHEAD])
+        j = max(i, 0)
+        self._refill([[c] for c in chunks[j : j + READ_AHEAD]], lambda: chunks[j : j + LOCATE_AHEAD])
+        if start == 0:
+            self._prefetch_next_files(node)
         return out[0] if len(out) == 1 else b"".join(out)
 
     def close(self) -> None:
         """Stops the chunk fetches and lets go of the server's chunk store."""
         self.cache.close()
-        if self.local:
-            self.local.close()
+        if self.direct:
+            self.direct.close()
 
     # -- listings
 
@@ -325,11 +342,11 @@ class RepoTree:
                     path=paths.normalize(f.path), chunks=chunks, offsets=offsets)
 
     def _fetch(self, refs: list[ChunkRef]) -> Iterator[bytes]:
-        """The chunks' bytes in order: from the server's disk where this machine sees it, else over gRPC."""
-        local = [self.local.read(r) if self.local else None for r in refs]
-        missing = [r for r, data in zip(refs, local) if data is None]
+        """The chunks' bytes in order: from the server's store without it where this client may, else over gRPC."""
+        direct = self.direct.read_many(refs) if self.direct else [None] * len(refs)
+        missing = [r for r, data in zip(refs, direct) if data is None]
         remote = self.client.read_chunks(missing) if missing else iter(())
-        for data in local:
+        for data in direct:
             if data is None:
                 data = next(remote, None)
                 if data is None:

@@ -130,8 +130,7 @@ class ChunksServicer(chunks_pb2_grpc.ChunksServicer):
     @translated
     def GetChunks(self, request, context):
         batch, size = [], 0
-        for addr in request.addresses:
-            frame = self.store.get_chunk(addr)
+        for addr, frame in zip(request.addresses, self.store.get_chunks(list(request.addresses))):
             batch.append(cpb.ChunkData(address=addr, compressed=frame))
             size += len(frame)
             if size >= BATCH_BYTES:
@@ -139,6 +138,11 @@ class ChunksServicer(chunks_pb2_grpc.ChunksServicer):
                 batch, size = [], 0
         if batch:
             yield cpb.ChunkBatch(chunks=batch)
+
+    @translated
+    def LocateChunks(self, request, context):
+        locations = self.store.locate_chunks(list(request.addresses))
+        return cpb.ChunkLocations(locations=[cv.location_to_pb(loc) for loc in locations])
 
 
 class PpsServicer(pps_pb2_grpc.PPSServicer):

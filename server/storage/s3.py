@@ -38,7 +38,7 @@ from botocore.config import Config
 
 from pfs.core import compression
 from pfs.core.errors import DataLoss, InvalidArgument, PfsError, Unavailable
-from pfs.core.model import ChunkLocation, DirectRead
+from pfs.core.model import URL_READS, ChunkLocation, DirectRead
 from server.meta import MetaStore, StoredChunk
 from server.storage import ChunkStore
 from server.storage.cache import DiskCache
@@ -46,7 +46,6 @@ from server.storage.cache import DiskCache
 log = logging.getLogger(__name__)
 
 SCHEME = "s3://"
-KIND = "url"  # what describe() offers: chunks fetched from the URLs locate() gives
 PACK_SIZE = 16 << 20  # a pack is written once it holds this much
 LOOKUP_BATCH = 1000  # chunks looked up in the metadata store at once
 RECORD_BATCH = 256  # chunks written before they are recorded (one transaction)
@@ -126,7 +125,7 @@ class S3ChunkStore(ChunkStore):
         raise Unavailable(f"cannot use {self.url} at {self.endpoint}: {reason}")
 
     def describe(self) -> DirectRead:
-        return DirectRead(KIND, self.url)
+        return DirectRead(URL_READS, self.url)
 
     # -- what is stored where
 

@@ -101,7 +101,7 @@ class StoreServer(PfsServer):
 
     @property
     def on_s3(self) -> bool:
-        return bool(self.options)
+        return "--storage" in self.options
 
     @property
     def pid(self) -> int:
@@ -151,7 +151,7 @@ class StoreMount(PfsMount):
 
     @property
     def name(self) -> str:
-        return self.server.label + ("" if self.direct else "-no-direct")
+        return mount_name(self.server.label, self.direct)
 
     def command(self) -> list[str]:
         return super().command() + ([] if self.direct else ["--no-direct"])
@@ -164,9 +164,13 @@ class StoreMount(PfsMount):
         return DIRECT_SAID in self.log.read_text()
 
 
+def mount_name(store: str, direct: bool) -> str:
+    return store + ("" if direct else "-no-direct")
+
+
 def new_mount(server: StoreServer, work: Path, direct: bool = True) -> StoreMount:
     """A mount (not mounted yet) of SERVER's repo, in an environment without the S3 keys."""
-    point = work / f"mnt-{server.label}{'' if direct else '-no-direct'}"
+    point = work / f"mnt-{mount_name(server.label, direct)}"
     point.mkdir()
     env = {k: v for k, v in server.env.items() if not k.startswith("AWS_")}
     return StoreMount(point / REPO / BRANCH, point, work, env, server=server, direct=direct)

@@ -317,7 +317,8 @@ def print_reads(title: str, data: Dataset, results: dict[str, Reading]) -> None:
 
     native = results["native"].timing
     print(f"\n{title}: {data.nbytes / MB:.1f} MB in {data.nfiles} file(s)")
-    print("  ÷native = this time ÷ the native time (above 1: slower than the local disk); requests = the server's")
+    print("  ÷native = this time ÷ the native time (above 1: slower than the local disk); S3 requests: the server's")
+    print("  (a mount that reads the bucket itself makes its own, not counted here)")
     print(f"  {'source':<7} {'cold s':>8} {'cold ' + unit:>13} {'warm s':>8} {'warm ' + unit:>13}"
           f" {'÷native cold':>12} {'warm':>6} {'mount s':>8}  S3 requests (cold + warm)")
     for name, r in results.items():
@@ -352,10 +353,14 @@ def goal(text: str, value: str, met: bool) -> str:
 def print_goals(datasets: list[Dataset], tree: Dataset, ingests: dict[tuple[str, str], Ingest],
                 cpu: dict[tuple[str, bool], CpuRun]) -> None:
     print("\ngoals")
+    cores = len(os.sched_getaffinity(0))
     for data in datasets:
-        ratio = ingests[data.name, "local"].seconds / ingests[data.name, "s3"].seconds
+        local, s3 = ingests[data.name, "local"], ingests[data.name, "s3"]
+        ratio = local.seconds / s3.seconds
+        cpu_used = (f"   (CPU s, client + server: local {local.client_cpu + local.server_cpu:.1f}, S3 "
+                    f"{s3.client_cpu + s3.server_cpu:.1f} + SeaweedFS {s3.weed_cpu:.1f}; {cores} cores shared)")
         print(goal(f"ingest of {data.name}, S3 speed ÷ local speed (goal >= {GOAL_INGEST})", f"{ratio:.2f}",
-                   ratio >= GOAL_INGEST))
+                   ratio >= GOAL_INGEST) + cpu_used)
     small = ingests[tree.name, "s3"]
     puts = small.requests.get("PutObject", 0)
     allowed = max(1, math.ceil(small.stored / (GOAL_MIB_PER_PUT * MIB)))  # one PUT at least, however little

@@ -168,32 +168,36 @@ def _isolated_env(monkeypatch, tmp_path):
     monkeypatch.delenv("PFS_TOKEN_FILE", raising=False)
 
 
-@pytest.fixture(scope="session")
-def seaweed(tmp_path_factory):
-    """One SeaweedFS per test process (per xdist worker), started by the first test that needs it; each test takes
-    a bucket of its own (make_bucket) and never changes the server itself, unless it is the only test using it."""
-    with SeaweedFS(tmp_path_factory.mktemp("seaweed")) as weed:
-        yield weed
-
-
-@pytest.fixture
-def own_seaweed(tmp_path):
-    """A SeaweedFS for one test that stops, kills or restarts it, so no other test sees the outage; killed at the
-    end (its data is thrown away, and SIGTERM takes seconds)."""
-    weed = SeaweedFS(tmp_path / "seaweed")
+def _seaweed(dir: pathlib.Path):
+    weed = SeaweedFS(dir)
     weed.start()
     try:
         yield weed
     finally:
-        weed.kill()
+        weed.kill()  # its data is thrown away, and SIGTERM takes seconds
 
 
-def s3_server(weed: SeaweedFS, data_dir: pathlib.Path, chunk_size: int | None = None,
-              args: tuple[str, ...] = ()) -> Server:
-    """A server (not started) whose chunks go to a fresh bucket of WEED, with ARGS more `pfs server` options."""
-    bucket = weed.make_bucket()
+@pytest.fixture(scope="session")
+def seaweed(tmp_path_factory):
+    """One SeaweedFS per test process (per xdist worker), started by the first test that needs it; each test takes
+    a bucket of its own (make_bucket) and leaves the server running."""
+    yield from _seaweed(tmp_path_factory.mktemp("seaweed"))
+
+
+@pytest.fixture
+def own_seaweed(tmp_path):
+    """A SeaweedFS for one test that stops, kills or restarts it, so no other test sees the outage."""
+    yield from _seaweed(tmp_path / "seaweed")
+
+
+def s3_server(weed: SeaweedFS, data_dir: pathlib.Path, chunk_size: int | None = None, args: tuple[str, ...] = (),
+              bucket: str | None = None, endpoint: str | None = None) -> Server:
+    """A server (not started) whose chunks go to BUCKET (default: a fresh one) at WEED's endpoint (or ENDPOINT),
+    with WEED's keys and ARGS more `pfs server` options."""
+    bucket = bucket or weed.make_bucket()
     # spawn() hands PROCESS_ENV to Popen as the whole environment
-    return Server(data_dir, chunk_size, args=("--storage", f"s3://{bucket}/pfs", "--s3-endpoint", weed.endpoint, *args),
+    return Server(data_dir, chunk_size,
+                  args=("--storage", f"s3://{bucket}/pfs", "--s3-endpoint", endpoint or weed.endpoint, *args),
                   process_env={**os.environ, **weed.env})
 
 

@@ -55,7 +55,7 @@ class SeaweedFS:
         return {"AWS_ACCESS_KEY_ID": self.access_key, "AWS_SECRET_ACCESS_KEY": self.secret_key, "AWS_REGION": REGION}
 
     def start(self, timeout: float = 30) -> None:
-        """Starts weed (again, after stop() or kill(): same ports, same data) and waits until S3 answers."""
+        """Starts weed (again, after stop() or kill(): same ports, same data) and waits until S3 serves it all."""
         (self.dir / "log").mkdir(exist_ok=True)
         cmd = [str(WEED), f"-logdir={self.dir / 'log'}", "mini", f"-dir={self.dir / 'data'}",
                *(f"-{service}.port={port}" for service, port in self.ports.items()),
@@ -69,7 +69,7 @@ class SeaweedFS:
             self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                          env={**os.environ, "TMPDIR": str(self.dir)})
         deadline = time.monotonic() + timeout
-        while not self._answers():
+        while not (self._answers() and self._knows_its_volumes()):
             if self.proc.poll() is not None:
                 self._forget_sockets()
                 raise RuntimeError(f"weed exited ({self.proc.returncode}) at start: {self._log_tail()}")
@@ -126,6 +126,18 @@ class SeaweedFS:
         except OSError:  # not listening yet
             return False
         return b"<Error>" in body
+
+    def _knows_its_volumes(self) -> bool:
+        """Whether the master has heard of every volume on disk: a restarted weed answers S3 before that, and until
+        then a GET of an object in a volume it has not heard of is a 500 ("volume 1 not found")."""
+        on_disk = sum(1 for _ in (self.dir / "data").rglob("*.dat"))
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.ports['master']}/dir/status", timeout=2) as response:
+                topology = json.load(response)["Topology"]
+        except OSError:
+            return False
+        return on_disk <= sum(node["Volumes"] for center in topology["DataCenters"] or ()
+                              for rack in center["Racks"] or () for node in rack["DataNodes"] or ())
 
     def _log_tail(self, lines: int = 20) -> str:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])

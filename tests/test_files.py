@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from conftest import stored_chunks
+from conftest import on_every_storage, stored_chunks
 from pfs.core.model import CommitRef
 
 
@@ -23,6 +23,7 @@ def lines(n: int, seed: int = 0) -> bytes:
     return b"".join(b"%d,%s,%f\n" % (i, r.choice([b"a", b"bb", b"ccc"]), r.random()) for i in range(n))
 
 
+@on_every_storage
 @pytest.mark.parametrize(
     "name,data",
     [
@@ -41,6 +42,7 @@ def test_round_trip(server, name, data):
     assert info.size_bytes == len(data)
 
 
+@on_every_storage
 def test_large_file_round_trip_with_default_chunks(big_server, tmp_path):
     src = tmp_path / "large.bin"
     r = random.Random(7)
@@ -79,6 +81,7 @@ def test_appends_within_one_open_commit(server):
     assert get(server, "r", "master", "f") == b"a\nb\n"
 
 
+@on_every_storage
 def test_directory_tree(server, tmp_path):
     src = tmp_path / "tree"
     files = {}

@@ -10,7 +10,7 @@ import subprocess
 
 import pytest
 
-from conftest import PFS, Server, assert_one_line_error, needs, stop_process, wait_for
+from conftest import PFS, Server, assert_one_line_error, needs, on_every_storage, stop_process, wait_for
 from pfs.core.model import CommitRef, FileWrite
 from pfs.core.ready import spawn, wait_ready
 from pfs.fuse.mount import mounts
@@ -46,6 +46,7 @@ def put(server, repo, path, data):
     server.pfs("put-file", repo, "master", path, "-c", "-f", "-", input=data)
 
 
+@on_every_storage
 def test_reads_are_byte_identical_at_any_offset(server, tmp_path):
     r = random.Random(5)
     files = {

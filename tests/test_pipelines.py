@@ -98,7 +98,8 @@ def test_word_count_over_many_files(server, tmp_path):
     assert {w: int(n) for w, n in got.items()} == expected
 
 
-@pytest.mark.parametrize("method", ["map", "reduce", "global"])
+@pytest.mark.parametrize("method, storage", [("map", "local"), ("reduce", "local"), ("global", "local"),
+                                             ("map", "s3")])  # and the workers reading chunks from the bucket
 def test_each_method_gives_the_same_result_at_parallelism_1_to_4(server, tmp_path, method):
     rng = random.Random(5)
     files = {f"f{i}.txt": b"".join(f"{rng.randrange(10**6)} line {j}\n".encode() for j in range(rng.randrange(1, 900)))

@@ -58,7 +58,9 @@ MAX_GAP = 256 << 10  # chunks of a pack this close are read with one GET
 MAX_RANGE = 16 << 20  # ... of at most this many bytes
 URL_LIFETIME = 900  # seconds a presigned URL stays valid
 MAX_URLS = 10_000  # presigned URLs kept for reuse
-ATTEMPTS = 5  # tries of a request, botocore's and ours for a body cut off
+# tries of a request: botocore backs off 0.05 s x 2^n with jitter (about 3 s in all: a restarting server is waited
+# for), 1 s x 2^n when throttled; ours, for a body cut off, alike
+ATTEMPTS = 8
 CONFLICT = "ConditionalRequestConflict"  # AWS, when a conditional write races another: try again
 BODY_ERRORS = (botocore.exceptions.ResponseStreamingError, botocore.exceptions.IncompleteReadError,
                botocore.exceptions.ConnectionClosedError, botocore.exceptions.ReadTimeoutError)

@@ -415,11 +415,11 @@ def bench(work: Path, size: int, files: int, stack: ExitStack) -> None:
             ingests[data.name, store] = r = ingest(server, data, data_dir, weed, bucket)
             print(f"  {data.name:<9} {store:<6} {r.seconds:8.2f} s", flush=True)
 
-    mounts = [new_mount(server, work) for server in servers.values()]
-    for m in mounts:
+    mounts = {store: new_mount(server, work) for store, server in servers.items()}
+    for m in mounts.values():
         stack.callback(m.close)
         m.fresh()
-    sources: list[Source] = [Source(data_dir), *mounts]
+    sources: list[Source] = [Source(data_dir), *mounts.values()]
     check_sizes(sources, big)
     print("reads: cold (new mounts, servers restarted without their chunk cache, kernel caches dropped), "
           "then warm at once")
@@ -430,7 +430,7 @@ def bench(work: Path, size: int, files: int, stack: ExitStack) -> None:
     cpu = {}
     for store, server in servers.items():
         for direct in (True, False):
-            mnt = mounts[STORES.index(store)] if direct else new_mount(server, work, direct=False)
+            mnt = mounts[store] if direct else new_mount(server, work, direct=False)
             stack.callback(mnt.close)
             cpu[store, direct] = r = cpu_of_read(mnt, weed)
             print(f"  {mnt.name:<15} {r.seconds:7.2f} s, server {r.server:.2f} s CPU, mount {r.mount:.2f} s CPU"

@@ -38,6 +38,7 @@ bench: setup
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python bench/read.py
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python bench/shim.py
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python bench/pipeline.py
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python bench/s3.py
 
 protos: setup
 	$(BIN)/python protos/generate.py

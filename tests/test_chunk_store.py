@@ -120,7 +120,7 @@ def test_a_direct_read_a_store_offers_reads_what_it_holds(store):
     reader = direct_reader(offer, store.locate)  # the store's locate() stands for the server's LocateChunks
     try:
         plains = [unpack(a, f) for a, f in chunks]
-        assert reader.read_many([ChunkRef(a, len(p)) for (a, _), p in zip(chunks, plains)]) == plains
+        assert list(reader.read_many([ChunkRef(a, len(p)) for (a, _), p in zip(chunks, plains)])) == plains
     finally:
         reader.close()
 

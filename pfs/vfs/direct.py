@@ -16,7 +16,8 @@ from pfs.vfs.url_chunks import Locate, UrlChunks
 class DirectReader(Protocol):
     root: str  # where the chunks are read from (the offer's root), as a mount names it
 
-    def read_many(self, refs: Sequence[ChunkRef]) -> list[bytes | None]: ...
+    def read_many(self, refs: Sequence[ChunkRef]) -> Iterable[bytes | None]:
+        """Each chunk's plain bytes, in order (as each is read, where the reader can), or None."""
 
     def expect(self, refs: Iterable[ChunkRef]) -> None:
         """REFS are likely to be read soon (what a reader of a file or a directory goes on to)."""

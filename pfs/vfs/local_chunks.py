@@ -11,7 +11,7 @@ pfs/chunk_dir.py, the one the server's store writes.
 import os
 import sqlite3
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 from pfs import chunk_dir
@@ -42,11 +42,11 @@ class LocalChunks:
         except sqlite3.Error:
             return None
 
-    def read_many(self, refs: Sequence[ChunkRef]) -> list[bytes | None]:
-        """Each chunk's plain bytes, in order; None for one that is not here (or not right)."""
+    def read_many(self, refs: Sequence[ChunkRef]) -> Iterator[bytes | None]:
+        """Each chunk's plain bytes, in order, as each is read; None for one that is not here (or not right)."""
         if sum(r.size for r in refs) < PARALLEL_BYTES:
-            return [self.read(r) for r in refs]
-        return list(self._pool.map(self.read, refs))
+            return map(self.read, refs)
+        return self._pool.map(self.read, refs)
 
     def expect(self, refs: Iterable[ChunkRef]) -> None:
         """Nothing to prepare: a chunk on this disk is found by its address."""

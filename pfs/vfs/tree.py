@@ -17,7 +17,7 @@ import itertools
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import xxhash
@@ -58,6 +58,7 @@ class Node:
     offsets: list[int] = field(default_factory=list, repr=False)  # where each chunk starts
     parent: int = 0  # the directory listing this node, and its place there
     index: int = 0
+    told: int = 0  # a file's chunks a direct reader has been told a reader goes on to (expect)
 
     @property
     def immutable(self) -> bool:
@@ -167,20 +168,15 @@ class RepoTree:
             size += sibling.size
             if size > NEXT_FILES_BYTES:
                 break
-        self._refill([f.chunks for f in ahead], lambda: itertools.islice(
-            (c for k in range(first, len(order)) for c in order[k].chunks), LOCATE_AHEAD))
-
-    def _refill(self, ahead: list[list[ChunkRef]], beyond: Callable[[], Iterable[ChunkRef]]) -> None:
-        """Fetches AHEAD (the chunks a reader goes on to, by file or one by one) in one call once the reader is
-        halfway through those fetched before (the middle of AHEAD is not held): a few calls of many chunks, not
-        one per chunk read, so a server locating chunks for direct reads, or one GET of a pack, serves many.
-        A direct reader is told of the chunks BEYOND (further on) then, to locate them all at once."""
-        middle = ahead[len(ahead) // 2] if ahead else []
-        if middle and all(self.cache.holds(c) for c in middle):
+        # fetched in one call once the reader is halfway through those fetched before (the middle is not held):
+        # for direct reads, one GET of a pack serves many files, and one LocateChunks call locates them all
+        middle = ahead[len(ahead) // 2].chunks if ahead else []
+        if not ahead or (middle and all(self.cache.holds(c) for c in middle)):
             return
         if self.direct:
-            self.direct.expect(beyond())
-        self.cache.prefetch(c for group in ahead for c in group)
+            self.direct.expect(itertools.islice((c for k in range(first, len(order)) for c in order[k].chunks),
+                                                LOCATE_AHEAD))
+        self.cache.prefetch(c for f in ahead for c in f.chunks)
 
     def read_cached(self, inode: int, offset: int, size: int) -> bytes | memoryview | None:
         """The same as read() when every chunk it needs is cached (it never blocks); else None."""
@@ -202,7 +198,12 @@ class RepoTree:
             size -= len(piece)
             i += 1
         j = max(i, 0)
-        self._refill([[c] for c in chunks[j : j + READ_AHEAD]], lambda: chunks[j : j + LOCATE_AHEAD])
+        if self.direct and j + READ_AHEAD > node.told:  # told LOCATE_AHEAD chunks at a time: located in one call
+            node.told = j + LOCATE_AHEAD
+            self.direct.expect(chunks[j : j + LOCATE_AHEAD])
+        # topped up as the reader moves on: each new chunk a fetch of its own, so chunks come back one by one
+        # while the next are decompressed
+        self.cache.prefetch(chunks[j : j + READ_AHEAD])
         if start == 0:
             self._prefetch_next_files(node)
         return out[0] if len(out) == 1 else b"".join(out)
@@ -342,16 +343,24 @@ class RepoTree:
                     path=paths.normalize(f.path), chunks=chunks, offsets=offsets)
 
     def _fetch(self, refs: list[ChunkRef]) -> Iterator[bytes]:
-        """The chunks' bytes in order: from the server's store without it where this client may, else over gRPC."""
-        direct = self.direct.read_many(refs) if self.direct else [None] * len(refs)
-        missing = [r for r, data in zip(refs, direct) if data is None]
-        remote = self.client.read_chunks(missing) if missing else iter(())
-        for data in direct:
-            if data is None:
-                data = next(remote, None)
+        """The chunks' bytes in order, each as soon as it is read (the reader waits for the first, not for all):
+        from the server's store without it where this client may, else over gRPC."""
+        found = iter(self.direct.read_many(refs) if self.direct else [None] * len(refs))
+        for i, data in enumerate(found):
+            if data is not None:
+                yield data
+                continue
+            # the first chunk not read directly: the server is asked, in one call, for it and every other one
+            rest = [data, *found]
+            missing = [r for r, d in zip(refs[i:], rest) if d is None]
+            remote = self.client.read_chunks(missing)
+            for data in rest:
                 if data is None:
-                    raise DataLoss(f"the server sent fewer chunks than the {len(missing)} asked for")
-            yield data
+                    data = next(remote, None)
+                    if data is None:
+                        raise DataLoss(f"the server sent fewer chunks than the {len(missing)} asked for")
+                yield data
+            return
 
 
 def _holds(directory: str, path: str) -> bool:

@@ -56,7 +56,8 @@ def parser() -> argparse.ArgumentParser:
                    help="where chunks live: an S3 bucket (credentials and region the standard AWS way: AWS_* "
                         "variables, ~/.aws); default: the data dir. Metadata stays in the data dir either way")
     p.add_argument("--s3-endpoint", metavar="URL",
-                   help="the S3-compatible server to use (default: $AWS_ENDPOINT_URL, else AWS)")
+                   help="the S3-compatible server to use (default: $AWS_ENDPOINT_URL_S3 or $AWS_ENDPOINT_URL, "
+                        "else AWS)")
     p.add_argument("--cache-size", type=_size, default=DEFAULT_CACHE, metavar="SIZE",
                    help="bytes of chunks kept on this machine's disk (DATA_DIR/cache) in front of --storage, "
                         "with a K, M or G suffix, or 0 for none (default 4G)")
@@ -182,7 +183,9 @@ def chunk_store(args: argparse.Namespace, data_dir: pathlib.Path, meta: SqliteMe
         raise SystemExit("pfs server: --storage s3:// needs the S3 client (boto3): pip install 'pfs[s3]'") from None
     cache = DiskCache(data_dir / "cache", args.cache_size) if args.cache_size else None
     try:
-        return S3ChunkStore(args.storage, meta, cache, args.s3_endpoint)
+        # an S3-compatible server is addressed by path (bucket names are not in its DNS), however it is named
+        endpoint = args.s3_endpoint or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+        return S3ChunkStore(args.storage, meta, cache, endpoint)
     except PfsError as err:
         raise SystemExit(f"pfs server: {err}") from None
 

@@ -1,6 +1,7 @@
 """A chunk store on S3 that cannot be used: one line naming endpoint and bucket at server start; mid-call, one line
 from the CLI (UNAVAILABLE, never a traceback or a hang), and the same calls work once S3 is back."""
 
+import os
 import random
 import socket
 
@@ -77,3 +78,28 @@ def test_calls_while_s3_is_down_fail_in_one_line_and_work_once_it_is_back(own_se
         assert len(server.client().list_commits("r")) == 2  # the failed put-file left no commit behind
     finally:
         server.stop()
+
+
+def test_the_endpoint_may_come_from_the_environment(seaweed, tmp_path):
+    """AWS_ENDPOINT_URL, the standard variable, names the S3-compatible server when --s3-endpoint does not."""
+    bucket = seaweed.make_bucket()
+    server = Server(tmp_path / "data", args=("--storage", f"s3://{bucket}/pfs"),
+                    process_env={**os.environ, **seaweed.env, "AWS_ENDPOINT_URL": seaweed.endpoint})
+    server.start()
+    try:
+        server.pfs("create-repo", "r")
+        server.pfs("put-file", "r", "master", "f", "-c", "-f", "-", input=b"by the environment's endpoint\n")
+        assert seaweed.client().list_objects_v2(Bucket=bucket)["KeyCount"] == 1  # the pack
+    finally:
+        server.stop()
+
+
+def test_without_boto3_the_server_names_the_extra_to_install(tmp_path):
+    """A pfs installed without the s3 extra: --storage s3:// says, in one line, what to install."""
+    hidden = tmp_path / "no-boto3"
+    (hidden / "boto3").mkdir(parents=True)  # shadows the real one, as if it were not installed
+    (hidden / "boto3" / "__init__.py").write_text(
+        "raise ModuleNotFoundError(\"No module named 'boto3'\", name='boto3')\n")
+    server = Server(tmp_path / "data", args=("--storage", "s3://bucket/pfs"),
+                    process_env={**os.environ, "PYTHONPATH": str(hidden)})
+    assert refused(server) == "pfs server: --storage s3:// needs the S3 client (boto3): pip install 'pfs[s3]'"

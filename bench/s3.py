@@ -39,7 +39,6 @@ Goals (from the issue): ingest to S3 at least 0.8x as fast as to the local store
 Run from the repo root, as root:  .venv/bin/python bench/s3.py [--size-mib 1024] [--files 10000] [--keep]
 """
 
-import argparse
 import math
 import os
 import re
@@ -58,7 +57,7 @@ sys.path.insert(0, str(BENCH.parent / "tests"))  # tests/seaweed.py: no pytest i
 from ingest import MB, PFS, Dataset, du, print_machine, timed, warm  # noqa: E402
 from read import (  # noqa: E402
     BRANCH, READ_BODY, REPO, PfsMount, PfsServer, Source, Timing, check_sizes, cold_then_warm, drop_caches,
-    in_scratch, make_data, read_big, small_files,
+    in_scratch, make_data, parse_args, read_big, small_files,
 )
 import seaweed  # noqa: E402
 
@@ -377,14 +376,6 @@ def print_goals(datasets: list[Dataset], tree: Dataset, ingests: dict[tuple[str,
 # ---------------------------------------------------------------- main
 
 
-def parse_args() -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--size-mib", type=int, default=1024, help="size of the large file in MiB (default 1024)")
-    p.add_argument("--files", type=int, default=10_000, help="number of small files (default 10000)")
-    p.add_argument("--keep", action="store_true", help="keep the temporary directory (data, stores, logs)")
-    return p.parse_args()
-
-
 def start_seaweed(work: Path, stack: ExitStack) -> tuple[seaweed.SeaweedFS, str]:
     """A SeaweedFS with a new bucket, its keys in this process's environment (for the servers to inherit)."""
     weed = seaweed.SeaweedFS(work / "seaweed")
@@ -446,7 +437,7 @@ def bench(work: Path, size: int, files: int, stack: ExitStack) -> None:
 
 
 def main() -> None:
-    args = parse_args()
+    args = parse_args(__doc__)
     if not Path(PFS).exists():
         raise SystemExit(f"pfs not found at {PFS}; run `make setup`")
     if not seaweed.WEED.exists():

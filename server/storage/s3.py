@@ -200,7 +200,8 @@ class S3ChunkStore(ChunkStore):
         return chunks
 
     def _create(self, key: str, data: bytes) -> None:
-        """Writes DATA at KEY unless the key exists (which it never should: names are random)."""
+        """Writes DATA at KEY unless the key exists: then a retried write had landed (names are random, so what is
+        there is this one)."""
         for attempt in range(ATTEMPTS):
             if not self._conditional:
                 break

@@ -49,7 +49,8 @@ SCHEME = "s3://"
 PACK_SIZE = 16 << 20  # a pack is written once it holds this much
 LOOKUP_BATCH = 1000  # chunks looked up in the metadata store at once
 RECORD_BATCH = 256  # chunks written before they are recorded (one transaction)
-IN_FLIGHT = 4  # packs one put() has being written at once: bounds its memory
+IN_FLIGHT = 4  # packs one put() has being written at once: bounds its memory...
+PACKS_IN_FLIGHT = 32  # ...and packs being written at once across all puts (512 MiB): bounds the server's
 THREADS = 16  # transfers under way at once, across calls
 WINDOW_BYTES = 64 << 20  # what get_many() fetches ahead of its reader
 MAX_GAP = 256 << 10  # without a cache, chunks of a pack this close are read with one GET
@@ -94,6 +95,7 @@ class S3ChunkStore(ChunkStore):
         self._conditional = True  # If-None-Match: * until the server says it lacks it
         self._urls: dict[str, tuple[str, float]] = {}  # key -> (presigned URL, when it expires)
         self._fetching: dict[str, Future] = {}  # pack -> its GET under way, which other readers wait for
+        self._room = threading.BoundedSemaphore(PACKS_IN_FLIGHT)
         self._lock = threading.Lock()
         self._check(session, endpoint, config)
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="s3")
@@ -158,14 +160,14 @@ class S3ChunkStore(ChunkStore):
                             continue
                         seen.add(address)
                         if pack.add(address, frame) >= PACK_SIZE:
-                            writes.append(self._pool.submit(self._write_pack, pack))
+                            writes.append(self._submit(pack))
                             pack = _Pack()
                         while len(writes) > IN_FLIGHT:
                             written += writes.popleft().result()
                         if len(written) >= RECORD_BATCH:
                             new += self._record(written)
                 if pack.frames:
-                    writes.append(self._pool.submit(self._write_pack, pack))
+                    writes.append(self._submit(pack))
                 while writes:
                     written += writes.popleft().result()
                 return new + self._record(written)
@@ -186,18 +188,30 @@ class S3ChunkStore(ChunkStore):
         written.clear()
         return new
 
+    def _submit(self, pack: "_Pack") -> Future:
+        """PACK's write, started once fewer than PACKS_IN_FLIGHT are under way (a put waits, and so its client)."""
+        self._room.acquire()
+        try:
+            return self._pool.submit(self._write_pack, pack)
+        except BaseException:
+            self._room.release()
+            raise
+
     def _write_pack(self, pack: "_Pack") -> list[StoredChunk]:
-        data = b"".join(frame for _, frame in pack.frames)
-        name = uuid.uuid4().hex
-        chunks, offset = [], 0
-        for address, frame in pack.frames:
-            chunks.append(StoredChunk(address, name, offset, len(frame), frame[: compression.HEADER_BYTES],
-                                      xxhash.xxh3_64_digest(frame)))
-            offset += len(frame)
-        self._create(self._key(name), data)
-        if self._cache:
-            self._cache.put(name, data)
-        return chunks
+        try:
+            data = b"".join(frame for _, frame in pack.frames)
+            name = uuid.uuid4().hex
+            chunks, offset = [], 0
+            for address, frame in pack.frames:
+                chunks.append(StoredChunk(address, name, offset, len(frame), frame[: compression.HEADER_BYTES],
+                                          xxhash.xxh3_64_digest(frame)))
+                offset += len(frame)
+            self._create(self._key(name), data)
+            if self._cache:
+                self._cache.put(name, data)
+            return chunks
+        finally:
+            self._room.release()
 
     def _create(self, key: str, data: bytes) -> None:
         """Writes DATA at KEY unless the key exists: then a retried write had landed (names are random, so what is

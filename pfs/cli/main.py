@@ -245,7 +245,8 @@ def cmd_unmount(args, client):
 def parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--address", default=argparse.SUPPRESS,
-                        help=f"the server, host:port (default $PFS_ADDRESS or {default_address()})")
+                        help=f"the server, host:port, or the servers of a cluster, comma-separated: the next is "
+                             f"used when one cannot be reached (default $PFS_ADDRESS or {default_address()})")
     common.add_argument("--token-file", type=pathlib.Path, default=argparse.SUPPRESS, metavar="FILE",
                         help="the file holding the server's token, its DATA_DIR/token (default $PFS_TOKEN, "
                              "$PFS_TOKEN_FILE, or the token of $PFS_DATA_DIR or ~/.pfs/data)")

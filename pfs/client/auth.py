@@ -6,14 +6,16 @@ server started by the same user needs nothing set). No token at all is not an er
 started with --no-token needs none, and any other says in one line where to find it.
 """
 
+import ipaddress
 import os
 import pathlib
+import socket
 from collections.abc import Sequence
 
 import grpc
 
 from pfs.core.data_dir import TOKEN_HEADER, TOKEN_SCHEME, default_data_dir, token_path
-from pfs.core.errors import FailedPrecondition, Unauthenticated
+from pfs.core.errors import FailedPrecondition, InvalidArgument, Unauthenticated
 
 
 def find_token() -> str | None:
@@ -44,9 +46,38 @@ def read_token(path: pathlib.Path) -> str:
 
 
 def channel(address: str, token: str | None, options: Sequence[tuple[str, object]] = ()) -> grpc.Channel:
-    """A channel to ADDRESS whose every call carries TOKEN (none if None)."""
-    plain = grpc.insecure_channel(address, options=list(options))
+    """A channel to ADDRESS (see target()) whose every call carries TOKEN (none if None)."""
+    plain = grpc.insecure_channel(target(address), options=list(options))
     return plain if token is None else grpc.intercept_channel(plain, _Bearer(TOKEN_SCHEME + token))
+
+
+def target(address: str) -> str:
+    """The gRPC target of ADDRESS: HOST:PORT, or several, comma-separated (the servers of one cluster). Of several,
+    the channel uses the first it can reach and moves on to the next when that one goes away (gRPC's pick_first
+    over a static list: hosts are resolved here, once)."""
+    servers = [a.strip() for a in address.split(",") if a.strip()]
+    if len(servers) == 1:
+        return servers[0]
+    if not servers:
+        raise InvalidArgument(f"no server in the address {address!r}: give HOST:PORT, or several, comma-separated")
+    ips = [_resolved(s) for s in servers]
+    if len({ip.version for ip, _ in ips}) > 1:
+        raise InvalidArgument(f"the servers of {address!r} are of both IPv4 and IPv6; give them all of one")
+    if ips[0][0].version == 4:
+        return "ipv4:" + ",".join(f"{ip}:{port}" for ip, port in ips)
+    return "ipv6:" + ",".join(f"[{ip}]:{port}" for ip, port in ips)
+
+
+def _resolved(server: str) -> tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, int]:
+    host, sep, port = server.rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    if not sep or not host or not port.isdigit():
+        raise InvalidArgument(f"{server!r} is not HOST:PORT")
+    try:
+        info = socket.getaddrinfo(host, int(port), type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError) as err:
+        raise InvalidArgument(f"cannot resolve the server {server!r}: {err}") from None
+    return ipaddress.ip_address(info[0][4][0]), int(port)
 
 
 class _Bearer(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor,

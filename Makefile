@@ -5,7 +5,7 @@ SHELL := /bin/bash
 PYTHON ?= $(firstword $(wildcard /usr/bin/python3) python3)
 VENV := .venv
 BIN := $(VENV)/bin
-APT_PACKAGES := fuse3 libfuse3-dev pkg-config gcc python3-dev python3-venv
+APT_PACKAGES := fuse3 libfuse3-dev pkg-config gcc python3-dev python3-venv postgresql-15
 BENCH_APT_PACKAGES := borgbackup restic python3-pyfuse3  # python3-pyfuse3: borg mount
 
 .PHONY: setup apt demo test test-fast bench protos clean shim-image podman-setup

@@ -1,0 +1,330 @@
+"""The metadata store's SQL, shared by its SQL backends (sqlite.py, postgres.py): the schema, its versioned
+upgrade steps and every Tx operation, over a DB-API cursor and a small Dialect for what the two spell apart.
+
+A backend owns only its connection, its locking and its version counter; it never writes a query of the Tx.
+"""
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from pfs.core import codec
+from pfs.core.model import ChunkRef, CommitInfo, CommitRef, FileWrite, JobInfo, LogLine, PipelineInfo, RepoInfo
+from server.meta import StoredChunk, StoredCommit, Tx
+
+
+@dataclass(frozen=True)
+class Dialect:
+    """What SQLite and PostgreSQL spell apart. Queries are written with ? placeholders."""
+
+    placeholder: str  # for ?: "?" (sqlite3's qmark style) or "%s" (psycopg's)
+    blob: str  # the bytes column type
+    serial: str  # an integer primary key numbering rows in insertion order
+    keyed: str  # what ends the definition of a table stored by its primary key (SQLite: WITHOUT ROWID)
+
+    def sql(self, query: str) -> str:
+        return query if self.placeholder == "?" else query.replace("?", self.placeholder)
+
+
+# Sizes and offsets run past 2^31 (BIGINT), times are 8-byte floats (DOUBLE PRECISION): SQLite reads either name
+# as the same affinity it always had, so a store it made before these names opens unchanged.
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS repos (
+    name TEXT PRIMARY KEY,
+    description TEXT NOT NULL,
+    created DOUBLE PRECISION NOT NULL
+);
+CREATE TABLE IF NOT EXISTS commits (
+    seq {serial},
+    repo TEXT NOT NULL REFERENCES repos(name) ON DELETE CASCADE,
+    id TEXT NOT NULL,
+    parent TEXT NOT NULL,
+    branch TEXT NOT NULL,
+    started DOUBLE PRECISION NOT NULL,
+    finished DOUBLE PRECISION NOT NULL,
+    size BIGINT NOT NULL,
+    provenance TEXT NOT NULL,
+    tree {blob},
+    UNIQUE (repo, id)
+);
+CREATE INDEX IF NOT EXISTS commits_parent ON commits (repo, parent);
+CREATE TABLE IF NOT EXISTS branches (
+    repo TEXT NOT NULL REFERENCES repos(name) ON DELETE CASCADE,
+    name TEXT NOT NULL,
+    head TEXT NOT NULL,
+    PRIMARY KEY (repo, name)
+);
+CREATE TABLE IF NOT EXISTS objects (
+    address {blob} PRIMARY KEY,
+    data {blob} NOT NULL
+);
+CREATE TABLE IF NOT EXISTS pipelines (
+    seq {serial},
+    name TEXT NOT NULL UNIQUE,
+    info TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS jobs (
+    seq {serial},
+    id TEXT NOT NULL UNIQUE,
+    pipeline TEXT NOT NULL,
+    info TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS jobs_pipeline ON jobs (pipeline);
+CREATE TABLE IF NOT EXISTS staged_files (
+    seq {serial},
+    job TEXT NOT NULL,
+    shard INTEGER NOT NULL,
+    files TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS staged_files_shard ON staged_files (job, shard);
+CREATE TABLE IF NOT EXISTS logs (
+    seq {serial},
+    job TEXT NOT NULL,
+    shard INTEGER NOT NULL,
+    time DOUBLE PRECISION NOT NULL,
+    stream TEXT NOT NULL,
+    text TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS logs_job ON logs (job);
+CREATE TABLE IF NOT EXISTS stored_chunks (
+    address {blob} PRIMARY KEY,
+    pack TEXT NOT NULL,
+    "offset" BIGINT NOT NULL,
+    length BIGINT NOT NULL,
+    head {blob} NOT NULL,
+    checksum {blob} NOT NULL
+){keyed};
+"""
+QUERY_BATCH = 500  # addresses per SQL IN (...)
+
+
+def schema(dialect: Dialect) -> list[str]:
+    """The statements that create whatever of the schema is missing."""
+    text = SCHEMA.format(serial=dialect.serial, blob=dialect.blob, keyed=dialect.keyed)
+    return [s.strip() for s in text.split(";") if s.strip()]
+
+
+def _codec_form(cur, d: Dialect) -> None:
+    """Rewrites in the codec's form (pfs.core.codec) what a store of version 0 kept otherwise: provenance as
+    [[repo, ref], ...], staged files as [[path, overwrite, [[address hex, size], ...]], ...] and a pipeline's
+    parallelism as a number. The rest of its jobs and pipelines were already in the codec's form."""
+    for seq, text in cur.execute("SELECT seq, provenance FROM commits WHERE provenance != '[]'").fetchall():
+        provenance = tuple(CommitRef(repo, ref) for repo, ref in json.loads(text))
+        cur.execute(d.sql("UPDATE commits SET provenance = ? WHERE seq = ?"), (codec.dumps(provenance), seq))
+    for seq, text in cur.execute("SELECT seq, files FROM staged_files").fetchall():
+        writes = tuple(FileWrite(path, tuple(ChunkRef(bytes.fromhex(a), n) for a, n in chunks), overwrite)
+                       for path, overwrite, chunks in json.loads(text))
+        cur.execute(d.sql("UPDATE staged_files SET files = ? WHERE seq = ?"), (codec.dumps(writes), seq))
+    for seq, text in cur.execute("SELECT seq, info FROM pipelines").fetchall():
+        info = json.loads(text)
+        if isinstance(info["spec"].get("parallelism"), int):  # a constant, before it was a ParallelismSpec
+            info["spec"]["parallelism"] = {"constant": info["spec"]["parallelism"]}
+            cur.execute(d.sql("UPDATE pipelines SET info = ? WHERE seq = ?"), (json.dumps(info), seq))
+
+
+# Step N brings a store of version N - 1 to version N; a store is made at version 0 (the schema, created above)
+# and a new server runs the steps it has not had, in one transaction. Append; never edit a step once released.
+STEPS: list[Callable] = [_codec_form]
+
+
+def upgrade(cur, d: Dialect, version: int) -> int:
+    """Runs the steps a store at VERSION has not had; the version it is at now."""
+    for step in STEPS[version:]:
+        step(cur, d)
+    return max(version, len(STEPS))
+
+
+_COMMIT_COLUMNS = "repo, id, parent, branch, started, finished, size, provenance, tree"
+_CHUNK_COLUMNS = 'address, pack, "offset", length, head, checksum'
+
+
+def _commit_row(c: StoredCommit) -> tuple:
+    i = c.info
+    return (i.repo, i.id, i.parent, i.branch, i.started, i.finished, i.size_bytes, codec.dumps(i.provenance), c.tree)
+
+
+def _stored_commit(row: tuple) -> StoredCommit:
+    repo, id_, parent, branch, started, finished, size, provenance, tree = row
+    info = CommitInfo(
+        repo=repo,
+        id=id_,
+        parent=parent,
+        branch=branch,
+        started=started,
+        finished=finished,
+        size_bytes=size,
+        provenance=codec.loads(tuple[CommitRef, ...], provenance),
+    )
+    return StoredCommit(info, tree)
+
+
+class SqlTx(Tx):
+    """The operations of one transaction the backend has begun on CUR's connection."""
+
+    def __init__(self, cur, dialect: Dialect) -> None:
+        self._cur = cur
+        self._d = dialect
+        self._objects: dict[bytes, bytes] = {}  # written in one statement when the transaction ends
+
+    def _execute(self, query: str, params: Sequence = ()):
+        return self._cur.execute(self._d.sql(query), params)
+
+    def _executemany(self, query: str, rows: Sequence[Sequence]) -> int:
+        """How many rows the statement changed, over all of ROWS."""
+        if not rows:
+            return 0
+        self._cur.executemany(self._d.sql(query), rows)
+        return self._cur.rowcount
+
+    def flush(self) -> None:
+        """Writes what the transaction holds back; the backend calls it before it commits."""
+        self._executemany("INSERT INTO objects (address, data) VALUES (?, ?) ON CONFLICT DO NOTHING",
+                          list(self._objects.items()))
+        self._objects.clear()
+
+    def _branch_names(self, repo: str) -> tuple[str, ...]:
+        return tuple(n for n, _ in self.list_branches(repo))
+
+    def _repo(self, row: tuple) -> RepoInfo:
+        name, description, created = row
+        size = self._execute(
+            "SELECT CAST(COALESCE(SUM(size), 0) AS BIGINT) FROM commits WHERE repo = ? AND id IN "
+            "(SELECT DISTINCT head FROM branches WHERE repo = ?)",
+            (name, name),
+        ).fetchone()[0]
+        return RepoInfo(name, description, created, size, self._branch_names(name))
+
+    def insert_repo(self, repo: RepoInfo) -> None:
+        self._execute("INSERT INTO repos (name, description, created) VALUES (?, ?, ?)",
+                      (repo.name, repo.description, repo.created))
+
+    def get_repo(self, name: str) -> RepoInfo | None:
+        row = self._execute("SELECT name, description, created FROM repos WHERE name = ?", (name,)).fetchone()
+        return self._repo(row) if row else None
+
+    def list_repos(self) -> list[RepoInfo]:
+        rows = self._execute("SELECT name, description, created FROM repos ORDER BY created DESC").fetchall()
+        return [self._repo(r) for r in rows]
+
+    def delete_repo(self, name: str) -> None:
+        self._execute("DELETE FROM repos WHERE name = ?", (name,))
+
+    def insert_commit(self, commit: StoredCommit) -> None:
+        self._execute(f"INSERT INTO commits ({_COMMIT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                      _commit_row(commit))
+
+    def get_commit(self, repo: str, commit_id: str) -> StoredCommit | None:
+        row = self._execute(f"SELECT {_COMMIT_COLUMNS} FROM commits WHERE repo = ? AND id = ?",
+                            (repo, commit_id)).fetchone()
+        return _stored_commit(row) if row else None
+
+    def update_commit(self, commit: StoredCommit) -> None:
+        i = commit.info
+        self._execute("UPDATE commits SET finished = ?, size = ?, tree = ? WHERE repo = ? AND id = ?",
+                      (i.finished, i.size_bytes, commit.tree, i.repo, i.id))
+
+    def list_commits(self, repo: str) -> list[StoredCommit]:
+        rows = self._execute(f"SELECT {_COMMIT_COLUMNS} FROM commits WHERE repo = ? ORDER BY seq DESC",
+                             (repo,)).fetchall()
+        return [_stored_commit(r) for r in rows]
+
+    def children(self, repo: str, commit_id: str) -> list[str]:
+        rows = self._execute("SELECT id FROM commits WHERE repo = ? AND parent = ? ORDER BY seq",
+                             (repo, commit_id)).fetchall()
+        return [r[0] for r in rows]
+
+    def delete_commit(self, repo: str, commit_id: str) -> None:
+        self._execute("DELETE FROM commits WHERE repo = ? AND id = ?", (repo, commit_id))
+
+    def set_branch(self, repo: str, name: str, head: str) -> None:
+        self._execute("INSERT INTO branches (repo, name, head) VALUES (?, ?, ?) "
+                      "ON CONFLICT (repo, name) DO UPDATE SET head = excluded.head", (repo, name, head))
+
+    def get_branch(self, repo: str, name: str) -> str | None:
+        row = self._execute("SELECT head FROM branches WHERE repo = ? AND name = ?", (repo, name)).fetchone()
+        return row[0] if row else None
+
+    def list_branches(self, repo: str) -> list[tuple[str, str]]:
+        rows = self._execute("SELECT name, head FROM branches WHERE repo = ? ORDER BY name", (repo,)).fetchall()
+        return [tuple(r) for r in rows]
+
+    def delete_branch(self, repo: str, name: str) -> None:
+        self._execute("DELETE FROM branches WHERE repo = ? AND name = ?", (repo, name))
+
+    def put_object(self, address: bytes, data: bytes) -> None:
+        self._objects.setdefault(address, data)
+
+    def get_object(self, address: bytes) -> bytes | None:
+        if address in self._objects:
+            return self._objects[address]
+        row = self._execute("SELECT data FROM objects WHERE address = ?", (address,)).fetchone()
+        return row[0] if row else None
+
+    def put_stored_chunks(self, chunks: Sequence[StoredChunk]) -> int:
+        return self._executemany(f"INSERT INTO stored_chunks ({_CHUNK_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?) "
+                                 "ON CONFLICT DO NOTHING",
+                                 [(c.address, c.pack, c.offset, c.length, c.head, c.checksum) for c in chunks])
+
+    def stored_chunks(self, addresses: Sequence[bytes]) -> dict[bytes, StoredChunk]:
+        found = {}
+        for i in range(0, len(addresses), QUERY_BATCH):
+            batch = addresses[i : i + QUERY_BATCH]
+            rows = self._execute(f"SELECT {_CHUNK_COLUMNS} FROM stored_chunks "
+                                 f"WHERE address IN ({','.join('?' * len(batch))})", batch)
+            found.update((r[0], StoredChunk(*r)) for r in rows.fetchall())
+        return found
+
+    def put_pipeline(self, pipeline: PipelineInfo) -> None:
+        self._execute("INSERT INTO pipelines (name, info) VALUES (?, ?) "
+                      "ON CONFLICT (name) DO UPDATE SET info = excluded.info", (pipeline.name, codec.dumps(pipeline)))
+
+    def get_pipeline(self, name: str) -> PipelineInfo | None:
+        row = self._execute("SELECT info FROM pipelines WHERE name = ?", (name,)).fetchone()
+        return codec.loads(PipelineInfo, row[0]) if row else None
+
+    def list_pipelines(self) -> list[PipelineInfo]:
+        rows = self._execute("SELECT info FROM pipelines ORDER BY seq").fetchall()
+        return [codec.loads(PipelineInfo, r[0]) for r in rows]
+
+    def delete_pipeline(self, name: str) -> None:
+        self._execute("DELETE FROM pipelines WHERE name = ?", (name,))
+
+    def put_job(self, job: JobInfo) -> None:
+        self._execute("INSERT INTO jobs (id, pipeline, info) VALUES (?, ?, ?) "
+                      "ON CONFLICT (id) DO UPDATE SET info = excluded.info", (job.id, job.pipeline, codec.dumps(job)))
+
+    def get_job(self, job_id: str) -> JobInfo | None:
+        row = self._execute("SELECT info FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        return codec.loads(JobInfo, row[0]) if row else None
+
+    def list_jobs(self, pipeline: str = "") -> list[JobInfo]:
+        if pipeline:
+            rows = self._execute("SELECT info FROM jobs WHERE pipeline = ? ORDER BY seq DESC", (pipeline,))
+        else:
+            rows = self._execute("SELECT info FROM jobs ORDER BY seq DESC")
+        return [codec.loads(JobInfo, r[0]) for r in rows.fetchall()]
+
+    def stage_files(self, job_id: str, shard: int, writes: list[FileWrite]) -> None:
+        self._execute("INSERT INTO staged_files (job, shard, files) VALUES (?, ?, ?)",
+                      (job_id, shard, codec.dumps(writes)))
+
+    def staged_files(self, job_id: str, shard: int) -> list[FileWrite]:
+        rows = self._execute("SELECT files FROM staged_files WHERE job = ? AND shard = ? ORDER BY seq",
+                             (job_id, shard)).fetchall()
+        return [w for r in rows for w in codec.loads(tuple[FileWrite, ...], r[0])]
+
+    def clear_staged(self, job_id: str, shard: int) -> None:
+        self._execute("DELETE FROM staged_files WHERE job = ? AND shard = ?", (job_id, shard))
+
+    def add_logs(self, lines: list[LogLine]) -> None:
+        self._executemany("INSERT INTO logs (job, shard, time, stream, text) VALUES (?, ?, ?, ?, ?)",
+                          [(x.job, x.shard, x.time, x.stream, x.text) for x in lines])
+
+    def logs(self, job_id: str = "", pipeline: str = "") -> list[LogLine]:
+        query = "SELECT job, shard, time, stream, text FROM logs"
+        if job_id:
+            rows = self._execute(f"{query} WHERE job = ? ORDER BY seq", (job_id,))
+        else:
+            rows = self._execute(f"{query} WHERE job IN (SELECT id FROM jobs WHERE pipeline = ?) ORDER BY seq",
+                                 (pipeline,))
+        return [LogLine(*r) for r in rows.fetchall()]

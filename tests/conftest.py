@@ -18,6 +18,7 @@ from pfs.client import Client, auth
 from pfs.client.upload import into_commit
 from pfs.core.model import CommitRef
 from pfs.core.ready import spawn, wait_ready
+from postgres import Postgres
 from seaweed import SeaweedFS
 
 BIN = pathlib.Path(sys.executable).parent
@@ -188,6 +189,18 @@ def seaweed(tmp_path_factory):
 def own_seaweed(tmp_path):
     """A SeaweedFS for one test that stops, kills or restarts it, so no other test sees the outage."""
     yield from _seaweed(tmp_path / "seaweed")
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """One PostgreSQL per test process (per xdist worker), started by the first test that needs it; each test takes
+    a database of its own (make_database) and leaves the server running."""
+    pg = Postgres()
+    pg.start()
+    try:
+        yield pg
+    finally:
+        pg.close()
 
 
 def s3_server(weed: SeaweedFS, data_dir: pathlib.Path, chunk_size: int | None = None, args: tuple[str, ...] = (),

@@ -1,0 +1,84 @@
+"""The metadata store in PostgreSQL (`pfs server --meta postgresql://USER@HOST:PORT/DB`), so that the metadata
+outlives any one machine. Its SQL is sql.py's; here is only the connection pool, the schema's version table and
+the lock that serializes transactions.
+
+Every transaction first takes one advisory lock (pg_advisory_xact_lock(LOCK), released when it ends), so
+transactions run one at a time, whichever server and connection they come from: what SQLite's BEGIN IMMEDIATE
+gives, and what server/store.py's rules rely on (read a branch, then move it, with nothing in between). They run
+at READ COMMITTED, so each statement after the lock sees every transaction that held it before. Issue 14's item
+0 (jobs and shards as rows updated by single statements or retried on conflict, controllers under leases) is
+what will relax this to row-level locking.
+
+Connections come from psycopg_pool; the password, if any, from the URL, PGPASSWORD or ~/.pgpass, as libpq finds
+it. A database that cannot be used at start is a PfsError naming it (never its password); one that fails
+mid-call is Unavailable, and the pool replaces the broken connection for the next call.
+"""
+
+import urllib.parse
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import psycopg
+from psycopg_pool import ConnectionPool
+
+from pfs.core.errors import Unavailable
+from server.meta import MetaStore, Tx
+from server.meta.sql import Dialect, SqlTx, schema, upgrade
+
+DIALECT = Dialect(placeholder="%s", blob="BYTEA", serial="BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY",
+                  keyed="")
+LOCK = 0x706673  # "pfs": the advisory lock every transaction holds (its key space is the database's alone)
+POOL_SIZE = 8  # connections; more would only wait on LOCK
+CONNECT_TIMEOUT = 10  # seconds to reach the database
+POOL_WAIT = 60  # seconds a transaction waits for a connection (behind others, or the database coming back)
+# the version of the schema (sql.STEPS run); SQLite keeps it as PRAGMA user_version
+VERSION_TABLE = "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)"
+
+
+class PostgresMetaStore(MetaStore):
+    def __init__(self, url: str) -> None:
+        self.name = redacted(url)
+        try:
+            with psycopg.connect(url, autocommit=True, connect_timeout=CONNECT_TIMEOUT) as conn:
+                with conn.transaction():  # under LOCK: two servers starting at once create the schema once
+                    cur = conn.cursor()
+                    cur.execute("SELECT pg_advisory_xact_lock(%s)", (LOCK,))
+                    for statement in [*schema(DIALECT), VERSION_TABLE]:
+                        cur.execute(statement)
+                    row = cur.execute("SELECT version FROM schema_version").fetchone()
+                    version = upgrade(cur, DIALECT, row[0] if row else 0)
+                    cur.execute("DELETE FROM schema_version")
+                    cur.execute("INSERT INTO schema_version (version) VALUES (%s)", (version,))
+        except psycopg.Error as err:
+            raise Unavailable(f"cannot use the metadata store {self.name}: {_reason(err)}") from None
+        # check: a connection the database dropped (a restart) is replaced before a transaction gets it
+        self._pool = ConnectionPool(url, min_size=1, max_size=POOL_SIZE, open=True, timeout=POOL_WAIT,
+                                    kwargs={"autocommit": True, "connect_timeout": CONNECT_TIMEOUT},
+                                    check=ConnectionPool.check_connection, name="pfs-meta")
+
+    @contextmanager
+    def transaction(self) -> Iterator[Tx]:
+        try:
+            with self._pool.connection() as conn, conn.transaction():  # rolled back if the block raises
+                cur = conn.cursor()
+                cur.execute("SELECT pg_advisory_xact_lock(%s)", (LOCK,))
+                tx = SqlTx(cur, DIALECT)
+                yield tx
+                tx.flush()
+        except psycopg.OperationalError as err:  # the database went away, or no connection came in time
+            raise Unavailable(f"the metadata store {self.name} failed: {_reason(err)}") from None
+
+    def close(self) -> None:
+        self._pool.close()
+
+
+def redacted(url: str) -> str:
+    """URL as it may be shown: scheme://USER@HOST:PORT/DB, without the password or the query (which may hold one)."""
+    parts = urllib.parse.urlsplit(url)
+    user, at, host = parts.netloc.rpartition("@")
+    return f"{parts.scheme}://{user.split(':', 1)[0]}{at}{host}{parts.path}"
+
+
+def _reason(err: psycopg.Error) -> str:
+    """libpq's message, on one line."""
+    return " ".join(str(err).split()) or type(err).__name__

@@ -19,6 +19,7 @@ from pfs.core.errors import FailedPrecondition, PfsError
 from pfs.core.memory import keep_freed_memory
 from pfs.proto import chunks_pb2_grpc, pfs_pb2_grpc, pps_pb2_grpc
 from server.access import owner_only, server_token
+from server.meta import MetaStore
 from server.meta.sqlite import SqliteMetaStore
 from server.pps.controller import Controller
 from server.pps.jobs import Jobs
@@ -54,7 +55,10 @@ def parser() -> argparse.ArgumentParser:
                    help="where chunks and metadata live (default: $PFS_DATA_DIR or ~/.pfs/data)")
     p.add_argument("--storage", metavar="s3://BUCKET/PREFIX",
                    help="where chunks live: an S3 bucket (credentials and region the standard AWS way: AWS_* "
-                        "variables, ~/.aws); default: the data dir. Metadata stays in the data dir either way")
+                        "variables, ~/.aws); default: the data dir")
+    p.add_argument("--meta", metavar="postgresql://USER@HOST:PORT/DB",
+                   help="where metadata lives: a PostgreSQL database (its password, if any, in the URL, "
+                        "$PGPASSWORD or ~/.pgpass); default: SQLite in the data dir")
     p.add_argument("--s3-endpoint", metavar="URL",
                    help="the S3-compatible server to use (default: $AWS_ENDPOINT_URL_S3 or $AWS_ENDPOINT_URL, "
                         "else AWS)")
@@ -121,7 +125,7 @@ def serve(args: argparse.Namespace) -> None:
         raise SystemExit(f"pfs server: {data_dir} is in use by another pfs server") from None
     owner_only(data_dir)
     token = None if args.no_token else server_token(data_dir)
-    meta = SqliteMetaStore(data_dir / "meta.db")
+    meta = meta_store(args, data_dir)
     store = Store(chunk_store(args, data_dir, meta), meta, args.chunk_size)
     pool = futures.ThreadPoolExecutor(max_workers=UNARY_THREADS + args.max_streams)  # threads start as needed
     checks = [] if token is None else [TokenCheck(token, str(token_path(data_dir)))]  # first: before any other
@@ -168,7 +172,26 @@ def serve(args: argparse.Namespace) -> None:
     store.meta.close()
 
 
-def chunk_store(args: argparse.Namespace, data_dir: pathlib.Path, meta: SqliteMetaStore) -> ChunkStore:
+def meta_store(args: argparse.Namespace, data_dir: pathlib.Path) -> MetaStore:
+    """The metadata store --meta names; SystemExit, one line, if it cannot be used."""
+    if not args.meta:
+        return SqliteMetaStore(data_dir / "meta.db")
+    if not args.meta.startswith(("postgresql://", "postgres://")):
+        raise SystemExit("pfs server: --meta: give postgresql://USER@HOST:PORT/DB, or leave it out to keep "
+                         "metadata in the data dir")
+    try:
+        from server.meta.postgres import PostgresMetaStore  # here: psycopg loads only for a database
+    except ModuleNotFoundError as err:
+        if err.name not in ("psycopg", "psycopg_pool"):
+            raise
+        raise SystemExit("pfs server: --meta postgresql:// needs psycopg: pip install 'pfs[postgres]'") from None
+    try:
+        return PostgresMetaStore(args.meta)
+    except PfsError as err:
+        raise SystemExit(f"pfs server: {err}") from None
+
+
+def chunk_store(args: argparse.Namespace, data_dir: pathlib.Path, meta: MetaStore) -> ChunkStore:
     """The chunk store --storage names; SystemExit, one line, if it cannot be used."""
     if not args.storage:
         return LocalChunkStore(data_dir)

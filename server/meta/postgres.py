@@ -2,18 +2,20 @@
 outlives any one machine. Its SQL is sql.py's; here is only the connection pool, the schema's version table and
 the lock that serializes transactions.
 
-Every transaction first takes one advisory lock (pg_advisory_xact_lock(LOCK), released when it ends), so
-transactions run one at a time, whichever server and connection they come from: what SQLite's BEGIN IMMEDIATE
-gives, and what server/store.py's rules rely on (read a branch, then move it, with nothing in between). They run
-at READ COMMITTED, so each statement after the lock sees every transaction that held it before. Issue 14's item
-0 (jobs and shards as rows updated by single statements or retried on conflict, controllers under leases) is
-what will relax this to row-level locking.
+Transactions run one at a time, as SQLite's BEGIN IMMEDIATE makes them, which server/store.py's rules rely on
+(read a branch, then move it, with nothing in between): in this process under a lock, across processes (several
+servers on one database) under one advisory lock each takes first (pg_advisory_xact_lock(LOCK), released when it
+ends). They run at READ COMMITTED, so each statement after the lock sees every transaction that held it before.
+Issue 14's item 0 (jobs and shards as rows updated by single statements or retried on conflict, controllers
+under leases) is what will relax this to row-level locking.
 
-Connections come from psycopg_pool; the password, if any, from the URL, PGPASSWORD or ~/.pgpass, as libpq finds
+The connection comes from psycopg_pool, which checks it before each transaction and replaces it once the
+database drops it (a restart); the password, if any, from the URL, PGPASSWORD or ~/.pgpass, as libpq finds
 it. A database that cannot be used at start is a PfsError naming it (never its password); one that fails
 mid-call is Unavailable, and the pool replaces the broken connection for the next call.
 """
 
+import threading
 import urllib.parse
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -28,9 +30,7 @@ from server.meta.sql import Dialect, SqlTx, schema, upgrade
 DIALECT = Dialect(placeholder="%s", blob="BYTEA", serial="BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY",
                   keyed="")
 LOCK = 0x706673  # "pfs": the advisory lock every transaction holds (its key space is the database's alone)
-POOL_SIZE = 8  # connections; more would only wait on LOCK
-CONNECT_TIMEOUT = 10  # seconds to reach the database
-POOL_WAIT = 60  # seconds a transaction waits for a connection (behind others, or the database coming back)
+CONNECT_TIMEOUT = 10  # seconds to reach the database; and a transaction waits as long for it to come back
 # the version of the schema (sql.STEPS run); SQLite keeps it as PRAGMA user_version
 VERSION_TABLE = "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)"
 
@@ -51,25 +51,28 @@ class PostgresMetaStore(MetaStore):
                     cur.execute("INSERT INTO schema_version (version) VALUES (%s)", (version,))
         except psycopg.Error as err:
             raise Unavailable(f"cannot use the metadata store {self.name}: {_reason(err)}") from None
-        # check: a connection the database dropped (a restart) is replaced before a transaction gets it
-        self._pool = ConnectionPool(url, min_size=1, max_size=POOL_SIZE, open=True, timeout=POOL_WAIT,
+        # One connection: transactions take turns for it (self._lock) with no timeout, as under SQLite. check: one
+        # the database dropped (a restart) is replaced before a transaction gets it.
+        self._lock = threading.Lock()
+        self._pool = ConnectionPool(url, min_size=1, max_size=1, open=True, timeout=CONNECT_TIMEOUT,
                                     kwargs={"autocommit": True, "connect_timeout": CONNECT_TIMEOUT},
                                     check=ConnectionPool.check_connection, name="pfs-meta")
 
     @contextmanager
     def transaction(self) -> Iterator[Tx]:
         try:
-            with self._pool.connection() as conn, conn.transaction():  # rolled back if the block raises
+            with self._lock, self._pool.connection() as conn, conn.transaction():  # rolled back if the block raises
                 cur = conn.cursor()
                 cur.execute("SELECT pg_advisory_xact_lock(%s)", (LOCK,))
                 tx = SqlTx(cur, DIALECT)
                 yield tx
                 tx.flush()
-        except psycopg.OperationalError as err:  # the database went away, or no connection came in time
+        except psycopg.OperationalError as err:  # the database went away, or did not come back in time
             raise Unavailable(f"the metadata store {self.name} failed: {_reason(err)}") from None
 
     def close(self) -> None:
-        self._pool.close()
+        with self._lock:
+            self._pool.close()
 
 
 def redacted(url: str) -> str:

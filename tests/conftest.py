@@ -18,7 +18,7 @@ from pfs.client import Client, auth
 from pfs.client.upload import into_commit
 from pfs.core.model import CommitRef
 from pfs.core.ready import spawn, wait_ready
-from postgres import Postgres
+from postgres import PostgreSQL
 from seaweed import SeaweedFS
 
 BIN = pathlib.Path(sys.executable).parent
@@ -195,7 +195,7 @@ def own_seaweed(tmp_path):
 def postgres():
     """One PostgreSQL per test process (per xdist worker), started by the first test that needs it; each test takes
     a database of its own (make_database) and leaves the server running."""
-    pg = Postgres()
+    pg = PostgreSQL()
     pg.start()
     try:
         yield pg

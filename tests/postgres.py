@@ -2,7 +2,8 @@
 
 One postmaster, started and stopped by pid, on a free port, with a superuser `pfs` trusted without a password;
 restartable on the same port and data. PostgreSQL refuses to run as root, so as root it runs as the `postgres`
-user (the Debian package makes it) in a dir that user owns under /tmp: pytest's own temp dirs are root's alone.
+user (the Debian package makes it) in a dir that user owns and can reach: by default a fresh one under /tmp, as
+pytest's temp dirs (and mkdtemp's) are root's alone.
 No pytest here, so a benchmark can import it. ../shared/CLUSTER.md has the recipe.
 """
 
@@ -23,12 +24,17 @@ BIN = pathlib.Path("/usr/lib/postgresql/15/bin")
 USER = "pfs"
 
 
-class Postgres:
-    """A PostgreSQL whose data, socket and log are in a fresh dir; `url(db)` reaches database DB."""
+class PostgreSQL:
+    """A PostgreSQL whose data, socket and log are in DIR (default: a fresh dir under /tmp), which close() removes;
+    `url(db)` reaches database DB."""
 
-    def __init__(self) -> None:
+    def __init__(self, dir: pathlib.Path | None = None) -> None:
         self.as_user = ["setpriv", "--reuid=postgres", "--regid=postgres", "--init-groups"] if os.geteuid() == 0 else []
-        self.dir = pathlib.Path(tempfile.mkdtemp(prefix="pfs-postgres-"))
+        if dir is None:
+            self.dir = pathlib.Path(tempfile.mkdtemp(prefix="pfs-postgres-"))
+        else:
+            self.dir = pathlib.Path(dir)
+            self.dir.mkdir(parents=True)
         if self.as_user:
             shutil.chown(self.dir, "postgres", "postgres")
         self.data = self.dir / "data"
@@ -85,7 +91,7 @@ class Postgres:
             conn.execute(f"CREATE DATABASE {name}")
         return self.url(name)
 
-    def __enter__(self) -> "Postgres":
+    def __enter__(self) -> "PostgreSQL":
         self.start()
         return self
 

@@ -9,7 +9,8 @@ import psycopg
 import pytest
 
 from conftest import Server, assert_one_line_error, wait_for
-from postgres import Postgres
+from postgres import PostgreSQL
+from server.meta.sql import STEPS
 from test_s3_errors import refused
 
 
@@ -34,6 +35,7 @@ def test_files_and_commits_live_in_the_database_across_a_restart(postgres, tmp_p
     assert not (tmp_path / "data" / "meta.db").exists()  # nothing in SQLite
     with psycopg.connect(url) as db:
         assert db.execute("SELECT id FROM commits ORDER BY seq DESC").fetchall() == [(c.id,) for c in commits]
+        assert db.execute("SELECT version FROM schema_version").fetchall() == [(len(STEPS),)]  # one row, up to date
 
 
 def test_without_psycopg_the_server_names_the_extra_to_install(tmp_path):
@@ -64,7 +66,7 @@ def test_a_database_that_cannot_be_used_at_start(postgres, tmp_path):
 
 @pytest.mark.slow  # a call waits for the database to come back before it gives up
 def test_calls_while_the_database_is_down_fail_in_one_line_and_work_once_it_is_back(tmp_path):
-    with Postgres() as pg:  # its own: the session's must not go down under other tests
+    with PostgreSQL() as pg:  # its own: the session's must not go down under other tests
         url = pg.make_database()
         server = Server(tmp_path / "data", args=("--meta", url))
         server.start()

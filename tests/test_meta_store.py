@@ -1,6 +1,7 @@
 """The conformance suite every metadata store backend passes."""
 
 import dataclasses
+import functools
 
 import pytest
 
@@ -9,16 +10,23 @@ from server.meta import StoredChunk, StoredCommit, walk_ancestry
 from server.meta.postgres import PostgresMetaStore
 from server.meta.sqlite import SqliteMetaStore
 
-# Each makes a fresh, empty store for one test.
+# Each backend: where a fresh store is for one test, and what opens the store there.
 BACKENDS = {
-    "sqlite": lambda request, tmp: SqliteMetaStore(tmp / "meta.db"),
-    "postgres": lambda request, tmp: PostgresMetaStore(request.getfixturevalue("postgres").make_database()),
+    "sqlite": (lambda request, tmp: tmp / "meta.db", SqliteMetaStore),
+    "postgres": (lambda request, tmp: request.getfixturevalue("postgres").make_database(), PostgresMetaStore),
 }
 
 
 @pytest.fixture(params=sorted(BACKENDS))
-def meta(request, tmp_path):
-    m = BACKENDS[request.param](request, tmp_path)
+def open_store(request, tmp_path):
+    """Opens the test's store (again, after close(): a server's restart)."""
+    where, store = BACKENDS[request.param]
+    return functools.partial(store, where(request, tmp_path))
+
+
+@pytest.fixture
+def meta(open_store):
+    m = open_store()
     yield m
     m.close()
 
@@ -110,3 +118,22 @@ def test_stored_chunks_keep_their_first_place(meta):
         found = tx.stored_chunks([c.address for c in first] + [b"\xff" * 32])
     assert found == {c.address: c for c in first[:700]} | {c.address: c for c in again[700:]}
     assert all(type(c.head) is bytes and type(c.checksum) is bytes for c in found.values())
+
+
+def test_a_store_opened_again_keeps_what_it_holds(open_store):
+    """A restart: opening a store that has its schema and has had its upgrade steps loses nothing of it."""
+    for _ in range(2):
+        meta = open_store()
+        with meta.transaction() as tx:
+            if tx.get_repo("r") is None:
+                tx.insert_repo(RepoInfo("r", "d", 1.0, 0))
+                tx.insert_commit(commit("r", "c1", size=3, prov=(CommitRef("x", "y"),)))
+                tx.set_branch("r", "master", "c1")
+                tx.put_object(b"a", b"tree")
+        meta.close()
+    meta = open_store()
+    with meta.transaction() as tx:
+        assert tx.get_repo("r") == RepoInfo("r", "d", 1.0, 3, ("master",))
+        assert tx.get_commit("r", "c1") == commit("r", "c1", size=3, prov=(CommitRef("x", "y"),))
+        assert tx.get_object(b"a") == b"tree"
+    meta.close()

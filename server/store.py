@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 from pfs.core import compression, frames, names, paths, refs
-from pfs.core.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, Unavailable
+from pfs.core.errors import AlreadyExists, Conflict, FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from pfs.core.model import (
     MAX_LOCATE, BranchInfo, ChunkLocation, ChunkRef, CommitInfo, CommitRef, FileInfo, FileWrite, RepoInfo,
 )
@@ -108,10 +108,8 @@ class Store:
                 head = tx.get_branch(repo, branch)
                 base = tx.get_commit(repo, head) if head else None
             if base is not None and not base.info.is_finished:
-                raise FailedPrecondition(
-                    f"commit {base.info.id} on {repo}@{branch} is still open; "
-                    f"finish it first (pfs finish-commit {repo} {base.info.id})"
-                )
+                raise Conflict(f"commit {base.info.id} on {repo}@{branch} is still open; "
+                               f"finish it first (pfs finish-commit {repo} {base.info.id})")
             for p in provenance:
                 self._resolve(tx, p)
             info = CommitInfo(

@@ -25,6 +25,7 @@ from pfs.core.model import CommitInfo, CommitRef
 from pfs.core.shard import METHODS, Shard
 
 INT64_MAX = 2**63 - 1  # the wire's int64
+COMMIT_WAIT = 60.0  # seconds put-file -c waits its turn at a branch with a commit open
 
 
 def cmd_version(args, client):
@@ -114,11 +115,21 @@ def cmd_set_branch(args, client):
     client.set_branch(CommitRef(args.repo, args.commit), args.branch)
 
 
+def _seconds(text: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = -1.0
+    if not 0 <= seconds < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds")
+    return seconds
+
+
 def cmd_put_file(args, client):
     todo = sources(args.file, args.path, args.recursive)
     ref = CommitRef(args.repo, args.ref)
     if args.commit:
-        ref = CommitRef(args.repo, client.start_commit(args.repo, args.ref).id)
+        ref = CommitRef(args.repo, client.start_commit(args.repo, args.ref, wait=args.wait).id)
     known = [s.size for s in todo]
     total = None if None in known else sum(known)
     try:
@@ -295,6 +306,9 @@ def parser() -> argparse.ArgumentParser:
          a("-f", "--file", required=True, help="a local file or directory, an http(s) URL, or - for stdin"),
          a("-r", "--recursive", action="store_true", help="put a directory tree"),
          a("-c", "--commit", action="store_true", help="start and finish a commit on branch REF around it"),
+         a("--wait", type=_seconds, default=COMMIT_WAIT, metavar="SECONDS",
+           help=f"with -c: how long to wait for a commit open on the branch to finish first (default "
+                f"{COMMIT_WAIT:g}; 0: fail at once)"),
          a("-o", "--overwrite", action="store_true", help="replace the file instead of appending"),
          a("--delimiter", choices=DELIMITERS, default="line",
            help="cut chunks only at line ends (line, the default) or anywhere (none)"))

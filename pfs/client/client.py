@@ -2,6 +2,8 @@
 
 import functools
 import os
+import random
+import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -11,6 +13,7 @@ import grpc
 from pfs.client.auth import channel, find_token
 from pfs.client.status import domain_error
 from pfs.core import frames
+from pfs.core.errors import Conflict
 from pfs.core.model import (
     MAX_LOCATE, BranchInfo, ChunkLocation, ChunkRef, CommitInfo, CommitRef, DirectRead, FileInfo, FileWrite, JobInfo,
     JobSpec, LogLine, PipelineInfo, PipelineSpec, RepoInfo, ShardInfo,
@@ -26,6 +29,8 @@ from pfs.proto import pps_pb2_grpc
 DEFAULT_ADDRESS = "127.0.0.1:30650"
 MAX_MESSAGE = 256 << 20
 READ_AHEAD = 4  # chunks decompressed ahead of the reader
+TURN_POLL = 0.05  # seconds between a waiting writer's first tries at a busy branch...
+MAX_TURN_POLL = 1.0  # ...doubling up to this
 
 
 def default_address() -> str:
@@ -106,12 +111,23 @@ class Client:
     # -- commits
 
     def start_commit(
-        self, repo: str, branch: str = "", parent: str = "", provenance: Iterable[CommitRef] = ()
+        self, repo: str, branch: str = "", parent: str = "", provenance: Iterable[CommitRef] = (), wait: float = 0
     ) -> CommitInfo:
+        """A new open commit; where the branch has one open already (Conflict), tried again for up to WAIT
+        seconds, so that writers of one branch take turns (through any server of a cluster)."""
         request = pb.StartCommitRequest(
             repo=repo, branch=branch, parent=parent, provenance=[cv.commit_ref_to_pb(p) for p in provenance]
         )
-        return cv.commit_from_pb(self._call(self._api.StartCommit, request))
+        deadline, pause = time.monotonic() + wait, TURN_POLL
+        while True:
+            try:
+                return cv.commit_from_pb(self._call(self._api.StartCommit, request))
+            except Conflict as err:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise (Conflict(f"{err}; waited {wait:g} s for it") if wait else err) from None
+                time.sleep(min(left, random.uniform(pause / 2, pause)))  # jittered: waiters do not call at once
+                pause = min(pause * 2, MAX_TURN_POLL)
 
     def finish_commit(self, ref: CommitRef) -> CommitInfo:
         return cv.commit_from_pb(self._call(self._api.FinishCommit, cv.commit_ref_to_pb(ref)))

@@ -8,6 +8,7 @@ KINDS_BY_CODE = {
     grpc.StatusCode.NOT_FOUND: "not_found",
     grpc.StatusCode.ALREADY_EXISTS: "already_exists",
     grpc.StatusCode.FAILED_PRECONDITION: "failed_precondition",
+    grpc.StatusCode.ABORTED: "conflict",
     grpc.StatusCode.INVALID_ARGUMENT: "invalid_argument",
     grpc.StatusCode.UNAUTHENTICATED: "unauthenticated",
     grpc.StatusCode.RESOURCE_EXHAUSTED: "resource_exhausted",

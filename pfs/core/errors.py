@@ -32,6 +32,12 @@ class FailedPrecondition(PfsError):
     kind = "failed_precondition"
 
 
+class Conflict(FailedPrecondition):
+    """Another writer holds what the call needs (an open commit on the branch): wait for it and try again."""
+
+    kind = "conflict"
+
+
 class InvalidArgument(PfsError):
     """A malformed name, path, reference or option."""
 
@@ -64,6 +70,6 @@ class DataLoss(PfsError):
 
 KINDS: dict[str, type[PfsError]] = {
     cls.kind: cls
-    for cls in (PfsError, NotFound, AlreadyExists, FailedPrecondition, InvalidArgument, Unavailable,
+    for cls in (PfsError, NotFound, AlreadyExists, FailedPrecondition, Conflict, InvalidArgument, Unavailable,
                 Unauthenticated, ResourceExhausted, DataLoss)
 }

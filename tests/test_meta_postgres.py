@@ -4,12 +4,15 @@ restart; and a database that cannot be used said in one line, at start or mid-ca
 import os
 import random
 import socket
+import threading
 
 import psycopg
 import pytest
 
 from conftest import Server, assert_one_line_error, wait_for
 from postgres import PostgreSQL
+from pfs.core.model import RepoInfo
+from server.meta.postgres import PostgresMetaStore
 from server.meta.sql import STEPS
 from test_s3_errors import refused
 
@@ -36,6 +39,34 @@ def test_files_and_commits_live_in_the_database_across_a_restart(postgres, tmp_p
     with psycopg.connect(url) as db:
         assert db.execute("SELECT id FROM commits ORDER BY seq DESC").fetchall() == [(c.id,) for c in commits]
         assert db.execute("SELECT version FROM schema_version").fetchall() == [(len(STEPS),)]  # one row, up to date
+
+
+def test_transactions_of_two_stores_on_one_database_take_turns(postgres):
+    """Two servers' stores: a transaction waits for the other's to end, then sees what it wrote, even where the
+    database's default isolation (SERIALIZABLE here) would have given it a snapshot from before its wait."""
+    url = postgres.make_database()
+    with psycopg.connect(url, autocommit=True) as db:
+        db.execute(f"ALTER DATABASE {url.rsplit('/', 1)[1]} SET default_transaction_isolation = 'serializable'")
+    first, second = PostgresMetaStore(url), PostgresMetaStore(url)
+    seen = []
+
+    def read() -> None:
+        with second.transaction() as tx:
+            seen.append(tx.get_repo("r"))
+
+    try:
+        with first.transaction() as tx:
+            reader = threading.Thread(target=read)
+            reader.start()
+            with psycopg.connect(url) as db:  # the reader waits for the lock this transaction holds
+                wait_for(lambda: db.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
+                                            "AND NOT granted").fetchone()[0] == 1)
+            tx.insert_repo(RepoInfo("r", "made while the reader waited", 1.0, 0))
+        reader.join()
+        assert seen == [RepoInfo("r", "made while the reader waited", 1.0, 0)]
+    finally:
+        first.close()
+        second.close()
 
 
 def test_without_psycopg_the_server_names_the_extra_to_install(tmp_path):

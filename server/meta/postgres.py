@@ -40,6 +40,7 @@ class PostgresMetaStore(MetaStore):
         self.name = redacted(url)
         try:
             with psycopg.connect(url, autocommit=True, connect_timeout=CONNECT_TIMEOUT) as conn:
+                _configure(conn)
                 with conn.transaction():  # under LOCK: two servers starting at once create the schema once
                     cur = conn.cursor()
                     cur.execute("SELECT pg_advisory_xact_lock(%s)", (LOCK,))
@@ -56,7 +57,7 @@ class PostgresMetaStore(MetaStore):
         self._lock = threading.Lock()
         self._pool = ConnectionPool(url, min_size=1, max_size=1, open=True, timeout=CONNECT_TIMEOUT,
                                     kwargs={"autocommit": True, "connect_timeout": CONNECT_TIMEOUT},
-                                    check=ConnectionPool.check_connection, name="pfs-meta")
+                                    configure=_configure, check=ConnectionPool.check_connection, name="pfs-meta")
 
     @contextmanager
     def transaction(self) -> Iterator[Tx]:
@@ -73,6 +74,12 @@ class PostgresMetaStore(MetaStore):
     def close(self) -> None:
         with self._lock:
             self._pool.close()
+
+
+def _configure(conn: psycopg.Connection) -> None:
+    """READ COMMITTED whatever the database's default: at REPEATABLE READ or SERIALIZABLE a transaction's snapshot
+    would date from its first statement, the wait for LOCK, and miss what the transaction before it wrote."""
+    conn.isolation_level = psycopg.IsolationLevel.READ_COMMITTED
 
 
 def redacted(url: str) -> str:

@@ -1,5 +1,6 @@
 """A pfs server whose metadata is in PostgreSQL (--meta): the same files and commits as on SQLite, kept across a
-restart; and a database that cannot be used said in one line, at start or mid-call, never with its password."""
+restart; two servers' transactions on one database taking turns; and a database that cannot be used said in one
+line, at start or mid-call, never with its password. (tests/test_meta_store.py runs the store's own suite.)"""
 
 import os
 import random
@@ -10,8 +11,8 @@ import psycopg
 import pytest
 
 from conftest import Server, assert_one_line_error, wait_for
-from postgres import PostgreSQL
 from pfs.core.model import RepoInfo
+from postgres import PostgreSQL
 from server.meta.postgres import PostgresMetaStore
 from server.meta.sql import STEPS
 from test_s3_errors import refused

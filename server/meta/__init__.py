@@ -2,7 +2,8 @@
 store keeps each chunk.
 
 One interface, used only inside a transaction, so every store operation is
-atomic. Backends: sqlite.py. Each passes tests/test_meta_store.py.
+atomic. Backends: sqlite.py (the embedded default) and postgres.py (--meta), both
+over the SQL in sql.py. Each passes tests/test_meta_store.py.
 """
 
 from abc import ABC, abstractmethod

@@ -4,8 +4,8 @@
    figure is the server's and not Python's start-up), each putting COMMITS small files, each file a commit of its
    own (start-commit, put-file, finish-commit: what `put-file -c` does), on a branch of its own.
 2. ListFile of a commit of FILES files: the time to list them all (recursive), the best of three.
-On SQLite (the embedded default: `pfs server` alone) and, where bench/../tests/postgres.py can start a PostgreSQL
-here, on PostgreSQL (`pfs server --meta postgresql://...`), with chunks in the data dir either way.
+On SQLite (the embedded default: `pfs server` alone) and on PostgreSQL (`pfs server --meta postgresql://...`, a
+PostgreSQL 15 started here by tests/postgres.py), with chunks in the data dir either way.
 
 Goal (issue 14): PostgreSQL within 2x of SQLite on both. The time from a controller's server being killed to its
 pipeline's next job starting on another server is not measured: controllers do not fail over yet.
@@ -24,6 +24,7 @@ from pathlib import Path
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 sys.path.insert(0, str(BENCH.parent / "tests"))  # tests/postgres.py: no pytest in it
+import postgres  # noqa: E402
 from ingest import PFS, Pfs, print_machine, scratch  # noqa: E402
 
 from pfs.client.upload import into_commit  # noqa: E402
@@ -98,13 +99,9 @@ def measure(name: str, store: Path, options: tuple[str, ...], args: argparse.Nam
     return figures
 
 
-def postgres_url(work: Path) -> tuple[str, object] | None:
-    """A database on a PostgreSQL started here (and the launcher, to stop it), or None where there is none."""
-    try:
-        import postgres  # tests/postgres.py
-    except ImportError:
-        return None
-    pg = postgres.PostgreSQL(work / "postgres")
+def postgres_url() -> tuple[str, object]:
+    """A database on a PostgreSQL started here, in a dir of its own its user can reach, and the launcher, to close."""
+    pg = postgres.PostgreSQL()
     pg.start()
     return pg.make_database(), pg
 
@@ -121,22 +118,15 @@ def main() -> None:
     print_machine()
     with scratch("pfs-bench-cluster-", args.keep) as work:
         results = {"sqlite": measure("sqlite", work / "sqlite", (), args)}
-        found = postgres_url(work)
-        if found is None:
-            print("  postgresql: not measured (no tests/postgres.py launcher in this checkout)")
-        else:
-            url, pg = found
-            try:
-                results["postgresql"] = measure("postgresql", work / "postgresql", ("--meta", url), args)
-            finally:
-                pg.stop()
+        url, pg = postgres_url()
+        try:
+            results["postgresql"] = measure("postgresql", work / "postgresql", ("--meta", url), args)
+        finally:
+            pg.close()
     print("\ngoals")
-    if "postgresql" in results:
-        lite, pg = results["sqlite"], results["postgresql"]
-        commit_ratio = lite.commits_per_s / pg.commits_per_s
-        list_ratio = pg.list_s / lite.list_s
-        for what, ratio in (("commits/s", commit_ratio), ("ListFile", list_ratio)):
-            print(f"  {what}, PostgreSQL within 2x of SQLite: {ratio:.2f}x  {'MET' if ratio <= 2 else 'NOT MET'}")
+    lite, pg = results["sqlite"], results["postgresql"]
+    for what, ratio in (("commits/s", lite.commits_per_s / pg.commits_per_s), ("ListFile", pg.list_s / lite.list_s)):
+        print(f"  {what}, PostgreSQL within 2x of SQLite: {ratio:.2f}x  {'MET' if ratio <= 2 else 'NOT MET'}")
     print("  failover of a controller under 15 s: not measured (controllers do not fail over yet)")
 
 

@@ -1,6 +1,7 @@
 """The client: every server call, typed in pfs.core.model, failing only with domain errors."""
 
 import functools
+import json
 import os
 import random
 import time
@@ -29,6 +30,18 @@ from pfs.proto import pps_pb2_grpc
 DEFAULT_ADDRESS = "127.0.0.1:30650"
 MAX_MESSAGE = 256 << 20
 READ_AHEAD = 4  # chunks decompressed ahead of the reader
+# Calls that change nothing are tried again when they find no server (UNAVAILABLE): the one that goes away
+# under a long-lived client (a mount, a worker) is then left for the next of the address's servers without the
+# call failing. Calls that change something are not: one may have been done before its server went away.
+READ_ONLY = {"pfs.API": ("Info", "InspectRepo", "ListRepo", "InspectCommit", "ListCommit", "SubscribeCommit",
+                         "ListBranch", "InspectFile", "ListFile"),
+             "pfs.Chunks": ("MissingChunks", "GetChunks", "LocateChunks"),
+             "pps.PPS": ("InspectPipeline", "ListPipeline", "FlushCommit", "InspectJob", "ListJob", "GetLogs")}
+SERVICE_CONFIG = json.dumps({"methodConfig": [{
+    "name": [{"service": service, "method": m} for service, methods in READ_ONLY.items() for m in methods],
+    "retryPolicy": {"maxAttempts": 3, "initialBackoff": "0.1s", "maxBackoff": "1s", "backoffMultiplier": 2,
+                    "retryableStatusCodes": ["UNAVAILABLE"]},
+}]})
 TURN_POLL = 0.05  # seconds between a waiting writer's first tries at a busy branch...
 MAX_TURN_POLL = 1.0  # ...doubling up to this
 
@@ -50,6 +63,7 @@ class Client:
                 # a restarted server is found again within a second (gRPC's default backoff grows to 2 min)
                 ("grpc.initial_reconnect_backoff_ms", 100),
                 ("grpc.max_reconnect_backoff_ms", 1000),
+                ("grpc.service_config", SERVICE_CONFIG),
             ],
         )
         self._api = pfs_pb2_grpc.APIStub(self._channel)

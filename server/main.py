@@ -186,9 +186,11 @@ def meta_store(args: argparse.Namespace, data_dir: pathlib.Path) -> MetaStore:
             raise
         raise SystemExit("pfs server: --meta postgresql:// needs psycopg: pip install 'pfs[postgres]'") from None
     try:
-        return PostgresMetaStore(args.meta)
+        store = PostgresMetaStore(args.meta)
+        store.hold()
     except PfsError as err:
         raise SystemExit(f"pfs server: {err}") from None
+    return store
 
 
 def chunk_store(args: argparse.Namespace, data_dir: pathlib.Path, meta: MetaStore) -> ChunkStore:

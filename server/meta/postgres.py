@@ -23,13 +23,14 @@ from contextlib import contextmanager
 import psycopg
 from psycopg_pool import ConnectionPool
 
-from pfs.core.errors import Unavailable
+from pfs.core.errors import FailedPrecondition, Unavailable
 from server.meta import MetaStore, Tx
 from server.meta.sql import Dialect, SqlTx, schema, upgrade
 
 DIALECT = Dialect(placeholder="%s", blob="BYTEA", serial="BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY",
                   keyed="")
 LOCK = 0x706673  # "pfs": the advisory lock every transaction holds (its key space is the database's alone)
+SERVER_LOCK = LOCK + 1  # held, for its life, by the one server of the database (hold())
 CONNECT_TIMEOUT = 10  # seconds to reach the database; and a transaction waits as long for it to come back
 # the version of the schema (sql.STEPS run); SQLite keeps it as PRAGMA user_version
 VERSION_TABLE = "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)"
@@ -38,6 +39,8 @@ VERSION_TABLE = "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT 
 class PostgresMetaStore(MetaStore):
     def __init__(self, url: str) -> None:
         self.name = redacted(url)
+        self._url = url
+        self._holder: psycopg.Connection | None = None  # the session holding SERVER_LOCK, once hold() took it
         try:
             with psycopg.connect(url, autocommit=True, connect_timeout=CONNECT_TIMEOUT) as conn:
                 _configure(conn)
@@ -71,9 +74,27 @@ class PostgresMetaStore(MetaStore):
         except psycopg.OperationalError as err:  # the database went away, or did not come back in time
             raise Unavailable(f"the metadata store {self.name} failed: {_reason(err)}") from None
 
+    def hold(self) -> None:
+        """Claims the database for this server alone, until close(); FailedPrecondition if another server holds it:
+        until pipelines' controllers take leases, two servers on one database would both run every pipeline.
+        SERVER_LOCK, on a session of its own, is the database's lock file (as LOCK is a data dir's), gone when the
+        session goes (this process, or its connection, ends)."""
+        try:
+            conn = psycopg.connect(self._url, autocommit=True, connect_timeout=CONNECT_TIMEOUT)
+            held = conn.execute("SELECT pg_try_advisory_lock(%s)", (SERVER_LOCK,)).fetchone()[0]
+        except psycopg.Error as err:
+            raise Unavailable(f"cannot use the metadata store {self.name}: {_reason(err)}") from None
+        if not held:
+            conn.close()
+            raise FailedPrecondition(f"the metadata store {self.name} is in use by another pfs server (one server "
+                                     "a database, until pipelines' controllers fail over between servers)")
+        self._holder = conn
+
     def close(self) -> None:
         with self._lock:
             self._pool.close()
+            if self._holder is not None:
+                self._holder.close()
 
 
 def _configure(conn: psycopg.Connection) -> None:

@@ -2,7 +2,6 @@
 restart; two servers' transactions on one database taking turns; and a database that cannot be used said in one
 line, at start or mid-call, never with its password. (tests/test_meta_store.py runs the store's own suite.)"""
 
-import os
 import random
 import socket
 import threading
@@ -68,17 +67,6 @@ def test_transactions_of_two_stores_on_one_database_take_turns(postgres):
     finally:
         first.close()
         second.close()
-
-
-def test_without_psycopg_the_server_names_the_extra_to_install(tmp_path):
-    """A pfs installed without the postgres extra: --meta postgresql:// says, in one line, what to install."""
-    hidden = tmp_path / "no-psycopg"
-    (hidden / "psycopg").mkdir(parents=True)  # shadows the real one, as if it were not installed
-    (hidden / "psycopg" / "__init__.py").write_text(
-        "raise ModuleNotFoundError(\"No module named 'psycopg'\", name='psycopg')\n")
-    server = Server(tmp_path / "data", args=("--meta", "postgresql://pfs@127.0.0.1:5432/pfs"),
-                    process_env={**os.environ, "PYTHONPATH": str(hidden)})
-    assert refused(server) == "pfs server: --meta postgresql:// needs psycopg: pip install 'pfs[postgres]'"
 
 
 def test_a_database_that_cannot_be_used_at_start(postgres, tmp_path):

@@ -92,14 +92,3 @@ def test_the_endpoint_may_come_from_the_environment(seaweed, tmp_path):
         assert seaweed.client().list_objects_v2(Bucket=bucket)["KeyCount"] == 1  # the pack
     finally:
         server.stop()
-
-
-def test_without_boto3_the_server_names_the_extra_to_install(tmp_path):
-    """A pfs installed without the s3 extra: --storage s3:// says, in one line, what to install."""
-    hidden = tmp_path / "no-boto3"
-    (hidden / "boto3").mkdir(parents=True)  # shadows the real one, as if it were not installed
-    (hidden / "boto3" / "__init__.py").write_text(
-        "raise ModuleNotFoundError(\"No module named 'boto3'\", name='boto3')\n")
-    server = Server(tmp_path / "data", args=("--storage", "s3://bucket/pfs"),
-                    process_env={**os.environ, "PYTHONPATH": str(hidden)})
-    assert refused(server) == "pfs server: --storage s3:// needs the S3 client (boto3): pip install 'pfs[s3]'"

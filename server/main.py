@@ -1,14 +1,18 @@
 """`pfs server`: the embedded store served over gRPC (run as `python -m server`)."""
 
 import argparse
+import contextlib
 import fcntl
+import importlib
 import logging
 import os
 import pathlib
 import signal
 import sys
 import threading
+from collections.abc import Iterator
 from concurrent import futures
+from types import ModuleType
 
 import grpc
 
@@ -179,17 +183,11 @@ def meta_store(args: argparse.Namespace, data_dir: pathlib.Path) -> MetaStore:
     if not args.meta.startswith(("postgresql://", "postgres://")):
         raise SystemExit("pfs server: --meta: give postgresql://USER@HOST:PORT/DB, or leave it out to keep "
                          "metadata in the data dir")
-    try:
-        from server.meta.postgres import PostgresMetaStore  # here: psycopg loads only for a database
-    except ModuleNotFoundError as err:
-        if err.name not in ("psycopg", "psycopg_pool"):
-            raise
-        raise SystemExit("pfs server: --meta postgresql:// needs psycopg: pip install 'pfs[postgres]'") from None
-    try:
-        store = PostgresMetaStore(args.meta)
+    postgres = _backend("server.meta.postgres", ("psycopg", "psycopg_pool"),
+                        "--meta postgresql:// needs psycopg: pip install 'pfs[postgres]'")
+    with _usable():
+        store = postgres.PostgresMetaStore(args.meta)
         store.hold()
-    except PfsError as err:
-        raise SystemExit(f"pfs server: {err}") from None
     return store
 
 
@@ -200,17 +198,31 @@ def chunk_store(args: argparse.Namespace, data_dir: pathlib.Path, meta: MetaStor
     if not args.storage.startswith("s3://"):
         raise SystemExit(f"pfs server: --storage {args.storage}: give s3://BUCKET/PREFIX, or leave it out to keep "
                          "chunks in the data dir")
-    try:
-        from server.storage.s3 import S3ChunkStore  # here: boto3 loads only for a bucket
-    except ModuleNotFoundError as err:
-        if err.name not in ("boto3", "botocore"):
-            raise
-        raise SystemExit("pfs server: --storage s3:// needs the S3 client (boto3): pip install 'pfs[s3]'") from None
+    s3 = _backend("server.storage.s3", ("boto3", "botocore"),
+                  "--storage s3:// needs the S3 client (boto3): pip install 'pfs[s3]'")
     cache = DiskCache(data_dir / "cache", args.cache_size) if args.cache_size else None
+    # an S3-compatible server is addressed by path (bucket names are not in its DNS), however it is named
+    endpoint = args.s3_endpoint or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    with _usable():
+        return s3.S3ChunkStore(args.storage, meta, cache, endpoint)
+
+
+def _backend(module: str, clients: tuple[str, ...], missing: str) -> ModuleType:
+    """The server's module of a cluster backend, imported only now (its client library loads only for it);
+    SystemExit saying MISSING if one of CLIENTS, the libraries of its extra, is not installed."""
     try:
-        # an S3-compatible server is addressed by path (bucket names are not in its DNS), however it is named
-        endpoint = args.s3_endpoint or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
-        return S3ChunkStore(args.storage, meta, cache, endpoint)
+        return importlib.import_module(module)
+    except ModuleNotFoundError as err:
+        if err.name not in clients:
+            raise
+        raise SystemExit(f"pfs server: {missing}") from None
+
+
+@contextlib.contextmanager
+def _usable() -> Iterator[None]:
+    """A store that cannot be used (a bucket, a database) ends the start with its one line."""
+    try:
+        yield
     except PfsError as err:
         raise SystemExit(f"pfs server: {err}") from None
 

@@ -49,6 +49,21 @@ def write_tree(root, files: dict[str, bytes]) -> None:
         (root / path).write_bytes(data)
 
 
+def serving(weed, tmp_path, files: dict[str, bytes], args: tuple[str, ...] = ()) -> Server:
+    """A server on a fresh bucket of WEED, with ARGS, started, FILES put as the first commit of repo r (the
+    server killed again if that fails)."""
+    write_tree(tmp_path / "src", files)
+    server = s3_server(weed, tmp_path / "data", args=args)
+    server.start()
+    try:
+        server.pfs("create-repo", "r")
+        server.pfs("put-file", "r", "master", "", "-r", "-c", "-f", str(tmp_path / "src"))
+    except BaseException:
+        server.kill()
+        raise
+    return server
+
+
 def read_tree(root, names) -> dict[str, bytes]:
     return {n: (root / n).read_bytes() for n in names}
 
@@ -262,12 +277,8 @@ def test_locate_chunks_on_an_s3_store_names_each_chunk_or_none(seaweed, tmp_path
 @MOUNTS
 def test_a_mount_reads_chunks_from_the_bucket_not_through_the_server(seaweed, tmp_path):
     files = {"big.bin": random.Random(2).randbytes(3 << 20), **small_files(30)}
-    write_tree(tmp_path / "src", files)
-    server = s3_server(seaweed, tmp_path / "data", args=NO_CACHE)
-    server.start()
+    server = serving(seaweed, tmp_path, files, NO_CACHE)
     try:
-        server.pfs("create-repo", "r")
-        server.pfs("put-file", "r", "master", "", "-r", "-c", "-f", str(tmp_path / "src"))
         with mounted(server, tmp_path / "mnt"):
             assert read_tree(tmp_path / "mnt" / "r" / "master", files) == files
         said = (tmp_path / "mount-mnt.log").read_text()
@@ -289,12 +300,8 @@ def test_a_mount_reads_chunks_from_the_bucket_not_through_the_server(seaweed, tm
 @MOUNTS
 def test_a_directory_of_small_files_is_read_with_few_gets(seaweed, tmp_path):
     files = small_files(400)
-    write_tree(tmp_path / "src", files)
-    server = s3_server(seaweed, tmp_path / "data", args=NO_CACHE)
-    server.start()
+    server = serving(seaweed, tmp_path, files, NO_CACHE)
     try:
-        server.pfs("create-repo", "r")
-        server.pfs("put-file", "r", "master", "", "-r", "-c", "-f", str(tmp_path / "src"))
         before = gets(seaweed, bucket_of(server))
         with mounted(server, tmp_path / "mnt"):
             assert read_tree(tmp_path / "mnt" / "r" / "master", sorted(files)) == files  # one by one, in order
@@ -311,12 +318,8 @@ def test_corrupt_objects_in_the_bucket_are_read_through_the_server(seaweed, tmp_
     """The server's cache holds what it wrote; the bucket's objects are then spoilt: each chunk fails its check
     from the URL and comes from the server instead, right."""
     files = {"big.bin": random.Random(3).randbytes(2 << 20), **small_files(10)}
-    write_tree(tmp_path / "src", files)
-    server = s3_server(seaweed, tmp_path / "data")
-    server.start()
+    server = serving(seaweed, tmp_path, files)
     try:
-        server.pfs("create-repo", "r")
-        server.pfs("put-file", "r", "master", "", "-r", "-c", "-f", str(tmp_path / "src"))
         s3 = seaweed.client()
         keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket_of(server))["Contents"]]
         for key in keys:
@@ -335,12 +338,8 @@ def test_corrupt_objects_in_the_bucket_are_read_through_the_server(seaweed, tmp_
 def test_a_bucket_out_of_reach_is_read_through_the_server(own_seaweed, tmp_path):
     """SeaweedFS stopped after the upload: the URLs lead nowhere, the server's cache still has every chunk."""
     files = small_files(20)
-    write_tree(tmp_path / "src", files)
-    server = s3_server(own_seaweed, tmp_path / "data")
-    server.start()
+    server = serving(own_seaweed, tmp_path, files)
     try:
-        server.pfs("create-repo", "r")
-        server.pfs("put-file", "r", "master", "", "-r", "-c", "-f", str(tmp_path / "src"))
         own_seaweed.kill()
         with mounted(server, tmp_path / "mnt"):
             assert read_tree(tmp_path / "mnt" / "r" / "master", files) == files

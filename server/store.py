@@ -37,6 +37,7 @@ class Store:
         self._finished = threading.Condition()  # notified when a commit finishes
         self._stopping = False  # set once: waits for news end (streaming calls end with the server)
         self._workers = ThreadPoolExecutor(os.cpu_count() or 2, thread_name_prefix="verify")
+        meta.listen(self._wake)  # the other servers' news
 
     # -- chunks
 
@@ -264,7 +265,12 @@ class Store:
         return done.info
 
     def notify_finished(self) -> None:
-        """Wakes whoever waits for news: a commit finished (or a pipeline or job changed)."""
+        """Wakes whoever waits for news, here and on the other servers of the store: a commit finished (or a
+        pipeline or job changed)."""
+        self._wake()
+        self.meta.notify()
+
+    def _wake(self) -> None:
         with self._finished:
             self._finished.notify_all()
 

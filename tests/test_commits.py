@@ -1,6 +1,5 @@
 """Commits and branches: parents, refs, open versus finished, deletion, subscription."""
 
-import os
 import subprocess
 import threading
 
@@ -37,36 +36,6 @@ def test_commits_chain_on_a_branch(server):
         client.inspect_commit(CommitRef("r", "master~3"))
     # a later commit sees its parent's files
     assert [f.path for f in client.list_files(CommitRef("r", "master"))] == ["f0", "f1", "f2"]
-
-
-@pytest.mark.slow  # thirty CLI processes on shared cores
-def test_writers_of_one_branch_take_turns(server):
-    """Thirty `put-file -c` at once on one branch: each waits its turn at the open commit, so each client's file
-    is in a finished commit of its own, their parents chained in some order."""
-    server.pfs("create-repo", "r")
-    env = {**os.environ, **server.env}
-    clients = [subprocess.Popen([PFS, "put-file", "r", "master", f"f{i}", "-c", "-f", "-"], env=env,
-                                stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-               for i in range(30)]
-    for i, c in enumerate(clients):  # every input given at once: the one whose turn it is reads it then
-        c.stdin.write(b"%d\n" % i)
-        c.stdin.close()
-    errors = []
-    for c in clients:
-        c.wait(timeout=120)
-        if c.returncode:
-            errors.append(c.stderr.read().decode())
-        c.stderr.close()
-    assert errors == []
-    client = server.client()
-    commits = client.list_commits("r")
-    assert len(commits) == 30 and all(c.is_finished for c in commits)
-    assert [c.parent for c in commits] == [c.id for c in commits[1:]] + [""]  # one chain, newest first
-    for newer, older in zip(commits, commits[1:]):  # each commit adds one file to its parent's
-        added = {f.path for f in client.list_files(CommitRef("r", newer.id))} - \
-            {f.path for f in client.list_files(CommitRef("r", older.id))}
-        assert len(added) == 1
-    assert sorted(f.path for f in client.list_files(CommitRef("r", "master"))) == sorted(f"f{i}" for i in range(30))
 
 
 def test_a_writer_that_will_not_wait_is_told_at_once(server):

@@ -9,13 +9,14 @@ import random
 import sqlite3
 import subprocess
 import threading
+import time
 from collections.abc import Callable
 
 import psycopg
 import pytest
 
 from conftest import PFS, Server, s3_server
-from pfs.client.upload import into_commit
+from pfs.client.upload import Uploader
 from pfs.core import manifest
 from pfs.core.errors import AlreadyExists, FailedPrecondition, NotFound, PfsError
 from pfs.core.model import CommitInfo, CommitRef
@@ -142,18 +143,23 @@ def test_a_repo_deleted_while_a_commit_on_it_is_finished_and_filled(cluster):
     the commit finished); the deletion takes the repo's commits and branches with it."""
     clients = [cluster.client(i) for i in range(RACERS)]
     r = random.Random(14)
+    writes = []  # files whose chunks the store holds: each PutFiles below is one short transaction
+    with Uploader(clients[0], writes.extend) as up:
+        for i in range(RACERS):
+            up.put(f"f{i}", io.BytesIO(r.randbytes(20_000)))  # several chunks each
 
-    def put(client, ref: CommitRef, path: str) -> None:
-        with into_commit(client, ref) as up:
-            up.put(path, io.BytesIO(r.randbytes(20_000)))  # several chunks
+    def delete(repo: str, pause: float) -> None:
+        time.sleep(pause)  # later each round, so the calls it races fall on both sides of it
+        clients[0].delete_repo(repo)
 
+    outcomes = []
     for n in range(ROUNDS):
         repo = f"r{n}"
         clients[0].create_repo(repo)
         ref = CommitRef(repo, clients[0].start_commit(repo).id)
-        put(clients[0], ref, "first")
-        outcomes = race([lambda: clients[0].delete_repo(repo), lambda: clients[1].finish_commit(ref),
-                         *[lambda c=c, i=i: put(c, ref, f"f{i}") for i, c in enumerate(clients[2:])]])
+        clients[0].put_files(ref, writes[:1])
+        outcomes = race([lambda: delete(repo, n * 0.01), lambda: clients[1].finish_commit(ref),
+                         *[lambda c=c, w=w: c.put_files(ref, [w]) for c, w in zip(clients[2:], writes[1:])]])
         assert outcomes[0] is None  # the one deletion succeeds
         for o in outcomes[1:]:
             if isinstance(o, PfsError):

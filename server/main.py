@@ -28,6 +28,7 @@ from server.meta import MetaStore
 from server.meta.sqlite import SqliteMetaStore
 from server.pps.controller import Controller
 from server.pps.jobs import Jobs
+from server.pps.leases import Leases, server_id
 from server.pps.pipelines import Pipelines
 from server.pps.runners import RUNNERS, STOP_TIMEOUT
 from server.rpc.auth import TokenCheck
@@ -129,8 +130,8 @@ def serve(args: argparse.Namespace) -> None:
     except BlockingIOError:
         raise SystemExit(f"pfs server: {data_dir} is in use by another pfs server") from None
     owner_only(data_dir)
-    token = None if args.no_token else server_token(data_dir)
     meta = meta_store(args, data_dir)
+    token = None if args.no_token else server_token(data_dir, meta)
     store = Store(chunk_store(args, data_dir, meta), meta, args.chunk_size)
     asyncio.run(_serve(args, data_dir, token, store))
     store.chunks.close()
@@ -154,9 +155,9 @@ async def _serve(args: argparse.Namespace, data_dir: pathlib.Path, token: str | 
         raise SystemExit(f"pfs server: cannot listen on {address} (in use, or not an address of this machine)")
     # workers on this machine (or in containers on its network) reach the server here
     host = "127.0.0.1" if args.listen in ("0.0.0.0", "::", "[::]") else args.listen
-    runner = RUNNERS[args.runner](f"{host}:{port}", token)
+    runner = RUNNERS[args.runner](f"{host}:{port}", data_dir / "workers", token)
     jobs = Jobs(store, runner.capacity)
-    controller = Controller(store, jobs, runner, data_dir / "workers")
+    controller = Controller(store, jobs, runner, Leases(store.meta, server_id(data_dir), runner.address))
     direct_read = None if args.no_direct_read else store.chunks.describe()
     pfs_pb2_grpc.add_APIServicer_to_server(ApiServicer(store, runner.name, args.registry, direct_read), server)
     chunks_pb2_grpc.add_ChunksServicer_to_server(ChunksServicer(store), server)
@@ -196,9 +197,7 @@ def meta_store(args: argparse.Namespace, data_dir: pathlib.Path) -> MetaStore:
     postgres = _backend("server.meta.postgres", ("psycopg", "psycopg_pool"),
                         "--meta postgresql:// needs psycopg: pip install 'pfs[postgres]'")
     with _usable():
-        store = postgres.PostgresMetaStore(args.meta)
-        store.hold()
-    return store
+        return postgres.PostgresMetaStore(args.meta)
 
 
 def chunk_store(args: argparse.Namespace, data_dir: pathlib.Path, meta: MetaStore) -> ChunkStore:

@@ -37,6 +37,7 @@ class Store:
         self.trees = Trees()
         self.news = News()  # a commit finished, or a pipeline or job changed
         self._workers = ThreadPoolExecutor(os.cpu_count() or 2, thread_name_prefix="verify")
+        meta.listen(self.news.notify)  # the other servers' news
 
     # -- chunks
 
@@ -272,8 +273,10 @@ class Store:
         return done.info
 
     def notify_finished(self) -> None:
-        """Wakes whoever waits for news (a commit finished, or a pipeline or job changed); from any thread."""
+        """Wakes whoever waits for news, here and on the other servers of the store (a commit finished, or a
+        pipeline or job changed); from any thread."""
         self.news.notify()
+        self.meta.notify()
 
     def wait_finished(self, timeout: float) -> None:
         """Blocks this thread up to TIMEOUT seconds for news; Unavailable once the server is stopping."""

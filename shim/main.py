@@ -1,6 +1,6 @@
 """`job-shim`: a worker. Takes one shard of a job, mounts its inputs, runs the command, uploads /pfs/out.
 
-    job-shim --address HOST:PORT --job ID --shard I [--root /pfs]
+    job-shim --address HOST:PORT --job ID --shard I [--attempt N] [--root /pfs]
 
 (or PFS_ADDRESS, PFS_JOB, PFS_SHARD; on Kubernetes JOB_COMPLETION_INDEX). The server's token comes in
 PFS_TOKEN (or PFS_TOKEN_FILE), never on the command line; the mounts inherit it, the command does not get it.
@@ -43,6 +43,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--job", default=env("PFS_JOB"), help="the job id ($PFS_JOB)")
     p.add_argument("--shard", type=int, default=env("PFS_SHARD") or env("JOB_COMPLETION_INDEX"),
                    help="this worker's shard ($PFS_SHARD or $JOB_COMPLETION_INDEX)")
+    p.add_argument("--attempt", type=int, default=env("PFS_ATTEMPT") or 0,
+                   help="the try of the shard a controller started this worker for ($PFS_ATTEMPT; default: a "
+                        "new try)")
     p.add_argument("--root", type=Path, default=Path(env("PFS_ROOT") or "/pfs"),
                    help="where inputs and out go (default /pfs, or $PFS_ROOT)")
     p.add_argument("--workspace", type=Path, default=env("PFS_WORKSPACE"),
@@ -68,7 +71,7 @@ def main(argv: list[str] | None = None) -> None:
     client = None
     try:
         client = Client(args.address)  # its token from PFS_TOKEN (a file it names cannot be read: one line)
-        sys.exit(Worker(client, args.job, args.shard, args.root).run())
+        sys.exit(Worker(client, args.job, args.shard, args.root).run(args.attempt))
     except PfsError as err:
         print(f"job-shim: {err}", file=sys.stderr)
         sys.exit(SHIM_FAILED)
@@ -84,8 +87,9 @@ class Worker:
         self.shard = shard
         self.root = root
 
-    def run(self) -> int:
-        job = self.client.start_shard(self.job_id, self.shard)
+    def run(self, attempt: int = 0) -> int:
+        """Takes try ATTEMPT at the shard (0: a new one), runs it and reports; the exit status."""
+        job = self.client.start_shard(self.job_id, self.shard, attempt)
         attempt = job.shards[self.shard].attempts
         logs = Logs(self.client, self.job_id, self.shard)
         with Mounts(self.client.address) as mounts:  # waited for after the report: the result does not need them

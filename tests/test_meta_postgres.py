@@ -102,19 +102,3 @@ def test_calls_while_the_database_is_down_fail_in_one_line_and_work_once_it_is_b
             assert server.pfs("get-file", "r", "master", "f").stdout == b"before\n"
         finally:
             server.stop()
-
-
-def test_one_server_a_database(postgres, tmp_path):
-    """Until pipelines' controllers fail over between servers, a second server on the same database is refused in
-    one line (as a second server on one data dir is), and the database is free again once the first stops."""
-    url = postgres.make_database()
-    first = Server(tmp_path / "a", args=("--meta", url))
-    first.start()
-    try:
-        line = refused(Server(tmp_path / "b", args=("--meta", url)))
-        assert line.startswith("pfs server: the metadata store ") and "in use by another pfs server" in line, line
-    finally:
-        first.stop()
-    second = Server(tmp_path / "b", args=("--meta", url))
-    second.start()
-    second.stop()

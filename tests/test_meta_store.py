@@ -137,3 +137,20 @@ def test_a_store_opened_again_keeps_what_it_holds(open_store):
         assert tx.get_commit("r", "c1") == commit("r", "c1", size=3, prov=(CommitRef("x", "y"),))
         assert tx.get_object(b"a") == b"tree"
     meta.close()
+
+
+def test_servers_leases_and_settings(meta):
+    with meta.transaction() as tx:
+        tx.beat("a", "host-a:1", 60)
+        tx.beat("gone", "host-g:1", -1)  # its last beat expired already
+        assert tx.live_servers() == {"a": "host-a:1"}
+        assert tx.claim_lease("p", "a", 60)
+        assert not tx.claim_lease("q", "gone", -1)  # expired as soon as taken
+        assert not tx.claim_lease("p", "b", 60)  # a's, live: not b's to take
+        assert tx.claim_lease("p", "a", 60)  # a renews it
+        assert tx.claim_lease("q", "b", 60)  # expired: b takes it
+        assert tx.leases() == {"p": "a", "q": "b"}
+        tx.drop_server("a")
+        assert tx.live_servers() == {} and tx.leases() == {"q": "b"}
+        assert tx.setting("token", "first") == "first"
+        assert tx.setting("token", "second") == "first"  # the first to ask decides

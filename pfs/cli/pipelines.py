@@ -52,6 +52,7 @@ def cmd_inspect_pipeline(args, client):
         ("Name", p.name),
         *([("Description", p.spec.description)] if p.spec.description else []),
         ("State", p.state),
+        ("Controller", p.controller or "- (no server holds its lease now)"),
         *([("Reason", f"{p.reason} (failed {p.failures} times in a row; trying again)")] if p.reason else []),
         ("Created", output.ago(p.created)),
         ("Version", p.version),

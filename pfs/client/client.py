@@ -242,9 +242,11 @@ class Client:
     def list_jobs(self, pipeline: str = "") -> list[JobInfo]:
         return [cv.job_from_pb(j) for j in self._call(self._pps.ListJob, ppb.ListJobRequest(pipeline=pipeline)).jobs]
 
-    def start_shard(self, job_id: str, shard: int) -> JobInfo:
-        """Takes shard SHARD of a job (a new attempt at it); the job says what to run and on what."""
-        return cv.job_from_pb(self._call(self._pps.StartShard, ppb.ShardRequest(job=job_id, shard=shard)))
+    def start_shard(self, job_id: str, shard: int, attempt: int = 0) -> JobInfo:
+        """Takes shard SHARD of a job: a new try at it, or try ATTEMPT that a controller started this worker for;
+        the job says what to run and on what."""
+        request = ppb.ShardRequest(job=job_id, shard=shard, attempt=attempt)
+        return cv.job_from_pb(self._call(self._pps.StartShard, request))
 
     def put_shard_files(self, job_id: str, shard: int, attempt: int, writes: Iterable[FileWrite]) -> None:
         request = ppb.ShardFiles(job=job_id, shard=shard, attempt=attempt, files=[cv.write_to_pb(w) for w in writes])

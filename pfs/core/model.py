@@ -208,6 +208,7 @@ class PipelineInfo:
     reprocess: bool = False  # the next job sees every input whole and starts its output afresh
     reason: str = ""  # why the pipeline's controller failed last ('' once a try goes well); it retries
     failures: int = 0  # its failed tries in a row, each after a longer wait
+    controller: str = ""  # the server running its controller now (holding its lease); '' while none does
 
     @property
     def name(self) -> str:
@@ -239,6 +240,7 @@ class ShardInfo:
     bytes_sent: int = 0  # compressed bytes it had to upload (the rest the server held)
     mounted: float = 0.0  # when its worker had its inputs mounted and started the command (the worker's clock)
     uploaded: float = 0.0  # when its worker had uploaded its output (the worker's clock)
+    server: str = ""  # the server whose runner started this try's worker ('' : a worker started otherwise)
 
 
 class JobState(StrEnum):

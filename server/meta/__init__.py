@@ -7,7 +7,7 @@ over the SQL in sql.py. Each passes tests/test_meta_store.py.
 """
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
@@ -111,7 +111,34 @@ class Tx(ABC):
         """Pipelines in the order they were created."""
 
     @abstractmethod
-    def delete_pipeline(self, name: str) -> None: ...
+    def delete_pipeline(self, name: str) -> None:
+        """Deletes the pipeline and its lease."""
+
+    @abstractmethod
+    def beat(self, server: str, address: str, ttl: float) -> None:
+        """Records that SERVER, which workers and clients reach at ADDRESS, lives for TTL seconds more (by the
+        database's clock, as every expiry here)."""
+
+    @abstractmethod
+    def live_servers(self) -> dict[str, str]:
+        """The id and address of each server whose last beat has not expired, by id."""
+
+    @abstractmethod
+    def claim_lease(self, pipeline: str, server: str, ttl: float) -> bool:
+        """Gives SERVER the lease of PIPELINE's controller for TTL seconds, unless another server holds it (one
+        that has not expired); whether SERVER holds it now. A holder renews its lease the same way."""
+
+    @abstractmethod
+    def leases(self) -> dict[str, str]:
+        """The holder of each pipeline's lease that has not expired, by pipeline."""
+
+    @abstractmethod
+    def drop_server(self, server: str) -> None:
+        """Forgets SERVER (it stopped): its beat and its leases go, so that others take its pipelines now."""
+
+    @abstractmethod
+    def setting(self, name: str, default: str) -> str:
+        """The cluster's setting NAME, made DEFAULT if it has none: the first server to ask decides."""
 
     @abstractmethod
     def put_job(self, job: JobInfo) -> None:
@@ -144,9 +171,19 @@ class Tx(ABC):
 
 
 class MetaStore(ABC):
+    shared = False  # whether servers on other machines use it too (then they share its settings: the token)
+
     @abstractmethod
     def transaction(self) -> AbstractContextManager[Tx]:
         """A transaction: committed when the block ends, rolled back if it raises."""
+
+    def notify(self) -> None:
+        """Tells the other servers of the store that there is news (a commit finished, a job changed); what it
+        cannot tell them they find by looking again later. A store of one server has no one to tell."""
+
+    def listen(self, news: Callable[[], None]) -> None:
+        """Calls NEWS (on a thread of the store's) whenever another server notifies; a store of one server never
+        does."""
 
     @abstractmethod
     def close(self) -> None: ...

@@ -6,8 +6,7 @@ Transactions run one at a time, as SQLite's BEGIN IMMEDIATE makes them, which se
 (read a branch, then move it, with nothing in between): in this process under a lock, across processes (several
 servers on one database) under one advisory lock each takes first (pg_advisory_xact_lock(LOCK), released when it
 ends). They run at READ COMMITTED, so each statement after the lock sees every transaction that held it before.
-Issue 14's item 0 (jobs and shards as rows updated by single statements or retried on conflict, controllers
-under leases) is what will relax this to row-level locking.
+Servers tell each other of news through LISTEN/NOTIFY on CHANNEL.
 
 The connection comes from psycopg_pool, which checks it before each transaction and replaces it once the
 database drops it (a restart); the password, if any, from the URL, PGPASSWORD or ~/.pgpass, as libpq finds
@@ -15,32 +14,41 @@ it. A database that cannot be used at start is a PfsError naming it (never its p
 mid-call is Unavailable, and the pool replaces the broken connection for the next call.
 """
 
+import logging
 import threading
 import urllib.parse
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import psycopg
 from psycopg_pool import ConnectionPool
 
-from pfs.core.errors import FailedPrecondition, Unavailable
+from pfs.core.errors import Unavailable
 from server.meta import MetaStore, Tx
 from server.meta.sql import Dialect, SqlTx, schema, upgrade
 
+log = logging.getLogger(__name__)
+
 DIALECT = Dialect(placeholder="%s", blob="BYTEA", serial="BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY",
-                  keyed="")
+                  keyed="", now="CAST(EXTRACT(EPOCH FROM clock_timestamp()) AS DOUBLE PRECISION)")
 LOCK = 0x706673  # "pfs": the advisory lock every transaction holds (its key space is the database's alone)
-SERVER_LOCK = LOCK + 1  # held, for its life, by the one server of the database (hold())
+CHANNEL = "pfs"  # where servers NOTIFY each other of news
+LISTEN_CHECK = 5.0  # seconds between the listener's looks at whether the store is closing
+# A session idle inside a transaction this long is ended by the database, and its LOCK freed: a server stopped
+# (SIGSTOP) or cut off mid-transaction must not hold every other server of the cluster up.
+IDLE_IN_TRANSACTION = "10s"
 CONNECT_TIMEOUT = 10  # seconds to reach the database; and a transaction waits as long for it to come back
 # the version of the schema (sql.STEPS run); SQLite keeps it as PRAGMA user_version
 VERSION_TABLE = "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)"
 
 
 class PostgresMetaStore(MetaStore):
+    shared = True
+
     def __init__(self, url: str) -> None:
         self.name = redacted(url)
         self._url = url
-        self._holder: psycopg.Connection | None = None  # the session holding SERVER_LOCK, once hold() took it
+        self._closed = threading.Event()
         try:
             with psycopg.connect(url, autocommit=True, connect_timeout=CONNECT_TIMEOUT) as conn:
                 _configure(conn)
@@ -74,33 +82,45 @@ class PostgresMetaStore(MetaStore):
         except psycopg.OperationalError as err:  # the database went away, or did not come back in time
             raise Unavailable(f"the metadata store {self.name} failed: {_reason(err)}") from None
 
-    def hold(self) -> None:
-        """Claims the database for this server alone, until close(); FailedPrecondition if another server holds it:
-        until pipelines' controllers take leases, two servers on one database would both run every pipeline.
-        SERVER_LOCK, on a session of its own, is the database's lock file (as LOCK is a data dir's), gone when the
-        session goes (this process, or its connection, ends)."""
+    def notify(self) -> None:
         try:
-            conn = psycopg.connect(self._url, autocommit=True, connect_timeout=CONNECT_TIMEOUT)
-            held = conn.execute("SELECT pg_try_advisory_lock(%s)", (SERVER_LOCK,)).fetchone()[0]
-        except psycopg.Error as err:
-            raise Unavailable(f"cannot use the metadata store {self.name}: {_reason(err)}") from None
-        if not held:
-            conn.close()
-            raise FailedPrecondition(f"the metadata store {self.name} is in use by another pfs server (one server "
-                                     "a database, until pipelines' controllers fail over between servers)")
-        self._holder = conn
+            with self._lock, self._pool.connection() as conn:
+                conn.execute("SELECT pg_notify(%s, '')", (CHANNEL,))
+        except psycopg.Error as err:  # the others find the news when they look again
+            log.debug("cannot notify the other servers: %s", _reason(err))
+
+    def listen(self, news: Callable[[], None]) -> None:
+        thread = threading.Thread(target=self._listen, args=(news,), name="meta-listen", daemon=True)
+        thread.start()
+
+    def _listen(self, news: Callable[[], None]) -> None:
+        """LISTENs on a connection of its own, calling NEWS for each notification, until close(); a connection
+        lost is made again (each second while the database is away), and NEWS called then too, since what was
+        notified meanwhile is lost."""
+        while not self._closed.is_set():
+            try:
+                with psycopg.connect(self._url, autocommit=True, connect_timeout=CONNECT_TIMEOUT) as conn:
+                    conn.execute(f"LISTEN {CHANNEL}")
+                    news()
+                    while not self._closed.is_set():
+                        for _ in conn.notifies(timeout=LISTEN_CHECK):
+                            news()
+            except psycopg.Error as err:
+                log.debug("listening for the other servers' news: %s", _reason(err))
+                self._closed.wait(1.0)
 
     def close(self) -> None:
+        self._closed.set()
         with self._lock:
             self._pool.close()
-            if self._holder is not None:
-                self._holder.close()
 
 
 def _configure(conn: psycopg.Connection) -> None:
     """READ COMMITTED whatever the database's default: at REPEATABLE READ or SERIALIZABLE a transaction's snapshot
-    would date from its first statement, the wait for LOCK, and miss what the transaction before it wrote."""
+    would date from its first statement, the wait for LOCK, and miss what the transaction before it wrote. And
+    IDLE_IN_TRANSACTION."""
     conn.isolation_level = psycopg.IsolationLevel.READ_COMMITTED
+    conn.execute(f"SET idle_in_transaction_session_timeout = '{IDLE_IN_TRANSACTION}'")
 
 
 def redacted(url: str) -> str:

@@ -4,6 +4,7 @@ upgrade steps and every Tx operation, over a DB-API cursor and a small Dialect f
 A backend owns only its connection, its locking and its version counter; it never writes a query of the Tx.
 """
 
+import dataclasses
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ class Dialect:
     blob: str  # the bytes column type
     serial: str  # an integer primary key numbering rows in insertion order
     keyed: str  # what ends the definition of a table stored by its primary key (SQLite: WITHOUT ROWID)
+    now: str  # the database's clock in seconds since the epoch: leases expire by one clock, whatever the servers'
 
     def sql(self, query: str) -> str:
         return query if self.placeholder == "?" else query.replace("?", self.placeholder)
@@ -122,9 +124,20 @@ def _codec_form(cur, d: Dialect) -> None:
             cur.execute(d.sql("UPDATE pipelines SET info = ? WHERE seq = ?"), (json.dumps(info), seq))
 
 
+def _cluster_tables(cur, d: Dialect) -> None:
+    """The tables of a cluster of servers over one store: each server's heartbeat, each pipeline's lease (held by the
+    one server running its controller), and settings the servers share (their token)."""
+    for statement in (
+        "CREATE TABLE servers (id TEXT PRIMARY KEY, address TEXT NOT NULL, expires DOUBLE PRECISION NOT NULL)",
+        "CREATE TABLE leases (pipeline TEXT PRIMARY KEY, holder TEXT NOT NULL, expires DOUBLE PRECISION NOT NULL)",
+        "CREATE TABLE settings (name TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    ):
+        cur.execute(statement)
+
+
 # Step N brings a store of version N - 1 to version N; a store is made at version 0 (the schema, created above)
 # and a new server runs the steps it has not had, in one transaction. Append; never edit a step once released.
-STEPS: list[Callable] = [_codec_form]
+STEPS: list[Callable] = [_codec_form, _cluster_tables]
 
 
 def upgrade(cur, d: Dialect, version: int) -> int:
@@ -141,6 +154,11 @@ _CHUNK_COLUMNS = 'address, pack, "offset", length, head, checksum'
 def _commit_row(c: StoredCommit) -> tuple:
     i = c.info
     return (i.repo, i.id, i.parent, i.branch, i.started, i.finished, i.size_bytes, codec.dumps(i.provenance), c.tree)
+
+
+def _pipeline(row: tuple) -> PipelineInfo:
+    info, controller = row
+    return dataclasses.replace(codec.loads(PipelineInfo, info), controller=controller)
 
 
 def _stored_commit(row: tuple) -> StoredCommit:
@@ -275,19 +293,54 @@ class SqlTx(Tx):
         return found
 
     def put_pipeline(self, pipeline: PipelineInfo) -> None:
+        info = codec.dumps(dataclasses.replace(pipeline, controller=""))  # the lease says who it is (_PIPELINES)
         self._execute("INSERT INTO pipelines (name, info) VALUES (?, ?) "
-                      "ON CONFLICT (name) DO UPDATE SET info = excluded.info", (pipeline.name, codec.dumps(pipeline)))
+                      "ON CONFLICT (name) DO UPDATE SET info = excluded.info", (pipeline.name, info))
 
     def get_pipeline(self, name: str) -> PipelineInfo | None:
-        row = self._execute("SELECT info FROM pipelines WHERE name = ?", (name,)).fetchone()
-        return codec.loads(PipelineInfo, row[0]) if row else None
+        row = self._execute(f"{self._pipelines} WHERE p.name = ?", (name,)).fetchone()
+        return _pipeline(row) if row else None
 
     def list_pipelines(self) -> list[PipelineInfo]:
-        rows = self._execute("SELECT info FROM pipelines ORDER BY seq").fetchall()
-        return [codec.loads(PipelineInfo, r[0]) for r in rows]
+        return [_pipeline(r) for r in self._execute(f"{self._pipelines} ORDER BY p.seq").fetchall()]
+
+    @property
+    def _pipelines(self) -> str:
+        """The pipelines' query: each with the server holding its lease, if one does."""
+        return ("SELECT p.info, COALESCE(l.holder, '') FROM pipelines p LEFT JOIN leases l "
+                f"ON l.pipeline = p.name AND l.expires > {self._d.now}")
 
     def delete_pipeline(self, name: str) -> None:
         self._execute("DELETE FROM pipelines WHERE name = ?", (name,))
+        self._execute("DELETE FROM leases WHERE pipeline = ?", (name,))
+
+    def beat(self, server: str, address: str, ttl: float) -> None:
+        self._execute(f"INSERT INTO servers (id, address, expires) VALUES (?, ?, {self._d.now} + ?) "
+                      "ON CONFLICT (id) DO UPDATE SET address = excluded.address, expires = excluded.expires",
+                      (server, address, ttl))
+
+    def live_servers(self) -> dict[str, str]:
+        rows = self._execute(f"SELECT id, address FROM servers WHERE expires > {self._d.now} ORDER BY id")
+        return dict(rows.fetchall())
+
+    def claim_lease(self, pipeline: str, server: str, ttl: float) -> bool:
+        self._execute(f"INSERT INTO leases (pipeline, holder, expires) VALUES (?, ?, {self._d.now} + ?) "
+                      "ON CONFLICT (pipeline) DO UPDATE SET holder = excluded.holder, expires = excluded.expires "
+                      f"WHERE leases.holder = excluded.holder OR leases.expires <= {self._d.now}",
+                      (pipeline, server, ttl))
+        return self.leases().get(pipeline) == server
+
+    def leases(self) -> dict[str, str]:
+        rows = self._execute(f"SELECT pipeline, holder FROM leases WHERE expires > {self._d.now}")
+        return dict(rows.fetchall())
+
+    def drop_server(self, server: str) -> None:
+        self._execute("DELETE FROM leases WHERE holder = ?", (server,))
+        self._execute("DELETE FROM servers WHERE id = ?", (server,))
+
+    def setting(self, name: str, default: str) -> str:
+        self._execute("INSERT INTO settings (name, value) VALUES (?, ?) ON CONFLICT DO NOTHING", (name, default))
+        return self._execute("SELECT value FROM settings WHERE name = ?", (name,)).fetchone()[0]
 
     def put_job(self, job: JobInfo) -> None:
         self._execute("INSERT INTO jobs (id, pipeline, info) VALUES (?, ?, ?) "

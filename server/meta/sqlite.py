@@ -12,7 +12,8 @@ from server import disk
 from server.meta import MetaStore, Tx
 from server.meta.sql import Dialect, SqlTx, schema, upgrade
 
-DIALECT = Dialect(placeholder="?", blob="BLOB", serial="INTEGER PRIMARY KEY AUTOINCREMENT", keyed=" WITHOUT ROWID")
+DIALECT = Dialect(placeholder="?", blob="BLOB", serial="INTEGER PRIMARY KEY AUTOINCREMENT", keyed=" WITHOUT ROWID",
+                  now="((julianday('now') - 2440587.5) * 86400.0)")
 SCHEMA = ";\n".join(schema(DIALECT)) + ";"  # one script, for executescript
 
 
@@ -33,6 +34,7 @@ class SqliteMetaStore(MetaStore):
             # the schema's version is PRAGMA user_version
             version = upgrade(cur, DIALECT, cur.execute("PRAGMA user_version").fetchone()[0])
             cur.execute(f"PRAGMA user_version = {version}")
+        self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # the log starts empty: its pages are the disk's again
 
     @contextmanager
     def transaction(self) -> Iterator[Tx]:

@@ -1,121 +1,174 @@
 """The pipeline controller: every new finished commit of a pipeline's inputs becomes a job, run by the runner.
 
-One thread per pipeline. Its jobs run one after another (an incremental job
-builds on the previous output), each job's workers in parallel up to the
-pipeline's parallelism, a failed shard tried again up to MAX_ATTEMPTS times.
-All state is in the metadata store, so a restarted server picks up where it
-was: a job left running is run again (its finished shards kept, the others
-taken anew), and commits not yet processed get their jobs.
+A reconciler over the metadata store: one loop per server, which acts only on the pipelines whose leases it holds
+(server/pps/leases.py) and only through the store, so any server of a cluster can take a pipeline over. Each
+turn it collects the workers of this server that ended without reporting (a failed try), cancels those of jobs
+that ended, and for each pipeline it holds: makes the job for the oldest input commit not yet processed, or
+advances the one running. Its jobs run one after another (an incremental job builds on the previous output),
+each job's workers in parallel up to the pipeline's parallelism, a failed shard tried again up to MAX_ATTEMPTS
+times. A try whose worker ran under a server that is gone (its beat expired), or under this server before it
+restarted, is lost and counts as failed; one running under another live server is left to it. The loop wakes on
+news (a worker reported, a commit finished: on any server) and every IDLE_WAIT seconds.
 """
 
 import dataclasses
 import logging
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
+from dataclasses import dataclass
 
 from pfs.core import names
-from pfs.core.errors import NotFound, PfsError
+from pfs.core.errors import FailedPrecondition, NotFound, PfsError, Unavailable
 from pfs.core.model import CommitRef, InputSpec, JobInfo, JobState, PipelineInfo, PipelineState, ShardInfo, ShardState
+from server.meta import Tx
 from server.pps.jobs import Jobs
+from server.pps.leases import LeaseLost, Leases
 from server.pps.runners import Runner
 from server.store import Store
 
 log = logging.getLogger(__name__)
 
 MAX_ATTEMPTS = 3
-IDLE_WAIT = 1.0  # seconds between looks when nothing wakes the controller
+IDLE_WAIT = 1.0  # seconds between turns when nothing wakes the controller
 BACKOFF_FIRST, BACKOFF_MAX = 1.0, 60.0  # seconds before trying a failed pipeline again: doubling, capped
-JOIN_TIMEOUT = 2.0  # seconds close() waits for the pipelines' threads once their workers are stopped
+JOIN_TIMEOUT = 2.0  # seconds close() waits for the loop once the workers are stopped
 STOPPED = "stopped by stop-pipeline"
+DELETED = "its pipeline was deleted"
+
+
+@dataclass
+class _Failing:
+    """A pipeline whose last turns failed: how many in a row, what was said, when to try again."""
+
+    failures: int = 0
+    said: str = ""
+    retry_at: float = 0.0
 
 
 class Controller:
-    def __init__(self, store: Store, jobs: Jobs, runner: Runner, workspaces: Path) -> None:
+    def __init__(self, store: Store, jobs: Jobs, runner: Runner, leases: Leases) -> None:
         self.store = store
         self.jobs = jobs
         self.runner = runner
-        self.workspaces = workspaces  # where local workers get their /pfs
-        self._threads: dict[str, threading.Thread] = {}
-        self._lock = threading.Lock()
+        self.leases = leases
+        self._failing: dict[str, _Failing] = {}
+        self._said = ""  # what the loop itself last logged failing
         self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="controller", daemon=True)
 
     def start(self) -> None:
-        """Watches every pipeline there is (after a restart: resumes their jobs)."""
-        with self.store.meta.transaction() as tx:
-            for p in tx.list_pipelines():
-                self.watch(p.name)
+        """Starts the loop (after a restart: it resumes the jobs of the pipelines it gets)."""
+        self._thread.start()
 
-    def watch(self, name: str) -> None:
-        """Makes sure pipeline NAME has its thread."""
-        with self._lock:
-            thread = self._threads.get(name)
-            if thread is None or not thread.is_alive():
-                thread = self._threads[name] = threading.Thread(target=self._loop, args=(name,),
-                                                                name=f"pipeline-{name}", daemon=True)
-                thread.start()
+    def watch(self) -> None:
+        """A pipeline was made: the next turn takes its lease if it is this server's to take, without waiting for
+        the next renewal."""
+        self.leases.take()
 
     def close(self) -> None:
-        """Stops every pipeline's thread and their workers, within the runner's STOP_TIMEOUT and a little."""
+        """Stops the loop and every worker of this server, within the runner's STOP_TIMEOUT and a little, and gives
+        its leases up."""
         self._stopping.set()
         self.store.notify_finished()
         self.runner.close()
-        with self._lock:
-            threads = list(self._threads.values())
-        deadline = time.monotonic() + JOIN_TIMEOUT
-        for t in threads:
-            t.join(max(0.0, deadline - time.monotonic()))
+        self._thread.join(JOIN_TIMEOUT)
+        try:
+            self.leases.release()
+        except PfsError as err:  # the others take its pipelines once the leases expire
+            log.warning("cannot give the pipelines' leases up: %s", err)
 
-    def stop_jobs(self, name: str) -> None:
-        """Ends pipeline NAME's running jobs as failures and stops their workers (stop-pipeline)."""
+    def stop_jobs(self, name: str, why: str) -> None:
+        """Ends pipeline NAME's running jobs as failures (WHY) and stops their workers here; other servers stop
+        theirs at their next turn."""
         for job in self.jobs.list_jobs(name):
             if not job.is_done:
-                self.jobs.stop_job(job.id, STOPPED)
-                self.runner.stop(job.id)
+                self.jobs.stop_job(job.id, why)
+                self.runner.cancel(job.id)
+
+    # -- the loop
+
+    def _loop(self) -> None:
+        while not self._stopping.is_set():
+            busy = False
+            try:
+                busy = self._turn()
+                self._said = ""
+            except Exception as err:  # noqa: BLE001 - nothing may end the loop; the store failing, say
+                reason = _describe(err)
+                if reason != self._said:
+                    log.warning("pipeline controller: %s; trying again", reason,
+                                exc_info=not isinstance(err, (PfsError, OSError)))
+                    self._said = reason
+            if not busy:
+                try:
+                    self.store.wait_finished(IDLE_WAIT)
+                except Unavailable:  # the server is stopping
+                    return
+
+    def _turn(self) -> bool:
+        """One turn over this server's workers and its pipelines; whether it did something that calls for another
+        turn at once."""
+        self.leases.renew()
+        self._collect()
+        busy = False
+        for name in self.leases.held():
+            failing = self._failing.get(name)
+            if self._stopping.is_set() or (failing and time.monotonic() < failing.retry_at):
+                continue
+            try:
+                busy |= self._step(name)
+            except LeaseLost:
+                self.leases.lost(name)
+            except Exception as err:  # noqa: BLE001 - a pipeline's failure is recorded on it and tried again later
+                self._failed(name, err)
+            else:
+                self._recovered(name)
+        return busy
+
+    def _collect(self) -> None:
+        """Reports this server's workers that ended without reporting, and stops those whose job ended."""
+        for e in self.runner.poll():
+            last = e.tail.splitlines()[-1] if e.tail else ""
+            self._report(e.job, e.shard, e.attempt, f"its worker exited with status {e.code} without reporting: {last}")
+        for job_id in self.runner.jobs():
+            try:
+                done = self.jobs.inspect_job(job_id).is_done
+            except NotFound:
+                done = True
+            if done:
+                self.runner.cancel(job_id)
+
+    def _failed(self, name: str, err: Exception) -> None:
+        """Logs ERR (once while it repeats), records it on the pipeline and waits longer each time to try again."""
+        failing = self._failing.setdefault(name, _Failing())
+        failing.failures += 1
+        reason = _describe(err)
+        if reason != failing.said:
+            log.warning("pipeline %s: %s; trying again", name, reason,
+                        exc_info=not isinstance(err, (PfsError, OSError)))
+            failing.said = reason
+        failing.retry_at = time.monotonic() + min(BACKOFF_FIRST * 2 ** (failing.failures - 1), BACKOFF_MAX)
+        self._record(name, reason, failing.failures)
+
+    def _recovered(self, name: str) -> None:
+        failing = self._failing.pop(name, None)
+        if failing is not None:
+            log.info("pipeline %s: running again after %d failed tries", name, failing.failures)
+            self._record(name, "", 0)
 
     # -- one pipeline
 
-    def _loop(self, name: str) -> None:
-        """Runs pipeline NAME's jobs; a failure is logged, recorded on the pipeline and tried again, later each
-        time, until a try goes well."""
-        failures, said = 0, ""
-        while not self._stopping.is_set():
-            try:
-                with self.store.meta.transaction() as tx:
-                    pipeline = tx.get_pipeline(name)
-                if pipeline is None:
-                    return  # deleted
-                busy = self._step(pipeline)
-                if failures or pipeline.failures:
-                    log.info("pipeline %s: running again after %d failed tries", name, failures or pipeline.failures)
-                    self._record(name, "", 0)
-                failures, said = 0, ""
-                if busy:
-                    continue
-                self.store.wait_finished(IDLE_WAIT)
-            except Exception as err:  # noqa: BLE001 - nothing may end a pipeline's thread
-                if self._stopping.is_set():
-                    return
-                failures += 1
-                reason = _describe(err)
-                if reason != said:  # the same failure again is not logged again
-                    expected = isinstance(err, (PfsError, OSError))
-                    log.warning("pipeline %s: %s; trying again", name, reason, exc_info=not expected)
-                    said = reason
-                self._record(name, reason, failures)
-                self._stopping.wait(min(BACKOFF_FIRST * 2 ** (failures - 1), BACKOFF_MAX))
-
-    def _step(self, pipeline: PipelineInfo) -> bool:
-        """Runs the pipeline's unfinished job, or makes and runs its next one; whether there was one."""
-        if pipeline.state != PipelineState.RUNNING:
+    def _step(self, name: str) -> bool:
+        """Advances the pipeline's unfinished job, or makes its next one; whether there was one."""
+        with self.store.meta.transaction() as tx:
+            pipeline = tx.get_pipeline(name)
+        if pipeline is None or pipeline.state != PipelineState.RUNNING:
             return False
-        jobs = self.jobs.list_jobs(pipeline.name)  # newest first
+        if pipeline.failures and name not in self._failing:  # recorded by this server before a restart, or another
+            self._failing[name] = _Failing(pipeline.failures, pipeline.reason)
+        jobs = self.jobs.list_jobs(name)  # newest first
         job = next((j for j in jobs if not j.is_done), None) or self._next_job(pipeline, jobs)
-        if job is None:
-            return False
-        self._run(job, pipeline)
-        return True
+        return job is not None and self._advance(job)
 
     def _record(self, name: str, reason: str, failures: int) -> None:
         """Records on the pipeline why its last try failed (REASON; '' once one went well)."""
@@ -148,29 +201,30 @@ class Controller:
             return None
         spec, commit = trigger
         heads[spec.repo] = commit
-        if jobs and not pipeline.reprocess and {(i.repo, i.commit) for i in jobs[0].inputs} == set(
-                heads.items()):  # made just before a restart, which came before it was recorded as processed
-            self._processed(pipeline.name, heads)
-            return None
         since = "" if pipeline.reprocess or spec.incremental == "none" else _last_input(jobs, spec.repo)
         skipped = bool(since) and not spec.run_empty and self.store.same_tree(
             CommitRef(spec.repo, commit), CommitRef(spec.repo, since))
         inputs = [(dataclasses.replace(i, ref=heads[i.repo]), since if i.repo == spec.repo else "")
                   for i in pipeline.spec.inputs]
+        fence = self.leases.fence(pipeline.name)
+
+        def processing(tx: Tx) -> None:
+            """The job is made by the lease's holder, for a pipeline still as it was, with its inputs marked
+            processed in the same transaction."""
+            fence(tx)
+            current = tx.get_pipeline(pipeline.name)
+            if current is None or (current.version, current.state, current.processed) != (
+                    pipeline.version, PipelineState.RUNNING, pipeline.processed):
+                raise FailedPrecondition(f"pipeline {pipeline.name} changed while its next job was made")
+            tx.put_pipeline(dataclasses.replace(current, processed=tuple(sorted(heads.items())), reprocess=False))
+
         job = self.jobs.make_job(names.new_commit_id(), pipeline.spec.transform, inputs,
                                  pipeline.spec.parallelism.resolve(self.runner.capacity()), pipeline.name,
-                                 pipeline.name, MAX_ATTEMPTS, fresh_output=not since, skipped=skipped)
-        self._processed(pipeline.name, heads)
+                                 pipeline.name, MAX_ATTEMPTS, fresh_output=not since, skipped=skipped,
+                                 first=processing)
         if skipped:
             log.info("pipeline %s: nothing new in %s@%s; job %s skipped", pipeline.name, spec.repo, commit, job.id)
         return None if skipped else job
-
-    def _processed(self, name: str, heads: dict[str, str]) -> None:
-        """Records the input commits a job was made for."""
-        with self.store.meta.transaction() as tx:
-            current = tx.get_pipeline(name)
-            if current is not None:
-                tx.put_pipeline(dataclasses.replace(current, processed=tuple(sorted(heads.items())), reprocess=False))
 
     def _finished_commits(self, repo: str, branch: str) -> list[str]:
         """The finished commits of REPO's BRANCH, oldest first."""
@@ -182,54 +236,45 @@ class Controller:
 
     # -- one job
 
-    def _run(self, job: JobInfo, pipeline: PipelineInfo) -> None:
-        """Runs the job's shards until it is done: each not yet successful shard, tried up to its limit."""
-        while not self._stopping.is_set():
-            job = self.jobs.inspect_job(job.id)
-            if job.is_done:
-                return
-            if self._stopped(pipeline.name):  # since this job was made
-                self.jobs.stop_job(job.id, STOPPED)
-                return
-            todo = [s.index for s in job.shards if s.state != ShardState.SUCCESS and s.attempts < job.max_attempts]
-            for s in job.shards:
-                if s.state == ShardState.RUNNING and s.attempts >= job.max_attempts:  # its worker was lost with the server
-                    self._report(job.id, s.index, s.attempts, "its worker was lost (the server stopped)")
-            if not todo:  # the job ends with the reports just made
-                self.store.wait_finished(IDLE_WAIT)
+    def _advance(self, job: JobInfo) -> bool:
+        """Reports the job's lost tries, and starts workers for the shards still to run, up to its parallelism;
+        whether it did either."""
+        here = self.runner.running(job.id)
+        lost = False
+        for s in job.shards:
+            if s.state != ShardState.RUNNING:
                 continue
-            with ThreadPoolExecutor(min(job.parallelism, len(todo)),
-                                    thread_name_prefix=f"worker-{pipeline.name}") as pool:
-                list(pool.map(lambda shard: self._run_shard(job, shard), todo))
+            if s.server == self.leases.server and here.get(s.index) != s.attempts:
+                lost = self._report(job.id, s.index, s.attempts, "its worker was lost (the server stopped)")
+            elif s.server != self.leases.server and s.server not in self.leases.servers:
+                lost = self._report(job.id, s.index, s.attempts, f"its worker was lost with server {s.server or '?'}")
+        if lost:
+            job = self.jobs.inspect_job(job.id)
+        if job.is_done:
+            return lost
+        running = sum(s.state == ShardState.RUNNING for s in job.shards)
+        todo = [s.index for s in job.shards
+                if s.state in (ShardState.PENDING, ShardState.FAILURE) and s.attempts < job.max_attempts]
+        todo = todo[: max(0, job.parallelism - running)]
+        for index in todo:
+            job = self.jobs.launch_shard(job.id, index, self.leases.server, self.leases.fence(job.pipeline))
+            attempt = job.shards[index].attempts
+            try:
+                self.runner.launch(job, index, attempt, self.leases.addresses())
+            except Exception as err:
+                if not self._stopping.is_set():
+                    self._report(job.id, index, attempt, f"its worker could not start: {_describe(err)}")
+                raise
+        return lost or bool(todo)
 
-    def _stopped(self, name: str) -> bool:
-        with self.store.meta.transaction() as tx:
-            current = tx.get_pipeline(name)
-        return current is not None and current.state == PipelineState.STOPPED
-
-    def _run_shard(self, job: JobInfo, shard: int) -> None:
-        """Runs a worker for SHARD; a worker that could not start, or ended without reporting, is a failed try."""
-        attempt = job.shards[shard].attempts + 1
+    def _report(self, job_id: str, shard: int, attempt: int, why: str) -> bool:
+        """Records try ATTEMPT at SHARD as failed with WHY, unless it ended otherwise; whether it was."""
         try:
-            code, tail = self.runner.run(job, shard, self.workspaces / f"{job.id}-{shard}-{attempt}")
-        except Exception as err:
-            self._report(job.id, shard, attempt, f"its worker could not start: {_describe(err)}")
-            raise
-        if not self._stopping.is_set():
-            last = tail.splitlines()[-1] if tail else ""
-            self._report(job.id, shard, attempt, f"its worker exited with status {code} without reporting: {last}")
-
-    def _report(self, job_id: str, shard: int, attempt: int, why: str) -> None:
-        """Records try ATTEMPT at SHARD as failed with WHY, unless it has ended; a try its worker never took is
-        taken here, so that it counts."""
-        try:
-            current = self.jobs.inspect_job(job_id).shards[shard]
-            if current.attempts < attempt:
-                current = self.jobs.start_shard(job_id, shard).shards[shard]
-            if current.state == ShardState.RUNNING:
-                self.jobs.finish_shard(job_id, shard, current.attempts, ShardInfo(shard, exit_code=-1, error=why))
-        except PfsError as err:  # the job ended meanwhile, or a worker reported after all
-            log.info("job %s shard %d: %s", job_id, shard, err)
+            self.jobs.finish_shard(job_id, shard, attempt, ShardInfo(shard, exit_code=-1, error=why))
+            return True
+        except PfsError as err:  # the job ended meanwhile, or its worker reported after all
+            log.debug("job %s shard %d: %s", job_id, shard, err)
+            return False
 
 
 def _describe(err: Exception) -> str:

@@ -40,9 +40,10 @@ class Jobs:
 
     def make_job(self, job_id: str, transform: Transform, inputs: list[tuple[InputSpec, str]], parallelism: int,
                  output_repo: str, pipeline: str = "", max_attempts: int = 1, fresh_output: bool = True,
-                 skipped: bool = False) -> JobInfo:
+                 skipped: bool = False, first: Callable[[Tx], None] = lambda tx: None) -> JobInfo:
         """Records a job over INPUTS (each with the commit it shows only the changes after, or ''), ready to run:
         PARALLELISM workers at most, the inputs and the output as pfs.core.specs allows (checked by the caller).
+        FIRST runs first in the same transaction (a controller's: its lease checked, its inputs marked processed).
 
         A SKIPPED job (nothing new, for a pipeline) is recorded done, with no shards.
         """
@@ -64,6 +65,7 @@ class Jobs:
             pass
         now = time.time()
         with self.meta.transaction() as tx:
+            first(tx)
             job = JobInfo(
                 id=job_id, transform=transform, inputs=job_inputs, parallelism=parallelism,
                 output_repo=output_repo, pipeline=pipeline, started=now,
@@ -83,20 +85,37 @@ class Jobs:
         with self.meta.transaction() as tx:
             return tx.list_jobs(pipeline)
 
-    def start_shard(self, job_id: str, index: int) -> JobInfo:
-        """A new attempt at a shard: staged files of earlier attempts are dropped."""
+    def start_shard(self, job_id: str, index: int, attempt: int = 0) -> JobInfo:
+        """A worker takes a shard: a new try at it (ATTEMPT 0), whose staged files replace any an earlier try left,
+        or try ATTEMPT, which a controller started it for (launch_shard)."""
         with self.meta.transaction() as tx:
             job = self._job(tx, job_id)
             shard = self._shard(job, index)
-            if job.is_done:
-                raise FailedPrecondition(f"job {job_id} is already finished ({job.state})")
-            if shard.state == ShardState.SUCCESS:
-                raise FailedPrecondition(f"shard {index} of job {job_id} has already succeeded")
-            tx.clear_staged(job_id, index)
-            job = _with_shard(job, dataclasses.replace(
-                shard, state=ShardState.RUNNING, attempts=shard.attempts + 1, started=time.time(), finished=0.0,
-                exit_code=0, error=""))
-            tx.put_job(job)
+            if attempt:
+                if shard.state != ShardState.RUNNING or shard.attempts != attempt:
+                    raise FailedPrecondition(f"shard {index} of job {job_id} is not at try {attempt} (it is "
+                                             f"{shard.state}, try {shard.attempts}): its controller moved on")
+                return job
+            job = self._new_try(tx, job, shard, "")
+        return job
+
+    def launch_shard(self, job_id: str, index: int, server: str, fence: Callable[[Tx], None]) -> JobInfo:
+        """A new try at a shard, whose worker SERVER's runner is about to start; FENCE (the controller's lease)
+        checked in the same transaction."""
+        with self.meta.transaction() as tx:
+            fence(tx)
+            job = self._job(tx, job_id)
+            return self._new_try(tx, job, self._shard(job, index), server)
+
+    def _new_try(self, tx: Tx, job: JobInfo, shard: ShardInfo, server: str) -> JobInfo:
+        if job.is_done:
+            raise FailedPrecondition(f"job {job.id} is already finished ({job.state})")
+        if shard.state == ShardState.SUCCESS:
+            raise FailedPrecondition(f"shard {shard.index} of job {job.id} has already succeeded")
+        tx.clear_staged(job.id, shard.index)
+        job = _with_shard(job, ShardInfo(shard.index, ShardState.RUNNING, shard.attempts + 1, time.time(),
+                                         server=server))
+        tx.put_job(job)
         return job
 
     def put_shard_files(self, job_id: str, index: int, attempt: int, writes: list[FileWrite]) -> None:
@@ -132,8 +151,7 @@ class Jobs:
             elif all(s.state == ShardState.SUCCESS for s in job.shards):
                 job = self._commit_output(tx, job)
             tx.put_job(job)
-        if job.is_done:
-            self.store.notify_finished()
+        self.store.notify_finished()  # the controller starts the next try, or the next job
         return job
 
     def stop_job(self, job_id: str, why: str) -> JobInfo:

@@ -7,7 +7,7 @@ import time
 from pfs.core import specs
 from pfs.core.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from pfs.core.model import CommitRef, JobInfo, JobState, PipelineInfo, PipelineSpec, PipelineState
-from server.pps.controller import Controller
+from server.pps.controller import DELETED, STOPPED, Controller
 from server.pps.runners import Runner
 from server.store import Store
 
@@ -39,7 +39,7 @@ class Pipelines:
                     raise AlreadyExists(f"pipeline {spec.name!r} already exists; change it with pfs update-pipeline")
                 info = PipelineInfo(spec, time.time())
             tx.put_pipeline(info)
-        self.controller.watch(spec.name)
+        self.controller.watch()
         self.store.notify_finished()
         return info
 
@@ -52,10 +52,11 @@ class Pipelines:
             return tx.list_pipelines()
 
     def delete(self, name: str) -> None:
-        """Deletes the pipeline; its output repo and its jobs stay."""
+        """Deletes the pipeline, ending its running job as a failure; its output repo and its jobs stay."""
         with self.meta.transaction() as tx:
             self._pipeline(tx, name)
             tx.delete_pipeline(name)
+        self.controller.stop_jobs(name, DELETED)
         self.store.notify_finished()
 
     def set_state(self, name: str, state: PipelineState) -> PipelineInfo:
@@ -64,8 +65,7 @@ class Pipelines:
             info = dataclasses.replace(self._pipeline(tx, name), state=state)
             tx.put_pipeline(info)
         if state == PipelineState.STOPPED:
-            self.controller.stop_jobs(name)
-        self.controller.watch(name)
+            self.controller.stop_jobs(name, STOPPED)
         self.store.notify_finished()
         return info
 

@@ -7,6 +7,7 @@
   --device /dev/fuse --cap-add SYS_ADMIN, on the host network so it reaches this server.
 """
 
+import math
 import os
 import shutil
 import signal
@@ -15,29 +16,57 @@ import sys
 import threading
 import time
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from pfs.core import image_ref, tools, userns
-from pfs.core.errors import FailedPrecondition, InvalidArgument
+from pfs.core.errors import FailedPrecondition, InvalidArgument, Unavailable
 from pfs.core.model import JobInfo
 
 ERROR_TAIL = 2000  # bytes of a worker's stderr kept when it ends without reporting
 STOP_TIMEOUT = 10.0
 
 
+@dataclass(frozen=True)
+class Ended:
+    """A worker that ended: its job, shard and try, its exit status and the end of its stderr."""
+
+    job: str
+    shard: int
+    attempt: int
+    code: int
+    tail: str
+
+
+@dataclass
+class _Worker:
+    proc: subprocess.Popen
+    job: str
+    shard: int
+    attempt: int
+    workspace: Path
+    stderr: BinaryIO
+    kill_at: float = math.inf  # when a worker asked to stop is killed
+
+
 class Runner(ABC):
+    """How a job's workers run, at the level of the job: launch its shards' workers, poll for those that ended,
+    cancel the rest. No call waits for a worker, so one controller loop drives every job of the server."""
+
     name = ""
 
-    def __init__(self, address: str, token: str | None = None) -> None:
+    def __init__(self, address: str, workspaces: Path, token: str | None = None) -> None:
         self.address = address  # where workers reach this server
+        self.workspaces = workspaces  # where each worker gets a directory of its own (local workers: their /pfs)
         self.token = token  # what workers show it (None: a server started with --no-token)
-        self._procs: dict[subprocess.Popen, str] = {}  # running workers and their jobs
+        self._workers: list[_Worker] = []
         self._lock = threading.Lock()
         self._closed = False
 
     @abstractmethod
-    def command(self, job: JobInfo, shard: int, workspace: Path) -> list[str]:
-        """The command that runs the worker of SHARD."""
+    def command(self, job: JobInfo, shard: int, attempt: int, workspace: Path, address: str) -> list[str]:
+        """The command that runs the worker of try ATTEMPT at SHARD, reporting to ADDRESS."""
 
     def check_tools(self) -> None:
         """Refuses, in one line, when a tool this runner needs is missing."""
@@ -56,59 +85,89 @@ class Runner(ABC):
         """What a COEFFICIENT parallelism multiplies: this machine's cores (workers of both runners run here)."""
         return os.cpu_count() or 1
 
-    def run(self, job: JobInfo, shard: int, workspace: Path) -> tuple[int, str]:
-        """Runs the worker of SHARD to its end; its exit status and the end of its stderr."""
+    def launch(self, job: JobInfo, shard: int, attempt: int, address: str) -> None:
+        """Starts the worker of try ATTEMPT at SHARD, which reports to ADDRESS (the servers of the cluster, this
+        one first); it runs until it ends (see poll) or is cancelled."""
+        workspace = self.workspaces / f"{job.id}-{shard}-{attempt}"
         workspace.mkdir(parents=True, exist_ok=True)
-        err_path = workspace.with_name(workspace.name + ".stderr")
+        stderr = open(workspace.with_name(workspace.name + ".stderr"), "w+b")
         try:
-            with open(err_path, "w+b") as err:
-                with self._lock:
-                    if self._closed:
-                        return -signal.SIGTERM, "the server is stopping"
-                    # a process group of its own: what the command left running ends with the worker
-                    proc = subprocess.Popen(self.command(job, shard, workspace), stdin=subprocess.DEVNULL,
-                                            stdout=subprocess.DEVNULL, stderr=err, start_new_session=True,
-                                            env=self.env())
-                    self._procs[proc] = job.id
-                try:
-                    code = proc.wait()
-                finally:
-                    _kill_group(proc)
-                    with self._lock:
-                        self._procs.pop(proc, None)
-                err.seek(max(0, err.seek(0, os.SEEK_END) - ERROR_TAIL))
-                tail = err.read().decode(errors="replace").strip()
-        finally:
-            shutil.rmtree(workspace, ignore_errors=True)
-            err_path.unlink(missing_ok=True)
-        return code, tail
+            with self._lock:
+                if self._closed:
+                    raise Unavailable("the server is stopping")
+                # a process group of its own: what the command left running ends with the worker
+                proc = subprocess.Popen(self.command(job, shard, attempt, workspace, address),
+                                        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr,
+                                        start_new_session=True, env=self.env())
+                self._workers.append(_Worker(proc, job.id, shard, attempt, workspace, stderr))
+        except BaseException:
+            _clean(workspace, stderr)
+            raise
 
-    def stop(self, job_id: str) -> None:
-        """Stops the workers of job JOB_ID: SIGTERM, then SIGKILL for those still there after STOP_TIMEOUT."""
+    def running(self, job_id: str) -> dict[int, int]:
+        """The shards of job JOB_ID with a worker here that poll() has not yet seen end, and the try of each."""
         with self._lock:
-            procs = [p for p, j in self._procs.items() if j == job_id]
-        _stop(procs)
+            return {w.shard: w.attempt for w in self._workers if w.job == job_id}
+
+    def jobs(self) -> set[str]:
+        """The jobs with workers here."""
+        with self._lock:
+            return {w.job for w in self._workers}
+
+    def poll(self) -> list[Ended]:
+        """The workers that ended since the last poll, each told once (its workspace removed); a cancelled worker
+        still there STOP_TIMEOUT after is killed."""
+        ended, now = [], time.monotonic()
+        with self._lock:
+            for w in list(self._workers):
+                code = w.proc.poll()
+                if code is None:
+                    if now >= w.kill_at:
+                        w.proc.kill()
+                    continue
+                self._workers.remove(w)
+                _kill_group(w.proc)
+                ended.append(Ended(w.job, w.shard, w.attempt, code, _tail(w.stderr)))
+                _clean(w.workspace, w.stderr)
+        return ended
+
+    def cancel(self, job_id: str) -> None:
+        """Asks the workers of job JOB_ID to stop (SIGTERM); poll() kills those still there STOP_TIMEOUT later."""
+        with self._lock:
+            for w in self._workers:
+                if w.job == job_id and w.kill_at == math.inf:
+                    w.proc.send_signal(signal.SIGTERM)
+                    w.kill_at = time.monotonic() + STOP_TIMEOUT
 
     def close(self) -> None:
-        """Stops every worker (as stop() does, all within one STOP_TIMEOUT); no worker starts after it."""
+        """Stops every worker (SIGTERM, then SIGKILL for those still there after STOP_TIMEOUT) and waits for them;
+        no worker starts after it."""
         with self._lock:
             self._closed = True
-            procs = list(self._procs)
-        _stop(procs)
+            workers, self._workers = self._workers, []
+        for w in workers:
+            w.proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + STOP_TIMEOUT
+        for w in workers:
+            try:
+                w.proc.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                w.proc.kill()
+                w.proc.wait()
+            _kill_group(w.proc)
+            _clean(w.workspace, w.stderr)
 
 
-def _stop(procs: list[subprocess.Popen]) -> None:
-    """Asks PROCS to stop, and kills those still running STOP_TIMEOUT later."""
-    for p in procs:
-        p.send_signal(signal.SIGTERM)
-    deadline = time.monotonic() + STOP_TIMEOUT
-    for p in procs:
-        try:
-            p.wait(max(0.0, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
-        _kill_group(p)
+def _tail(stderr: BinaryIO) -> str:
+    """The last ERROR_TAIL bytes a worker wrote to STDERR."""
+    stderr.seek(max(0, stderr.seek(0, os.SEEK_END) - ERROR_TAIL))
+    return stderr.read().decode(errors="replace").strip()
+
+
+def _clean(workspace: Path, stderr: BinaryIO) -> None:
+    stderr.close()
+    Path(stderr.name).unlink(missing_ok=True)
+    shutil.rmtree(workspace, ignore_errors=True)
 
 
 def _kill_group(proc: subprocess.Popen) -> None:
@@ -122,8 +181,8 @@ def _kill_group(proc: subprocess.Popen) -> None:
 class LocalRunner(Runner):
     name = "local"
 
-    def __init__(self, address: str, token: str | None = None) -> None:
-        super().__init__(address, token)
+    def __init__(self, address: str, workspaces: Path, token: str | None = None) -> None:
+        super().__init__(address, workspaces, token)
         shim = Path(sys.executable).with_name("job-shim")
         self.shim = str(shim) if shim.exists() else shutil.which("job-shim")
 
@@ -140,17 +199,17 @@ class LocalRunner(Runner):
         except FailedPrecondition as err:
             raise FailedPrecondition(f"the local runner needs setpriv: {err}") from None
 
-    def command(self, job: JobInfo, shard: int, workspace: Path) -> list[str]:
+    def command(self, job: JobInfo, shard: int, attempt: int, workspace: Path, address: str) -> list[str]:
         # the worker dies with the server (setpriv --pdeathsig): a restarted server runs the shard again
-        return [*tools.die_with_parent("KILL"), self.shim, "--address", self.address, "--job", job.id,
-                "--shard", str(shard), "--workspace", str(workspace)]
+        return [*tools.die_with_parent("KILL"), self.shim, "--address", address, "--job", job.id,
+                "--shard", str(shard), "--attempt", str(attempt), "--workspace", str(workspace)]
 
 
 class ContainerRunner(Runner):
     name = "container"
 
-    def __init__(self, address: str, token: str | None = None) -> None:
-        super().__init__(address, token)
+    def __init__(self, address: str, workspaces: Path, token: str | None = None) -> None:
+        super().__init__(address, workspaces, token)
         self.engine = tools.container_engine()
 
     def check_tools(self) -> None:
@@ -164,7 +223,7 @@ class ContainerRunner(Runner):
                                   "in the pipeline's image (one with job-shim, e.g. FROM pfs/job-shim)")
         image_ref.parse(image)
 
-    def command(self, job: JobInfo, shard: int, workspace: Path) -> list[str]:
+    def command(self, job: JobInfo, shard: int, attempt: int, workspace: Path, address: str) -> list[str]:
         image = job.transform.image
         registry = image_ref.parse(image)[0]
         # a registry on loopback (where --push-images put the image, say) speaks plain HTTP
@@ -173,7 +232,7 @@ class ContainerRunner(Runner):
         token = [] if self.token is None else ["-e", "PFS_TOKEN"]  # by name: its value is in the engine's env
         return [self.engine, "run", "--rm", *tls, *token, "--device", "/dev/fuse", "--cap-add", "SYS_ADMIN",
                 "--network", "host", "--name", f"pfs-{workspace.name}", image,
-                "job-shim", "--address", self.address, "--job", job.id, "--shard", str(shard)]
+                "job-shim", "--address", address, "--job", job.id, "--shard", str(shard), "--attempt", str(attempt)]
 
 
 RUNNERS = {"local": LocalRunner, "container": ContainerRunner}

@@ -202,7 +202,7 @@ class PpsServicer(pps_pb2_grpc.PPSServicer):
 
     @translated
     def StartShard(self, request, context):
-        return cv.job_to_pb(self.jobs.start_shard(request.job, request.shard))
+        return cv.job_to_pb(self.jobs.start_shard(request.job, request.shard, request.attempt))
 
     @translated
     def PutShardFiles(self, request, context):

@@ -1,6 +1,7 @@
 """`pfs server`: the embedded store served over gRPC (run as `python -m server`)."""
 
 import argparse
+import asyncio
 import contextlib
 import fcntl
 import importlib
@@ -43,8 +44,8 @@ DEFAULT_PORT = 30650
 GRACE = 2.0  # seconds calls in flight get to end once the server stops
 SHUTDOWN_LIMIT = STOP_TIMEOUT + GRACE + 3  # seconds from SIGTERM to exit, whatever is in flight
 MAX_MESSAGE = 256 << 20
-UNARY_THREADS = 64  # threads no streaming call may take (see server/rpc/streams.py)
-MAX_STREAMS = 1024  # streaming and waiting calls at once, each holding a thread of its own
+CALL_THREADS = 64  # threads running calls' blocking work (the store, the jobs); a waiting call holds none
+MAX_STREAMS = 1024  # streaming and waiting calls at once (see server/rpc/streams.py)
 DEFAULT_CACHE = 4 << 30
 SIZE_UNITS = {"": 0, "K": 10, "M": 20, "G": 30, "T": 40}
 GRPC_OPTIONS = [
@@ -132,10 +133,19 @@ def serve(args: argparse.Namespace) -> None:
     meta = meta_store(args, data_dir)
     token = None if args.no_token else server_token(data_dir, meta)
     store = Store(chunk_store(args, data_dir, meta), meta, args.chunk_size)
-    pool = futures.ThreadPoolExecutor(max_workers=UNARY_THREADS + args.max_streams)  # threads start as needed
+    asyncio.run(_serve(args, data_dir, token, store))
+    store.chunks.close()
+    store.meta.close()
+
+
+async def _serve(args: argparse.Namespace, data_dir: pathlib.Path, token: str | None, store: Store) -> None:
+    """Serves STORE until SIGINT or SIGTERM, then stops in order within SHUTDOWN_LIMIT."""
+    loop = asyncio.get_running_loop()
+    # the blocking part of every call runs here (server/rpc/blocking.py); threads start as needed
+    loop.set_default_executor(futures.ThreadPoolExecutor(CALL_THREADS, thread_name_prefix="call"))
     checks = [] if token is None else [TokenCheck(token, str(token_path(data_dir)))]  # first: before any other
-    server = grpc.server(pool, options=GRPC_OPTIONS,
-                         interceptors=[*checks, RequestDecoding(), StreamLimit(args.max_streams)])
+    server = grpc.aio.server(options=GRPC_OPTIONS,
+                             interceptors=[*checks, RequestDecoding(), StreamLimit(args.max_streams)])
     address = f"{args.listen}:{args.port}"
     try:
         port = server.add_insecure_port(address)
@@ -147,12 +157,12 @@ def serve(args: argparse.Namespace) -> None:
     host = "127.0.0.1" if args.listen in ("0.0.0.0", "::", "[::]") else args.listen
     runner = RUNNERS[args.runner](f"{host}:{port}", data_dir / "workers", token)
     jobs = Jobs(store, runner.capacity)
-    controller = Controller(store, jobs, runner, Leases(meta, server_id(data_dir), runner.address))
+    controller = Controller(store, jobs, runner, Leases(store.meta, server_id(data_dir), runner.address))
     direct_read = None if args.no_direct_read else store.chunks.describe()
     pfs_pb2_grpc.add_APIServicer_to_server(ApiServicer(store, runner.name, args.registry, direct_read), server)
     chunks_pb2_grpc.add_ChunksServicer_to_server(ChunksServicer(store), server)
     pps_pb2_grpc.add_PPSServicer_to_server(PpsServicer(jobs, Pipelines(store, controller, runner)), server)
-    server.start()
+    await server.start()
     print(f"pfs server listening on {args.listen}:{port}, data in {data_dir}, {runner.name} runner",
           file=sys.stderr, flush=True)
     if token is None:
@@ -164,17 +174,17 @@ def serve(args: argparse.Namespace) -> None:
         print(f"pfs server: pipelines cannot run here: {err}", file=sys.stderr, flush=True)
     ready.notify(args.ready_fd, address=f"{host}:{port}", data_dir=str(data_dir),
                  token_file=None if token is None else str(token_path(data_dir)))
-    controller.start()
-    stop = threading.Event()
+    await asyncio.to_thread(controller.start)
+    stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
-    stop.wait()
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
     _exit_after(SHUTDOWN_LIMIT)
-    controller.close()  # its workers stopped: their jobs resume when the server starts again
+    # its workers stopped, while calls are still answered (their last reports): their jobs resume when the
+    # server starts again
+    await asyncio.to_thread(controller.close)
     store.stop_waiting()  # calls that wait for news (subscribe-commit, flush-commit) end
-    server.stop(grace=GRACE).wait()
-    store.chunks.close()
-    store.meta.close()
+    await server.stop(GRACE)
 
 
 def meta_store(args: argparse.Namespace, data_dir: pathlib.Path) -> MetaStore:

@@ -4,21 +4,22 @@ All the rules of the model live here (what may be written when, how refs
 resolve, append versus overwrite); the gRPC servicers only translate.
 """
 
+import asyncio
 import dataclasses
 import itertools
 import os
-import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 from pfs.core import compression, frames, names, paths, refs
-from pfs.core.errors import AlreadyExists, Conflict, FailedPrecondition, InvalidArgument, NotFound, Unavailable
+from pfs.core.errors import AlreadyExists, Conflict, FailedPrecondition, InvalidArgument, NotFound
 from pfs.core.model import (
     MAX_LOCATE, BranchInfo, ChunkLocation, ChunkRef, CommitInfo, CommitRef, FileInfo, FileWrite, RepoInfo,
 )
 from server.meta import MetaStore, StoredCommit, Tx, walk_ancestry
+from server.news import News
 from server.storage import ChunkStore
 from server.trees import Edit, Entry, Trees
 
@@ -34,10 +35,9 @@ class Store:
         self.meta = meta
         self.chunk_avg_size = chunk_avg_size
         self.trees = Trees()
-        self._finished = threading.Condition()  # notified when a commit finishes
-        self._stopping = False  # set once: waits for news end (streaming calls end with the server)
+        self.news = News()  # a commit finished, or a pipeline or job changed
         self._workers = ThreadPoolExecutor(os.cpu_count() or 2, thread_name_prefix="verify")
-        meta.listen(self._wake)  # the other servers' news
+        meta.listen(self.news.notify)  # the other servers' news
 
     # -- chunks
 
@@ -175,28 +175,36 @@ class Store:
                         tx.delete_branch(info.repo, name)
             tx.delete_commit(info.repo, info.id)
 
-    def subscribe_commits(
-        self, repo: str, branch: str, new_only: bool = False, active: Callable[[], bool] = lambda: True
-    ) -> Iterator[CommitInfo]:
-        """Finished commits on BRANCH, oldest first, then each new one as it finishes."""
+    async def subscribe_commits(self, repo: str, branch: str, new_only: bool = False) -> AsyncIterator[CommitInfo]:
+        """Finished commits on BRANCH, oldest first, then each new one as it finishes.
+
+        Holds no thread while it waits: it looks at the store (in the event loop's pool of threads) only when
+        news came, or after news.RECHECK seconds in case a notification was lost."""
         names.check_branch(branch)
         seen: set[str] = set()
         first = True
-        while active():
-            with self.meta.transaction() as tx:
-                self._repo(tx, repo)
-                head = tx.get_branch(repo, branch)
-                fresh = []
-                for c in walk_ancestry(tx, repo, head) if head else ():
-                    if c.info.id in seen:
-                        break  # and so are all its ancestors
-                    fresh.append(c.info)
-            fresh = [c for c in reversed(fresh) if c.is_finished]
-            seen.update(c.id for c in fresh)
+        while True:
+            since = self.news.generation
+            fresh = await asyncio.to_thread(self._finished_since, repo, branch, seen)
             if not (first and new_only):
-                yield from fresh
+                for info in fresh:
+                    yield info
             first = False
-            self.wait_finished(1.0)
+            await self.news.wait_async(since)
+
+    def _finished_since(self, repo: str, branch: str, seen: set[str]) -> list[CommitInfo]:
+        """The finished commits on BRANCH not in SEEN, oldest first, now added to SEEN."""
+        with self.meta.transaction() as tx:
+            self._repo(tx, repo)
+            head = tx.get_branch(repo, branch)
+            fresh = []
+            for c in walk_ancestry(tx, repo, head) if head else ():
+                if c.info.id in seen:
+                    break  # and so are all its ancestors
+                fresh.append(c.info)
+        fresh = [c for c in reversed(fresh) if c.is_finished]
+        seen.update(c.id for c in fresh)
+        return fresh
 
     # -- branches
 
@@ -265,28 +273,18 @@ class Store:
         return done.info
 
     def notify_finished(self) -> None:
-        """Wakes whoever waits for news, here and on the other servers of the store: a commit finished (or a
-        pipeline or job changed)."""
-        self._wake()
+        """Wakes whoever waits for news, here and on the other servers of the store (a commit finished, or a
+        pipeline or job changed); from any thread."""
+        self.news.notify()
         self.meta.notify()
 
-    def _wake(self) -> None:
-        with self._finished:
-            self._finished.notify_all()
-
     def wait_finished(self, timeout: float) -> None:
-        """Waits up to TIMEOUT seconds for news; Unavailable once the server is stopping (see stop_waiting)."""
-        with self._finished:
-            if not self._stopping:
-                self._finished.wait(timeout)
-            if self._stopping:
-                raise Unavailable("the server is stopping; call again once it is back")
+        """Blocks this thread up to TIMEOUT seconds for news; Unavailable once the server is stopping."""
+        self.news.wait(timeout)
 
     def stop_waiting(self) -> None:
         """Ends every wait for news, now and to come: the server is stopping."""
-        with self._finished:
-            self._stopping = True
-            self._finished.notify_all()
+        self.news.stop()
 
     def _put(self, tx: Tx, commit: StoredCommit, writes: list[FileWrite]) -> StoredCommit:
         root = _root(commit)

@@ -1,6 +1,6 @@
-"""Streaming calls cannot starve unary calls: beside 500 idle subscribers the server answers everything else and
-stops in order; streams beyond the server's bound are refused in one line, and closed streams give their capacity back.
-Raw gRPC against a real server, as a hostile client would use it."""
+"""Streaming calls cannot starve unary calls: beside 500 idle subscribers, holding no thread each, the server
+answers everything else and stops in order; streams beyond the server's bound are refused in one line, and closed
+streams give their capacity back. Raw gRPC against a real server, as a hostile client would use it."""
 
 import contextlib
 import pathlib
@@ -19,6 +19,7 @@ from pfs.proto import pps_pb2_grpc
 
 STREAMS = 500
 CHANNELS = 5  # streams spread over a few connections, as many clients would
+MAX_THREADS = 200  # in a server serving STREAMS idle subscribers: its pool, grpc's and its controller's
 
 
 @contextlib.contextmanager
@@ -31,9 +32,9 @@ def channels(server: Server, n: int) -> Iterator[list[grpc.Channel]]:
             c.close()
 
 
-def subscribe(chans: list[grpc.Channel], n: int) -> list:
-    """N SubscribeCommit streams on data@master, spread over CHANS."""
-    request = pb.SubscribeCommitRequest(repo="data", branch="master")
+def subscribe(chans: list[grpc.Channel], n: int, repo: str = "data") -> list:
+    """N SubscribeCommit streams on REPO@master, spread over CHANS."""
+    request = pb.SubscribeCommitRequest(repo=repo, branch="master")
     return [pfs_pb2_grpc.APIStub(chans[i % len(chans)]).SubscribeCommit(request) for i in range(n)]
 
 
@@ -58,11 +59,20 @@ def cancel(calls: list) -> None:
         call.cancel()
 
 
-def rss_mib(pid: int) -> float:
+def proc_status(pid: int, field: str) -> int:
+    """The number FIELD of /proc/PID/status (VmRSS in KiB, Threads)."""
     for line in pathlib.Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise AssertionError(f"no VmRSS for pid {pid}")
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no {field} for pid {pid}")
+
+
+def rss_mib(pid: int) -> float:
+    return proc_status(pid, "VmRSS") / 1024
+
+
+def threads(pid: int) -> int:
+    return proc_status(pid, "Threads")
 
 
 def test_500_idle_subscribers_leave_unary_calls_their_threads(server):
@@ -77,8 +87,9 @@ def test_500_idle_subscribers_leave_unary_calls_their_threads(server):
             repos = pfs_pb2_grpc.APIStub(chans[0]).ListRepo(pb.Empty(), timeout=10)
             took = time.monotonic() - start
             print(f"list-repo beside {STREAMS} idle subscribers: {took * 1000:.0f} ms; "
-                  f"server RSS {rss_mib(server.proc.pid):.0f} MiB")
+                  f"server RSS {rss_mib(server.proc.pid):.0f} MiB, {threads(server.proc.pid)} threads")
             assert [r.name for r in repos.repos] == ["data"]
+            assert threads(server.proc.pid) < MAX_THREADS  # a waiting stream holds no thread
             assert took < 5  # a liveness bound, not a speed claim
             second = put_commit(client, "data", {"x": b"2"})
             assert {c.id for c in next_of_each(calls)} == {second}  # announced on every stream

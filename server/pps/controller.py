@@ -111,7 +111,9 @@ class Controller:
         self.leases.renew()
         self._collect()
         busy = False
-        for name in self.leases.held():
+        held = self.leases.held()
+        self._failing = {n: f for n, f in self._failing.items() if n in held}  # a pipeline gone, or another's now
+        for name in held:
             failing = self._failing.get(name)
             if self._stopping.is_set() or (failing and time.monotonic() < failing.retry_at):
                 continue

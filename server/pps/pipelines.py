@@ -1,5 +1,6 @@
 """Pipelines: created from manifests, updated, stopped and started; flush-commit waits on their jobs."""
 
+import asyncio
 import dataclasses
 import time
 
@@ -9,8 +10,6 @@ from pfs.core.model import CommitRef, JobInfo, JobState, PipelineInfo, PipelineS
 from server.pps.controller import DELETED, STOPPED, Controller
 from server.pps.runners import Runner
 from server.store import Store
-
-FLUSH_WAIT = 0.5  # seconds between looks while flushing, when nothing wakes it
 
 
 class Pipelines:
@@ -70,31 +69,40 @@ class Pipelines:
         self.store.notify_finished()
         return info
 
-    def flush(self, ref: CommitRef, active=lambda: True) -> list[JobInfo]:
+    async def flush(self, ref: CommitRef) -> list[JobInfo]:
         """Waits until every pipeline downstream of the commit REF has a finished job that saw it (or a commit
-        computed from it); returns those jobs, upstream first."""
-        commit = self.store.inspect_commit(ref)
-        target = CommitRef(commit.repo, commit.id)
-        downstream = self._downstream(commit.repo, commit.branch)
-        while active():
-            found, waiting, blocked = [], False, set()
-            for p in downstream:
-                job = self._job_of(p, target, commit.finished)
-                if job is None and any(i.repo in blocked for i in p.spec.inputs):
-                    blocked.add(p.name)  # an upstream job failed: this one gets no job for the commit
-                elif job is None and self.inspect(p.name).state == PipelineState.STOPPED:
-                    raise FailedPrecondition(f"pipeline {p.name} is stopped, so no job of it sees {target}; "
-                                             f"start it (pfs start-pipeline {p.name})")
-                elif job is None or not job.is_done:
-                    waiting = True
-                else:
-                    found.append(job)
-                    if job.state == JobState.FAILURE:
-                        blocked.add(p.name)
-            if not waiting:
+        computed from it); returns those jobs, upstream first. Holds no thread while it waits: it looks at
+        the jobs (in the event loop's pool of threads) only when news came (see server/news.py)."""
+        target, finished, downstream = await asyncio.to_thread(self._flushing, ref)
+        while True:
+            since = self.store.news.generation
+            found = await asyncio.to_thread(self._flushed, downstream, target, finished)
+            if found is not None:
                 return found
-            self.store.wait_finished(FLUSH_WAIT)
-        return []
+            await self.store.news.wait_async(since)
+
+    def _flushing(self, ref: CommitRef) -> tuple[CommitRef, float, list[PipelineInfo]]:
+        """What flush() waits for: the commit REF names, when it finished, and the pipelines downstream of it."""
+        commit = self.store.inspect_commit(ref)
+        return CommitRef(commit.repo, commit.id), commit.finished, self._downstream(commit.repo, commit.branch)
+
+    def _flushed(self, downstream: list[PipelineInfo], target: CommitRef, finished: float) -> list[JobInfo] | None:
+        """The finished job of each pipeline of DOWNSTREAM that saw TARGET, or None while one is to come."""
+        found, waiting, blocked = [], False, set()
+        for p in downstream:
+            job = self._job_of(p, target, finished)
+            if job is None and any(i.repo in blocked for i in p.spec.inputs):
+                blocked.add(p.name)  # an upstream job failed: this one gets no job for the commit
+            elif job is None and self.inspect(p.name).state == PipelineState.STOPPED:
+                raise FailedPrecondition(f"pipeline {p.name} is stopped, so no job of it sees {target}; "
+                                         f"start it (pfs start-pipeline {p.name})")
+            elif job is None or not job.is_done:
+                waiting = True
+            else:
+                found.append(job)
+                if job.state == JobState.FAILURE:
+                    blocked.add(p.name)
+        return None if waiting else found
 
     # -- helpers
 

@@ -7,13 +7,15 @@ behaviour one that answers the marker: a unary request before the servicer runs,
 request stream as an InvalidArgument where the servicer reads it (its `translated` wrapper maps it).
 """
 
+import contextlib
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 import grpc
 
 from pfs.core.errors import InvalidArgument
+from server.rpc.handlers import around
 
 log = logging.getLogger(__name__)
 
@@ -25,16 +27,16 @@ class Undecodable:
     error: str
 
 
-class RequestDecoding(grpc.ServerInterceptor):
+class RequestDecoding(grpc.aio.ServerInterceptor):
     """Wraps every method's handler (once per method) so an undecodable request is INVALID_ARGUMENT."""
 
     def __init__(self) -> None:
         self._handlers: dict[str, grpc.RpcMethodHandler] = {}
 
-    def intercept_service(self, continuation: Callable, handler_call_details: grpc.HandlerCallDetails):
+    async def intercept_service(self, continuation: Callable, handler_call_details: grpc.HandlerCallDetails):
         method = handler_call_details.method
         if method not in self._handlers:
-            handler = continuation(handler_call_details)
+            handler = await continuation(handler_call_details)
             if handler is None or handler.request_deserializer is None:
                 return handler  # an unknown method (grpc answers UNIMPLEMENTED), or one taking raw bytes
             self._handlers[method] = _wrapped(method, handler)
@@ -50,36 +52,26 @@ def _wrapped(method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandl
         except Exception as exc:  # noqa: BLE001 - whatever the parser raises, the bytes are not a request
             return Undecodable(f"{type(exc).__name__}: {exc}")
 
-    def refuse(context: grpc.ServicerContext, request: Undecodable) -> str:
+    def refuse(context: grpc.aio.ServicerContext, request: Undecodable) -> str:
         message = f"{method}: the request does not decode as its message ({request.error})"
         log.warning("%s, from %s", message, context.peer())
         return message
 
-    def unary(behavior: Callable) -> Callable:
-        def checked(request, context):
-            if isinstance(request, Undecodable):
-                context.abort(grpc.StatusCode.INVALID_ARGUMENT, refuse(context, request))
-            return behavior(request, context)
+    @contextlib.asynccontextmanager
+    async def unary(request, context: grpc.aio.ServicerContext) -> AsyncIterator:
+        if isinstance(request, Undecodable):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, refuse(context, request))
+        yield request
 
-        return checked
+    @contextlib.asynccontextmanager
+    async def streaming(requests: AsyncIterator, context: grpc.aio.ServicerContext) -> AsyncIterator:
+        async def decoded() -> AsyncIterator:
+            async for request in requests:
+                if isinstance(request, Undecodable):
+                    raise InvalidArgument(refuse(context, request))
+                yield request
 
-    def streaming(behavior: Callable) -> Callable:
-        def checked(requests: Iterator, context):
-            def decoded():
-                for request in requests:
-                    if isinstance(request, Undecodable):
-                        raise InvalidArgument(refuse(context, request))
-                    yield request
+        yield decoded()
 
-            return behavior(decoded(), context)
-
-        return checked
-
-    behaviors = {}
-    for name in ("unary_unary", "unary_stream"):
-        if getattr(handler, name):
-            behaviors[name] = unary(getattr(handler, name))
-    for name in ("stream_unary", "stream_stream"):
-        if getattr(handler, name):
-            behaviors[name] = streaming(getattr(handler, name))
-    return handler._replace(request_deserializer=lenient, **behaviors)
+    checked = around(handler, streaming if handler.request_streaming else unary)
+    return checked._replace(request_deserializer=lenient)

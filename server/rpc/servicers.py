@@ -1,4 +1,9 @@
-"""The API and Chunks servicers over a Store, and the PPS servicer over Jobs."""
+"""The API and Chunks servicers over a Store, and the PPS servicer over Jobs.
+
+Plain methods are blocking code run in a pool of threads; the calls that wait (subscribe-commit,
+flush-commit) and the request stream are async (see server/rpc/status.py `translated`)."""
+
+from collections.abc import Iterator
 
 import pfs
 from pfs.core.model import CommitRef, DirectRead, PipelineState, ShardInfo
@@ -11,6 +16,7 @@ from pfs.proto import pps_pb2 as ppb
 from pfs.proto import pps_pb2_grpc
 from server.pps.jobs import Jobs
 from server.pps.pipelines import Pipelines
+from server.rpc import blocking
 from server.rpc.status import translated
 from server.store import Store
 
@@ -74,9 +80,8 @@ class ApiServicer(pfs_pb2_grpc.APIServicer):
         return EMPTY
 
     @translated
-    def SubscribeCommit(self, request, context):
-        commits = self.store.subscribe_commits(request.repo, request.branch, request.new_only, context.is_active)
-        for info in commits:
+    async def SubscribeCommit(self, request, context):
+        async for info in self.store.subscribe_commits(request.repo, request.branch, request.new_only):
             yield cv.commit_to_pb(info)
 
     @translated
@@ -123,9 +128,11 @@ class ChunksServicer(chunks_pb2_grpc.ChunksServicer):
         return cpb.ChunkAddresses(addresses=self.store.missing_chunks(list(request.addresses)))
 
     @translated
-    def PutChunks(self, request_iterator, context):
-        batches = ([(c.address, c.compressed) for c in batch.chunks] for batch in request_iterator)
-        return cpb.PutChunksResponse(stored=self.store.put_chunks(batches))
+    async def PutChunks(self, request_iterator, context):
+        def put(requests: Iterator[cpb.ChunkBatch]) -> int:
+            return self.store.put_chunks([(c.address, c.compressed) for c in batch.chunks] for batch in requests)
+
+        return cpb.PutChunksResponse(stored=await blocking.consumed(put, request_iterator))
 
     @translated
     def GetChunks(self, request, context):
@@ -177,8 +184,8 @@ class PpsServicer(pps_pb2_grpc.PPSServicer):
         return cv.pipeline_to_pb(self.pipelines.set_state(request.name, PipelineState.RUNNING))
 
     @translated
-    def FlushCommit(self, request, context):
-        jobs = self.pipelines.flush(cv.commit_ref_from_pb(request), context.is_active)
+    async def FlushCommit(self, request, context):
+        jobs = await self.pipelines.flush(cv.commit_ref_from_pb(request))
         return ppb.JobInfos(jobs=[cv.job_to_pb(j) for j in jobs])
 
     @translated

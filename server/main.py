@@ -250,6 +250,7 @@ def main(argv: list[str] | None = None) -> None:
     keep_freed_memory()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("botocore").setLevel(logging.WARNING)  # not where it found credentials, each start
+    logging.getLogger("psycopg.pool").setLevel(logging.ERROR)  # not each try to reach a database away: calls say it
     serve(parser().parse_args(argv))
 
 

@@ -79,20 +79,20 @@ def test_commits_told_finished_survive_a_database_restart_under_load(tmp_path):
                 return all(len(w.told) >= n for w, n in zip(writers, least))
 
             wait_for(lambda: rounds([ROUNDS] * CLIENTS), 120)
-            # a restart at once: calls wait for the database (up to postgres.CONNECT_TIMEOUT) and go on
+            # a restart at once: calls wait for the database (up to postgres.WAIT) and go on
             before = pg.proc.pid
             pg.stop()  # fast shutdown: the transactions in flight are rolled back, the connections cut
             pg.start()
             assert pg.proc.pid != before
             after = [len(w.told) + ROUNDS for w in writers]
             wait_for(lambda: rounds(after), 120)
-            # down until a client is told: rounds cut short, perhaps with a commit left open
-            # (one client told is enough: calls queue for the one connection, each waiting its CONNECT_TIMEOUT)
+            # down until every client is told: rounds cut short, perhaps with a commit left open (the first call
+            # to find it away waits postgres.WAIT; those queued behind it are told at once)
             pg.stop()
-            wait_for(lambda: any(w.outages for w in writers), 120)
+            wait_for(lambda: all(w.outages for w in writers), 60)
             pg.start()
             after = [len(w.told) + ROUNDS for w in writers]
-            wait_for(lambda: rounds(after), 150)  # the pool's next try to reconnect may be seconds away
+            wait_for(lambda: rounds(after), 60)  # the next call after the database is back makes a connection
         finally:
             stop.set()
             if pg.proc.poll() is not None:  # a failure while it was down: the writers' calls end sooner with it up

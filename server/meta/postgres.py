@@ -16,6 +16,7 @@ mid-call is Unavailable, and the pool replaces the broken connection for the nex
 
 import logging
 import threading
+import time
 import urllib.parse
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -37,7 +38,9 @@ LISTEN_CHECK = 5.0  # seconds between the listener's looks at whether the store 
 # A session idle inside a transaction this long is ended by the database, and its LOCK freed: a server stopped
 # (SIGSTOP) or cut off mid-transaction must not hold every other server of the cluster up.
 IDLE_IN_TRANSACTION = "10s"
-CONNECT_TIMEOUT = 10  # seconds to reach the database; and a transaction waits as long for it to come back
+CONNECT_TIMEOUT = 10  # seconds to reach the database at start
+WAIT = 3.0  # seconds a transaction waits for the connection, one the database dropped being made again meanwhile
+RETRY = 1.0  # seconds after a transaction found the database away during which others are told so at once
 # the version of the schema (sql.STEPS run); SQLite keeps it as PRAGMA user_version
 VERSION_TABLE = "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)"
 
@@ -64,30 +67,43 @@ class PostgresMetaStore(MetaStore):
         except psycopg.Error as err:
             raise Unavailable(f"cannot use the metadata store {self.name}: {_reason(err)}") from None
         # One connection: transactions take turns for it (self._lock) with no timeout, as under SQLite. check: one
-        # the database dropped (a restart) is replaced before a transaction gets it.
+        # the database dropped (a restart) is replaced before a transaction gets it. The pool stops trying to make
+        # one after WAIT and tries again when the next transaction asks, so a database back after a long outage
+        # is found by the next call, not at the next step of a backoff grown to minutes.
         self._lock = threading.Lock()
-        self._pool = ConnectionPool(url, min_size=1, max_size=1, open=True, timeout=CONNECT_TIMEOUT,
-                                    kwargs={"autocommit": True, "connect_timeout": CONNECT_TIMEOUT},
+        self._away: tuple[float, str] | None = None  # when a transaction last found the database away, and why
+        self._pool = ConnectionPool(url, min_size=1, max_size=1, open=True, timeout=WAIT, reconnect_timeout=WAIT,
+                                    kwargs={"autocommit": True, "connect_timeout": WAIT},
                                     configure=_configure, check=ConnectionPool.check_connection, name="pfs-meta")
 
     @contextmanager
     def transaction(self) -> Iterator[Tx]:
-        try:
-            with self._lock, self._pool.connection() as conn, conn.transaction():  # rolled back if the block raises
-                cur = conn.cursor()
-                cur.execute("SELECT pg_advisory_xact_lock(%s)", (LOCK,))
-                tx = SqlTx(cur, DIALECT)
-                yield tx
-                tx.flush()
-        except psycopg.OperationalError as err:  # the database went away, or did not come back in time
-            raise Unavailable(f"the metadata store {self.name} failed: {_reason(err)}") from None
+        """A transaction; Unavailable if the database is away: after WAIT for the first call to find it so, at
+        once for those within RETRY after it (calls queued behind one another are not told a WAIT each)."""
+        with self._lock:
+            if self._away is not None and time.monotonic() < self._away[0] + RETRY:
+                raise Unavailable(f"the metadata store {self.name} failed: {self._away[1]}")
+            try:
+                with self._pool.connection() as conn, conn.transaction():  # rolled back if the block raises
+                    cur = conn.cursor()
+                    cur.execute("SELECT pg_advisory_xact_lock(%s)", (LOCK,))
+                    tx = SqlTx(cur, DIALECT)
+                    yield tx
+                    tx.flush()
+            except psycopg.OperationalError as err:  # the database went away, or did not come back in time
+                self._away = (time.monotonic(), _reason(err))
+                raise Unavailable(f"the metadata store {self.name} failed: {self._away[1]}") from None
+            self._away = None
 
     def notify(self) -> None:
-        try:
-            with self._lock, self._pool.connection() as conn:
-                conn.execute("SELECT pg_notify(%s, '')", (CHANNEL,))
-        except psycopg.Error as err:  # the others find the news when they look again
-            log.debug("cannot notify the other servers: %s", _reason(err))
+        with self._lock:
+            if self._away is not None:  # the others find the news when they look again
+                return
+            try:
+                with self._pool.connection() as conn:
+                    conn.execute("SELECT pg_notify(%s, '')", (CHANNEL,))
+            except psycopg.Error as err:
+                log.debug("cannot notify the other servers: %s", _reason(err))
 
     def listen(self, news: Callable[[], None]) -> None:
         thread = threading.Thread(target=self._listen, args=(news,), name="meta-listen", daemon=True)

@@ -93,15 +93,20 @@ def test_jobs_staged_files_and_logs(meta):
     with meta.transaction() as tx:
         assert tx.get_job("j1") == job
         assert tx.get_job("nope") is None
-        assert [j.id for j in tx.list_jobs()] == ["j2", "j1"]
-        assert [j.id for j in tx.list_jobs("p")] == ["j1"]
+        assert tx.list_jobs() == [tx.get_job("j2"), job]
+        assert tx.list_jobs("p") == [job]
+        done = ShardInfo(1, ShardState.SUCCESS, 1, finished=4.0, server="s")
+        tx.put_shard("j1", done)  # one shard, alone
+        assert tx.get_job("j1").shards == (ShardInfo(0), done) and tx.list_jobs("p")[0].shards == (ShardInfo(0), done)
         assert tx.staged_files("j1", 1) == [write, FileWrite("c", ())]
         tx.clear_staged("j1", 1)
         assert tx.staged_files("j1", 1) == [] and tx.staged_files("j1", 0) == [FileWrite("d", ())]
         assert tx.logs("j1") == [LogLine("j1", 1, 5.0, "stdout", "hello")]
         assert tx.logs(pipeline="p") == [LogLine("j1", 1, 5.0, "stdout", "hello")]
-        tx.put_job(JobInfo("j1", job.transform, job.inputs, 2, "out", pipeline="p", state=JobState.SUCCESS))
+        tx.put_job(JobInfo("j1", job.transform, job.inputs, 2, "out", pipeline="p", state=JobState.SUCCESS,
+                           shards=(ShardInfo(0, ShardState.SUCCESS), done)))
         assert tx.get_job("j1").state is JobState.SUCCESS
+        assert tx.get_job("j1").shards == (ShardInfo(0, ShardState.SUCCESS), done)
 
 
 def test_stored_chunks_keep_their_first_place(meta):

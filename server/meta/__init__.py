@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
-from pfs.core.model import CommitInfo, FileWrite, JobInfo, LogLine, PipelineInfo, RepoInfo
+from pfs.core.model import CommitInfo, FileWrite, JobInfo, LogLine, PipelineInfo, RepoInfo, ShardInfo
 
 
 @dataclass(frozen=True)
@@ -142,7 +142,11 @@ class Tx(ABC):
 
     @abstractmethod
     def put_job(self, job: JobInfo) -> None:
-        """Stores a new job, or the new state of one."""
+        """Stores a new job, or the new state of one, with its shards."""
+
+    @abstractmethod
+    def put_shard(self, job_id: str, shard: ShardInfo) -> None:
+        """Stores the new state of one shard of a job (a row of its own: a report rewrites only its shard)."""
 
     @abstractmethod
     def get_job(self, job_id: str) -> JobInfo | None: ...

@@ -10,7 +10,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from pfs.core import codec
-from pfs.core.model import ChunkRef, CommitInfo, CommitRef, FileWrite, JobInfo, LogLine, PipelineInfo, RepoInfo
+from pfs.core.model import (
+    ChunkRef, CommitInfo, CommitRef, FileWrite, JobInfo, LogLine, PipelineInfo, RepoInfo, ShardInfo,
+)
 from server.meta import StoredChunk, StoredCommit, Tx
 
 
@@ -135,9 +137,21 @@ def _cluster_tables(cur, d: Dialect) -> None:
         cur.execute(statement)
 
 
+def _shard_rows(cur, d: Dialect) -> None:
+    """A job's shards as rows of their own, so that a worker's report rewrites its shard, not its whole job."""
+    cur.execute("CREATE TABLE shards (job TEXT NOT NULL, idx INTEGER NOT NULL, info TEXT NOT NULL, "
+                f"PRIMARY KEY (job, idx)){d.keyed}")
+    for seq, job_id, text in cur.execute("SELECT seq, id, info FROM jobs").fetchall():
+        info = json.loads(text)
+        for shard in info.pop("shards", []):
+            cur.execute(d.sql("INSERT INTO shards (job, idx, info) VALUES (?, ?, ?)"),
+                        (job_id, shard["index"], json.dumps(shard)))
+        cur.execute(d.sql("UPDATE jobs SET info = ? WHERE seq = ?"), (json.dumps(info), seq))
+
+
 # Step N brings a store of version N - 1 to version N; a store is made at version 0 (the schema, created above)
 # and a new server runs the steps it has not had, in one transaction. Append; never edit a step once released.
-STEPS: list[Callable] = [_codec_form, _cluster_tables]
+STEPS: list[Callable] = [_codec_form, _cluster_tables, _shard_rows]
 
 
 def upgrade(cur, d: Dialect, version: int) -> int:
@@ -154,6 +168,13 @@ _CHUNK_COLUMNS = 'address, pack, "offset", length, head, checksum'
 def _commit_row(c: StoredCommit) -> tuple:
     i = c.info
     return (i.repo, i.id, i.parent, i.branch, i.started, i.finished, i.size_bytes, codec.dumps(i.provenance), c.tree)
+
+
+_PUT_SHARD = "INSERT INTO shards (job, idx, info) VALUES (?, ?, ?) ON CONFLICT (job, idx) DO UPDATE SET info = excluded.info"
+
+
+def _shard(info: str) -> ShardInfo:
+    return codec.loads(ShardInfo, info)
 
 
 def _pipeline(row: tuple) -> PipelineInfo:
@@ -343,19 +364,28 @@ class SqlTx(Tx):
         return self._execute("SELECT value FROM settings WHERE name = ?", (name,)).fetchone()[0]
 
     def put_job(self, job: JobInfo) -> None:
-        self._execute("INSERT INTO jobs (id, pipeline, info) VALUES (?, ?, ?) "
-                      "ON CONFLICT (id) DO UPDATE SET info = excluded.info", (job.id, job.pipeline, codec.dumps(job)))
+        self._execute("INSERT INTO jobs (id, pipeline, info) VALUES (?, ?, ?) ON CONFLICT (id) DO UPDATE SET "
+                      "info = excluded.info", (job.id, job.pipeline, codec.dumps(dataclasses.replace(job, shards=()))))
+        self._executemany(_PUT_SHARD, [(job.id, s.index, codec.dumps(s)) for s in job.shards])
+
+    def put_shard(self, job_id: str, shard: ShardInfo) -> None:
+        self._execute(_PUT_SHARD, (job_id, shard.index, codec.dumps(shard)))
 
     def get_job(self, job_id: str) -> JobInfo | None:
         row = self._execute("SELECT info FROM jobs WHERE id = ?", (job_id,)).fetchone()
-        return codec.loads(JobInfo, row[0]) if row else None
+        if row is None:
+            return None
+        shards = self._execute("SELECT info FROM shards WHERE job = ? ORDER BY idx", (job_id,)).fetchall()
+        return dataclasses.replace(codec.loads(JobInfo, row[0]), shards=tuple(_shard(r[0]) for r in shards))
 
     def list_jobs(self, pipeline: str = "") -> list[JobInfo]:
-        if pipeline:
-            rows = self._execute("SELECT info FROM jobs WHERE pipeline = ? ORDER BY seq DESC", (pipeline,))
-        else:
-            rows = self._execute("SELECT info FROM jobs ORDER BY seq DESC")
-        return [codec.loads(JobInfo, r[0]) for r in rows.fetchall()]
+        where, params = ("WHERE pipeline = ?", (pipeline,)) if pipeline else ("", ())
+        rows = self._execute(f"SELECT id, info FROM jobs {where} ORDER BY seq DESC", params).fetchall()
+        shards: dict[str, list[ShardInfo]] = {job_id: [] for job_id, _ in rows}
+        for job_id, info in self._execute(f"SELECT job, info FROM shards WHERE job IN (SELECT id FROM jobs {where}) "
+                                          "ORDER BY job, idx", params).fetchall():
+            shards[job_id].append(_shard(info))
+        return [dataclasses.replace(codec.loads(JobInfo, info), shards=tuple(shards[job_id])) for job_id, info in rows]
 
     def stage_files(self, job_id: str, shard: int, writes: list[FileWrite]) -> None:
         self._execute("INSERT INTO staged_files (job, shard, files) VALUES (?, ?, ?)",

@@ -113,10 +113,9 @@ class Jobs:
         if shard.state == ShardState.SUCCESS:
             raise FailedPrecondition(f"shard {shard.index} of job {job.id} has already succeeded")
         tx.clear_staged(job.id, shard.index)
-        job = _with_shard(job, ShardInfo(shard.index, ShardState.RUNNING, shard.attempts + 1, time.time(),
-                                         server=server))
-        tx.put_job(job)
-        return job
+        shard = ShardInfo(shard.index, ShardState.RUNNING, shard.attempts + 1, time.time(), server=server)
+        tx.put_shard(job.id, shard)
+        return _with_shard(job, shard)
 
     def put_shard_files(self, job_id: str, index: int, attempt: int, writes: list[FileWrite]) -> None:
         writes = self.store.check_writes(writes, "/pfs/out itself")
@@ -142,15 +141,15 @@ class Jobs:
                 exit_code=result.exit_code, error=result.error[-ERROR_CHARS:], bytes_in=result.bytes_in,
                 bytes_out=result.bytes_out, bytes_sent=result.bytes_sent, mounted=result.mounted,
                 uploaded=result.uploaded)
+            tx.put_shard(job_id, shard)
             job = _with_shard(job, shard)
             if job.is_done:  # another shard failed first
                 pass
             elif failed and shard.attempts >= job.max_attempts:
                 tries = f" ({shard.attempts} tries)" if shard.attempts > 1 else ""
-                job = self._end(tx, job, JobState.FAILURE, f"shard {index} failed{tries}: {shard.error}")
+                tx.put_job(job := self._end(tx, job, JobState.FAILURE, f"shard {index} failed{tries}: {shard.error}"))
             elif all(s.state == ShardState.SUCCESS for s in job.shards):
-                job = self._commit_output(tx, job)
-            tx.put_job(job)
+                tx.put_job(job := self._commit_output(tx, job))
         self.store.notify_finished()  # the controller starts the next try, or the next job
         return job
 

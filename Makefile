@@ -39,6 +39,8 @@ bench: setup
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python bench/shim.py
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python bench/pipeline.py
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python bench/s3.py
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python bench/cluster.py
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python bench/subscribers.py
 
 protos: setup
 	$(BIN)/python protos/generate.py

@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 APT_PACKAGES := fuse3 libfuse3-dev pkg-config gcc python3-dev python3-venv postgresql-15
 BENCH_APT_PACKAGES := borgbackup restic python3-pyfuse3  # python3-pyfuse3: borg mount
 
-.PHONY: setup apt demo test test-fast bench protos clean shim-image podman-setup
+.PHONY: setup apt demo demo-cluster test test-fast bench protos clean shim-image podman-setup
 
 setup: apt $(VENV)/.installed
 
@@ -23,6 +23,11 @@ $(VENV)/.installed: pyproject.toml
 
 demo: setup
 	PATH="$(CURDIR)/$(BIN):$$PATH" ./examples/demo.sh
+
+# The same demo on a cluster: PostgreSQL (postgresql-15, in APT_PACKAGES) and SeaweedFS (weed, from the dev extra)
+# started and stopped by the script, two pfs servers over both.
+demo-cluster: setup
+	PATH="$(CURDIR)/$(BIN):$$PATH" ./examples/demo-cluster.sh
 
 test: setup
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -23,6 +23,7 @@ from pfs.core.data_dir import default_data_dir, token_path
 from pfs.core.errors import FailedPrecondition, PfsError
 from pfs.core.memory import keep_freed_memory
 from pfs.proto import chunks_pb2_grpc, pfs_pb2_grpc, pps_pb2_grpc
+from server import tls
 from server.access import owner_only, server_token
 from server.meta import MetaStore
 from server.meta.sqlite import SqliteMetaStore
@@ -90,6 +91,15 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--no-token", action="store_true",
                    help="serve anyone who can reach the server, with no token (only for a trusted single-user "
                         "machine, or a network of its own); by default every call must carry DATA_DIR/token")
+    p.add_argument("--tls-cert", metavar="FILE",
+                   help="serve TLS with this certificate (PEM; its names must include the host clients call, "
+                        "and 127.0.0.1 for this server's local workers)")
+    p.add_argument("--tls-key", metavar="FILE", help="the key of --tls-cert (PEM)")
+    p.add_argument("--tls-client-ca", metavar="FILE",
+                   help="mutual TLS: refuse clients without a certificate this CA signed (PEM)")
+    p.add_argument("--insecure", action="store_true",
+                   help="listen beyond loopback without TLS or without the token (a network of its own); "
+                        "refused otherwise")
     p.add_argument(ready.FLAG, type=ready.ready_fd, metavar="N",
                    help='once serving, write {"address": HOST:PORT, ...} as a JSON line to file descriptor N '
                         "and close it")
@@ -130,15 +140,22 @@ def serve(args: argparse.Namespace) -> None:
     except BlockingIOError:
         raise SystemExit(f"pfs server: {data_dir} is in use by another pfs server") from None
     owner_only(data_dir)
+    with _usable():
+        tls_credentials = tls.credentials(args.tls_cert, args.tls_key, args.tls_client_ca)
+    lacking = tls.exposed(args.listen, tls_credentials is not None, not args.no_token)
+    if lacking and not args.insecure:
+        raise SystemExit(f"pfs server: listening on {args.listen}, beyond loopback, without {lacking}: anyone who "
+                         "reaches it could read and change every repo; give them, or --insecure to serve so anyway")
     meta = meta_store(args, data_dir)
     token = None if args.no_token else server_token(data_dir, meta)
     store = Store(chunk_store(args, data_dir, meta), meta, args.chunk_size)
-    asyncio.run(_serve(args, data_dir, token, store))
+    asyncio.run(_serve(args, data_dir, token, store, tls_credentials))
     store.chunks.close()
     store.meta.close()
 
 
-async def _serve(args: argparse.Namespace, data_dir: pathlib.Path, token: str | None, store: Store) -> None:
+async def _serve(args: argparse.Namespace, data_dir: pathlib.Path, token: str | None, store: Store,
+                 tls_credentials: grpc.ServerCredentials | None) -> None:
     """Serves STORE until SIGINT or SIGTERM, then stops in order within SHUTDOWN_LIMIT."""
     loop = asyncio.get_running_loop()
     # the blocking part of every call runs here (server/rpc/blocking.py); threads start as needed
@@ -148,14 +165,16 @@ async def _serve(args: argparse.Namespace, data_dir: pathlib.Path, token: str | 
                              interceptors=[*checks, RequestDecoding(), StreamLimit(args.max_streams)])
     address = f"{args.listen}:{args.port}"
     try:
-        port = server.add_insecure_port(address)
+        port = (server.add_insecure_port(address) if tls_credentials is None
+                else server.add_secure_port(address, tls_credentials))
     except RuntimeError:
         port = 0
     if not port:
         raise SystemExit(f"pfs server: cannot listen on {address} (in use, or not an address of this machine)")
     # workers on this machine (or in containers on its network) reach the server here
     host = "127.0.0.1" if args.listen in ("0.0.0.0", "::", "[::]") else args.listen
-    runner = RUNNERS[args.runner](f"{host}:{port}", data_dir / "workers", token)
+    runner = RUNNERS[args.runner](f"{host}:{port}", data_dir / "workers", token,
+                                  tls_ca=args.tls_cert if tls_credentials else None)
     jobs = Jobs(store, runner.capacity)
     controller = Controller(store, jobs, runner, Leases(store.meta, server_id(data_dir), runner.address))
     direct_read = None if args.no_direct_read else store.chunks.describe()
@@ -163,7 +182,8 @@ async def _serve(args: argparse.Namespace, data_dir: pathlib.Path, token: str | 
     chunks_pb2_grpc.add_ChunksServicer_to_server(ChunksServicer(store), server)
     pps_pb2_grpc.add_PPSServicer_to_server(PpsServicer(jobs, Pipelines(store, controller, runner)), server)
     await server.start()
-    print(f"pfs server listening on {args.listen}:{port}, data in {data_dir}, {runner.name} runner",
+    over = "" if tls_credentials is None else " over mutual TLS" if args.tls_client_ca else " over TLS"
+    print(f"pfs server listening on {args.listen}:{port}{over}, data in {data_dir}, {runner.name} runner",
           file=sys.stderr, flush=True)
     if token is None:
         print("pfs server: --no-token: serving anyone who can reach this address, with no token",

@@ -257,7 +257,11 @@ def parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--address", default=argparse.SUPPRESS,
                         help=f"the server, host:port, or the servers of a cluster, comma-separated: the next is "
-                             f"used when one cannot be reached (default $PFS_ADDRESS or {default_address()})")
+                             f"used when one cannot be reached; grpcs://... speaks TLS (default $PFS_ADDRESS or "
+                             f"{default_address()})")
+    common.add_argument("--tls-ca", default=argparse.SUPPRESS, metavar="FILE",
+                        help="speak TLS, trusting this CA's certificate (PEM) for the server's (default $PFS_TLS_CA; "
+                             "with a grpcs:// address and neither, the system's roots)")
     common.add_argument("--token-file", type=pathlib.Path, default=argparse.SUPPRESS, metavar="FILE",
                         help="the file holding the server's token, its DATA_DIR/token (default $PFS_TOKEN, "
                              "$PFS_TOKEN_FILE, or the token of $PFS_DATA_DIR or ~/.pfs/data)")
@@ -375,6 +379,8 @@ def main(argv: list[str] | None = None) -> None:
     keep_freed_memory()
     client = None
     try:
+        if hasattr(args, "tls_ca"):  # for the client, and for what it starts (a mount)
+            os.environ["PFS_TLS_CA"] = args.tls_ca
         token_file = getattr(args, "token_file", None)
         client = Client(getattr(args, "address", None), read_token(token_file) if token_file else None)
         args.fn(args, client)

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 import grpc
 
+from pfs.client import tls
 from pfs.core.data_dir import TOKEN_HEADER, TOKEN_SCHEME, default_data_dir, token_path
 from pfs.core.errors import FailedPrecondition, InvalidArgument, Unauthenticated
 
@@ -46,8 +47,16 @@ def read_token(path: pathlib.Path) -> str:
 
 
 def channel(address: str, token: str | None, options: Sequence[tuple[str, object]] = ()) -> grpc.Channel:
-    """A channel to ADDRESS (see target()) whose every call carries TOKEN (none if None)."""
-    plain = grpc.insecure_channel(target(address), options=list(options))
+    """A channel to ADDRESS (see target(); with TLS as pfs.client.tls says) whose every call carries TOKEN (none
+    if None)."""
+    secure, bare = tls.split(address)
+    if not secure:
+        plain = grpc.insecure_channel(target(bare), options=list(options))
+    else:
+        # the certificate must name the host as given, not the address it resolves to: the first server's
+        first = bare.split(",")[0].strip().rpartition(":")[0].removeprefix("[").removesuffix("]")
+        plain = grpc.secure_channel(target(bare), tls.credentials(),
+                                    options=[*options, ("grpc.default_authority", first)])
     return plain if token is None else grpc.intercept_channel(plain, _Bearer(TOKEN_SCHEME + token))
 
 

@@ -17,15 +17,26 @@ KINDS_BY_CODE = {
 }
 
 
+# What gRPC says of a TLS connection that failed, and what it means to whoever called
+TLS_FAILURES = (
+    ("CERTIFICATE_VERIFY_FAILED", "its TLS certificate is not signed by a CA this client trusts (give the CA's "
+                                  "certificate: --tls-ca or PFS_TLS_CA)"),
+    ("Hostname Verification", "its TLS certificate does not name the host called (call it by a name or address "
+                              "its certificate holds)"),
+    ("WRONG_VERSION_NUMBER", "it does not speak TLS (leave out grpcs:// and --tls-ca or PFS_TLS_CA)"),
+)
+
+
 def domain_error(err: grpc.RpcError, address: str) -> PfsError:
     """The domain error a failed call stands for."""
     code = err.code()
     reported = any(key == WIRE_KEY for key, _ in (err.trailing_metadata() or ()))
     if code == grpc.StatusCode.UNAVAILABLE and not reported:  # gRPC's own: no server answered
-        return Unavailable(
-            f"cannot reach the pfs server at {address} (start one with `pfs server`, "
-            "or point PFS_ADDRESS or --address at it)"
-        )
+        details = err.details() or ""
+        why = next((why for sign, why in TLS_FAILURES if sign in details), "")
+        return Unavailable(f"cannot reach the pfs server at {address}: {why}" if why else
+                           f"cannot reach the pfs server at {address} (start one with `pfs server`, "
+                           "or point PFS_ADDRESS or --address at it)")
     if code == grpc.StatusCode.RESOURCE_EXHAUSTED and "larger than max" in (err.details() or ""):  # gRPC's own
         return ResourceExhausted(f"the server at {address} refused a message as too large: {err.details()}")
     return KINDS[KINDS_BY_CODE.get(code, "internal")](err.details() or str(code))

@@ -23,6 +23,7 @@ from typing import BinaryIO
 from pfs.core import image_ref, tools, userns
 from pfs.core.errors import FailedPrecondition, InvalidArgument, Unavailable
 from pfs.core.model import JobInfo
+from pfs.core.pem import TLS_ENV
 
 ERROR_TAIL = 2000  # bytes of a worker's stderr kept when it ends without reporting
 STOP_TIMEOUT = 10.0
@@ -56,10 +57,11 @@ class Runner(ABC):
 
     name = ""
 
-    def __init__(self, address: str, workspaces: Path, token: str | None = None) -> None:
+    def __init__(self, address: str, workspaces: Path, token: str | None = None, tls_ca: str | None = None) -> None:
         self.address = address  # where workers reach this server
         self.workspaces = workspaces  # where each worker gets a directory of its own (local workers: their /pfs)
         self.token = token  # what workers show it (None: a server started with --no-token)
+        self.tls_ca = tls_ca  # the CA workers trust, of a server serving TLS when its environment names none
         self._workers: list[_Worker] = []
         self._lock = threading.Lock()
         self._closed = False
@@ -72,9 +74,12 @@ class Runner(ABC):
         """Refuses, in one line, when a tool this runner needs is missing."""
 
     def env(self) -> dict[str, str]:
-        """The environment of the process a worker starts with: this server's, and its token as PFS_TOKEN (in
+        """The environment of the process a worker starts with: this server's (with its PFS_TLS_* files, which
+        workers use as clients do), its TLS CA if it serves TLS and names none, and its token as PFS_TOKEN (in
         the environment, never on a command line that `ps` shows)."""
         env = {k: v for k, v in os.environ.items() if k != "PFS_TOKEN"}
+        if self.tls_ca and not env.get("PFS_TLS_CA"):
+            env["PFS_TLS_CA"] = self.tls_ca
         return env if self.token is None else {**env, "PFS_TOKEN": self.token}
 
     def check(self, image: str) -> None:
@@ -181,8 +186,8 @@ def _kill_group(proc: subprocess.Popen) -> None:
 class LocalRunner(Runner):
     name = "local"
 
-    def __init__(self, address: str, workspaces: Path, token: str | None = None) -> None:
-        super().__init__(address, workspaces, token)
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
         shim = Path(sys.executable).with_name("job-shim")
         self.shim = str(shim) if shim.exists() else shutil.which("job-shim")
 
@@ -208,8 +213,8 @@ class LocalRunner(Runner):
 class ContainerRunner(Runner):
     name = "container"
 
-    def __init__(self, address: str, workspaces: Path, token: str | None = None) -> None:
-        super().__init__(address, workspaces, token)
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
         self.engine = tools.container_engine()
 
     def check_tools(self) -> None:
@@ -230,7 +235,10 @@ class ContainerRunner(Runner):
         podman = Path(self.engine or "").name == "podman"
         tls = ["--tls-verify=false"] if podman and registry and image_ref.is_loopback(registry) else []
         token = [] if self.token is None else ["-e", "PFS_TOKEN"]  # by name: its value is in the engine's env
-        return [self.engine, "run", "--rm", *tls, *token, "--device", "/dev/fuse", "--cap-add", "SYS_ADMIN",
+        env = self.env()
+        files = [arg for name in TLS_ENV if env.get(name)  # the worker's TLS files, where the worker looks for them
+                 for arg in ("-e", name, "-v", f"{env[name]}:{env[name]}:ro")]
+        return [self.engine, "run", "--rm", *tls, *token, *files, "--device", "/dev/fuse", "--cap-add", "SYS_ADMIN",
                 "--network", "host", "--name", f"pfs-{workspace.name}", image,
                 "job-shim", "--address", address, "--job", job.id, "--shard", str(shard), "--attempt", str(attempt)]
 

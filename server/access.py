@@ -1,8 +1,8 @@
 """Who may use this server: the data dir is its owner's alone, and so is the token file in it.
 
 Every call must carry the token (server/rpc/auth.py checks it), so whoever can read DATA_DIR/token may
-call and nobody else may, as only the owner of dockerd's socket may call dockerd. The servers of one cluster
-(one PostgreSQL database) share a token, kept in the database. The token is made once
+call and nobody else may, as only the owner of dockerd's socket may call dockerd. Each server's token is a root
+token of its cluster (server/tokens.py), which makes the others. The token is made once
 (crash-safe: a temp file, fsync, rename) and kept across restarts, so clients and workers keep working.
 """
 
@@ -11,7 +11,6 @@ import pathlib
 import secrets
 
 from pfs.core.data_dir import token_path
-from server.meta import MetaStore
 
 TOKEN_BYTES = 32
 
@@ -21,10 +20,8 @@ def owner_only(data_dir: pathlib.Path) -> None:
     data_dir.chmod(0o700)
 
 
-def server_token(data_dir: pathlib.Path, meta: MetaStore) -> str:
-    """The token in DATA_DIR (made if missing), its file made mode 0600. The servers of a shared metadata store
-    share one token, so that a client or a worker may call any of them: the first server's, which the others
-    write to their own token files."""
+def server_token(data_dir: pathlib.Path) -> str:
+    """The token in DATA_DIR (made if missing), its file made mode 0600: a root token of the cluster (tokens.py)."""
     path = token_path(data_dir)
     if not path.exists():
         _write_atomically(path, secrets.token_hex(TOKEN_BYTES))
@@ -32,12 +29,6 @@ def server_token(data_dir: pathlib.Path, meta: MetaStore) -> str:
     token = path.read_text().strip()
     if not token:
         raise SystemExit(f"pfs server: the token file {path} is empty: remove it, and the server makes a new one")
-    if meta.shared:
-        with meta.transaction() as tx:
-            shared = tx.setting("token", token)
-        if shared != token:
-            _write_atomically(path, shared)
-        return shared
     return token
 
 

@@ -22,7 +22,7 @@ from pfs.core.chunking import DEFAULT_AVG_SIZE, check_avg_size
 from pfs.core.data_dir import default_data_dir, token_path
 from pfs.core.errors import FailedPrecondition, PfsError
 from pfs.core.memory import keep_freed_memory
-from pfs.proto import chunks_pb2_grpc, pfs_pb2_grpc, pps_pb2_grpc
+from pfs.proto import auth_pb2_grpc, chunks_pb2_grpc, pfs_pb2_grpc, pps_pb2_grpc
 from server import tls
 from server.access import owner_only, server_token
 from server.meta import MetaStore
@@ -34,12 +34,13 @@ from server.pps.pipelines import Pipelines
 from server.pps.runners import RUNNERS, STOP_TIMEOUT
 from server.rpc.auth import TokenCheck
 from server.rpc.decoding import RequestDecoding
-from server.rpc.servicers import ApiServicer, ChunksServicer, PpsServicer
+from server.rpc.servicers import ApiServicer, AuthServicer, ChunksServicer, PpsServicer
 from server.rpc.streams import StreamLimit
 from server.storage import ChunkStore
 from server.storage.cache import DiskCache
 from server.storage.local import LocalChunkStore
 from server.store import Store
+from server.tokens import Tokens
 
 DEFAULT_PORT = 30650
 GRACE = 2.0  # seconds calls in flight get to end once the server stops
@@ -147,20 +148,27 @@ def serve(args: argparse.Namespace) -> None:
         raise SystemExit(f"pfs server: listening on {args.listen}, beyond loopback, without {lacking}: anyone who "
                          "reaches it could read and change every repo; give them, or --insecure to serve so anyway")
     meta = meta_store(args, data_dir)
-    token = None if args.no_token else server_token(data_dir, meta)
+    token = None if args.no_token else server_token(data_dir)
+    tokens = None if token is None else Tokens(meta)
+    if tokens is not None:
+        with _usable():
+            tokens.start(token)
     store = Store(chunk_store(args, data_dir, meta), meta, args.chunk_size)
-    asyncio.run(_serve(args, data_dir, token, store, tls_credentials))
+    asyncio.run(_serve(args, data_dir, token, tokens, store, tls_credentials))
+    if tokens is not None:
+        tokens.close()
     store.chunks.close()
     store.meta.close()
 
 
-async def _serve(args: argparse.Namespace, data_dir: pathlib.Path, token: str | None, store: Store,
+async def _serve(args: argparse.Namespace, data_dir: pathlib.Path, token: str | None, tokens: Tokens | None,
+                 store: Store,
                  tls_credentials: grpc.ServerCredentials | None) -> None:
     """Serves STORE until SIGINT or SIGTERM, then stops in order within SHUTDOWN_LIMIT."""
     loop = asyncio.get_running_loop()
     # the blocking part of every call runs here (server/rpc/blocking.py); threads start as needed
     loop.set_default_executor(futures.ThreadPoolExecutor(CALL_THREADS, thread_name_prefix="call"))
-    checks = [] if token is None else [TokenCheck(token, str(token_path(data_dir)))]  # first: before any other
+    checks = [] if tokens is None else [TokenCheck(tokens, str(token_path(data_dir)))]  # first: before any other
     server = grpc.aio.server(options=GRPC_OPTIONS,
                              interceptors=[*checks, RequestDecoding(), StreamLimit(args.max_streams)])
     address = f"{args.listen}:{args.port}"
@@ -181,6 +189,7 @@ async def _serve(args: argparse.Namespace, data_dir: pathlib.Path, token: str | 
     pfs_pb2_grpc.add_APIServicer_to_server(ApiServicer(store, runner.name, args.registry, direct_read), server)
     chunks_pb2_grpc.add_ChunksServicer_to_server(ChunksServicer(store), server)
     pps_pb2_grpc.add_PPSServicer_to_server(PpsServicer(jobs, Pipelines(store, controller, runner)), server)
+    auth_pb2_grpc.add_AuthServicer_to_server(AuthServicer(tokens), server)
     await server.start()
     over = "" if tls_credentials is None else " over mutual TLS" if args.tls_client_ca else " over TLS"
     print(f"pfs server listening on {args.listen}:{port}{over}, data in {data_dir}, {runner.name} runner",

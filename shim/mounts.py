@@ -39,7 +39,7 @@ class Mounts:
     def add(self, mountpoint: str, commit: CommitRef, shard: Shard, since: str = "", incremental: str = "diff") -> None:
         """Starts mounting SHARD of COMMIT (what changed after SINCE, if given) at MOUNTPOINT."""
         os.makedirs(mountpoint, exist_ok=True)
-        cmd = [*DIE_WITH_PARENT, sys.executable, "-m", "pfs", "--address", self.address, "mount", mountpoint,
+        cmd = [*DIE_WITH_PARENT, sys.executable, "-P", "-m", "pfs", "--address", self.address, "mount", mountpoint,
                "--commit", str(commit), "--shard", f"{shard.index}/{shard.count}",
                "--method", shard.method]
         if since:

@@ -36,11 +36,11 @@ def test_the_cli_without_the_token_or_with_a_wrong_one_is_refused_in_one_line(se
     missing = run_pfs("list-repo", check=False, env={"PFS_ADDRESS": server.address})
     assert_one_line_error(missing, "no token was given", server.token_file, "PFS_TOKEN_FILE")
     wrong = run_pfs("list-repo", check=False, env={"PFS_ADDRESS": server.address, "PFS_TOKEN": WRONG})
-    assert_one_line_error(wrong, "the token given is not this server's", server.token_file)
+    assert_one_line_error(wrong, "the token given is not one of this cluster's", server.token_file)
     wrong_file = tmp_path / "wrong"
     wrong_file.write_text(WRONG + "\n")
     by_flag = run_pfs("--token-file", str(wrong_file), "list-repo", check=False, env=server.env)  # the flag wins
-    assert_one_line_error(by_flag, "the token given is not this server's")
+    assert_one_line_error(by_flag, "the token given is not one of this cluster's")
     unreadable = run_pfs("--token-file", str(tmp_path / "none"), "list-repo", check=False, env=server.env)
     assert_one_line_error(unreadable, f"cannot read the token file {tmp_path / 'none'}")
     server.pfs("create-repo", "r")
@@ -52,7 +52,7 @@ def test_the_cli_without_the_token_or_with_a_wrong_one_is_refused_in_one_line(se
 def test_raw_grpc_without_the_token_or_with_a_wrong_one_is_unauthenticated(server):
     server.pfs("create-repo", "r")
     for channel, why in ((grpc.insecure_channel(server.address), "no token was given"),
-                         (auth.channel(server.address, WRONG), "not this server's")):
+                         (auth.channel(server.address, WRONG), "not one of this cluster's")):
         with channel:
             api = pfs_pb2_grpc.APIStub(channel)
             for call in (lambda: api.ListRepo(pb.Empty(), timeout=10),  # unary
@@ -63,7 +63,7 @@ def test_raw_grpc_without_the_token_or_with_a_wrong_one_is_unauthenticated(serve
                 refused_in_one_line(err.value, server, why)
     with server.channel() as channel:
         assert [r.name for r in pfs_pb2_grpc.APIStub(channel).ListRepo(pb.Empty(), timeout=10).repos] == ["r"]
-    said = [line for line in server.log.read_text().splitlines() if "without this server's token" in line]
+    said = [line for line in server.log.read_text().splitlines() if "without a valid token" in line]
     assert len(said) == 1, said  # six refused calls from one host: one log line
 
 

@@ -15,7 +15,7 @@ from google.protobuf import descriptor, message_factory
 from conftest import assert_one_line_error
 from pfs.core import manifest
 from pfs.core.errors import PfsError
-from pfs.proto import chunks_pb2, pfs_pb2, pps_pb2
+from pfs.proto import auth_pb2, chunks_pb2, pfs_pb2, pps_pb2
 
 VALID = {
     "pipeline": {"name": "p"},
@@ -31,7 +31,7 @@ ODD = [None, True, False, 0, -1, 1.5, -(2**63) - 1, 2**64, 10**400, float("inf")
        [], {}, [[[[[]]]]], {"name": None}, {"": ""}]
 MANIFESTS = 400  # mutated manifests
 CLI_EVERY = 50  # of which these through the CLI as well
-SERVICES = [s for m in (pfs_pb2, chunks_pb2, pps_pb2) for s in m.DESCRIPTOR.services_by_name.values()]
+SERVICES = [s for m in (pfs_pb2, chunks_pb2, pps_pb2, auth_pb2) for s in m.DESCRIPTOR.services_by_name.values()]
 
 
 def odd(r: random.Random):

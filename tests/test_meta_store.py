@@ -144,7 +144,7 @@ def test_a_store_opened_again_keeps_what_it_holds(open_store):
     meta.close()
 
 
-def test_servers_leases_and_settings(meta):
+def test_servers_and_leases(meta):
     with meta.transaction() as tx:
         tx.beat("a", "host-a:1", 60)
         tx.beat("gone", "host-g:1", -1)  # its last beat expired already
@@ -157,5 +157,19 @@ def test_servers_leases_and_settings(meta):
         assert tx.leases() == {"p": "a", "q": "b"}
         tx.drop_server("a")
         assert tx.live_servers() == {} and tx.leases() == {"q": "b"}
-        assert tx.setting("token", "first") == "first"
-        assert tx.setting("token", "second") == "first"  # the first to ask decides
+
+
+
+def test_tokens_are_kept_by_hash_and_revoked_by_subject_or_hash(meta):
+    from server.meta import StoredToken
+
+    with meta.transaction() as tx:
+        for n, subject in enumerate(("alice", "alice", "bob")):
+            tx.put_token(StoredToken(bytes([n]) * 32, subject, 1.0, 0.0 if n else 99.0))
+        tx.put_token(StoredToken(b"\0" * 32, "mallory", 2.0))  # a hash recorded already keeps its record
+        assert tx.revoke_tokens("alice", b"", 5.0) == 2
+        assert tx.revoke_tokens("", b"\2" * 32, 6.0) == 1
+        assert tx.revoke_tokens("alice", b"", 7.0) == 0  # revoked already
+        assert sorted(tx.tokens(), key=lambda t: t.hash) == [
+            StoredToken(b"\0" * 32, "alice", 1.0, 99.0, 5.0), StoredToken(b"\1" * 32, "alice", 1.0, 0.0, 5.0),
+            StoredToken(b"\2" * 32, "bob", 1.0, 0.0, 6.0)]

@@ -2,6 +2,9 @@
 clients that trust its CA, do not, or call it by a name its certificate lacks; and a server open to the network
 refused without TLS and its token."""
 
+import contextlib
+from collections.abc import Iterator
+
 import pytest
 
 from certs import make_ca, make_cert
@@ -25,11 +28,19 @@ def pki(tmp_path_factory):
             "client": make_cert(ca, where, "client"), "stranger": make_cert(other, where / "other", "stranger")}
 
 
-def tls_server(tmp_path, pki, cert: str = "server", *more: str) -> Server:
-    pair = pki[cert]
-    server = Server(tmp_path / "data", args=("--tls-cert", str(pair.cert), "--tls-key", str(pair.key), *more))
+@contextlib.contextmanager
+def running(server: Server) -> Iterator[Server]:
     server.start()
-    return server
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def tls_server(tmp_path, pki, cert: str = "server", *more: str) -> contextlib.AbstractContextManager[Server]:
+    """A server serving TLS with the certificate CERT of PKI (and MORE options), running while in the block."""
+    pair = pki[cert]
+    return running(Server(tmp_path / "data", args=("--tls-cert", str(pair.cert), "--tls-key", str(pair.key), *more)))
 
 
 def call(server: Server, *args: str, address: str | None = None, check: bool = True, input: bytes | None = None,
@@ -40,9 +51,8 @@ def call(server: Server, *args: str, address: str | None = None, check: bool = T
 
 
 def test_a_client_trusting_the_ca_is_served_and_others_are_told_why_not(tmp_path, pki):
-    server = tls_server(tmp_path, pki)
-    ca, port = str(pki["ca"].cert), server.port
-    try:
+    with tls_server(tmp_path, pki) as server:
+        ca, port = str(pki["ca"].cert), server.port
         assert "over TLS" in server.log.read_text()
         call(server, "create-repo", "r", PFS_TLS_CA=ca)
         call(server, "--tls-ca", ca, "put-file", "r", "master", "f", "-c", "-f", "-", input=b"over TLS\n")
@@ -53,33 +63,19 @@ def test_a_client_trusting_the_ca_is_served_and_others_are_told_why_not(tmp_path
         plain = call(server, "list-repo", check=False)
         assert_one_line_error(plain, f"cannot reach the pfs server at 127.0.0.1:{port}")
         assert "Handshake" not in server.log.read_text()  # gRPC's own lines stay out of the server's log
-    finally:
-        server.stop()
 
 
-def test_a_certificate_for_another_host_is_refused(tmp_path, pki):
-    server = tls_server(tmp_path, pki, "elsewhere")
-    try:
-        wrong = call(server, "list-repo", check=False, PFS_TLS_CA=str(pki["ca"].cert))
-        assert_one_line_error(wrong, "does not name the host called")
-    finally:
-        server.stop()
-
-
-def test_a_tls_client_of_a_plain_server_is_told_it_does_not_speak_tls(tmp_path, pki):
-    server = Server(tmp_path / "data")
-    server.start()
-    try:
+@pytest.mark.parametrize("tls, says", [("elsewhere", "does not name the host called"), ("", "does not speak TLS")])
+def test_a_certificate_for_another_host_or_a_server_without_tls_is_refused(tmp_path, pki, tls, says):
+    server = tls_server(tmp_path, pki, tls) if tls else running(Server(tmp_path / "data"))
+    with server as server:
         told = call(server, "list-repo", check=False, PFS_TLS_CA=str(pki["ca"].cert))
-        assert_one_line_error(told, "does not speak TLS")
-    finally:
-        server.stop()
+        assert_one_line_error(told, says)
 
 
 def test_mutual_tls_serves_only_clients_with_a_certificate_of_its_ca(tmp_path, pki):
     ca = str(pki["ca"].cert)
-    server = tls_server(tmp_path, pki, "server", "--tls-client-ca", ca)
-    try:
+    with tls_server(tmp_path, pki, "server", "--tls-client-ca", ca) as server:
         assert "over mutual TLS" in server.log.read_text()
         client, stranger = pki["client"], pki["stranger"]
         call(server, "create-repo", "r", PFS_TLS_CA=ca, PFS_TLS_CERT=str(client.cert), PFS_TLS_KEY=str(client.key))
@@ -88,8 +84,6 @@ def test_mutual_tls_serves_only_clients_with_a_certificate_of_its_ca(tmp_path, p
             assert_one_line_error(told, "cannot reach the pfs server")
         half = call(server, "list-repo", check=False, PFS_TLS_CA=ca, PFS_TLS_CERT=str(client.cert))
         assert_one_line_error(half, "PFS_TLS_CERT and PFS_TLS_KEY go together")
-    finally:
-        server.stop()
 
 
 @pytest.mark.parametrize("args, says", [
@@ -111,24 +105,16 @@ def test_a_server_that_cannot_serve_safely_refuses_to_start_in_one_line(tmp_path
 def test_a_server_open_to_the_network_starts_with_tls_and_its_token_or_when_told_insecure(tmp_path, pki):
     pair = pki["server"]
     for name, args in (("safe", ("--tls-cert", str(pair.cert), "--tls-key", str(pair.key))), ("insecure", ("--insecure",))):
-        server = Server(tmp_path / name, args=("--listen", "0.0.0.0", *args))
-        server.start()
-        try:
-            env = {"PFS_TLS_CA": str(pki["ca"].cert)} if name == "safe" else {}
-            call(server, "list-repo", **env)
-        finally:
-            server.stop()
+        with running(Server(tmp_path / name, args=("--listen", "0.0.0.0", *args))) as server:
+            call(server, "list-repo", **({"PFS_TLS_CA": str(pki["ca"].cert)} if name == "safe" else {}))
 
 
 @pytest.mark.slow
 @needs("fusermount3", "setpriv", root=True, fuse=True)
 def test_workers_and_mounts_speak_tls_to_their_server(tmp_path, pki, monkeypatch):
-    server = tls_server(tmp_path, pki)
-    monkeypatch.setenv("PFS_TLS_CA", str(pki["ca"].cert))  # the clients' (server.pfs), not the server's
-    try:
+    with tls_server(tmp_path, pki) as server:
+        monkeypatch.setenv("PFS_TLS_CA", str(pki["ca"].cert))  # the clients' (server.pfs), not the server's
         put(server, "data", {"x": b"1\n"})
         pipeline(server, tmp_path, "p", ["sh", "-c", "cp /pfs/data/x /pfs/out/x"], [repo_input("data", "global")])
         server.pfs("flush-commit", "data/master")  # the workers trust the server's certificate: it hands it to them
         assert server.pfs("get-file", "p", "master", "x").stdout == b"1\n"
-    finally:
-        server.stop()

@@ -11,7 +11,7 @@ import pathlib
 import sys
 
 import pfs
-from pfs.cli import jobs, output, pipelines
+from pfs.cli import jobs, output, pipelines, tokens
 from pfs.cli.progress import progress
 from pfs.cli.sources import sources
 from pfs.client import Client, default_address
@@ -269,8 +269,8 @@ def parser() -> argparse.ArgumentParser:
                                 description="pfs: versioned data in repos and commits (Pachyderm 1.x verbs).")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    def verb(name, fn, help_, *arguments):
-        s = sub.add_parser(name, parents=[common], help=help_, description=help_)
+    def verb(name, fn, help_, *arguments, under=sub):
+        s = under.add_parser(name, parents=[common], help=help_, description=help_)
         for flags, kwargs in arguments:
             s.add_argument(*flags, **kwargs)
         s.set_defaults(fn=fn)
@@ -368,13 +368,24 @@ def parser() -> argparse.ArgumentParser:
     verb("get-logs", jobs.cmd_get_logs, "print the logs of a job's workers (stdout, stderr and the shim's lines)",
          a("--job", metavar="JOB"), a("-p", "--pipeline", metavar="PIPELINE"),
          a("--raw", action="store_true", help="print each line as JSON, with its shard, time and stream"))
+    auth = verb("auth", None, "tokens: log in, see who you are, and (the cluster's root) make and revoke tokens")
+    verbs = auth.add_subparsers(dest="auth_command", metavar="COMMAND", required=True)
+    verb("login", tokens.cmd_login, "read a token from stdin and keep it (~/.pfs/token, mode 0600) for the "
+         "commands to come", under=verbs)
+    verb("whoami", tokens.cmd_whoami, "print whom your token stands for", under=verbs)
+    verb("create-token", tokens.cmd_create_token, "make a token for a user and print it (the root's command)",
+         a("subject", metavar="NAME"),
+         a("--ttl", metavar="DURATION", help="how long it lasts: 30m, 12h, 7d (default: until revoked)"), under=verbs)
+    verb("revoke", tokens.cmd_revoke, "revoke every token of a user, or (no NAME) the token read from stdin "
+         "(the root's command)", a("subject", metavar="NAME", nargs="?"), under=verbs)
     return p
 
 
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["server"]:  # the server is its own program; pfs/ never imports server/
-        os.execv(sys.executable, [sys.executable, "-m", "server", *argv[1:]])
+        # -P: not the working directory first on the path (a /pfs there, as in a worker, is not this pfs)
+        os.execv(sys.executable, [sys.executable, "-P", "-m", "server", *argv[1:]])
     args = parser().parse_args(argv)
     keep_freed_memory()
     client = None

@@ -1,9 +1,9 @@
 """The token a client shows the server on every call, and the channel that adds it.
 
 Where the token comes from, first found wins: the caller's own (Client(token=...), `pfs --token-file`),
-$PFS_TOKEN, the file $PFS_TOKEN_FILE names, the default data dir's token file (so a client of a local
-server started by the same user needs nothing set). No token at all is not an error here: a server
-started with --no-token needs none, and any other says in one line where to find it.
+$PFS_TOKEN, the file $PFS_TOKEN_FILE names, the file `pfs auth login` wrote (~/.pfs/token), the default data
+dir's token file (so a client of a local server started by the same user needs nothing set). No token at all is
+not an error here: a server started with --no-token needs none, and any other says in one line where to find it.
 """
 
 import ipaddress
@@ -20,16 +20,26 @@ from pfs.core.errors import FailedPrecondition, InvalidArgument, Unauthenticated
 
 
 def find_token() -> str | None:
-    """The token from the environment or the default data dir; None if none is there."""
+    """The token from the environment, `pfs auth login`'s file or the default data dir; None if none is there."""
     if os.environ.get("PFS_TOKEN"):
         return os.environ["PFS_TOKEN"].strip()
     if os.environ.get("PFS_TOKEN_FILE"):
         return read_token(pathlib.Path(os.environ["PFS_TOKEN_FILE"]))
     try:
-        default = token_path(default_data_dir())
+        files = [login_path(), token_path(default_data_dir())]
     except FailedPrecondition:  # no home, so no default data dir: no token there
         return None
-    return read_token(default) if os.path.isfile(default) else None  # False too where it may not be seen
+    # os.path.isfile: False too where it may not be seen
+    return next((read_token(f) for f in files if os.path.isfile(f)), None)
+
+
+def login_path() -> pathlib.Path:
+    """Where `pfs auth login` keeps the token it was given: ~/.pfs/token."""
+    try:
+        return pathlib.Path.home() / ".pfs" / "token"
+    except RuntimeError:  # HOME unset, and no home in the password database
+        raise FailedPrecondition("this user has no home directory for ~/.pfs/token: give the token in PFS_TOKEN "
+                                 "or PFS_TOKEN_FILE instead") from None
 
 
 def read_token(path: pathlib.Path) -> str:

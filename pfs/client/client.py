@@ -19,6 +19,8 @@ from pfs.core.model import (
     MAX_LOCATE, BranchInfo, ChunkLocation, ChunkRef, CommitInfo, CommitRef, DirectRead, FileInfo, FileWrite, JobInfo,
     JobSpec, LogLine, PipelineInfo, PipelineSpec, RepoInfo, ShardInfo,
 )
+from pfs.proto import auth_pb2 as apb
+from pfs.proto import auth_pb2_grpc
 from pfs.proto import chunks_pb2 as cpb
 from pfs.proto import chunks_pb2_grpc
 from pfs.proto import convert as cv
@@ -69,6 +71,7 @@ class Client:
         self._api = pfs_pb2_grpc.APIStub(self._channel)
         self._chunks = chunks_pb2_grpc.ChunksStub(self._channel)
         self._pps = pps_pb2_grpc.PPSStub(self._channel)
+        self._auth = auth_pb2_grpc.AuthStub(self._channel)
         self._pool = ThreadPoolExecutor(os.cpu_count() or 2, thread_name_prefix="pfs-client")
 
     def close(self) -> None:
@@ -238,6 +241,20 @@ class Client:
 
     def inspect_job(self, job_id: str) -> JobInfo:
         return cv.job_from_pb(self._call(self._pps.InspectJob, ppb.JobRequest(id=job_id)))
+
+    def whoami(self) -> tuple[str, float]:
+        """Whom the token this client shows stands for, and when it expires (0: never)."""
+        me = self._call(self._auth.WhoAmI, apb.WhoAmIRequest())
+        return me.subject, me.expires
+
+    def create_token(self, subject: str, ttl: float = 0.0) -> tuple[str, float]:
+        """A new token for SUBJECT lasting TTL seconds (0: until revoked), and when it expires (the root's call)."""
+        made = self._call(self._auth.CreateToken, apb.CreateTokenRequest(subject=subject, ttl=ttl))
+        return made.token, made.expires
+
+    def revoke(self, subject: str = "", token: str = "") -> int:
+        """Revokes every token of SUBJECT, or TOKEN; how many (the root's call)."""
+        return self._call(self._auth.Revoke, apb.RevokeRequest(subject=subject, token=token)).revoked
 
     def list_jobs(self, pipeline: str = "") -> list[JobInfo]:
         return [cv.job_from_pb(j) for j in self._call(self._pps.ListJob, ppb.ListJobRequest(pipeline=pipeline)).jobs]

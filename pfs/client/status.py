@@ -11,6 +11,7 @@ KINDS_BY_CODE = {
     grpc.StatusCode.ABORTED: "conflict",
     grpc.StatusCode.INVALID_ARGUMENT: "invalid_argument",
     grpc.StatusCode.UNAUTHENTICATED: "unauthenticated",
+    grpc.StatusCode.PERMISSION_DENIED: "permission_denied",
     grpc.StatusCode.RESOURCE_EXHAUSTED: "resource_exhausted",
     grpc.StatusCode.DATA_LOSS: "data_loss",
     grpc.StatusCode.UNAVAILABLE: "unavailable",  # one the server reported: something behind it (its bucket)

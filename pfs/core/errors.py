@@ -56,6 +56,12 @@ class Unauthenticated(PfsError):
     kind = "unauthenticated"
 
 
+class PermissionDenied(PfsError):
+    """The caller is known, and may not do this."""
+
+    kind = "permission_denied"
+
+
 class ResourceExhausted(PfsError):
     """The server ran out of something it needs, such as space on its disk; free some and try again."""
 
@@ -71,5 +77,5 @@ class DataLoss(PfsError):
 KINDS: dict[str, type[PfsError]] = {
     cls.kind: cls
     for cls in (PfsError, NotFound, AlreadyExists, FailedPrecondition, Conflict, InvalidArgument, Unavailable,
-                Unauthenticated, ResourceExhausted, DataLoss)
+                Unauthenticated, PermissionDenied, ResourceExhausted, DataLoss)
 }

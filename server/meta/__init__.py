@@ -34,6 +34,18 @@ class StoredChunk:
     checksum: bytes
 
 
+@dataclass(frozen=True)
+class StoredToken:
+    """A token by its SHA-256 (never the token itself): the SUBJECT it stands for, when it was made, when it expires
+    and when it was revoked (0: never)."""
+
+    hash: bytes
+    subject: str
+    created: float
+    expires: float = 0.0
+    revoked: float = 0.0
+
+
 class Tx(ABC):
     """The operations of one transaction."""
 
@@ -137,8 +149,16 @@ class Tx(ABC):
         """Forgets SERVER (it stopped): its beat and its leases go, so that others take its pipelines now."""
 
     @abstractmethod
-    def setting(self, name: str, default: str) -> str:
-        """The cluster's setting NAME, made DEFAULT if it has none: the first server to ask decides."""
+    def put_token(self, token: StoredToken) -> None:
+        """Records a token; one recorded already (its hash) keeps its record."""
+
+    @abstractmethod
+    def tokens(self) -> list[StoredToken]:
+        """Every token recorded, revoked and expired ones too."""
+
+    @abstractmethod
+    def revoke_tokens(self, subject: str, hash: bytes, when: float) -> int:
+        """Revokes, as of WHEN, every token of SUBJECT and the token whose hash is HASH; how many were."""
 
     @abstractmethod
     def put_job(self, job: JobInfo) -> None:
@@ -175,7 +195,7 @@ class Tx(ABC):
 
 
 class MetaStore(ABC):
-    shared = False  # whether servers on other machines use it too (then they share its settings: the token)
+    shared = False  # whether servers on other machines use it too
 
     @abstractmethod
     def transaction(self) -> AbstractContextManager[Tx]:

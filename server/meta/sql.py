@@ -13,7 +13,7 @@ from pfs.core import codec
 from pfs.core.model import (
     ChunkRef, CommitInfo, CommitRef, FileWrite, JobInfo, LogLine, PipelineInfo, RepoInfo, ShardInfo,
 )
-from server.meta import StoredChunk, StoredCommit, Tx
+from server.meta import StoredChunk, StoredCommit, StoredToken, Tx
 
 
 @dataclass(frozen=True)
@@ -127,12 +127,11 @@ def _codec_form(cur, d: Dialect) -> None:
 
 
 def _cluster_tables(cur, d: Dialect) -> None:
-    """The tables of a cluster of servers over one store: each server's heartbeat, each pipeline's lease (held by the
-    one server running its controller), and settings the servers share (their token)."""
+    """The tables of a cluster of servers over one store: each server's heartbeat, and each pipeline's lease (held
+    by the one server running its controller)."""
     for statement in (
         "CREATE TABLE servers (id TEXT PRIMARY KEY, address TEXT NOT NULL, expires DOUBLE PRECISION NOT NULL)",
         "CREATE TABLE leases (pipeline TEXT PRIMARY KEY, holder TEXT NOT NULL, expires DOUBLE PRECISION NOT NULL)",
-        "CREATE TABLE settings (name TEXT PRIMARY KEY, value TEXT NOT NULL)",
     ):
         cur.execute(statement)
 
@@ -149,9 +148,16 @@ def _shard_rows(cur, d: Dialect) -> None:
         cur.execute(d.sql("UPDATE jobs SET info = ? WHERE seq = ?"), (json.dumps(info), seq))
 
 
+def _tokens(cur, d: Dialect) -> None:
+    """Tokens, by the SHA-256 of each (a token itself is never stored): whom it stands for, until when."""
+    cur.execute(f"CREATE TABLE tokens (hash {d.blob} PRIMARY KEY, subject TEXT NOT NULL, "
+                "created DOUBLE PRECISION NOT NULL, expires DOUBLE PRECISION NOT NULL, "
+                f"revoked DOUBLE PRECISION NOT NULL){d.keyed}")
+
+
 # Step N brings a store of version N - 1 to version N; a store is made at version 0 (the schema, created above)
 # and a new server runs the steps it has not had, in one transaction. Append; never edit a step once released.
-STEPS: list[Callable] = [_codec_form, _cluster_tables, _shard_rows]
+STEPS: list[Callable] = [_codec_form, _cluster_tables, _shard_rows, _tokens]
 
 
 def upgrade(cur, d: Dialect, version: int) -> int:
@@ -359,9 +365,18 @@ class SqlTx(Tx):
         self._execute("DELETE FROM leases WHERE holder = ?", (server,))
         self._execute("DELETE FROM servers WHERE id = ?", (server,))
 
-    def setting(self, name: str, default: str) -> str:
-        self._execute("INSERT INTO settings (name, value) VALUES (?, ?) ON CONFLICT DO NOTHING", (name, default))
-        return self._execute("SELECT value FROM settings WHERE name = ?", (name,)).fetchone()[0]
+    def put_token(self, token: StoredToken) -> None:
+        self._execute("INSERT INTO tokens (hash, subject, created, expires, revoked) VALUES (?, ?, ?, ?, ?) "
+                      "ON CONFLICT DO NOTHING", (token.hash, token.subject, token.created, token.expires, token.revoked))
+
+    def tokens(self) -> list[StoredToken]:
+        rows = self._execute("SELECT hash, subject, created, expires, revoked FROM tokens").fetchall()
+        return [StoredToken(*r) for r in rows]
+
+    def revoke_tokens(self, subject: str, hash: bytes, when: float) -> int:
+        self._execute("UPDATE tokens SET revoked = ? WHERE (subject = ? OR hash = ?) AND revoked = 0",
+                      (when, subject, hash))
+        return self._cur.rowcount
 
     def put_job(self, job: JobInfo) -> None:
         self._execute("INSERT INTO jobs (id, pipeline, info) VALUES (?, ?, ?) ON CONFLICT (id) DO UPDATE SET "

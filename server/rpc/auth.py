@@ -1,11 +1,12 @@
-"""Every call carries the server's token (`authorization: Bearer TOKEN`), or is refused UNAUTHENTICATED.
+"""Every call carries a token of the cluster (`authorization: Bearer TOKEN`, server/tokens.py), or is refused
+UNAUTHENTICATED.
 
 The one check of who may call, before anything else looks at a request: a refused call's bytes are never
-decoded and it takes no stream slot. A refusal is one line saying where the token is; it is logged at most
-once a minute per calling host, so a client that keeps trying cannot flood the log.
+decoded and it takes no stream slot. A refusal is one line saying why (no token, an unknown, expired or revoked
+one) and where this server's token is; it is logged at most once a minute per calling host, so a client that
+keeps trying cannot flood the log.
 """
 
-import hmac
 import logging
 import time
 from collections.abc import Callable
@@ -13,6 +14,9 @@ from collections.abc import Callable
 import grpc
 
 from pfs.core.data_dir import TOKEN_HEADER, TOKEN_SCHEME
+from pfs.core.errors import Unauthenticated
+from server.meta import StoredToken
+from server.tokens import Tokens
 
 log = logging.getLogger(__name__)
 
@@ -20,17 +24,16 @@ LOG_EVERY = 60.0  # seconds between log lines about one host's refused calls
 
 
 class TokenCheck(grpc.aio.ServerInterceptor):
-    """Passes a call carrying TOKEN on; answers any other UNAUTHENTICATED, naming TOKEN_FILE."""
+    """Passes a call carrying a valid token of TOKENS on; answers any other UNAUTHENTICATED, naming TOKEN_FILE."""
 
-    def __init__(self, token: str, token_file: str) -> None:
-        self._expected = (TOKEN_SCHEME + token).encode()
+    def __init__(self, tokens: Tokens, token_file: str) -> None:
+        self._tokens = tokens
         self._token_file = token_file
         self._refusals: dict[str, grpc.RpcMethodHandler] = {}  # by method
         self._logged: dict[str, float] = {}  # when each host's refusal was last logged (on the loop's thread alone)
 
     async def intercept_service(self, continuation: Callable, handler_call_details: grpc.HandlerCallDetails):
-        given = dict(handler_call_details.invocation_metadata or ()).get(TOKEN_HEADER)
-        if given is not None and hmac.compare_digest(given.encode(), self._expected):
+        if _valid(self._tokens, handler_call_details.invocation_metadata):
             return await continuation(handler_call_details)
         method = handler_call_details.method
         if method not in self._refusals:
@@ -42,11 +45,15 @@ class TokenCheck(grpc.aio.ServerInterceptor):
         kind's place: grpc.aio lets a stream's handler be one)."""
         async def refuse(request, context: grpc.aio.ServicerContext):
             self._log(context.peer())
-            given = ("no token was given" if not dict(context.invocation_metadata() or ()).get(TOKEN_HEADER)
-                     else "the token given is not this server's")
+            try:
+                caller(self._tokens, context.invocation_metadata())
+                why = "the token given is no longer valid"  # it expired, or was revoked, since the call began
+            except Unauthenticated as err:
+                why = str(err)
             await context.abort(grpc.StatusCode.UNAUTHENTICATED,
-                                f"{given}: this pfs server serves only callers with its token; give the token in "
-                                f"{self._token_file}: PFS_TOKEN or PFS_TOKEN_FILE (or pfs --token-file)")
+                                f"{why}: this pfs server serves only callers with a token of its cluster; give "
+                                f"one: PFS_TOKEN, PFS_TOKEN_FILE (or pfs --token-file), pfs auth login, or this "
+                                f"server's own, in {self._token_file}")
 
         if handler is None:  # an unknown method: refused all the same, before grpc says it does not exist
             return grpc.unary_unary_rpc_method_handler(refuse)
@@ -62,4 +69,23 @@ class TokenCheck(grpc.aio.ServerInterceptor):
             return
         self._logged = {h: t for h, t in self._logged.items() if now - t < LOG_EVERY}
         self._logged[host] = now
-        log.warning("refused calls without this server's token from %s (logged once a minute)", host)
+        log.warning("refused calls without a valid token from %s (logged once a minute)", host)
+
+
+def caller(tokens: Tokens, metadata) -> StoredToken:
+    """The record of the token a call's METADATA carries; Unauthenticated, saying why, if there is none that is
+    valid."""
+    given = dict(metadata or ()).get(TOKEN_HEADER)
+    if not given:
+        raise Unauthenticated("no token was given")
+    if not given.startswith(TOKEN_SCHEME):
+        raise Unauthenticated(f"the authorization given is not {TOKEN_SCHEME.strip()} TOKEN")
+    return tokens.who(given.removeprefix(TOKEN_SCHEME))
+
+
+def _valid(tokens: Tokens, metadata) -> bool:
+    try:
+        caller(tokens, metadata)
+        return True
+    except Unauthenticated:
+        return False

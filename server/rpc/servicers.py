@@ -7,6 +7,9 @@ from collections.abc import Iterator
 
 import pfs
 from pfs.core.model import CommitRef, DirectRead, PipelineState, ShardInfo
+from pfs.core.errors import FailedPrecondition
+from pfs.proto import auth_pb2 as apb
+from pfs.proto import auth_pb2_grpc
 from pfs.proto import chunks_pb2 as cpb
 from pfs.proto import chunks_pb2_grpc
 from pfs.proto import convert as cv
@@ -17,8 +20,10 @@ from pfs.proto import pps_pb2_grpc
 from server.pps.jobs import Jobs
 from server.pps.pipelines import Pipelines
 from server.rpc import blocking
+from server.rpc.auth import caller
 from server.rpc.status import translated
 from server.store import Store
+from server.tokens import Tokens
 
 EMPTY = pb.Empty()
 BATCH_BYTES = 4 << 20  # compressed bytes per GetChunks message
@@ -227,3 +232,27 @@ class PpsServicer(pps_pb2_grpc.PPSServicer):
         lines = self.jobs.logs(request.job, request.pipeline)
         for i in range(0, len(lines), LIST_BATCH):
             yield ppb.LogLines(lines=[cv.log_to_pb(x) for x in lines[i : i + LIST_BATCH]])
+
+
+class AuthServicer(auth_pb2_grpc.AuthServicer):
+    def __init__(self, tokens: Tokens | None) -> None:
+        self.tokens = tokens  # None: a server started with --no-token
+
+    def _caller(self, context):
+        if self.tokens is None:
+            raise FailedPrecondition("this server was started with --no-token: it asks for no token, and knows none")
+        return caller(self.tokens, context.invocation_metadata())
+
+    @translated
+    def WhoAmI(self, request, context):
+        me = self._caller(context)
+        return apb.WhoAmIResponse(subject=me.subject, expires=me.expires)
+
+    @translated
+    def CreateToken(self, request, context):
+        token, expires = self.tokens.create(self._caller(context), request.subject, request.ttl)
+        return apb.CreateTokenResponse(token=token, expires=expires)
+
+    @translated
+    def Revoke(self, request, context):
+        return apb.RevokeResponse(revoked=self.tokens.revoke(self._caller(context), request.subject, request.token))

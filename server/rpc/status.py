@@ -21,6 +21,7 @@ CODES = {
     "invalid_argument": grpc.StatusCode.INVALID_ARGUMENT,
     "unavailable": grpc.StatusCode.UNAVAILABLE,
     "unauthenticated": grpc.StatusCode.UNAUTHENTICATED,
+    "permission_denied": grpc.StatusCode.PERMISSION_DENIED,
     "resource_exhausted": grpc.StatusCode.RESOURCE_EXHAUSTED,
     "data_loss": grpc.StatusCode.DATA_LOSS,
     "internal": grpc.StatusCode.INTERNAL,

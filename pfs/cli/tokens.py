@@ -1,0 +1,57 @@
+"""The `pfs auth` verbs: login, whoami, create-token, revoke."""
+
+import os
+import sys
+import time
+
+from pfs.client import Client
+from pfs.client.auth import login_path
+from pfs.core.errors import InvalidArgument
+
+UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def cmd_login(args, client):
+    """Reads a token from stdin, checks it with the server, and keeps it in ~/.pfs/token (mode 0600)."""
+    token = sys.stdin.readline().strip()
+    if not token:
+        raise InvalidArgument("no token on stdin: `pfs auth login < FILE`, or paste it and press Enter")
+    with Client(client.address, token) as checked:  # the same server, shown the new token
+        subject, _ = checked.whoami()
+    path = login_path()
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(token + "\n")
+    os.rename(tmp, path)
+    print(f"logged in as {subject}; the token is in {path}")
+
+
+def cmd_whoami(args, client):
+    subject, expires = client.whoami()
+    print(subject if not expires else f"{subject} (the token expires {expires_text(expires)})")
+
+
+def cmd_create_token(args, client):
+    token, _ = client.create_token(args.subject, ttl(args.ttl) if args.ttl else 0.0)
+    print(token)
+
+
+def cmd_revoke(args, client):
+    token = sys.stdin.readline().strip() if args.subject is None else ""
+    count = client.revoke(args.subject or "", token)
+    print(f"revoked {count} token{'s' if count != 1 else ''}")
+
+
+def ttl(text: str) -> float:
+    """Seconds from a duration: a number and a unit, s, m, h or d (90s, 30m, 12h, 7d)."""
+    number, unit = text[:-1], text[-1:]
+    if unit not in UNITS or not number.isdigit():
+        raise InvalidArgument(f"--ttl {text!r} is not a duration: give a number and s, m, h or d (30m, 7d)")
+    return float(int(number) * UNITS[unit])
+
+
+def expires_text(expires: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(expires))

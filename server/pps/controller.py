@@ -122,7 +122,8 @@ class Controller:
             except LeaseLost:
                 self.leases.lost(name)
             except Exception as err:  # noqa: BLE001 - a pipeline's failure is recorded on it and tried again later
-                self._failed(name, err)
+                if not self._stopping.is_set():  # not what a stopping server's runner refused
+                    self._failed(name, err)
             else:
                 self._recovered(name)
         return busy

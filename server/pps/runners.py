@@ -95,7 +95,11 @@ class Runner(ABC):
         one first); it runs until it ends (see poll) or is cancelled."""
         workspace = self.workspaces / f"{job.id}-{shard}-{attempt}"
         workspace.mkdir(parents=True, exist_ok=True)
-        stderr = open(workspace.with_name(workspace.name + ".stderr"), "w+b")
+        try:
+            stderr = open(workspace.with_name(workspace.name + ".stderr"), "w+b")
+        except OSError:
+            shutil.rmtree(workspace, ignore_errors=True)
+            raise
         try:
             with self._lock:
                 if self._closed:

@@ -10,7 +10,6 @@ import os
 import pathlib
 import secrets
 
-from pfs.core.data_dir import token_path
 
 TOKEN_BYTES = 32
 
@@ -20,9 +19,8 @@ def owner_only(data_dir: pathlib.Path) -> None:
     data_dir.chmod(0o700)
 
 
-def server_token(data_dir: pathlib.Path) -> str:
-    """The token in DATA_DIR (made if missing), its file made mode 0600: a root token of the cluster (tokens.py)."""
-    path = token_path(data_dir)
+def server_token(path: pathlib.Path) -> str:
+    """The token in PATH (made if missing), its file made mode 0600: a root token of the cluster (tokens.py)."""
     if not path.exists():
         _write_atomically(path, secrets.token_hex(TOKEN_BYTES))
     path.chmod(0o600)

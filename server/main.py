@@ -40,6 +40,8 @@ from server.storage import ChunkStore
 from server.storage.cache import DiskCache
 from server.storage.local import LocalChunkStore
 from server.store import Store
+from server.roles import Roles
+from server.rpc.rules import Authorize
 from server.tokens import Tokens
 
 DEFAULT_PORT = 30650
@@ -92,6 +94,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--no-token", action="store_true",
                    help="serve anyone who can reach the server, with no token (only for a trusted single-user "
                         "machine, or a network of its own); by default every call must carry DATA_DIR/token")
+    p.add_argument("--root-token-file", type=pathlib.Path, metavar="FILE",
+                   help="this server's own token, a root token of its cluster: taken from FILE, or made and written "
+                        "there (mode 0600) if it is missing (default DATA_DIR/token)")
     p.add_argument("--tls-cert", metavar="FILE",
                    help="serve TLS with this certificate (PEM; its names must include the host clients call, "
                         "and 127.0.0.1 for this server's local workers)")
@@ -148,29 +153,32 @@ def serve(args: argparse.Namespace) -> None:
         raise SystemExit(f"pfs server: listening on {args.listen}, beyond loopback, without {lacking}: anyone who "
                          "reaches it could read and change every repo; give them, or --insecure to serve so anyway")
     meta = meta_store(args, data_dir)
-    token = None if args.no_token else server_token(data_dir)
-    tokens = None if token is None else Tokens(meta)
-    if tokens is not None:
-        with _usable():
-            tokens.start(token)
+    token_file = (args.root_token_file or token_path(data_dir)).resolve()
+    token = None if args.no_token else server_token(token_file)
+    with _usable():
+        tokens, roles = (None, None) if token is None else (Tokens(meta, token), Roles(meta))
     store = Store(chunk_store(args, data_dir, meta), meta, args.chunk_size)
-    asyncio.run(_serve(args, data_dir, token, tokens, store, tls_credentials))
-    if tokens is not None:
-        tokens.close()
+    asyncio.run(_serve(args, data_dir, token_file, token, tokens, roles, store, tls_credentials))
+    for mirror in (tokens, roles):
+        if mirror is not None:
+            mirror.close()
     store.chunks.close()
     store.meta.close()
 
 
-async def _serve(args: argparse.Namespace, data_dir: pathlib.Path, token: str | None, tokens: Tokens | None,
-                 store: Store,
+async def _serve(args: argparse.Namespace, data_dir: pathlib.Path, token_file: pathlib.Path, token: str | None,
+                 tokens: Tokens | None,
+                 roles: Roles | None, store: Store,
                  tls_credentials: grpc.ServerCredentials | None) -> None:
     """Serves STORE until SIGINT or SIGTERM, then stops in order within SHUTDOWN_LIMIT."""
     loop = asyncio.get_running_loop()
     # the blocking part of every call runs here (server/rpc/blocking.py); threads start as needed
     loop.set_default_executor(futures.ThreadPoolExecutor(CALL_THREADS, thread_name_prefix="call"))
-    checks = [] if tokens is None else [TokenCheck(tokens, str(token_path(data_dir)))]  # first: before any other
+    # first: who calls, before anything else; what they may do, once their request is decoded
+    checks = [] if tokens is None else [TokenCheck(tokens, str(token_file))]
+    rules = [] if tokens is None else [Authorize(tokens, roles)]
     server = grpc.aio.server(options=GRPC_OPTIONS,
-                             interceptors=[*checks, RequestDecoding(), StreamLimit(args.max_streams)])
+                             interceptors=[*checks, RequestDecoding(), *rules, StreamLimit(args.max_streams)])
     address = f"{args.listen}:{args.port}"
     try:
         port = (server.add_insecure_port(address) if tls_credentials is None
@@ -186,10 +194,11 @@ async def _serve(args: argparse.Namespace, data_dir: pathlib.Path, token: str | 
     jobs = Jobs(store, runner.capacity)
     controller = Controller(store, jobs, runner, Leases(store.meta, server_id(data_dir), runner.address))
     direct_read = None if args.no_direct_read else store.chunks.describe()
-    pfs_pb2_grpc.add_APIServicer_to_server(ApiServicer(store, runner.name, args.registry, direct_read), server)
+    pfs_pb2_grpc.add_APIServicer_to_server(ApiServicer(store, runner.name, args.registry, direct_read, tokens, roles),
+                                           server)
     chunks_pb2_grpc.add_ChunksServicer_to_server(ChunksServicer(store), server)
     pps_pb2_grpc.add_PPSServicer_to_server(PpsServicer(jobs, Pipelines(store, controller, runner)), server)
-    auth_pb2_grpc.add_AuthServicer_to_server(AuthServicer(tokens), server)
+    auth_pb2_grpc.add_AuthServicer_to_server(AuthServicer(store, tokens, roles), server)
     await server.start()
     over = "" if tls_credentials is None else " over mutual TLS" if args.tls_client_ca else " over TLS"
     print(f"pfs server listening on {args.listen}:{port}{over}, data in {data_dir}, {runner.name} runner",
@@ -202,7 +211,7 @@ async def _serve(args: argparse.Namespace, data_dir: pathlib.Path, token: str | 
     except FailedPrecondition as err:
         print(f"pfs server: pipelines cannot run here: {err}", file=sys.stderr, flush=True)
     ready.notify(args.ready_fd, address=f"{host}:{port}", data_dir=str(data_dir),
-                 token_file=None if token is None else str(token_path(data_dir)))
+                 token_file=None if token is None else str(token_file))
     await asyncio.to_thread(controller.start)
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):

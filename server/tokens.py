@@ -5,25 +5,21 @@ the cluster's root, on this server as on every other of its database. The root m
 (`pfs auth create-token NAME [--ttl]`) and revokes them (`pfs auth revoke`). Tokens are kept as their SHA-256
 only: a token is 32 random bytes, so its hash cannot be turned back, and a copy of the database gives no token.
 A check hashes what a call carries and looks it up (the comparison is of hashes, so it tells nothing of the
-token by its timing) in this server's copy of the records, which a thread of its own reads again every REFRESH
-seconds: a token made or revoked on another server of the cluster counts here within that time, on this one at
-once.
+token by its timing) in this server's copy of the records (server/mirror.py): a token made or revoked on
+another server of the cluster counts here within a second, on this one at once. Who may make and revoke tokens
+is server/rpc/rules.py's to say (the root).
 """
 
 import hashlib
-import logging
 import secrets
-import threading
 import time
 
-from pfs.core.errors import InvalidArgument, NotFound, PermissionDenied, Unauthenticated
+from pfs.core.errors import InvalidArgument, NotFound, Unauthenticated
 from server.meta import MetaStore, StoredToken
-
-log = logging.getLogger(__name__)
+from server.mirror import Mirror
 
 ROOT = "root"
 TOKEN_BYTES = 32
-REFRESH = 1.0  # seconds between reads of the records
 MAX_SUBJECT = 256  # characters of a subject's name
 
 
@@ -32,24 +28,19 @@ def digest(token: str) -> bytes:
 
 
 class Tokens:
-    def __init__(self, meta: MetaStore) -> None:
+    def __init__(self, meta: MetaStore, root: str) -> None:
+        """The tokens of META's cluster, ROOT (this server's own token) recorded as a root token first."""
         self.meta = meta
-        self._known: dict[bytes, StoredToken] = {}
-        self._stopping = threading.Event()
-
-    def start(self, root: str) -> None:
-        """Records ROOT (this server's own token) as a root token, reads the records, and keeps reading them."""
-        with self.meta.transaction() as tx:
+        with meta.transaction() as tx:
             tx.put_token(StoredToken(digest(root), ROOT, time.time()))
-        self._load()
-        threading.Thread(target=self._refresh, name="tokens", daemon=True).start()
+        self._known = Mirror(self._load, "tokens")
 
     def close(self) -> None:
-        self._stopping.set()
+        self._known.close()
 
     def who(self, token: str) -> StoredToken:
         """The record of TOKEN; Unauthenticated, saying why, if it is unknown, expired or revoked."""
-        found = self._known.get(digest(token))
+        found = self._known.value.get(digest(token))
         if found is None:
             raise Unauthenticated("the token given is not one of this cluster's")
         if found.revoked:
@@ -58,9 +49,8 @@ class Tokens:
             raise Unauthenticated(f"the token given (of {found.subject}) has expired")
         return found
 
-    def create(self, caller: StoredToken, subject: str, ttl: float) -> tuple[str, float]:
-        """A new token for SUBJECT lasting TTL seconds (0: until revoked), and when it expires; the root's alone."""
-        _root_only(caller, "make tokens")
+    def create(self, subject: str, ttl: float) -> tuple[str, float]:
+        """A new token for SUBJECT lasting TTL seconds (0: until revoked), and when it expires."""
         if not subject or len(subject) > MAX_SUBJECT or not subject.isprintable():
             raise InvalidArgument(f"a token's subject is a name of 1 to {MAX_SUBJECT} printable characters, "
                                   f"not {subject[:40]!r}")
@@ -73,15 +63,14 @@ class Tokens:
         record = StoredToken(digest(token), subject, now, now + ttl if ttl else 0.0)
         with self.meta.transaction() as tx:
             tx.put_token(record)
-        self._known[record.hash] = record
+        self._known.reload()
         return token, record.expires
 
-    def revoke(self, caller: StoredToken, subject: str, token: str) -> int:
-        """Revokes every token of SUBJECT, or TOKEN; how many. The root's alone, and never a root token (replace a
-        server's DATA_DIR/token instead)."""
-        _root_only(caller, "revoke tokens")
+    def revoke(self, subject: str, token: str) -> int:
+        """Revokes every token of SUBJECT, or TOKEN; how many. Never a root token (replace a server's
+        DATA_DIR/token instead)."""
         hash = digest(token) if token else b""
-        target = self._known.get(hash)
+        target = self._known.value.get(hash)
         if subject == ROOT or (target is not None and target.subject == ROOT):
             raise InvalidArgument("a root token is revoked by replacing its server's DATA_DIR/token (remove the "
                                   "file and restart the server), not here")
@@ -89,24 +78,12 @@ class Tokens:
             raise InvalidArgument("say whose tokens to revoke (a subject), or give the token")
         with self.meta.transaction() as tx:
             count = tx.revoke_tokens(subject, hash, time.time())
-        self._load()
+        self._known.reload()
         if not count:
             raise NotFound(f"no token of {subject!r} to revoke" if subject else "that token is not one of this "
                            "cluster's, or was revoked already")
         return count
 
-    def _load(self) -> None:
+    def _load(self) -> dict[bytes, StoredToken]:
         with self.meta.transaction() as tx:
-            self._known = {t.hash: t for t in tx.tokens()}
-
-    def _refresh(self) -> None:
-        while not self._stopping.wait(REFRESH):
-            try:
-                self._load()
-            except Exception as err:  # noqa: BLE001 - the records as last read serve until the store is back
-                log.debug("cannot read the tokens again: %s", err)
-
-
-def _root_only(caller: StoredToken, what: str) -> None:
-    if caller.subject != ROOT:
-        raise PermissionDenied(f"only the cluster's root may {what}; {caller.subject}'s token may not")
+            return {t.hash: t for t in tx.tokens()}

@@ -23,7 +23,7 @@ def test_the_root_makes_tokens_that_work_until_revoked(server):
     as_token(server, alice, "create-repo", "r")
     assert "r" in server.pfs("list-repo").text
     refused = as_token(server, alice, "auth", "create-token", "bob", check=False)
-    assert_one_line_error(refused, "only the cluster's root may make tokens")
+    assert_one_line_error(refused, "only the cluster's root may call CreateToken")
     assert_one_line_error(as_token(server, alice, "auth", "revoke", "alice", check=False), "only the cluster's root")
     assert server.pfs("auth", "revoke", "alice").text == "revoked 1 token\n"
     assert_one_line_error(as_token(server, alice, "list-repo", check=False), "the token given (of alice) was revoked")
@@ -97,5 +97,22 @@ def test_a_server_without_tokens_says_so(tmp_path):
     try:
         told = run_pfs("auth", "whoami", check=False, env={"PFS_ADDRESS": server.address, "PFS_TOKEN": "x"})
         assert_one_line_error(told, "started with --no-token")
+    finally:
+        server.stop()
+
+
+def test_the_root_token_file_may_be_named_and_is_kept(tmp_path):
+    where = tmp_path / "secrets" / "root"
+    where.parent.mkdir()
+    server = Server(tmp_path / "data", args=("--root-token-file", str(where)))
+    server.start()
+    try:
+        assert server.token_file == str(where) and (where.stat().st_mode & 0o777) == 0o600
+        assert not (tmp_path / "data" / "token").exists()
+        token = where.read_text().strip()
+        assert as_token(server, token, "auth", "whoami").text == "root\n"
+        server.stop()
+        server.start()  # the same file, the same token
+        assert where.read_text().strip() == token and as_token(server, token, "auth", "whoami").text == "root\n"
     finally:
         server.stop()

@@ -378,6 +378,10 @@ def parser() -> argparse.ArgumentParser:
          a("--ttl", metavar="DURATION", help="how long it lasts: 30m, 12h, 7d (default: until revoked)"), under=verbs)
     verb("revoke", tokens.cmd_revoke, "revoke every token of a user, or (no NAME) the token read from stdin "
          "(the root's command)", a("subject", metavar="NAME", nargs="?"), under=verbs)
+    verb("set-role", tokens.cmd_set_role, "give a user a role on a repo: reader, writer or owner (none takes it "
+         "away; the repo's owner's command)", repo, a("subject", metavar="USER"),
+         a("role", metavar="ROLE", choices=("reader", "writer", "owner", "none")), under=verbs)
+    verb("get-roles", tokens.cmd_get_roles, "list the users with a role on a repo", repo, under=verbs)
     return p
 
 

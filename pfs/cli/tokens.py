@@ -1,9 +1,10 @@
-"""The `pfs auth` verbs: login, whoami, create-token, revoke."""
+"""The `pfs auth` verbs: login, whoami, create-token, revoke, set-role, get-roles."""
 
 import os
 import sys
 import time
 
+from pfs.cli import output
 from pfs.client import Client
 from pfs.client.auth import login_path
 from pfs.core.errors import InvalidArgument
@@ -43,6 +44,14 @@ def cmd_revoke(args, client):
     token = sys.stdin.readline().strip() if args.subject is None else ""
     count = client.revoke(args.subject or "", token)
     print(f"revoked {count} token{'s' if count != 1 else ''}")
+
+
+def cmd_set_role(args, client):
+    client.set_role(args.repo, args.subject, args.role)
+
+
+def cmd_get_roles(args, client):
+    output.table(("USER", "ROLE"), sorted(client.get_roles(args.repo).items()))
 
 
 def ttl(text: str) -> float:

@@ -256,6 +256,15 @@ class Client:
         """Revokes every token of SUBJECT, or TOKEN; how many (the root's call)."""
         return self._call(self._auth.Revoke, apb.RevokeRequest(subject=subject, token=token)).revoked
 
+    def set_role(self, repo: str, subject: str, role: str) -> dict[str, str]:
+        """Gives SUBJECT ROLE on REPO (none: takes it away); the roles on REPO now (its owner's call)."""
+        roles = self._call(self._auth.SetRole, apb.SetRoleRequest(repo=repo, subject=subject, role=role))
+        return {r.subject: r.role for r in roles.roles}
+
+    def get_roles(self, repo: str) -> dict[str, str]:
+        """The subjects with a role on REPO, and their roles."""
+        return {r.subject: r.role for r in self._call(self._auth.GetRoles, apb.RolesRequest(repo=repo)).roles}
+
     def list_jobs(self, pipeline: str = "") -> list[JobInfo]:
         return [cv.job_from_pb(j) for j in self._call(self._pps.ListJob, ppb.ListJobRequest(pipeline=pipeline)).jobs]
 

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14pfs/proto/auth.proto\x12\x04\x61uth\"\x0f\n\rWhoAmIRequest\"2\n\x0eWhoAmIResponse\x12\x0f\n\x07subject\x18\x01 \x01(\t\x12\x0f\n\x07\x65xpires\x18\x02 \x01(\x01\"2\n\x12\x43reateTokenRequest\x12\x0f\n\x07subject\x18\x01 \x01(\t\x12\x0b\n\x03ttl\x18\x02 \x01(\x01\"5\n\x13\x43reateTokenResponse\x12\r\n\x05token\x18\x01 \x01(\t\x12\x0f\n\x07\x65xpires\x18\x02 \x01(\x01\"/\n\rRevokeRequest\x12\x0f\n\x07subject\x18\x01 \x01(\t\x12\r\n\x05token\x18\x02 \x01(\t\"!\n\x0eRevokeResponse\x12\x0f\n\x07revoked\x18\x01 \x01(\x05\x32\xb4\x01\n\x04\x41uth\x12\x33\n\x06WhoAmI\x12\x13.auth.WhoAmIRequest\x1a\x14.auth.WhoAmIResponse\x12\x42\n\x0b\x43reateToken\x12\x18.auth.CreateTokenRequest\x1a\x19.auth.CreateTokenResponse\x12\x33\n\x06Revoke\x12\x13.auth.RevokeRequest\x1a\x14.auth.RevokeResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14pfs/proto/auth.proto\x12\x04\x61uth\"\x0f\n\rWhoAmIRequest\"2\n\x0eWhoAmIResponse\x12\x0f\n\x07subject\x18\x01 \x01(\t\x12\x0f\n\x07\x65xpires\x18\x02 \x01(\x01\"2\n\x12\x43reateTokenRequest\x12\x0f\n\x07subject\x18\x01 \x01(\t\x12\x0b\n\x03ttl\x18\x02 \x01(\x01\"5\n\x13\x43reateTokenResponse\x12\r\n\x05token\x18\x01 \x01(\t\x12\x0f\n\x07\x65xpires\x18\x02 \x01(\x01\"/\n\rRevokeRequest\x12\x0f\n\x07subject\x18\x01 \x01(\t\x12\r\n\x05token\x18\x02 \x01(\t\"!\n\x0eRevokeResponse\x12\x0f\n\x07revoked\x18\x01 \x01(\x05\"=\n\x0eSetRoleRequest\x12\x0c\n\x04repo\x18\x01 \x01(\t\x12\x0f\n\x07subject\x18\x02 \x01(\t\x12\x0c\n\x04role\x18\x03 \x01(\t\"\x1c\n\x0cRolesRequest\x12\x0c\n\x04repo\x18\x01 \x01(\t\"%\n\x04Role\x12\x0f\n\x07subject\x18\x01 \x01(\t\x12\x0c\n\x04role\x18\x02 \x01(\t\"\"\n\x05Roles\x12\x19\n\x05roles\x18\x01 \x03(\x0b\x32\n.auth.Role2\x8f\x02\n\x04\x41uth\x12\x33\n\x06WhoAmI\x12\x13.auth.WhoAmIRequest\x1a\x14.auth.WhoAmIResponse\x12\x42\n\x0b\x43reateToken\x12\x18.auth.CreateTokenRequest\x1a\x19.auth.CreateTokenResponse\x12\x33\n\x06Revoke\x12\x13.auth.RevokeRequest\x1a\x14.auth.RevokeResponse\x12,\n\x07SetRole\x12\x14.auth.SetRoleRequest\x1a\x0b.auth.Roles\x12+\n\x08GetRoles\x12\x12.auth.RolesRequest\x1a\x0b.auth.Rolesb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -43,6 +43,14 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_REVOKEREQUEST']._serialized_end=253
   _globals['_REVOKERESPONSE']._serialized_start=255
   _globals['_REVOKERESPONSE']._serialized_end=288
-  _globals['_AUTH']._serialized_start=291
-  _globals['_AUTH']._serialized_end=471
+  _globals['_SETROLEREQUEST']._serialized_start=290
+  _globals['_SETROLEREQUEST']._serialized_end=351
+  _globals['_ROLESREQUEST']._serialized_start=353
+  _globals['_ROLESREQUEST']._serialized_end=381
+  _globals['_ROLE']._serialized_start=383
+  _globals['_ROLE']._serialized_end=420
+  _globals['_ROLES']._serialized_start=422
+  _globals['_ROLES']._serialized_end=456
+  _globals['_AUTH']._serialized_start=459
+  _globals['_AUTH']._serialized_end=730
 # @@protoc_insertion_point(module_scope)

@@ -49,6 +49,16 @@ class AuthStub:
                 request_serializer=pfs_dot_proto_dot_auth__pb2.RevokeRequest.SerializeToString,
                 response_deserializer=pfs_dot_proto_dot_auth__pb2.RevokeResponse.FromString,
                 _registered_method=True)
+        self.SetRole = channel.unary_unary(
+                '/auth.Auth/SetRole',
+                request_serializer=pfs_dot_proto_dot_auth__pb2.SetRoleRequest.SerializeToString,
+                response_deserializer=pfs_dot_proto_dot_auth__pb2.Roles.FromString,
+                _registered_method=True)
+        self.GetRoles = channel.unary_unary(
+                '/auth.Auth/GetRoles',
+                request_serializer=pfs_dot_proto_dot_auth__pb2.RolesRequest.SerializeToString,
+                response_deserializer=pfs_dot_proto_dot_auth__pb2.Roles.FromString,
+                _registered_method=True)
 
 
 class AuthServicer:
@@ -74,6 +84,20 @@ class AuthServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetRole(self, request, context):
+        """the repo's owner (and the root)
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetRoles(self, request, context):
+        """the repo's readers
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AuthServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -91,6 +115,16 @@ def add_AuthServicer_to_server(servicer, server):
                     servicer.Revoke,
                     request_deserializer=pfs_dot_proto_dot_auth__pb2.RevokeRequest.FromString,
                     response_serializer=pfs_dot_proto_dot_auth__pb2.RevokeResponse.SerializeToString,
+            ),
+            'SetRole': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetRole,
+                    request_deserializer=pfs_dot_proto_dot_auth__pb2.SetRoleRequest.FromString,
+                    response_serializer=pfs_dot_proto_dot_auth__pb2.Roles.SerializeToString,
+            ),
+            'GetRoles': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetRoles,
+                    request_deserializer=pfs_dot_proto_dot_auth__pb2.RolesRequest.FromString,
+                    response_serializer=pfs_dot_proto_dot_auth__pb2.Roles.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -174,6 +208,60 @@ class Auth:
             '/auth.Auth/Revoke',
             pfs_dot_proto_dot_auth__pb2.RevokeRequest.SerializeToString,
             pfs_dot_proto_dot_auth__pb2.RevokeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetRole(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/auth.Auth/SetRole',
+            pfs_dot_proto_dot_auth__pb2.SetRoleRequest.SerializeToString,
+            pfs_dot_proto_dot_auth__pb2.Roles.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetRoles(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/auth.Auth/GetRoles',
+            pfs_dot_proto_dot_auth__pb2.RolesRequest.SerializeToString,
+            pfs_dot_proto_dot_auth__pb2.Roles.FromString,
             options,
             channel_credentials,
             insecure,

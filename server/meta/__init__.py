@@ -161,6 +161,14 @@ class Tx(ABC):
         """Revokes, as of WHEN, every token of SUBJECT and the token whose hash is HASH; how many were."""
 
     @abstractmethod
+    def set_role(self, repo: str, subject: str, role: str) -> None:
+        """Gives SUBJECT ROLE on REPO ('' takes it away). A repo's roles go with it."""
+
+    @abstractmethod
+    def roles(self) -> list[tuple[str, str, str]]:
+        """Every (repo, subject, role)."""
+
+    @abstractmethod
     def put_job(self, job: JobInfo) -> None:
         """Stores a new job, or the new state of one, with its shards."""
 

@@ -155,9 +155,15 @@ def _tokens(cur, d: Dialect) -> None:
                 f"revoked DOUBLE PRECISION NOT NULL){d.keyed}")
 
 
+def _roles(cur, d: Dialect) -> None:
+    """Each subject's role on each repo (server/roles.py)."""
+    cur.execute("CREATE TABLE roles (repo TEXT NOT NULL REFERENCES repos(name) ON DELETE CASCADE, subject TEXT NOT "
+                f"NULL, role TEXT NOT NULL, PRIMARY KEY (repo, subject)){d.keyed}")
+
+
 # Step N brings a store of version N - 1 to version N; a store is made at version 0 (the schema, created above)
 # and a new server runs the steps it has not had, in one transaction. Append; never edit a step once released.
-STEPS: list[Callable] = [_codec_form, _cluster_tables, _shard_rows, _tokens]
+STEPS: list[Callable] = [_codec_form, _cluster_tables, _shard_rows, _tokens, _roles]
 
 
 def upgrade(cur, d: Dialect, version: int) -> int:
@@ -377,6 +383,16 @@ class SqlTx(Tx):
         self._execute("UPDATE tokens SET revoked = ? WHERE (subject = ? OR hash = ?) AND revoked = 0",
                       (when, subject, hash))
         return self._cur.rowcount
+
+    def set_role(self, repo: str, subject: str, role: str) -> None:
+        if role:
+            self._execute("INSERT INTO roles (repo, subject, role) VALUES (?, ?, ?) "
+                          "ON CONFLICT (repo, subject) DO UPDATE SET role = excluded.role", (repo, subject, role))
+        else:
+            self._execute("DELETE FROM roles WHERE repo = ? AND subject = ?", (repo, subject))
+
+    def roles(self) -> list[tuple[str, str, str]]:
+        return [tuple(r) for r in self._execute("SELECT repo, subject, role FROM roles").fetchall()]
 
     def put_job(self, job: JobInfo) -> None:
         self._execute("INSERT INTO jobs (id, pipeline, info) VALUES (?, ?, ?) ON CONFLICT (id) DO UPDATE SET "

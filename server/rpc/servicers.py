@@ -20,10 +20,11 @@ from pfs.proto import pps_pb2_grpc
 from server.pps.jobs import Jobs
 from server.pps.pipelines import Pipelines
 from server.rpc import blocking
+from server.roles import OWNER, READER, Roles
 from server.rpc.auth import caller
 from server.rpc.status import translated
 from server.store import Store
-from server.tokens import Tokens
+from server.tokens import ROOT, Tokens
 
 EMPTY = pb.Empty()
 BATCH_BYTES = 4 << 20  # compressed bytes per GetChunks message
@@ -31,11 +32,13 @@ LIST_BATCH = 1000  # files per ListFile message, log lines per GetLogs message
 
 
 class ApiServicer(pfs_pb2_grpc.APIServicer):
-    def __init__(self, store: Store, runner: str, registry: str, direct_read: DirectRead | None) -> None:
+    def __init__(self, store: Store, runner: str, registry: str, direct_read: DirectRead | None,
+                 tokens: Tokens | None, roles: Roles | None) -> None:
         self.store = store
         self.runner = runner  # how pipeline workers run here
         self.registry = registry  # where images without a registry are pushed
         self.direct_read = direct_read  # how clients may read chunks without the server, if they may
+        self.tokens, self.roles = tokens, roles  # None: a server started with --no-token, where anyone may do all
 
     @translated
     def Info(self, request, context):
@@ -45,7 +48,12 @@ class ApiServicer(pfs_pb2_grpc.APIServicer):
 
     @translated
     def CreateRepo(self, request, context):
-        return cv.repo_to_pb(self.store.create_repo(request.name, request.description))
+        repo = self.store.create_repo(request.name, request.description)
+        if self.tokens is not None:
+            me = caller(self.tokens, context.invocation_metadata())
+            if me.subject != ROOT:  # its creator owns it
+                self.roles.set(repo.name, me.subject, OWNER)
+        return cv.repo_to_pb(repo)
 
     @translated
     def InspectRepo(self, request, context):
@@ -53,7 +61,11 @@ class ApiServicer(pfs_pb2_grpc.APIServicer):
 
     @translated
     def ListRepo(self, request, context):
-        return pb.RepoInfos(repos=[cv.repo_to_pb(r) for r in self.store.list_repos()])
+        repos = self.store.list_repos()
+        if self.tokens is not None:  # those the caller may read
+            me = caller(self.tokens, context.invocation_metadata())
+            repos = [r for r in repos if self.roles.allows(me, r.name, READER)]
+        return pb.RepoInfos(repos=[cv.repo_to_pb(r) for r in repos])
 
     @translated
     def DeleteRepo(self, request, context):
@@ -235,24 +247,43 @@ class PpsServicer(pps_pb2_grpc.PPSServicer):
 
 
 class AuthServicer(auth_pb2_grpc.AuthServicer):
-    def __init__(self, tokens: Tokens | None) -> None:
-        self.tokens = tokens  # None: a server started with --no-token
+    """Tokens and roles; who may call which is server/rpc/rules.py's to say."""
 
-    def _caller(self, context):
+    def __init__(self, store: Store, tokens: Tokens | None, roles: Roles | None) -> None:
+        self.store = store
+        self.tokens, self.roles = tokens, roles  # None: a server started with --no-token
+
+    def _with_tokens(self) -> Tokens:
         if self.tokens is None:
             raise FailedPrecondition("this server was started with --no-token: it asks for no token, and knows none")
-        return caller(self.tokens, context.invocation_metadata())
+        return self.tokens
 
     @translated
     def WhoAmI(self, request, context):
-        me = self._caller(context)
+        me = caller(self._with_tokens(), context.invocation_metadata())
         return apb.WhoAmIResponse(subject=me.subject, expires=me.expires)
 
     @translated
     def CreateToken(self, request, context):
-        token, expires = self.tokens.create(self._caller(context), request.subject, request.ttl)
+        token, expires = self._with_tokens().create(request.subject, request.ttl)
         return apb.CreateTokenResponse(token=token, expires=expires)
 
     @translated
     def Revoke(self, request, context):
-        return apb.RevokeResponse(revoked=self.tokens.revoke(self._caller(context), request.subject, request.token))
+        return apb.RevokeResponse(revoked=self._with_tokens().revoke(request.subject, request.token))
+
+    @translated
+    def SetRole(self, request, context):
+        self._with_tokens()
+        self.store.inspect_repo(request.repo)  # NotFound for a repo that is not there
+        self.roles.set(request.repo, request.subject, request.role)
+        return self._roles(request.repo)
+
+    @translated
+    def GetRoles(self, request, context):
+        self._with_tokens()
+        self.store.inspect_repo(request.repo)
+        return self._roles(request.repo)
+
+    def _roles(self, repo: str) -> apb.Roles:
+        return apb.Roles(roles=[apb.Role(subject=s, role=r) for s, r in sorted(self.roles.of(repo).items())])

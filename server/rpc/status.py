@@ -32,7 +32,7 @@ MAX_MESSAGE = 500  # characters of a status message (12 bytes each at most, perc
 # trailing metadata past 8 KiB, and a refusal that quotes a value need not quote all of it
 
 
-async def _abort(context: grpc.aio.ServicerContext, exc: Exception) -> None:
+async def abort(context: grpc.aio.ServicerContext, exc: Exception) -> None:
     if isinstance(exc, PfsError):
         message = str(exc)
         await context.abort(CODES[exc.kind], message if len(message) <= MAX_MESSAGE else f"{message[:MAX_MESSAGE]}...",
@@ -65,7 +65,7 @@ def _streaming(method: Callable, responses: Callable[..., AsyncIterator]) -> Cal
             async for response in responses(self, request, context):
                 yield response
         except Exception as exc:  # noqa: BLE001 - every error becomes a status
-            await _abort(context, exc)
+            await abort(context, exc)
 
     return streaming
 
@@ -76,6 +76,6 @@ def _unary(method: Callable, response: Callable[..., Awaitable]) -> Callable:
         try:
             return await response(self, request, context)
         except Exception as exc:  # noqa: BLE001
-            await _abort(context, exc)
+            await abort(context, exc)
 
     return unary

@@ -1,0 +1,119 @@
+"""Who may call what: one rule for every RPC, checked once its request is decoded and before its servicer runs.
+
+A rule asks for a role on the repo the request names (server/roles.py), or for the cluster's root, or for no
+more than a valid token (which server/rpc/auth.py has checked already). Pipelines, jobs and workers are the
+root's (a server's workers carry its own token); chunks are anyone's, since a chunk is named by the hash of its
+bytes and belongs to no repo (a repo's reader learns the names of its chunks). An RPC without a rule is refused:
+tests/test_roles.py checks that every RPC of the service definitions has one.
+"""
+
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import grpc
+
+from pfs.core.errors import PermissionDenied, PfsError
+from server.meta import StoredToken
+from server.roles import OWNER, READER, WRITER, Roles
+from server.rpc.auth import caller
+from server.rpc.handlers import around
+from server.rpc.status import abort
+from server.tokens import ROOT, Tokens
+
+log = logging.getLogger(__name__)
+
+ANY = "any"  # any valid token
+
+
+@dataclass(frozen=True)
+class Rule:
+    need: str  # ANY, ROOT, or the role on the repo REPO names
+    repo: Callable[[object], str] | None = None  # the repo a request names
+    what: str = ""  # what a refusal says the caller may not do (to the repo)
+
+    def check(self, roles: Roles, who: StoredToken, request: object, method: str) -> None:
+        if self.need == ROOT and who.subject != ROOT:
+            raise PermissionDenied(f"only the cluster's root may call {method.rsplit('/', 1)[-1]}; "
+                                   f"{who.subject}'s token may not")
+        if self.repo is not None:
+            roles.check(who, self.repo(request), self.need, self.what)
+
+
+def _name(request) -> str:
+    return request.name
+
+
+def _repo(request) -> str:
+    return request.repo
+
+
+def _commit(request) -> str:
+    return request.commit.repo
+
+
+RULES = {
+    "/pfs.API/Info": Rule(ANY),
+    "/pfs.API/CreateRepo": Rule(ANY),  # its creator owns it
+    "/pfs.API/InspectRepo": Rule(READER, _name, "read"),
+    "/pfs.API/ListRepo": Rule(ANY),  # the repos the caller may read
+    "/pfs.API/DeleteRepo": Rule(OWNER, _name, "delete"),
+    "/pfs.API/StartCommit": Rule(WRITER, _repo, "commit to"),
+    "/pfs.API/FinishCommit": Rule(WRITER, _repo, "commit to"),
+    "/pfs.API/InspectCommit": Rule(READER, _repo, "read"),
+    "/pfs.API/ListCommit": Rule(READER, _repo, "read"),
+    "/pfs.API/DeleteCommit": Rule(WRITER, _repo, "delete commits of"),
+    "/pfs.API/SubscribeCommit": Rule(READER, _repo, "read"),
+    "/pfs.API/ListBranch": Rule(READER, _name, "read"),
+    "/pfs.API/SetBranch": Rule(WRITER, _commit, "move branches of"),
+    "/pfs.API/PutFiles": Rule(WRITER, _commit, "write to"),
+    "/pfs.API/InspectFile": Rule(READER, _commit, "read"),
+    "/pfs.API/ListFile": Rule(READER, _commit, "read"),
+    "/pfs.API/DeleteFile": Rule(WRITER, _commit, "write to"),
+    "/pfs.Chunks/MissingChunks": Rule(ANY),
+    "/pfs.Chunks/PutChunks": Rule(ANY),
+    "/pfs.Chunks/GetChunks": Rule(ANY),
+    "/pfs.Chunks/LocateChunks": Rule(ANY),
+    **{f"/pps.PPS/{m}": Rule(ROOT) for m in (
+        "CreatePipeline", "InspectPipeline", "ListPipeline", "DeletePipeline", "StopPipeline", "StartPipeline",
+        "CreateJob", "InspectJob", "ListJob", "StartShard", "PutShardFiles", "FinishShard", "PutLogs", "GetLogs")},
+    "/pps.PPS/FlushCommit": Rule(READER, _repo, "read"),
+    "/auth.Auth/WhoAmI": Rule(ANY),
+    "/auth.Auth/CreateToken": Rule(ROOT),
+    "/auth.Auth/Revoke": Rule(ROOT),
+    "/auth.Auth/SetRole": Rule(OWNER, _repo, "give roles on"),
+    "/auth.Auth/GetRoles": Rule(READER, _repo, "read"),
+}
+
+
+class Authorize(grpc.aio.ServerInterceptor):
+    """Runs each method's rule before its servicer; a refusal is PERMISSION_DENIED in one line."""
+
+    def __init__(self, tokens: Tokens, roles: Roles) -> None:
+        self._tokens = tokens
+        self._roles = roles
+        self._handlers: dict[str, grpc.RpcMethodHandler | None] = {}
+
+    async def intercept_service(self, continuation: Callable, handler_call_details: grpc.HandlerCallDetails):
+        method = handler_call_details.method
+        if method not in self._handlers:
+            handler = await continuation(handler_call_details)
+            self._handlers[method] = None if handler is None else around(handler, self._checking(method))
+        return self._handlers[method]
+
+    def _checking(self, method: str):
+        rule = RULES.get(method)
+
+        @asynccontextmanager
+        async def checked(request, context: grpc.aio.ServicerContext) -> AsyncIterator:
+            try:
+                if rule is None:
+                    raise PermissionDenied(f"{method} has no rule of who may call it, so nobody may")
+                rule.check(self._roles, caller(self._tokens, context.invocation_metadata()), request, method)
+            except PfsError as err:  # refused; or the token expired since server/rpc/auth.py passed it
+                log.warning("refused %s from %s: %s", method, context.peer(), err)
+                await abort(context, err)
+            yield request
+
+        return checked

@@ -1,0 +1,135 @@
+"""Roles per repo, and the rule of every RPC: a table of RPC x caller -> allowed or refused, made from the service
+definitions themselves, so that an RPC added without a rule fails here. Real server, real tokens, raw gRPC."""
+
+import grpc
+import pytest
+from google.protobuf import message_factory
+from google.protobuf.descriptor import FieldDescriptor
+
+from conftest import assert_one_line_error, run_pfs
+from pfs.client import auth
+from pfs.core.errors import NotFound
+from pfs.core.model import CommitRef
+from pfs.proto import auth_pb2, chunks_pb2, pfs_pb2, pps_pb2
+from server.roles import OWNER, RANK, READER, WRITER
+from server.rpc.rules import ANY, RULES
+from server.tokens import ROOT
+
+REPO = "r"
+MODULES = (pfs_pb2, chunks_pb2, pps_pb2, auth_pb2)
+METHODS = [(f"/{s.full_name}/{m.name}", m) for mod in MODULES for s in mod.DESCRIPTOR.services_by_name.values()
+           for m in s.methods]
+SUBJECTS = ("nobody", "reader", "writer", "owner")  # each with that role on REPO (nobody: none)
+DENIED = {grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED}
+
+
+def test_every_rpc_has_the_rule_its_verb_calls_for():
+    assert {name for name, _ in METHODS} == set(RULES)
+    assert {name: rule.need for name, rule in RULES.items()} == {name: expected(name) for name, _ in METHODS}
+
+
+def aimed(descriptor):
+    """A request of DESCRIPTOR's type naming REPO wherever it names a repo (repo, name, a commit's repo) and
+    master wherever it names a ref; its other fields empty."""
+    message = message_factory.GetMessageClass(descriptor)()
+    for field in descriptor.fields:
+        if field.type == FieldDescriptor.TYPE_STRING and field.name in ("repo", "name") and not field.is_repeated:
+            setattr(message, field.name, REPO)
+        elif field.name == "ref" and field.type == FieldDescriptor.TYPE_STRING:
+            message.ref = "master"
+        elif field.type == FieldDescriptor.TYPE_MESSAGE and field.name == "commit":
+            getattr(message, field.name).CopyFrom(aimed(field.message_type))
+    return message
+
+
+@pytest.fixture
+def callers(server):
+    """A token for each of SUBJECTS, and the root's (the server's own)."""
+    with server.client() as root:
+        tokens = {s: root.create_token(s)[0] for s in SUBJECTS}
+    return {**tokens, ROOT: server.token}
+
+
+def restore(server) -> None:
+    """REPO as every call expects to find it: there, with a finished commit holding a file, and the roles."""
+    with server.client() as root:
+        try:
+            root.inspect_repo(REPO)
+        except NotFound:
+            root.create_repo(REPO)
+        if "master" not in {b.name for b in root.list_branches(REPO)}:
+            server.pfs("put-file", REPO, "master", "f", "-c", "-f", "-", input=b"x\n")
+        head = root.inspect_commit(CommitRef(REPO, "master"))
+        if not head.is_finished:  # a writer's StartCommit
+            root.finish_commit(CommitRef(REPO, head.id))
+        for role in RANK:
+            root.set_role(REPO, role, role)
+
+
+def outcome(server, token: str, name: str, method) -> grpc.StatusCode:
+    body = aimed(method.input_type).SerializeToString()
+    with auth.channel(server.address, token) as channel:
+        if method.client_streaming:
+            call = channel.stream_unary(name)
+            request = iter([body])
+        else:
+            call = (channel.unary_stream if method.server_streaming else channel.unary_unary)(name)
+            request = body
+        try:
+            answer = call(request, timeout=3)
+            if method.server_streaming:
+                next(iter(answer), None)
+        except grpc.RpcError as err:
+            return err.code()
+    return grpc.StatusCode.OK
+
+
+def expected(name: str) -> str:
+    """What calling NAME should take, by what the method does: its service and its verb."""
+    service, method = name.split("/")[1:]
+    if service == "pps.PPS":  # pipelines, jobs and workers are the root's; flush-commit waits on a commit
+        return READER if method == "FlushCommit" else ROOT
+    if service == "pfs.Chunks" or method in ("Info", "CreateRepo", "ListRepo", "WhoAmI"):
+        return ANY
+    if method in ("CreateToken", "Revoke"):
+        return ROOT
+    if method in ("DeleteRepo", "SetRole"):
+        return OWNER
+    return READER if method.startswith(("Inspect", "List", "Subscribe", "Get")) else WRITER
+
+
+def allowed(need: str, subject: str) -> bool:
+    if subject == ROOT or need == ANY:
+        return True
+    return need != ROOT and RANK.get(subject, 0) >= RANK[need]
+
+
+@pytest.mark.slow  # some 200 calls, each after putting the repo back as it was
+def test_every_rpc_allows_exactly_the_callers_its_rule_names(server, callers):
+    wrong = []
+    for name, method in METHODS:
+        for subject, token in callers.items():
+            restore(server)
+            code = outcome(server, token, name, method)
+            if (code not in DENIED) != allowed(expected(name), subject):
+                wrong.append((name, subject, code))
+    assert wrong == []
+
+
+def test_roles_decide_what_a_user_may_do_and_refusals_are_one_line(server, callers):
+    server.pfs("create-repo", REPO)
+    env = {"PFS_ADDRESS": server.address}
+    as_ = lambda who, *args, **kw: run_pfs(*args, env={**env, "PFS_TOKEN": callers[who]}, **kw)  # noqa: E731
+    refused = as_("nobody", "list-file", REPO, "master", check=False)
+    assert_one_line_error(refused, "nobody may not read repo 'r'", "pfs auth set-role r nobody reader")
+    assert REPO not in as_("nobody", "list-repo").text  # a repo one may not read is not listed
+    server.pfs("auth", "set-role", REPO, "writer", "writer")
+    as_("writer", "put-file", REPO, "master", "f", "-c", "-f", "-", input=b"w\n")
+    assert_one_line_error(as_("writer", "delete-repo", REPO, check=False), "takes owner")
+    assert_one_line_error(as_("writer", "auth", "set-role", REPO, "nobody", "reader", check=False), "takes owner")
+    as_("writer", "create-repo", "mine")  # a repo one creates is one's own
+    as_("writer", "auth", "set-role", "mine", "nobody", "reader")
+    assert as_("nobody", "auth", "get-roles", "mine").text.split() == ["USER", "ROLE", "nobody", "reader", "writer",
+                                                                       "owner"]
+    server.pfs("auth", "set-role", REPO, "writer", "none")
+    assert_one_line_error(as_("writer", "get-file", REPO, "master", "f", check=False), "has no role there")

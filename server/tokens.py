@@ -28,11 +28,14 @@ def digest(token: str) -> bytes:
 
 
 class Tokens:
-    def __init__(self, meta: MetaStore, root: str) -> None:
-        """The tokens of META's cluster, ROOT (this server's own token) recorded as a root token first."""
+    def __init__(self, meta: MetaStore, root: str, server: str) -> None:
+        """The tokens of META's cluster, ROOT (the own token of this server, SERVER) recorded first as a root
+        token, and any other this server had before revoked (its token file was replaced)."""
         self.meta = meta
+        now = time.time()
         with meta.transaction() as tx:
-            tx.put_token(StoredToken(digest(root), ROOT, time.time()))
+            tx.put_token(StoredToken(digest(root), ROOT, now, server=server))
+            tx.retire_server_tokens(server, digest(root), now)
         self._known = Mirror(self._load, "tokens")
 
     def close(self) -> None:

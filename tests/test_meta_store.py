@@ -173,3 +173,7 @@ def test_tokens_are_kept_by_hash_and_revoked_by_subject_or_hash(meta):
         assert sorted(tx.tokens(), key=lambda t: t.hash) == [
             StoredToken(b"\0" * 32, "alice", 1.0, 99.0, 5.0), StoredToken(b"\1" * 32, "alice", 1.0, 0.0, 5.0),
             StoredToken(b"\2" * 32, "bob", 1.0, 0.0, 6.0)]
+        for n in (7, 8, 9):  # server s's own tokens, one after another
+            tx.put_token(StoredToken(bytes([n]) * 32, "root", 1.0, server="s"))
+        assert tx.retire_server_tokens("s", b"\x09" * 32, 10.0) == 2
+        assert {t.hash[0]: t.revoked for t in tx.tokens() if t.server == "s"} == {7: 10.0, 8: 10.0, 9: 0.0}

@@ -2,6 +2,7 @@
 CLI logs in with one; only hashes are stored; and in a cluster a token made or revoked on one server counts on
 every other. Real servers, the real CLI."""
 
+import pathlib
 import sqlite3
 import time
 
@@ -116,3 +117,12 @@ def test_the_root_token_file_may_be_named_and_is_kept(tmp_path):
         assert where.read_text().strip() == token and as_token(server, token, "auth", "whoami").text == "root\n"
     finally:
         server.stop()
+
+
+def test_a_replaced_token_file_revokes_the_server_s_old_root_token(server):
+    old = server.token
+    server.stop()
+    pathlib.Path(server.token_file).unlink()
+    server.start()  # makes a new one
+    assert server.token != old and server.pfs("auth", "whoami").text == "root\n"
+    assert_one_line_error(as_token(server, old, "list-repo", check=False), "the token given (of root) was revoked")

@@ -37,13 +37,14 @@ class StoredChunk:
 @dataclass(frozen=True)
 class StoredToken:
     """A token by its SHA-256 (never the token itself): the SUBJECT it stands for, when it was made, when it expires
-    and when it was revoked (0: never)."""
+    and when it was revoked (0: never), and for a server's own token, that SERVER's id."""
 
     hash: bytes
     subject: str
     created: float
     expires: float = 0.0
     revoked: float = 0.0
+    server: str = ""  # the server whose own (root) token it is ('' : a token made for someone)
 
 
 class Tx(ABC):
@@ -155,6 +156,11 @@ class Tx(ABC):
     @abstractmethod
     def tokens(self) -> list[StoredToken]:
         """Every token recorded, revoked and expired ones too."""
+
+    @abstractmethod
+    def retire_server_tokens(self, server: str, keep: bytes, when: float) -> int:
+        """Revokes, as of WHEN, SERVER's own tokens but the one whose hash is KEEP (its token file was replaced);
+        how many were."""
 
     @abstractmethod
     def revoke_tokens(self, subject: str, hash: bytes, when: float) -> int:

@@ -149,10 +149,11 @@ def _shard_rows(cur, d: Dialect) -> None:
 
 
 def _tokens(cur, d: Dialect) -> None:
-    """Tokens, by the SHA-256 of each (a token itself is never stored): whom it stands for, until when."""
+    """Tokens, by the SHA-256 of each (a token itself is never stored): whom it stands for, until when, and for a
+    server's own (root) token, which server's it is."""
     cur.execute(f"CREATE TABLE tokens (hash {d.blob} PRIMARY KEY, subject TEXT NOT NULL, "
                 "created DOUBLE PRECISION NOT NULL, expires DOUBLE PRECISION NOT NULL, "
-                f"revoked DOUBLE PRECISION NOT NULL){d.keyed}")
+                f"revoked DOUBLE PRECISION NOT NULL, server TEXT NOT NULL){d.keyed}")
 
 
 def _roles(cur, d: Dialect) -> None:
@@ -372,12 +373,18 @@ class SqlTx(Tx):
         self._execute("DELETE FROM servers WHERE id = ?", (server,))
 
     def put_token(self, token: StoredToken) -> None:
-        self._execute("INSERT INTO tokens (hash, subject, created, expires, revoked) VALUES (?, ?, ?, ?, ?) "
-                      "ON CONFLICT DO NOTHING", (token.hash, token.subject, token.created, token.expires, token.revoked))
+        t = token
+        self._execute("INSERT INTO tokens (hash, subject, created, expires, revoked, server) VALUES (?, ?, ?, ?, ?, ?) "
+                      "ON CONFLICT DO NOTHING", (t.hash, t.subject, t.created, t.expires, t.revoked, t.server))
 
     def tokens(self) -> list[StoredToken]:
-        rows = self._execute("SELECT hash, subject, created, expires, revoked FROM tokens").fetchall()
+        rows = self._execute("SELECT hash, subject, created, expires, revoked, server FROM tokens").fetchall()
         return [StoredToken(*r) for r in rows]
+
+    def retire_server_tokens(self, server: str, keep: bytes, when: float) -> int:
+        self._execute("UPDATE tokens SET revoked = ? WHERE server = ? AND hash != ? AND revoked = 0",
+                      (when, server, keep))
+        return self._cur.rowcount
 
     def revoke_tokens(self, subject: str, hash: bytes, when: float) -> int:
         self._execute("UPDATE tokens SET revoked = ? WHERE (subject = ? OR hash = ?) AND revoked = 0",

@@ -42,6 +42,7 @@ from server.storage.local import LocalChunkStore
 from server.store import Store
 from server.roles import Roles
 from server.rpc.rules import Authorize
+from server.pps.job_tokens import JobTokens
 from server.tokens import Tokens
 
 DEFAULT_PORT = 30650
@@ -189,10 +190,11 @@ async def _serve(args: argparse.Namespace, data_dir: pathlib.Path, token_file: p
         raise SystemExit(f"pfs server: cannot listen on {address} (in use, or not an address of this machine)")
     # workers on this machine (or in containers on its network) reach the server here
     host = "127.0.0.1" if args.listen in ("0.0.0.0", "::", "[::]") else args.listen
-    runner = RUNNERS[args.runner](f"{host}:{port}", data_dir / "workers", token,
+    runner = RUNNERS[args.runner](f"{host}:{port}", data_dir / "workers",
                                   tls_ca=args.tls_cert if tls_credentials else None)
     jobs = Jobs(store, runner.capacity)
-    controller = Controller(store, jobs, runner, Leases(store.meta, server_id(data_dir), runner.address))
+    controller = Controller(store, jobs, runner, Leases(store.meta, server_id(data_dir), runner.address),
+                            None if tokens is None else JobTokens(tokens, roles))
     direct_read = None if args.no_direct_read else store.chunks.describe()
     pfs_pb2_grpc.add_APIServicer_to_server(ApiServicer(store, runner.name, args.registry, direct_read, tokens, roles),
                                            server)

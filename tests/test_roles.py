@@ -1,18 +1,22 @@
 """Roles per repo, and the rule of every RPC: a table of RPC x caller -> allowed or refused, made from the service
 definitions themselves, so that an RPC added without a rule fails here. Real server, real tokens, raw gRPC."""
 
+import pathlib
+
 import grpc
 import pytest
 from google.protobuf import message_factory
 from google.protobuf.descriptor import FieldDescriptor
 
-from conftest import assert_one_line_error, run_pfs
+from conftest import assert_one_line_error, needs, run_pfs, wait_for
+from test_controller import slow_job, workers_of
+from test_pipelines import put
 from pfs.client import auth
 from pfs.core.errors import NotFound
 from pfs.core.model import CommitRef
 from pfs.proto import auth_pb2, chunks_pb2, pfs_pb2, pps_pb2
 from server.roles import OWNER, RANK, READER, WRITER
-from server.rpc.rules import ANY, RULES
+from server.rpc.rules import ANY, JOB, RULES
 from server.tokens import ROOT
 
 REPO = "r"
@@ -87,8 +91,9 @@ def outcome(server, token: str, name: str, method) -> grpc.StatusCode:
 def expected(name: str) -> str:
     """What calling NAME should take, by what the method does: its service and its verb."""
     service, method = name.split("/")[1:]
-    if service == "pps.PPS":  # pipelines, jobs and workers are the root's; flush-commit waits on a commit
-        return READER if method == "FlushCommit" else ROOT
+    if service == "pps.PPS":  # pipelines and jobs are the root's, workers' reports their job's; flush waits on a commit
+        return {"FlushCommit": READER, "StartShard": JOB, "PutShardFiles": JOB, "FinishShard": JOB,
+                "PutLogs": JOB}.get(method, ROOT)
     if service == "pfs.Chunks" or method in ("Info", "CreateRepo", "ListRepo", "WhoAmI"):
         return ANY
     if method in ("CreateToken", "Revoke"):
@@ -99,9 +104,10 @@ def expected(name: str) -> str:
 
 
 def allowed(need: str, subject: str) -> bool:
+    """Whether SUBJECT (none of them a job's) may call what takes NEED."""
     if subject == ROOT or need == ANY:
         return True
-    return need != ROOT and RANK.get(subject, 0) >= RANK[need]
+    return need not in (ROOT, JOB) and RANK.get(subject, 0) >= RANK[need]
 
 
 @pytest.mark.slow  # some 200 calls, each after putting the repo back as it was
@@ -133,3 +139,42 @@ def test_roles_decide_what_a_user_may_do_and_refusals_are_one_line(server, calle
                                                                        "owner"]
     server.pfs("auth", "set-role", REPO, "writer", "none")
     assert_one_line_error(as_("writer", "get-file", REPO, "master", "f", check=False), "has no role there")
+
+
+def worker_token(job_id: str) -> str:
+    """The token job JOB_ID's job-shim carries (in its environment: root may read it)."""
+    for pid in workers_of(job_id):
+        try:
+            environ = pathlib.Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        for var in environ:
+            if var.startswith(b"PFS_TOKEN="):
+                return var.removeprefix(b"PFS_TOKEN=").decode()
+    raise AssertionError(f"no worker of job {job_id} carries a token")
+
+
+@pytest.mark.slow
+@needs("fusermount3", "setpriv", root=True, fuse=True)
+def test_a_worker_s_token_reads_its_inputs_and_reports_for_its_own_job_only(server, tmp_path):
+    put(server, "other", {"y": b"2\n"})
+    job = slow_job(server, tmp_path)  # its worker is running now
+    token = worker_token(job["id"])
+    assert token != server.token
+    env = {"PFS_ADDRESS": server.address, "PFS_TOKEN": token}
+    assert run_pfs("auth", "whoami", env=env).text.startswith(f"job:{job['id']} ")
+    assert run_pfs("get-file", "data", "master", "x", env=env).stdout == b"1\n"  # its input
+    assert_one_line_error(run_pfs("get-file", "other", "master", "y", env=env, check=False), "may not read repo 'other'")
+    assert_one_line_error(run_pfs("put-file", "data", "master", "z", "-c", "-f", "-", input=b"z", env=env,
+                                  check=False), "may not commit to repo 'data'")
+    assert_one_line_error(run_pfs("list-pipeline", env=env, check=False), "only the cluster's root")
+    with auth.channel(server.address, token) as channel:  # another job's reports
+        for call, request in (("StartShard", pps_pb2.ShardRequest(job="f" * 32, shard=0)),
+                              ("FinishShard", pps_pb2.ShardResult(job="f" * 32, shard=0, attempt=1))):
+            with pytest.raises(grpc.RpcError) as err:
+                channel.unary_unary(f"/pps.PPS/{call}")(request.SerializeToString(), timeout=10)
+            assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED and "only a job's own workers" in \
+                err.value.details()
+    server.pfs("stop-pipeline", "slow")  # the job ends: its token goes with it
+    wait_for(lambda: run_pfs("auth", "whoami", env=env, check=False).returncode != 0, 30)
+    assert_one_line_error(run_pfs("auth", "whoami", env=env, check=False), "was revoked")

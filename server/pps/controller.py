@@ -21,6 +21,7 @@ from pfs.core import names
 from pfs.core.errors import FailedPrecondition, NotFound, PfsError, Unavailable
 from pfs.core.model import CommitRef, InputSpec, JobInfo, JobState, PipelineInfo, PipelineState, ShardInfo, ShardState
 from server.meta import Tx
+from server.pps.job_tokens import JobTokens
 from server.pps.jobs import Jobs
 from server.pps.leases import LeaseLost, Leases
 from server.pps.runners import Runner
@@ -46,11 +47,13 @@ class _Failing:
 
 
 class Controller:
-    def __init__(self, store: Store, jobs: Jobs, runner: Runner, leases: Leases) -> None:
+    def __init__(self, store: Store, jobs: Jobs, runner: Runner, leases: Leases,
+                 job_tokens: JobTokens | None = None) -> None:
         self.store = store
         self.jobs = jobs
         self.runner = runner
         self.leases = leases
+        self.job_tokens = job_tokens  # what workers show the cluster (None: a server that asks for no token)
         self._failing: dict[str, _Failing] = {}
         self._said = ""  # what the loop itself last logged failing
         self._stopping = threading.Event()
@@ -129,7 +132,8 @@ class Controller:
         return busy
 
     def _collect(self) -> None:
-        """Reports this server's workers that ended without reporting, and stops those whose job ended."""
+        """Reports this server's workers that ended without reporting, stops those whose job ended, and revokes the
+        tokens of ended jobs."""
         for e in self.runner.poll():
             last = e.tail.splitlines()[-1] if e.tail else ""
             self._report(e.job, e.shard, e.attempt, f"its worker exited with status {e.code} without reporting: {last}")
@@ -140,6 +144,10 @@ class Controller:
                 done = True
             if done:
                 self.runner.cancel(job_id)
+        for job_id in self.job_tokens.held() if self.job_tokens else ():
+            job = self.jobs.inspect_job(job_id)
+            if job.is_done:
+                self.job_tokens.ended(job)
 
     def _failed(self, name: str, err: Exception) -> None:
         """Logs ERR (once while it repeats), records it on the pipeline and waits longer each time to try again."""
@@ -263,7 +271,8 @@ class Controller:
             job = self.jobs.launch_shard(job.id, index, self.leases.server, self.leases.fence(job.pipeline))
             attempt = job.shards[index].attempts
             try:
-                self.runner.launch(job, index, attempt, self.leases.addresses())
+                token = self.job_tokens.token(job) if self.job_tokens else None
+                self.runner.launch(job, index, attempt, self.leases.addresses(), token)
             except Exception as err:
                 if not self._stopping.is_set():
                     self._report(job.id, index, attempt, f"its worker could not start: {_describe(err)}")

@@ -57,30 +57,31 @@ class Runner(ABC):
 
     name = ""
 
-    def __init__(self, address: str, workspaces: Path, token: str | None = None, tls_ca: str | None = None) -> None:
+    def __init__(self, address: str, workspaces: Path, tls_ca: str | None = None) -> None:
         self.address = address  # where workers reach this server
         self.workspaces = workspaces  # where each worker gets a directory of its own (local workers: their /pfs)
-        self.token = token  # what workers show it (None: a server started with --no-token)
         self.tls_ca = tls_ca  # the CA workers trust, of a server serving TLS when its environment names none
         self._workers: list[_Worker] = []
         self._lock = threading.Lock()
         self._closed = False
 
     @abstractmethod
-    def command(self, job: JobInfo, shard: int, attempt: int, workspace: Path, address: str) -> list[str]:
-        """The command that runs the worker of try ATTEMPT at SHARD, reporting to ADDRESS."""
+    def command(self, job: JobInfo, shard: int, attempt: int, workspace: Path, address: str,
+                token: str | None) -> list[str]:
+        """The command that runs the worker of try ATTEMPT at SHARD, reporting to ADDRESS with TOKEN (None: to a
+        server that asks for none)."""
 
     def check_tools(self) -> None:
         """Refuses, in one line, when a tool this runner needs is missing."""
 
-    def env(self) -> dict[str, str]:
+    def env(self, token: str | None) -> dict[str, str]:
         """The environment of the process a worker starts with: this server's (with its PFS_TLS_* files, which
-        workers use as clients do), its TLS CA if it serves TLS and names none, and its token as PFS_TOKEN (in
-        the environment, never on a command line that `ps` shows)."""
-        env = {k: v for k, v in os.environ.items() if k != "PFS_TOKEN"}
+        workers use as clients do), its TLS CA if it serves TLS and names none, and the worker's TOKEN as
+        PFS_TOKEN (in the environment, never on a command line that `ps` shows)."""
+        env = {k: v for k, v in os.environ.items() if k not in ("PFS_TOKEN", "PFS_TOKEN_FILE")}
         if self.tls_ca and not env.get("PFS_TLS_CA"):
             env["PFS_TLS_CA"] = self.tls_ca
-        return env if self.token is None else {**env, "PFS_TOKEN": self.token}
+        return env if token is None else {**env, "PFS_TOKEN": token}
 
     def check(self, image: str) -> None:
         """Refuses a pipeline this runner cannot run."""
@@ -90,9 +91,9 @@ class Runner(ABC):
         """What a COEFFICIENT parallelism multiplies: this machine's cores (workers of both runners run here)."""
         return os.cpu_count() or 1
 
-    def launch(self, job: JobInfo, shard: int, attempt: int, address: str) -> None:
+    def launch(self, job: JobInfo, shard: int, attempt: int, address: str, token: str | None) -> None:
         """Starts the worker of try ATTEMPT at SHARD, which reports to ADDRESS (the servers of the cluster, this
-        one first); it runs until it ends (see poll) or is cancelled."""
+        one first) with TOKEN (its job's); it runs until it ends (see poll) or is cancelled."""
         workspace = self.workspaces / f"{job.id}-{shard}-{attempt}"
         workspace.mkdir(parents=True, exist_ok=True)
         try:
@@ -105,9 +106,9 @@ class Runner(ABC):
                 if self._closed:
                     raise Unavailable("the server is stopping")
                 # a process group of its own: what the command left running ends with the worker
-                proc = subprocess.Popen(self.command(job, shard, attempt, workspace, address),
+                proc = subprocess.Popen(self.command(job, shard, attempt, workspace, address, token),
                                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr,
-                                        start_new_session=True, env=self.env())
+                                        start_new_session=True, env=self.env(token))
                 self._workers.append(_Worker(proc, job.id, shard, attempt, workspace, stderr))
         except BaseException:
             _clean(workspace, stderr)
@@ -208,7 +209,8 @@ class LocalRunner(Runner):
         except FailedPrecondition as err:
             raise FailedPrecondition(f"the local runner needs setpriv: {err}") from None
 
-    def command(self, job: JobInfo, shard: int, attempt: int, workspace: Path, address: str) -> list[str]:
+    def command(self, job: JobInfo, shard: int, attempt: int, workspace: Path, address: str,
+                token: str | None) -> list[str]:
         # the worker dies with the server (setpriv --pdeathsig): a restarted server runs the shard again
         return [*tools.die_with_parent("KILL"), self.shim, "--address", address, "--job", job.id,
                 "--shard", str(shard), "--attempt", str(attempt), "--workspace", str(workspace)]
@@ -232,17 +234,18 @@ class ContainerRunner(Runner):
                                   "in the pipeline's image (one with job-shim, e.g. FROM pfs/job-shim)")
         image_ref.parse(image)
 
-    def command(self, job: JobInfo, shard: int, attempt: int, workspace: Path, address: str) -> list[str]:
+    def command(self, job: JobInfo, shard: int, attempt: int, workspace: Path, address: str,
+                token: str | None) -> list[str]:
         image = job.transform.image
         registry = image_ref.parse(image)[0]
         # a registry on loopback (where --push-images put the image, say) speaks plain HTTP
         podman = Path(self.engine or "").name == "podman"
         tls = ["--tls-verify=false"] if podman and registry and image_ref.is_loopback(registry) else []
-        token = [] if self.token is None else ["-e", "PFS_TOKEN"]  # by name: its value is in the engine's env
-        env = self.env()
+        given = [] if token is None else ["-e", "PFS_TOKEN"]  # by name: its value is in the engine's env
+        env = self.env(token)
         files = [arg for name in TLS_ENV if env.get(name)  # the worker's TLS files, where the worker looks for them
                  for arg in ("-e", name, "-v", f"{env[name]}:{env[name]}:ro")]
-        return [self.engine, "run", "--rm", *tls, *token, *files, "--device", "/dev/fuse", "--cap-add", "SYS_ADMIN",
+        return [self.engine, "run", "--rm", *tls, *given, *files, "--device", "/dev/fuse", "--cap-add", "SYS_ADMIN",
                 "--network", "host", "--name", f"pfs-{workspace.name}", image,
                 "job-shim", "--address", address, "--job", job.id, "--shard", str(shard), "--attempt", str(attempt)]
 

@@ -1,10 +1,11 @@
 """Who may call what: one rule for every RPC, checked once its request is decoded and before its servicer runs.
 
 A rule asks for a role on the repo the request names (server/roles.py), or for the cluster's root, or for no
-more than a valid token (which server/rpc/auth.py has checked already). Pipelines, jobs and workers are the
-root's (a server's workers carry its own token); chunks are anyone's, since a chunk is named by the hash of its
-bytes and belongs to no repo (a repo's reader learns the names of its chunks). An RPC without a rule is refused:
-tests/test_roles.py checks that every RPC of the service definitions has one.
+more than a valid token (which server/rpc/auth.py has checked already). Pipelines and jobs are the root's; a
+worker's calls for its own job take that job's token (server/pps/job_tokens.py). Chunks are anyone's, since a
+chunk is named by the hash of its bytes and belongs to no repo (a repo's reader learns the names of its
+chunks). An RPC without a rule is refused: tests/test_roles.py checks that every RPC of the service definitions
+has one.
 """
 
 import logging
@@ -16,6 +17,7 @@ import grpc
 
 from pfs.core.errors import PermissionDenied, PfsError
 from server.meta import StoredToken
+from server.pps.job_tokens import PREFIX, subject_of
 from server.roles import OWNER, READER, WRITER, Roles
 from server.rpc.auth import caller
 from server.rpc.handlers import around
@@ -25,18 +27,25 @@ from server.tokens import ROOT, Tokens
 log = logging.getLogger(__name__)
 
 ANY = "any"  # any valid token
+JOB = "job"  # the token of the job the request names (server/pps/job_tokens.py), or the root
 
 
 @dataclass(frozen=True)
 class Rule:
-    need: str  # ANY, ROOT, or the role on the repo REPO names
+    need: str  # ANY, ROOT, JOB (its workers' token), or the role on the repo REPO names
     repo: Callable[[object], str] | None = None  # the repo a request names
     what: str = ""  # what a refusal says the caller may not do (to the repo)
+    jobs: Callable[[object], set[str]] | None = None  # the jobs a worker's request reports for
 
     def check(self, roles: Roles, who: StoredToken, request: object, method: str) -> None:
+        call = method.rsplit("/", 1)[-1]
         if self.need == ROOT and who.subject != ROOT:
-            raise PermissionDenied(f"only the cluster's root may call {method.rsplit('/', 1)[-1]}; "
-                                   f"{who.subject}'s token may not")
+            raise PermissionDenied(f"only the cluster's root may call {call}; {who.subject}'s token may not")
+        if self.need == JOB and who.subject != ROOT:
+            wrong = sorted(j for j in self.jobs(request) if subject_of(j) != who.subject)
+            if wrong or not who.subject.startswith(PREFIX):
+                job = f" for job {wrong[0][:40]!r}" if wrong else ""
+                raise PermissionDenied(f"{who.subject} may not call {call}{job}: only a job's own workers may")
         if self.repo is not None:
             roles.check(who, self.repo(request), self.need, self.what)
 
@@ -51,6 +60,14 @@ def _repo(request) -> str:
 
 def _commit(request) -> str:
     return request.commit.repo
+
+
+def _job(request) -> set[str]:
+    return {request.job}
+
+
+def _log_jobs(request) -> set[str]:
+    return {line.job for line in request.lines}
 
 
 RULES = {
@@ -77,7 +94,9 @@ RULES = {
     "/pfs.Chunks/LocateChunks": Rule(ANY),
     **{f"/pps.PPS/{m}": Rule(ROOT) for m in (
         "CreatePipeline", "InspectPipeline", "ListPipeline", "DeletePipeline", "StopPipeline", "StartPipeline",
-        "CreateJob", "InspectJob", "ListJob", "StartShard", "PutShardFiles", "FinishShard", "PutLogs", "GetLogs")},
+        "CreateJob", "InspectJob", "ListJob", "GetLogs")},
+    **{f"/pps.PPS/{m}": Rule(JOB, jobs=_job) for m in ("StartShard", "PutShardFiles", "FinishShard")},
+    "/pps.PPS/PutLogs": Rule(JOB, jobs=_log_jobs),
     "/pps.PPS/FlushCommit": Rule(READER, _repo, "read"),
     "/auth.Auth/WhoAmI": Rule(ANY),
     "/auth.Auth/CreateToken": Rule(ROOT),

@@ -6,12 +6,11 @@ token of its cluster (server/tokens.py), which makes the others. The token is ma
 (crash-safe: a temp file, fsync, rename) and kept across restarts, so clients and workers keep working.
 """
 
-import os
 import pathlib
 import secrets
 
-
-TOKEN_BYTES = 32
+from pfs.core.private import write_private
+from server.tokens import TOKEN_BYTES
 
 
 def owner_only(data_dir: pathlib.Path) -> None:
@@ -22,26 +21,9 @@ def owner_only(data_dir: pathlib.Path) -> None:
 def server_token(path: pathlib.Path) -> str:
     """The token in PATH (made if missing), its file made mode 0600: a root token of the cluster (tokens.py)."""
     if not path.exists():
-        _write_atomically(path, secrets.token_hex(TOKEN_BYTES))
+        write_private(path, secrets.token_hex(TOKEN_BYTES))
     path.chmod(0o600)
     token = path.read_text().strip()
     if not token:
         raise SystemExit(f"pfs server: the token file {path} is empty: remove it, and the server makes a new one")
     return token
-
-
-def _write_atomically(path: pathlib.Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.unlink(missing_ok=True)  # left by a crash
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        os.write(fd, text.encode())
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.rename(tmp, path)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)  # the rename itself survives a crash
-    finally:
-        os.close(dir_fd)

@@ -10,7 +10,7 @@ given on another server counts here within a second.
 from pfs.core.errors import InvalidArgument, PermissionDenied
 from server.meta import MetaStore, StoredToken
 from server.mirror import Mirror
-from server.tokens import MAX_SUBJECT, ROOT
+from server.tokens import ROOT, check_subject
 
 READER, WRITER, OWNER = "reader", "writer", "owner"
 RANK = {READER: 1, WRITER: 2, OWNER: 3}
@@ -46,8 +46,7 @@ class Roles:
             raise InvalidArgument(f"role {role[:40]!r} is unknown; give one of {', '.join(RANK)}, or {NONE}")
         if subject == ROOT:
             raise InvalidArgument(f"{ROOT!r} may do everything with every repo; it takes no role")
-        if not subject or len(subject) > MAX_SUBJECT or not subject.isprintable():
-            raise InvalidArgument(f"a user is a name of 1 to {MAX_SUBJECT} printable characters, not {subject[:40]!r}")
+        check_subject(subject)
         with self.meta.transaction() as tx:
             tx.set_role(repo, subject, "" if role == NONE else role)
         self._roles.reload()

@@ -23,6 +23,12 @@ TOKEN_BYTES = 32
 MAX_SUBJECT = 256  # characters of a subject's name
 
 
+def check_subject(subject: str) -> None:
+    """InvalidArgument unless SUBJECT (whom a token stands for, a user) is a name a token or role may carry."""
+    if not subject or len(subject) > MAX_SUBJECT or not subject.isprintable():
+        raise InvalidArgument(f"a user is a name of 1 to {MAX_SUBJECT} printable characters, not {subject[:40]!r}")
+
+
 def digest(token: str) -> bytes:
     return hashlib.sha256(token.encode()).digest()
 
@@ -54,9 +60,7 @@ class Tokens:
 
     def create(self, subject: str, ttl: float) -> tuple[str, float]:
         """A new token for SUBJECT lasting TTL seconds (0: until revoked), and when it expires."""
-        if not subject or len(subject) > MAX_SUBJECT or not subject.isprintable():
-            raise InvalidArgument(f"a token's subject is a name of 1 to {MAX_SUBJECT} printable characters, "
-                                  f"not {subject[:40]!r}")
+        check_subject(subject)
         if subject == ROOT:
             raise InvalidArgument(f"{ROOT!r} is the subject of the servers' own tokens (DATA_DIR/token); give "
                                   "another name")

@@ -1,6 +1,5 @@
 """The `pfs auth` verbs: login, whoami, create-token, revoke, set-role, get-roles."""
 
-import os
 import sys
 import time
 
@@ -8,6 +7,7 @@ from pfs.cli import output
 from pfs.client import Client
 from pfs.client.auth import login_path
 from pfs.core.errors import InvalidArgument
+from pfs.core.private import write_private
 
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -21,12 +21,7 @@ def cmd_login(args, client):
         subject, _ = checked.whoami()
     path = login_path()
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.unlink(missing_ok=True)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(token + "\n")
-    os.rename(tmp, path)
+    write_private(path, token + "\n")
     print(f"logged in as {subject}; the token is in {path}")
 
 

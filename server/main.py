@@ -32,7 +32,7 @@ from server.pps.jobs import Jobs
 from server.pps.leases import Leases, server_id
 from server.pps.pipelines import Pipelines
 from server.pps.runners import RUNNERS, STOP_TIMEOUT
-from server.rpc.auth import TokenCheck
+from server.rpc.auth import Access, TokenCheck
 from server.rpc.decoding import RequestDecoding
 from server.rpc.servicers import ApiServicer, AuthServicer, ChunksServicer, PpsServicer
 from server.rpc.streams import StreamLimit
@@ -42,7 +42,7 @@ from server.storage.local import LocalChunkStore
 from server.store import Store
 from server.roles import Roles
 from server.rpc.rules import Authorize
-from server.pps.job_tokens import JobTokens
+from server.pps.job_tokens import JobReads, JobTokens
 from server.tokens import Tokens
 
 DEFAULT_PORT = 30650
@@ -177,7 +177,7 @@ async def _serve(args: argparse.Namespace, data_dir: pathlib.Path, token_file: p
     loop.set_default_executor(futures.ThreadPoolExecutor(CALL_THREADS, thread_name_prefix="call"))
     # first: who calls, before anything else; what they may do, once their request is decoded
     checks = [] if tokens is None else [TokenCheck(tokens, str(token_file))]
-    rules = [] if tokens is None else [Authorize(tokens, roles)]
+    rules = [] if tokens is None else [Authorize(tokens, roles, JobReads(store))]
     server = grpc.aio.server(options=GRPC_OPTIONS,
                              interceptors=[*checks, RequestDecoding(), *rules, StreamLimit(args.max_streams)])
     address = f"{args.listen}:{args.port}"
@@ -196,10 +196,11 @@ async def _serve(args: argparse.Namespace, data_dir: pathlib.Path, token_file: p
     controller = Controller(store, jobs, runner, Leases(store.meta, server_id(data_dir), runner.address),
                             None if tokens is None else JobTokens(tokens, roles))
     direct_read = None if args.no_direct_read else store.chunks.describe()
-    pfs_pb2_grpc.add_APIServicer_to_server(ApiServicer(store, runner.name, args.registry, direct_read, tokens, roles),
-                                           server)
+    access = Access(tokens, roles)
+    pfs_pb2_grpc.add_APIServicer_to_server(ApiServicer(store, runner.name, args.registry, direct_read, access), server)
     chunks_pb2_grpc.add_ChunksServicer_to_server(ChunksServicer(store), server)
-    pps_pb2_grpc.add_PPSServicer_to_server(PpsServicer(jobs, Pipelines(store, controller, runner)), server)
+    pps_pb2_grpc.add_PPSServicer_to_server(PpsServicer(jobs, Pipelines(store, controller, runner, roles), access),
+                                           server)
     auth_pb2_grpc.add_AuthServicer_to_server(AuthServicer(store, tokens, roles), server)
     await server.start()
     over = "" if tls_credentials is None else " over mutual TLS" if args.tls_client_ca else " over TLS"

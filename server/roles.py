@@ -8,7 +8,7 @@ given on another server counts here within a second.
 """
 
 from pfs.core.errors import InvalidArgument, PermissionDenied
-from server.meta import MetaStore, StoredToken
+from server.meta import MetaStore
 from server.mirror import Mirror
 from server.tokens import ROOT, check_subject
 
@@ -29,16 +29,15 @@ class Roles:
         """SUBJECT's role on REPO ('' for none)."""
         return self._roles.value.get((repo, subject), "")
 
-    def allows(self, who: StoredToken, repo: str, need: str) -> bool:
-        return who.subject == ROOT or RANK.get(self.role(who.subject, repo), 0) >= RANK[need]
+    def allows(self, subject: str, repo: str, need: str) -> bool:
+        return subject == ROOT or RANK.get(self.role(subject, repo), 0) >= RANK[need]
 
-    def check(self, who: StoredToken, repo: str, need: str, what: str) -> None:
-        """PermissionDenied, in one line, unless WHO may WHAT (a verb) on REPO, which takes the role NEED."""
-        if not self.allows(who, repo, need):
-            has = self.role(who.subject, repo) or "no role"
-            raise PermissionDenied(f"{who.subject} may not {what} repo {repo!r}: that takes {need}, and "
-                                   f"{who.subject} has {has} there (its owner gives it: pfs auth set-role {repo} "
-                                   f"{who.subject} {need})")
+    def check(self, subject: str, repo: str, need: str, what: str) -> None:
+        """PermissionDenied, in one line, unless SUBJECT may WHAT (a verb) on REPO, which takes the role NEED."""
+        if not self.allows(subject, repo, need):
+            has = self.role(subject, repo) or "no role"
+            raise PermissionDenied(f"{subject} may not {what} repo {repo!r}: that takes {need}, and {subject} has "
+                                   f"{has} there (its owner gives it: pfs auth set-role {repo} {subject} {need})")
 
     def set(self, repo: str, subject: str, role: str) -> None:
         """Gives SUBJECT ROLE on REPO (NONE takes it away)."""

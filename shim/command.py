@@ -15,14 +15,17 @@ DIE_WITH_PARENT = tools.die_with_parent("KILL", required=False)
 STDERR_TAIL = 20  # lines of stderr kept for the error of a failed shard
 
 
-def run(cmd: Sequence[str], stdin: Sequence[str], env: dict[str, str], logs: Logs) -> tuple[int, list[str]]:
-    """Runs CMD to its end (it is killed if the shim dies or is stopped); its exit code and last stderr lines."""
+def run(cmd: Sequence[str], stdin: Sequence[str], env: dict[str, str], logs: Logs,
+        user: tuple[int, int] | None = None) -> tuple[int, list[str]]:
+    """Runs CMD to its end (it is killed if the shim dies or is stopped), as USER (uid, gid; with no other
+    groups) where one is given; its exit code and last stderr lines."""
     if shutil.which(cmd[0], path=env.get("PATH")) is None:
         message = f"cannot run {cmd[0]!r}: no such command"
         logs.line("stderr", message)
         return 127, [message]
     proc = subprocess.Popen([*DIE_WITH_PARENT, *cmd], stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+                            **({} if user is None else {"user": user[0], "group": user[1], "extra_groups": []}))
     tail: deque[str] = deque(maxlen=STDERR_TAIL)
     readers = [
         threading.Thread(target=_pump, args=(proc.stdout, "stdout", logs, None), daemon=True),

@@ -7,6 +7,8 @@ PFS_TOKEN (or PFS_TOKEN_FILE), never on the command line; the mounts inherit it,
 With --workspace DIR the shim first gets a mount namespace of its own in
 which DIR is /pfs, so workers on one machine each see their own /pfs (not
 run by root, in a user namespace too: the command runs as the shim's user).
+A shim run by root runs the command as the job's transform.user where it names one (pfs/core/run_as.py; the
+server sets it to a user other than root for every pipeline not made by the cluster's root).
 Exit status: 0 the shard succeeded and its output is staged; 1 the command
 failed (reported with its exit code and last stderr lines, nothing
 uploaded); 2 the shim could not do its part (reported when the server can
@@ -23,7 +25,8 @@ import time
 from pathlib import Path
 
 from pfs.client import Client
-from pfs.core.errors import InvalidArgument, PfsError
+from pfs.core import run_as
+from pfs.core.errors import FailedPrecondition, InvalidArgument, PfsError
 from pfs.core.memory import keep_freed_memory
 from pfs.core.model import CommitRef, JobInfo, ShardInfo
 from pfs.core.shard import Shard, worker_shards
@@ -60,6 +63,7 @@ def main(argv: list[str] | None = None) -> None:
         if getattr(args, name) is None:
             print(f"job-shim: no {name} given: use --{name} or ${'PFS_' + name.upper()}", file=sys.stderr)
             sys.exit(SHIM_FAILED)
+    is_root = os.getuid() == 0  # before a user namespace, whose root is not
     if args.workspace:
         try:
             namespace.enter(args.workspace.resolve(), args.root)
@@ -71,7 +75,7 @@ def main(argv: list[str] | None = None) -> None:
     client = None
     try:
         client = Client(args.address)  # its token from PFS_TOKEN (a file it names cannot be read: one line)
-        sys.exit(Worker(client, args.job, args.shard, args.root).run(args.attempt))
+        sys.exit(Worker(client, args.job, args.shard, args.root, is_root).run(args.attempt))
     except PfsError as err:
         print(f"job-shim: {err}", file=sys.stderr)
         sys.exit(SHIM_FAILED)
@@ -81,18 +85,20 @@ def main(argv: list[str] | None = None) -> None:
 
 
 class Worker:
-    def __init__(self, client: Client, job_id: str, shard: int, root: Path) -> None:
+    def __init__(self, client: Client, job_id: str, shard: int, root: Path, is_root: bool) -> None:
         self.client = client
         self.job_id = job_id
         self.shard = shard
         self.root = root
+        self.is_root = is_root  # this worker may run the command as another user
 
     def run(self, attempt: int = 0) -> int:
         """Takes try ATTEMPT at the shard (0: a new one), runs it and reports; the exit status."""
         job = self.client.start_shard(self.job_id, self.shard, attempt)
         attempt = job.shards[self.shard].attempts
         logs = Logs(self.client, self.job_id, self.shard)
-        with Mounts(self.client.address) as mounts:  # waited for after the report: the result does not need them
+        # waited for after the report: the result does not need them
+        with Mounts(self.client.address, allow_other=bool(job.transform.user)) as mounts:
             try:
                 code, result = self._attempt(job, attempt, logs, mounts)
             except (PfsError, OSError) as err:
@@ -104,9 +110,20 @@ class Worker:
             self.client.finish_shard(self.job_id, attempt, result)
         return code
 
+    def _user(self, user: str) -> tuple[int, int] | None:
+        """The uid and gid the command runs as, for the transform's USER ('': None, this worker's own)."""
+        if not user:
+            return None
+        if not self.is_root:
+            raise FailedPrecondition(f"cannot run the command as user {user}: this worker is not root")
+        return run_as.resolve(user)
+
     def _attempt(self, job: JobInfo, attempt: int, logs: Logs, mounts: Mounts) -> tuple[int, ShardInfo]:
+        user = self._user(job.transform.user)
         out = self.root / "out"
         _empty_dir(out)
+        if user is not None:  # its command writes there
+            os.chown(out, *user)
         shards = worker_shards([i.method for i in job.inputs], [i.shards for i in job.inputs], self.shard)
         env = {**{k: v for k, v in os.environ.items() if k not in TOKEN_VARS}, **dict(job.transform.env),
                "PFS_JOB": job.id, "PACH_JOB_ID": job.id, "PFS_SHARD": str(self.shard)}
@@ -120,7 +137,7 @@ class Worker:
         mounted = time.time()
         logs.line("shim", f"job {job.id} shard {self.shard} of {len(job.shards)}, try {attempt}: "
                           f"running {' '.join(job.transform.cmd)}")
-        code, tail = command.run(job.transform.cmd, job.transform.stdin, env, logs)
+        code, tail = command.run(job.transform.cmd, job.transform.stdin, env, logs, user)
         bytes_in = sum(_size(self.root / i.repo) for i in job.inputs)
         mounts.stop()  # they unmount while the output goes up
         if not job.transform.accepts(code):

@@ -25,8 +25,9 @@ DIE_WITH_PARENT = tools.die_with_parent("TERM", required=False)  # TERM: unmount
 class Mounts:
     """Mounts started with add() (all at once), waited for by wait(), unmounted together by stop() and close()."""
 
-    def __init__(self, address: str) -> None:
+    def __init__(self, address: str, allow_other: bool = False) -> None:
         self.address = address
+        self.allow_other = allow_other  # the command runs as another user, who reads them too
         self._procs: list[tuple[str, CommitRef, subprocess.Popen]] = []
         self._ready: list[int | None] = []  # the read end of each mount's ready pipe, until waited for
 
@@ -44,6 +45,8 @@ class Mounts:
                "--method", shard.method]
         if since:
             cmd += ["--since", since, "--incremental", incremental]
+        if self.allow_other:
+            cmd.append("--allow-other")
         proc, ready = spawn(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         self._procs.append((mountpoint, commit, proc))
         self._ready.append(ready)

@@ -136,5 +136,17 @@ def test_the_container_runner_runs_pipeline_workers_in_the_pipelines_image(podma
             [job] = c.list_jobs("sevens")
             assert len(job.shards) == 2
         assert "not used" not in server.pfs("inspect-pipeline", "sevens").text
+        # a user's pipeline: its command runs in the container as a user that is not root, reading its mounts
+        with server.client() as root:
+            alice = root.create_token("alice")[0]
+            root.set_role("nums", "alice", "reader")
+        manifest.write_text(json.dumps({
+            "pipeline": {"name": "hers"}, "inputs": [{"repo": {"name": "nums"}, "method": "global"}],
+            "transform": {"image": IMAGE, "cmd": ["sh", "-c", "id -u > /pfs/out/uid; wc -l < /pfs/nums/n.csv > "
+                                                                "/pfs/out/lines"]}}))
+        run_pfs("create-pipeline", "-f", str(manifest), env={"PFS_ADDRESS": server.address, "PFS_TOKEN": alice})
+        server.pfs("flush-commit", "nums/master")
+        assert [server.pfs("get-file", "hers", "master", f).stdout.strip() for f in ("uid", "lines")] == \
+            [b"65534", b"3000"]
     finally:
         server.stop()

@@ -231,7 +231,7 @@ def cmd_mount(args, client):
               "Ctrl-C unmounts", file=sys.stderr, flush=True)
         ready.notify(args.ready_fd, mountpoint=os.path.abspath(args.mountpoint))
 
-    serve(tree, args.mountpoint, on_mounted=mounted)
+    serve(tree, args.mountpoint, on_mounted=mounted, allow_other=args.allow_other)
 
 
 def cmd_unmount(args, client):
@@ -331,6 +331,9 @@ def parser() -> argparse.ArgumentParser:
            help="always read chunks through the server, even where it offers them straight from its store "
                 "(its data dir on this machine, or URLs of its bucket)"),
          a("--commit", metavar="REPO@REF", help="mount only this commit's files, at DIR itself"),
+         a("--allow-other", action="store_true",
+           help="let other users of this machine read it too (FUSE's allow_other: as root, or where "
+                "/etc/fuse.conf has user_allow_other)"),
          a("--since", metavar="COMMIT", help="with --commit: show only what changed after this earlier commit"),
          a("--incremental", choices=("diff", "full"), default="diff",
            help="with --since: the data added to each file (diff), or whole files that changed (full)"),

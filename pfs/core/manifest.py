@@ -98,7 +98,7 @@ def _name(value: Any, where: str) -> str:
 
 
 def transform(value: Any, where: str = "transform") -> Transform:
-    f = _Fields(value, where, ("image", "cmd", "stdin", "env", "accept_return_code", "overwrite"))
+    f = _Fields(value, where, ("image", "cmd", "stdin", "env", "accept_return_code", "overwrite", "user"))
     return Transform(
         cmd=f.get("cmd", _list(_str), required=True),
         stdin=f.get("stdin", _list(_str), ()),
@@ -106,6 +106,7 @@ def transform(value: Any, where: str = "transform") -> Transform:
         accept_return_code=f.get("accept_return_code", _list(_int), ()),
         image=f.get("image", _str, ""),
         overwrite=f.get("overwrite", _bool, False),
+        user=f.get("user", _str, ""),
     )
 
 

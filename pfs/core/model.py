@@ -117,6 +117,7 @@ class Transform:
     accept_return_code: tuple[int, ...] = ()
     image: str = ""
     overwrite: bool = False  # outputs replace the files of the previous output instead of appending
+    user: str = ""  # who CMD runs as: a name or uid, and :group (1.x's field); '' for the worker's own user
 
     def accepts(self, code: int) -> bool:
         return code == 0 or code in self.accept_return_code
@@ -209,6 +210,7 @@ class PipelineInfo:
     reason: str = ""  # why the pipeline's controller failed last ('' once a try goes well); it retries
     failures: int = 0  # its failed tries in a row, each after a longer wait
     controller: str = ""  # the server running its controller now (holding its lease); '' while none does
+    creator: str = ""  # whom the token that made it stands for ('': the cluster's root, or a server without tokens)
 
     @property
     def name(self) -> str:

@@ -7,7 +7,7 @@ What needs the server (repos that exist, cycles, what its runner can run) is che
 
 import math
 
-from pfs.core import names
+from pfs.core import names, run_as
 from pfs.core.errors import InvalidArgument
 from pfs.core.model import MAX_PARALLELISM, InputSpec, JobSpec, ParallelismSpec, PipelineSpec, Transform
 from pfs.core.shard import METHODS
@@ -54,6 +54,7 @@ def _check_common(transform: Transform, parallelism: ParallelismSpec, inputs: tu
                   pipeline: bool) -> None:
     if not transform.cmd:
         raise bad("transform.cmd", "empty; give the command to run, e.g. [\"sh\"]")
+    run_as.check(transform.user)
     for n, code in enumerate(transform.accept_return_code):
         if not INT32[0] <= code <= INT32[1]:
             raise bad(f"transform.accept_return_code[{n}]", f"expected an exit code from {INT32[0]} to {INT32[1]}, "

@@ -34,10 +34,11 @@ def check_mountpoint(mountpoint: str) -> None:
         raise FailedPrecondition("/dev/fuse is missing: this machine (or container) has no FUSE")
 
 
-def serve(tree: RepoTree, mountpoint: str, on_mounted=lambda: None) -> None:
-    """Mounts TREE at MOUNTPOINT and serves it until SIGINT or SIGTERM, then unmounts."""
+def serve(tree: RepoTree, mountpoint: str, on_mounted=lambda: None, allow_other: bool = False) -> None:
+    """Mounts TREE at MOUNTPOINT and serves it until SIGINT or SIGTERM, then unmounts; with ALLOW_OTHER, other
+    users may read it too (the files' modes let anyone read)."""
     check_mountpoint(mountpoint)
-    options = set(pyfuse3.default_options) | {f"fsname={FSNAME}", "ro"}
+    options = set(pyfuse3.default_options) | {f"fsname={FSNAME}", "ro"} | ({"allow_other"} if allow_other else set())
     ops = Operations(tree)
     stop = threading.Event()  # a signal before the loop listens still unmounts
     for sig in STOP_SIGNALS:

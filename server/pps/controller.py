@@ -210,6 +210,8 @@ class Controller:
                 trigger = (i, newer[0])
         if trigger is None:
             return None
+        if self.job_tokens:  # it runs as its creator
+            self.job_tokens.check_creator(pipeline)
         spec, commit = trigger
         heads[spec.repo] = commit
         since = "" if pipeline.reprocess or spec.incremental == "none" else _last_input(jobs, spec.repo)

@@ -1,43 +1,56 @@
-"""Pipelines: created from manifests, updated, stopped and started; flush-commit waits on their jobs."""
+"""Pipelines: created from manifests, updated, stopped and started; flush-commit waits on their jobs.
+
+A pipeline runs as its creator (whoever last set its spec): it is made only from inputs they may read, into an
+output repo they own (made for them if new), its command runs as a user that is not root unless they are the
+cluster's root (pfs/core/run_as.py), and the controller makes no job while they can no longer read an input.
+"""
 
 import asyncio
 import dataclasses
 import time
 
-from pfs.core import specs
+from pfs.core import run_as, specs
 from pfs.core.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from pfs.core.model import CommitRef, JobInfo, JobState, PipelineInfo, PipelineSpec, PipelineState
 from server.pps.controller import DELETED, STOPPED, Controller
 from server.pps.runners import Runner
+from server.roles import OWNER, READER, Roles
 from server.store import Store
 
 
 class Pipelines:
-    def __init__(self, store: Store, controller: Controller, runner: Runner) -> None:
+    def __init__(self, store: Store, controller: Controller, runner: Runner, roles: Roles | None) -> None:
         self.store = store
         self.meta = store.meta
         self.controller = controller
         self.jobs = controller.jobs
         self.runner = runner
+        self.roles = roles  # None: a server without tokens, where anyone may do all
 
-    def create(self, spec: PipelineSpec, update: bool = False, reprocess: bool = False) -> PipelineInfo:
+    def create(self, spec: PipelineSpec, update: bool = False, reprocess: bool = False,
+               creator: str = "") -> PipelineInfo:
         """A new pipeline (or, with UPDATE, a new spec for one: it applies to commits to come, or to the
-        current heads too with REPROCESS); its output repo takes its name."""
+        current heads too with REPROCESS) of CREATOR ('' for the cluster's root); its output repo takes its name."""
         self._check(spec)
+        spec = self._as_creator(spec, creator)
         try:
             self.store.create_repo(spec.name, f"output of pipeline {spec.name}")
+            if creator:
+                self.roles.set(spec.name, creator, OWNER)
         except AlreadyExists:
-            pass
+            if creator:
+                self.roles.check(creator, spec.name, OWNER, "make a pipeline writing")
         with self.meta.transaction() as tx:
             old = tx.get_pipeline(spec.name)
             if update:
                 if old is None:
                     raise NotFound(f"pipeline {spec.name!r} not found; create it with pfs create-pipeline")
-                info = dataclasses.replace(old, spec=spec, version=old.version + 1, reprocess=reprocess)
+                info = dataclasses.replace(old, spec=spec, version=old.version + 1, reprocess=reprocess,
+                                           creator=creator)
             else:
                 if old is not None:
                     raise AlreadyExists(f"pipeline {spec.name!r} already exists; change it with pfs update-pipeline")
-                info = PipelineInfo(spec, time.time())
+                info = PipelineInfo(spec, time.time(), creator=creator)
             tx.put_pipeline(info)
         self.controller.watch()
         self.store.notify_finished()
@@ -119,6 +132,19 @@ class Pipelines:
         if spec.name in self._upstream([i.repo for i in spec.inputs]):
             raise InvalidArgument(f"manifest field inputs: pipeline {spec.name!r} would read its own output "
                                   "through other pipelines (a cycle)")
+
+    def _as_creator(self, spec: PipelineSpec, creator: str) -> PipelineSpec:
+        """SPEC as CREATOR's pipeline runs it (its command's user); PermissionDenied for an input they may not
+        read, FailedPrecondition where this server's workers could not be kept from its secrets."""
+        if not creator:
+            return spec
+        unconfined = self.runner.unconfined()
+        if unconfined:
+            raise FailedPrecondition(f"only the cluster's root may make pipelines on this server: {unconfined}")
+        for i in spec.inputs:
+            self.roles.check(creator, i.repo, READER, "read")
+        user = run_as.for_creator(spec.transform.user, creator)
+        return dataclasses.replace(spec, transform=dataclasses.replace(spec.transform, user=user))
 
     def _pipeline(self, tx, name: str) -> PipelineInfo:
         info = tx.get_pipeline(name)

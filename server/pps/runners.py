@@ -87,6 +87,12 @@ class Runner(ABC):
         """Refuses a pipeline this runner cannot run."""
         self.check_tools()
 
+    def unconfined(self) -> str | None:
+        """Why a worker's command could reach this server's secrets (its data dir and token), so that only the
+        cluster's root may make pipelines here; None where it cannot: the worker runs elsewhere (a container),
+        or as root, which runs another user's command as a user that is not (pfs/core/run_as.py)."""
+        return None
+
     def capacity(self) -> int:
         """What a COEFFICIENT parallelism multiplies: this machine's cores (workers of both runners run here)."""
         return os.cpu_count() or 1
@@ -208,6 +214,12 @@ class LocalRunner(Runner):
             tools.require("setpriv")
         except FailedPrecondition as err:
             raise FailedPrecondition(f"the local runner needs setpriv: {err}") from None
+
+    def unconfined(self) -> str | None:
+        if os.geteuid() == 0:
+            return None
+        return (f"its workers run commands as the server's own user (uid {os.geteuid()}), who may read its data "
+                "dir; start the server as root, or with --runner container")
 
     def command(self, job: JobInfo, shard: int, attempt: int, workspace: Path, address: str,
                 token: str | None) -> list[str]:

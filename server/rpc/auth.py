@@ -10,13 +10,15 @@ keeps trying cannot flood the log.
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import grpc
 
 from pfs.core.data_dir import TOKEN_HEADER, TOKEN_SCHEME
-from pfs.core.errors import Unauthenticated
+from pfs.core.errors import PermissionDenied, Unauthenticated
 from server.meta import StoredToken
-from server.tokens import Tokens
+from server.roles import READER, Roles
+from server.tokens import ROOT, Tokens
 
 log = logging.getLogger(__name__)
 
@@ -89,3 +91,30 @@ def _valid(tokens: Tokens, metadata) -> bool:
         return True
     except Unauthenticated:
         return False
+
+
+@dataclass(frozen=True)
+class Access:
+    """Who calls, and what they may read, for the servicers whose answer depends on it: a repo's or a pipeline's
+    creator owns its repo; list-repo, list-pipeline and the jobs and their logs show only what the caller may read
+    (server/rpc/rules.py has refused the rest already). TOKENS None: a server started with --no-token, where
+    every caller may do all, as the root."""
+
+    tokens: Tokens | None
+    roles: Roles | None
+
+    def subject(self, context) -> str:
+        """Whom the call's token stands for (ROOT on a server without tokens)."""
+        return ROOT if self.tokens is None else caller(self.tokens, context.invocation_metadata()).subject
+
+    def may_read(self, subject: str, repo: str) -> bool:
+        return self.roles is None or self.roles.allows(subject, repo, READER)
+
+    def check_read(self, subject: str, repo: str) -> None:
+        """PermissionDenied, in one line (and logged), unless SUBJECT may read REPO."""
+        if self.roles is not None:
+            try:
+                self.roles.check(subject, repo, READER, "read")
+            except PermissionDenied as err:
+                log.warning("refused: %s", err)
+                raise

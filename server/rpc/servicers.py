@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pfs
 from pfs.core.model import CommitRef, DirectRead, PipelineState, ShardInfo
-from pfs.core.errors import FailedPrecondition
+from pfs.core.errors import FailedPrecondition, PermissionDenied
 from pfs.proto import auth_pb2 as apb
 from pfs.proto import auth_pb2_grpc
 from pfs.proto import chunks_pb2 as cpb
@@ -20,8 +20,8 @@ from pfs.proto import pps_pb2_grpc
 from server.pps.jobs import Jobs
 from server.pps.pipelines import Pipelines
 from server.rpc import blocking
-from server.roles import OWNER, READER, Roles
-from server.rpc.auth import caller
+from server.roles import OWNER, Roles
+from server.rpc.auth import Access, caller
 from server.rpc.status import translated
 from server.store import Store
 from server.tokens import ROOT, Tokens
@@ -33,12 +33,12 @@ LIST_BATCH = 1000  # files per ListFile message, log lines per GetLogs message
 
 class ApiServicer(pfs_pb2_grpc.APIServicer):
     def __init__(self, store: Store, runner: str, registry: str, direct_read: DirectRead | None,
-                 tokens: Tokens | None, roles: Roles | None) -> None:
+                 access: Access) -> None:
         self.store = store
         self.runner = runner  # how pipeline workers run here
         self.registry = registry  # where images without a registry are pushed
         self.direct_read = direct_read  # how clients may read chunks without the server, if they may
-        self.tokens, self.roles = tokens, roles  # None: a server started with --no-token, where anyone may do all
+        self.access = access
 
     @translated
     def Info(self, request, context):
@@ -49,10 +49,9 @@ class ApiServicer(pfs_pb2_grpc.APIServicer):
     @translated
     def CreateRepo(self, request, context):
         repo = self.store.create_repo(request.name, request.description)
-        if self.tokens is not None:
-            me = caller(self.tokens, context.invocation_metadata())
-            if me.subject != ROOT:  # its creator owns it
-                self.roles.set(repo.name, me.subject, OWNER)
+        me = self.access.subject(context)
+        if me != ROOT:  # its creator owns it
+            self.access.roles.set(repo.name, me, OWNER)
         return cv.repo_to_pb(repo)
 
     @translated
@@ -61,10 +60,8 @@ class ApiServicer(pfs_pb2_grpc.APIServicer):
 
     @translated
     def ListRepo(self, request, context):
-        repos = self.store.list_repos()
-        if self.tokens is not None:  # those the caller may read
-            me = caller(self.tokens, context.invocation_metadata())
-            repos = [r for r in repos if self.roles.allows(me, r.name, READER)]
+        me = self.access.subject(context)  # the repos it may read
+        repos = [r for r in self.store.list_repos() if self.access.may_read(me, r.name)]
         return pb.RepoInfos(repos=[cv.repo_to_pb(r) for r in repos])
 
     @translated
@@ -170,14 +167,19 @@ class ChunksServicer(chunks_pb2_grpc.ChunksServicer):
 
 
 class PpsServicer(pps_pb2_grpc.PPSServicer):
-    def __init__(self, jobs: Jobs, pipelines: Pipelines) -> None:
+    """Pipelines are their output repo's (rules.py): their creator owns it, its readers see them and their jobs."""
+
+    def __init__(self, jobs: Jobs, pipelines: Pipelines, access: Access) -> None:
         self.jobs = jobs
         self.pipelines = pipelines
+        self.access = access
 
     @translated
     def CreatePipeline(self, request, context):
         spec = cv.pipeline_spec_from_pb(request.spec)
-        return cv.pipeline_to_pb(self.pipelines.create(spec, request.update, request.reprocess))
+        me = self.access.subject(context)
+        return cv.pipeline_to_pb(self.pipelines.create(spec, request.update, request.reprocess,
+                                                       creator="" if me == ROOT else me))
 
     @translated
     def InspectPipeline(self, request, context):
@@ -185,7 +187,9 @@ class PpsServicer(pps_pb2_grpc.PPSServicer):
 
     @translated
     def ListPipeline(self, request, context):
-        return ppb.PipelineInfos(pipelines=[cv.pipeline_to_pb(p) for p in self.pipelines.list_pipelines()])
+        me = self.access.subject(context)
+        return ppb.PipelineInfos(pipelines=[cv.pipeline_to_pb(p) for p in self.pipelines.list_pipelines()
+                                            if self.access.may_read(me, p.name)])
 
     @translated
     def DeletePipeline(self, request, context):
@@ -211,11 +215,15 @@ class PpsServicer(pps_pb2_grpc.PPSServicer):
 
     @translated
     def InspectJob(self, request, context):
-        return cv.job_to_pb(self.jobs.inspect_job(request.id))
+        job = self.jobs.inspect_job(request.id)
+        self.access.check_read(self.access.subject(context), job.output_repo)
+        return cv.job_to_pb(job)
 
     @translated
     def ListJob(self, request, context):
-        return ppb.JobInfos(jobs=[cv.job_to_pb(j) for j in self.jobs.list_jobs(request.pipeline)])
+        me = self.access.subject(context)
+        return ppb.JobInfos(jobs=[cv.job_to_pb(j) for j in self.jobs.list_jobs(request.pipeline)
+                                  if self.access.may_read(me, j.output_repo)])
 
     @translated
     def StartShard(self, request, context):
@@ -241,6 +249,14 @@ class PpsServicer(pps_pb2_grpc.PPSServicer):
 
     @translated
     def GetLogs(self, request, context):
+        me = self.access.subject(context)
+        if request.job:
+            self.access.check_read(me, self.jobs.inspect_job(request.job).output_repo)
+        elif request.pipeline:
+            self.access.check_read(me, request.pipeline)
+        elif me != ROOT:
+            raise PermissionDenied(f"{me} may not read the logs of every job, only the cluster's root may: name a "
+                                   "job or a pipeline (pfs get-logs --job ID or --pipeline NAME)")
         lines = self.jobs.logs(request.job, request.pipeline)
         for i in range(0, len(lines), LIST_BATCH):
             yield ppb.LogLines(lines=[cv.log_to_pb(x) for x in lines[i : i + LIST_BATCH]])

@@ -1,0 +1,59 @@
+"""Who a pipeline's command runs as: its transform's user, as 1.x wrote it: a user's name or uid, and :group.
+
+The cluster's root may name anyone (its own command, on its own machines). A pipeline made by anyone else runs
+its command as a uid other than 0, given as a number (a name is looked up only on the worker, in the image,
+where it could be root), or by default as UNPRIVILEGED: never as root, so it cannot read the server's data dir.
+"""
+
+import grp
+import pwd
+import re
+
+from pfs.core.errors import InvalidArgument, PermissionDenied
+
+_ID = r"[A-Za-z_][A-Za-z0-9_.-]{0,31}|[0-9]{1,10}"
+USER = re.compile(rf"(?P<user>{_ID})(?::(?P<group>{_ID}))?")
+UNPRIVILEGED = "65534"  # nobody's uid and gid on Debian and in most images
+
+
+def check(user: str) -> None:
+    """InvalidArgument unless USER ('' for the worker's own) is a user, and group, as a manifest writes them."""
+    if user and USER.fullmatch(user) is None:
+        raise InvalidArgument(f"manifest field transform.user: expected a user's name or uid, and :group, such as "
+                              f"1000:1000, got {user[:40]!r}")
+
+
+def for_creator(user: str, creator: str) -> str:
+    """The user the command of CREATOR's pipeline runs as, for the USER its manifest asks for (creator '' is the
+    cluster's root); PermissionDenied where a user who is not the root asks for a user that is, or may be."""
+    if not creator:
+        return user
+    if not user:
+        return UNPRIVILEGED
+    ids = USER.fullmatch(user).groups()
+    if not all(i is None or (i.isdigit() and int(i) != 0) for i in ids):
+        raise PermissionDenied(f"manifest field transform.user: {creator}'s pipeline may run its command only as "
+                               f"a uid (and gid) given as numbers other than 0, such as 1000:1000, not {user[:40]!r}")
+    return user
+
+
+def resolve(user: str) -> tuple[int, int]:
+    """The uid and gid USER names here (names looked up in this machine's, or image's, /etc/passwd and group);
+    the gid by default is the user's own, or the uid's number."""
+    found = USER.fullmatch(user)
+    if found is None:
+        check(user)
+    name, group = found.group("user"), found.group("group")
+    try:
+        entry = pwd.getpwuid(int(name)) if name.isdigit() else pwd.getpwnam(name)
+        uid, gid = entry.pw_uid, entry.pw_gid
+    except KeyError:
+        if not name.isdigit():
+            raise InvalidArgument(f"transform.user: no user {name!r} here (give a uid instead)") from None
+        uid = gid = int(name)
+    if group is not None:
+        try:
+            gid = int(group) if group.isdigit() else grp.getgrnam(group).gr_gid
+        except KeyError:
+            raise InvalidArgument(f"transform.user: no group {group!r} here (give a gid instead)") from None
+    return uid, gid

@@ -1,0 +1,95 @@
+"""Pipelines of users who are not the cluster's root: made only from inputs they may read, into an output repo
+they own, their command run as a user that is not root, and making no job once their creator can no longer read
+an input. A real server run by root (local runner), real tokens, real workers."""
+
+import json
+
+import pytest
+
+from conftest import assert_one_line_error, needs, run_pfs, wait_for
+from test_pipelines import get, jobs_of, put, repo_input
+
+pytestmark = needs("fusermount3", "setpriv", root=True, fuse=True)
+
+# what the command tells of itself: its uid and gid, its input, and whether it could read the server's token
+SPY = ["sh", "-c", "id -u > /pfs/out/uid; id -g > /pfs/out/gid; cat /pfs/data/x > /pfs/out/x; "
+                   "if cat \"$TOKEN_FILE\" > /dev/null 2>&1; then echo read; else echo refused; fi > /pfs/out/token"]
+
+
+@pytest.fixture
+def as_user(server):
+    """Runs pfs as a user (made on first use, with a token of their own)."""
+    tokens: dict[str, str] = {}
+
+    def run(who: str, *args: str, **kw):
+        if who not in tokens:
+            with server.client() as root:
+                tokens[who] = root.create_token(who)[0]
+        return run_pfs(*args, env={"PFS_ADDRESS": server.address, "PFS_TOKEN": tokens[who]}, **kw)
+    return run
+
+
+def manifest(tmp_path, name: str, inputs: list[str], cmd=SPY, **transform) -> str:
+    path = tmp_path / f"{name}.json"
+    path.write_text(json.dumps({"pipeline": {"name": name}, "inputs": [repo_input(r, "global") for r in inputs],
+                                "transform": {"cmd": cmd, **transform}}))
+    return str(path)
+
+
+@pytest.mark.slow
+def test_a_user_s_pipeline_runs_as_a_user_that_is_not_root_and_its_output_is_theirs(server, tmp_path, as_user):
+    put(server, "data", {"x": b"1\n"})
+    server.pfs("auth", "set-role", "data", "alice", "reader")
+    spy = [*SPY[:2], f"TOKEN_FILE={server.token_file}; {SPY[2]}"]
+    as_user("alice", "create-pipeline", "-f", manifest(tmp_path, "mine", ["data"], spy))
+    server.pfs("create-pipeline", "-f", manifest(tmp_path, "roots", ["data"], spy))
+    as_user("alice", "flush-commit", "data/master")
+    assert [get(server, "mine", f) for f in ("uid", "gid", "x", "token")] == [b"65534\n", b"65534\n", b"1\n",
+                                                                              b"refused\n"]
+    assert [get(server, "roots", f) for f in ("uid", "token")] == [b"0\n", b"read\n"]  # the root's own, as before
+    assert as_user("alice", "auth", "get-roles", "mine").text.split()[2:] == ["alice", "owner"]
+    assert "mine" in as_user("alice", "list-pipeline").text
+    for verb in ("inspect-pipeline", "stop-pipeline", "delete-pipeline"):  # the root's pipeline is not hers
+        assert_one_line_error(as_user("alice", verb, "roots", check=False), "alice may not", "repo 'roots'")
+    [job] = jobs_of(server, "roots")
+    assert_one_line_error(as_user("alice", "inspect-job", job["id"], check=False), "may not read repo 'roots'")
+    assert "roots" not in as_user("alice", "list-pipeline").text
+    assert as_user("alice", "list-job", "-p", "roots").text.splitlines()[1:] == []
+    assert_one_line_error(as_user("bob", "stop-pipeline", "mine", check=False), "takes owner")
+    as_user("alice", "stop-pipeline", "mine")
+    as_user("alice", "start-pipeline", "mine")
+    as_user("alice", "auth", "set-role", "mine", "bob", "reader")  # her output is hers to share
+    assert as_user("bob", "get-file", "mine", "master", "x").stdout == b"1\n"
+
+
+def test_a_user_may_make_pipelines_only_of_what_they_may_read_and_never_run_as_root(server, tmp_path, as_user):
+    put(server, "data", {"x": b"1\n"})
+    put(server, "secret", {"x": b"s\n"})
+    server.pfs("auth", "set-role", "data", "alice", "reader")
+    refused = as_user("alice", "create-pipeline", "-f", manifest(tmp_path, "p", ["data", "secret"]), check=False)
+    assert_one_line_error(refused, "alice may not read repo 'secret'")
+    for user in ("root", "0", "0:0", "1000:0", "nobody"):
+        refused = as_user("alice", "create-pipeline", "-f", manifest(tmp_path, "p", ["data"], user=user), check=False)
+        assert_one_line_error(refused, "transform.user", "numbers other than 0")
+    assert_one_line_error(as_user("alice", "create-pipeline", "-f", manifest(tmp_path, "secret", ["data"]),
+                                  check=False), "alice may not make a pipeline writing repo 'secret'", "takes owner")
+    assert "p" not in server.pfs("list-repo").text.split()  # nothing was made of the refused ones
+    assert server.pfs("list-pipeline").text.splitlines()[1:] == []
+    assert_one_line_error(server.pfs("create-pipeline", "-f", manifest(tmp_path, "p", ["data"], user="x y"),
+                                     check=False), "transform.user", "1000:1000")
+
+
+@pytest.mark.slow
+def test_a_pipeline_makes_no_job_while_its_creator_may_not_read_an_input(server, tmp_path, as_user):
+    put(server, "data", {"x": b"1\n"})
+    server.pfs("auth", "set-role", "data", "alice", "reader")
+    as_user("alice", "create-pipeline", "-f", manifest(tmp_path, "mine", ["data"], user="1000:1000"))
+    server.pfs("flush-commit", "data/master")
+    assert get(server, "mine", "uid") == b"1000\n"
+    server.pfs("auth", "set-role", "data", "alice", "none")
+    put(server, "data", {"x": b"2\n"}, create=False)
+    wait_for(lambda: "alice may not read repo 'data'" in server.pfs("inspect-pipeline", "mine").text, 30)
+    assert len(jobs_of(server, "mine")) == 1
+    server.pfs("auth", "set-role", "data", "alice", "reader")
+    server.pfs("flush-commit", "data/master")  # it goes on, at its next try
+    assert len(jobs_of(server, "mine")) == 2 and get(server, "mine", "x").endswith(b"2\n")

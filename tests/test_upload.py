@@ -16,6 +16,7 @@ from pfs.core.model import CommitRef
 
 @pytest.fixture(autouse=True)
 def small_stages(monkeypatch):
+    monkeypatch.setattr(upload, "MIN_SEGMENT_FILES", 3)
     monkeypatch.setattr(upload, "SEGMENT_FILES", 3)
     monkeypatch.setattr(upload, "BATCH_CHUNKS", 2)
 
@@ -56,6 +57,33 @@ def test_files_are_recorded_in_segments_in_the_order_they_were_put(server):
     assert read(client, ref, "log") == b"".join(lines)
     assert read(client, ref, "big") == big
     assert not stages_running()
+
+
+def test_segments_grow_with_the_directories_they_add_to(server, monkeypatch):
+    """Files all put into one directory: each segment at least as large as what came before, since the server
+    rewrites that directory whole for each; files spread over directories: segments of the least size."""
+    monkeypatch.setattr(upload, "MIN_SEGMENT_FILES", 2)
+    monkeypatch.setattr(upload, "SEGMENT_FILES", 1000)
+    client = server.client()
+    client.create_repo("r")
+    ref = CommitRef("r", client.start_commit("r").id)
+    sizes = []
+
+    def record(writes):
+        sizes.append(len(writes))
+        client.put_files(ref, writes)
+
+    with upload.Uploader(client, record) as up:
+        for i in range(30):
+            up.put(f"flat/f{i:02d}", io.BytesIO(b"%d\n" % i))
+    assert sizes == [2, 2, 4, 8, 14]
+    sizes.clear()
+    with upload.Uploader(client, record) as up:
+        for i in range(9):
+            up.put(f"d{i}/f", io.BytesIO(b"%d\n" % i))
+    assert sizes == [2, 2, 2, 2, 1]
+    client.finish_commit(ref)
+    assert len(list(client.list_files(ref, "flat"))) == 30
 
 
 def test_a_refused_segment_surfaces_in_the_caller_and_stops_every_stage(server):

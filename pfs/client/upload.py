@@ -4,15 +4,20 @@ A pipeline, each stage on its own threads, so one file keeps both cores busy as 
 - the caller's thread reads each file, cuts it into chunks and hashes them (put);
 - a sender thread asks the server which chunks of a batch it lacks (one call per batch) and hands only those
   to the client's pool, which compresses them on every core, in the order they go into one long PutChunks stream;
-- a recorder thread records the files once their chunks are stored: every SEGMENT_FILES files the stream is
-  ended and, once the server says it stored everything in it, those files are recorded in one call while the
-  next ones are read. Ten thousand small files cost a few round trips and a few disk flushes on the server.
+- a recorder thread records the files once their chunks are stored: the files put since the last time (a
+  segment) are recorded in one call once the stream that carried their chunks has ended and the server says
+  it stored everything in it, while the next ones are read. Segments are small (MIN_SEGMENT_FILES), so the
+  last one, recorded after the last file is read, is quick; but the server rewrites each directory a segment
+  adds to whole, so a segment grows until its files are at least half of those the directories it adds to
+  hold (it doubles, when every file goes to one directory): the rewriting stays in proportion to the files.
+  Ten thousand small files cost a few round trips and a few disk flushes on the server.
 Each stage runs at most a few batches ahead of the next, which bounds memory.
 """
 
+import posixpath
 import queue
 import threading
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
 from typing import BinaryIO
@@ -28,7 +33,8 @@ from pfs.core.model import ChunkRef, CommitRef, FileWrite
 BATCH_BYTES = 16 << 20  # chunks hashed before one missing-chunks call...
 BATCH_CHUNKS = 1000  # ...or this many, so small files start on their way early too
 GROUP_BYTES = 4 << 20  # chunks compressed by one task and sent in one message
-SEGMENT_FILES = 2500  # files recorded in one call, once the stream that carried their chunks is done
+MIN_SEGMENT_FILES = 2000  # files recorded in one call at least (but the last)...
+SEGMENT_FILES = 10_000  # ...and at most
 IN_FLIGHT = 4  # groups queued for the stream: bounds memory
 AHEAD = 2  # batches handed to the sender, and segments to the recorder, not yet done: bounds memory
 
@@ -49,6 +55,9 @@ class Uploader:
         self._batch: list[tuple[bytes, bytes]] = []
         self._batch_bytes = 0
         self._writes: list[FileWrite] = []  # files put since the last segment ended
+        self._in_dir: Counter[str] = Counter()  # files put into each directory
+        self._touched: set[str] = set()  # the directories the current segment puts files into...
+        self._rewrites = 0  # ...and how many files they hold: what the server rewrites to record it
         self._sending: deque[Future] = deque()
         self._recording: deque[Future] = deque()
         self._sender = ThreadPoolExecutor(1, thread_name_prefix="pfs-send")
@@ -88,7 +97,15 @@ class Uploader:
             if self._batch_bytes >= BATCH_BYTES or len(self._batch) >= BATCH_CHUNKS:
                 self._send_batch()
         self._writes.append(FileWrite(path, tuple(refs), overwrite))
-        if len(self._writes) >= SEGMENT_FILES:
+        directory = posixpath.dirname(path)
+        self._in_dir[directory] += 1
+        if directory in self._touched:
+            self._rewrites += 1
+        else:
+            self._touched.add(directory)
+            self._rewrites += self._in_dir[directory]
+        files = len(self._writes)
+        if files >= SEGMENT_FILES or (files >= MIN_SEGMENT_FILES and 2 * files >= self._rewrites):
             self._end_segment()
 
     def flush(self) -> None:
@@ -107,6 +124,7 @@ class Uploader:
         """Has the files put so far recorded once the stream that carries their chunks is done."""
         self._send_batch()
         writes, self._writes = self._writes, []
+        self._touched, self._rewrites = set(), 0
         if writes:
             ended = self._sender.submit(self._end_stream)
             _ahead(self._recording, self._recorder.submit(self._record, ended, writes))

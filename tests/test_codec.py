@@ -10,7 +10,8 @@ import pytest
 from pfs.core import codec, model
 from pfs.core.model import (
     BranchInfo, ChunkLocation, ChunkRef, CommitInfo, CommitRef, DirectRead, FileInfo, FileWrite, InputSpec, JobInfo, JobInput, JobSpec, JobState,
-    LogLine, ParallelismSpec, PipelineInfo, PipelineSpec, PipelineState, RepoInfo, ShardInfo, ShardState, Transform,
+    LogLine, ParallelismSpec, PipelineInfo, PipelineSpec, PipelineState, RepoInfo, Resources, ShardInfo, ShardState,
+    Transform,
 )
 from pfs.proto import convert as cv
 from pfs.proto import pfs_pb2 as pb
@@ -18,7 +19,9 @@ from pfs.proto import pps_pb2 as ppb
 from server.meta.sqlite import SCHEMA, SqliteMetaStore
 
 CHUNK = ChunkRef(bytes(range(32)), 5)
-TRANSFORM = Transform(("sh", "-c", "wc"), ("line",), (("A", "b"), ("LANG", "C")), (3, 4), "img:1", True)
+RESOURCES = Resources("500m", "1Gi", 2, "nvidia.com/gpu", "10G")
+TRANSFORM = Transform(("sh", "-c", "wc"), ("line",), (("A", "b"), ("LANG", "C")), (3, 4), "img:1", True, "1000",
+                      RESOURCES, Resources(memory="2Gi"))
 INPUT = InputSpec("words", "dev", "reduce", "diff", True)
 PIPELINE_SPEC = PipelineSpec("count", TRANSFORM, (INPUT, InputSpec("more")), ParallelismSpec(2), "counts")
 SHARDS = (ShardInfo(0, ShardState.SUCCESS, 1, 5.0, 5.5, 0, "", 10, 4, 4),
@@ -38,6 +41,7 @@ SAMPLES = {
     FileInfo: [FileInfo("/a/b", False, 5, "c1", (CHUNK, ChunkRef(b"\xff" * 32, 1))), FileInfo("/a", True, 0, "c1")],
     FileWrite: [FileWrite("a/b", (CHUNK,), True), FileWrite("c", ())],
     Transform: [TRANSFORM, Transform(("true",))],
+    Resources: [RESOURCES, Resources()],
     JobInput: [JobInput("words", "c1", "reduce", 2, "c0", "diff"), JobInput("r", "c")],
     InputSpec: [INPUT, InputSpec("r")],
     JobSpec: [JobSpec(TRANSFORM, (INPUT,), ParallelismSpec(coefficient=1.5), "out"), JobSpec(Transform(("true",)), ())],
@@ -62,6 +66,8 @@ WIRE = {  # model type: (to the wire, back)
     FileInfo: (cv.file_to_pb, cv.file_from_pb),
     FileWrite: (cv.write_to_pb, cv.write_from_pb),
     Transform: (lambda t: cv.job_spec_to_pb(JobSpec(t, ())), lambda m: cv.job_spec_from_pb(m).transform),
+    Resources: (lambda r: cv.job_spec_to_pb(JobSpec(Transform(("true",), resource_limits=r), ())),
+                lambda m: cv.job_spec_from_pb(m).transform.resource_limits),
     JobInput: (lambda i: cv.job_to_pb(dataclasses.replace(JOB, inputs=(i,))), lambda m: cv.job_from_pb(m).inputs[0]),
     InputSpec: (lambda i: cv.job_spec_to_pb(JobSpec(TRANSFORM, (i,))), lambda m: cv.job_spec_from_pb(m).inputs[0]),
     JobSpec: (cv.job_spec_to_pb, cv.job_spec_from_pb),
@@ -101,7 +107,7 @@ def test_a_chunk_the_store_lacks_goes_as_a_location_without_url():
 
 @pytest.mark.parametrize("cls, message", [
     (CommitRef, pb.CommitRef), (RepoInfo, pb.RepoInfo), (CommitInfo, pb.CommitInfo), (BranchInfo, pb.BranchInfo),
-    (Transform, ppb.Transform), (InputSpec, ppb.InputSpec), (JobSpec, ppb.CreateJobRequest), (JobInput, ppb.JobInput),
+    (Transform, ppb.Transform), (Resources, ppb.Resources), (InputSpec, ppb.InputSpec), (JobSpec, ppb.CreateJobRequest), (JobInput, ppb.JobInput),
     (PipelineSpec, ppb.PipelineSpec), (PipelineInfo, ppb.PipelineInfo), (ShardInfo, ppb.ShardInfo),
     (JobInfo, ppb.JobInfo), (LogLine, ppb.LogLine),
 ], ids=lambda x: getattr(x, "__name__", ""))

@@ -58,12 +58,17 @@ def api_client() -> Any:
         if os.environ.get("KUBERNETES_SERVICE_HOST"):
             config.load_incluster_config(client_configuration=configuration)
         else:
-            config.load_kube_config(client_configuration=configuration)
+            config.load_kube_config(kubeconfig(), client_configuration=configuration)
     except (config.ConfigException, OSError) as err:
         raise FailedPrecondition(f"no Kubernetes cluster to use: {str(err).splitlines()[0]} (set KUBECONFIG, or "
                                  "run in a pod)") from None
     configuration.retries = 1  # a call that fails is made again at the next turn of whoever made it
     return client.ApiClient(configuration)
+
+
+def kubeconfig() -> str:
+    """The kubeconfig files to read, as of now (the client reads $KUBECONFIG once, when it is imported)."""
+    return os.environ.get("KUBECONFIG") or os.path.expanduser("~/.kube/config")
 
 
 def default_namespace() -> str:
@@ -72,7 +77,7 @@ def default_namespace() -> str:
         return IN_CLUSTER_NAMESPACE.read_text().strip()
     try:
         from kubernetes import config
-        _, context = config.list_kube_config_contexts()
+        _, context = config.list_kube_config_contexts(kubeconfig())
     except Exception:  # noqa: BLE001 - no kubeconfig, or none readable: the default one
         return "default"
     return (context or {}).get("context", {}).get("namespace") or "default"

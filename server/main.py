@@ -25,6 +25,7 @@ from pfs.core.memory import keep_freed_memory
 from pfs.core.pem import read_pem
 from pfs.proto import auth_pb2_grpc, chunks_pb2_grpc, pfs_pb2_grpc, pps_pb2_grpc
 from server import tls
+from server.health import Health
 from server.access import owner_only, server_token
 from server.meta import MetaStore
 from server.meta.sqlite import SqliteMetaStore
@@ -110,6 +111,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--insecure", action="store_true",
                    help="listen beyond loopback without TLS or without the token (a network of its own); "
                         "refused otherwise")
+    p.add_argument("--health-port", type=int, default=0, metavar="PORT",
+                   help="serve the standard gRPC health service (grpc.health.v1) on PORT too, in plain gRPC and with "
+                        "no token, for a cluster's probes: it says only whether the server serves (default: none)")
     k = p.add_argument_group("the kubernetes runner")
     k.add_argument("--namespace", help="the namespace of the workers' Jobs (default: the server pod's own, else "
                                        "$KUBECONFIG's current one)")
@@ -206,6 +210,7 @@ async def _serve(args: argparse.Namespace, data_dir: pathlib.Path, token_file: p
     # workers on this machine (or in containers on its network) reach the server here
     host = "127.0.0.1" if args.listen in ("0.0.0.0", "::", "[::]") else args.listen
     runner = make_runner(args, f"{host}:{port}", data_dir, args.tls_cert if tls_credentials else None)
+    health = Health(args.listen, args.health_port) if args.health_port else None
     jobs = Jobs(store, runner.capacity)
     controller = Controller(store, jobs, runner, Leases(store.meta, server_id(data_dir), runner.address),
                             None if tokens is None else JobTokens(tokens, roles))
@@ -217,6 +222,8 @@ async def _serve(args: argparse.Namespace, data_dir: pathlib.Path, token_file: p
                                            server)
     auth_pb2_grpc.add_AuthServicer_to_server(AuthServicer(store, tokens, roles), server)
     await server.start()
+    if health:
+        await health.start()
     over = "" if tls_credentials is None else " over mutual TLS" if args.tls_client_ca else " over TLS"
     print(f"pfs server listening on {args.listen}:{port}{over}, data in {data_dir}, {runner.name} runner",
           file=sys.stderr, flush=True)
@@ -230,16 +237,22 @@ async def _serve(args: argparse.Namespace, data_dir: pathlib.Path, token_file: p
     ready.notify(args.ready_fd, address=f"{host}:{port}", data_dir=str(data_dir),
                  token_file=None if token is None else str(token_file))
     await asyncio.to_thread(controller.start)
+    if health:
+        await health.serving()
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     _exit_after(SHUTDOWN_LIMIT)
+    if health:
+        await health.stopping()
     # its workers stopped, while calls are still answered (their last reports): their jobs resume when the
     # server starts again
     await asyncio.to_thread(controller.close)
     store.stop_waiting()  # calls that wait for news (subscribe-commit, flush-commit) end
     await server.stop(GRACE)
+    if health:
+        await health.stop(0)
 
 
 def make_runner(args: argparse.Namespace, address: str, data_dir: pathlib.Path, tls_ca: str | None) -> Runner:

@@ -180,22 +180,40 @@ def test_fewer_shards_than_parallelism_make_that_many_completions():
     assert (spec["completions"], spec["parallelism"]) == (1, 1)
 
 
-def test_fuse_through_the_nodes_device_or_a_privileged_container():
+def test_fuse_by_a_privileged_container_the_nodes_device_or_a_device_plugin():
     job = job_of(WORD_COUNT, 2)
-    device = worker_job(job, None, 1, ADDRESS, None, WORKERS)
-    assert round_trip(device) == device
-    pod = device["spec"]["template"]
-    assert container(device)["securityContext"] == {"capabilities": {"add": ["SYS_ADMIN"]}}
-    assert container(device)["volumeMounts"] == [{"name": "fuse", "mountPath": "/dev/fuse"}]
+    privileged = worker_job(job, None, 1, ADDRESS, None, WORKERS)  # the default: it works on every runtime
+    assert round_trip(privileged) == privileged
+    assert container(privileged)["securityContext"] == {"privileged": True}
+    assert "volumes" not in privileged["spec"]["template"]["spec"] and "volumeMounts" not in container(privileged)
+    assert "annotations" not in privileged["spec"]["template"]["metadata"]
+
+    hostpath = worker_job(job, None, 1, ADDRESS, None, Workers("pfs-test", "s", fuse="hostpath"))
+    assert round_trip(hostpath) == hostpath
+    pod = hostpath["spec"]["template"]
+    assert container(hostpath)["securityContext"] == {"capabilities": {"add": ["SYS_ADMIN"]}}
+    assert container(hostpath)["volumeMounts"] == [{"name": "fuse", "mountPath": "/dev/fuse"}]
     assert pod["spec"]["volumes"] == [{"name": "fuse", "hostPath": {"path": "/dev/fuse", "type": "CharDevice"}}]
     assert pod["metadata"]["annotations"] == {
         "container.apparmor.security.beta.kubernetes.io/worker": "unconfined"}  # mount(2) under AppArmor
-    privileged = worker_job(job, None, 1, ADDRESS, None, Workers("pfs-test", "s", fuse="privileged"))
-    assert round_trip(privileged) == privileged
-    assert container(privileged)["securityContext"] == {"privileged": True}
-    assert "volumes" not in privileged["spec"]["template"]["spec"]
-    assert "volumeMounts" not in container(privileged)
-    assert "annotations" not in privileged["spec"]["template"]["metadata"]
+
+    plugin = worker_job(job, None, 1, ADDRESS, None, Workers("pfs-test", "s", fuse="smarter-devices/fuse"))
+    assert round_trip(plugin) == plugin
+    assert container(plugin)["securityContext"] == {"capabilities": {"add": ["SYS_ADMIN"]}}
+    assert container(plugin)["resources"] == {"requests": {"cpu": "250m", "memory": "1Gi", "ephemeral-storage": "2Gi"},
+                                              "limits": {"cpu": "1", "memory": "2Gi", "smarter-devices/fuse": "1"}}
+    assert "volumes" not in plugin["spec"]["template"]["spec"]
+
+
+@pytest.mark.parametrize("mode", ["privileged", "hostpath", "smarter-devices/fuse", "pfs.local/fuse"])
+def test_fuse_modes_taken(mode):
+    assert specs.fuse_mode(mode) == mode
+
+
+@pytest.mark.parametrize("mode", ["device", "fuse", "/fuse", "Smarter/fuse", ""])
+def test_fuse_modes_refused(mode):
+    with pytest.raises(ValueError):
+        specs.fuse_mode(mode)
 
 
 def test_resources_as_requests_and_limits_with_gpus_as_limits():
@@ -220,6 +238,7 @@ def test_resources_as_requests_and_limits_with_gpus_as_limits():
 def test_the_nodes_network_the_pull_policy_and_the_servers_ca():
     ca = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
     workers = Workers("ns", "s", host_network=True, pull_policy="Never", tls_ca=ca)
+    assert workers.fuse == "privileged"
     k = worker_job(job_of(WORD_COUNT, 2), None, 1, "127.0.0.1:30650", "t", workers)
     assert round_trip(k) == k
     pod = k["spec"]["template"]["spec"]

@@ -19,7 +19,7 @@ INCREMENTALS = ("none", "diff", "full")
 QUANTITIES = ("cpu", "memory", "disk")  # the Resources fields that are Kubernetes quantities
 MAX_GPUS = 1024
 # an extended resource's name, as Kubernetes takes it: a DNS subdomain prefix, a slash, a name
-_RESOURCE_NAME = re.compile(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?/[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?")
+RESOURCE_NAME = re.compile(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?/[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?")
 
 
 def bad(where: str, reason: str) -> InvalidArgument:
@@ -87,7 +87,7 @@ def _check_resources(requests: Resources, limits: Resources) -> None:
                           "a unit such as 500m (CPU), 512Mi or 2G")
         if not 0 <= r.gpu <= MAX_GPUS:
             raise bad(f"{where}.gpu.number", f"expected 0 to {MAX_GPUS} GPUs, got {r.gpu}")
-        if r.gpu and not _RESOURCE_NAME.fullmatch(r.gpu_type):
+        if r.gpu and not RESOURCE_NAME.fullmatch(r.gpu_type):
             raise bad(f"{where}.gpu.type", f"{r.gpu_type[:80]!r} is not a device's resource name; write it as "
                       "Kubernetes names it, such as nvidia.com/gpu")
     for name in QUANTITIES:

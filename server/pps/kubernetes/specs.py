@@ -19,10 +19,15 @@ from typing import Any
 
 from pfs.core import kube
 from pfs.core.model import JobInfo, Resources
+from pfs.core.specs import RESOURCE_NAME
 from server.pps.runners import STOP_TIMEOUT
 
 CONTAINER = "worker"
-FUSE_MODES = ("device", "privileged")  # /dev/fuse from the node and SYS_ADMIN, or a privileged container
+# How a worker gets FUSE: a privileged container (which sees the node's devices); the node's /dev/fuse as a hostPath
+# and SYS_ADMIN (where the runtime lets a container open it: not under cgroup v1's device controller, which
+# refuses with EPERM); or, given a device plugin's resource name (smarter-devices/fuse, say), a device from it,
+# which opens the device cgroup too, and SYS_ADMIN
+FUSE_MODES = ("privileged", "hostpath")
 PULL_POLICIES = ("IfNotPresent", "Always", "Never")
 NEVER_FAIL = 2**31 - 1  # the Indexed Job's backoffLimit: the most the API takes
 FINISHED_TTL = 86400  # seconds a finished Job stays (the runner deletes it once its job has ended, if it still can)
@@ -36,10 +41,18 @@ class Workers:
 
     namespace: str
     server: str  # the server's id: its Jobs carry it, so that it finds them again when it restarts
-    fuse: str = "device"  # one of FUSE_MODES
+    fuse: str = "privileged"  # one of FUSE_MODES, or a device plugin's resource name
     host_network: bool = False  # on the node's network (a cluster without a pod network)
     pull_policy: str = "IfNotPresent"  # images imported into the nodes need IfNotPresent or Never
     tls_ca: str = ""  # the CA certificate (PEM) workers trust the servers by; '' for servers without TLS
+
+
+def fuse_mode(text: str) -> str:
+    """TEXT if it is one of FUSE_MODES or a device plugin's resource name (DOMAIN/NAME); ValueError otherwise."""
+    if text not in FUSE_MODES and not RESOURCE_NAME.fullmatch(text):
+        raise ValueError(f"{text!r} is not {', '.join(FUSE_MODES)} or a device plugin's resource (such as "
+                         "smarter-devices/fuse)")
+    return text
 
 
 def job_name(job_id: str, shard: int | None, attempt: int) -> str:
@@ -54,7 +67,7 @@ def worker_job(job: JobInfo, shard: int | None, attempt: int, address: str, toke
     indexed = shard is None
     shards = len(job.shards) if indexed else 1
     labels, annotations = _labels(job, shard, attempt, workers)
-    pod_annotations = {**annotations, **({APPARMOR: "unconfined"} if workers.fuse == "device" else {})}
+    pod_annotations = {**annotations, **({APPARMOR: "unconfined"} if workers.fuse != "privileged" else {})}
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
@@ -88,7 +101,7 @@ def _labels(job: JobInfo, shard: int | None, attempt: int, workers: Workers) -> 
 def _pod(job: JobInfo, shard: int | None, attempt: int, address: str, token: str | None,
          workers: Workers) -> dict[str, Any]:
     fuse = ({"privileged": True} if workers.fuse == "privileged"
-            else {"capabilities": {"add": ["SYS_ADMIN"]}})
+            else {"capabilities": {"add": ["SYS_ADMIN"]}})  # what mount(2) needs
     container = {
         "name": CONTAINER,
         "image": job.transform.image,
@@ -99,9 +112,10 @@ def _pod(job: JobInfo, shard: int | None, attempt: int, address: str, token: str
         "terminationMessagePath": kube.TERMINATION_LOG,
         "terminationMessagePolicy": "File",
     }
+    device = {workers.fuse: "1"} if workers.fuse not in FUSE_MODES else {}
     resources = {k: v for k, v in (("requests", _resources(job.transform.resource_requests)),
-                                   ("limits", _limits(job.transform.resource_requests,
-                                                      job.transform.resource_limits))) if v}
+                                   ("limits", {**_limits(job.transform.resource_requests,
+                                                         job.transform.resource_limits), **device})) if v}
     if resources:
         container["resources"] = resources
     pod: dict[str, Any] = {
@@ -111,7 +125,7 @@ def _pod(job: JobInfo, shard: int | None, attempt: int, address: str, token: str
         "terminationGracePeriodSeconds": int(STOP_TIMEOUT),
         "containers": [container],
     }
-    if workers.fuse == "device":
+    if workers.fuse == "hostpath":
         container["volumeMounts"] = [{"name": "fuse", "mountPath": "/dev/fuse"}]
         pod["volumes"] = [{"name": "fuse", "hostPath": {"path": "/dev/fuse", "type": "CharDevice"}}]
     if workers.host_network:

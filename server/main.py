@@ -33,7 +33,7 @@ from server.pps.controller import Controller
 from server.pps.jobs import Jobs
 from server.pps.leases import Leases, server_id
 from server.pps.pipelines import Pipelines
-from server.pps.kubernetes.specs import PULL_POLICIES, Workers, fuse_mode
+from server.pps.kubernetes.specs import Workers
 from server.pps.runners import RUNNERS, STOP_TIMEOUT, Runner
 from server.rpc.auth import Access, TokenCheck
 from server.rpc.decoding import RequestDecoding
@@ -119,13 +119,13 @@ def parser() -> argparse.ArgumentParser:
                                        "$KUBECONFIG's current one)")
     k.add_argument("--worker-address", metavar="HOST:PORT",
                    help=f"where workers reach the servers (default: their Service, {kube.SERVICE}.NAMESPACE.svc:PORT)")
-    k.add_argument("--worker-fuse", type=_fuse_mode, default="privileged", metavar="MODE",
+    k.add_argument("--worker-fuse", type=kube.fuse_mode, default="privileged", metavar="MODE",
                    help="how a worker gets FUSE: as a privileged container (privileged, the default), the node's "
                         "/dev/fuse as a hostPath and SYS_ADMIN (hostpath: where the runtime lets containers open "
                         "it), or a device plugin's resource and SYS_ADMIN (its name, e.g. smarter-devices/fuse)")
     k.add_argument("--worker-host-network", action="store_true",
                    help="run workers on their node's network (a cluster without a pod network)")
-    k.add_argument("--worker-pull-policy", choices=PULL_POLICIES, default="IfNotPresent",
+    k.add_argument("--worker-pull-policy", choices=kube.PULL_POLICIES, default="IfNotPresent",
                    help="the workers' imagePullPolicy (default IfNotPresent: images imported into the nodes work)")
     p.add_argument(ready.FLAG, type=ready.ready_fd, metavar="N",
                    help='once serving, write {"address": HOST:PORT, ...} as a JSON line to file descriptor N '
@@ -147,13 +147,6 @@ def _size(text: str) -> int:
     if not number.isdigit() or unit not in SIZE_UNITS:
         raise argparse.ArgumentTypeError(f"{text!r} is not a size: write bytes, or a number with K, M or G")
     return int(number) << SIZE_UNITS[unit]
-
-
-def _fuse_mode(text: str) -> str:
-    try:
-        return fuse_mode(text)
-    except ValueError as err:
-        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def _positive(text: str) -> int:

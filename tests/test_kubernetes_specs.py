@@ -2,6 +2,7 @@
 loaded by the Kubernetes client's own models; the manifest's resources, and the refusals of wrong ones; and job-pod,
 the worker pod's entrypoint. No cluster here: tests/test_kubernetes_cluster.py runs these Jobs on one."""
 
+import argparse
 import dataclasses
 import json
 import os
@@ -207,13 +208,13 @@ def test_fuse_by_a_privileged_container_the_nodes_device_or_a_device_plugin():
 
 @pytest.mark.parametrize("mode", ["privileged", "hostpath", "smarter-devices/fuse", "pfs.local/fuse"])
 def test_fuse_modes_taken(mode):
-    assert specs.fuse_mode(mode) == mode
+    assert kube.fuse_mode(mode) == mode
 
 
 @pytest.mark.parametrize("mode", ["device", "fuse", "/fuse", "Smarter/fuse", ""])
 def test_fuse_modes_refused(mode):
-    with pytest.raises(ValueError):
-        specs.fuse_mode(mode)
+    with pytest.raises(argparse.ArgumentTypeError):
+        kube.fuse_mode(mode)
 
 
 def test_resources_as_requests_and_limits_with_gpus_as_limits():

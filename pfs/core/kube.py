@@ -9,9 +9,11 @@ import hashlib
 import os
 import pathlib
 import re
+from argparse import ArgumentTypeError
 from typing import Any
 
 from pfs.core.errors import FailedPrecondition
+from pfs.core.specs import RESOURCE_NAME
 
 PORT = 30650  # the servers' port, in their pods and on their Service
 SERVICE = "pfs"  # the servers' Service: where clients and workers reach any server
@@ -26,9 +28,24 @@ WORKER_ENTRYPOINT = "job-pod"  # the worker pod's command (shim/pod.py), which r
 TERMINATION_LOG = "/dev/termination-log"  # where job-pod leaves job-shim's exit status for the runner to read
 CA_PEM_ENV = "PFS_TLS_CA_PEM"  # the servers' CA certificate itself (PEM), which job-pod gives job-shim as a file
 EXTRA = "pip install 'pfs[kubernetes]'"
+# How a worker gets FUSE: a privileged container (which sees the node's devices); the node's /dev/fuse as a hostPath
+# and SYS_ADMIN (where the runtime lets a container open it: not under cgroup v1's device controller, which
+# refuses with EPERM); or, given a device plugin's resource name (smarter-devices/fuse, say), a device from it,
+# which opens the device cgroup too, and SYS_ADMIN
+FUSE_MODES = ("privileged", "hostpath")
+PULL_POLICIES = ("IfNotPresent", "Always", "Never")
 IN_CLUSTER_NAMESPACE = pathlib.Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 _LABEL_VALUE = re.compile(r"([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?")
 _DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
+
+
+def fuse_mode(text: str) -> str:
+    """TEXT if it is one of FUSE_MODES or a device plugin's resource name (DOMAIN/NAME); the refusal argparse
+    prints otherwise (`pfs server --worker-fuse` and `pfs deploy kubernetes --worker-fuse` take it)."""
+    if text not in FUSE_MODES and not RESOURCE_NAME.fullmatch(text):
+        raise ArgumentTypeError(f"{text!r} is not {', '.join(FUSE_MODES)} or a device plugin's resource (such as "
+                         "smarter-devices/fuse)")
+    return text
 
 
 def label_value(text: str) -> str:

@@ -18,17 +18,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from pfs.core import kube
+from pfs.core.kube import FUSE_MODES
 from pfs.core.model import JobInfo, Resources
-from pfs.core.specs import RESOURCE_NAME
 from server.pps.runners import STOP_TIMEOUT
 
 CONTAINER = "worker"
-# How a worker gets FUSE: a privileged container (which sees the node's devices); the node's /dev/fuse as a hostPath
-# and SYS_ADMIN (where the runtime lets a container open it: not under cgroup v1's device controller, which
-# refuses with EPERM); or, given a device plugin's resource name (smarter-devices/fuse, say), a device from it,
-# which opens the device cgroup too, and SYS_ADMIN
-FUSE_MODES = ("privileged", "hostpath")
-PULL_POLICIES = ("IfNotPresent", "Always", "Never")
 NEVER_FAIL = 2**31 - 1  # the Indexed Job's backoffLimit: the most the API takes
 FINISHED_TTL = 86400  # seconds a finished Job stays (the runner deletes it once its job has ended, if it still can)
 APPARMOR = f"container.apparmor.security.beta.kubernetes.io/{CONTAINER}"  # FUSE's mount(2) is not AppArmor's default
@@ -41,18 +35,10 @@ class Workers:
 
     namespace: str
     server: str  # the server's id: its Jobs carry it, so that it finds them again when it restarts
-    fuse: str = "privileged"  # one of FUSE_MODES, or a device plugin's resource name
+    fuse: str = "privileged"  # one of kube.FUSE_MODES, or a device plugin's resource name
     host_network: bool = False  # on the node's network (a cluster without a pod network)
     pull_policy: str = "IfNotPresent"  # images imported into the nodes need IfNotPresent or Never
     tls_ca: str = ""  # the CA certificate (PEM) workers trust the servers by; '' for servers without TLS
-
-
-def fuse_mode(text: str) -> str:
-    """TEXT if it is one of FUSE_MODES or a device plugin's resource name (DOMAIN/NAME); ValueError otherwise."""
-    if text not in FUSE_MODES and not RESOURCE_NAME.fullmatch(text):
-        raise ValueError(f"{text!r} is not {', '.join(FUSE_MODES)} or a device plugin's resource (such as "
-                         "smarter-devices/fuse)")
-    return text
 
 
 def job_name(job_id: str, shard: int | None, attempt: int) -> str:

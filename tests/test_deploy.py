@@ -87,9 +87,11 @@ def test_the_servers_command_is_one_pfs_server_takes():
         "s3://pfs/chunks", "http://pfs-seaweedfs.pfs.svc:8333", "postgresql://pfs@pfs-postgres.pfs.svc:5432/pfs")
     tls = server_main.parser().parse_args(
         server_container(build(Options(local=True, tls_secret="pfs-tls", host_network=True,
-                                       worker_address="127.0.0.1:30650")))["command"][2:])
+                                       worker_address="127.0.0.1:30650", registry="registry.local:5000")))[
+            "command"][2:])
     assert (tls.tls_cert, tls.tls_key, tls.insecure) == ("/etc/pfs/tls/tls.crt", "/etc/pfs/tls/tls.key", False)
     assert (tls.worker_host_network, tls.worker_address) == (True, "127.0.0.1:30650")
+    assert tls.registry == "registry.local:5000"  # where create-pipeline --push-images pushes
 
 
 def test_the_servers_deployment_service_probes_and_secrets():

@@ -17,7 +17,8 @@ def cmd_deploy_kubernetes(args, client):
     options = Options(namespace=args.namespace, replicas=args.replicas, image=args.image, storage=args.storage or "",
                       meta=args.meta or "", s3_endpoint=args.s3_endpoint or "", local=args.local,
                       tls_secret=args.tls_secret or "", host_network=args.host_network,
-                      worker_address=args.worker_address or "", worker_fuse=args.worker_fuse,
+                      worker_address=args.worker_address or "", registry=args.registry or "",
+                      worker_fuse=args.worker_fuse,
                       pull_policy=args.pull_policy, seaweedfs_image=args.seaweedfs_image,
                       postgres_image=args.postgres_image, volume_size=args.volume_size)
     objects = manifests.manifests(options, manifests.credentials(options, os.environ))

@@ -402,6 +402,8 @@ def parser() -> argparse.ArgumentParser:
          a("--host-network", action="store_true",
            help="run every pod on its node's network (a cluster without a pod network)"),
          a("--worker-address", metavar="HOST:PORT", help="where workers reach the servers (default their Service)"),
+         a("--registry", metavar="HOST:PORT", help="the registry the nodes pull from: where create-pipeline "
+           "--push-images pushes an image that names none"),
          a("--worker-fuse", default="privileged", metavar="MODE", type=kube.fuse_mode,
            help="how workers get FUSE: privileged (the default), hostpath, or a device plugin's resource name"),
          a("--pull-policy", default="IfNotPresent", choices=kube.PULL_POLICIES,

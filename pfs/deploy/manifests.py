@@ -75,6 +75,7 @@ class Options:
     tls_secret: str = ""  # a kubernetes.io/tls Secret with tls.crt, tls.key and ca.crt; '' : no TLS
     host_network: bool = False  # every pod on its node's network (a cluster without a pod network)
     worker_address: str = ""  # where workers reach the servers ('' : the Service)
+    registry: str = ""  # where `create-pipeline --push-images` pushes an image that names none: the nodes' registry
     worker_fuse: str = "privileged"
     pull_policy: str = "IfNotPresent"
     seaweedfs_image: str = DEFAULT_SEAWEEDFS_IMAGE
@@ -190,7 +191,8 @@ def _server_args(o: Options) -> list[str]:
             "--storage", storage, *(["--s3-endpoint", endpoint] if endpoint else []), "--meta", meta,
             "--runner", "kubernetes", "--namespace", o.namespace, "--worker-fuse", o.worker_fuse,
             "--worker-pull-policy", o.pull_policy, *(["--worker-host-network"] if o.host_network else []),
-            *(["--worker-address", o.worker_address] if o.worker_address else [])]
+            *(["--worker-address", o.worker_address] if o.worker_address else []),
+            *(["--registry", o.registry] if o.registry else [])]
 
 
 def _servers(o: Options) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from pfs.core.model import (
     LogLine, ParallelismSpec, PipelineInfo, PipelineSpec, PipelineState, RepoInfo, Resources, ShardInfo, ShardState,
     Transform,
 )
+from pfs.proto import chunks_pb2 as cpb
 from pfs.proto import convert as cv
 from pfs.proto import pfs_pb2 as pb
 from pfs.proto import pps_pb2 as ppb
@@ -53,7 +54,7 @@ SAMPLES = {
     JobInfo: [JOB, JobInfo("j2", TRANSFORM, (), 1, "out")],
     LogLine: [LogLine("j1", 1, 5.0, "stderr", "oops")],
     DirectRead: [DirectRead("local-dir", "/srv/pfs"), DirectRead("url", "s3://bucket/prefix")],
-    ChunkLocation: [ChunkLocation("https://s3.example/b/p/pack?X-Amz-Signature=ab", 4096, 1000)],
+    ChunkLocation: [ChunkLocation("https://s3.example/b/p/pack?X-Amz-Signature=ab", 4096, 1000, 0, 5096)],
     ParallelismSpec: [ParallelismSpec(3), ParallelismSpec(coefficient=0.5), ParallelismSpec()],
 }
 
@@ -109,7 +110,7 @@ def test_a_chunk_the_store_lacks_goes_as_a_location_without_url():
     (CommitRef, pb.CommitRef), (RepoInfo, pb.RepoInfo), (CommitInfo, pb.CommitInfo), (BranchInfo, pb.BranchInfo),
     (Transform, ppb.Transform), (Resources, ppb.Resources), (InputSpec, ppb.InputSpec), (JobSpec, ppb.CreateJobRequest), (JobInput, ppb.JobInput),
     (PipelineSpec, ppb.PipelineSpec), (PipelineInfo, ppb.PipelineInfo), (ShardInfo, ppb.ShardInfo),
-    (JobInfo, ppb.JobInfo), (LogLine, ppb.LogLine),
+    (JobInfo, ppb.JobInfo), (LogLine, ppb.LogLine), (ChunkLocation, cpb.ChunkLocation),
 ], ids=lambda x: getattr(x, "__name__", ""))
 def test_a_message_converted_field_by_field_has_the_fields_of_its_model_type(cls, message):
     # a field on one side only would be dropped on the way (or fail at the first conversion)

@@ -51,11 +51,15 @@ class DirectRead:
 @dataclass(frozen=True)
 class ChunkLocation:
     """Where a client may fetch a chunk's stored bytes (its zstd frame) without the server: LENGTH bytes from
-    OFFSET of what an HTTP GET of URL answers (a short-lived presigned URL of the object holding it)."""
+    OFFSET of an object, in an HTTP GET of URL with "Range: bytes=RANGE_START-(RANGE_END - 1)". URL is a
+    short-lived URL signed for that range only, which holds this chunk and others asked for along with it,
+    each whole: the chunks of other locate calls (other repos') in the same object stay out of reach."""
 
     url: str
     offset: int
     length: int
+    range_start: int
+    range_end: int
 
 
 @dataclass(frozen=True)

@@ -187,6 +187,10 @@ class RepoTree:
         node = self.getattr(inode)
         chunks, offsets = node.chunks, node.offsets
         i = bisect.bisect_right(offsets, offset) - 1
+        first = max(i, 0)
+        if self.direct and first + READ_AHEAD > node.told:  # told LOCATE_AHEAD chunks at a time: located in one call
+            node.told = first + LOCATE_AHEAD  # (before the first is fetched: the reads at once share that call)
+            self.direct.expect(chunks[first : first + LOCATE_AHEAD])
         start, out = offset, []
         while size > 0 and 0 <= i < len(chunks):
             data = get(chunks[i])
@@ -198,9 +202,6 @@ class RepoTree:
             size -= len(piece)
             i += 1
         j = max(i, 0)
-        if self.direct and j + READ_AHEAD > node.told:  # told LOCATE_AHEAD chunks at a time: located in one call
-            node.told = j + LOCATE_AHEAD
-            self.direct.expect(chunks[j : j + LOCATE_AHEAD])
         # topped up as the reader moves on: each new chunk a fetch of its own, so chunks come back one by one
         # while the next are decompressed
         self.cache.prefetch(chunks[j : j + READ_AHEAD])

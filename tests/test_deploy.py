@@ -134,6 +134,16 @@ def test_tls_from_a_secret_and_the_nodes_network():
         assert objects["StatefulSet", name]["spec"]["template"]["spec"]["hostNetwork"] is True
 
 
+def test_the_servers_reach_the_api_where_told():
+    """--api-address: for a cluster whose Service `kubernetes` does not route from the servers' pods (no kube-proxy);
+    the client in the pod reads KUBERNETES_SERVICE_HOST and _PORT, which the kubelet sets from that Service."""
+    env = server_container(build(Options(local=True, host_network=True, api_address="127.0.0.1:6443")))["env"]
+    assert [e for e in env if e["name"].startswith("KUBERNETES_")] == [
+        {"name": "KUBERNETES_SERVICE_HOST", "value": "127.0.0.1"},
+        {"name": "KUBERNETES_SERVICE_PORT", "value": "6443"}]
+    assert not any(e["name"].startswith("KUBERNETES_") for e in server_container(build(LOCAL))["env"])
+
+
 def test_local_backends_are_stateful_sets_with_volumes():
     objects = build(Options(local=True, volume_size="50Gi"))
     secret = objects["Secret", "pfs-credentials"]["stringData"]
@@ -181,6 +191,7 @@ def test_the_cli_prints_a_list_for_kubectl(tmp_path):
     (("--local", "--storage", "s3://b"), "give --storage s3://... and --meta postgresql://..."),
     (("--storage", "gs://b", "--meta", "postgresql://h/db"), "--storage must be s3://BUCKET[/PREFIX] and --meta"),
     (("--local", "--replicas", "0"), "--replicas 0: give 1 or more servers"),
+    (("--local", "--api-address", "https://10.0.0.1"), "--api-address https://10.0.0.1: give HOST:PORT"),
 ])
 def test_a_deploy_without_its_backends_is_refused_in_one_line(args, says):
     assert_one_line_error(run_pfs("deploy", "kubernetes", *args, check=False), says)

@@ -18,6 +18,7 @@ def cmd_deploy_kubernetes(args, client):
                       meta=args.meta or "", s3_endpoint=args.s3_endpoint or "", local=args.local,
                       tls_secret=args.tls_secret or "", host_network=args.host_network,
                       worker_address=args.worker_address or "", registry=args.registry or "",
+                      api_address=args.api_address or "",
                       worker_fuse=args.worker_fuse,
                       pull_policy=args.pull_policy, seaweedfs_image=args.seaweedfs_image,
                       postgres_image=args.postgres_image, volume_size=args.volume_size)

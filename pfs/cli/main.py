@@ -404,6 +404,8 @@ def parser() -> argparse.ArgumentParser:
          a("--worker-address", metavar="HOST:PORT", help="where workers reach the servers (default their Service)"),
          a("--registry", metavar="HOST:PORT", help="the registry the nodes pull from: where create-pipeline "
            "--push-images pushes an image that names none"),
+         a("--api-address", metavar="HOST:PORT", help="where the servers reach the Kubernetes API (default the "
+           "Service kubernetes; give it where that does not route from their pods, as without kube-proxy)"),
          a("--worker-fuse", default="privileged", metavar="MODE", type=kube.fuse_mode,
            help="how workers get FUSE: privileged (the default), hostpath, or a device plugin's resource name"),
          a("--pull-policy", default="IfNotPresent", choices=kube.PULL_POLICIES,

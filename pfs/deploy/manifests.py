@@ -15,6 +15,7 @@ to allow privileged pods (Pod Security): a worker needs /dev/fuse and SYS_ADMIN.
 """
 
 import json
+import re
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -43,6 +44,7 @@ RUNNER_RULES = [
 SECRET_ENV = {"AWS_ACCESS_KEY_ID": "aws-access-key-id", "AWS_SECRET_ACCESS_KEY": "aws-secret-access-key",
               "AWS_REGION": "aws-region", "PGPASSWORD": "pgpassword"}
 LOCAL_REGION = "us-east-1"  # SeaweedFS takes any
+_HOST_PORT = re.compile(r"[^\s:/]+:[0-9]{1,5}")
 # --local: weed serves S3 with the keys of the Secret; its bucket is made once it answers (a second time, weed
 # says it exists); SIGTERM reaches weed (sh, as a container's first process, would ignore it)
 SEAWEEDFS_SCRIPT = """
@@ -76,6 +78,7 @@ class Options:
     host_network: bool = False  # every pod on its node's network (a cluster without a pod network)
     worker_address: str = ""  # where workers reach the servers ('' : the Service)
     registry: str = ""  # where `create-pipeline --push-images` pushes an image that names none: the nodes' registry
+    api_address: str = ""  # HOST:PORT where the servers reach the Kubernetes API ('' : the Service `kubernetes`)
     worker_fuse: str = "privileged"
     pull_policy: str = "IfNotPresent"
     seaweedfs_image: str = DEFAULT_SEAWEEDFS_IMAGE
@@ -93,6 +96,8 @@ class Options:
             raise InvalidArgument("--storage must be s3://BUCKET[/PREFIX] and --meta postgresql://USER@HOST:PORT/DB")
         if self.replicas < 1:
             raise InvalidArgument(f"--replicas {self.replicas}: give 1 or more servers")
+        if self.api_address and not _HOST_PORT.fullmatch(self.api_address):
+            raise InvalidArgument(f"--api-address {self.api_address}: give HOST:PORT, such as 127.0.0.1:6443")
         return self
 
 
@@ -203,6 +208,9 @@ def _servers(o: Options) -> dict[str, Any]:
                {"name": "credentials", "secret": {"secretName": CREDENTIALS, "defaultMode": 0o400,
                                                   "items": [{"key": "root-token", "path": "root-token"}]}}]
     env = _secret_env(SECRET_ENV)
+    if o.api_address:  # what the kubelet sets from the Service `kubernetes`, which the client reads
+        host, port = o.api_address.rsplit(":", 1)
+        env += [{"name": "KUBERNETES_SERVICE_HOST", "value": host}, {"name": "KUBERNETES_SERVICE_PORT", "value": port}]
     if o.tls_secret:
         mounts.append({"name": "tls", "mountPath": TLS, "readOnly": True})
         volumes.append({"name": "tls", "secret": {"secretName": o.tls_secret, "defaultMode": 0o400}})

@@ -30,7 +30,7 @@ from pfs.core.errors import FailedPrecondition, InvalidArgument, PfsError
 from pfs.core.memory import keep_freed_memory
 from pfs.core.model import CommitRef, JobInfo, ShardInfo
 from pfs.core.shard import Shard, worker_shards
-from shim import command, namespace
+from shim import command, namespace, oom
 from shim.logs import Logs
 from shim.mounts import Mounts
 from shim.output import Output
@@ -140,6 +140,7 @@ class Worker:
                           f"running {' '.join(job.transform.cmd)}")
         results = Output(self.client, job.id, self.shard, attempt, out, logs)
         results.start()  # read and sent while the command writes them
+        memory = oom.Watch()
         try:
             code, tail = command.run(job.transform.cmd, job.transform.stdin, env, logs, user)
         except BaseException:
@@ -150,6 +151,7 @@ class Worker:
         if not job.transform.accepts(code):
             results.abandon()
             error = f"{job.transform.cmd[0]} exited with code {code}"
+            error += f" {oom.SAID}" if memory.struck() else ""
             error += ": " + "\n".join(tail) if tail else ""
             logs.line("shim", f"job-shim: {error.splitlines()[0]}; its output is not kept")
             return COMMAND_FAILED, ShardInfo(self.shard, exit_code=code, error=error, bytes_in=bytes_in,

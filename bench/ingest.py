@@ -14,13 +14,24 @@ What it measures, in one run on the same machine and the same data:
    at the same path): the time to ingest it, each store's size (`du -sb`)
    after the first and the second version, the growth, and the dedup ratio
    (bytes ingested over both versions / store size after the second).
+4. How zstd's levels trade time for size on the large file's chunks (a sample,
+   on one core): what pfs's compression.LEVEL was chosen by.
+5. The goals (the large file at 2x borg's speed, the small files at 1.5x), and
+   for each the floor of pfs on this machine: the CPU time of the stages a
+   put-file cannot do without (cut, hash, compress, and the server's check of
+   each chunk; for small files, listing and reading them too), measured in this
+   process on one core and spread over every core (see Stages). A goal that
+   borg's time ÷ the floor misses is out of reach of this storage model here,
+   however well its stages overlap; CPU time, unlike a wall clock, is hardly
+   moved by what else the machine runs.
 
 How: the data is generated deterministically (seeded) in a temporary directory
 under /tmp, read once before each phase so every tool starts with a warm page
 cache, and `sync`ed (untimed) before each timed command so no tool pays for
 another's unflushed writes. Each command is timed alone by wall clock, from
-process start to exit; pfs, borg and restic flush their data durably before
-they exit, cp does not. Every tool writes to its own store, one per dataset, on
+process start to exit, and its CPU time counted (for pfs, its server's
+too); pfs, borg and restic flush their data durably before they exit, cp
+does not. Every tool writes to its own store, one per dataset, on
 the same filesystem as the data; pfs gets a fresh server (`--port 0`) per
 dataset, started before and stopped after the timed commands. A baseline tool
 that is not installed is skipped with a message.
@@ -31,6 +42,7 @@ Run from the repo root:  .venv/bin/python bench/ingest.py [--size-mib 1024] [--f
 import argparse
 import os
 import random
+import resource
 import shutil
 import subprocess
 import sys
@@ -42,8 +54,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
+import zstandard
+
 from pfs.client import Client
 from pfs.client.auth import read_token
+from pfs.core import compression, frames
+from pfs.core.chunking import DEFAULT_AVG_SIZE, Chunker
+from pfs.core.hashing import address
+from pfs.core.memory import keep_freed_memory
+from pfs.cli.sources import sources
 from pfs.core.ready import spawn, wait_ready
 
 BIN = Path(sys.executable).parent
@@ -172,6 +191,18 @@ def timed(cmd: list[str], env: dict[str, str], cwd: Path) -> float:
     return time.perf_counter() - start
 
 
+def children_cpu() -> float:
+    """CPU seconds (user and system) of the child processes waited for so far."""
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def process_cpu(pid: int) -> float:
+    """CPU seconds (user and system) a running process has used."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def du(path: Path) -> int:
     return int(run(["du", "-sb", str(path)], dict(os.environ)).split()[0])
 
@@ -204,6 +235,10 @@ class Tool:
     def command(self, data: Dataset, version: int) -> list[str]:
         """The timed command that ingests `data` (relative to the data directory) as `version`."""
         raise NotImplementedError
+
+    def daemon_cpu(self) -> float:
+        """CPU seconds used so far by the tool's own long-running process (a server), if it has one."""
+        return 0.0
 
 
 class Cp(Tool):
@@ -256,6 +291,9 @@ class Pfs(Tool):
         except subprocess.TimeoutExpired:
             self.server.kill()
             self.server.wait()
+
+    def daemon_cpu(self) -> float:
+        return process_cpu(self.server.pid)
 
     def command(self, data: Dataset, version: int) -> list[str]:
         flags = ["-r"] * data.is_tree + ["-c"] + ["-o"] * (version > 1)
@@ -315,6 +353,7 @@ def available_tools() -> list[type[Tool]]:
 class Result:
     seconds: float
     stored: int
+    cpu: float  # CPU seconds of the command and of the tool's server
 
 
 def ingest_all(tools: list[Tool], data: Dataset, data_dir: Path, version: int) -> dict[str, Result]:
@@ -322,10 +361,110 @@ def ingest_all(tools: list[Tool], data: Dataset, data_dir: Path, version: int) -
     warm(data_dir / data.name)
     results = {}
     for tool in tools:
+        cpu = children_cpu() + tool.daemon_cpu()
         seconds = timed(tool.command(data, version), tool.env, data_dir)
-        results[tool.name] = Result(seconds, du(tool.store))
-        print(f"  {data.name} v{version}: {tool.name:<7} {seconds:8.2f} s", flush=True)
+        cpu = children_cpu() + tool.daemon_cpu() - cpu
+        results[tool.name] = Result(seconds, du(tool.store), cpu)
+        print(f"  {data.name} v{version}: {tool.name:<7} {seconds:8.2f} s  cpu {cpu:6.2f} s", flush=True)
     return results
+
+
+@dataclass(frozen=True)
+class Stages:
+    """CPU seconds, on one core, of each stage of a put-file that pfs cannot do without, measured in this process
+    (no gRPC, no server, no disk). However well a put-file's stages overlap, it takes at least their sum spread
+    over every core: the floor of pfs on this machine, and unlike a wall clock, hardly moved by other work."""
+
+    seconds: dict[str, float]
+
+    @property
+    def floor(self) -> float:
+        return sum(self.seconds.values()) / len(os.sched_getaffinity(0))
+
+    def __str__(self) -> str:
+        return " + ".join(f"{name} {s:.2f}" for name, s in self.seconds.items())
+
+
+class StageClock:
+    """Adds up this thread's CPU time per stage: lap(name) charges the time since the last lap to NAME."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self._last = time.thread_time()
+
+    def lap(self, name: str) -> None:
+        now = time.thread_time()
+        self.seconds[name] = self.seconds.get(name, 0.0) + now - self._last
+        self._last = now
+
+
+def stages_big(path: Path) -> Stages:
+    """The large file's stages: cut (read, content-defined cuts, each chunk copied out), hash (BLAKE3), compress
+    (compression.compress), check (what the server does to each chunk it receives: decompress and hash)."""
+    clock = StageClock()
+    with open(path, "rb") as f:
+        chunks = Chunker(DEFAULT_AVG_SIZE, "line").split(f)
+        while (chunk := next(chunks, None)) is not None:
+            clock.lap("cut")
+            addr = address(chunk)
+            clock.lap("hash")
+            frame = compression.compress(chunk)
+            clock.lap("compress")
+            frames.check(addr, frame)
+            clock.lap("check")
+    return Stages(clock.seconds)
+
+
+def stages_tree(root: Path) -> Stages:
+    """The small files' stages: list (put-file's own listing), read (open, read, close), hash, compress, check."""
+    clock = StageClock()
+    todo = sources(str(root), root.name, True)
+    clock.lap("list")
+    for src in todo:
+        with open(src.origin, "rb") as f:
+            data = f.read()
+        clock.lap("read")
+        addr = address(data)
+        clock.lap("hash")
+        frame = compression.compress(data)
+        clock.lap("compress")
+        frames.check(addr, frame)
+        clock.lap("check")
+    return Stages(clock.seconds)
+
+
+LEVELS = (3, 1, -1, -3, -7)
+LEVEL_SAMPLE = 64  # chunks
+
+
+def level_table(path: Path) -> list[tuple[int, float, float, float]]:
+    """For each of LEVELS: seconds per GiB to compress a sample of PATH's chunks on one core (zstd alone, as
+    compression.compress does for a chunk that compresses), seconds per GiB to check them as the server does
+    (decompress and hash), and their compressed size ÷ plain size."""
+    with open(path, "rb") as f:
+        chunks = list(Chunker(DEFAULT_AVG_SIZE, "line").split(f))
+    sample = chunks[:: max(1, len(chunks) // LEVEL_SAMPLE)][:LEVEL_SAMPLE]
+    plain = sum(map(len, sample))
+    rows = []
+    for level in LEVELS:
+        zstd = zstandard.ZstdCompressor(level=level, write_checksum=True)
+        start = time.thread_time()
+        packed = [(address(c), zstd.compress(c)) for c in sample]
+        compress = time.thread_time() - start
+        start = time.thread_time()
+        for addr, frame in packed:
+            frames.check(addr, frame)
+        check = time.thread_time() - start
+        rows.append((level, compress * (1 << 30) / plain, check * (1 << 30) / plain,
+                     sum(len(f) for _, f in packed) / plain))
+    return rows
+
+
+def print_levels(data: Dataset, rows: list[tuple[int, float, float, float]]) -> None:
+    print(f"\nzstd levels on {LEVEL_SAMPLE} of {data.name}'s chunks, one core (pfs uses level {compression.LEVEL}):")
+    print(f"  {'level':>5} {'compress s/GiB':>15} {'check s/GiB':>12} {'stored÷plain':>13}")
+    for level, compress, check, ratio in rows:
+        print(f"  {level:5d} {compress:15.2f} {check:12.2f} {ratio:13.3f}")
 
 
 def open_tools(kinds: list[type[Tool]], stores: Path, stack: ExitStack) -> list[Tool]:
@@ -344,10 +483,11 @@ def speed(data: Dataset, seconds: float) -> str:
 def print_throughput(title: str, data: Dataset, results: dict[str, Result]) -> None:
     pfs = results["pfs"].seconds
     print(f"\n{title}: {data.nbytes / MB:.1f} MB in {data.nfiles} file(s)")
-    print("  pfs speed ÷ tool speed: above 1 means pfs is faster; stored = du -sb of the store")
+    print("  pfs speed ÷ tool speed: above 1 means pfs is faster; stored = du -sb of the store;")
+    print("  cpu = CPU seconds of the command, and of its server (pfs)")
     for name, r in results.items():
         print(f"  {name:<7} {r.seconds:8.2f} s  {speed(data, r.seconds)}"
-              f"   pfs÷tool {r.seconds / pfs:6.2f}   stored {r.stored / MB:9.1f} MB")
+              f"   pfs÷tool {r.seconds / pfs:6.2f}   stored {r.stored / MB:9.1f} MB   cpu {r.cpu:6.2f} s")
 
 
 def print_second_version(data: Dataset, v2_bytes: int, v1: dict[str, Result], v2: dict[str, Result]) -> None:
@@ -387,11 +527,40 @@ def print_machine(*tools: list[str]) -> None:
 # ---------------------------------------------------------------- main
 
 
-def bench_big(kinds: list[type[Tool]], work: Path, data_dir: Path, size: int) -> None:
+@dataclass
+class Goal:
+    text: str
+    data: Dataset
+    results: dict[str, Result]
+    target: float  # pfs speed ÷ borg speed
+    stages: Stages
+
+
+def print_goals(goals: list[Goal]) -> None:
+    cores = len(os.sched_getaffinity(0))
+    print(f"\ngoals (pfs speed ÷ borg speed); floor: the CPU seconds of the stages pfs cannot do without, on one core,"
+          f" spread over {cores} cores")
+    for g in goals:
+        if "borg" not in g.results:
+            print(f"  {g.text}: not measured (borg is not installed)")
+            continue
+        borg, pfs = g.results["borg"], g.results["pfs"]
+        ratio = borg.seconds / pfs.seconds
+        print(f"  {g.text} (goal >= {g.target}): {ratio:.2f}  {'MET' if ratio >= g.target else 'NOT MET'}")
+        print(f"    pfs {pfs.seconds:.2f} s using {pfs.cpu:.2f} CPU-s (client and server), borg {borg.seconds:.2f} s "
+              f"using {borg.cpu:.2f}")
+        floor = g.stages.floor
+        print(f"    floor: ({g.stages}) ÷ {cores} = {floor:.2f} s, {' '.join(speed(g.data, floor).split())}: "
+              f"borg÷floor {borg.seconds / floor:.2f}{', so the goal is out of reach here' if borg.seconds / floor < g.target else ''}")
+
+
+def bench_big(kinds: list[type[Tool]], work: Path, data_dir: Path, size: int) -> Goal:
     path = data_dir / BIG_NAME
     print(f"generating {size / MB:.1f} MB mixed file ...", flush=True)
     write_big_file(path, size)
     data = Dataset(BIG_NAME, size, 1)
+    warm(path)
+    stages = stages_big(path)
     with ExitStack() as stack:
         tools = open_tools(kinds, work / "stores-big", stack)
         v1 = ingest_all(tools, data, data_dir, 1)
@@ -399,15 +568,20 @@ def bench_big(kinds: list[type[Tool]], work: Path, data_dir: Path, size: int) ->
         v2 = ingest_all(tools, data, data_dir, 2)
     print_throughput("large mixed file, first version", data, v1)
     print_second_version(data, v2_bytes, v1, v2)
+    print_levels(data, level_table(path))
+    return Goal(f"{data.nbytes / MB:.0f} MB mixed file", data, v1, 2.0, stages)
 
 
-def bench_tree(kinds: list[type[Tool]], work: Path, data_dir: Path, files: int) -> None:
+def bench_tree(kinds: list[type[Tool]], work: Path, data_dir: Path, files: int) -> Goal:
     print(f"\ngenerating {files} small files ...", flush=True)
     nbytes = write_tree(data_dir / TREE_NAME, files)
     data = Dataset(TREE_NAME, nbytes, files)
+    warm(data_dir / TREE_NAME)
+    stages = stages_tree(data_dir / TREE_NAME)
     with ExitStack() as stack:
         v1 = ingest_all(open_tools(kinds, work / "stores-tree", stack), data, data_dir, 1)
     print_throughput(f"tree of {files} small files in {TREE_DIRS} directories", data, v1)
+    return Goal(f"{files} small files", data, v1, 1.5, stages)
 
 
 def parse_args() -> argparse.Namespace:
@@ -420,6 +594,7 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
+    keep_freed_memory()  # as the pfs CLI and server do: the stages measured here are theirs
     with scratch("pfs-bench-", args.keep) as work:
         data_dir = work / "data"
         data_dir.mkdir()
@@ -427,8 +602,8 @@ def main() -> None:
         kinds = available_tools()
         print("each dataset is read once before timing (warm page cache) and each timed command runs alone,")
         print("after an untimed sync; pfs, borg and restic flush their data durably before exiting, cp does not")
-        bench_big(kinds, work, data_dir, args.size_mib << 20)
-        bench_tree(kinds, work, data_dir, args.files)
+        goals = [bench_big(kinds, work, data_dir, args.size_mib << 20), bench_tree(kinds, work, data_dir, args.files)]
+        print_goals(goals)
 
 
 if __name__ == "__main__":

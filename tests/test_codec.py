@@ -3,6 +3,7 @@ both, states are enums on each side, and rows an older store wrote still load.""
 
 import dataclasses
 import json
+import random
 import sqlite3
 
 import pytest
@@ -104,6 +105,18 @@ def test_round_trip_through_the_wire(sample):
 
 def test_a_chunk_the_store_lacks_goes_as_a_location_without_url():
     assert cv.location_to_pb(None).url == "" and cv.location_from_pb(cv.location_to_pb(None)) is None
+
+
+def test_chunk_batches_are_encoded_as_protobuf_encodes_them():
+    """PutChunks' messages are written straight from the frames (cv.chunk_batch_bytes): the same bytes as the
+    message's own encoding, whatever the sizes (varints of one to four bytes) and empty fields."""
+    r = random.Random(2)
+    batches = [[], [(b"", b"")], [(b"\x01" * 32, b"")], [(b"", b"x")],
+               [(r.randbytes(32), r.randbytes(n)) for n in (1, 127, 128, 300, 16_383, 16_384, 2_097_152)]]
+    for chunks in batches:
+        message = cpb.ChunkBatch(chunks=[cpb.ChunkData(address=a, compressed=f) for a, f in chunks])
+        assert cv.chunk_batch_bytes(chunks) == message.SerializeToString()
+        assert cpb.ChunkBatch.FromString(cv.chunk_batch_bytes(chunks)) == message
 
 
 @pytest.mark.parametrize("cls, message", [

@@ -5,7 +5,7 @@ import random
 
 import pytest
 
-from pfs.core import names, paths
+from pfs.core import chunking, names, paths
 from pfs.core.chunking import Chunker
 from pfs.core.errors import InvalidArgument
 
@@ -93,6 +93,17 @@ def test_cut_points_are_content_defined():
             return n
 
     assert list(Chunker(avg_size=4096).split(Trickle(data))) == before
+
+
+@pytest.mark.parametrize("delimiter", ["line", "none"])
+def test_cuts_do_not_depend_on_how_much_is_read_at_a_time(monkeypatch, delimiter):
+    """Reads of any size, however they leave the unread rest in the buffer, cut the same chunks."""
+    data = text(20_000, 2) + random.Random(4).randbytes(300_000) + text(20_000, 3)
+    whole = split(data, avg_size=4096, delimiter=delimiter)
+    assert b"".join(whole) == data
+    for read_bytes in (1, 5000, 40_000):
+        monkeypatch.setattr(chunking, "READ_BYTES", read_bytes)
+        assert split(data, avg_size=4096, delimiter=delimiter) == whole
 
 
 def test_chunker_is_not_reentrant():

@@ -2,6 +2,7 @@
 
 import contextlib
 import errno
+import gzip
 import os
 import pathlib
 import random
@@ -10,7 +11,8 @@ import subprocess
 
 import pytest
 
-from conftest import PFS, Server, assert_one_line_error, needs, on_every_storage, stop_process, wait_for
+from conftest import PFS, Server, assert_one_line_error, needs, on_every_storage, stop_process, stored_chunks, wait_for
+from pfs.core import compression
 from pfs.core.model import CommitRef, FileWrite
 from pfs.core.ready import spawn, wait_ready
 from pfs.fuse.mount import mounts
@@ -317,6 +319,37 @@ def test_a_chunk_corrupted_on_disk_is_an_error_never_wrong_bytes(big_server, tmp
         assert err.value.errno == errno.EIO
         assert (mnt / "r" / "master" / "other").read_bytes() == other
     assert_one_line_error(server.pfs("get-file", "r", "master", "big", check=False), "is corrupt")
+
+
+@pytest.mark.parametrize("direct", [True, False])
+def test_chunks_stored_raw_read_through_the_mount(tmp_path, direct):
+    """A gzip file, whose chunks are stored in raw zstd blocks (they would not compress), reads byte for byte at
+    any offset, from the store's disk and through the server."""
+    server = Server(tmp_path / "data", args=() if direct else ("--no-direct-read",))
+    server.start()
+    try:
+        r = random.Random(11)
+        data = gzip.compress(b"".join(b"%d,%s\n" % (i, r.randbytes(8).hex().encode()) for i in range(250_000)))
+        server.pfs("create-repo", "r")
+        put(server, "r", "data.gz", data)
+        stored = stored_chunks(server.data_dir)
+        at = 0
+        for c in server.client().inspect_file(CommitRef("r", "master"), "data.gz").chunks:
+            assert stored[c.address.hex()] == compression.raw_frame(data[at : at + c.size])
+            at += c.size
+        assert at == len(data) and at > (2 << 20)
+        mnt = tmp_path / "mnt"
+        with mounted(server, mnt):
+            assert ("chunks read from" in (tmp_path / "mount-mnt.log").read_text()) == direct
+            p = mnt / "r" / "master" / "data.gz"
+            assert p.read_bytes() == data
+            with open(p, "rb") as f:
+                for _ in range(30):
+                    off, size = r.randrange(len(data)), r.randrange(1, 3 << 20)
+                    f.seek(off)
+                    assert f.read(size) == data[off : off + size]
+    finally:
+        server.stop()
 
 
 @needs(root=True)  # only root may set a mount's read-ahead

@@ -56,7 +56,7 @@ def sources(origin: str, dest: str | None, recursive: bool) -> list[Source]:
     if local.is_dir():
         if not recursive:
             raise InvalidArgument(f"{origin} is a directory; use -r to put a directory tree")
-        return list(_tree(local, dest if dest is not None else local.name))
+        return list(_tree(origin, dest if dest is not None else local.name))
     return [Source(dest or _default_dest(local), origin, local.stat().st_size)]
 
 
@@ -67,15 +67,21 @@ def _default_dest(local: pathlib.Path) -> str:
     return paths.normalize(str(local))
 
 
-def _tree(root: pathlib.Path, dest: str) -> Iterator[Source]:
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames.sort()
-        rel = pathlib.Path(dirpath).relative_to(root)
-        for name in sorted(filenames):
-            local = pathlib.Path(dirpath) / name
-            if local.is_file():
-                target = paths.join(paths.normalize(dest), paths.normalize(str(rel / name)))
-                yield Source(target, str(local), local.stat().st_size)
+def _tree(directory: str, dest: str) -> Iterator[Source]:
+    """The regular files under DIRECTORY, and those its symlinks name, at DEST/their path below it: a directory's
+    files by name, then its directories by name. A symlink to a directory is not followed (as os.walk does not);
+    one stat per file, since there may be millions."""
+    with os.scandir(directory) as it:
+        entries = sorted(it, key=lambda e: e.name)
+    subdirs = []
+    for e in entries:
+        if e.is_dir():
+            if not e.is_symlink():
+                subdirs.append(e)
+        elif e.is_file():
+            yield Source(paths.normalize(f"{dest}/{e.name}"), e.path, e.stat().st_size)
+    for e in subdirs:
+        yield from _tree(e.path, f"{dest}/{e.name}")
 
 
 def _open_url(url: str) -> BinaryIO:

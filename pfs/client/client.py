@@ -72,6 +72,10 @@ class Client:
         self._chunks = chunks_pb2_grpc.ChunksStub(self._channel)
         self._pps = pps_pb2_grpc.PPSStub(self._channel)
         self._auth = auth_pb2_grpc.AuthStub(self._channel)
+        # PutChunks sends frames encoded straight into its messages (cv.chunk_batch_bytes), not through ChunkBatch
+        self._put_chunks = self._channel.stream_unary(
+            f"/{cpb.DESCRIPTOR.services_by_name['Chunks'].full_name}/PutChunks",
+            request_serializer=cv.chunk_batch_bytes, response_deserializer=cpb.PutChunksResponse.FromString)
         self._pool = ThreadPoolExecutor(os.cpu_count() or 2, thread_name_prefix="pfs-client")
 
     def close(self) -> None:
@@ -301,8 +305,7 @@ class Client:
 
     def put_chunks_async(self, batches: Iterator[list[tuple[bytes, bytes]]]) -> "grpc.Future":
         """Starts streaming batches of (address, zstd frame) pairs; the future's result is how many were new."""
-        messages = (cpb.ChunkBatch(chunks=[cpb.ChunkData(address=a, compressed=f) for a, f in b]) for b in batches)
-        return self._chunks.PutChunks.future(messages)
+        return self._put_chunks.future(batches)
 
     def read_chunks(self, chunks: Iterable[ChunkRef]) -> Iterator[bytes]:
         """The plain bytes of CHUNKS in order, each checked (frames.check_ref, frames.unpack)."""

@@ -19,6 +19,9 @@ MAX_AVG_SIZE = 4 << 20
 # before decompressing them.
 MAX_CHUNK_SIZE = 8 * MAX_AVG_SIZE
 DELIMITERS = ("line", "none")
+# Bytes read into a Chunker's buffer at a time, beyond the lookahead: the unread rest of the buffer moves to its
+# start before each read, so reads much larger than the lookahead keep those moves to a fraction of the bytes read.
+READ_BYTES = 32 << 20
 
 
 class Chunker:
@@ -31,7 +34,7 @@ class Chunker:
         self._cdc = pyfastcdc.FastCDC(avg_size=avg_size)
         self.max_size = self._cdc.max_size
         self.max_line = self.max_size if delimiter == "line" else 0
-        self._buf = bytearray(2 * (self.max_size + self.max_line))  # reused: fresh memory is slow to fault in
+        self._buf = bytearray(self.max_size + self.max_line + READ_BYTES)  # reused: fresh memory is slow to fault in
         self._busy = False
 
     def split(self, stream: BinaryIO) -> Iterator[bytes]:

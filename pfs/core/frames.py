@@ -8,7 +8,8 @@ Each check where it belongs:
   server's own disk): zstd checks the frame's content checksum (XXH64, written
   by compression.compress) as it decompresses, which catches a corrupt disk or
   transfer at a small part of the cost of hashing with BLAKE3 again.
-A frame without a checksum (stored before frames had one) is checked against its address.
+A frame without a checksum (stored before frames had one) is checked against its address. A chunk that would
+not compress is a frame of raw blocks (compression.raw_frame), checked the same ways.
 
 No frame is decompressed unless its header says it holds at most MAX_CHUNK_SIZE bytes (what
 our chunker cuts at most), so no frame, however forged, makes anyone allocate more than that:

@@ -78,6 +78,39 @@ def location_from_pb(m: cpb.ChunkLocation) -> ChunkLocation | None:
     return ChunkLocation(m.url, m.offset, m.length, m.range_start, m.range_end) if m.url else None
 
 
+def chunk_batch_bytes(chunks: list[tuple[bytes, bytes]]) -> bytes:
+    """The wire form of a ChunkBatch of (address, frame) pairs, byte for byte what building the message and
+    serializing it gives, with each frame copied once: the message would copy every frame three times over, a
+    seventh of the CPU of putting a large file. PutChunks' request serializer (pfs.client.Client)."""
+    parts = []
+    for address, frame in chunks:
+        data = [*_length_delimited(_ADDRESS, address), *_length_delimited(_COMPRESSED, frame)]
+        parts += [_CHUNK, _varint(sum(map(len, data))), *data]
+    return b"".join(parts)
+
+
+def _tag(field: FieldDescriptor) -> bytes:
+    return _varint(field.number << 3 | 2)  # wire type 2: length-delimited
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while n > 0x7F:
+        out.append(n & 0x7F | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def _length_delimited(tag: bytes, value: bytes) -> list[bytes]:
+    return [tag, _varint(len(value)), value] if value else []  # proto3 leaves an empty field out
+
+
+_CHUNK = _tag(cpb.ChunkBatch.DESCRIPTOR.fields_by_name["chunks"])
+_ADDRESS = _tag(cpb.ChunkData.DESCRIPTOR.fields_by_name["address"])
+_COMPRESSED = _tag(cpb.ChunkData.DESCRIPTOR.fields_by_name["compressed"])
+
+
 def direct_read_to_pb(d: DirectRead) -> pb.DirectRead:
     return pb.DirectRead(kind=d.kind, root=d.root)
 

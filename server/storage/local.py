@@ -32,6 +32,7 @@ SMALL = 64 << 10  # compressed frames below this go to chunks.db
 BATCH_BYTES = 32 << 20
 BATCH_CHUNKS = 4000
 QUERY_BATCH = 500  # addresses per SQL IN (...)
+CACHE_BYTES = 64 << 20  # chunks.db pages kept in memory
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
@@ -46,6 +47,9 @@ class LocalChunkStore(ChunkStore):
             leftover.unlink()
         self._db = sqlite3.connect(chunk_dir.small_db(root), isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA page_size=65536")  # blobs of a few KiB: fewer, larger writes
+        # Room for the pages a put has just written, which PutFiles reads back at once (heads()): SQLite's
+        # default (2 MB, 31 such pages) read them from the OS again, a 64 KiB page per chunk
+        self._db.execute(f"PRAGMA cache_size={-CACHE_BYTES // 1024}")
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute(chunk_dir.CREATE_SMALL)

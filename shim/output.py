@@ -19,7 +19,7 @@ from pathlib import Path
 
 from pfs.cli.output import size
 from pfs.client import Client
-from pfs.client.upload import FILES_PER_CALL, Uploader
+from pfs.client.upload import SEGMENT_FILES, Uploader
 from pfs.core.hashing import address
 from pfs.core.model import FileWrite
 from shim import inotify
@@ -69,10 +69,10 @@ class Output:
             total += n
             writes.append(rel)
             self.logs.line("shim", f"output {rel} ({size(n)})")
-        self._uploader.flush()  # the files read again: their chunks sent, recorded in _sent
+        self._uploader.__exit__(None, None, None)  # as a `with` left: the files read again sent, recorded in _sent
         staged = [self._sent[rel] for rel in writes]
-        for i in range(0, len(staged), FILES_PER_CALL):
-            self.client.put_shard_files(self.job_id, self.shard, self.attempt, staged[i : i + FILES_PER_CALL])
+        for i in range(0, len(staged), SEGMENT_FILES):
+            self.client.put_shard_files(self.job_id, self.shard, self.attempt, staged[i : i + SEGMENT_FILES])
         sent = self._uploader.bytes_sent
         self.logs.line("shim", f"output: {size(total)} in all, {size(sent)} sent (the server had the rest)")
         return total, sent

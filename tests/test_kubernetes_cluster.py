@@ -31,6 +31,7 @@ import urllib.parse
 import pytest
 
 from conftest import Server, needs, run_pfs, wait_for
+from test_pipelines import put
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
@@ -138,14 +139,6 @@ def k8s_server(data_dir, namespace: str, worker_address: str = "") -> Server:
         *(("--worker-host-network",) if WORKER_HOST == "127.0.0.1" else ())))
     server.port = port
     return server
-
-
-def put(server, repo: str, files: dict[str, bytes]) -> None:
-    server.pfs("create-repo", repo, check=False)
-    commit = server.pfs("start-commit", repo).text.strip()
-    for path, data in files.items():
-        server.pfs("put-file", repo, commit, path, "-f", "-", input=data)
-    server.pfs("finish-commit", repo, commit)
 
 
 def pipeline(server, tmp_path, name: str, cmd: list[str], repo: str, method: str, parallelism: int = 1,

@@ -12,6 +12,7 @@ import sys
 import pytest
 
 from conftest import BIN, assert_one_line_error, needs, stop_process, wait_for
+from test_pipelines import put
 from pfs.core.chunking import Chunker
 from pfs.core.errors import FailedPrecondition
 from pfs.core.hashing import address
@@ -24,14 +25,6 @@ pytestmark = [pytest.mark.slow,  # real workers, each mounting in a namespace of
 
 SHIM = str(BIN / "job-shim")
 COPY = ["sh", "-c", "cp -r /pfs/data/. /pfs/out/"]
-
-
-def put(server, repo: str, files: dict[str, bytes]) -> None:
-    server.pfs("create-repo", repo, check=False)
-    commit = server.pfs("start-commit", repo).text.strip()
-    for path, data in files.items():
-        server.pfs("put-file", repo, commit, path, "-f", "-", input=data)
-    server.pfs("finish-commit", repo, commit)
 
 
 def create_job(server, tmp_path, cmd, parallelism=1, method="map", **transform) -> str:

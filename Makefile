@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 APT_PACKAGES := fuse3 libfuse3-dev pkg-config gcc python3-dev python3-venv postgresql-15
 BENCH_APT_PACKAGES := borgbackup restic python3-pyfuse3  # python3-pyfuse3: borg mount
 
-.PHONY: setup apt demo demo-cluster test test-fast bench protos clean shim-image podman-setup
+.PHONY: setup apt demo demo-cluster test test-fast bench protos clean shim-image server-image podman-setup
 
 setup: apt $(VENV)/.installed
 
@@ -62,7 +62,8 @@ clean:
 # images a rebuild replaces are removed, so repeated builds do not pile up untagged images.
 SHIM_IMAGE ?= pfs/job-shim:latest
 SHIM_BUILD_IMAGE ?= $(firstword $(subst :, ,$(SHIM_IMAGE)))-build:latest
-SHIM_WHEELS := build/shim-wheels
+SHIM_WHEELS ?= build/shim-wheels
+SHIM_EXTRAS ?=# pfs's extras in the image, e.g. [cluster]
 PFS_SOURCES := pyproject.toml $(shell find pfs server shim -name '*.py' -not -path '*/__pycache__/*' 2>/dev/null)
 
 shim-image: setup $(SHIM_WHEELS)/.built
@@ -76,10 +77,18 @@ shim-image: setup $(SHIM_WHEELS)/.built
 	ids() { for i in $(SHIM_IMAGE) $(SHIM_BUILD_IMAGE); do $$engine image inspect --format '{{.Id}}' $$i 2>/dev/null || true; done; }; \
 	old=$$(ids); \
 	echo "$$engine build -f Dockerfile.shim -t $(SHIM_IMAGE) $(SHIM_WHEELS)"; \
-	$$engine build $(SHIM_BUILD_ARGS) --target build -t $(SHIM_BUILD_IMAGE) -f Dockerfile.shim $(SHIM_WHEELS); \
-	$$engine build $(SHIM_BUILD_ARGS) -t $(SHIM_IMAGE) -f Dockerfile.shim $(SHIM_WHEELS); \
+	$$engine build $(SHIM_BUILD_ARGS) --build-arg EXTRAS='$(SHIM_EXTRAS)' --target build -t $(SHIM_BUILD_IMAGE) \
+	  -f Dockerfile.shim $(SHIM_WHEELS); \
+	$$engine build $(SHIM_BUILD_ARGS) --build-arg EXTRAS='$(SHIM_EXTRAS)' -t $(SHIM_IMAGE) -f Dockerfile.shim \
+	  $(SHIM_WHEELS); \
 	new=$$(ids); \
 	for i in $$old; do case "$$new" in *$$i*) ;; *) $$engine rmi $$i >/dev/null 2>&1 || true;; esac; done
+
+# The servers' image for `pfs deploy kubernetes`: the worker image with pfs[cluster] (S3, PostgreSQL and the
+# Kubernetes client), from wheels of its own.
+SERVER_IMAGE ?= pfs/server:latest
+server-image:
+	$(MAKE) shim-image SHIM_IMAGE=$(SERVER_IMAGE) SHIM_WHEELS=build/server-wheels SHIM_EXTRAS='[cluster]'
 
 podman-setup:
 	@./.ci/podman-setup
@@ -87,7 +96,7 @@ podman-setup:
 # Third-party wheels: fetched (and pyfuse3 compiled) again only when pyproject.toml changes.
 $(SHIM_WHEELS)/.deps: pyproject.toml | $(VENV)/.installed
 	rm -rf $(SHIM_WHEELS)
-	$(BIN)/pip wheel -q pip . -w $(SHIM_WHEELS)
+	$(BIN)/pip wheel -q pip '.$(SHIM_EXTRAS)' -w $(SHIM_WHEELS)
 	touch $@
 
 # pfs's own wheel: rebuilt whenever a source file changes (from a clean build/lib, so a deleted

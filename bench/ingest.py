@@ -406,12 +406,7 @@ def stages_big(path: Path) -> Stages:
         chunks = Chunker(DEFAULT_AVG_SIZE, "line").split(f)
         while (chunk := next(chunks, None)) is not None:
             clock.lap("cut")
-            addr = address(chunk)
-            clock.lap("hash")
-            frame = compression.compress(chunk)
-            clock.lap("compress")
-            frames.check(addr, frame)
-            clock.lap("check")
+            _chunk_stages(clock, chunk)
     return Stages(clock.seconds)
 
 
@@ -424,13 +419,18 @@ def stages_tree(root: Path) -> Stages:
         with open(src.origin, "rb") as f:
             data = f.read()
         clock.lap("read")
-        addr = address(data)
-        clock.lap("hash")
-        frame = compression.compress(data)
-        clock.lap("compress")
-        frames.check(addr, frame)
-        clock.lap("check")
+        _chunk_stages(clock, data)
     return Stages(clock.seconds)
+
+
+def _chunk_stages(clock: StageClock, chunk: bytes) -> None:
+    """Times what becomes of one chunk: hash, compress, and the server's check."""
+    addr = address(chunk)
+    clock.lap("hash")
+    frame = compression.compress(chunk)
+    clock.lap("compress")
+    frames.check(addr, frame)
+    clock.lap("check")
 
 
 LEVELS = (3, 1, -1, -3, -7)

@@ -22,12 +22,12 @@ processes on this machine):
    holding the same file, each job seeing the whole input (partition BLOCK, incremental NONE);
    each timed from `finish-commit` returning to its output commit, as in 1. Next to them, the
    same command run natively on the whole file, and on the file split in 2 halves at a line end
-   (`split -n l/2`) run at once: what 2 cores give without pfs. A map worker sees its share of
-   every file's blocks, assigned by a hash of the path and block number, so the 2 shards are not
-   quite equal; their bytes are shown, and the speed-up that split allows (total bytes / the
-   larger shard's). Each job's time is split as in 1, and the speed-up of the commands alone
-   (the longest shard's command + unmount + upload) is shown too: the part the workers share
-   out, without the start-up every job pays once. The four are timed in turn, for R rounds
+   (`split -n l/2`) run at once: what 2 cores give without pfs. A map worker sees the blocks whose
+   middle lies in its half of the input's bytes, so the 2 shards differ by at most a block; their
+   bytes are shown, and the speed-up that split allows (total bytes / the larger shard's). Each
+   job's time is split as in 1, and the speed-up of the commands alone (the longest shard's
+   command + unmount + upload) is shown too: the part the workers share out, without the
+   start-up every job pays once. The four are timed in turn, for R rounds
    (default 3; each round's pipeline runs on a new commit of the same file), and the best of
    each is kept: on these shared machines the same run moves by 10-20%.
 

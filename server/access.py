@@ -22,7 +22,8 @@ def server_token(path: pathlib.Path) -> str:
     """The token in PATH (made if missing), its file made mode 0600: a root token of the cluster (tokens.py)."""
     if not path.exists():
         write_private(path, secrets.token_hex(TOKEN_BYTES))
-    path.chmod(0o600)
+    if path.stat().st_mode & 0o077:  # one already the owner's alone may be read-only (a Kubernetes Secret's)
+        path.chmod(0o600)
     token = path.read_text().strip()
     if not token:
         raise SystemExit(f"pfs server: the token file {path} is empty: remove it, and the server makes a new one")

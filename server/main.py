@@ -17,13 +17,15 @@ from types import ModuleType
 
 import grpc
 
-from pfs.core import ready
+from pfs.core import kube, ready
 from pfs.core.chunking import DEFAULT_AVG_SIZE, check_avg_size
 from pfs.core.data_dir import default_data_dir, token_path
 from pfs.core.errors import FailedPrecondition, PfsError
 from pfs.core.memory import keep_freed_memory
+from pfs.core.pem import read_pem
 from pfs.proto import auth_pb2_grpc, chunks_pb2_grpc, pfs_pb2_grpc, pps_pb2_grpc
 from server import tls
+from server.health import Health
 from server.access import owner_only, server_token
 from server.meta import MetaStore
 from server.meta.sqlite import SqliteMetaStore
@@ -31,7 +33,8 @@ from server.pps.controller import Controller
 from server.pps.jobs import Jobs
 from server.pps.leases import Leases, server_id
 from server.pps.pipelines import Pipelines
-from server.pps.runners import RUNNERS, STOP_TIMEOUT
+from server.pps.kubernetes.specs import Workers
+from server.pps.runners import RUNNERS, STOP_TIMEOUT, Runner
 from server.rpc.auth import Access, TokenCheck
 from server.rpc.decoding import RequestDecoding
 from server.rpc.servicers import ApiServicer, AuthServicer, ChunksServicer, PpsServicer
@@ -81,9 +84,10 @@ def parser() -> argparse.ArgumentParser:
                    help="address to listen on (default 127.0.0.1; 0.0.0.0 opens it to the network)")
     p.add_argument("--chunk-size", type=_avg_size, default=DEFAULT_AVG_SIZE,
                    help="average chunk size in bytes for new data (default 1 MiB, at most 4 MiB)")
-    p.add_argument("--runner", choices=sorted(RUNNERS), default="local",
-                   help="how pipeline workers run: local (job-shim processes here, the default; as this user) "
-                        "or container (podman or docker, with each pipeline's image)")
+    p.add_argument("--runner", choices=sorted([*RUNNERS, "kubernetes"]), default="local",
+                   help="how pipeline workers run: local (job-shim processes here, the default; as this user), "
+                        "container (podman or docker, with each pipeline's image) or kubernetes (a Kubernetes Job "
+                        "per job, with each pipeline's image)")
     p.add_argument("--registry", default="", metavar="HOST:PORT",
                    help="the image registry `create-pipeline --push-images` pushes to when an image names none")
     p.add_argument("--no-direct-read", action="store_true",
@@ -107,6 +111,22 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--insecure", action="store_true",
                    help="listen beyond loopback without TLS or without the token (a network of its own); "
                         "refused otherwise")
+    p.add_argument("--health-port", type=int, default=0, metavar="PORT",
+                   help="serve the standard gRPC health service (grpc.health.v1) on PORT too, in plain gRPC and with "
+                        "no token, for a cluster's probes: it says only whether the server serves (default: none)")
+    k = p.add_argument_group("the kubernetes runner")
+    k.add_argument("--namespace", help="the namespace of the workers' Jobs (default: the server pod's own, else "
+                                       "$KUBECONFIG's current one)")
+    k.add_argument("--worker-address", metavar="HOST:PORT",
+                   help=f"where workers reach the servers (default: their Service, {kube.SERVICE}.NAMESPACE.svc:PORT)")
+    k.add_argument("--worker-fuse", type=kube.fuse_mode, default="privileged", metavar="MODE",
+                   help="how a worker gets FUSE: as a privileged container (privileged, the default), the node's "
+                        "/dev/fuse as a hostPath and SYS_ADMIN (hostpath: where the runtime lets containers open "
+                        "it), or a device plugin's resource and SYS_ADMIN (its name, e.g. smarter-devices/fuse)")
+    k.add_argument("--worker-host-network", action="store_true",
+                   help="run workers on their node's network (a cluster without a pod network)")
+    k.add_argument("--worker-pull-policy", choices=kube.PULL_POLICIES, default="IfNotPresent",
+                   help="the workers' imagePullPolicy (default IfNotPresent: images imported into the nodes work)")
     p.add_argument(ready.FLAG, type=ready.ready_fd, metavar="N",
                    help='once serving, write {"address": HOST:PORT, ...} as a JSON line to file descriptor N '
                         "and close it")
@@ -190,8 +210,8 @@ async def _serve(args: argparse.Namespace, data_dir: pathlib.Path, token_file: p
         raise SystemExit(f"pfs server: cannot listen on {address} (in use, or not an address of this machine)")
     # workers on this machine (or in containers on its network) reach the server here
     host = "127.0.0.1" if args.listen in ("0.0.0.0", "::", "[::]") else args.listen
-    runner = RUNNERS[args.runner](f"{host}:{port}", data_dir / "workers",
-                                  tls_ca=args.tls_cert if tls_credentials else None)
+    runner = make_runner(args, f"{host}:{port}", data_dir, args.tls_cert if tls_credentials else None)
+    health = Health(args.listen, args.health_port) if args.health_port else None
     jobs = Jobs(store, runner.capacity)
     controller = Controller(store, jobs, runner, Leases(store.meta, server_id(data_dir), runner.address),
                             None if tokens is None else JobTokens(tokens, roles))
@@ -203,6 +223,8 @@ async def _serve(args: argparse.Namespace, data_dir: pathlib.Path, token_file: p
                                            server)
     auth_pb2_grpc.add_AuthServicer_to_server(AuthServicer(store, tokens, roles), server)
     await server.start()
+    if health:
+        await health.start()
     over = "" if tls_credentials is None else " over mutual TLS" if args.tls_client_ca else " over TLS"
     print(f"pfs server listening on {args.listen}:{port}{over}, data in {data_dir}, {runner.name} runner",
           file=sys.stderr, flush=True)
@@ -211,21 +233,47 @@ async def _serve(args: argparse.Namespace, data_dir: pathlib.Path, token_file: p
               file=sys.stderr, flush=True)
     try:
         runner.check_tools()
-    except FailedPrecondition as err:
+    except PfsError as err:  # a tool missing, a cluster away
         print(f"pfs server: pipelines cannot run here: {err}", file=sys.stderr, flush=True)
     ready.notify(args.ready_fd, address=f"{host}:{port}", data_dir=str(data_dir),
                  token_file=None if token is None else str(token_file))
     await asyncio.to_thread(controller.start)
+    if health:
+        await health.serving()
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     _exit_after(SHUTDOWN_LIMIT)
+    if health:
+        await health.stopping()
     # its workers stopped, while calls are still answered (their last reports): their jobs resume when the
     # server starts again
     await asyncio.to_thread(controller.close)
     store.stop_waiting()  # calls that wait for news (subscribe-commit, flush-commit) end
     await server.stop(GRACE)
+    if health:
+        await health.stop(0)
+
+
+def make_runner(args: argparse.Namespace, address: str, data_dir: pathlib.Path, tls_ca: str | None) -> Runner:
+    """The runner --runner names, whose workers reach this server at ADDRESS and trust TLS_CA (a server serving
+    TLS); SystemExit, one line, if it cannot be made."""
+    given = [flag for flag, value in (("--namespace", args.namespace), ("--worker-address", args.worker_address),
+                                      ("--worker-host-network", args.worker_host_network)) if value]
+    if args.runner != "kubernetes":
+        if given:
+            raise SystemExit(f"pfs server: {given[0]} is for --runner kubernetes")
+        return RUNNERS[args.runner](address, data_dir / "workers", tls_ca=tls_ca)
+    kubernetes = _backend("server.pps.kubernetes.runner", ("kubernetes",),
+                          f"--runner kubernetes needs the Kubernetes client: {kube.EXTRA}")
+    ca = os.environ.get("PFS_TLS_CA") or tls_ca  # what the server's own workers would trust
+    with _usable():
+        namespace = kube.check_namespace(args.namespace or kube.default_namespace())
+        workers = Workers(namespace, server_id(data_dir), args.worker_fuse, args.worker_host_network,
+                          args.worker_pull_policy, read_pem(ca, "the workers' TLS CA").decode() if ca else "")
+        port = address.rsplit(":", 1)[1]
+        return kubernetes.KubernetesRunner(args.worker_address or f"{kube.SERVICE}.{namespace}.svc:{port}", workers)
 
 
 def meta_store(args: argparse.Namespace, data_dir: pathlib.Path) -> MetaStore:
@@ -292,6 +340,7 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("botocore").setLevel(logging.WARNING)  # not where it found credentials, each start
     logging.getLogger("psycopg.pool").setLevel(logging.ERROR)  # not each try to reach a database away: calls say it
+    logging.getLogger("urllib3").setLevel(logging.ERROR)  # nor the Kubernetes API's: the runner's errors say it
     serve(parser().parse_args(argv))
 
 

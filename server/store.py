@@ -21,7 +21,7 @@ from pfs.core.model import (
 from server.meta import MetaStore, StoredCommit, Tx, walk_ancestry
 from server.news import News
 from server.storage import ChunkStore
-from server.trees import Edit, Entry, Trees
+from server.trees import Edit, Entry, Trees, unchanged
 
 DEFAULT_BRANCH = "master"
 MAX_DESCRIPTION = 64 << 10  # characters of a repo's description
@@ -328,7 +328,9 @@ class Store:
         name order (so one call lists a whole tree); LIMIT, when not 0, stops after that many.
         With SINCE (an earlier commit of the repo), only what changed after it: entries equal
         there are left out; a changed file shows, under "diff", only the chunks added at its end
-        (or all of it if it changed otherwise), and under "full" all of it.
+        (or all of it if it changed otherwise), and under "full" all of it. Each size is then
+        that of what is shown (a directory's: of all that is shown below it), so a worker
+        splitting what changed into equal shares knows where each file's part lies.
         """
         path = paths.normalize(path)
         _check_limit(limit)
@@ -339,19 +341,20 @@ class Store:
             entry = self._entry(tx, commit, path, ref)
             base = self.trees.lookup(tx, _root(self._resolve(tx, CommitRef(ref.repo, since))), path) if since else None
 
+            diff = incremental == "diff"
+
             def changed(e: Entry, old: Entry | None) -> bool:
-                return not (since and old is not None and old.is_dir == e.is_dir and old.address == e.address)
+                return not (since and unchanged(e, old))
 
             def info(where: str, e: Entry, old: Entry | None) -> FileInfo:
                 if e.is_dir:
-                    return FileInfo(where, True, e.size, commit.info.id)
-                chunks = self.trees.file_chunks(tx, e) if with_chunks or since else ()
-                if since and incremental == "diff" and old is not None and not old.is_dir:
-                    before = self.trees.file_chunks(tx, old)
-                    if chunks[: len(before)] == before:
-                        chunks = chunks[len(before):]
-                return FileInfo(where, False, sum(c.size for c in chunks) if since else e.size, commit.info.id,
-                                chunks if with_chunks else ())
+                    return FileInfo(where, True, self.trees.changed_size(tx, e, old, diff) if since else e.size,
+                                    commit.info.id)
+                if not since:
+                    return FileInfo(where, False, e.size, commit.info.id,
+                                    self.trees.file_chunks(tx, e) if with_chunks else ())
+                added = self.trees.added_chunks(tx, e, old, diff)
+                return FileInfo(where, False, sum(c.size for c in added), commit.info.id, added if with_chunks else ())
 
             def below(where: str, tree: Entry, old: Entry | None) -> Iterator[FileInfo]:
                 olds = self.trees.entries(tx, old.address) if old is not None and old.is_dir else {}

@@ -9,6 +9,7 @@ left empty disappears, as in git.
 
 import json
 import struct
+import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
@@ -54,12 +55,20 @@ _ABSENT = object()
 _CHUNK_REF = struct.Struct("<32sQ")  # a file object: (address, plain size) per chunk, in order
 
 
+def unchanged(entry: Entry, old: Entry | None) -> bool:
+    """Whether ENTRY is what OLD was: the same kind of entry, of the same object."""
+    return old is not None and old.is_dir == entry.is_dir and old.address == entry.address
+
+
 class Trees:
-    """Reads and writes file and tree objects through a transaction, caching decoded trees."""
+    """Reads and writes file and tree objects through a transaction, caching decoded trees and the sizes of
+    changes between them."""
 
     def __init__(self, cache_size: int = 4096) -> None:
-        self._cache: OrderedDict[bytes, dict[str, Entry] | tuple[ChunkRef, ...]] = OrderedDict()
+        # objects by address; a directory's changed size by (address, earlier address, diff)
+        self._cache: OrderedDict[object, dict[str, Entry] | tuple[ChunkRef, ...] | int] = OrderedDict()
         self._cache_size = cache_size
+        self._lock = threading.Lock()  # the server's calls run in threads
 
     # -- objects
 
@@ -82,18 +91,56 @@ class Trees:
         )
 
     def _decoded(self, tx: Tx, addr: bytes, decode):
-        """An object, decoded, from the cache or the store (objects never change, so caching is safe)."""
-        cached = self._cache.get(addr)
-        if cached is not None:
-            self._cache.move_to_end(addr)
-            return cached
-        data = tx.get_object(addr)
-        if data is None:
-            raise NotFound(f"object {addr.hex()} is missing")
-        result = self._cache[addr] = decode(data)
-        if len(self._cache) > self._cache_size:
-            self._cache.popitem(last=False)
+        """An object, decoded, from the cache or the store."""
+        def load():
+            data = tx.get_object(addr)
+            if data is None:
+                raise NotFound(f"object {addr.hex()} is missing")
+            return decode(data)
+        return self._cached(addr, load)
+
+    def _cached(self, key: object, compute):
+        """What COMPUTE gives for KEY, computed once while it stays among the most recently used (what is
+        derived from objects never changes, as they never do, so caching is safe)."""
+        with self._lock:
+            cached = self._cache.get(key)
+            if cached is not None:
+                self._cache.move_to_end(key)
+                return cached
+        result = compute()
+        with self._lock:
+            self._cache[key] = result
+            if len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
         return result
+
+    # -- changes
+
+    def added_chunks(self, tx: Tx, entry: Entry, old: Entry | None, diff: bool) -> tuple[ChunkRef, ...]:
+        """What the file ENTRY holds that it did not as OLD (None: it was not there): under DIFF, the chunks
+        added at its end where OLD is a file it only appends to; else all of its chunks."""
+        chunks = self.file_chunks(tx, entry)
+        if diff and old is not None and not old.is_dir:
+            before = self.file_chunks(tx, old)
+            if chunks[: len(before)] == before:
+                return chunks[len(before):]
+        return chunks
+
+    def changed_size(self, tx: Tx, entry: Entry, old: Entry | None, diff: bool) -> int:
+        """The bytes of ENTRY (a file, or a directory with all it holds) that changed since it was OLD (None:
+        it was not there): those a listing since then shows, by added_chunks for each file that changed."""
+        if unchanged(entry, old):
+            return 0
+        if not entry.is_dir:
+            return sum(c.size for c in self.added_chunks(tx, entry, old, diff))
+        if old is None or not old.is_dir:  # all it holds is new
+            return entry.size
+
+        def walk() -> int:
+            olds = self.entries(tx, old.address)
+            news = self.entries(tx, entry.address).values()
+            return sum(self.changed_size(tx, e, olds.get(e.name), diff) for e in news)
+        return self._cached((entry.address, old.address, diff), walk)
 
     def _put_tree(self, tx: Tx, entries: dict[str, Entry]) -> Entry | None:
         if not entries:

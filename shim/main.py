@@ -30,9 +30,10 @@ from pfs.core.errors import FailedPrecondition, InvalidArgument, PfsError
 from pfs.core.memory import keep_freed_memory
 from pfs.core.model import CommitRef, JobInfo, ShardInfo
 from pfs.core.shard import Shard, worker_shards
-from shim import command, namespace, output
+from shim import command, namespace, oom
 from shim.logs import Logs
 from shim.mounts import Mounts
+from shim.output import Output
 
 OK, COMMAND_FAILED, SHIM_FAILED = 0, 1, 2
 TOKEN_VARS = ("PFS_TOKEN", "PFS_TOKEN_FILE")  # the shim's and its mounts', not the command's: it needs none,
@@ -137,16 +138,25 @@ class Worker:
         mounted = time.time()
         logs.line("shim", f"job {job.id} shard {self.shard} of {len(job.shards)}, try {attempt}: "
                           f"running {' '.join(job.transform.cmd)}")
-        code, tail = command.run(job.transform.cmd, job.transform.stdin, env, logs, user)
+        results = Output(self.client, job.id, self.shard, attempt, out, logs)
+        results.start()  # read and sent while the command writes them
+        memory = oom.Watch()
+        try:
+            code, tail = command.run(job.transform.cmd, job.transform.stdin, env, logs, user)
+        except BaseException:
+            results.abandon()
+            raise
         bytes_in = sum(_size(self.root / i.repo) for i in job.inputs)
         mounts.stop()  # they unmount while the output goes up
         if not job.transform.accepts(code):
+            results.abandon()
             error = f"{job.transform.cmd[0]} exited with code {code}"
+            error += f" {oom.SAID}" if memory.struck() else ""
             error += ": " + "\n".join(tail) if tail else ""
-            logs.line("shim", f"job-shim: {error.splitlines()[0]}; nothing is uploaded")
+            logs.line("shim", f"job-shim: {error.splitlines()[0]}; its output is not kept")
             return COMMAND_FAILED, ShardInfo(self.shard, exit_code=code, error=error, bytes_in=bytes_in,
                                              mounted=mounted)
-        bytes_out, bytes_sent = output.upload(self.client, job.id, self.shard, attempt, out, logs)
+        bytes_out, bytes_sent = results.finish()
         return OK, ShardInfo(self.shard, exit_code=code, bytes_in=bytes_in, bytes_out=bytes_out,
                              bytes_sent=bytes_sent, mounted=mounted, uploaded=time.time())
 

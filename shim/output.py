@@ -1,30 +1,171 @@
-"""Uploading /pfs/out as a shard's output: chunked here, only the chunks the server lacks sent, files staged."""
+"""Uploading /pfs/out as a shard's output, while the command writes it: chunked here, only the chunks the server
+lacks sent, files staged once the command has succeeded.
+
+While the command runs, each file made under /pfs/out is read as it grows (shim/inotify.py says when it was
+written or closed), and its chunks are cut, hashed and sent then (in batches, and whenever the reader has caught
+up with the command), so the upload overlaps the command instead of following it. A file is taken as complete once a writer closed it after its last write, or the command ended;
+chunk boundaries depend only on the bytes, so reading a file as it grows cuts it where reading it whole would.
+Nothing is staged before the command has succeeded: then each file's bytes are hashed again against the chunks
+sent for it, and a file that changed since (written again, truncated, replaced, written through mmap, or never
+seen) is read again whole. So what is staged is what /pfs/out holds when the command ends, byte for byte, and
+the events only decide how much of the work was done early. A failed command stages nothing (the chunks sent
+are unreferenced, as those of an upload cut short).
+"""
 
 import os
+import threading
+from collections import deque
 from pathlib import Path
 
-from pfs.client import Client
-from pfs.client.upload import Uploader
 from pfs.cli.output import size
+from pfs.client import Client
+from pfs.client.upload import SEGMENT_FILES, Uploader
+from pfs.core.hashing import address
+from pfs.core.model import FileWrite
+from shim import inotify
 from shim.logs import Logs
 
+WAIT = 0.1  # seconds a reader at the end of a growing file waits for news of it
 
-def upload(client: Client, job_id: str, shard: int, attempt: int, out: Path, logs: Logs) -> tuple[int, int]:
-    """Stages every file under OUT (in path order) as the shard's output; returns (plain bytes, bytes sent)."""
-    def record(writes):
-        client.put_shard_files(job_id, shard, attempt, writes)
 
-    total = 0
-    with Uploader(client, record) as up:
-        for path in sorted(_files(out)):
-            rel = path.relative_to(out).as_posix()
-            with open(path, "rb") as f:
-                up.put(rel, f)
+class Output:
+    """/pfs/out (OUT) of one try at a shard: start() before the command, finish() or abandon() after it."""
+
+    def __init__(self, client: Client, job_id: str, shard: int, attempt: int, out: Path, logs: Logs) -> None:
+        self.client = client
+        self.job_id, self.shard, self.attempt = job_id, shard, attempt
+        self.out = out
+        self.logs = logs
+        self._sent: dict[str, FileWrite] = {}  # path under OUT -> the chunks sent for it
+        self._uploader = Uploader(client, lambda writes: self._sent.update((w.path, w) for w in writes))
+        self._made: deque[Path] = deque()  # files to read, in the order they were made
+        self._closed: dict[Path, bool] = {}  # whether a writer closed the file after its last write
+        self._ended = threading.Event()  # the command has ended: every file is complete
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+        self._watcher: inotify.Watcher | None = None
+
+    def start(self) -> None:
+        """Starts reading what the command writes (where inotify is there; else all of it is read at the end)."""
+        try:
+            self._watcher = inotify.Watcher(self.out, self._event)
+        except OSError as err:
+            self.logs.line("shim", f"job-shim: output is read once the command ends: {err}")
+            return
+        self._thread = threading.Thread(target=self._read_early, name="output", daemon=True)
+        self._thread.start()
+
+    def finish(self) -> tuple[int, int]:
+        """Stages every file under OUT (in path order), as it is now; returns (plain bytes, bytes sent)."""
+        self._stop()
+        total = 0
+        writes = []
+        for path in sorted(_files(self.out)):
+            rel = path.relative_to(self.out).as_posix()
+            if not self._intact(path, self._sent.get(rel)):
+                with open(path, "rb") as f:
+                    self._uploader.put(rel, f)
             n = path.stat().st_size
             total += n
-            logs.line("shim", f"output {rel} ({size(n)})")
-    logs.line("shim", f"output: {size(total)} in all, {size(up.bytes_sent)} sent (the server had the rest)")
-    return total, up.bytes_sent
+            writes.append(rel)
+            self.logs.line("shim", f"output {rel} ({size(n)})")
+        self._uploader.__exit__(None, None, None)  # as a `with` left: the files read again sent, recorded in _sent
+        staged = [self._sent[rel] for rel in writes]
+        for i in range(0, len(staged), SEGMENT_FILES):
+            self.client.put_shard_files(self.job_id, self.shard, self.attempt, staged[i : i + SEGMENT_FILES])
+        sent = self._uploader.bytes_sent
+        self.logs.line("shim", f"output: {size(total)} in all, {size(sent)} sent (the server had the rest)")
+        return total, sent
+
+    def abandon(self) -> None:
+        """Stops reading, and sending what was read (the command failed: nothing is staged)."""
+        self._ended.set()
+        self._join()
+        self._uploader.__exit__(RuntimeError, None, None)  # as a `with` left by an error: the stream is cancelled
+
+    # -- while the command runs
+
+    def _event(self, kind: str, path: Path) -> None:
+        if kind == inotify.MADE:
+            self._made.append(path)
+            self._closed[path] = False
+        elif kind == inotify.WRITTEN:
+            self._closed[path] = False
+        else:  # closed, or gone: no more writes to wait for
+            self._closed[path] = True
+
+    def _read_early(self) -> None:
+        try:
+            while not (self._ended.is_set() and not self._made):
+                if not self._made:
+                    self._uploader.flush()  # nothing else to do: what was read goes to the server now
+                    self._watcher.pump(WAIT)
+                    continue
+                path = self._made.popleft()
+                try:
+                    f = open(path, "rb")
+                except OSError:  # gone already, or not a file we may read: the end finds what is there
+                    continue
+                with f:
+                    self._uploader.put(path.relative_to(self.out).as_posix(), _Growing(self, path, f))
+        except BaseException as err:  # noqa: BLE001 - surfaced by finish()
+            self._error = err
+
+    def _stop(self) -> None:
+        """Waits for what is being read early, and sends it: its chunks stored, recorded in _sent."""
+        self._ended.set()
+        error = self._join()
+        if error is not None:
+            raise error
+        self._uploader.flush()
+
+    def _join(self) -> BaseException | None:
+        """Stops the early reader (once the command ended, it reads what is left to the end); what it failed with."""
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        if self._watcher is not None:
+            self._watcher.close()
+            self._watcher = None
+        error, self._error = self._error, None
+        return error
+
+    def _complete(self, path: Path) -> bool:
+        """Whether nothing more is to be waited for in the file at PATH: a writer closed it after its last write
+        (or it is gone), or the command ended."""
+        return self._closed.get(path, True) or self._ended.is_set()
+
+    def _wait(self) -> None:
+        self._watcher.pump(WAIT)
+
+    def _intact(self, path: Path, sent: FileWrite | None) -> bool:
+        """Whether the file at PATH holds exactly the chunks SENT for it."""
+        if sent is None or path.stat().st_size != sum(c.size for c in sent.chunks):
+            return False
+        with open(path, "rb") as f:
+            for c in sent.chunks:
+                data = f.read(c.size)
+                if len(data) != c.size or address(data) != c.address:
+                    return False
+        return True
+
+
+class _Growing:
+    """A file the command may still be writing, read to its end: at the end of what is there, it waits until a
+    writer closed it after its last write, or the command ended (with news from the watcher meanwhile)."""
+
+    def __init__(self, output: Output, path: Path, f) -> None:
+        self._output = output
+        self._path = path
+        self._f = f
+
+    def readinto(self, view) -> int:
+        while True:
+            complete = self._output._complete(self._path)
+            n = self._f.readinto(view)  # after looking: what was written before the close is there to read
+            if n or complete:
+                return n
+            self._output._wait()
 
 
 def _files(root: Path):

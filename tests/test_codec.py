@@ -11,7 +11,8 @@ import pytest
 from pfs.core import codec, model
 from pfs.core.model import (
     BranchInfo, ChunkLocation, ChunkRef, CommitInfo, CommitRef, DirectRead, FileInfo, FileWrite, InputSpec, JobInfo, JobInput, JobSpec, JobState,
-    LogLine, ParallelismSpec, PipelineInfo, PipelineSpec, PipelineState, RepoInfo, ShardInfo, ShardState, Transform,
+    LogLine, ParallelismSpec, PipelineInfo, PipelineSpec, PipelineState, RepoInfo, Resources, ShardInfo, ShardState,
+    Transform,
 )
 from pfs.proto import chunks_pb2 as cpb
 from pfs.proto import convert as cv
@@ -20,7 +21,9 @@ from pfs.proto import pps_pb2 as ppb
 from server.meta.sqlite import SCHEMA, SqliteMetaStore
 
 CHUNK = ChunkRef(bytes(range(32)), 5)
-TRANSFORM = Transform(("sh", "-c", "wc"), ("line",), (("A", "b"), ("LANG", "C")), (3, 4), "img:1", True)
+RESOURCES = Resources("500m", "1Gi", 2, "nvidia.com/gpu", "10G")
+TRANSFORM = Transform(("sh", "-c", "wc"), ("line",), (("A", "b"), ("LANG", "C")), (3, 4), "img:1", True, "1000",
+                      RESOURCES, Resources(memory="2Gi"))
 INPUT = InputSpec("words", "dev", "reduce", "diff", True)
 PIPELINE_SPEC = PipelineSpec("count", TRANSFORM, (INPUT, InputSpec("more")), ParallelismSpec(2), "counts")
 SHARDS = (ShardInfo(0, ShardState.SUCCESS, 1, 5.0, 5.5, 0, "", 10, 4, 4),
@@ -40,6 +43,7 @@ SAMPLES = {
     FileInfo: [FileInfo("/a/b", False, 5, "c1", (CHUNK, ChunkRef(b"\xff" * 32, 1))), FileInfo("/a", True, 0, "c1")],
     FileWrite: [FileWrite("a/b", (CHUNK,), True), FileWrite("c", ())],
     Transform: [TRANSFORM, Transform(("true",))],
+    Resources: [RESOURCES, Resources()],
     JobInput: [JobInput("words", "c1", "reduce", 2, "c0", "diff"), JobInput("r", "c")],
     InputSpec: [INPUT, InputSpec("r")],
     JobSpec: [JobSpec(TRANSFORM, (INPUT,), ParallelismSpec(coefficient=1.5), "out"), JobSpec(Transform(("true",)), ())],
@@ -51,7 +55,7 @@ SAMPLES = {
     JobInfo: [JOB, JobInfo("j2", TRANSFORM, (), 1, "out")],
     LogLine: [LogLine("j1", 1, 5.0, "stderr", "oops")],
     DirectRead: [DirectRead("local-dir", "/srv/pfs"), DirectRead("url", "s3://bucket/prefix")],
-    ChunkLocation: [ChunkLocation("https://s3.example/b/p/pack?X-Amz-Signature=ab", 4096, 1000)],
+    ChunkLocation: [ChunkLocation("https://s3.example/b/p/pack?X-Amz-Signature=ab", 4096, 1000, 0, 5096)],
     ParallelismSpec: [ParallelismSpec(3), ParallelismSpec(coefficient=0.5), ParallelismSpec()],
 }
 
@@ -64,6 +68,8 @@ WIRE = {  # model type: (to the wire, back)
     FileInfo: (cv.file_to_pb, cv.file_from_pb),
     FileWrite: (cv.write_to_pb, cv.write_from_pb),
     Transform: (lambda t: cv.job_spec_to_pb(JobSpec(t, ())), lambda m: cv.job_spec_from_pb(m).transform),
+    Resources: (lambda r: cv.job_spec_to_pb(JobSpec(Transform(("true",), resource_limits=r), ())),
+                lambda m: cv.job_spec_from_pb(m).transform.resource_limits),
     JobInput: (lambda i: cv.job_to_pb(dataclasses.replace(JOB, inputs=(i,))), lambda m: cv.job_from_pb(m).inputs[0]),
     InputSpec: (lambda i: cv.job_spec_to_pb(JobSpec(TRANSFORM, (i,))), lambda m: cv.job_spec_from_pb(m).inputs[0]),
     JobSpec: (cv.job_spec_to_pb, cv.job_spec_from_pb),
@@ -115,9 +121,9 @@ def test_chunk_batches_are_encoded_as_protobuf_encodes_them():
 
 @pytest.mark.parametrize("cls, message", [
     (CommitRef, pb.CommitRef), (RepoInfo, pb.RepoInfo), (CommitInfo, pb.CommitInfo), (BranchInfo, pb.BranchInfo),
-    (Transform, ppb.Transform), (InputSpec, ppb.InputSpec), (JobSpec, ppb.CreateJobRequest), (JobInput, ppb.JobInput),
+    (Transform, ppb.Transform), (Resources, ppb.Resources), (InputSpec, ppb.InputSpec), (JobSpec, ppb.CreateJobRequest), (JobInput, ppb.JobInput),
     (PipelineSpec, ppb.PipelineSpec), (PipelineInfo, ppb.PipelineInfo), (ShardInfo, ppb.ShardInfo),
-    (JobInfo, ppb.JobInfo), (LogLine, ppb.LogLine),
+    (JobInfo, ppb.JobInfo), (LogLine, ppb.LogLine), (ChunkLocation, cpb.ChunkLocation),
 ], ids=lambda x: getattr(x, "__name__", ""))
 def test_a_message_converted_field_by_field_has_the_fields_of_its_model_type(cls, message):
     # a field on one side only would be dropped on the way (or fail at the first conversion)

@@ -150,3 +150,26 @@ def test_the_container_runner_runs_pipeline_workers_in_the_pipelines_image(podma
             [b"65534", b"3000"]
     finally:
         server.stop()
+
+
+def test_job_pod_runs_a_shard_and_leaves_job_shims_status_as_a_kubelet_reads_it(podman, server, tmp_path):
+    """The Kubernetes runner's worker entrypoint, in the image, as a pod runs it: the shard from
+    JOB_COMPLETION_INDEX, the try from PFS_ATTEMPT, and a file mounted at /dev/termination-log (as the kubelet
+    mounts one) where it leaves job-shim's exit status, exiting 0 itself whatever job-shim did."""
+    server.pfs("create-repo", "data")
+    server.pfs("put-file", "data", "master", "f.txt", "-c", "-f", "-", input=b"one\ntwo\n")
+    with_token = Podman({**podman.env, "PFS_TOKEN": server.token})
+    for cmd, status, state in ((["sh", "-c", "cp /pfs/data/f.txt /pfs/out/"], "0", "success"),
+                               (["sh", "-c", "exit 3"], "1", "failure")):
+        job_file = tmp_path / "job.json"
+        job_file.write_text(json.dumps({"transform": {"cmd": cmd}, "inputs": [{"repo": "data", "commit": "master"}]}))
+        job = server.pfs("create-job", "-f", str(job_file)).text.strip()
+        log = tmp_path / f"termination-log-{job}"
+        log.touch()
+        r = with_token.run(*FUSE, "--network", "host", "-e", "PFS_TOKEN", "-e", f"PFS_ADDRESS={server.address}",
+                           "-e", f"PFS_JOB={job}", "-e", "JOB_COMPLETION_INDEX=0",
+                           "-v", f"{log}:/dev/termination-log", IMAGE, "job-pod")
+        assert r.returncode == 0, f"job-pod exited {r.returncode}:\n{r.stdout}\n{r.stderr}"
+        assert log.read_text() == f"{status}\n"
+        info = json.loads(server.pfs("inspect-job", job, "--raw").stdout)
+        assert info["state"] == state, info

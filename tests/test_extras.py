@@ -1,5 +1,5 @@
-"""The cluster backends' clients are extras of the package (pfs[s3], pfs[postgres]), loaded only when a server is
-told to use one: without it, the server says in one line what to install."""
+"""The cluster backends' clients are extras of the package (pfs[s3], pfs[postgres], pfs[kubernetes]), loaded only
+when a server is told to use one: without it, the server says in one line what to install."""
 
 import os
 
@@ -14,6 +14,8 @@ from test_s3_errors import refused
      "pfs server: --storage s3:// needs the S3 client (boto3): pip install 'pfs[s3]'"),
     ("psycopg", ("--meta", "postgresql://pfs@127.0.0.1:5432/pfs"),
      "pfs server: --meta postgresql:// needs psycopg: pip install 'pfs[postgres]'"),
+    ("kubernetes", ("--runner", "kubernetes"),
+     "pfs server: --runner kubernetes needs the Kubernetes client: pip install 'pfs[kubernetes]'"),
 ])
 def test_without_an_extra_the_server_names_it(tmp_path, module, args, says):
     hidden = tmp_path / "hidden"
@@ -25,9 +27,10 @@ def test_without_an_extra_the_server_names_it(tmp_path, module, args, says):
 
 
 def test_the_embedded_default_loads_no_cluster_client(tmp_path):
-    """`pfs server` on the data dir never imports boto3 or psycopg: it starts as fast, and needs neither."""
+    """`pfs server` on the data dir never imports boto3, psycopg or the Kubernetes client: it starts as fast, and
+    needs none."""
     hidden = tmp_path / "hidden"
-    for module in ("boto3", "botocore", "psycopg", "psycopg_pool"):
+    for module in ("boto3", "botocore", "psycopg", "psycopg_pool", "kubernetes"):
         (hidden / module).mkdir(parents=True)
         (hidden / module / "__init__.py").write_text(f"raise ImportError('{module} was imported')\n")
     server = Server(tmp_path / "data", process_env={**os.environ, "PYTHONPATH": str(hidden)})

@@ -235,10 +235,13 @@ def test_shards_through_the_mount_cover_every_byte_once(server, tmp_path, method
     server.pfs("put-file", "r", "master", "", "-r", "-c", "-f", str(src))  # "": at the repo root
     n = 3
     seen: dict[str, list[bytes]] = {p: [] for p in files}
-    for i in range(n):
-        mnt = tmp_path / f"mnt{i}"
-        with mounted(server, mnt, "--shard", f"{i}/{n}", "--method", method):
-            root = mnt / "r" / "master"
+    shares = []
+    with contextlib.ExitStack() as workers:  # mounted at once, as the workers of a job
+        for i in range(n):
+            workers.enter_context(mounted(server, tmp_path / f"mnt{i}", "--shard", f"{i}/{n}", "--method", method))
+        for i in range(n):
+            root = tmp_path / f"mnt{i}" / "r" / "master"
+            shares.append(0)
             for dirpath, _, names in os.walk(root):
                 for name in names:
                     path = os.path.join(dirpath, name)
@@ -246,13 +249,19 @@ def test_shards_through_the_mount_cover_every_byte_once(server, tmp_path, method
                         data = f.read()
                     assert os.stat(path).st_size == len(data)
                     seen[os.path.relpath(path, root)].append(data)
+                    shares[-1] += len(data)
     for path, data in files.items():
         parts = seen[path]
         if method == "reduce":
             assert parts == [data]  # whole, in exactly one shard
         else:
-            assert len(parts) == n  # every file in every shard, its lines split between them
-            assert sorted(b"".join(parts).splitlines()) == sorted(data.splitlines())
+            assert b"".join(parts) == data  # in every shard, every block in one: the file, read in worker order
+    if method == "map":  # each worker within one block of its n-th of the bytes
+        with server.client() as client:
+            biggest = max(c.size for f in client.list_files(CommitRef("r", "master"), recursive=True,
+                                                            with_chunks=True) for c in f.chunks)
+        total = sum(map(len, files.values()))
+        assert all(abs(share - total / n) <= biggest for share in shares), (shares, total, biggest)
 
 
 def put_big_and_small(server) -> tuple[bytes, bytes]:

@@ -54,3 +54,28 @@ def test_a_try_under_another_live_server_is_never_taken_for_lost(store, tmp_path
         assert shard.server == "me"  # tried again here
     finally:
         controller.close()
+
+
+def test_a_worker_that_dies_before_reporting_leaves_its_last_lines_in_the_jobs_logs(store, tmp_path):
+    """Its try fails saying how it ended, and get-logs shows what it printed: it sent none of it."""
+    store.create_repo("data")
+    commit = store.start_commit("data")
+    store.finish_commit(CommitRef("data", commit.id))
+    spec = PipelineSpec("p", Transform(("true",)), (InputSpec("data", "master", "global"),))
+    with store.meta.transaction() as tx:
+        tx.put_pipeline(PipelineInfo(spec, 0.0))
+    jobs = Jobs(store, lambda: 1)
+    # its workers report to NOWHERE: each prints why it cannot, and exits 2 (job-shim could not do its part)
+    controller = Controller(store, jobs, LocalRunner(NOWHERE, tmp_path / "workers"), Leases(store.meta, "me", NOWHERE))
+    controller.start()
+    try:
+        job = wait_for(lambda: (js := jobs.list_jobs("p")) and js[0].is_done and js[0], 60)
+    finally:
+        controller.close()
+    shard = job.shards[0]
+    assert shard.attempts == 3
+    assert shard.error.startswith("its worker exited with status 2 without reporting: job-shim: "), shard.error
+    lines = [x.text for x in jobs.logs(job.id) if x.stream == "shim"]
+    said = "job-shim: its worker exited with status 2 without reporting; the last lines it printed:"
+    assert lines.count(said) == 3  # once a try
+    assert lines[lines.index(said) + 1].startswith("job-shim: ") and NOWHERE in "\n".join(lines)

@@ -1,16 +1,21 @@
 """The job-shim against a real server: real workers (each in its own mount namespace), real FUSE inputs."""
 
+import io
 import json
 import os
 import pathlib
 import random
 import signal
 import subprocess
+import sys
 
 import pytest
 
-from conftest import BIN, assert_one_line_error, needs
+from conftest import BIN, assert_one_line_error, needs, stop_process, wait_for
+from test_pipelines import put
+from pfs.core.chunking import Chunker
 from pfs.core.errors import FailedPrecondition
+from pfs.core.hashing import address
 from pfs.core.model import CommitRef
 from pfs.core.shard import Shard
 from shim.mounts import Mounts
@@ -20,14 +25,6 @@ pytestmark = [pytest.mark.slow,  # real workers, each mounting in a namespace of
 
 SHIM = str(BIN / "job-shim")
 COPY = ["sh", "-c", "cp -r /pfs/data/. /pfs/out/"]
-
-
-def put(server, repo: str, files: dict[str, bytes]) -> None:
-    server.pfs("create-repo", repo, check=False)
-    commit = server.pfs("start-commit", repo).text.strip()
-    for path, data in files.items():
-        server.pfs("put-file", repo, commit, path, "-f", "-", input=data)
-    server.pfs("finish-commit", repo, commit)
 
 
 def create_job(server, tmp_path, cmd, parallelism=1, method="map", **transform) -> str:
@@ -307,3 +304,44 @@ def test_two_inputs_are_cut_as_a_cross_product(server, tmp_path):
     assert [r[0] for r in run_shims(server, tmp_path, job, 4)] == [0] * 4
     pairs = read_tree(server, "out")["pairs"].decode().splitlines()
     assert sorted(pairs) == sorted(f"a{i:03d} b{j}" for i in range(300) for j in range(4))
+
+
+def test_the_output_is_sent_while_the_command_is_still_running(server, tmp_path):
+    """A file the command has written and closed is in the store before the command ends."""
+    raw = random.Random(7).randbytes(300_000)
+    put(server, "data", {"x": raw})
+    marker = tmp_path / "go-on"
+    shift = r"tr '\000-\377' '\001-\377\000' < /pfs/data/x > /pfs/out/y"
+    job = create_job(server, tmp_path, ["sh", "-c", f"{shift}; while [ ! -e {marker} ]; do sleep 0.05; done"])
+    shifted = bytes((b + 1) % 256 for b in raw)
+    worker = start_shim(server, tmp_path, job, 0)
+    try:
+        with server.client() as c:
+            chunks = [address(d) for d in Chunker(c.chunk_avg_size, "line").split(io.BytesIO(shifted))]
+            wait_for(lambda: not c.missing_chunks(chunks), 60)  # all of them are there, while the command waits
+        assert worker.poll() is None
+        marker.touch()
+        assert finish(worker)[0] == 0
+    finally:
+        stop_process(worker, signal.SIGKILL, 10)  # its command and mounts die with it
+    assert read_tree(server, "out") == {"y": shifted}
+
+
+def test_what_is_staged_is_what_the_output_holds_when_the_command_ends(server, tmp_path, data):
+    """Files changed after they were read early: rewritten in place, appended, truncated, renamed, written
+    through mmap (which inotify does not see), removed; each is staged as it is at the end."""
+    mmap = ("import mmap; f = open('/pfs/out/mapped', 'r+b'); m = mmap.mmap(f.fileno(), 0); m[:4] = b'MMAP'; "
+            "m.flush()")
+    script = f"""
+        cd /pfs/out
+        printf aaaa > rewritten; echo one > appended; echo long-long-long > shrunk; echo 0123456789 > mapped
+        echo tmp > tmp; echo gone > gone; mkdir -p d/e; echo deep > d/e/f
+        sleep 0.5
+        printf bb | dd of=rewritten conv=notrunc status=none
+        echo two >> appended; echo s > shrunk; mv tmp renamed; rm gone
+        {sys.executable} -c "{mmap}"
+    """
+    job = create_job(server, tmp_path, ["sh", "-c", script])
+    assert run_shims(server, tmp_path, job, 1)[0][0] == 0
+    assert read_tree(server, "out") == {"rewritten": b"bbaa", "appended": b"one\ntwo\n", "shrunk": b"s\n",
+                                        "mapped": b"MMAP456789\n", "renamed": b"tmp\n", "d/e/f": b"deep\n"}

@@ -11,18 +11,20 @@ import pathlib
 import sys
 
 import pfs
+from pfs.cli import deploy as deploy_cli
 from pfs.cli import jobs, output, pipelines, tokens
 from pfs.cli.progress import progress
 from pfs.cli.sources import sources
 from pfs.client import Client, default_address
 from pfs.client.auth import read_token
 from pfs.client.upload import into_commit
-from pfs.core import ready
+from pfs.core import kube, ready
 from pfs.core.chunking import DELIMITERS
 from pfs.core.errors import FailedPrecondition, InvalidArgument, PfsError
 from pfs.core.memory import keep_freed_memory
 from pfs.core.model import CommitInfo, CommitRef
 from pfs.core.shard import METHODS, Shard
+from pfs.deploy import manifests
 
 INT64_MAX = 2**63 - 1  # the wire's int64
 COMMIT_WAIT = 60.0  # seconds put-file -c waits its turn at a branch with a commit open
@@ -253,6 +255,13 @@ def cmd_unmount(args, client):
         raise FailedPrecondition("; ".join(failed))
 
 
+def _namespace(text: str) -> str:
+    try:
+        return kube.check_namespace(text)
+    except FailedPrecondition as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
 def parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--address", default=argparse.SUPPRESS,
@@ -371,6 +380,44 @@ def parser() -> argparse.ArgumentParser:
     verb("get-logs", jobs.cmd_get_logs, "print the logs of a job's workers (stdout, stderr and the shim's lines)",
          a("--job", metavar="JOB"), a("-p", "--pipeline", metavar="PIPELINE"),
          a("--raw", action="store_true", help="print each line as JSON, with its shard, time and stream"))
+    deploy = verb("deploy", None, "pfs servers on a cluster: print their manifests, or apply them")
+    targets = deploy.add_subparsers(dest="deploy_target", metavar="TARGET", required=True)
+    namespace = a("--namespace", default="pfs", type=_namespace, help="where they go (default pfs)")
+    verb("kubernetes", deploy_cli.cmd_deploy_kubernetes,
+         "pfs servers on Kubernetes (1.24 or later): print the manifests, for kubectl apply -f -, or apply them to "
+         "the cluster $KUBECONFIG names (--apply)", namespace,
+         a("--replicas", type=int, default=1, help="pfs servers (default 1)"),
+         a("--image", default=manifests.DEFAULT_IMAGE,
+           help=f"the servers' image, with pfs[cluster] (default {manifests.DEFAULT_IMAGE}: make server-image)"),
+         a("--storage", metavar="s3://BUCKET/PREFIX", help="where chunks go: an S3 bucket (keys from "
+           "$AWS_ACCESS_KEY_ID and $AWS_SECRET_ACCESS_KEY, put in the Secret pfs-credentials)"),
+         a("--meta", metavar="postgresql://USER@HOST:PORT/DB",
+           help="where metadata goes: a PostgreSQL database (its password from $PGPASSWORD, put in the Secret)"),
+         a("--s3-endpoint", metavar="URL", help="an S3-compatible server for --storage (default: AWS)"),
+         a("--local", action="store_true",
+           help="instead of --storage and --meta: SeaweedFS and PostgreSQL in the cluster, on volumes of their own"),
+         a("--tls-secret", metavar="NAME", help="serve TLS with the certificate of this kubernetes.io/tls Secret "
+           "(tls.crt, tls.key, and ca.crt, what workers trust it by); without it the servers serve the cluster's "
+           "network in the clear, every call still with a token"),
+         a("--host-network", action="store_true",
+           help="run every pod on its node's network (a cluster without a pod network)"),
+         a("--worker-address", metavar="HOST:PORT", help="where workers reach the servers (default their Service)"),
+         a("--registry", metavar="HOST:PORT", help="the registry the nodes pull from: where create-pipeline "
+           "--push-images pushes an image that names none"),
+         a("--api-address", metavar="HOST:PORT", help="where the servers reach the Kubernetes API (default the "
+           "Service kubernetes; give it where that does not route from their pods, as without kube-proxy)"),
+         a("--worker-fuse", default="privileged", metavar="MODE", type=kube.fuse_mode,
+           help="how workers get FUSE: privileged (the default), hostpath, or a device plugin's resource name"),
+         a("--pull-policy", default="IfNotPresent", choices=kube.PULL_POLICIES,
+           help="imagePullPolicy of every pod (default IfNotPresent: images imported into the nodes work)"),
+         a("--seaweedfs-image", default=manifests.DEFAULT_SEAWEEDFS_IMAGE, help="with --local"),
+         a("--postgres-image", default=manifests.DEFAULT_POSTGRES_IMAGE, help="with --local"),
+         a("--volume-size", default="10Gi", help="with --local: each volume's size (default 10Gi)"),
+         a("--apply", action="store_true", help="apply them to the cluster instead of printing them"),
+         under=targets)
+    verb("undeploy", deploy_cli.cmd_undeploy, "remove what pfs deploy made (the data's volumes only with "
+         "--delete-data)", namespace,
+         a("--delete-data", action="store_true", help="delete the --local volumes too: their data is lost"))
     auth = verb("auth", None, "tokens: log in, see who you are, and (the cluster's root) make and revoke tokens")
     verbs = auth.add_subparsers(dest="auth_command", metavar="COMMAND", required=True)
     verb("login", tokens.cmd_login, "read a token from stdin and keep it (~/.pfs/token, mode 0600) for the "

@@ -5,17 +5,22 @@ Every refusal names the field and the reason, e.g.
 This module reads the JSON; the rules of the specs it makes are pfs.core.specs, which the server applies too.
 """
 
+import dataclasses
 import re
 from collections.abc import Callable
 from typing import Any
 
-from pfs.core.model import InputSpec, JobSpec, ParallelismSpec, PipelineSpec, Transform
+from pfs.core.model import InputSpec, JobSpec, ParallelismSpec, PipelineSpec, Resources, Transform
 from pfs.core.specs import bad, check_job, check_pipeline
 
 # 1.x method aliases -> (the partition a worker sees, what a pipeline's next job sees of the input)
 METHOD_ALIASES = {"map": ("map", "diff"), "reduce": ("reduce", "none"), "incremental_reduce": ("reduce", "diff"),
                   "global": ("global", "none")}
 PARTITIONS = {"BLOCK": "map", "FILE": "reduce", "REPO": "global"}
+DEFAULT_GPU = "nvidia.com/gpu"  # the kind of GPU a manifest that gives only their number asks for, as in 1.x
+# top-level fields of both manifests: what each worker asks its cluster for (1.x's first name for the requests was
+# resource_spec; 2.x writes resourceRequests, which is the same field in camelCase)
+RESOURCE_FIELDS = ("resource_requests", "resource_spec", "resource_limits")
 INCREMENTALS = {"NONE": "none", "DIFF": "diff", "FULL": "full", True: "diff", False: "none"}
 
 
@@ -110,6 +115,41 @@ def transform(value: Any, where: str = "transform") -> Transform:
     )
 
 
+def _with_resources(t: Transform, fields: _Fields) -> Transform:
+    """T with the manifest's resource requests and limits."""
+    if "resource_spec" in fields.values and "resource_requests" in fields.values:
+        raise bad(fields.at("resource_spec"), "give resource_requests or resource_spec (its 1.x name), not both")
+    requests = fields.get("resource_requests", _resources) or fields.get("resource_spec", _resources, Resources())
+    return dataclasses.replace(t, resource_requests=requests,
+                               resource_limits=fields.get("resource_limits", _resources, Resources()))
+
+
+def _resources(value: Any, where: str) -> Resources:
+    """{"cpu": 0.5 or "500m", "memory": "2G", "gpu": {"type": ..., "number": 1} or 1, "disk": "10G"}."""
+    f = _Fields(value, where, ("cpu", "memory", "gpu", "disk"))
+    gpu, gpu_type = f.get("gpu", _gpu, (0, ""))
+    return Resources(cpu=f.get("cpu", _quantity, ""), memory=f.get("memory", _quantity, ""), gpu=gpu,
+                     gpu_type=gpu_type, disk=f.get("disk", _quantity, ""))
+
+
+def _quantity(value: Any, where: str) -> str:
+    """A Kubernetes quantity as a manifest writes it: a number (cores, bytes) or a string ('500m', '2Gi');
+    pfs.core.specs checks the string."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise bad(where, f"expected a number or a quantity such as \"500m\" or \"2Gi\", got {_kind(value)}")
+    return value if isinstance(value, str) else str(value)
+
+
+def _gpu(value: Any, where: str) -> tuple[int, str]:
+    """(number, kind) of {"type": "nvidia.com/gpu", "number": 1} (1.x, 2.x), or of a bare number (early 1.x)."""
+    if isinstance(value, dict):
+        f = _Fields(value, where, ("type", "number"))
+        number = f.get("number", _int, 0)
+        return number, f.get("type", _str, DEFAULT_GPU if number else "")
+    number = _int(value, where)
+    return number, DEFAULT_GPU if number else ""
+
+
 def method(value: Any, where: str) -> tuple[str, str]:
     """(partition, incremental) of a 1.x method: an alias, or {"partition": ..., "incremental": ...}."""
     if isinstance(value, str):
@@ -173,9 +213,9 @@ def _inputs(f: _Fields, job: bool) -> tuple[InputSpec, ...]:
 
 def job(doc: Any) -> JobSpec:
     """A job manifest (`pfs create-job -f`): transform, parallelism, inputs and an optional output_repo."""
-    f = _Fields(doc, "", ("transform", "parallelism", "parallelism_spec", "inputs", "output_repo"))
+    f = _Fields(doc, "", ("transform", "parallelism", "parallelism_spec", "inputs", "output_repo", *RESOURCE_FIELDS))
     return check_job(JobSpec(
-        transform=f.get("transform", transform, required=True),
+        transform=_with_resources(f.get("transform", transform, required=True), f),
         inputs=_inputs(f, job=True),
         parallelism=parallelism(f),
         output_repo=f.get("output_repo", _str, ""),
@@ -184,10 +224,11 @@ def job(doc: Any) -> JobSpec:
 
 def pipeline(doc: Any) -> PipelineSpec:
     """A pipeline manifest (`pfs create-pipeline -f`), as 1.x wrote it."""
-    f = _Fields(doc, "", ("pipeline", "transform", "parallelism", "parallelism_spec", "inputs", "description"))
+    f = _Fields(doc, "", ("pipeline", "transform", "parallelism", "parallelism_spec", "inputs", "description",
+                          *RESOURCE_FIELDS))
     return check_pipeline(PipelineSpec(
         name=f.get("pipeline", _name, required=True),
-        transform=f.get("transform", transform, required=True),
+        transform=_with_resources(f.get("transform", transform, required=True), f),
         inputs=_inputs(f, job=False),
         parallelism=parallelism(f),
         description=f.get("description", _str, ""),

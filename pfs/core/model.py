@@ -51,11 +51,15 @@ class DirectRead:
 @dataclass(frozen=True)
 class ChunkLocation:
     """Where a client may fetch a chunk's stored bytes (its zstd frame) without the server: LENGTH bytes from
-    OFFSET of what an HTTP GET of URL answers (a short-lived presigned URL of the object holding it)."""
+    OFFSET of an object, in an HTTP GET of URL with "Range: bytes=RANGE_START-(RANGE_END - 1)". URL is a
+    short-lived URL signed for that range only, which holds this chunk and others asked for along with it,
+    each whole: the chunks of other locate calls (other repos') in the same object stay out of reach."""
 
     url: str
     offset: int
     length: int
+    range_start: int
+    range_end: int
 
 
 @dataclass(frozen=True)
@@ -108,8 +112,22 @@ class FileWrite:
 
 
 @dataclass(frozen=True)
+class Resources:
+    """What a worker asks its cluster for (requests) or may use at most (limits), as 1.x's resource_requests and
+    resource_limits said: CPU cores, memory and local disk as Kubernetes quantities ('0.5', '500m', '2Gi'; '' for
+    none), and GPU devices of a kind (an extended resource such as nvidia.com/gpu)."""
+
+    cpu: str = ""
+    memory: str = ""
+    gpu: int = 0
+    gpu_type: str = ""
+    disk: str = ""
+
+
+@dataclass(frozen=True)
 class Transform:
-    """What a job's workers run: CMD exec'd with STDIN lines fed to it, ENV added to its environment."""
+    """What a job's workers run: CMD exec'd with STDIN lines fed to it, ENV added to its environment; on a cluster,
+    each worker with RESOURCE_REQUESTS and RESOURCE_LIMITS (the manifest's top-level fields)."""
 
     cmd: tuple[str, ...]
     stdin: tuple[str, ...] = ()
@@ -118,6 +136,8 @@ class Transform:
     image: str = ""
     overwrite: bool = False  # outputs replace the files of the previous output instead of appending
     user: str = ""  # who CMD runs as: a name or uid, and :group (1.x's field); '' for the worker's own user
+    resource_requests: Resources = Resources()
+    resource_limits: Resources = Resources()
 
     def accepts(self, code: int) -> bool:
         return code == 0 or code in self.accept_return_code

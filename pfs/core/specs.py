@@ -6,15 +6,20 @@ What needs the server (repos that exist, cycles, what its runner can run) is che
 """
 
 import math
+import re
 
-from pfs.core import names, run_as
+from pfs.core import names, quantity, run_as
 from pfs.core.errors import InvalidArgument
-from pfs.core.model import MAX_PARALLELISM, InputSpec, JobSpec, ParallelismSpec, PipelineSpec, Transform
+from pfs.core.model import MAX_PARALLELISM, InputSpec, JobSpec, ParallelismSpec, PipelineSpec, Resources, Transform
 from pfs.core.shard import METHODS
 
 INT32 = (-2**31, 2**31 - 1)  # the wire's range (protobuf int32) of an exit code
 RESERVED = ("out", "prev")  # names in a worker's /pfs that no input may take
 INCREMENTALS = ("none", "diff", "full")
+QUANTITIES = ("cpu", "memory", "disk")  # the Resources fields that are Kubernetes quantities
+MAX_GPUS = 1024
+# an extended resource's name, as Kubernetes takes it: a DNS subdomain prefix, a slash, a name
+RESOURCE_NAME = re.compile(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?/[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?")
 
 
 def bad(where: str, reason: str) -> InvalidArgument:
@@ -59,6 +64,7 @@ def _check_common(transform: Transform, parallelism: ParallelismSpec, inputs: tu
         if not INT32[0] <= code <= INT32[1]:
             raise bad(f"transform.accept_return_code[{n}]", f"expected an exit code from {INT32[0]} to {INT32[1]}, "
                       f"got {code}")
+    _check_resources(transform.resource_requests, transform.resource_limits)
     _check_parallelism(parallelism)
     if not inputs:
         raise bad("inputs", "empty; give at least one input repo")
@@ -68,6 +74,30 @@ def _check_common(transform: Transform, parallelism: ParallelismSpec, inputs: tu
         if i.repo in seen:
             raise bad(f"inputs[{n}].repo", f"repo {i.repo!r} is an input twice")
         seen.add(i.repo)
+
+
+def _check_resources(requests: Resources, limits: Resources) -> None:
+    """Each field a quantity or GPUs of a named kind; no request above its limit; GPUs, which Kubernetes does not
+    share, the same in both where both give them."""
+    for where, r in (("resource_requests", requests), ("resource_limits", limits)):
+        for name in QUANTITIES:
+            text = getattr(r, name)
+            if text and (quantity.parse(text) is None or quantity.parse(text) == 0):
+                raise bad(f"{where}.{name}", f"{text[:40]!r} is not a quantity above 0; write a number, or one with "
+                          "a unit such as 500m (CPU), 512Mi or 2G")
+        if not 0 <= r.gpu <= MAX_GPUS:
+            raise bad(f"{where}.gpu.number", f"expected 0 to {MAX_GPUS} GPUs, got {r.gpu}")
+        if r.gpu and not RESOURCE_NAME.fullmatch(r.gpu_type):
+            raise bad(f"{where}.gpu.type", f"{r.gpu_type[:80]!r} is not a device's resource name; write it as "
+                      "Kubernetes names it, such as nvidia.com/gpu")
+    for name in QUANTITIES:
+        asked, most = getattr(requests, name), getattr(limits, name)
+        if asked and most and quantity.parse(asked) > quantity.parse(most):
+            raise bad(f"resource_requests.{name}", f"{asked} is above resource_limits.{name} ({most}); a worker "
+                      "cannot ask for more than it may use")
+    if requests.gpu and limits.gpu and (requests.gpu, requests.gpu_type) != (limits.gpu, limits.gpu_type):
+        raise bad("resource_limits.gpu", f"{limits.gpu} {limits.gpu_type} differs from resource_requests.gpu "
+                  f"({requests.gpu} {requests.gpu_type}); GPUs are not shared, so give them once, or the same in both")
 
 
 def _check_parallelism(p: ParallelismSpec) -> None:

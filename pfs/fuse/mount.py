@@ -5,7 +5,6 @@ import os
 import re
 import signal
 import subprocess
-import threading
 from typing import NamedTuple
 
 import pyfuse3
@@ -40,14 +39,16 @@ def serve(tree: RepoTree, mountpoint: str, on_mounted=lambda: None, allow_other:
     check_mountpoint(mountpoint)
     options = set(pyfuse3.default_options) | {f"fsname={FSNAME}", "ro"} | ({"allow_other"} if allow_other else set())
     ops = Operations(tree)
-    stop = threading.Event()  # a signal before the loop listens still unmounts
+    # a signal before the loop listens still unmounts; its handler takes no lock (as Event.set would), since a
+    # second signal can run it again inside the first, which would then wait on itself for ever
+    stopped: list[int] = []
     for sig in STOP_SIGNALS:
-        signal.signal(sig, lambda *_: stop.set())
+        signal.signal(sig, lambda signum, _: stopped.append(signum))
     pyfuse3.init(ops, mountpoint, options)
     tree.on_stale = _invalidate
     try:
         on_mounted()
-        trio.run(_main, mountpoint, ops, stop)
+        trio.run(_main, mountpoint, ops, stopped)
     finally:
         pyfuse3.close(unmount=True)
         tree.close()
@@ -86,9 +87,9 @@ def _invalidate(inode: int, names: list[str]) -> None:
         pyfuse3.invalidate_entry_async(inode, os.fsencode(name), ignore_enoent=True)
 
 
-async def _main(mountpoint: str, ops: Operations, stop: threading.Event) -> None:
+async def _main(mountpoint: str, ops: Operations, stopped: list[int]) -> None:
     with trio.open_signal_receiver(*STOP_SIGNALS) as signals:
-        if stop.is_set():  # asked to stop while mounting
+        if stopped:  # asked to stop while mounting
             return
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_terminate_on, signals)

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16pfs/proto/chunks.proto\x12\x03pfs\")\n\x08\x43hunkRef\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\x0c\x12\x0c\n\x04size\x18\x02 \x01(\x03\"#\n\x0e\x43hunkAddresses\x12\x11\n\taddresses\x18\x01 \x03(\x0c\"0\n\tChunkData\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\x0c\x12\x12\n\ncompressed\x18\x02 \x01(\x0c\",\n\nChunkBatch\x12\x1e\n\x06\x63hunks\x18\x01 \x03(\x0b\x32\x0e.pfs.ChunkData\"<\n\rChunkLocation\x12\x0b\n\x03url\x18\x01 \x01(\t\x12\x0e\n\x06offset\x18\x02 \x01(\x03\x12\x0e\n\x06length\x18\x03 \x01(\x03\"7\n\x0e\x43hunkLocations\x12%\n\tlocations\x18\x01 \x03(\x0b\x32\x12.pfs.ChunkLocation\"#\n\x11PutChunksResponse\x12\x0e\n\x06stored\x18\x01 \x01(\x03\x32\xea\x01\n\x06\x43hunks\x12\x39\n\rMissingChunks\x12\x13.pfs.ChunkAddresses\x1a\x13.pfs.ChunkAddresses\x12\x36\n\tPutChunks\x12\x0f.pfs.ChunkBatch\x1a\x16.pfs.PutChunksResponse(\x01\x12\x33\n\tGetChunks\x12\x13.pfs.ChunkAddresses\x1a\x0f.pfs.ChunkBatch0\x01\x12\x38\n\x0cLocateChunks\x12\x13.pfs.ChunkAddresses\x1a\x13.pfs.ChunkLocationsb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16pfs/proto/chunks.proto\x12\x03pfs\")\n\x08\x43hunkRef\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\x0c\x12\x0c\n\x04size\x18\x02 \x01(\x03\"#\n\x0e\x43hunkAddresses\x12\x11\n\taddresses\x18\x01 \x03(\x0c\"0\n\tChunkData\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\x0c\x12\x12\n\ncompressed\x18\x02 \x01(\x0c\",\n\nChunkBatch\x12\x1e\n\x06\x63hunks\x18\x01 \x03(\x0b\x32\x0e.pfs.ChunkData\"d\n\rChunkLocation\x12\x0b\n\x03url\x18\x01 \x01(\t\x12\x0e\n\x06offset\x18\x02 \x01(\x03\x12\x0e\n\x06length\x18\x03 \x01(\x03\x12\x13\n\x0brange_start\x18\x04 \x01(\x03\x12\x11\n\trange_end\x18\x05 \x01(\x03\"7\n\x0e\x43hunkLocations\x12%\n\tlocations\x18\x01 \x03(\x0b\x32\x12.pfs.ChunkLocation\"#\n\x11PutChunksResponse\x12\x0e\n\x06stored\x18\x01 \x01(\x03\x32\xea\x01\n\x06\x43hunks\x12\x39\n\rMissingChunks\x12\x13.pfs.ChunkAddresses\x1a\x13.pfs.ChunkAddresses\x12\x36\n\tPutChunks\x12\x0f.pfs.ChunkBatch\x1a\x16.pfs.PutChunksResponse(\x01\x12\x33\n\tGetChunks\x12\x13.pfs.ChunkAddresses\x1a\x0f.pfs.ChunkBatch0\x01\x12\x38\n\x0cLocateChunks\x12\x13.pfs.ChunkAddresses\x1a\x13.pfs.ChunkLocationsb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -40,11 +40,11 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CHUNKBATCH']._serialized_start=161
   _globals['_CHUNKBATCH']._serialized_end=205
   _globals['_CHUNKLOCATION']._serialized_start=207
-  _globals['_CHUNKLOCATION']._serialized_end=267
-  _globals['_CHUNKLOCATIONS']._serialized_start=269
-  _globals['_CHUNKLOCATIONS']._serialized_end=324
-  _globals['_PUTCHUNKSRESPONSE']._serialized_start=326
-  _globals['_PUTCHUNKSRESPONSE']._serialized_end=361
-  _globals['_CHUNKS']._serialized_start=364
-  _globals['_CHUNKS']._serialized_end=598
+  _globals['_CHUNKLOCATION']._serialized_end=307
+  _globals['_CHUNKLOCATIONS']._serialized_start=309
+  _globals['_CHUNKLOCATIONS']._serialized_end=364
+  _globals['_PUTCHUNKSRESPONSE']._serialized_start=366
+  _globals['_PUTCHUNKSRESPONSE']._serialized_end=401
+  _globals['_CHUNKS']._serialized_start=404
+  _globals['_CHUNKS']._serialized_end=638
 # @@protoc_insertion_point(module_scope)

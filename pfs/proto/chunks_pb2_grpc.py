@@ -81,8 +81,9 @@ class ChunksServicer:
 
     def LocateChunks(self, request, context):
         """Where each of these chunks may be fetched without the server, in the order asked (at most
-        MAX_LOCATE of pfs/core/model.py per call), for a server whose DirectRead is kind "url";
-        FAILED_PRECONDITION from a server whose store gives no locations.
+        MAX_LOCATE of pfs/core/model.py per call), for a server whose DirectRead is kind "url": chunks asked
+        for together that lie side by side in the store share one URL, which gives those chunks and no
+        other byte. FAILED_PRECONDITION from a server whose store gives no locations.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

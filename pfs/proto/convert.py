@@ -70,11 +70,12 @@ def chunk_from_pb(m: cpb.ChunkRef) -> ChunkRef:
 
 def location_to_pb(loc: ChunkLocation | None) -> cpb.ChunkLocation:
     """A chunk's location; None (the store lacks the chunk) goes as an empty URL."""
-    return cpb.ChunkLocation(url=loc.url, offset=loc.offset, length=loc.length) if loc else cpb.ChunkLocation()
+    return cpb.ChunkLocation(url=loc.url, offset=loc.offset, length=loc.length, range_start=loc.range_start,
+                             range_end=loc.range_end) if loc else cpb.ChunkLocation()
 
 
 def location_from_pb(m: cpb.ChunkLocation) -> ChunkLocation | None:
-    return ChunkLocation(m.url, m.offset, m.length) if m.url else None
+    return ChunkLocation(m.url, m.offset, m.length, m.range_start, m.range_end) if m.url else None
 
 
 def chunk_batch_bytes(chunks: list[tuple[bytes, bytes]]) -> bytes:

@@ -9,7 +9,9 @@ a branch directory follows its head (and is listed again only when it moves).
 
 A directory of a commit is listed with everything below it, in one call of
 up to PREFETCH_ENTRIES entries: a walk of a commit's tree, or a lookup of
-every file in it, then costs one call instead of one per directory.
+every file in it, then costs one call instead of one per directory. A map
+shard's files show only their blocks in the worker's share of the commit's
+bytes, placed from the sizes the listings give: that costs no call either.
 """
 
 import bisect
@@ -59,6 +61,8 @@ class Node:
     parent: int = 0  # the directory listing this node, and its place there
     index: int = 0
     told: int = 0  # a file's chunks a direct reader has been told a reader goes on to (expect)
+    start: int = 0  # a directory's place in its commit's bytes laid end to end in path order (see Shard.blocks)...
+    total: int = 0  # ...and their count
 
     @property
     def immutable(self) -> bool:
@@ -187,6 +191,10 @@ class RepoTree:
         node = self.getattr(inode)
         chunks, offsets = node.chunks, node.offsets
         i = bisect.bisect_right(offsets, offset) - 1
+        first = max(i, 0)
+        if self.direct and first + READ_AHEAD > node.told:  # told LOCATE_AHEAD chunks at a time: located in one call
+            node.told = first + LOCATE_AHEAD  # (before the first is fetched: the reads at once share that call)
+            self.direct.expect(chunks[first : first + LOCATE_AHEAD])
         start, out = offset, []
         while size > 0 and 0 <= i < len(chunks):
             data = get(chunks[i])
@@ -198,9 +206,6 @@ class RepoTree:
             size -= len(piece)
             i += 1
         j = max(i, 0)
-        if self.direct and j + READ_AHEAD > node.told:  # told LOCATE_AHEAD chunks at a time: located in one call
-            node.told = j + LOCATE_AHEAD
-            self.direct.expect(chunks[j : j + LOCATE_AHEAD])
         # topped up as the reader moves on: each new chunk a fetch of its own, so chunks come back one by one
         # while the next are decompressed
         self.cache.prefetch(chunks[j : j + READ_AHEAD])
@@ -306,17 +311,38 @@ class RepoTree:
         """
         listed = self._list_files(node, recursive=True, limit=PREFETCH_ENTRIES)
         last = listed[-1].path if len(listed) == PREFETCH_ENTRIES else None
-        dirs = {node.path: node}
-        found: dict[str, list[Node]] = {node.path: []}
-        for f in filter(self._sees, listed):
-            child = self._file_node(node, f)
-            found[paths.parent(f.path)].append(child)  # a directory comes before what it holds
-            if child.is_dir:
-                dirs[f.path], found[f.path] = child, []
-        entries = found.pop(node.path)
+        own = [f for f in listed if paths.parent(f.path) == node.path] if last is None else self._list_files(node)
+        # a commit's bytes are its top-level entries' (as shown: with since, what changed)
+        total = node.total if node.kind == "dir" else sum(f.size_bytes for f in own)
+        found = self._placed(node, listed, total)
         if last is not None:  # the call stopped inside NODE
-            entries = [self._file_node(node, f) for f in filter(self._sees, self._list_files(node))]
-        return entries, [(dirs[d], its) for d, its in found.items() if last is None or not _holds(d, last)]
+            found[node.path] = self._placed(node, own, total)[node.path]
+        entries = found.pop(node.path)[1]
+        return entries, [held for d, held in found.items() if last is None or not _holds(d, last)]
+
+    def _placed(self, node: Node, listed: list[FileInfo], total: int) -> dict[str, tuple[Node, list[Node]]]:
+        """The nodes this shard sees of LISTED, entries below the directory NODE (each directory followed by
+        what it holds, in name order), by the path of the directory holding them (NODE, or one of LISTED).
+
+        Each is placed where its bytes start among the TOTAL bytes of its commit laid end to end in that
+        order, from the sizes of what comes before it (a directory's is all it holds): the place decides
+        which blocks of a file a map shard sees (Shard.blocks).
+        """
+        found: dict[str, tuple[Node, list[Node]]] = {node.path: (node, [])}
+        ends = {node.path: node.start}  # where the next entry of each directory starts
+        for f in listed:
+            parent = paths.parent(f.path)  # a directory comes before what it holds
+            start = ends[parent]
+            ends[parent] += f.size_bytes
+            if f.is_dir:
+                ends[f.path] = start
+            if not self._sees(f):
+                continue
+            child = self._file_node(node, f, start, total)
+            found[parent][1].append(child)
+            if child.is_dir:
+                found[f.path] = (child, [])
+        return found
 
     def _sees(self, f: FileInfo) -> bool:
         """Whether this tree's shard shows F: a reduce shard sees whole top-level entries."""
@@ -327,19 +353,19 @@ class RepoTree:
                                            since=self.since, incremental=self.incremental,
                                            recursive=recursive, limit=limit))
 
-    def _file_node(self, listed: Node, f: FileInfo) -> Node:
-        """The node of an entry F found below the directory LISTED of a commit."""
+    def _file_node(self, listed: Node, f: FileInfo, start: int, total: int) -> Node:
+        """The node of an entry F found below the directory LISTED of a commit, START bytes into its TOTAL."""
         name = f.path.rpartition("/")[2]
         inode = inode_of("file", listed.repo, listed.commit, str(self.shard), self.since, f.path)
         if f.is_dir:
             return Node(inode, name, "dir", True, self._visible_size(f.size_bytes), listed.mtime,
-                        repo=listed.repo, commit=listed.commit, path=f.path)
-        chunks = self.shard.blocks(f.path, f.chunks)
-        offsets, total = [], 0
+                        repo=listed.repo, commit=listed.commit, path=f.path, start=start, total=total)
+        chunks = self.shard.blocks(f.chunks, start, total)
+        offsets, size = [], 0
         for c in chunks:
-            offsets.append(total)
-            total += c.size
-        return Node(inode, name, "file", False, total, listed.mtime, repo=listed.repo, commit=listed.commit,
+            offsets.append(size)
+            size += c.size
+        return Node(inode, name, "file", False, size, listed.mtime, repo=listed.repo, commit=listed.commit,
                     path=paths.normalize(f.path), chunks=chunks, offsets=offsets)
 
     def _fetch(self, refs: list[ChunkRef]) -> Iterator[bytes]:

@@ -19,12 +19,14 @@ from dataclasses import dataclass
 
 from pfs.core import names
 from pfs.core.errors import FailedPrecondition, NotFound, PfsError, Unavailable
-from pfs.core.model import CommitRef, InputSpec, JobInfo, JobState, PipelineInfo, PipelineState, ShardInfo, ShardState
+from pfs.core.model import (
+    MAX_LOG_TEXT, CommitRef, InputSpec, JobInfo, JobState, LogLine, PipelineInfo, PipelineState, ShardInfo, ShardState,
+)
 from server.meta import Tx
 from server.pps.job_tokens import JobTokens
 from server.pps.jobs import Jobs
 from server.pps.leases import LeaseLost, Leases
-from server.pps.runners import Runner
+from server.pps.runners import Ended, Runner
 from server.store import Store
 
 log = logging.getLogger(__name__)
@@ -135,8 +137,10 @@ class Controller:
         """Reports this server's workers that ended without reporting, stops those whose job ended, and revokes the
         tokens of ended jobs."""
         for e in self.runner.poll():
-            last = e.tail.splitlines()[-1] if e.tail else ""
-            self._report(e.job, e.shard, e.attempt, f"its worker exited with status {e.code} without reporting: {last}")
+            lines = e.tail.splitlines()
+            how = f"its worker {e.reason or f'exited with status {e.code}'} without reporting"
+            if self._report(e.job, e.shard, e.attempt, f"{how}: {lines[-1]}" if lines else how) and lines:
+                self._keep_tail(e, how, lines)
         for job_id in self.runner.jobs():
             try:
                 done = self.jobs.inspect_job(job_id).is_done
@@ -148,6 +152,16 @@ class Controller:
             job = self.jobs.inspect_job(job_id)
             if job.is_done:
                 self.job_tokens.ended(job)
+
+    def _keep_tail(self, e: Ended, how: str, lines: list[str]) -> None:
+        """Adds the last LINES a worker that died before reporting printed (HOW it ended) to its job's logs, so that
+        get-logs shows them: it sent none of what it could not report."""
+        now = time.time()
+        try:
+            self.jobs.add_logs([LogLine(e.job, e.shard, now, "shim", f"job-shim: {how}; the last lines it printed:"),
+                                *(LogLine(e.job, e.shard, now, "shim", line[:MAX_LOG_TEXT]) for line in lines)])
+        except PfsError as err:  # its job is gone: nobody will ask
+            log.debug("job %s shard %d: %s", e.job, e.shard, err)
 
     def _failed(self, name: str, err: Exception) -> None:
         """Logs ERR (once while it repeats), records it on the pipeline and waits longer each time to try again."""

@@ -94,7 +94,8 @@ class Leases:
 
     def addresses(self) -> str:
         """Where a worker reaches the cluster: this server first, then the others alive."""
-        return ",".join([self.address, *(a for s, a in self.servers.items() if s != self.server)])
+        # each once: servers that workers reach through one address (a Kubernetes Service) all beat with it
+        return ",".join(dict.fromkeys([self.address, *(a for s, a in self.servers.items() if s != self.server)]))
 
     def release(self) -> None:
         """Gives every lease up (the server stops), so that other servers take its pipelines at once."""

@@ -5,6 +5,8 @@
   too). The pipeline's image is recorded but not used.
 - container: podman or docker runs the pipeline's image (which must hold job-shim) with
   --device /dev/fuse --cap-add SYS_ADMIN, on the host network so it reaches this server.
+- kubernetes: a Kubernetes Job per job, in the pipeline's image (server/pps/kubernetes/), made only when chosen,
+  as its client is an extra.
 """
 
 import math
@@ -31,13 +33,15 @@ STOP_TIMEOUT = 10.0
 
 @dataclass(frozen=True)
 class Ended:
-    """A worker that ended: its job, shard and try, its exit status and the end of its stderr."""
+    """A worker that ended: its job, shard and try, its exit status and the end of its output; REASON, how it ended
+    where its runner knows more than a status (a pod's: 'was killed for lack of memory (OOMKilled)')."""
 
     job: str
     shard: int
     attempt: int
     code: int
     tail: str
+    reason: str = ""
 
 
 @dataclass
@@ -57,8 +61,58 @@ class Runner(ABC):
 
     name = ""
 
-    def __init__(self, address: str, workspaces: Path, tls_ca: str | None = None) -> None:
+    def __init__(self, address: str) -> None:
         self.address = address  # where workers reach this server
+
+    def check_tools(self) -> None:
+        """Refuses, in one line, when a tool this runner needs is missing."""
+
+    def check(self, image: str) -> None:
+        """Refuses a pipeline this runner cannot run."""
+        self.check_tools()
+
+    def unconfined(self) -> str | None:
+        """Why a worker's command could reach this server's secrets (its data dir and token), so that only the
+        cluster's root may make pipelines here; None where it cannot: the worker runs elsewhere (a container),
+        or as root, which runs another user's command as a user that is not (pfs/core/run_as.py)."""
+        return None
+
+    @abstractmethod
+    def capacity(self) -> int:
+        """What a COEFFICIENT parallelism multiplies."""
+
+    @abstractmethod
+    def launch(self, job: JobInfo, shard: int, attempt: int, address: str, token: str | None) -> None:
+        """Starts the worker of try ATTEMPT at SHARD, which reports to ADDRESS (the servers of the cluster, this
+        one first) with TOKEN (its job's); it runs until it ends (see poll) or is cancelled."""
+
+    @abstractmethod
+    def running(self, job_id: str) -> dict[int, int]:
+        """The shards of job JOB_ID with a worker here that poll() has not yet seen end, and the try of each."""
+
+    @abstractmethod
+    def jobs(self) -> set[str]:
+        """The jobs with workers here."""
+
+    @abstractmethod
+    def poll(self) -> list[Ended]:
+        """The workers that ended since the last poll, each told once."""
+
+    @abstractmethod
+    def cancel(self, job_id: str) -> None:
+        """Stops the workers of job JOB_ID (which poll() need not tell of)."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """No worker starts after it; the workers that would not outlive this server are stopped."""
+
+
+class ProcessRunner(Runner):
+    """Workers as processes started here (job-shim, or the container engine running it), each with a workspace of
+    its own; they end with the server."""
+
+    def __init__(self, address: str, workspaces: Path, tls_ca: str | None = None) -> None:
+        super().__init__(address)
         self.workspaces = workspaces  # where each worker gets a directory of its own (local workers: their /pfs)
         self.tls_ca = tls_ca  # the CA workers trust, of a server serving TLS when its environment names none
         self._workers: list[_Worker] = []
@@ -71,9 +125,6 @@ class Runner(ABC):
         """The command that runs the worker of try ATTEMPT at SHARD, reporting to ADDRESS with TOKEN (None: to a
         server that asks for none)."""
 
-    def check_tools(self) -> None:
-        """Refuses, in one line, when a tool this runner needs is missing."""
-
     def env(self, token: str | None) -> dict[str, str]:
         """The environment of the process a worker starts with: this server's (with its PFS_TLS_* files, which
         workers use as clients do), its TLS CA if it serves TLS and names none, and the worker's TOKEN as
@@ -83,23 +134,11 @@ class Runner(ABC):
             env["PFS_TLS_CA"] = self.tls_ca
         return env if token is None else {**env, "PFS_TOKEN": token}
 
-    def check(self, image: str) -> None:
-        """Refuses a pipeline this runner cannot run."""
-        self.check_tools()
-
-    def unconfined(self) -> str | None:
-        """Why a worker's command could reach this server's secrets (its data dir and token), so that only the
-        cluster's root may make pipelines here; None where it cannot: the worker runs elsewhere (a container),
-        or as root, which runs another user's command as a user that is not (pfs/core/run_as.py)."""
-        return None
-
     def capacity(self) -> int:
-        """What a COEFFICIENT parallelism multiplies: this machine's cores (workers of both runners run here)."""
+        """This machine's cores (workers of both runners run here)."""
         return os.cpu_count() or 1
 
     def launch(self, job: JobInfo, shard: int, attempt: int, address: str, token: str | None) -> None:
-        """Starts the worker of try ATTEMPT at SHARD, which reports to ADDRESS (the servers of the cluster, this
-        one first) with TOKEN (its job's); it runs until it ends (see poll) or is cancelled."""
         workspace = self.workspaces / f"{job.id}-{shard}-{attempt}"
         workspace.mkdir(parents=True, exist_ok=True)
         try:
@@ -121,12 +160,10 @@ class Runner(ABC):
             raise
 
     def running(self, job_id: str) -> dict[int, int]:
-        """The shards of job JOB_ID with a worker here that poll() has not yet seen end, and the try of each."""
         with self._lock:
             return {w.shard: w.attempt for w in self._workers if w.job == job_id}
 
     def jobs(self) -> set[str]:
-        """The jobs with workers here."""
         with self._lock:
             return {w.job for w in self._workers}
 
@@ -174,6 +211,15 @@ class Runner(ABC):
             _clean(w.workspace, w.stderr)
 
 
+def require_image(image: str, runner: str) -> None:
+    """Refuses a pipeline without an image (or with one that is not an image's name) on RUNNER, which runs its
+    workers in it."""
+    if not image:
+        raise InvalidArgument(f"manifest field transform.image: missing; the {runner} runner runs workers in the "
+                              "pipeline's image (one with job-shim, e.g. FROM pfs/job-shim)")
+    image_ref.parse(image)
+
+
 def _tail(stderr: BinaryIO) -> str:
     """The last ERROR_TAIL bytes a worker wrote to STDERR."""
     stderr.seek(max(0, stderr.seek(0, os.SEEK_END) - ERROR_TAIL))
@@ -194,7 +240,7 @@ def _kill_group(proc: subprocess.Popen) -> None:
         pass
 
 
-class LocalRunner(Runner):
+class LocalRunner(ProcessRunner):
     name = "local"
 
     def __init__(self, *args, **kwargs) -> None:
@@ -228,7 +274,7 @@ class LocalRunner(Runner):
                 "--shard", str(shard), "--attempt", str(attempt), "--workspace", str(workspace)]
 
 
-class ContainerRunner(Runner):
+class ContainerRunner(ProcessRunner):
     name = "container"
 
     def __init__(self, *args, **kwargs) -> None:
@@ -241,10 +287,7 @@ class ContainerRunner(Runner):
 
     def check(self, image: str) -> None:
         super().check(image)
-        if not image:
-            raise InvalidArgument("manifest field transform.image: missing; the container runner runs workers "
-                                  "in the pipeline's image (one with job-shim, e.g. FROM pfs/job-shim)")
-        image_ref.parse(image)
+        require_image(image, self.name)
 
     def command(self, job: JobInfo, shard: int, attempt: int, workspace: Path, address: str,
                 token: str | None) -> list[str]:

@@ -16,8 +16,14 @@ boto3 does the talking: credentials and region the standard AWS way, its connect
 threads, and retries with backoff and jitter of throttling (503 SlowDown), 5xx and dropped connections; a body
 cut off mid-read is fetched again here. A bucket that cannot be used fails the server's start with one line;
 later failures are Unavailable (UNAVAILABLE to a client). Packs written or read stay whole in a DiskCache on the
-server's disk, so reading the next small file of a directory costs no request. Clients fetch chunks themselves
-through presigned URLs (locate()), so read bandwidth grows with the readers.
+server's disk, so reading the next small file of a directory costs no request.
+
+Clients fetch chunks themselves through presigned URLs (locate()), so read bandwidth grows with the readers. A
+pack holds chunks of many repos, so a URL never gives a pack: each is signed (SigV4, which signs the headers it
+names; v2 would leave Range out) for the Range of a run of chunks that lie side by side and were all asked for
+in one call, and the store refuses (403) a GET of it without that very header, as AWS S3 does and, a test holds,
+SeaweedFS. A reader of a large file or a directory asks for the chunks it goes on to along with those it reads,
+so their runs are long and a GET brings up to URL_RANGE bytes.
 """
 
 import logging
@@ -56,7 +62,8 @@ WINDOW_BYTES = 64 << 20  # what get_many() fetches ahead of its reader
 MAX_GAP = 256 << 10  # without a cache, chunks of a pack this close are read with one GET
 MAX_RANGE = 16 << 20  # ... of at most this many bytes (with a cache, a pack is read whole)
 URL_LIFETIME = 900  # seconds a presigned URL stays valid
-MAX_URLS = 10_000  # presigned URLs kept for reuse
+URL_RANGE = 4 << 20  # bytes one presigned URL gives at most (a larger chunk alone): a large read is several GETs
+MAX_URLS = 10_000  # presigned URLs kept for reuse (a few MB), by object and range
 # tries of a request: botocore backs off 0.05 s x 2^n with jitter (about 3 s in all: a restarting server is waited
 # for), 1 s x 2^n when throttled; ours, for a body cut off, alike
 ATTEMPTS = 8
@@ -93,7 +100,7 @@ class S3ChunkStore(ChunkStore):
         self._requests: Counter[str] = Counter()
         self._s3.meta.events.register("before-send.s3", self._count)
         self._conditional = True  # If-None-Match: * until the server says it lacks it
-        self._urls: dict[str, tuple[str, float]] = {}  # key -> (presigned URL, when it expires)
+        self._urls: dict[tuple[str, int, int], tuple[str, float]] = {}  # (key, range) -> (its URL, when it expires)
         self._fetching: dict[str, Future] = {}  # pack -> its GET under way, which other readers wait for
         self._room = threading.BoundedSemaphore(PACKS_IN_FLIGHT)
         self._lock = threading.Lock()
@@ -283,7 +290,7 @@ class S3ChunkStore(ChunkStore):
         cache gets the whole pack (the next small files of a directory are in it) and no cache the runs asked."""
         if self._cache is None:
             frames = {}
-            for run in _runs(chunks):
+            for run in _runs(chunks, MAX_GAP, MAX_RANGE):
                 start, end = run[0].offset, run[-1].offset + run[-1].length
                 frames |= self._checked(pack, run, _slices(run, self._get(pack, f"bytes={start}-{end - 1}"), start))
             return frames
@@ -350,23 +357,35 @@ class S3ChunkStore(ChunkStore):
         return found
 
     def locate(self, addresses: Sequence[bytes]) -> list[ChunkLocation | None]:
-        stored = self._lookup(addresses)
-        return [ChunkLocation(self._presigned(self._key(c.pack)), c.offset, c.length) if (c := stored.get(a)) else None
-                for a in addresses]
+        """A URL per run of ADDRESSES' chunks that lie side by side in a pack, signed for exactly that run's bytes:
+        a pack holds chunks of many repos, and a URL gives its holder only the chunks asked for."""
+        packs: dict[str, list[StoredChunk]] = {}
+        for chunk in self._lookup(addresses).values():
+            packs.setdefault(chunk.pack, []).append(chunk)
+        found: dict[bytes, ChunkLocation] = {}
+        for pack, chunks in packs.items():
+            for run in _runs(sorted(chunks, key=lambda c: c.offset), gap=0, size=URL_RANGE):
+                start, end = run[0].offset, run[-1].offset + run[-1].length
+                url = self._presigned(self._key(pack), start, end)
+                found.update((c.address, ChunkLocation(url, c.offset, c.length, start, end)) for c in run)
+        return [found.get(a) for a in addresses]
 
-    def _presigned(self, key: str) -> str:
-        """A GET URL of KEY valid for at least half of URL_LIFETIME: chunks of one pack share it."""
+    def _presigned(self, key: str, start: int, end: int) -> str:
+        """A GET URL of bytes START to END of KEY, signed for that Range header (SigV4 signs the headers it names,
+        and the store refuses a GET without that very header), valid for at least half of URL_LIFETIME."""
         now = time.time()
         with self._lock:
-            url, expires = self._urls.get(key, ("", 0.0))
+            url, expires = self._urls.get((key, start, end), ("", 0.0))
         if expires - now >= URL_LIFETIME / 2:
             return url
-        url = self._s3.generate_presigned_url("get_object", Params={"Bucket": self.bucket, "Key": key},
-                                              ExpiresIn=URL_LIFETIME)
+        url = self._s3.generate_presigned_url(
+            "get_object", Params={"Bucket": self.bucket, "Key": key, "Range": f"bytes={start}-{end - 1}"},
+            ExpiresIn=URL_LIFETIME)
         with self._lock:
-            if len(self._urls) >= MAX_URLS:
-                self._urls.clear()
-            self._urls[key] = (url, now + URL_LIFETIME)
+            self._urls.pop((key, start, end), None)  # to the end: the dict is in the order signed
+            self._urls[(key, start, end)] = (url, now + URL_LIFETIME)
+            while len(self._urls) > MAX_URLS:
+                del self._urls[next(iter(self._urls))]
         return url
 
     # -- the rest
@@ -425,12 +444,12 @@ def _batches(chunks: Iterable[tuple[bytes, bytes]], n: int) -> Iterator[list[tup
         yield batch
 
 
-def _runs(chunks: list[StoredChunk]) -> Iterator[list[StoredChunk]]:
-    """CHUNKS (of one pack, by offset) in runs that one GET each reads: chunks close together, up to MAX_RANGE."""
+def _runs(chunks: list[StoredChunk], gap: int, size: int) -> Iterator[list[StoredChunk]]:
+    """CHUNKS (of one pack, by offset) in runs that one GET each reads: chunks at most GAP bytes apart, a run
+    SIZE bytes at most (a larger chunk alone)."""
     run: list[StoredChunk] = []
     for c in chunks:
-        if run and (c.offset - (run[-1].offset + run[-1].length) > MAX_GAP
-                    or c.offset + c.length - run[0].offset > MAX_RANGE):
+        if run and (c.offset - (run[-1].offset + run[-1].length) > gap or c.offset + c.length - run[0].offset > size):
             yield run
             run = []
         run.append(c)

@@ -13,6 +13,7 @@ are unreferenced, as those of an upload cut short).
 """
 
 import os
+import stat
 import threading
 from collections import deque
 from pathlib import Path
@@ -102,9 +103,8 @@ class Output:
                     self._watcher.pump(WAIT)
                     continue
                 path = self._made.popleft()
-                try:
-                    f = open(path, "rb")
-                except OSError:  # gone already, or not a file we may read: the end finds what is there
+                f = _open_file(path)
+                if f is None:
                     continue
                 with f:
                     self._uploader.put(path.relative_to(self.out).as_posix(), _Growing(self, path, f))
@@ -166,6 +166,20 @@ class _Growing:
             if n or complete:
                 return n
             self._output._wait()
+
+
+def _open_file(path: Path):
+    """PATH opened for reading if it is a regular file (not a fifo, whose open would wait for a writer, nor a
+    link); None otherwise, or if it is gone: the end finds what is there."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        return None
+    os.set_blocking(fd, True)
+    return open(fd, "rb")
 
 
 def _files(root: Path):

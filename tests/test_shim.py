@@ -329,13 +329,14 @@ def test_the_output_is_sent_while_the_command_is_still_running(server, tmp_path)
 
 def test_what_is_staged_is_what_the_output_holds_when_the_command_ends(server, tmp_path, data):
     """Files changed after they were read early: rewritten in place, appended, truncated, renamed, written
-    through mmap (which inotify does not see), removed; each is staged as it is at the end."""
+    through mmap (which inotify does not see), removed; each is staged as it is at the end. A fifo is no output
+    (nor does it hold up the reader)."""
     mmap = ("import mmap; f = open('/pfs/out/mapped', 'r+b'); m = mmap.mmap(f.fileno(), 0); m[:4] = b'MMAP'; "
             "m.flush()")
     script = f"""
         cd /pfs/out
         printf aaaa > rewritten; echo one > appended; echo long-long-long > shrunk; echo 0123456789 > mapped
-        echo tmp > tmp; echo gone > gone; mkdir -p d/e; echo deep > d/e/f
+        echo tmp > tmp; echo gone > gone; mkdir -p d/e; echo deep > d/e/f; mkfifo pipe
         sleep 0.5
         printf bb | dd of=rewritten conv=notrunc status=none
         echo two >> appended; echo s > shrunk; mv tmp renamed; rm gone

@@ -1,6 +1,6 @@
 """`job-shim`: a worker. Takes one shard of a job, mounts its inputs, runs the command, uploads /pfs/out.
 
-    job-shim --address HOST:PORT --job ID --shard I [--attempt N] [--root /pfs]
+    job-shim --address HOST:PORT --job ID --shard I [--attempt N] [--root /pfs] [--wait SECONDS]
 
 (or PFS_ADDRESS, PFS_JOB, PFS_SHARD; on Kubernetes JOB_COMPLETION_INDEX). The server's token comes in
 PFS_TOKEN (or PFS_TOKEN_FILE), never on the command line; the mounts inherit it, the command does not get it.
@@ -9,6 +9,9 @@ which DIR is /pfs, so workers on one machine each see their own /pfs (not
 run by root, in a user namespace too: the command runs as the shim's user).
 A shim run by root runs the command as the job's transform.user where it names one (pfs/core/run_as.py; the
 server sets it to a user other than root for every pipeline not made by the cluster's root).
+A worker that cannot reach its server waits for it (up to --wait seconds, trying again with a growing pause, saying
+why on stderr) before it claims its try: one started while its server restarts, or before a Service routes to
+it, would otherwise fail a try the controller counts, and burn the shard's tries for nothing.
 Exit status: 0 the shard succeeded and its output is staged; 1 the command
 failed (reported with its exit code and last stderr lines, nothing
 uploaded); 2 the shim could not do its part (reported when the server can
@@ -26,7 +29,7 @@ from pathlib import Path
 
 from pfs.client import Client
 from pfs.core import run_as
-from pfs.core.errors import FailedPrecondition, InvalidArgument, PfsError
+from pfs.core.errors import FailedPrecondition, InvalidArgument, PfsError, Unavailable
 from pfs.core.memory import keep_freed_memory
 from pfs.core.model import CommitRef, JobInfo, ShardInfo
 from pfs.core.shard import Shard, worker_shards
@@ -38,6 +41,8 @@ from shim.output import Output
 OK, COMMAND_FAILED, SHIM_FAILED = 0, 1, 2
 TOKEN_VARS = ("PFS_TOKEN", "PFS_TOKEN_FILE")  # the shim's and its mounts', not the command's: it needs none,
 # and what it prints or writes is kept in logs and commits
+SERVER_WAIT = 60.0  # seconds a worker waits for a server it cannot reach: a restart, a Service not routed yet
+FIRST_PAUSE, MAX_PAUSE = 0.5, 8.0  # seconds between two looks for it, doubling
 
 
 def parser() -> argparse.ArgumentParser:
@@ -55,6 +60,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--workspace", type=Path, default=env("PFS_WORKSPACE"),
                    help="run in a private mount namespace with this local directory seen at --root "
                         "(how several workers share a machine; not as root: in a user namespace)")
+    p.add_argument("--wait", type=float, default=env("PFS_SERVER_WAIT") or SERVER_WAIT,
+                   help="seconds to wait for a server that cannot be reached before giving up the try (default "
+                        f"{SERVER_WAIT:g}, or $PFS_SERVER_WAIT; 0: give up at once)")
     return p
 
 
@@ -76,6 +84,7 @@ def main(argv: list[str] | None = None) -> None:
     client = None
     try:
         client = Client(args.address)  # its token from PFS_TOKEN (a file it names cannot be read: one line)
+        reach(client, args.wait)
         sys.exit(Worker(client, args.job, args.shard, args.root, is_root).run(args.attempt))
     except PfsError as err:
         print(f"job-shim: {err}", file=sys.stderr)
@@ -83,6 +92,26 @@ def main(argv: list[str] | None = None) -> None:
     finally:
         if client is not None:
             client.close()
+
+
+def reach(client: Client, wait: float) -> None:
+    """Returns once CLIENT's server answers (whatever it answers: a refusal is start_shard's to report); Unavailable
+    if none did within WAIT seconds. Each miss is said on stderr (the pod's log), with when the next look comes."""
+    deadline, pause = time.monotonic() + wait, FIRST_PAUSE
+    while True:
+        try:
+            client.whoami()
+            return
+        except Unavailable as err:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise Unavailable(f"{err}; waited {wait:g} s for it" if wait else str(err)) from None
+            pause = min(pause, left)
+            print(f"job-shim: {err}; looking again in {pause:.1f} s", file=sys.stderr, flush=True)
+            time.sleep(pause)
+            pause = min(pause * 2, MAX_PAUSE)
+        except PfsError:  # it answered
+            return
 
 
 class Worker:

@@ -6,6 +6,7 @@ import os
 import pathlib
 import random
 import signal
+import socket
 import subprocess
 import sys
 
@@ -252,7 +253,7 @@ def test_shim_errors_are_one_line(server, tmp_path, data):
     no_job = shim("--shard", "0")
     assert no_job.returncode == 2 and "no job given" in no_job.stderr
 
-    unreachable = subprocess.run([SHIM, "--address", "127.0.0.1:1", "--job", job, "--shard", "0"],
+    unreachable = subprocess.run([SHIM, "--address", "127.0.0.1:1", "--job", job, "--shard", "0", "--wait", "0"],
                                  capture_output=True, text=True, timeout=60)
     assert unreachable.returncode == 2 and "127.0.0.1:1" in unreachable.stderr
     assert len(unreachable.stderr.strip().splitlines()) == 1
@@ -260,6 +261,33 @@ def test_shim_errors_are_one_line(server, tmp_path, data):
     assert run_shims(server, tmp_path, job, 2) and job_info(server, job)["state"] == "success"
     again = shim("--job", job, "--shard", "0", "--workspace", str(tmp_path / "w2"))
     assert again.returncode == 2 and "already finished" in again.stderr
+
+
+def test_a_worker_waits_for_a_server_that_comes_late_before_taking_its_try(server, tmp_path, data):
+    """A worker started while its server is down (restarting, or not routed to yet) says so, waits, and takes try 1
+    once the server is back: no try is spent on the wait. One that waits in vain fails, saying how long it waited."""
+    job = create_job(server, tmp_path, COPY)
+    server.stop()
+    worker = start_shim(server, tmp_path, job, 0, "--wait", "300")
+    said = f"job-shim: cannot reach the pfs server at {server.address}"
+    first = worker.stderr.readline().decode()  # it has looked for the server, in vain
+    assert first.startswith(said) and "looking again in " in first, first
+    server.start()
+    code, _, err = finish(worker)
+    assert code == 0, first + err
+    info = job_info(server, job)
+    assert info["state"] == "success" and info["shards"][0]["attempts"] == 1, info
+    assert read_tree(server, "out") == data
+
+    with socket.socket() as nobody:  # bound, not listening: refused, every time
+        nobody.bind(("127.0.0.1", 0))
+        address = f"127.0.0.1:{nobody.getsockname()[1]}"
+        vain = subprocess.run([SHIM, "--address", address, "--job", job, "--shard", "0", "--wait", "1.5"],
+                              capture_output=True, text=True, timeout=60)
+    lines = vain.stderr.strip().splitlines()
+    assert vain.returncode == 2 and len(lines) >= 2, vain.stderr
+    assert all(line.startswith(f"job-shim: cannot reach the pfs server at {address}") for line in lines), lines
+    assert lines[-1].endswith("; waited 1.5 s for it"), lines
 
 
 @pytest.mark.parametrize("manifest, fragments", [

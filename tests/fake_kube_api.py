@@ -17,7 +17,8 @@ _PODS = re.compile(r"/api/v1/namespaces/(?P<ns>[^/]+)/pods(?:/(?P<name>[^/]+)(?P
 
 
 class FakeKubernetesAPI:
-    def __init__(self) -> None:
+    def __init__(self, drops: tuple[str, ...] = ()) -> None:
+        self.drops = drops  # the Job spec fields it does not serve, and drops, as an older API server would
         self.jobs: dict[tuple[str, str], dict] = {}  # (namespace, name) -> Job
         self.pods: dict[tuple[str, str], dict] = {}
         self.logs: dict[str, str] = {}  # pod name -> its log
@@ -83,6 +84,8 @@ class FakeKubernetesAPI:
             key = (m["ns"], body["metadata"]["name"])
             if key in store:
                 return self._send(h, 409, _status(409, "AlreadyExists", f'jobs "{key[1]}" already exists'))
+            if store is self.jobs:
+                body["spec"] = {k: v for k, v in body["spec"].items() if k not in self.drops}
             store[key] = body
             return self._send(h, 201, body)
         if method == "DELETE" and m["name"]:

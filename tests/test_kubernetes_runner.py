@@ -23,13 +23,19 @@ ADDRESS = "pfs.pfs-test.svc:30650"
 
 @pytest.fixture
 def api(tmp_path, monkeypatch):
-    fake = FakeKubernetesAPI()
+    fake = fake_api(tmp_path, monkeypatch)
+    yield fake
+    fake.close()
+
+
+def fake_api(tmp_path, monkeypatch, drops: tuple[str, ...] = ()) -> FakeKubernetesAPI:
+    """A FakeKubernetesAPI that $KUBECONFIG names, dropping the Job spec fields DROPS."""
+    fake = FakeKubernetesAPI(drops)
     fake.kubeconfig(tmp_path / "kubeconfig", NS)
     monkeypatch.setenv("KUBECONFIG", str(tmp_path / "kubeconfig"))
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
     monkeypatch.setattr(runner_module, "POLL_EVERY", 0.0)  # each poll looks
-    yield fake
-    fake.close()
+    return fake
 
 
 @pytest.fixture
@@ -165,3 +171,55 @@ def test_a_job_that_cannot_be_made_is_a_try_that_could_not_start(api, runner):
     assert runner.running(JOB) == {}
     with pytest.raises(Unavailable):  # nor can the cluster be looked at: the controller waits
         runner.poll()
+
+
+def test_an_indexed_job_goes_once_none_of_its_shards_is_at_its_try(api, runner):
+    """A shard's pod OOMKilled whole is a failed try, retried as a Job of its own; the Indexed Job is deleted once
+    its other shards' tries have ended too, and with it goes what Kubernetes would make in that pod's place."""
+    for shard in range(2):
+        runner.launch(job_info(2, shard + 1), shard, 1, ADDRESS, "token")
+    indexed = f"pfs-{JOB}"
+    api.add_pod(worker_pod(indexed, 0, 1, ended(137, None, "OOMKilled", "Failed"), "pfs-j-0-aaaaa"), NS)
+    api.add_pod(worker_pod(indexed, 1, 1, RUNNING, "pfs-j-1-bbbbb"), NS)
+    [e] = runner.poll()
+    assert (e.shard, e.attempt, e.reason) == (0, 1, "was killed for using more memory than its limit (OOMKilled)")
+    assert not deleted(api)  # shard 1 still runs in it
+    runner.launch(job_info(2, 2), 0, 2, ADDRESS, "token")
+    api.add_pod(worker_pod(indexed, 1, 1, ended(0, "0\n"), "pfs-j-1-bbbbb"), NS)
+    assert runner.poll() == [Ended(JOB, 1, 1, 0, "")]
+    assert deleted(api) == [(indexed, {"propagationPolicy": "Foreground"})]
+    assert set(api.jobs) == {(NS, f"pfs-{JOB}-0-2")} and runner.jobs() == {JOB}  # the retry runs on
+    assert runner.running(JOB) == {0: 2}
+    assert runner.poll() == [] and len(deleted(api)) == 1  # deleted once
+
+
+def test_a_one_shard_job_whose_pod_died_goes_at_once(api, runner):
+    runner.launch(job_info(1, 1), 0, 1, ADDRESS, "token")
+    api.add_pod(worker_pod(f"pfs-{JOB}", 0, 1, ended(137, None, "OOMKilled", "Failed"), "pfs-j-0-aaaaa"), NS)
+    [e] = runner.poll()
+    assert (e.shard, e.attempt, e.code) == (0, 1, -1)
+    assert deleted(api) == [(f"pfs-{JOB}", {"propagationPolicy": "Foreground"})] and api.jobs == {}
+
+
+@pytest.mark.parametrize("drops, said", [
+    ((), "keeps backoffLimitPerIndex"),
+    (("backoffLimitPerIndex",), "drops backoffLimitPerIndex (Kubernetes before 1.29, or its feature gate off)")])
+def test_the_runner_says_whether_the_cluster_keeps_backoff_limit_per_index(tmp_path, monkeypatch, caplog, drops,
+                                                                           said):
+    """FakeKubernetesAPI(drops=...) stands for an API server that does not serve the field (a fake, named so)."""
+    fake = fake_api(tmp_path, monkeypatch, drops)
+    r = KubernetesRunner(ADDRESS, Workers(NS, "server-a"))
+    try:
+        with caplog.at_level("INFO", logger=runner_module.__name__):
+            r.launch(job_info(1, 1), 0, 1, ADDRESS, None)
+            r.launch(job_info(1, 1), 0, 2, ADDRESS, None)  # a retry's Job has no such field: nothing more said
+    finally:
+        r.close()
+        fake.close()
+    told = [m for m in caplog.messages if "backoffLimitPerIndex" in m]
+    assert len(told) == 1 and said in told[0], caplog.messages
+    assert ("backoffLimitPerIndex" in fake.jobs[NS, f"pfs-{JOB}"]["spec"]) == (not drops)
+
+
+def deleted(api: FakeKubernetesAPI) -> list[tuple[str, dict]]:
+    return [(path.rsplit("/", 1)[-1], q) for method, path, q in api.requests if method == "DELETE"]

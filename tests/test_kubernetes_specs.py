@@ -147,6 +147,7 @@ def test_a_jobs_first_try_is_one_indexed_job_of_all_its_shards():
     spec = k["spec"]
     assert (spec["completionMode"], spec["completions"], spec["parallelism"]) == ("Indexed", 3, 3)
     assert spec["backoffLimit"] == NEVER_FAIL == 2**31 - 1  # no shard's failure fails the Job
+    assert spec["backoffLimitPerIndex"] == 0  # nor is its pod replaced: the runner's retry is a Job of its own
     assert spec["template"]["metadata"]["labels"] == k["metadata"]["labels"]  # no shard: each pod's index is its own
     pod = spec["template"]["spec"]
     assert pod["restartPolicy"] == "Never"
@@ -170,6 +171,7 @@ def test_a_later_try_at_one_shard_is_a_job_of_its_own():
     spec = k["spec"]
     assert (spec["completionMode"], spec["completions"], spec["parallelism"], spec["backoffLimit"]) == \
         ("NonIndexed", 1, 1, 0)
+    assert "backoffLimitPerIndex" not in spec  # the API takes it for Indexed Jobs only
     assert spec["template"]["metadata"]["labels"] == k["metadata"]["labels"]
     assert {k: v for k, v in env(k).items() if k in ("PFS_SHARD", "PFS_ATTEMPT")} == {"PFS_SHARD": "2",
                                                                                        "PFS_ATTEMPT": "3"}

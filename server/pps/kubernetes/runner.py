@@ -6,7 +6,9 @@ controller has recorded its try); each later try at a shard is a Job of its own 
 server's Jobs and pods by label, and a try has ended when statuses.py says so: the controller hears of it as of a
 worker process that ended, with the reason its pod gives and, for a pod that died before job-shim reported, its own
 log's last lines. Workers outlive their server: a restarted server (the same id, its data dir kept) finds its Jobs
-by label and carries on with them. Cancelling a job deletes its Jobs, and Kubernetes their pods.
+by label and carries on with them. Cancelling a job deletes its Jobs, and Kubernetes their pods; an Indexed Job
+goes as soon as none of its shards is at its try any more, so that a cluster that replaces a failed index's pod
+(before Kubernetes 1.29: specs.py) stops doing so once that try has been counted.
 
 What it needs of the cluster is exactly what `pfs deploy kubernetes` grants its service account: Jobs (create,
 get, list, watch, delete) and pods and pods/log (get, list, watch), in its namespace.
@@ -62,6 +64,7 @@ class KubernetesRunner(Runner):
         self._synced = False  # whether the tries of the Jobs found at the first poll are known
         self._next_poll = 0.0
         self._failure: PfsError | None = None  # why the last look at the cluster failed
+        self._per_index: bool | None = None  # whether the cluster keeps backoffLimitPerIndex (None: not seen yet)
         self._closed = False
 
     # -- what the controller and the servicers ask
@@ -141,8 +144,14 @@ class KubernetesRunner(Runner):
                 if outcome is not None:
                     del self._tries[(job_id, shard)]
                     ended.append((job_id, shard, t.attempt, outcome))
-        return [Ended(job_id, shard, attempt, o.code, self._log_tail(o.pod) if o.logged else "", o.reason)
-                for job_id, shard, attempt, o in ended]
+            first = {job_id for (job_id, _), t in self._tries.items() if t.attempt == 1}
+            spent = [n for n, j in jobs.items() if kube.SHARD_LABEL not in j["metadata"]["labels"]
+                     and j["metadata"]["labels"][kube.JOB_LABEL] not in first]
+        reported = [Ended(job_id, shard, attempt, o.code, self._log_tail(o.pod) if o.logged else "", o.reason)
+                    for job_id, shard, attempt, o in ended]
+        for name in spent:  # after the log tails: its pods go with it
+            self._delete(name)
+        return reported
 
     def cancel(self, job_id: str) -> None:
         """Deletes JOB_ID's Jobs, their pods first (Foreground: the Job goes once its pods have); one that cannot be
@@ -151,14 +160,7 @@ class KubernetesRunner(Runner):
             self._tries = {k: t for k, t in self._tries.items() if k[0] != job_id}
             names = [n for n, j in self._jobs.items() if j["metadata"]["labels"][kube.JOB_LABEL] == job_id]
         for name in names:
-            try:  # 404: gone already
-                self._call(f"cannot delete Job {name}", self._batch.delete_namespaced_job, name,
-                           self.workers.namespace, propagation_policy="Foreground", allow=(404,))
-            except PfsError as err:
-                log.warning("job %s: %s", job_id, err)
-                continue
-            with self._lock:
-                self._jobs.pop(name, None)
+            self._delete(name)
 
     def close(self) -> None:
         """No worker starts after it. The workers carry on: this server, restarted, finds them again (or, if it
@@ -187,10 +189,27 @@ class KubernetesRunner(Runner):
     def _create(self, manifest: dict[str, Any]) -> None:
         name = manifest["metadata"]["name"]
         # 409: made already, by this server before it restarted
-        self._call(f"cannot create Job {name}", self._batch.create_namespaced_job, self.workers.namespace, manifest,
-                   allow=(409,))
+        reply = self._call(f"cannot create Job {name}", self._batch.create_namespaced_job, self.workers.namespace,
+                           manifest, allow=(409,), _preload_content=False)
         with self._lock:
             self._jobs[name] = manifest
+        if reply is not None and "backoffLimitPerIndex" in manifest["spec"] and self._per_index is None:
+            self._per_index = "backoffLimitPerIndex" in json.loads(reply.data)["spec"]
+            log.info("kubernetes runner: the cluster %s", "keeps backoffLimitPerIndex: a shard's pod that fails is "
+                     "not replaced" if self._per_index else "drops backoffLimitPerIndex (Kubernetes before 1.29, or "
+                     "its feature gate off): it replaces a shard's pod that fails until its Indexed Job is deleted")
+
+    def _delete(self, name: str) -> None:
+        """Deletes Job NAME, its pods first (Foreground: the Job goes once its pods have). One that cannot be deleted
+        now is still listed at the next poll, and deleted then."""
+        try:  # 404: gone already
+            self._call(f"cannot delete Job {name}", self._batch.delete_namespaced_job, name, self.workers.namespace,
+                       propagation_policy="Foreground", allow=(404,))
+        except PfsError as err:
+            log.warning("%s", err)
+            return
+        with self._lock:
+            self._jobs.pop(name, None)
 
     def _list(self, method: str, api: Any) -> list[dict[str, Any]]:
         """This server's worker Jobs or pods, as the API returns them (JSON: no model objects to build)."""

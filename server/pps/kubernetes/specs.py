@@ -8,10 +8,18 @@ its shard and try in PFS_SHARD and PFS_ATTEMPT.
 
 Kubernetes never retries a try itself, and no shard's failure may fail the Job, which would stop every other
 shard's pod: the pod's entrypoint (job-pod) exits 0 whatever job-shim did and leaves job-shim's exit status in the
-container's termination message, and the controller decides what to try again, as with every runner. A pod that
-Kubernetes itself counts failed (evicted, killed whole) is replaced by one at the same try, which the server refuses
-at once if the shard moved on; so the Indexed Job's backoffLimit is as high as the API allows, a retry's 0.
-Features newer than Kubernetes 1.24 (podFailurePolicy, backoffLimitPerIndex) are not needed, and not used.
+container's termination message, and the controller decides what to try again, as with every runner. So the
+Indexed Job's backoffLimit is as high as the API allows, a retry's 0.
+
+A pod that Kubernetes itself counts failed (OOMKilled whole, evicted, deleted) is a failed try to the runner, which
+starts the next as a Job of its own; the Indexed Job must not make another pod for that index. Its
+backoffLimitPerIndex of 0 says so: the index fails, the other shards run on. Servers before 1.29 (and 1.29 without
+its alpha feature gate) drop that field, as every API server drops a field it does not serve; there Kubernetes
+replaces the pod, with a back-off from 10 s doubling to 6 min, at the same try. The server refuses that pod's claim
+once the shard has moved on (job-pod then exits 0 and the index is done), so what is left is a pod that dies before
+it asks (killed for memory as it starts): the runner deletes the Indexed Job as soon as none of its shards is at
+its try any more (runner.py), which ends such a loop then. podFailurePolicy (1.26) adds nothing here: its
+actions Ignore and Count replace the pod too, FailJob stops every shard, and FailIndex needs backoffLimitPerIndex.
 """
 
 from dataclasses import dataclass
@@ -64,6 +72,7 @@ def worker_job(job: JobInfo, shard: int | None, attempt: int, address: str, toke
             "completions": shards,
             "parallelism": shards,
             "backoffLimit": NEVER_FAIL if indexed else 0,
+            **({"backoffLimitPerIndex": 0} if indexed else {}),
             "ttlSecondsAfterFinished": FINISHED_TTL,
             "template": {
                 "metadata": {"labels": labels, **({"annotations": pod_annotations} if pod_annotations else {})},

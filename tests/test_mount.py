@@ -11,7 +11,7 @@ import subprocess
 
 import pytest
 
-from conftest import PFS, Server, assert_one_line_error, needs, on_every_storage, stop_process, stored_chunks, wait_for
+from conftest import PFS, Result, Server, assert_one_line_error, needs, on_every_storage, stop_process, stored_chunks, wait_for
 from pfs.core import compression
 from pfs.core.model import CommitRef, FileWrite
 from pfs.core.ready import spawn, wait_ready
@@ -194,6 +194,28 @@ def test_mount_errors_and_unmount(server, tmp_path):
         assert proc.wait(15) == 0
         assert not os.path.ismount(mnt)
     assert_one_line_error(server.pfs("unmount", check=False), "give a mount point DIR, or -a")
+
+
+@needs("unshare", "mknod", "setpriv", root=True)
+def test_a_mount_without_fuse_access_says_in_one_line_what_a_container_needs(server, tmp_path):
+    """What a container or pod without FUSE access gets, made here without one: a /dev/fuse it cannot open (a node
+    on a nodev mount, bound over /dev/fuse in a mount namespace of its own: EACCES, where a container's device
+    list gives EPERM), and no CAP_SYS_ADMIN (mount(2) and fusermount3 refused)."""
+    def mount(*prefix: str, script: str = "") -> Result:
+        (tmp_path / "mnt").mkdir(exist_ok=True)
+        p = subprocess.run([*prefix, "sh", "-c", f'{script}exec "$@"', "sh", PFS, "mount", str(tmp_path / "mnt")],
+                           capture_output=True, env={**os.environ, **server.env}, timeout=60)
+        return Result(p.returncode, p.stdout, p.stderr.decode())
+
+    needs = "privileged, or the /dev/fuse device and CAP_SYS_ADMIN"
+    (tmp_path / "dev").mkdir()
+    unopenable = mount("unshare", "--mount", script=(
+        f"mount --make-rprivate / && mount -t tmpfs -o nodev,size=64k none {tmp_path / 'dev'} && "
+        f"mknod {tmp_path / 'dev/fuse'} c 10 229 && mount --bind {tmp_path / 'dev/fuse'} /dev/fuse && "))
+    assert_one_line_error(unopenable, "cannot open /dev/fuse: Permission denied;", needs)
+    no_capability = mount("setpriv", "--bounding-set", "-sys_admin", "--inh-caps", "-sys_admin")
+    assert_one_line_error(no_capability, f"cannot mount at {tmp_path / 'mnt'}: ", "Operation not permitted", needs)
+    assert not os.path.ismount(tmp_path / "mnt")
 
 
 @needs("unshare", root=True)

@@ -5,6 +5,8 @@ import os
 import re
 import signal
 import subprocess
+import sys
+import tempfile
 from typing import NamedTuple
 
 import pyfuse3
@@ -19,6 +21,9 @@ log = logging.getLogger(__name__)
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 FSNAME = "pfs"  # how /proc/mounts names our mounts
+FUSE_NEEDS = ("in a container, FUSE takes privileged, or the /dev/fuse device and CAP_SYS_ADMIN (podman: --device "
+              "/dev/fuse --cap-add SYS_ADMIN; Kubernetes: securityContext.privileged, or /dev/fuse from a device "
+              "plugin's resource and capabilities.add SYS_ADMIN)")
 READ_AHEAD_KB = 1024  # the kernel's default is 128: a sequential reader then costs 8x the requests
 
 
@@ -30,7 +35,11 @@ def check_mountpoint(mountpoint: str) -> None:
     if os.listdir(mountpoint):
         raise FailedPrecondition(f"mount point {mountpoint} is not empty")
     if not os.path.exists("/dev/fuse"):
-        raise FailedPrecondition("/dev/fuse is missing: this machine (or container) has no FUSE")
+        raise FailedPrecondition(f"/dev/fuse is missing: this machine (or container) has no FUSE; {FUSE_NEEDS}")
+    try:  # a container given the node but not the device (a hostPath under cgroup v1's device list, say)
+        os.close(os.open("/dev/fuse", os.O_RDWR))
+    except OSError as err:
+        raise FailedPrecondition(f"cannot open /dev/fuse: {err.strerror}; {FUSE_NEEDS}") from None
 
 
 def serve(tree: RepoTree, mountpoint: str, on_mounted=lambda: None, allow_other: bool = False) -> None:
@@ -44,7 +53,7 @@ def serve(tree: RepoTree, mountpoint: str, on_mounted=lambda: None, allow_other:
     stopped: list[int] = []
     for sig in STOP_SIGNALS:
         signal.signal(sig, lambda signum, _: stopped.append(signum))
-    pyfuse3.init(ops, mountpoint, options)
+    _init(ops, mountpoint, options)
     tree.on_stale = _invalidate
     try:
         on_mounted()
@@ -52,6 +61,30 @@ def serve(tree: RepoTree, mountpoint: str, on_mounted=lambda: None, allow_other:
     finally:
         pyfuse3.close(unmount=True)
         tree.close()
+
+
+def _init(ops: Operations, mountpoint: str, options: set[str]) -> None:
+    """pyfuse3.init, whose failure is one line saying why: libfuse (or the fusermount3 it falls back on) prints
+    its reason on stderr, which is caught here, and pyfuse3 raises only 'fuse_session_mount failed'."""
+    with tempfile.TemporaryFile() as said:
+        stderr = os.dup(2)
+        os.dup2(said.fileno(), 2)
+        try:
+            pyfuse3.init(ops, mountpoint, options)
+            failed = None
+        except RuntimeError as err:
+            failed = err
+        finally:
+            os.dup2(stderr, 2)
+            os.close(stderr)
+        said.seek(0)
+        text = said.read().decode(errors="replace").strip()
+    if failed is None:
+        if text:  # a warning of a mount that worked: passed on
+            print(text, file=sys.stderr)
+        return
+    why = " ".join(text.splitlines()[-1:]) or str(failed)
+    raise FailedPrecondition(f"cannot mount at {mountpoint}: {why}; {FUSE_NEEDS}")
 
 
 async def _read_ahead(mountpoint: str, ops: Operations) -> None:

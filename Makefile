@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 APT_PACKAGES := fuse3 libfuse3-dev pkg-config gcc python3-dev python3-venv postgresql-15
 BENCH_APT_PACKAGES := borgbackup restic python3-pyfuse3  # python3-pyfuse3: borg mount
 
-.PHONY: setup apt demo demo-cluster test test-fast bench protos clean shim-image server-image podman-setup
+.PHONY: setup apt demo demo-cluster test test-fast bench protos clean shim-image server-image local-images podman-setup
 
 setup: apt $(VENV)/.installed
 
@@ -89,6 +89,17 @@ shim-image: setup $(SHIM_WHEELS)/.built
 SERVER_IMAGE ?= pfs/server:latest
 server-image:
 	$(MAKE) shim-image SHIM_IMAGE=$(SERVER_IMAGE) SHIM_WHEELS=build/server-wheels SHIM_EXTRAS='[cluster]'
+
+# The images of `pfs deploy kubernetes --local`'s backends, for a cluster that reaches no registry (give them
+# to it with --seaweedfs-image and --postgres-image): SeaweedFS from the venv's weed, PostgreSQL from Debian.
+SEAWEEDFS_IMAGE ?= pfs/seaweedfs:4.48
+POSTGRES_IMAGE ?= pfs/postgres:15
+local-images: setup
+	./.ci/podman-setup
+	mkdir -p build/seaweedfs
+	cp -f $(BIN)/weed build/seaweedfs/weed
+	podman build -t $(SEAWEEDFS_IMAGE) -f images/Dockerfile.seaweedfs build/seaweedfs
+	podman build -t $(POSTGRES_IMAGE) -f images/Dockerfile.postgres images
 
 podman-setup:
 	@./.ci/podman-setup

@@ -85,6 +85,9 @@ def test_the_servers_command_is_one_pfs_server_takes():
     local = server_main.parser().parse_args(server_container(build(LOCAL))["command"][2:])
     assert (local.storage, local.s3_endpoint, local.meta) == (
         "s3://pfs/chunks", "http://pfs-seaweedfs.pfs.svc:8333", "postgresql://pfs@pfs-postgres.pfs.svc:5432/pfs")
+    no_dns = server_main.parser().parse_args(server_container(build(Options(local=True, local_host="127.0.0.1")))[
+        "command"][2:])  # a cluster without DNS: the backends where the servers reach them
+    assert (no_dns.s3_endpoint, no_dns.meta) == ("http://127.0.0.1:8333", "postgresql://pfs@127.0.0.1:5432/pfs")
     tls = server_main.parser().parse_args(
         server_container(build(Options(local=True, tls_secret="pfs-tls", host_network=True,
                                        worker_address="127.0.0.1:30650", registry="registry.local:5000")))[
@@ -192,6 +195,9 @@ def test_the_cli_prints_a_list_for_kubectl(tmp_path):
     (("--storage", "gs://b", "--meta", "postgresql://h/db"), "--storage must be s3://BUCKET[/PREFIX] and --meta"),
     (("--local", "--replicas", "0"), "--replicas 0: give 1 or more servers"),
     (("--local", "--api-address", "https://10.0.0.1"), "--api-address https://10.0.0.1: give HOST:PORT"),
+    (("--storage", "s3://b", "--meta", "postgresql://h/db", "--local-host", "127.0.0.1"),
+     "--local-host goes with --local"),
+    (("--local", "--local-host", "127.0.0.1:5432"), "--local-host 127.0.0.1:5432: give a host name or address"),
 ])
 def test_a_deploy_without_its_backends_is_refused_in_one_line(args, says):
     assert_one_line_error(run_pfs("deploy", "kubernetes", *args, check=False), says)

@@ -40,6 +40,8 @@ SERVER_IMAGE = os.environ.get("PFS_TEST_SERVER_IMAGE", "localhost/pfs/server:lat
 WORKER_HOST = os.environ.get("PFS_TEST_WORKER_HOST", "127.0.0.1")
 FUSE = os.environ.get("PFS_TEST_WORKER_FUSE", "privileged")
 PULL = os.environ.get("PFS_TEST_PULL_POLICY", "IfNotPresent")
+SEAWEEDFS_IMAGE = os.environ.get("PFS_TEST_SEAWEEDFS_IMAGE", "")  # for --local; none: that test is skipped
+POSTGRES_IMAGE = os.environ.get("PFS_TEST_POSTGRES_IMAGE", "")
 
 
 def _cluster_or_why() -> str:
@@ -94,18 +96,25 @@ def _can_make_pods(core, namespace: str) -> bool:
 
 
 class Seen:
-    """Every Job of a namespace seen while it runs (the controller deletes a job's Jobs once the job ends)."""
+    """Every Job of a namespace as the API last showed it, kept once it is deleted (the runner deletes a job's Jobs):
+    a watch, so that the last state of each, its deletionTimestamp with it, is seen however briefly it lasted."""
 
     def __init__(self, batch, namespace: str) -> None:
+        from kubernetes import watch
+
         self.jobs: dict[str, object] = {}
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._watch, args=(batch, namespace), daemon=True)
+        self._watch = watch.Watch()
+        self._thread = threading.Thread(target=self._run, args=(batch, namespace), daemon=True)
         self._thread.start()
 
-    def _watch(self, batch, namespace: str) -> None:
-        while not self._stop.wait(0.5):
-            for j in batch.list_namespaced_job(namespace).items:
-                self.jobs.setdefault(j.metadata.name, j)
+    def _run(self, batch, namespace: str) -> None:
+        version = None  # each watch takes up where the last left off, so that no event falls between them
+        while not self._stop.is_set():
+            more = {"resource_version": version} if version else {}
+            for event in self._watch.stream(batch.list_namespaced_job, namespace, timeout_seconds=2, **more):
+                self.jobs[event["object"].metadata.name] = event["object"]
+            version = self._watch.resource_version
 
     def close(self) -> None:
         self._stop.set()
@@ -263,6 +272,14 @@ def test_a_worker_killed_for_memory_fails_its_job_saying_so(server, tmp_path):
     assert greedy.state == "failure" and not greedy.output_commit
     assert greedy.error.startswith("shard 0 failed (3 tries): python3 exited with code -9 after the kernel killed a "
                                    "process of this worker for using more memory than its limit (OOM)"), greedy.error
+    # Kubernetes would replace the OOMKilled pod of the Indexed Job (at 1.28, which drops backoffLimitPerIndex, the
+    # runner says so), with a back-off of 10 s: the runner deleted that Job once its only try had ended, before
+    # the shard's next try, not once the job was over
+    said = server.log.read_text()
+    assert ("keeps backoffLimitPerIndex" in said) != ("drops backoffLimitPerIndex" in said), said
+    jobs_of = server.seen.of(starved.id)
+    indexed, second = jobs_of[f"pfs-{starved.id}"].metadata, jobs_of[f"pfs-{starved.id}-0-2"].metadata
+    assert indexed.deletion_timestamp and indexed.deletion_timestamp <= second.creation_timestamp, (indexed, second)
 
 
 def test_a_worker_that_dies_before_reporting_leaves_its_last_lines_in_get_logs(namespace, tmp_path):
@@ -351,36 +368,104 @@ class Gate:
 def test_deploy_runs_servers_in_the_cluster_and_undeploy_removes_them(tmp_path, k8s, seaweed, postgres):
     """Servers in the cluster, on their nodes' network, over a SeaweedFS and a PostgreSQL on this machine: their
     Role suffices for the runner, their probes pass, their root token comes from the Secret."""
-    core, batch = k8s
     ns = f"pfs-deploy-{secrets.token_hex(4)}"
-    env = {**seaweed.env, "PGPASSWORD": ""}
-    api = urllib.parse.urlsplit(batch.api_client.configuration.host).netloc if WORKER_HOST == "127.0.0.1" else ""
-    args = ("--namespace", ns, "--image", SERVER_IMAGE, "--pull-policy", PULL, "--host-network",
-            "--storage", f"s3://{seaweed.make_bucket()}/pfs", "--s3-endpoint", seaweed.endpoint,
-            "--meta", postgres.make_database(), "--worker-address", f"127.0.0.1:{30650}", "--worker-fuse", FUSE,
-            *(("--api-address", api) if api else ()))
     try:
-        run_pfs("deploy", "kubernetes", *args, "--apply", env=env)
-        token = wait_for(lambda: _root_token(core, ns), 60)
-        from kubernetes import client as k8s_client
-        apps = k8s_client.AppsV1Api(batch.api_client)
-        wait_for(lambda: (apps.read_namespaced_deployment("pfs-server", ns).status.ready_replicas or 0) == 1, 300)
-        client_env = {"PFS_ADDRESS": "127.0.0.1:30650", "PFS_TOKEN": token}
-        pfs = lambda *a, **kw: run_pfs(*a, env=client_env, **kw)  # noqa: E731
-        pfs("create-repo", "data")
-        pfs("put-file", "data", "master", "sales", "-c", "-f", "-", input=SALES)
-        manifest = tmp_path / "p.json"
-        manifest.write_text(json.dumps({"pipeline": {"name": "count"}, "inputs": [{"repo": {"name": "data"}}],
-                                        "transform": {"image": IMAGE, "cmd": ["sh", "-c", "wc -l < /pfs/data/sales "
-                                                                                         "> /pfs/out/lines"]}}))
-        pfs("create-pipeline", "-f", str(manifest))
-        pfs("flush-commit", "data/master")
-        assert pfs("get-file", "count", "master", "lines").text.strip() == str(SALES.count(b"\n"))
-        run_pfs("undeploy", "--namespace", ns)
-        wait_for(lambda: not core.list_namespaced_pod(ns).items, 180)  # the servers' and the workers'
-        wait_for(lambda: _deployed(batch.api_client, ns) == [], 120)  # deleted in the foreground: after their pods
+        deploy_and_run_a_pipeline(tmp_path, k8s, ns, "--storage", f"s3://{seaweed.make_bucket()}/pfs",
+                                  "--s3-endpoint", seaweed.endpoint, "--meta", postgres.make_database(),
+                                  env={**seaweed.env, "PGPASSWORD": ""})
+    finally:
+        k8s[0].delete_namespace(ns)
+
+
+@pytest.mark.skipif(not (SEAWEEDFS_IMAGE and POSTGRES_IMAGE), reason=(
+    "--local needs images of SeaweedFS and PostgreSQL that the nodes have: give them in PFS_TEST_SEAWEEDFS_IMAGE and "
+    "PFS_TEST_POSTGRES_IMAGE (`make local-images` builds them without a registry)"))
+def test_deploy_local_is_self_contained(tmp_path, k8s):
+    """`pfs deploy kubernetes --local`: SeaweedFS and PostgreSQL as StatefulSets of the cluster, on volumes of their
+    own, and the servers over them, with nothing of this machine's but the volumes' directories. The cluster has
+    no volume provisioner of its own, so the test makes a PersistentVolume (hostPath) for each claim."""
+    from kubernetes import client as k8s_client
+
+    core, _ = k8s
+    ns = f"pfs-local-{secrets.token_hex(4)}"
+    volumes = []
+    for app in ("pfs-seaweedfs", "pfs-postgres"):  # a StatefulSet's claim: TEMPLATE-SET-ORDINAL
+        name = f"{ns}-{app}"
+        (tmp_path / app).mkdir()
+        core.create_persistent_volume(k8s_client.V1PersistentVolume(metadata=k8s_client.V1ObjectMeta(name=name),
+            spec=k8s_client.V1PersistentVolumeSpec(
+                capacity={"storage": "1Gi"}, access_modes=["ReadWriteOnce"],
+                persistent_volume_reclaim_policy="Retain", host_path=k8s_client.V1HostPathVolumeSource(
+                    path=str(tmp_path / app), type="Directory"),
+                claim_ref=k8s_client.V1ObjectReference(namespace=ns, name=f"data-{app}-0"))))
+        volumes.append(name)
+    try:
+        deploy_and_run_a_pipeline(tmp_path, k8s, ns, "--local", "--local-host", "127.0.0.1", "--volume-size", "1Gi",
+                                  "--seaweedfs-image", SEAWEEDFS_IMAGE, "--postgres-image", POSTGRES_IMAGE,
+                                  delete_data=True)
+        assert any((tmp_path / "pfs-postgres").iterdir()) and any((tmp_path / "pfs-seaweedfs").iterdir())
     finally:
         core.delete_namespace(ns)
+        for name in volumes:
+            core.delete_persistent_volume(name)
+
+
+@needs("pg_ctl", "openssl", root=True)
+def test_deploy_with_a_tls_secret_serves_clients_over_tls(tmp_path, k8s, seaweed, postgres):
+    """--tls-secret: the servers' certificate from a kubernetes.io/tls Secret; a client that trusts its CA reaches
+    them over TLS (and one speaking plain gRPC does not), and their workers do too (the CA in their pods)."""
+    from certs import make_ca, make_cert
+
+    core, _ = k8s
+    ns = f"pfs-tls-{secrets.token_hex(4)}"
+    ca = make_ca(tmp_path / "ca")
+    pair = make_cert(ca, tmp_path, "pfs-server", ("IP:127.0.0.1", "DNS:localhost"))
+    core.create_namespace({"metadata": {"name": ns}})
+    try:
+        core.create_namespaced_secret(ns, {"metadata": {"name": "pfs-tls"}, "type": "kubernetes.io/tls",
+                                           "stringData": {"tls.crt": pair.cert.read_text(),
+                                                          "tls.key": pair.key.read_text(),
+                                                          "ca.crt": ca.cert.read_text()}})
+        deploy_and_run_a_pipeline(tmp_path, k8s, ns, "--tls-secret", "pfs-tls",
+                                  "--storage", f"s3://{seaweed.make_bucket()}/pfs", "--s3-endpoint",
+                                  seaweed.endpoint, "--meta", postgres.make_database(),
+                                  env={**seaweed.env, "PGPASSWORD": ""}, tls_ca=str(ca.cert))
+    finally:
+        core.delete_namespace(ns)
+
+
+def deploy_and_run_a_pipeline(tmp_path, k8s, ns: str, *args: str, env: dict | None = None, tls_ca: str = "",
+                              delete_data: bool = False) -> None:
+    """`pfs deploy kubernetes --apply` into NS with ARGS (its backends), every pod on its node's network; a pipeline
+    run by the servers it made, reached at this machine's port 30650 (over TLS, trusting TLS_CA, if given); then
+    `pfs undeploy` (with --delete-data if DELETE_DATA), which must leave nothing of it."""
+    core, batch = k8s
+    api = urllib.parse.urlsplit(batch.api_client.configuration.host).netloc if WORKER_HOST == "127.0.0.1" else ""
+    run_pfs("deploy", "kubernetes", "--namespace", ns, "--image", SERVER_IMAGE, "--pull-policy", PULL,
+            "--host-network", "--worker-address", f"127.0.0.1:{30650}", "--worker-fuse", FUSE,
+            *(("--api-address", api) if api else ()), *args, "--apply", env=env)
+    token = wait_for(lambda: _root_token(core, ns), 60)
+    from kubernetes import client as k8s_client
+    apps = k8s_client.AppsV1Api(batch.api_client)
+    wait_for(lambda: (apps.read_namespaced_deployment("pfs-server", ns).status.ready_replicas or 0) == 1, 300)
+    client_env = {"PFS_ADDRESS": f"{'grpcs://' if tls_ca else ''}127.0.0.1:30650", "PFS_TOKEN": token,
+                  **({"PFS_TLS_CA": tls_ca} if tls_ca else {})}
+    pfs = lambda *a, **kw: run_pfs(*a, env=client_env, **kw)  # noqa: E731
+    pfs("create-repo", "data")
+    if tls_ca:
+        plain = run_pfs("list-repo", env={"PFS_ADDRESS": "grpc://127.0.0.1:30650", "PFS_TOKEN": token}, check=False)
+        assert plain.returncode != 0 and "cannot reach the pfs server" in plain.stderr, plain
+    pfs("put-file", "data", "master", "sales", "-c", "-f", "-", input=SALES)
+    manifest = tmp_path / "p.json"
+    manifest.write_text(json.dumps({"pipeline": {"name": "count"}, "inputs": [{"repo": {"name": "data"}}],
+                                    "transform": {"image": IMAGE, "cmd": ["sh", "-c", "wc -l < /pfs/data/sales "
+                                                                                     "> /pfs/out/lines"]}}))
+    pfs("create-pipeline", "-f", str(manifest))
+    pfs("flush-commit", "data/master")
+    assert pfs("get-file", "count", "master", "lines").text.strip() == str(SALES.count(b"\n"))
+    run_pfs("undeploy", "--namespace", ns, *(("--delete-data",) if delete_data else ()))
+    wait_for(lambda: not core.list_namespaced_pod(ns).items, 180)  # the servers', the workers', the backends'
+    wait_for(lambda: _deployed(batch.api_client, ns) == [], 120)  # deleted in the foreground: after their pods
 
 
 def _deployed(api, namespace: str) -> list[str]:
@@ -391,7 +476,8 @@ def _deployed(api, namespace: str) -> list[str]:
     core, apps, batch = k8s_client.CoreV1Api(api), k8s_client.AppsV1Api(api), k8s_client.BatchV1Api(api)
     rbac = k8s_client.RbacAuthorizationV1Api(api)
     return [f"{kind}/{item.metadata.name}" for kind, list_them in (
-        ("deployment", apps.list_namespaced_deployment), ("job", batch.list_namespaced_job),
+        ("deployment", apps.list_namespaced_deployment), ("statefulset", apps.list_namespaced_stateful_set),
+        ("persistentvolumeclaim", core.list_namespaced_persistent_volume_claim), ("job", batch.list_namespaced_job),
         ("service", core.list_namespaced_service), ("serviceaccount", core.list_namespaced_service_account),
         ("secret", core.list_namespaced_secret), ("role", rbac.list_namespaced_role),
         ("rolebinding", rbac.list_namespaced_role_binding))

@@ -21,7 +21,8 @@ def cmd_deploy_kubernetes(args, client):
                       api_address=args.api_address or "",
                       worker_fuse=args.worker_fuse,
                       pull_policy=args.pull_policy, seaweedfs_image=args.seaweedfs_image,
-                      postgres_image=args.postgres_image, volume_size=args.volume_size)
+                      postgres_image=args.postgres_image, volume_size=args.volume_size,
+                      local_host=args.local_host or "")
     objects = manifests.manifests(options, manifests.credentials(options, os.environ))
     if not args.apply:
         json.dump(manifests.listed(objects), sys.stdout, indent=2)

@@ -413,6 +413,9 @@ def parser() -> argparse.ArgumentParser:
          a("--seaweedfs-image", default=manifests.DEFAULT_SEAWEEDFS_IMAGE, help="with --local"),
          a("--postgres-image", default=manifests.DEFAULT_POSTGRES_IMAGE, help="with --local"),
          a("--volume-size", default="10Gi", help="with --local: each volume's size (default 10Gi)"),
+         a("--local-host", metavar="HOST", help="with --local: where the servers reach SeaweedFS and PostgreSQL "
+           "(default their Services' names; give it where the cluster has no DNS, such as 127.0.0.1 on a "
+           "one-node cluster whose pods are on its network)"),
          a("--apply", action="store_true", help="apply them to the cluster instead of printing them"),
          under=targets)
     verb("undeploy", deploy_cli.cmd_undeploy, "remove what pfs deploy made (the data's volumes only with "

@@ -45,6 +45,7 @@ SECRET_ENV = {"AWS_ACCESS_KEY_ID": "aws-access-key-id", "AWS_SECRET_ACCESS_KEY":
               "AWS_REGION": "aws-region", "PGPASSWORD": "pgpassword"}
 LOCAL_REGION = "us-east-1"  # SeaweedFS takes any
 _HOST_PORT = re.compile(r"[^\s:/]+:[0-9]{1,5}")
+_HOST = re.compile(r"[^\s:/@]+")
 # --local: weed serves S3 with the keys of the Secret; its bucket is made once it answers (a second time, weed
 # says it exists); SIGTERM reaches weed (sh, as a container's first process, would ignore it)
 SEAWEEDFS_SCRIPT = """
@@ -84,6 +85,7 @@ class Options:
     seaweedfs_image: str = DEFAULT_SEAWEEDFS_IMAGE
     postgres_image: str = DEFAULT_POSTGRES_IMAGE
     volume_size: str = "10Gi"  # of each --local StatefulSet's PersistentVolumeClaim
+    local_host: str = ""  # where the servers reach the --local backends ('' : their Services' names)
 
     def check(self) -> "Options":
         """SELF if its backends are given one way; InvalidArgument, one line, otherwise."""
@@ -96,6 +98,10 @@ class Options:
             raise InvalidArgument("--storage must be s3://BUCKET[/PREFIX] and --meta postgresql://USER@HOST:PORT/DB")
         if self.replicas < 1:
             raise InvalidArgument(f"--replicas {self.replicas}: give 1 or more servers")
+        if self.local_host and not self.local:
+            raise InvalidArgument("--local-host goes with --local: it is where the servers reach its backends")
+        if self.local_host and not _HOST.fullmatch(self.local_host):
+            raise InvalidArgument(f"--local-host {self.local_host}: give a host name or address, such as 127.0.0.1")
         if self.api_address and not _HOST_PORT.fullmatch(self.api_address):
             raise InvalidArgument(f"--api-address {self.api_address}: give HOST:PORT, such as 127.0.0.1:6443")
         return self
@@ -184,9 +190,11 @@ def _secret_env(keys: Mapping[str, str]) -> list[dict[str, Any]]:
 
 
 def _server_args(o: Options) -> list[str]:
-    if o.local:
-        storage, endpoint = f"s3://{BUCKET}/chunks", f"http://{SEAWEEDFS}.{o.namespace}.svc:{S3_PORT}"
-        meta = f"postgresql://pfs@{POSTGRES}.{o.namespace}.svc:{POSTGRES_PORT}/pfs"
+    if o.local:  # their Services' names need the cluster's DNS; --local-host where there is none
+        s3_host, pg_host = (o.local_host, o.local_host) if o.local_host else (
+            f"{SEAWEEDFS}.{o.namespace}.svc", f"{POSTGRES}.{o.namespace}.svc")
+        storage, endpoint = f"s3://{BUCKET}/chunks", f"http://{s3_host}:{S3_PORT}"
+        meta = f"postgresql://pfs@{pg_host}:{POSTGRES_PORT}/pfs"
     else:
         storage, endpoint, meta = o.storage, o.s3_endpoint, o.meta
     tls = (["--tls-cert", f"{TLS}/tls.crt", "--tls-key", f"{TLS}/tls.key"] if o.tls_secret

@@ -11,6 +11,10 @@ from pfs.core import tools
 from shim.logs import Logs
 
 DIE_WITH_PARENT = tools.die_with_parent("KILL", required=False)
+# The OOM killer's first choice in its cgroup (raising one's own score needs no privilege): a command past its
+# container's memory limit is what goes, and the shim reports it; else the worker itself could be picked (in a
+# small pod the shim and its mounts outweigh a command as it grows) and its try would end unreported.
+FIRST_TO_GO = ["choom", "-n", "1000", "--"] if shutil.which("choom") else []
 
 STDERR_TAIL = 20  # lines of stderr kept for the error of a failed shard
 
@@ -23,7 +27,7 @@ def run(cmd: Sequence[str], stdin: Sequence[str], env: dict[str, str], logs: Log
         message = f"cannot run {cmd[0]!r}: no such command"
         logs.line("stderr", message)
         return 127, [message]
-    proc = subprocess.Popen([*DIE_WITH_PARENT, *cmd], stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
+    proc = subprocess.Popen([*DIE_WITH_PARENT, *FIRST_TO_GO, *cmd], stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
                             **({} if user is None else {"user": user[0], "group": user[1], "extra_groups": []}))
     tail: deque[str] = deque(maxlen=STDERR_TAIL)

@@ -135,6 +135,14 @@ def test_stdin_env_and_commit_variables(server, tmp_path, data):
     assert out == {"env.txt": f"hello from {commit} {commit}\n".encode(), "count.txt": b"1\n"}
 
 
+@needs("choom")
+def test_the_command_is_the_oom_killers_first_choice(server, tmp_path, data):
+    """Past its container's memory limit, the command is killed and reported, not the worker that would report it."""
+    job = create_job(server, tmp_path, ["cat", "/proc/self/oom_score_adj"])
+    code, stdout, _ = run_shims(server, tmp_path, job, 1)[0]
+    assert code == 0 and "1000" in stdout.splitlines(), stdout
+
+
 def test_a_command_is_execd_not_run_by_a_shell(server, tmp_path, data):
     job = create_job(server, tmp_path, ["echo", "$HOME", "a;b"])
     code, stdout, _ = run_shims(server, tmp_path, job, 1)[0]

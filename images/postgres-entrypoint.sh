@@ -13,8 +13,9 @@ if [ ! -s "$PGDATA/PG_VERSION" ]; then
   password=$(mktemp)
   printf '%s\n' "$POSTGRES_PASSWORD" > "$password"
   chown postgres "$password"
-  as_postgres initdb -D "$PGDATA" -U "$POSTGRES_USER" --pwfile="$password" --auth-local=trust \
-    --auth-host=scram-sha-256
+  # UTF8 as the official image makes it: without a locale initdb picks SQL_ASCII, whose text psycopg returns as bytes
+  as_postgres initdb -D "$PGDATA" -U "$POSTGRES_USER" --pwfile="$password" -E UTF8 --locale=C.UTF-8 \
+    --auth-local=trust --auth-host=scram-sha-256
   rm -f "$password"
   echo "host all all all scram-sha-256" >> "$PGDATA/pg_hba.conf"
   if [ "$POSTGRES_DB" != postgres ]; then  # initdb made only the database postgres

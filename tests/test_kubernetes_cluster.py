@@ -16,8 +16,13 @@ Covered: the fruit stand and word count as Indexed Jobs; a failing shard tried t
 their own), a pod that never starts (an image the nodes lack), a worker past its memory limit (the pod OOMKilled
 before job-shim reports, or the command killed and reported), and a worker that reaches no server (its pod's last
 lines in get-logs), each failing its job with the reason; stop-pipeline deleting the Jobs and their pods; a server
-restarted mid-job finding its Jobs by label and carrying on; and `pfs deploy kubernetes --apply` (servers in the
-cluster, their Role, probes and Secret) running a pipeline, then `pfs undeploy` removing what it made.
+restarted mid-job finding its Jobs by label and carrying on; workers that cannot reach their server yet waiting
+for it without spending a try; the Indexed Job deleted once none of its shards is at its try (so that a cluster
+without backoffLimitPerIndex stops replacing a pod OOMKilled whole); and `pfs deploy kubernetes --apply` (servers
+in the cluster, their Role, probes and Secret) running a pipeline, then `pfs undeploy` removing what it made: over
+backends on this machine, with --tls-secret (clients over TLS), and with --local (SeaweedFS and PostgreSQL in the
+cluster, from the images PFS_TEST_SEAWEEDFS_IMAGE and PFS_TEST_POSTGRES_IMAGE, `make local-images`; skipped
+without them).
 """
 
 import base64
@@ -341,6 +346,83 @@ def test_a_server_restarted_mid_job_finds_its_jobs_and_carries_on(server, tmp_pa
     assert set(server.seen.of(job.id)) == {f"pfs-{job.id}"}
     outputs = [server.pfs("get-file", "patient", "master", str(i)).stdout for i in range(2)]
     assert all(outputs) and sorted(b"".join(outputs).splitlines()) == sorted(b"".join(inputs.values()).splitlines())
+
+
+def test_workers_wait_for_a_server_they_cannot_reach_yet(namespace, tmp_path, k8s):
+    """Workers told an address that routes nowhere yet (a Service not routed, a server restarting): each says so in
+    its log and waits, and once the route opens, takes its shard's first try; no try is spent on the wait."""
+    core, _ = k8s
+    with Route() as route:
+        server = k8s_server(tmp_path / "data", namespace, worker_address=f"{WORKER_HOST}:{route.port}")
+        server.start()
+        try:
+            route.to = server.port
+            put(server, "early", {f"n{i}": b"%d\n" % i for i in range(8)})
+            pipeline(server, tmp_path, "late", ["sh", "-c", "cat /pfs/early/* > /pfs/out/$PFS_SHARD"], "early",
+                     "reduce", 2)
+            job = wait_for(lambda: (js := jobs(server, "late")) and js[0], 60)
+            said = f"job-shim: cannot reach the pfs server at {WORKER_HOST}:{route.port}"
+            wait_for(lambda: len(waiting := [p for p in core.list_namespaced_pod(
+                namespace, label_selector=f"pfs.job={job.id}").items if said in _log(core, namespace, p)]) == 2
+                and waiting, 300)
+            route.open()
+            job = done(server, "late")
+        finally:
+            server.stop()
+    assert job.state == "success", job.error
+    assert [s.attempts for s in job.shards] == [1, 1]
+
+
+def _log(core, namespace: str, pod) -> str:
+    try:
+        return core.read_namespaced_pod_log(pod.metadata.name, namespace)
+    except Exception:  # noqa: BLE001 - not started yet
+        return ""
+
+
+class Route:
+    """A port on this machine, refusing connections until open(), then passing each on to this machine's port TO:
+    a route to a server that appears when the test says."""
+
+    def __init__(self) -> None:
+        self._socket = socket.socket()
+        self._socket.bind(("127.0.0.1" if WORKER_HOST == "127.0.0.1" else "0.0.0.0", 0))
+        self.port = self._socket.getsockname()[1]  # bound, not listening: a connection is refused until open()
+        self.to = 0
+
+    def open(self) -> None:
+        self._socket.listen()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                near, _ = self._socket.accept()
+            except OSError:  # closed
+                return
+            far = socket.create_connection(("127.0.0.1", self.to))
+            for a, b in ((near, far), (far, near)):
+                threading.Thread(target=_pipe, args=(a, b), daemon=True).start()
+
+    def __enter__(self) -> "Route":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._socket.close()
+
+
+def _pipe(source: socket.socket, sink: socket.socket) -> None:
+    """SOURCE's bytes to SINK until either ends; then both are shut, which ends the other direction too."""
+    try:
+        while data := source.recv(65536):
+            sink.sendall(data)
+    except OSError:
+        pass
+    for end in (source, sink):
+        try:
+            end.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
 
 
 class Gate:

@@ -12,8 +12,9 @@ from shim.logs import Logs
 
 DIE_WITH_PARENT = tools.die_with_parent("KILL", required=False)
 # The OOM killer's first choice in its cgroup (raising one's own score needs no privilege): a command past its
-# container's memory limit is what goes, and the shim reports it; else the worker itself could be picked (in a
-# small pod the shim and its mounts outweigh a command as it grows) and its try would end unreported.
+# container's memory limit is what goes, and the shim reports it, rather than the worker itself, whose try would
+# then end unreported. That holds where the worker's score is lower (0 outside Kubernetes, -997 in a Guaranteed
+# pod); in a Burstable pod the kubelet gives every process of the container 2..999 already, and size decides.
 FIRST_TO_GO = ["choom", "-n", "1000", "--"] if shutil.which("choom") else []
 
 STDERR_TAIL = 20  # lines of stderr kept for the error of a failed shard

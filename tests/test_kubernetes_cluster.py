@@ -265,11 +265,13 @@ def test_a_pod_that_never_starts_fails_its_job_saying_why(server, tmp_path):
 def test_a_worker_killed_for_memory_fails_its_job_saying_so(server, tmp_path):
     """Two ways past a memory limit: the worker itself (a limit job-pod cannot start in: its pod is OOMKilled before
     job-shim reports, and the pod's status says why), and the command (the kernel kills it, the biggest process of its
-    container, and job-shim reports it so)."""
+    container, and job-shim reports it so). The command's limit leaves room for the worker's own processes (about
+    130 MB of job-pod and its mount): with a smaller one, job-pod would be the biggest when the limit is reached
+    (the kubelet gives every process of a Burstable pod nearly the same oom_score_adj, so size decides)."""
     put(server, "some", {"a": b"x\n"})
     pipeline(server, tmp_path, "starved", ["true"], "some", "global", resource_limits={"memory": "12Mi"})
     pipeline(server, tmp_path, "greedy", ["python3", "-c", "bytearray(1 << 30)"], "some", "global",
-             resource_limits={"memory": "128Mi"})
+             resource_limits={"memory": "512Mi"})
     starved, greedy = done(server, "starved"), done(server, "greedy")
     assert starved.state == "failure" and not starved.output_commit
     assert starved.error == ("shard 0 failed (3 tries): its worker was killed for using more memory than its limit "
@@ -389,10 +391,17 @@ class Route:
         self._socket.bind(("127.0.0.1" if WORKER_HOST == "127.0.0.1" else "0.0.0.0", 0))
         self.port = self._socket.getsockname()[1]  # bound, not listening: a connection is refused until open()
         self.to = 0
+        self._made: list[socket.socket] = []  # the connections passed on, both ends: closed at the end
+        self._threads: list[threading.Thread] = []
 
     def open(self) -> None:
         self._socket.listen()
-        threading.Thread(target=self._accept, daemon=True).start()
+        self._start(self._accept)
+
+    def _start(self, target, *args) -> None:
+        thread = threading.Thread(target=target, args=args, daemon=True)
+        thread.start()
+        self._threads.append(thread)
 
     def _accept(self) -> None:
         while True:
@@ -401,14 +410,22 @@ class Route:
             except OSError:  # closed
                 return
             far = socket.create_connection(("127.0.0.1", self.to))
+            self._made += [near, far]
             for a, b in ((near, far), (far, near)):
-                threading.Thread(target=_pipe, args=(a, b), daemon=True).start()
+                self._start(_pipe, a, b)
 
     def __enter__(self) -> "Route":
         return self
 
     def __exit__(self, *exc) -> None:
+        _shut(self._socket)  # wakes the accept() of an open route
         self._socket.close()
+        for end in self._made:
+            _shut(end)
+        for thread in self._threads:
+            thread.join()
+        for end in self._made:
+            end.close()
 
 
 def _pipe(source: socket.socket, sink: socket.socket) -> None:
@@ -418,11 +435,15 @@ def _pipe(source: socket.socket, sink: socket.socket) -> None:
             sink.sendall(data)
     except OSError:
         pass
-    for end in (source, sink):
-        try:
-            end.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
+    _shut(source)
+    _shut(sink)
+
+
+def _shut(end: socket.socket) -> None:
+    try:
+        end.shutdown(socket.SHUT_RDWR)
+    except OSError:  # not connected (any more)
+        pass
 
 
 class Gate:

@@ -11,7 +11,7 @@ processes on this machine):
    (made -> finished, from `inspect-job`) and within it, worker start (job made -> the worker took
    its shard: the job-shim process starting), mount (-> its inputs mounted and the command
    started, as the worker reports in its shard: from the second job on, the previous output at
-   /pfs/prev too, each by a `pfs mount` process of its own), command + unmount + upload (-> its
+   /pfs/prev too, all by one `pfs mount` process, started with the worker), command + unmount + upload (-> its
    output uploaded, as it reports; the inputs are unmounted before /pfs/out is uploaded), report
    (-> the shard finished: the last log lines sent, the shard reported), output commit (-> the
    output commit); and "seen after", from the output commit until the poll saw it.

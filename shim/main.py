@@ -29,7 +29,8 @@ from pfs.core import run_as
 from pfs.core.errors import FailedPrecondition, InvalidArgument, PfsError
 from pfs.core.memory import keep_freed_memory
 from pfs.core.model import CommitRef, JobInfo, ShardInfo
-from pfs.core.shard import Shard, worker_shards
+from pfs.core.mount_inputs import MountInput
+from pfs.core.shard import worker_shards
 from shim import command, namespace, oom
 from shim.logs import Logs
 from shim.mounts import Mounts
@@ -95,11 +96,11 @@ class Worker:
 
     def run(self, attempt: int = 0) -> int:
         """Takes try ATTEMPT at the shard (0: a new one), runs it and reports; the exit status."""
-        job = self.client.start_shard(self.job_id, self.shard, attempt)
-        attempt = job.shards[self.shard].attempts
-        logs = Logs(self.client, self.job_id, self.shard)
-        # waited for after the report: the result does not need them
-        with Mounts(self.client.address, allow_other=bool(job.transform.user)) as mounts:
+        # started while the job is asked for; waited for after the report: the result does not need it
+        with Mounts(self.client.address, allow_other=self.is_root) as mounts:
+            job = self.client.start_shard(self.job_id, self.shard, attempt)
+            attempt = job.shards[self.shard].attempts
+            logs = Logs(self.client, self.job_id, self.shard)
             try:
                 code, result = self._attempt(job, attempt, logs, mounts)
             except (PfsError, OSError) as err:
@@ -128,13 +129,15 @@ class Worker:
         shards = worker_shards([i.method for i in job.inputs], [i.shards for i in job.inputs], self.shard)
         env = {**{k: v for k, v in os.environ.items() if k not in TOKEN_VARS}, **dict(job.transform.env),
                "PFS_JOB": job.id, "PACH_JOB_ID": job.id, "PFS_SHARD": str(self.shard)}
+        inputs = {}
         for i, shard in zip(job.inputs, shards):
-            mounts.add(str(self.root / i.repo), CommitRef(i.repo, i.commit), shard, i.since, i.incremental)
+            inputs[str(self.root / i.repo)] = MountInput(i.repo, CommitRef(i.repo, i.commit), shard, *(
+                (i.since, i.incremental) if i.since else ()))  # an input seen whole has an incremental of none
             var = re.sub(r"[^A-Z0-9]", "_", i.repo.upper())
             env[f"PACH_{var}_COMMIT_ID"] = env[f"PFS_{var}_COMMIT_ID"] = i.commit
         if job.prev_output:
-            mounts.add(str(self.root / "prev"), CommitRef(job.output_repo, job.prev_output), Shard())
-        mounts.wait()
+            inputs[str(self.root / "prev")] = MountInput("prev", CommitRef(job.output_repo, job.prev_output))
+        mounts.mount(inputs)
         mounted = time.time()
         logs.line("shim", f"job {job.id} shard {self.shard} of {len(job.shards)}, try {attempt}: "
                           f"running {' '.join(job.transform.cmd)}")

@@ -22,6 +22,7 @@ CLONE_NEWUSER = 0x10000000
 MS_BIND = 4096
 MS_REC = 16384
 MS_PRIVATE = 1 << 18
+MNT_DETACH = 2
 
 
 def enter(workspace: Path, root: Path) -> None:
@@ -70,6 +71,19 @@ def _own_root(libc: ctypes.CDLL, workspace: Path, root: Path) -> None:
     os.close(under)
     os.chroot(workspace)
     os.chdir(cwd)
+
+
+def bind(source: str, target: str) -> None:
+    """Shows the directory SOURCE at TARGET too (a bind mount: root, or CAP_SYS_ADMIN in this mount namespace)."""
+    _mount(ctypes.CDLL(None, use_errno=True), os.fsencode(source), os.fsencode(target), MS_BIND,
+           f"binding {source} at {target}")
+
+
+def unbind(target: str) -> None:
+    """Undoes bind() at TARGET, at once even where a process is still in it (it is detached, as umount -l does)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.umount2(os.fsencode(target), MNT_DETACH) != 0:
+        raise FailedPrecondition(f"cannot unbind {target}: {os.strerror(ctypes.get_errno())}")
 
 
 def _mount(libc: ctypes.CDLL, source: bytes, target: bytes, flags: int, what: str, fstype: bytes | None = None,

@@ -17,7 +17,7 @@ from pfs.core.chunking import Chunker
 from pfs.core.errors import FailedPrecondition
 from pfs.core.hashing import address
 from pfs.core.model import CommitRef
-from pfs.core.shard import Shard
+from pfs.core.mount_inputs import MountInput
 from shim.mounts import Mounts
 
 pytestmark = [pytest.mark.slow,  # real workers, each mounting in a namespace of its own
@@ -196,14 +196,13 @@ def test_a_shard_reports_when_its_inputs_were_mounted_and_its_output_uploaded(se
 
 
 def test_a_mount_that_fails_is_reported_with_its_reason(server, tmp_path, data, monkeypatch):
-    monkeypatch.setenv("PFS_TOKEN_FILE", server.token_file)  # the mounts' environment, as a worker's is
-    busy = tmp_path / "busy"
-    busy.mkdir()
-    (busy / "file").write_text("x")
+    monkeypatch.setenv("PFS_TOKEN_FILE", server.token_file)  # the mount's environment, as a worker's is
+    target = str(tmp_path / "in" / "data")
     with Mounts(server.address) as mounts:
-        mounts.add(str(busy), CommitRef("data", "master"), Shard())
-        with pytest.raises(FailedPrecondition, match=f"cannot mount data@master at {busy}: pfs: .* is not empty"):
-            mounts.wait()
+        with pytest.raises(FailedPrecondition, match=f"cannot mount data@nosuch at {target}: pfs: no commit or "
+                                                     "branch 'nosuch' in repo 'data'"):
+            mounts.mount({target: MountInput("data", CommitRef("data", "nosuch"))})
+    assert not os.path.exists(target) or not os.listdir(target)
 
 
 def test_output_stays_invisible_until_every_shard_succeeds(server, tmp_path, data):

@@ -18,7 +18,7 @@ from pfs.cli.sources import sources
 from pfs.client import Client, default_address
 from pfs.client.auth import read_token
 from pfs.client.upload import into_commit
-from pfs.core import kube, ready
+from pfs.core import kube, mount_inputs, ready
 from pfs.core.chunking import DELIMITERS
 from pfs.core.errors import FailedPrecondition, InvalidArgument, PfsError
 from pfs.core.memory import keep_freed_memory
@@ -214,26 +214,38 @@ def cmd_delete_file(args, client):
 def cmd_mount(args, client):
     from pfs.fuse.mount import serve  # here: pyfuse3 and trio load only for mounts
     from pfs.vfs.direct import direct_reader
-    from pfs.vfs.tree import RepoTree
+    from pfs.vfs.tree import RepoTree, View
 
-    shard = Shard.parse(args.shard, args.method)
-    commit = None
-    if args.commit:
-        commit = client.inspect_commit(CommitRef.parse(args.commit))
-        if not commit.is_finished:
-            raise FailedPrecondition(f"commit {commit.id} of {commit.repo!r} is still open; only finished "
-                                     "commits can be mounted alone")
-    direct = None if args.no_direct else direct_reader(client.direct_read, client.locate_chunks)
-    if args.since and commit is None:
+    view = View(Shard.parse(args.shard, args.method), args.since or "", args.incremental)
+    if args.since and not args.commit:
         raise InvalidArgument("--since needs --commit: it shows what one commit changed")
-    tree = RepoTree(client, shard, direct=direct, commit=commit, since=args.since or "", incremental=args.incremental)
+    if args.inputs and (args.commit or args.shard != "0/1" or args.method != "global"):
+        raise InvalidArgument("--inputs names each input's commit and shard: give no --commit, --shard or --method")
+    commit = _finished(client, CommitRef.parse(args.commit)) if args.commit else None
+    inputs = None
+    if args.inputs:
+        with open(args.inputs) if args.inputs != "-" else contextlib.nullcontext(sys.stdin) as f:
+            listed = mount_inputs.loads(f.readline())  # a worker's mount waits here for its job
+        inputs = {i.name: (_finished(client, i.commit), View(i.shard, i.since, i.incremental)) for i in listed}
+    direct = None if args.no_direct else direct_reader(client.direct_read, client.locate_chunks)
+    tree = RepoTree(client, view, direct=direct, commit=commit, inputs=inputs)
+    shown = f"{len(inputs)} inputs" if inputs is not None else view.shard
 
     def mounted() -> None:
-        print(f"pfs mounted at {args.mountpoint} ({shard}{', chunks read from ' + direct.root if direct else ''}); "
+        print(f"pfs mounted at {args.mountpoint} ({shown}{', chunks read from ' + direct.root if direct else ''}); "
               "Ctrl-C unmounts", file=sys.stderr, flush=True)
         ready.notify(args.ready_fd, mountpoint=os.path.abspath(args.mountpoint))
 
     serve(tree, args.mountpoint, on_mounted=mounted, allow_other=args.allow_other)
+
+
+def _finished(client: Client, ref: CommitRef) -> CommitInfo:
+    """The commit REF names, which must be finished to be mounted alone."""
+    commit = client.inspect_commit(ref)
+    if not commit.is_finished:
+        raise FailedPrecondition(f"commit {commit.id} of {commit.repo!r} is still open; only finished "
+                                 "commits can be mounted alone")
+    return commit
 
 
 def cmd_unmount(args, client):
@@ -340,6 +352,9 @@ def parser() -> argparse.ArgumentParser:
            help="always read chunks through the server, even where it offers them straight from its store "
                 "(its data dir on this machine, or URLs of its bucket)"),
          a("--commit", metavar="REPO@REF", help="mount only this commit's files, at DIR itself"),
+         a("--inputs", metavar="FILE",
+           help="mount a worker's inputs, DIR/<name> for each: a JSON list of {name, commit, method, shard, since, "
+                "incremental} on one line of FILE (- : standard input, read once the mount has started)"),
          a("--allow-other", action="store_true",
            help="let other users of this machine read it too (FUSE's allow_other: as root, or where "
                 "/etc/fuse.conf has user_allow_other)"),

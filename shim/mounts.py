@@ -1,8 +1,8 @@
 """The worker's inputs: one `pfs mount --inputs` process serving every input, each bound at /pfs/<name>.
 
 pyfuse3 serves one filesystem per process, so the mount shows every input
-below a directory of its own (a temporary one, unmounted and removed once
-each input's directory there is bound at /pfs/<name>), beside /pfs/out,
+below a directory of its own (a temporary one in /pfs, unmounted and removed
+once each input's directory there is bound at /pfs/<name>), beside /pfs/out,
 which stays a local directory. The process starts before the worker knows
 its job, so starting Python and loading FUSE overlap with asking for it; the
 inputs follow on its standard input. It is started through `setpriv
@@ -31,9 +31,11 @@ DIE_WITH_PARENT = tools.die_with_parent("TERM", required=False)  # TERM: unmount
 class Mounts:
     """One mount started at once, given its inputs by mount(), unbound and unmounted by stop() and close()."""
 
-    def __init__(self, address: str, allow_other: bool = False) -> None:
-        """Starts the mount (ALLOW_OTHER: the command may run as another user, who reads it too)."""
-        self._dir = tempfile.mkdtemp(prefix="pfs-inputs-")
+    def __init__(self, address: str, root: str, allow_other: bool = False) -> None:
+        """Starts the mount, at a new directory in ROOT (/pfs, gone before the command starts; a killed worker's
+        goes with its workspace); with ALLOW_OTHER the command may run as another user, who reads it too."""
+        os.makedirs(root, exist_ok=True)
+        self._dir = tempfile.mkdtemp(prefix=".inputs-", dir=root)
         cmd = [*DIE_WITH_PARENT, sys.executable, "-P", "-m", "pfs", "--address", address, "mount", self._dir,
                "--inputs", "-", *(["--allow-other"] if allow_other else [])]
         try:
@@ -51,11 +53,12 @@ class Mounts:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def mount(self, inputs: dict[str, MountInput]) -> None:
-        """Shows each of INPUTS at the directory it is keyed by (made if need be), once the mount is up."""
+    def mount(self, inputs: dict[str, MountInput], token: str | None) -> None:
+        """Shows each of INPUTS, read with TOKEN, at the directory it is keyed by (made if need be), once the mount
+        is up."""
         try:
             with self._proc.stdin as pipe:
-                pipe.write(mount_inputs.dumps(list(inputs.values())).encode())
+                pipe.write(mount_inputs.dumps(list(inputs.values()), token).encode())
         except BrokenPipeError:  # it failed already: its stderr says why
             pass
         ready, self._ready = self._ready, None

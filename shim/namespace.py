@@ -1,4 +1,4 @@
-"""A worker's own /pfs: a private mount namespace with the worker's workspace bound at /pfs.
+"""A worker's own /pfs: a private mount namespace, with the worker's workspace bound at /pfs where it has one.
 
 How the local runner keeps workers apart on one machine: each sees its own
 inputs and out at /pfs, and no mount of one is seen by another or by the
@@ -9,6 +9,10 @@ uid on the host: there it may bind /pfs and mount its inputs with FUSE, and
 the command it runs has no privilege on the host beyond that uid's. Where
 /pfs does not exist (only root can make it), the worker gets a root of its
 own: a tmpfs holding the host's top-level entries, bound, and /pfs.
+
+A worker without a workspace (in a container or a pod of its own) gets the
+namespace too: its inputs are bound at /pfs/<name> (shim/mounts.py), and
+binds made there go with it, however the worker ends.
 """
 
 import ctypes
@@ -25,8 +29,9 @@ MS_PRIVATE = 1 << 18
 MNT_DETACH = 2
 
 
-def enter(workspace: Path, root: Path) -> None:
-    """Moves this process into a new mount namespace where WORKSPACE is seen at ROOT. Call before any thread starts."""
+def enter(workspace: Path | None, root: Path) -> None:
+    """Moves this process into a new mount namespace where WORKSPACE (if given) is seen at ROOT. Call before any
+    thread starts."""
     libc = ctypes.CDLL(None, use_errno=True)
     uid, gid = os.getuid(), os.getgid()
     if uid == 0:
@@ -41,13 +46,16 @@ def enter(workspace: Path, root: Path) -> None:
         except OSError as err:
             raise FailedPrecondition(f"cannot set up a user namespace: {name}: {err.strerror}") from None
     _mount(libc, b"none", b"/", MS_REC | MS_PRIVATE, "private mounts")  # nothing leaks back to the host
-    workspace.mkdir(parents=True, exist_ok=True)
+    if workspace is not None:
+        workspace.mkdir(parents=True, exist_ok=True)
     try:
         root.mkdir(parents=True, exist_ok=True)  # the empty mount point, the same for every worker
     except PermissionError:  # not root, and no /pfs yet
-        if root.parent != Path("/"):
+        if root.parent != Path("/") or workspace is None:
             raise FailedPrecondition(f"cannot make {root}: create the empty directory once, as root") from None
         _own_root(libc, workspace, root)
+        return
+    if workspace is None:
         return
     _mount(libc, os.fsencode(workspace), os.fsencode(root), MS_BIND, f"binding {workspace} at {root}")
 

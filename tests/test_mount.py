@@ -405,7 +405,7 @@ def test_one_mount_serves_a_workers_inputs_each_in_its_own_view(server, tmp_path
     for i, shard in enumerate(reduce):
         rows = [shard, {"name": "changed", "commit": "b@master", "since": first, "incremental": "full"},
                 {"name": "whole", "commit": "b@master"}]
-        inputs.write_text(json.dumps(rows) + "\n")
+        inputs.write_text(json.dumps({"inputs": rows}) + "\n")
         with mounted(server, tmp_path / f"mnt{i}", "--inputs", str(inputs)):
             root = tmp_path / f"mnt{i}"
             assert sorted(os.listdir(root)) == ["a", "changed", "whole"]
@@ -417,12 +417,15 @@ def test_one_mount_serves_a_workers_inputs_each_in_its_own_view(server, tmp_path
 
 
 @pytest.mark.parametrize("text, said", [
-    ("{}", "not a JSON list of inputs"),
-    ('[{"commit": "a@master"}]', "KeyError: 'name'"),
-    ('[{"name": "a", "commit": "a@master", "since": 3}]', "since is 3, not a string"),
-    ('[{"name": "a/b", "commit": "a@master"}]', "invalid repo name 'a/b'"),
-    ('[{"name": "a", "commit": "a@master"}, {"name": "a", "commit": "a@master"}]', "name 'a' twice"),
-    ('[{"name": "a", "commit": "a@nope"}]', "no commit or branch 'nope'"),
+    ("[]", "not a JSON object of inputs"),
+    ('{"inputs": {}}', "inputs is not a list of objects"),
+    ('{"inputs": [], "token": 3}', "token is not a string"),
+    ('{"inputs": [{"commit": "a@master"}]}', "KeyError: 'name'"),
+    ('{"inputs": [{"name": "a", "commit": "a@master", "since": 3}]}', "since is 3, not a string"),
+    ('{"inputs": [{"name": "a/b", "commit": "a@master"}]}', "invalid repo name 'a/b'"),
+    ('{"inputs": [{"name": "a", "commit": "a@master"}, {"name": "a", "commit": "a@master"}]}', "name 'a' twice"),
+    ('{"inputs": [{"name": "a", "commit": "a@nope"}]}', "no commit or branch 'nope'"),
+    ('{"inputs": [{"name": "a", "commit": "a@master"}], "token": "wrong"}', "token"),
 ])
 def test_bad_mount_inputs_are_one_line_errors(server, tmp_path, text, said):
     server.pfs("create-repo", "a")

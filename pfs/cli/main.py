@@ -222,21 +222,24 @@ def cmd_mount(args, client):
     if args.inputs and (args.commit or args.shard != "0/1" or args.method != "global"):
         raise InvalidArgument("--inputs names each input's commit and shard: give no --commit, --shard or --method")
     commit = _finished(client, CommitRef.parse(args.commit)) if args.commit else None
-    inputs = None
+    inputs, token = None, None
     if args.inputs:
         with open(args.inputs) if args.inputs != "-" else contextlib.nullcontext(sys.stdin) as f:
-            listed = mount_inputs.loads(f.readline())  # a worker's mount waits here for its job
-        inputs = {i.name: (_finished(client, i.commit), View(i.shard, i.since, i.incremental)) for i in listed}
-    direct = None if args.no_direct else direct_reader(client.direct_read, client.locate_chunks)
-    tree = RepoTree(client, view, direct=direct, commit=commit, inputs=inputs)
-    shown = f"{len(inputs)} inputs" if inputs is not None else view.shard
+            listed, token = mount_inputs.loads(f.readline())  # a worker's mount waits here for its job
+    with Client(client.address, token) if token else contextlib.nullcontext(client) as client:
+        if args.inputs:
+            inputs = {i.name: (_finished(client, i.commit), View(i.shard, i.since, i.incremental)) for i in listed}
+        direct = None if args.no_direct else direct_reader(client.direct_read, client.locate_chunks)
+        tree = RepoTree(client, view, direct=direct, commit=commit, inputs=inputs)
+        shown = f"{len(inputs)} inputs" if inputs is not None else view.shard
 
-    def mounted() -> None:
-        print(f"pfs mounted at {args.mountpoint} ({shown}{', chunks read from ' + direct.root if direct else ''}); "
-              "Ctrl-C unmounts", file=sys.stderr, flush=True)
-        ready.notify(args.ready_fd, mountpoint=os.path.abspath(args.mountpoint))
+        def mounted() -> None:
+            print(f"pfs mounted at {args.mountpoint} ({shown}"
+                  f"{', chunks read from ' + direct.root if direct else ''}); Ctrl-C unmounts", file=sys.stderr,
+                  flush=True)
+            ready.notify(args.ready_fd, mountpoint=os.path.abspath(args.mountpoint))
 
-    serve(tree, args.mountpoint, on_mounted=mounted, allow_other=args.allow_other)
+        serve(tree, args.mountpoint, on_mounted=mounted, allow_other=args.allow_other)
 
 
 def _finished(client: Client, ref: CommitRef) -> CommitInfo:
@@ -353,8 +356,9 @@ def parser() -> argparse.ArgumentParser:
                 "(its data dir on this machine, or URLs of its bucket)"),
          a("--commit", metavar="REPO@REF", help="mount only this commit's files, at DIR itself"),
          a("--inputs", metavar="FILE",
-           help="mount a worker's inputs, DIR/<name> for each: a JSON list of {name, commit, method, shard, since, "
-                "incremental} on one line of FILE (- : standard input, read once the mount has started)"),
+           help="mount a worker's inputs, DIR/<name> for each: one line of FILE (- : standard input, read once the "
+                "mount has started), a JSON object {inputs: [{name, commit, method, shard, since, incremental}, "
+                "...], token: the token to read them with, or null}"),
          a("--allow-other", action="store_true",
            help="let other users of this machine read it too (FUSE's allow_other: as root, or where "
                 "/etc/fuse.conf has user_allow_other)"),

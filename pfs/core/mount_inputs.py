@@ -1,8 +1,9 @@
 """A worker's inputs as one `pfs mount --inputs` shows them: each commit (its shard of it, or what changed after an
 earlier commit) under a name of its own, all served by one FUSE process.
 
-job-shim writes the list as one JSON line; the mount reads it once it has started, so a worker may start its
-mount before it knows its job, and pay for starting a Python process while it asks for the job.
+job-shim writes them as one line of JSON, with the token of its job; the mount reads it once it has started, so a
+worker may start its mount before it knows its job (or its token), and pay for starting a Python process while
+it waits for its job.
 """
 
 import json
@@ -25,31 +26,34 @@ class MountInput:
     incremental: str = "diff"
 
 
-def dumps(inputs: list[MountInput]) -> str:
-    """INPUTS as one line of JSON (what loads() reads back)."""
-    return json.dumps([{"name": i.name, "commit": str(i.commit), "method": i.shard.method,
-                        "shard": f"{i.shard.index}/{i.shard.count}", "since": i.since, "incremental": i.incremental}
-                       for i in inputs]) + "\n"
+def dumps(inputs: list[MountInput], token: str | None = None) -> str:
+    """INPUTS, and the TOKEN to read them with (None: the mount's own), as one line of JSON (what loads() reads)."""
+    return json.dumps({"token": token, "inputs": [
+        {"name": i.name, "commit": str(i.commit), "method": i.shard.method, "shard": f"{i.shard.index}/{i.shard.count}",
+         "since": i.since, "incremental": i.incremental} for i in inputs]}) + "\n"
 
 
-def loads(text: str) -> list[MountInput]:
-    """The inputs that TEXT lists; InvalidArgument, in one line, for anything else."""
+def loads(text: str) -> tuple[list[MountInput], str | None]:
+    """The inputs and the token that TEXT gives; InvalidArgument, in one line, for anything else."""
     try:
-        rows = json.loads(text)
+        given = json.loads(text)
+        rows, token = given["inputs"], given.get("token")
         if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
-            raise ValueError("not a list of objects")
+            raise ValueError("inputs is not a list of objects")
+        if not isinstance(token, (str, type(None))):
+            raise ValueError("token is not a string")
         inputs = [MountInput(names.check_repo(_text(r, "name")), CommitRef.parse(_text(r, "commit")),
                              Shard.parse(_text(r, "shard", "0/1"), _text(r, "method", "global")), _text(r, "since", ""),
                              _text(r, "incremental", "diff")) for r in rows]
     except (ValueError, KeyError, TypeError, AttributeError) as err:
-        raise InvalidArgument(f"mount inputs are not a JSON list of inputs (name, commit, method, shard, since, "
-                              f"incremental): {type(err).__name__}: {err}") from None
+        raise InvalidArgument(f"mount inputs are not a JSON object of inputs (each with name, commit, method, shard, "
+                              f"since, incremental) and a token: {type(err).__name__}: {err}") from None
     seen = set()
     for i in inputs:
         if i.name in seen:
             raise InvalidArgument(f"mount inputs name {i.name!r} twice")
         seen.add(i.name)
-    return inputs
+    return inputs, token
 
 
 def _text(row: dict, key: str, default: str | None = None) -> str:

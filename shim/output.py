@@ -80,7 +80,7 @@ class Output:
 
     def abandon(self) -> None:
         """Stops reading, and sending what was read (the command failed: nothing is staged)."""
-        self._ended.set()
+        self._end()
         self._join()
         self._uploader.__exit__(RuntimeError, None, None)  # as a `with` left by an error: the stream is cancelled
 
@@ -113,11 +113,17 @@ class Output:
 
     def _stop(self) -> None:
         """Waits for what is being read early, and sends it: its chunks stored, recorded in _sent."""
-        self._ended.set()
+        self._end()
         error = self._join()
         if error is not None:
             raise error
         self._uploader.flush()
+
+    def _end(self) -> None:
+        """The command has ended: the early reader reads what is left, without waiting for news any more."""
+        self._ended.set()
+        if self._watcher is not None:
+            self._watcher.wake()
 
     def _join(self) -> BaseException | None:
         """Stops the early reader (once the command ended, it reads what is left to the end); what it failed with."""

@@ -22,7 +22,7 @@ from pfs.core import kube, ready
 from pfs.core.chunking import DELIMITERS
 from pfs.core.errors import FailedPrecondition, InvalidArgument, PfsError
 from pfs.core.memory import keep_freed_memory
-from pfs.core.model import CommitInfo, CommitRef
+from pfs.core.model import CommitInfo, CommitRef, FileInfo
 from pfs.core.shard import METHODS, Shard
 from pfs.deploy import manifests
 
@@ -138,6 +138,9 @@ def cmd_put_file(args, client):
         with progress(total, "put-file") as advance:
             with into_commit(client, ref, delimiter=args.delimiter, on_bytes=advance) as up:
                 for src in todo:
+                    if src.directory:
+                        up.put_directory(src.dest)
+                        continue
                     with src.open() as stream:
                         up.put(src.dest, stream, overwrite=args.overwrite)
         if args.commit:
@@ -153,12 +156,39 @@ def cmd_put_file(args, client):
 def cmd_get_file(args, client):
     ref = CommitRef(args.repo, args.ref)
     info = client.inspect_file(ref, args.path)
-    if info.is_dir:
-        raise InvalidArgument(f"{args.path!r} is a directory; use list-file to see what it holds")
-    with _output_file(args.output) as out, progress(info.size_bytes, "get-file") as advance:
+    if info.is_dir and not args.recursive:
+        raise InvalidArgument(f"{args.path!r} is a directory; fetch its tree with -r -o DIR, "
+                              "or see what it holds with list-file")
+    with progress(info.size_bytes, "get-file") as advance:
+        if info.is_dir:
+            _get_tree(client, ref, info, args.output, advance)
+        else:
+            _get_one(client, info, args.output, advance)
+
+
+def _get_one(client, info: FileInfo, path: str | None, advance) -> None:
+    """Writes the file INFO to PATH (None: stdout)."""
+    with _output_file(path) as out:
         for data in client.read_chunks(info.chunks):
             out.write(data)
             advance(len(data))
+
+
+def _get_tree(client, ref: CommitRef, info: FileInfo, dest: str | None, advance) -> None:
+    """Writes the directory INFO of REF into the directory DEST (made if missing, with its parents, as 1.x's
+    `get-file -r` did): each directory below it, empty ones too, and each file, replacing one of the same name."""
+    if not dest:
+        raise InvalidArgument(f"{info.path or '/'!r} is a directory; get-file -r needs -o DIR to write its tree to")
+    if os.path.exists(dest) and not os.path.isdir(dest):
+        raise FailedPrecondition(f"{dest} exists and is not a directory; give -o a directory, or a path not there")
+    os.makedirs(dest, exist_ok=True)
+    below = len(info.path) + 1 if info.path else 0
+    for f in client.list_files(ref, info.path, with_chunks=True, recursive=True):  # each directory before its files
+        target = os.path.join(dest, *f.path[below:].split("/"))
+        if f.is_dir:
+            os.makedirs(target, exist_ok=True)
+        else:
+            _get_one(client, f, target, advance)
 
 
 @contextlib.contextmanager
@@ -325,8 +355,12 @@ def parser() -> argparse.ArgumentParser:
          a("-o", "--overwrite", action="store_true", help="replace the file instead of appending"),
          a("--delimiter", choices=DELIMITERS, default="line",
            help="cut chunks only at line ends (line, the default) or anywhere (none)"))
-    verb("get-file", cmd_get_file, "print a file's contents", repo, ref, a("path", metavar="PATH"),
-         a("-o", "--output", metavar="FILE", help="write to FILE instead of stdout"))
+    verb("get-file", cmd_get_file, "print a file's contents, or fetch a directory tree (-r -o DIR)", repo, ref,
+         a("path", metavar="PATH"),
+         a("-o", "--output", metavar="FILE", help="write to FILE instead of stdout (with -r: into the directory FILE)"),
+         a("-r", "--recursive", action="store_true",
+           help="PATH may be a directory: its tree (files, and directories even when empty) is written into the "
+                "directory -o names, made if missing; files there of the same names are replaced"))
     verb("list-file", cmd_list_file, "list a directory's files", repo, ref, a("path", metavar="PATH", nargs="?"))
     verb("inspect-file", cmd_inspect_file, "show a file", repo, ref, a("path", metavar="PATH"), raw)
     verb("delete-file", cmd_delete_file, "delete a file or directory from an open commit", repo, ref,

@@ -3,11 +3,13 @@ inspect-file and a real mount, and fetched back by get-file -r; a bare git repos
 
 import os
 import pathlib
+import random
 import subprocess
 
 import pytest
 
 from conftest import assert_one_line_error, needs
+from pfs.cli import downloads
 from pfs.core.errors import FailedPrecondition, InvalidArgument
 from pfs.core.model import ChunkRef, CommitRef, FileWrite
 
@@ -68,6 +70,19 @@ def test_put_file_r_keeps_empty_directories_and_get_file_r_fetches_them(server, 
     (tmp_path / "nothing").mkdir()
     server.pfs("put-file", "r", "master", "-r", "-c", "-f", str(tmp_path / "nothing"))
     assert ("nothing", "dir", "0 B") in listed(server, "r", "master")
+
+
+def test_get_file_r_fetches_many_files_in_batches_each_whole_and_in_place(server, tmp_path):
+    rng = random.Random(3)
+    for i in range(150):
+        (tmp_path / "many" / f"d{i % 7}").mkdir(parents=True, exist_ok=True)
+        (tmp_path / "many" / f"d{i % 7}" / f"f{i}").write_bytes(rng.randbytes(rng.randrange(40_000, 80_000)))
+    server.pfs("create-repo", "r")
+    server.pfs("put-file", "r", "master", "many", "-r", "-c", "-f", str(tmp_path / "many"))
+    listing = server.client().list_files(CommitRef("r", "master"), "many", with_chunks=True, recursive=True)
+    assert sum(len(f.chunks) for f in listing) > downloads.BATCH_CHUNKS  # more than one batch
+    server.pfs("get-file", "-r", "r", "master", "many", "-o", str(tmp_path / "back"))
+    assert snapshot(tmp_path / "back") == snapshot(tmp_path / "many")
 
 
 def test_get_file_r_refuses_what_it_cannot_do_in_one_line(server, tmp_path):

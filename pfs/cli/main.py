@@ -12,7 +12,7 @@ import sys
 
 import pfs
 from pfs.cli import deploy as deploy_cli
-from pfs.cli import jobs, output, pipelines, tokens
+from pfs.cli import downloads, jobs, output, pipelines, tokens
 from pfs.cli.progress import progress
 from pfs.cli.sources import sources
 from pfs.client import Client, default_address
@@ -22,7 +22,7 @@ from pfs.core import kube, ready
 from pfs.core.chunking import DELIMITERS
 from pfs.core.errors import FailedPrecondition, InvalidArgument, PfsError
 from pfs.core.memory import keep_freed_memory
-from pfs.core.model import CommitInfo, CommitRef, FileInfo
+from pfs.core.model import CommitInfo, CommitRef
 from pfs.core.shard import METHODS, Shard
 from pfs.deploy import manifests
 
@@ -161,61 +161,9 @@ def cmd_get_file(args, client):
                               "or see what it holds with list-file")
     with progress(info.size_bytes, "get-file") as advance:
         if info.is_dir:
-            _get_tree(client, ref, info, args.output, advance)
+            downloads.get_tree(client, ref, info, args.output, advance)
         else:
-            _get_one(client, info, args.output, advance)
-
-
-def _get_one(client, info: FileInfo, path: str | None, advance) -> None:
-    """Writes the file INFO to PATH (None: stdout)."""
-    with _output_file(path) as out:
-        for data in client.read_chunks(info.chunks):
-            out.write(data)
-            advance(len(data))
-
-
-def _get_tree(client, ref: CommitRef, info: FileInfo, dest: str | None, advance) -> None:
-    """Writes the directory INFO of REF into the directory DEST (made if missing, with its parents, as 1.x's
-    `get-file -r` did): each directory below it, empty ones too, and each file, replacing one of the same name."""
-    if not dest:
-        raise InvalidArgument(f"{info.path or '/'!r} is a directory; get-file -r needs -o DIR to write its tree to")
-    if os.path.exists(dest) and not os.path.isdir(dest):
-        raise FailedPrecondition(f"{dest} exists and is not a directory; give -o a directory, or a path not there")
-    os.makedirs(dest, exist_ok=True)
-    below = len(info.path) + 1 if info.path else 0
-    for f in client.list_files(ref, info.path, with_chunks=True, recursive=True):  # each directory before its files
-        target = os.path.join(dest, *f.path[below:].split("/"))
-        if f.is_dir:
-            os.makedirs(target, exist_ok=True)
-        else:
-            _get_one(client, f, target, advance)
-
-
-@contextlib.contextmanager
-def _output_file(path: str | None):
-    """Where get-file writes: stdout; or a temp file beside PATH, renamed onto it only once every chunk has been
-    written (checked as it was read), so a corrupt chunk or an interrupted read leaves no partial PATH and an
-    existing PATH as it was. A PATH that exists and is no regular file (/dev/null, a pipe) is written in place."""
-    if not path:
-        yield sys.stdout.buffer
-        sys.stdout.buffer.flush()
-        return
-    if os.path.exists(path) and not os.path.isfile(path):
-        with open(path, "wb") as out:
-            yield out
-        return
-    directory, name = os.path.split(os.path.realpath(path))  # through a symlink, as open() writes
-    temp = os.path.join(directory, f".{name}.pfs-{os.urandom(4).hex()}")
-    try:
-        with open(os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), "wb") as out:
-            yield out
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temp, os.path.join(directory, name))
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temp)
-        raise
+            downloads.get_file(client, info, args.output, advance)
 
 
 def cmd_list_file(args, client):

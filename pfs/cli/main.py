@@ -12,7 +12,7 @@ import sys
 
 import pfs
 from pfs.cli import deploy as deploy_cli
-from pfs.cli import jobs, output, pipelines, tokens
+from pfs.cli import downloads, jobs, output, pipelines, tokens
 from pfs.cli.progress import progress
 from pfs.cli.sources import sources
 from pfs.client import Client, default_address
@@ -138,6 +138,9 @@ def cmd_put_file(args, client):
         with progress(total, "put-file") as advance:
             with into_commit(client, ref, delimiter=args.delimiter, on_bytes=advance) as up:
                 for src in todo:
+                    if src.directory:
+                        up.put_directory(src.dest)
+                        continue
                     with src.open() as stream:
                         up.put(src.dest, stream, overwrite=args.overwrite)
         if args.commit:
@@ -153,39 +156,14 @@ def cmd_put_file(args, client):
 def cmd_get_file(args, client):
     ref = CommitRef(args.repo, args.ref)
     info = client.inspect_file(ref, args.path)
-    if info.is_dir:
-        raise InvalidArgument(f"{args.path!r} is a directory; use list-file to see what it holds")
-    with _output_file(args.output) as out, progress(info.size_bytes, "get-file") as advance:
-        for data in client.read_chunks(info.chunks):
-            out.write(data)
-            advance(len(data))
-
-
-@contextlib.contextmanager
-def _output_file(path: str | None):
-    """Where get-file writes: stdout; or a temp file beside PATH, renamed onto it only once every chunk has been
-    written (checked as it was read), so a corrupt chunk or an interrupted read leaves no partial PATH and an
-    existing PATH as it was. A PATH that exists and is no regular file (/dev/null, a pipe) is written in place."""
-    if not path:
-        yield sys.stdout.buffer
-        sys.stdout.buffer.flush()
-        return
-    if os.path.exists(path) and not os.path.isfile(path):
-        with open(path, "wb") as out:
-            yield out
-        return
-    directory, name = os.path.split(os.path.realpath(path))  # through a symlink, as open() writes
-    temp = os.path.join(directory, f".{name}.pfs-{os.urandom(4).hex()}")
-    try:
-        with open(os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), "wb") as out:
-            yield out
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temp, os.path.join(directory, name))
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temp)
-        raise
+    if info.is_dir and not args.recursive:
+        raise InvalidArgument(f"{args.path!r} is a directory; fetch its tree with -r -o DIR, "
+                              "or see what it holds with list-file")
+    with progress(info.size_bytes, "get-file") as advance:
+        if info.is_dir:
+            downloads.get_tree(client, ref, info, args.output, advance)
+        else:
+            downloads.get_file(client, info, args.output, advance)
 
 
 def cmd_list_file(args, client):
@@ -340,8 +318,12 @@ def parser() -> argparse.ArgumentParser:
          a("-o", "--overwrite", action="store_true", help="replace the file instead of appending"),
          a("--delimiter", choices=DELIMITERS, default="line",
            help="cut chunks only at line ends (line, the default) or anywhere (none)"))
-    verb("get-file", cmd_get_file, "print a file's contents", repo, ref, a("path", metavar="PATH"),
-         a("-o", "--output", metavar="FILE", help="write to FILE instead of stdout"))
+    verb("get-file", cmd_get_file, "print a file's contents, or fetch a directory tree (-r -o DIR)", repo, ref,
+         a("path", metavar="PATH"),
+         a("-o", "--output", metavar="FILE", help="write to FILE instead of stdout (with -r: into the directory FILE)"),
+         a("-r", "--recursive", action="store_true",
+           help="PATH may be a directory: its tree (files, and directories even when empty) is written into the "
+                "directory -o names, made if missing; files there of the same names are replaced"))
     verb("list-file", cmd_list_file, "list a directory's files", repo, ref, a("path", metavar="PATH", nargs="?"))
     verb("inspect-file", cmd_inspect_file, "show a file", repo, ref, a("path", metavar="PATH"), raw)
     verb("delete-file", cmd_delete_file, "delete a file or directory from an open commit", repo, ref,

@@ -2,12 +2,11 @@
 
 import json
 import os
-import pathlib
 import random
 
 import pytest
 
-from conftest import assert_one_line_error, needs, wait_for
+from conftest import assert_one_line_error, needs, processes, wait_for
 from pfs.core.model import CommitRef, JobState
 
 pytestmark = [pytest.mark.slow,  # the local runner's workers, as for test_shim
@@ -323,15 +322,8 @@ def test_a_full_incremental_input_shows_whole_changed_files(server, tmp_path):
 
 def spare_workers(server) -> list[int]:
     """The pids of the spare workers (job-shim --standby) reporting to SERVER."""
-    found = []
-    for cmdline in pathlib.Path("/proc").glob("[0-9]*/cmdline"):
-        try:
-            args = cmdline.read_bytes().split(b"\0")
-        except OSError:  # gone meanwhile
-            continue
-        if b"--standby" in args and server.address.encode() in args and not args[0].endswith(b"setpriv"):
-            found.append(int(cmdline.parent.name))
-    return found
+    return [pid for pid, args in processes() if b"--standby" in args and server.address.encode() in args
+            and not args[0].endswith(b"setpriv")]
 
 
 def test_the_local_runner_gives_the_next_shard_to_a_spare_worker(server, tmp_path):

@@ -3,7 +3,6 @@
 import io
 import json
 import os
-import pathlib
 import random
 import signal
 import subprocess
@@ -11,7 +10,7 @@ import sys
 
 import pytest
 
-from conftest import BIN, assert_one_line_error, needs, stop_process, wait_for
+from conftest import BIN, assert_one_line_error, needs, processes, stop_process, wait_for
 from test_pipelines import put
 from pfs.core.chunking import Chunker
 from pfs.core.errors import FailedPrecondition
@@ -56,15 +55,8 @@ def run_shims(server, tmp_path, job: str, n: int) -> list[tuple[int, str, str]]:
 
 def mount_processes(server) -> list[str]:
     """The command lines of the `pfs mount` processes that use SERVER."""
-    found = []
-    for cmdline in pathlib.Path("/proc").glob("[0-9]*/cmdline"):
-        try:
-            args = cmdline.read_bytes().split(b"\0")
-        except OSError:  # gone meanwhile
-            continue
-        if b"mount" in args and server.address.encode() in args:
-            found.append(b" ".join(args).decode(errors="replace"))
-    return found
+    return [b" ".join(args).decode(errors="replace") for _, args in processes()
+            if b"mount" in args and server.address.encode() in args]
 
 
 def job_info(server, job: str) -> dict:

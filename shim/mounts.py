@@ -47,6 +47,11 @@ class Mounts:
         self._bound: list[str] = []
         self._forwarding = False  # its stderr, read by a thread once it is up
 
+    @property
+    def pid(self) -> int:
+        """The mount process's."""
+        return self._proc.pid
+
     def __enter__(self) -> "Mounts":
         return self
 

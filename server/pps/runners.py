@@ -30,6 +30,7 @@ from pfs.core.model import JobInfo
 from pfs.core.pem import TLS_ENV
 
 ERROR_TAIL = 2000  # bytes of a worker's stderr kept when it ends without reporting
+SPARE_NICENESS = 19  # of a spare worker until it has a shard
 STOP_TIMEOUT = 10.0
 
 
@@ -261,9 +262,11 @@ def _kill_group(proc: subprocess.Popen) -> None:
 
 
 class LocalRunner(ProcessRunner):
-    """Workers as job-shim processes. Once it has run a worker, it keeps a spare one started (Python loaded, its
-    mount namespace made, its mount process loaded), which the next shard takes: a job then waits for no
-    process to start (about half a second of CPU on these machines)."""
+    """Workers as job-shim processes. Once it has run a job, it keeps spare workers started (Python loaded, their
+    mount namespaces made, their mount processes loaded), as many as that job's workers up to a worker per core,
+    which the next shards take: a job then waits for no process to start (about half a second of CPU each on
+    these machines). A server run by root starts them at the lowest priority, and each takes its shard's at
+    once, so they do not slow the workers running meanwhile."""
 
     name = "local"
 
@@ -271,11 +274,13 @@ class LocalRunner(ProcessRunner):
         super().__init__(*args, **kwargs)
         shim = Path(sys.executable).with_name("job-shim")
         self.shim = str(shim) if shim.exists() else shutil.which("job-shim")
-        self._spare: _Spare | None = None
+        self._spares: list[_Spare] = []
+        self._wanted = 0  # spares kept: the most workers of one job so far, up to capacity()
 
     def launch(self, job: JobInfo, shard: int, attempt: int, address: str, token: str | None) -> None:
         with self._lock:
-            spare, self._spare = self._spare, None
+            self._wanted = max(self._wanted, min(len(job.shards), self.capacity()))
+            spare = self._spares.pop(0) if self._spares else None
         if spare is None or spare.address != address or spare.proc.poll() is not None:
             if spare is not None:
                 _stop_spare(spare)
@@ -289,27 +294,30 @@ class LocalRunner(ProcessRunner):
                 pass
             with self._lock:
                 self._workers.append(_Worker(spare.proc, job.id, shard, attempt, spare.workspace, spare.stderr))
-        self._start_spare(address)
+        while self._start_spare(address):
+            pass
 
-    def _start_spare(self, address: str) -> None:
-        workspace = self.workspaces / f"spare-{uuid.uuid4().hex}"
-        workspace.mkdir(parents=True, exist_ok=True)
-        stderr = open(workspace.with_name(workspace.name + ".stderr"), "w+b")
+    def _start_spare(self, address: str) -> bool:
+        """Starts a spare worker if fewer than wanted are there; whether it did."""
         with self._lock:
-            if self._closed:
-                _clean(workspace, stderr)
-                return
+            if self._closed or len(self._spares) >= self._wanted:
+                return False
+            workspace = self.workspaces / f"spare-{uuid.uuid4().hex}"
+            workspace.mkdir(parents=True, exist_ok=True)
+            stderr = open(workspace.with_name(workspace.name + ".stderr"), "w+b")
             # as a worker, but without its token: it comes with the shard
-            proc = subprocess.Popen([*tools.die_with_parent("KILL"), self.shim, "--address", address, "--standby",
-                                     "--workspace", str(workspace)], stdin=subprocess.PIPE,
+            low = ["nice", "-n", str(SPARE_NICENESS)] if os.geteuid() == 0 else []  # only root raises it again
+            proc = subprocess.Popen([*tools.die_with_parent("KILL"), *low, self.shim, "--address", address,
+                                     "--standby", "--workspace", str(workspace)], stdin=subprocess.PIPE,
                                     stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True,
                                     env=self.env(None))
-            self._spare = _Spare(proc, address, workspace, stderr)
+            self._spares.append(_Spare(proc, address, workspace, stderr))
+            return True
 
     def close(self) -> None:
         with self._lock:
-            spare, self._spare = self._spare, None
-        if spare is not None:
+            spares, self._spares = self._spares, []
+        for spare in spares:
             _stop_spare(spare)
         super().close()
 

@@ -1,0 +1,190 @@
+"""Garbage collection and the store's check, on a real server: local chunks with SQLite, and S3 (SeaweedFS) with
+PostgreSQL. A grace of 0 (the request's field) frees at once what nothing reaches, where nothing is uploading."""
+
+import io
+import os
+import pathlib
+import random
+
+import pytest
+
+from conftest import Server, assert_one_line_error, put_commit, run_pfs, s3_server
+from pfs.client.upload import into_commit
+from pfs.core.errors import InvalidArgument
+from pfs.core.model import CommitRef, GarbageCollected
+
+BACKENDS = ("local-sqlite", "s3-postgres")
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request, tmp_path):
+    """A started server with 1 MiB chunks on BACKEND, and how many bytes its store holds (a callable)."""
+    data_dir = tmp_path / "data"
+    if request.param == "local-sqlite":
+        s = Server(data_dir)
+        size = lambda: disk_bytes(data_dir)  # noqa: E731 - measured with the server stopped: SQLite's log goes
+    else:
+        weed, pg = request.getfixturevalue("seaweed"), request.getfixturevalue("postgres")
+        bucket = weed.make_bucket()
+        s = s3_server(weed, data_dir, args=("--meta", pg.make_database()), bucket=bucket)
+        size = lambda: bucket_bytes(weed, bucket)  # noqa: E731
+    s.start()
+    try:
+        yield s, size, request.param == "local-sqlite"
+    finally:
+        s.stop()
+
+
+def disk_bytes(data_dir: pathlib.Path) -> int:
+    """What the store takes on disk (as du counts it), without the workers' scratch space."""
+    total = 0
+    for top, dirs, files in os.walk(data_dir):
+        dirs[:] = [d for d in dirs if d != "workers"]
+        for name in [*files, *dirs]:
+            total += os.lstat(os.path.join(top, name)).st_blocks * 512
+    return total
+
+
+def bucket_bytes(weed, bucket: str) -> int:
+    pages = weed.client().get_paginator("list_objects_v2").paginate(Bucket=bucket)
+    return sum(o["Size"] for page in pages for o in page.get("Contents", []))
+
+
+def collect(server: Server, grace: float | None = 0.0, dry_run: bool = False) -> GarbageCollected:
+    with server.client() as c:
+        return list(c.garbage_collect(dry_run, grace))[-1]
+
+
+def files(seed: int, large: int, small: int) -> dict[str, bytes]:
+    """LARGE files of a few MiB and SMALL ones of a few KiB, of random bytes (none shared with another seed)."""
+    r = random.Random(seed)
+    out = {f"big/{i}.bin": r.randbytes(r.randrange(1 << 20, 3 << 20)) for i in range(large)}
+    out |= {f"small/{i}.txt": r.randbytes(r.randrange(100, 8000)) for i in range(small)}
+    return out
+
+
+def reads_back(server: Server, repo: str, commit: str, expected: dict[str, bytes]) -> None:
+    with server.client() as c:
+        for path, data in expected.items():
+            assert b"".join(c.read_file(CommitRef(repo, commit), path)) == data, path
+
+
+@pytest.mark.slow
+def test_gc_after_delete_repo_gives_the_store_its_size_back(backend):
+    server, size, restart = backend
+    with server.client() as c:
+        c.create_repo("keep")
+        kept = files(1, 6, 300)
+        keep = put_commit(c, "keep", kept)
+    collect(server)
+    if restart:  # SQLite's log is emptied when the server stops: measure the files alone
+        server.stop()
+        server.start()
+    before = size()
+    with server.client() as c:
+        c.create_repo("gone")
+        put_commit(c, "gone", files(2, 6, 300))
+        put_commit(c, "gone", files(3, 2, 100))
+    assert size() > before * 1.5
+    dry = collect(server, dry_run=True)
+    server.pfs("delete-repo", "gone")
+    assert collect(server, dry_run=True).chunks > dry.chunks == 0  # a dry run frees nothing
+    freed = collect(server)
+    assert freed.objects > 0 and freed.chunks > 0 and freed.bytes > 0
+    if restart:
+        server.stop()
+        server.start()
+    assert abs(size() - before) <= before / 100, (size(), before)
+    reads_back(server, "keep", keep, kept)
+    assert "no problems" in server.pfs("check", "--read-data").text
+    again = collect(server)
+    assert (again.objects, again.chunks, again.packs) == (0, 0, 0)
+
+
+def test_the_cli_says_what_it_freed_and_a_dry_run_frees_nothing(server):
+    """delete-commit --gc runs with the server's grace (an hour): what was just written is kept."""
+    with server.client() as c:
+        c.create_repo("r")
+        put_commit(c, "r", {"a": b"kept" * 1000})
+        gone = put_commit(c, "r", {"b": b"gone" * 1000})
+    out = server.pfs("delete-commit", "r", gone, "--gc").text
+    assert out.startswith("freed 0 objects (0 B), 0 chunks") and "took" in out
+    assert server.pfs("garbage-collect", "--dry-run").text.startswith("would free 0 objects")
+    dry = collect(server, dry_run=True)
+    assert dry.objects > 0 and dry.chunks > 0
+    assert (collect(server, dry_run=True).objects, collect(server, dry_run=True).chunks) == (dry.objects, dry.chunks)
+    freed = collect(server)
+    assert (freed.objects, freed.chunks, freed.dry_run) == (dry.objects, dry.chunks, False)
+    assert collect(server, dry_run=True).chunks == 0
+    with server.client() as c:
+        assert b"".join(c.read_file(CommitRef("r", "master"), "a")) == b"kept" * 1000
+
+
+def test_only_the_root_may_collect_or_check(server):
+    with server.client() as c:
+        token, _ = c.create_token("alice")
+    env = {"PFS_ADDRESS": server.address, "PFS_TOKEN": token}
+    for verb in (["garbage-collect"], ["check"], ["garbage-collect", "--dry-run"]):
+        assert_one_line_error(run_pfs(*verb, env=env, check=False), "only the cluster's root", "alice")
+
+
+def test_a_negative_grace_is_refused(server):
+    with pytest.raises(InvalidArgument, match="grace"):
+        collect(server, grace=-1.0)
+
+
+def test_check_names_a_deleted_chunk_file_and_a_flipped_byte(big_server):
+    r = random.Random(7)
+    data = {"a/one.bin": r.randbytes(300_000), "b/two.bin": r.randbytes(300_000), "c.txt": b"fine\n"}
+    with big_server.client() as c:
+        c.create_repo("r")
+        first = put_commit(c, "r", data)
+        second = put_commit(c, "r", {"d.txt": b"more\n"})
+        [one] = c.inspect_file(CommitRef("r", first), "a/one.bin").chunks
+        [two] = c.inspect_file(CommitRef("r", first), "b/two.bin").chunks
+    ok = big_server.pfs("check", "--read-data")
+    assert ok.text.startswith("checked 2 commits") and ok.text.rstrip().endswith("no problems")
+    chunks = big_server.data_dir / "chunks"
+    (chunks / one.address.hex()[:2] / one.address.hex()).unlink()
+    flipped = chunks / two.address.hex()[:2] / two.address.hex()
+    body = bytearray(flipped.read_bytes())
+    body[len(body) // 2] ^= 0x01
+    flipped.write_bytes(bytes(body))
+
+    quick = big_server.pfs("check", check=False)
+    assert quick.returncode == 1
+    assert sorted(quick.text.splitlines()) == sorted(
+        f"r {c} a/one.bin: chunk {one.address.hex()} is missing" for c in (first, second))
+    full = big_server.pfs("check", "--read-data", check=False)
+    assert full.returncode == 1
+    lines = full.text.splitlines()
+    assert sorted(lines) == sorted([f"r {c} a/one.bin: chunk {one.address.hex()} is missing" for c in (first, second)]
+                                   + [f"r {c} b/two.bin: chunk {two.address.hex()} does not match its address"
+                                      for c in (first, second)])
+    assert "4 problems" in full.stderr
+
+
+def test_a_mostly_dead_pack_is_rewritten_and_its_live_chunks_kept(tmp_path, seaweed):
+    server = s3_server(seaweed, tmp_path / "data", 4096)
+    server.start()
+    try:
+        r = random.Random(3)
+        live = {"live.bin": r.randbytes(20_000)}
+        with server.client() as c:
+            c.create_repo("r")
+            commit = c.start_commit("r")
+            with into_commit(c, CommitRef("r", commit.id)) as up:  # one put: one pack
+                up.put("live.bin", io.BytesIO(live["live.bin"]))
+                up.put("dead.bin", io.BytesIO(r.randbytes(200_000)))
+            c.delete_file(CommitRef("r", commit.id), "dead.bin")
+            c.finish_commit(CommitRef("r", commit.id))
+        freed = collect(server)
+        assert freed.packs_rewritten == 1 and freed.chunks > 0 and freed.packs == 0
+        reads_back(server, "r", commit.id, live)
+        assert collect(server).packs_rewritten == 0  # the old pack waits for its URLs to expire, then goes
+        server.stop()
+        server.start()
+        assert "no problems" in server.pfs("check", "--read-data").text
+        reads_back(server, "r", commit.id, live)
+    finally:
+        server.stop()

@@ -62,9 +62,9 @@ class SqliteMetaStore(MetaStore):
 
 
 def vacuum(db: sqlite3.Connection) -> None:
-    """Rewrites DB without its free pages once they are a quarter of it (a rewrite costs the whole file), and
+    """Rewrites DB without its free pages once they are a sixteenth of it (a rewrite costs the whole file), and
     empties its log."""
     free = db.execute("PRAGMA freelist_count").fetchone()[0]
-    if free * 4 > db.execute("PRAGMA page_count").fetchone()[0]:
+    if free * 16 > db.execute("PRAGMA page_count").fetchone()[0]:
         db.execute("VACUUM")
     db.execute("PRAGMA wal_checkpoint(TRUNCATE)")

@@ -167,11 +167,14 @@ class LocalChunkStore(ChunkStore):
         if batch.files:
             self._sync()
             for final, tmp in batch.files.items():
-                try:
-                    os.replace(tmp, final)
-                except FileNotFoundError:  # the first chunk under its fan-out directory
-                    os.makedirs(os.path.dirname(final), exist_ok=True)
-                    os.replace(tmp, final)
+                for attempt in range(3):
+                    try:
+                        os.replace(tmp, final)
+                        break
+                    except FileNotFoundError:  # the first chunk under its fan-out directory (or the collector
+                        if attempt == 2:       # removed it, empty, since this made it)
+                            raise
+                        os.makedirs(os.path.dirname(final), exist_ok=True)
             self._sync()  # the renames themselves
         return new + len(batch.files)
 
@@ -250,6 +253,11 @@ class LocalChunkStore(ChunkStore):
                         pass
             yield 1
         if not dry_run:
+            for fan in self.chunks.iterdir():
+                try:
+                    fan.rmdir()  # an empty fan-out directory takes a block too
+                except OSError:  # not empty
+                    pass
             with self._lock:
                 vacuum(self._db)
         return swept

@@ -2,26 +2,26 @@
 PostgreSQL. A grace of 0 (the request's field) frees at once what nothing reaches, where nothing is uploading."""
 
 import io
+import json
 import os
 import pathlib
 import random
+import threading
 
 import pytest
 
-from conftest import Server, assert_one_line_error, put_commit, run_pfs, s3_server
+from conftest import Server, assert_one_line_error, needs, put_commit, run_pfs, s3_server
 from pfs.client.upload import into_commit
-from pfs.core.errors import InvalidArgument
-from pfs.core.model import CommitRef, GarbageCollected
+from pfs.core.errors import InvalidArgument, PfsError
+from pfs.core.model import CommitRef, GarbageCollected, Progress
 
 BACKENDS = ("local-sqlite", "s3-postgres")
 
 
-@pytest.fixture(params=BACKENDS)
-def backend(request, tmp_path):
-    """A started server with 1 MiB chunks on BACKEND, and how many bytes its store holds (a callable)."""
-    data_dir = tmp_path / "data"
-    if request.param == "local-sqlite":
-        s = Server(data_dir)
+def started(kind: str, request, data_dir: pathlib.Path, chunk_size: int | None = None, args: tuple[str, ...] = ()):
+    """A started server on KIND's backends, and how many bytes its store holds (a callable)."""
+    if kind == "local-sqlite":
+        s = Server(data_dir, chunk_size, args=args)
 
         def size() -> int:  # with the server stopped: its SQLite logs go then
             s.stop()
@@ -32,11 +32,18 @@ def backend(request, tmp_path):
     else:
         weed, pg = request.getfixturevalue("seaweed"), request.getfixturevalue("postgres")
         bucket = weed.make_bucket()
-        s = s3_server(weed, data_dir, args=("--meta", pg.make_database()), bucket=bucket)
+        s = s3_server(weed, data_dir, chunk_size, args=("--meta", pg.make_database(), *args), bucket=bucket)
 
         def size() -> int:
             return bucket_bytes(weed, bucket)
     s.start()
+    return s, size
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request, tmp_path):
+    """A started server with 1 MiB chunks on each of BACKENDS, and how many bytes its store holds (a callable)."""
+    s, size = started(request.param, request, tmp_path / "data")
     try:
         yield s, size
     finally:
@@ -189,5 +196,110 @@ def test_a_mostly_dead_pack_is_rewritten_and_its_live_chunks_kept(tmp_path, seaw
         server.start()
         assert "no problems" in server.pfs("check", "--read-data").text
         reads_back(server, "r", commit.id, live)
+    finally:
+        server.stop()
+
+
+POOL = [random.Random(i).randbytes(random.Random(-i).randrange(2_000, 30_000)) for i in range(48)]
+GRACE = 2.0  # seconds: the racing server's --gc-grace
+
+
+def uploader(server: Server, repo: str, seed: int, rounds: int, finished: dict, failures: list) -> None:
+    """ROUNDS commits of files made of POOL's blocks (shared with the other uploaders) and bytes of their own;
+    about half deleted again, and some left open and deleted: garbage. FINISHED gets each commit the server said
+    was finished and that stays, with its files."""
+    r = random.Random(seed)
+    with server.client() as c:
+        c.create_repo(repo)
+        for n in range(rounds):
+            files = {f"f{k}.bin": b"".join(r.sample(POOL, 3)) + r.randbytes(r.randrange(1, 5000))
+                     for k in range(r.randrange(2, 6))}
+            try:
+                commit = put_commit(c, repo, files)
+            except PfsError as err:  # an upload slower than the grace fails, cleanly
+                failures.append(str(err))
+                continue
+            if r.random() < 0.5:
+                c.delete_commit(CommitRef(repo, commit))
+            else:
+                finished[(repo, commit)] = files
+            if n % 4 == 3:
+                open_ = c.start_commit(repo)
+                with into_commit(c, CommitRef(repo, open_.id)) as up:
+                    up.put("abandoned.bin", io.BytesIO(r.randbytes(20_000)))
+                c.delete_commit(CommitRef(repo, open_.id))
+
+
+@pytest.mark.slow
+@needs("fusermount3", "setpriv", root=True, fuse=True)  # the pipeline's local workers
+@pytest.mark.parametrize("kind", BACKENDS)
+def test_gc_racing_uploaders_and_a_pipeline_loses_nothing(kind, request, tmp_path):
+    server, _ = started(kind, request, tmp_path / "data", 4096, ("--gc-grace", str(GRACE)))
+    try:
+        server.pfs("create-repo", "in")
+        manifest = tmp_path / "copy.json"
+        manifest.write_text(json.dumps({"pipeline": {"name": "copy"}, "inputs": [{"repo": {"name": "in"}}],
+                                        "transform": {"cmd": ["sh", "-c", "cp -r /pfs/in/. /pfs/out/"]}}))
+        server.pfs("create-pipeline", "-f", str(manifest))
+        finished: dict = {}
+        failures: list = []
+        threads = [threading.Thread(target=uploader, args=(server, f"u{i}", i, 16, finished, failures))
+                   for i in range(8)]
+        for t in threads:
+            t.start()
+        freed, runs = [], 0
+        inputs = {}
+        with server.client() as c:
+            while any(t.is_alive() for t in threads) or runs < 3:
+                if runs < 6:  # the pipeline's input changes, its jobs run, while collections do
+                    inputs = {f"part{runs}.bin": b"".join(random.Random(runs).sample(POOL, 4))}
+                    put_commit(c, "in", inputs | {"same.txt": b"same\n"})
+                freed.append(list(c.garbage_collect())[-1])
+                runs += 1
+        for t in threads:
+            t.join()
+        assert sum(f.chunks + f.objects for f in freed) > 0  # the race had garbage old enough to go
+        assert len(finished) >= 8 * 16 // 4, failures
+        server.pfs("flush-commit", "in/master")
+        collect(server)
+        result = server.pfs("check", "--read-data")
+        assert result.returncode == 0 and "no problems" in result.text
+        for (repo, commit), files in finished.items():
+            reads_back(server, repo, commit, files)
+        with server.client() as c:
+            out = {f.path: b"".join(c.read_file(CommitRef("copy", "master"), f.path))
+                   for f in c.list_files(CommitRef("copy", "master"))}
+        assert out == {"part5.bin": inputs["part5.bin"], "same.txt": b"same\n"} | {
+            f"part{i}.bin": b"".join(random.Random(i).sample(POOL, 4)) for i in range(5)}
+    finally:
+        server.stop()
+
+
+@pytest.mark.slow
+def test_gc_killed_midway_loses_nothing_and_a_rerun_finishes(tmp_path):
+    server = Server(tmp_path / "data", 4096)
+    server.start()
+    try:
+        r = random.Random(5)
+        kept = {f"k{i}": r.randbytes(3000) for i in range(50)}
+        with server.client() as c:
+            c.create_repo("keep")
+            keep = put_commit(c, "keep", kept)
+            c.create_repo("junk")
+            put_commit(c, "junk", {f"d{i // 1000}/{i}": r.randbytes(200) for i in range(25_000)})
+            c.delete_repo("junk")
+            for update in c.garbage_collect(grace=0.0):
+                if isinstance(update, Progress) and update.phase == "objects":
+                    server.kill()  # mid-sweep: some objects deleted, no chunk yet
+                    break
+        server.start()
+        assert "no problems" in server.pfs("check", "--read-data").text
+        left = collect(server, dry_run=True)
+        assert left.chunks > 0  # the chunks were not reached before the kill
+        rerun = collect(server)
+        assert (rerun.objects, rerun.chunks) == (left.objects, left.chunks)
+        assert collect(server, dry_run=True).chunks == 0
+        reads_back(server, "keep", keep, kept)
+        assert "no problems" in server.pfs("check", "--read-data").text
     finally:
         server.stop()

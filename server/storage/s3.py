@@ -363,7 +363,7 @@ class S3ChunkStore(ChunkStore):
         return found
 
     def heads(self, addresses: Iterable[bytes], size: int) -> dict[bytes, bytes]:
-        stored = self._lookup(list(addresses))
+        stored = self._lookup(list(addresses), touch=True)
         whole = [a for a, c in stored.items() if size > len(c.head) and c.length > len(c.head)]
         found = {a: c.head[:size] for a, c in stored.items()}
         found.update((a, frame[:size]) for a, frame in zip(whole, self.get_many(whole)))

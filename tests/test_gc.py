@@ -6,6 +6,7 @@ import json
 import os
 import pathlib
 import random
+import sqlite3
 import threading
 
 import pytest
@@ -172,6 +173,24 @@ def test_check_names_a_deleted_chunk_file_and_a_flipped_byte(big_server):
                                    + [f"r {c} b/two.bin: chunk {two.address.hex()} does not match its address"
                                       for c in (first, second)])
     assert "4 problems" in full.stderr
+
+
+def test_check_names_a_missing_object_and_gc_refuses_to_guess(server):
+    with server.client() as c:
+        c.create_repo("r")
+        commit = put_commit(c, "r", {"a/b.txt": b"b\n", "c.txt": b"c\n"})
+    db = sqlite3.connect(server.data_dir / "meta.db")
+    try:
+        [root] = db.execute("SELECT tree FROM commits WHERE id = ?", (commit,)).fetchone()
+        [tree] = db.execute("SELECT data FROM objects WHERE address = ?", (root,)).fetchone()
+        [sub] = [bytes.fromhex(a) for name, _, a, _ in json.loads(tree) if name == "a"]
+        with db:
+            db.execute("DELETE FROM objects WHERE address = ?", (sub,))
+    finally:
+        db.close()
+    result = server.pfs("check", check=False)
+    assert result.returncode == 1 and result.text == f"r {commit} a: tree object {sub.hex()} is missing\n"
+    assert_one_line_error(server.pfs("garbage-collect", check=False), f"object {sub.hex()} is missing", "pfs check")
 
 
 def test_a_mostly_dead_pack_is_rewritten_and_its_live_chunks_kept(tmp_path, seaweed):

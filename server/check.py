@@ -25,16 +25,10 @@ def check(meta: MetaStore, chunks: ChunkStore, read_data: bool) -> Iterator[Prog
         commits = tx.commit_roots()
     seen: set[bytes] = set()
 
-    def met(address: bytes) -> bool:
-        if address in seen:
-            return True
-        seen.add(address)
-        return False
-
     trees: dict[bytes, list] = {}
     files: dict[bytes, list[bytes]] = {}
     missing_objects: set[bytes] = set()
-    for n, reached in enumerate(walk(meta, [tree for _, _, tree in commits], met), 1):
+    for n, reached in enumerate(walk(meta, [tree for _, _, tree in commits], seen), 1):
         if reached.missing:
             missing_objects.add(reached.address)
         elif reached.is_dir:

@@ -62,19 +62,20 @@ class Collector:
         with self.meta.transaction() as tx:  # one snapshot of what is in use
             roots = [tree for _, _, tree in tx.commit_roots()]
             staged = tx.all_staged_files()
-        objects, chunks = AddressSet(), AddressSet()
+        objects: set[bytes] = set()
+        chunks = AddressSet()
         for w in staged:
             for c in w.chunks:
                 chunks.add(c.address)
-        for reached in walk(self.meta, roots, objects.add):
+        for n, reached in enumerate(walk(self.meta, roots, objects), 1):
             if reached.missing:
                 raise DataLoss(f"object {reached.address.hex()} is missing, so what it holds is unknown and nothing "
                                "can be collected safely; run `pfs check` to see which commits it breaks")
             for a in reached.chunks:
                 chunks.add(a)
-            if len(objects) % OBJECT_BATCH == 0:
+            if n % OBJECT_BATCH == 0:
                 self._hold()
-                yield Progress("mark", len(objects), 0)
+                yield Progress("mark", n, 0)
         yield Progress("mark", len(objects), len(objects))
         freed_objects = freed_object_bytes = looked = 0
         after = b""

@@ -5,7 +5,7 @@ Objects are read a batch at a time, each in a short transaction of its own, and 
 however many commits share it: objects never change, so what a root reached when it was read is what it reaches.
 """
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from server.meta import MetaStore
@@ -25,10 +25,17 @@ class Reached:
     missing: bool = False
 
 
-def walk(meta: MetaStore, roots: Iterable[bytes], seen: Callable[[bytes], bool]) -> Iterator[Reached]:
-    """Every object below the trees ROOTS (each a root tree's address), skipping those SEEN says were met
-    already (it records each it is asked about), in no particular order."""
-    todo = [(a, True) for a in roots if not seen(a)]
+def walk(meta: MetaStore, roots: Iterable[bytes], seen: set[bytes]) -> Iterator[Reached]:
+    """Every object below the trees ROOTS (each a root tree's address) not in SEEN, in no particular order; each
+    is added to SEEN. An exact set: an object taken for another would leave what it reaches unwalked."""
+
+    def new(address: bytes) -> bool:
+        if address in seen:
+            return False
+        seen.add(address)
+        return True
+
+    todo = [(a, True) for a in roots if new(a)]
     while todo:
         batch = todo[-BATCH:]
         del todo[-BATCH:]
@@ -40,24 +47,19 @@ def walk(meta: MetaStore, roots: Iterable[bytes], seen: Callable[[bytes], bool])
                 yield Reached(address, is_dir, [], [], missing=True)
                 continue
             entries, chunks = references(data, is_dir)
-            todo += [(e.address, e.is_dir) for e in entries if not seen(e.address)]
+            todo += [(e.address, e.is_dir) for e in entries if new(e.address)]
             yield Reached(address, is_dir, entries, chunks)
 
 
 class AddressSet:
-    """A set of addresses in a few bytes each: their first 8 bytes, as integers. Two addresses that share them
-    (about one pair in 10^10 among 10^5 addresses) count as one: garbage collection then keeps a dead chunk."""
+    """A set of chunk addresses in a few bytes each: their first 8 bytes, as integers. Two addresses that share
+    them (about one pair in 10^10 among 10^5 addresses) count as one: garbage collection then keeps a dead chunk."""
 
     def __init__(self) -> None:
         self._keys: set[int] = set()
 
-    def add(self, address: bytes) -> bool:
-        """Adds ADDRESS; whether it was in the set already."""
-        key = int.from_bytes(address[:8], "little")
-        if key in self._keys:
-            return True
-        self._keys.add(key)
-        return False
+    def add(self, address: bytes) -> None:
+        self._keys.add(int.from_bytes(address[:8], "little"))
 
     def __contains__(self, address: bytes) -> bool:
         return int.from_bytes(address[:8], "little") in self._keys

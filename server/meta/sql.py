@@ -166,7 +166,8 @@ def _roles(cur, d: Dialect) -> None:
 
 def _touched(cur, d: Dialect) -> None:
     """When each object and recorded chunk was last touched (server/grace.py); 0 for what an older store held,
-    which an upload touches again the first time it finds it."""
+    which an upload touches again the first time it finds it. And the packs a garbage collection rewrote, each
+    retired until no URL signed for it is valid any more."""
     for table in ("objects", "stored_chunks"):
         cur.execute(f"ALTER TABLE {table} ADD COLUMN touched DOUBLE PRECISION NOT NULL DEFAULT 0")
     cur.execute("CREATE TABLE retired_packs (pack TEXT PRIMARY KEY, retired DOUBLE PRECISION NOT NULL)")

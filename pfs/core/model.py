@@ -104,11 +104,14 @@ class FileInfo:
 
 @dataclass(frozen=True)
 class FileWrite:
-    """One file recorded into an open commit: its chunks, appended or overwriting."""
+    """One file recorded into an open commit: its chunks, appended or overwriting. With DIRECTORY, a directory
+    instead (no chunks): made if it is not there, kept as it is if it is, and left even once empty, so empty
+    directories are stored as they are."""
 
     path: str
     chunks: tuple[ChunkRef, ...]
     overwrite: bool = False
+    directory: bool = False
 
 
 @dataclass(frozen=True)

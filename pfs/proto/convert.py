@@ -135,11 +135,12 @@ def file_from_pb(m: pb.FileInfo) -> FileInfo:
 
 
 def write_to_pb(w: FileWrite) -> pb.FileWrite:
-    return pb.FileWrite(path=w.path, overwrite=w.overwrite, chunks=[chunk_to_pb(c) for c in w.chunks])
+    return pb.FileWrite(path=w.path, overwrite=w.overwrite, chunks=[chunk_to_pb(c) for c in w.chunks],
+                        directory=w.directory)
 
 
 def write_from_pb(m: pb.FileWrite) -> FileWrite:
-    return FileWrite(m.path, tuple(chunk_from_pb(c) for c in m.chunks), m.overwrite)
+    return FileWrite(m.path, tuple(chunk_from_pb(c) for c in m.chunks), m.overwrite, m.directory)
 
 
 def job_spec_to_pb(s: JobSpec) -> ppb.CreateJobRequest:

@@ -9,6 +9,7 @@
   as its client is an extra.
 """
 
+import json
 import math
 import os
 import shutil
@@ -17,6 +18,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,6 +55,16 @@ class _Worker:
     workspace: Path
     stderr: BinaryIO
     kill_at: float = math.inf  # when a worker asked to stop is killed
+
+
+@dataclass
+class _Spare:
+    """A worker started before its shard is known (job-shim --standby), for the address it reports to."""
+
+    proc: subprocess.Popen
+    address: str
+    workspace: Path
+    stderr: BinaryIO
 
 
 class Runner(ABC):
@@ -232,6 +244,14 @@ def _clean(workspace: Path, stderr: BinaryIO) -> None:
     shutil.rmtree(workspace, ignore_errors=True)
 
 
+def _stop_spare(spare: _Spare) -> None:
+    """Ends a spare worker that was never given a shard (it holds nothing worth a graceful stop)."""
+    spare.proc.stdin.close()
+    _kill_group(spare.proc)
+    spare.proc.wait()
+    _clean(spare.workspace, spare.stderr)
+
+
 def _kill_group(proc: subprocess.Popen) -> None:
     """Kills what is left of the worker PROC started: its process group (the command's children, say)."""
     try:
@@ -241,12 +261,57 @@ def _kill_group(proc: subprocess.Popen) -> None:
 
 
 class LocalRunner(ProcessRunner):
+    """Workers as job-shim processes. Once it has run a worker, it keeps a spare one started (Python loaded, its
+    mount namespace made, its mount process loaded), which the next shard takes: a job then waits for no
+    process to start (about half a second of CPU on these machines)."""
+
     name = "local"
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         shim = Path(sys.executable).with_name("job-shim")
         self.shim = str(shim) if shim.exists() else shutil.which("job-shim")
+        self._spare: _Spare | None = None
+
+    def launch(self, job: JobInfo, shard: int, attempt: int, address: str, token: str | None) -> None:
+        with self._lock:
+            spare, self._spare = self._spare, None
+        if spare is None or spare.address != address or spare.proc.poll() is not None:
+            if spare is not None:
+                _stop_spare(spare)
+            super().launch(job, shard, attempt, address, token)
+        else:
+            given = json.dumps({"job": job.id, "shard": shard, "attempt": attempt, "token": token})
+            try:
+                with spare.proc.stdin as pipe:
+                    pipe.write(f"{given}\n".encode())
+            except BrokenPipeError:  # it ended just now: poll() tells how, and the shard is tried again
+                pass
+            with self._lock:
+                self._workers.append(_Worker(spare.proc, job.id, shard, attempt, spare.workspace, spare.stderr))
+        self._start_spare(address)
+
+    def _start_spare(self, address: str) -> None:
+        workspace = self.workspaces / f"spare-{uuid.uuid4().hex}"
+        workspace.mkdir(parents=True, exist_ok=True)
+        stderr = open(workspace.with_name(workspace.name + ".stderr"), "w+b")
+        with self._lock:
+            if self._closed:
+                _clean(workspace, stderr)
+                return
+            # as a worker, but without its token: it comes with the shard
+            proc = subprocess.Popen([*tools.die_with_parent("KILL"), self.shim, "--address", address, "--standby",
+                                     "--workspace", str(workspace)], stdin=subprocess.PIPE,
+                                    stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True,
+                                    env=self.env(None))
+            self._spare = _Spare(proc, address, workspace, stderr)
+
+    def close(self) -> None:
+        with self._lock:
+            spare, self._spare = self._spare, None
+        if spare is not None:
+            _stop_spare(spare)
+        super().close()
 
     def check_tools(self) -> None:
         if self.shim is None:

@@ -13,8 +13,11 @@ import pytest
 
 from conftest import Server, assert_one_line_error, needs, put_commit, run_pfs, s3_server
 from pfs.client.upload import into_commit
-from pfs.core.errors import InvalidArgument, PfsError
+from pfs.core.errors import Conflict, InvalidArgument, PfsError
 from pfs.core.model import CommitRef, GarbageCollected, Progress
+from server.gc import LEASE, Collector
+from server.meta.sqlite import SqliteMetaStore
+from server.storage.local import LocalChunkStore
 
 BACKENDS = ("local-sqlite", "s3-postgres")
 
@@ -326,3 +329,20 @@ def test_gc_killed_midway_loses_nothing_and_a_rerun_finishes(tmp_path):
         assert "no problems" in server.pfs("check", "--read-data").text
     finally:
         server.stop()
+
+
+def test_one_collection_at_a_time_across_the_servers_of_a_store(tmp_path):
+    meta, chunks = SqliteMetaStore(tmp_path / "meta.db"), LocalChunkStore(tmp_path)
+    try:
+        with meta.transaction() as tx:
+            assert tx.claim_lease(LEASE, "other-server", 60)
+        with pytest.raises(Conflict, match="other-server"):
+            list(Collector(meta, chunks, "this-server", 3600).collect())
+        with meta.transaction() as tx:
+            tx.release_lease(LEASE, "other-server")  # it finished
+        assert list(Collector(meta, chunks, "this-server", 3600).collect())[-1].objects == 0
+        with meta.transaction() as tx:
+            assert LEASE not in tx.leases()  # given up when done
+    finally:
+        chunks.close()
+        meta.close()

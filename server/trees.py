@@ -196,3 +196,11 @@ class Trees:
                 sub = self.apply(tx, old.address if old else None, change, path)
                 entries[name] = Entry(name, True, sub.address, sub.size)
         return self._put_tree(tx, entries)
+
+
+def references(data: bytes, is_dir: bool) -> tuple[list[Entry], list[bytes]]:
+    """What an object refers to, read-only, for walks over every object (server/reach.py): a tree's entries, or
+    the chunk addresses of a file."""
+    if is_dir:
+        return [Entry(n, d, bytes.fromhex(a), s) for n, d, a, s in json.loads(data)], []
+    return [], [a for a, _ in _CHUNK_REF.iter_unpack(data)]

@@ -13,7 +13,7 @@ import sys
 import pfs
 from pfs.cli import deploy as deploy_cli
 from pfs.cli import downloads, jobs, output, pipelines, tokens
-from pfs.cli.progress import progress
+from pfs.cli.progress import phases, progress
 from pfs.cli.sources import sources
 from pfs.client import Client, default_address
 from pfs.client.auth import read_token
@@ -22,7 +22,7 @@ from pfs.core import kube, mount_inputs, ready
 from pfs.core.chunking import DELIMITERS
 from pfs.core.errors import FailedPrecondition, InvalidArgument, PfsError
 from pfs.core.memory import keep_freed_memory
-from pfs.core.model import CommitInfo, CommitRef
+from pfs.core.model import CheckProblem, CommitInfo, CommitRef, Progress
 from pfs.core.shard import METHODS, Shard
 from pfs.deploy import manifests
 
@@ -60,6 +60,8 @@ def cmd_inspect_repo(args, client):
 
 def cmd_delete_repo(args, client):
     client.delete_repo(args.repo)
+    if args.gc:
+        _garbage_collect(client, dry_run=False)
 
 
 def cmd_start_commit(args, client):
@@ -102,6 +104,43 @@ def cmd_inspect_commit(args, client):
 
 def cmd_delete_commit(args, client):
     client.delete_commit(CommitRef(args.repo, args.commit))
+    if args.gc:
+        _garbage_collect(client, dry_run=False)
+
+
+def cmd_garbage_collect(args, client):
+    _garbage_collect(client, args.dry_run)
+
+
+def _garbage_collect(client, dry_run: bool) -> None:
+    """Collects, with a progress bar on a terminal, and prints what was freed."""
+    with phases("garbage-collect") as show:
+        for item in client.garbage_collect(dry_run):
+            if isinstance(item, Progress):
+                show(item.phase, item.done, item.total)
+            else:
+                r = item
+    print(f"{'would free' if r.dry_run else 'freed'} {r.objects} objects ({output.size(r.object_bytes)}), "
+          f"{r.chunks} chunks and {r.packs} packs ({output.size(r.bytes)}), rewrote {r.packs_rewritten} packs; "
+          f"kept {r.live_objects} objects and {r.live_chunks} chunks; took {r.seconds:.1f} s")
+
+
+def cmd_check(args, client):
+    with phases("check") as show:
+        for item in client.check(args.read_data):
+            if isinstance(item, Progress):
+                show(item.phase, item.done, item.total)
+            elif isinstance(item, CheckProblem):
+                print(f"{item.repo} {item.commit} {item.path}: {item.what}", flush=True)
+            else:
+                r = item
+    read = f", {output.size(r.bytes_read)} read" if args.read_data else ""
+    summary = (f"checked {r.commits} commits, {r.objects} objects and {r.chunks} chunks{read} in {r.seconds:.1f} s: "
+               f"{r.problems or 'no'} problem{'s' if r.problems != 1 else ''}")
+    if r.problems:
+        print(summary, file=sys.stderr)
+        sys.exit(1)
+    print(summary)
 
 
 def cmd_subscribe_commit(args, client):
@@ -290,7 +329,8 @@ def parser() -> argparse.ArgumentParser:
     verb("create-repo", cmd_create_repo, "create a repo", repo, a("-d", "--description", default=""))
     verb("list-repo", cmd_list_repo, "list repos")
     verb("inspect-repo", cmd_inspect_repo, "show a repo", repo, raw)
-    verb("delete-repo", cmd_delete_repo, "delete a repo and all its commits", repo)
+    gc = a("--gc", action="store_true", help="then collect the garbage (pfs garbage-collect; the root's command)")
+    verb("delete-repo", cmd_delete_repo, "delete a repo and all its commits", repo, gc)
     verb("start-commit", cmd_start_commit, "start a commit on a branch (default master); prints its id", repo,
          a("branch", metavar="BRANCH", nargs="?"),
          a("-p", "--parent", help="the parent commit (default: the branch head)"))
@@ -300,7 +340,13 @@ def parser() -> argparse.ArgumentParser:
          a("branch", metavar="BRANCH", nargs="?"), a("-n", "--number", type=int, default=0, help="at most N"))
     verb("inspect-commit", cmd_inspect_commit, "show a commit", repo, a("commit", metavar="REF"), raw)
     verb("delete-commit", cmd_delete_commit, "delete a commit that has no children", repo,
-         a("commit", metavar="REF"))
+         a("commit", metavar="REF"), gc)
+    verb("garbage-collect", cmd_garbage_collect, "free the chunks, packs and objects no commit, staged job output "
+         "or upload in flight can reach (the root's command)",
+         a("--dry-run", action="store_true", help="say what would be freed; free nothing"))
+    verb("check", cmd_check, "walk every commit's trees; list each missing object or chunk as `repo commit path: "
+         "what` and exit 1, or print a summary (the root's command)",
+         a("--read-data", action="store_true", help="read every chunk, and compare its bytes with its address"))
     verb("subscribe-commit", cmd_subscribe_commit,
          "print finished commits on a branch, from the first, then each new one as it finishes", repo,
          a("branch", metavar="BRANCH"), a("--new", action="store_true", help="only commits finished from now on"))

@@ -11,7 +11,7 @@ processes on this machine):
    (made -> finished, from `inspect-job`) and within it, worker start (job made -> the worker took
    its shard: the job-shim process starting), mount (-> its inputs mounted and the command
    started, as the worker reports in its shard: from the second job on, the previous output at
-   /pfs/prev too, each by a `pfs mount` process of its own), command + unmount + upload (-> its
+   /pfs/prev too, all by one `pfs mount` process, started with the worker), command + unmount + upload (-> its
    output uploaded, as it reports; the inputs are unmounted before /pfs/out is uploaded), report
    (-> the shard finished: the last log lines sent, the shard reported), output commit (-> the
    output commit); and "seen after", from the output commit until the poll saw it.
@@ -85,7 +85,8 @@ POLL_LATENCY = 0.01
 POLL_CPU = 0.1  # the poll's own CPU (client and server) would take from the workers of a CPU-bound job
 JOB_CHECK = 1.0  # seconds between looks for a failed or skipped job while polling
 OUTPUT_TIMEOUT = 3600.0
-GOAL_LATENCY = 1.0
+GOAL_LATENCY = 0.2  # issue 17's (issue 9's was 1 s)
+GOAL_SPEEDUP = 1.85
 PARALLELISM = (1, 2)
 PHASES = ("worker start", "mount", "command + unmount + upload", "report")
 
@@ -349,12 +350,13 @@ def print_goals(latency: list[Run], cpu: Cpu, nbytes: int) -> None:
     one, two = cpu.best(1), cpu.best(2)
     allowed = nbytes / max(s.bytes_in for s in two.job.shards)
     print("\ngoals")
-    print(f"  latency finish-commit -> output commit, median of {len(latency)} (goal < {GOAL_LATENCY:.0f} s): "
+    print(f"  latency finish-commit -> output commit, median of {len(latency)} (goal < {GOAL_LATENCY} s): "
           f"{median:.3f} s  {'MET' if median < GOAL_LATENCY else 'NOT MET'}"
           f"   (of it: pickup {pickup:.3f} s, job {job:.3f} s)")
-    print(f"  speed-up 1 -> 2 workers: {one.seconds / two.seconds:.2f} (ideal 2; this block split allows {allowed:.2f};"
-          f" native on 2 halves: {min(cpu.whole) / min(cpu.halves):.2f};"
-          f" the commands alone: {one.command_seconds / two.command_seconds:.2f})")
+    speedup = one.seconds / two.seconds
+    print(f"  speed-up 1 -> 2 workers (goal {GOAL_SPEEDUP}): {speedup:.2f}  {'MET' if speedup >= GOAL_SPEEDUP else 'NOT MET'}"
+          f"   (ideal 2; this block split allows {allowed:.2f}; native on 2 halves: "
+          f"{min(cpu.whole) / min(cpu.halves):.2f}; the commands alone: {one.command_seconds / two.command_seconds:.2f})")
 
 
 # ---------------------------------------------------------------- main

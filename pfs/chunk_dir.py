@@ -2,18 +2,19 @@
 (server/storage/local.py) and for the reader of a client on the same machine (pfs/vfs/local_chunks.py).
 
 Large chunks: ROOT/chunks/ab/abcdef... (hex address), one zstd frame each.
-Small chunks: rows of the table `small` in ROOT/chunks.db (SQLite).
+Small chunks: rows of the table `small` in ROOT/chunks.db (SQLite), each with the time it was last touched (the
+server's garbage collection frees only chunks untouched for a while; a reader needs only address and data).
 A server offers such a directory to its clients as DirectRead(KIND, ROOT); a client reads it only then.
 """
 
 import os
 import sqlite3
-from collections.abc import Sequence
 
 KIND = "local-dir"
 SMALL_DB = "chunks.db"
-CREATE_SMALL = "CREATE TABLE IF NOT EXISTS small (address BLOB PRIMARY KEY, data BLOB NOT NULL)"
-INSERT_SMALL = "INSERT OR IGNORE INTO small VALUES (?, ?)"
+CREATE_SMALL = ("CREATE TABLE IF NOT EXISTS small (address BLOB PRIMARY KEY, data BLOB NOT NULL, "
+                "touched REAL NOT NULL DEFAULT 0)")
+INSERT_SMALL = "INSERT OR IGNORE INTO small (address, data, touched) VALUES (?, ?, ?)"
 _SELECT_SMALL = "SELECT data FROM small WHERE address = ?"
 
 
@@ -33,14 +34,7 @@ def small_chunk(db: sqlite3.Connection, address: bytes) -> bytes | None:
     return None if row is None else row[0]
 
 
-def small_present(db: sqlite3.Connection, addresses: Sequence[bytes]) -> set[bytes]:
-    """Those of ADDRESSES (a few hundred at most: one statement) that are small chunks."""
-    rows = db.execute(f"SELECT address FROM small WHERE address IN ({','.join('?' * len(addresses))})", addresses)
-    return {r[0] for r in rows}
-
-
-def small_heads(db: sqlite3.Connection, addresses: Sequence[bytes], size: int) -> dict[bytes, bytes]:
-    """The first SIZE bytes of the frame of each of ADDRESSES (a few hundred at most) that is a small chunk."""
-    rows = db.execute(f"SELECT address, substr(data, 1, ?) FROM small WHERE address IN "
-                      f"({','.join('?' * len(addresses))})", (size, *addresses))
-    return dict(rows.fetchall())
+def upgrade(db: sqlite3.Connection) -> None:
+    """Adds what CREATE_SMALL has and a chunks.db made before it lacks: the column `touched` (0: long ago)."""
+    if "touched" not in {row[1] for row in db.execute("PRAGMA table_info(small)")}:
+        db.execute("ALTER TABLE small ADD COLUMN touched REAL NOT NULL DEFAULT 0")

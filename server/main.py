@@ -37,6 +37,8 @@ from server.pps.kubernetes.specs import Workers
 from server.pps.runners import RUNNERS, STOP_TIMEOUT, Runner
 from server.rpc.auth import Access, TokenCheck
 from server.rpc.decoding import RequestDecoding
+from server.gc import Collector
+from server.grace import DEFAULT_GRACE
 from server.rpc.servicers import ApiServicer, AuthServicer, ChunksServicer, PpsServicer
 from server.rpc.streams import StreamLimit
 from server.storage import ChunkStore
@@ -79,6 +81,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--cache-size", type=_size, default=DEFAULT_CACHE, metavar="SIZE",
                    help="bytes of chunks kept on this machine's disk (DATA_DIR/cache) in front of --storage, "
                         "with a K, M or G suffix, or 0 for none (default 4G)")
+    p.add_argument("--gc-grace", type=_seconds, default=DEFAULT_GRACE, metavar="SECONDS",
+                   help="garbage collection frees only what was last touched this long before it began, so that an "
+                        f"upload in flight keeps what it is about to refer to (default {DEFAULT_GRACE:.0f})")
     p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port to listen on (default {DEFAULT_PORT})")
     p.add_argument("--listen", default="127.0.0.1",
                    help="address to listen on (default 127.0.0.1; 0.0.0.0 opens it to the network)")
@@ -140,6 +145,16 @@ def _avg_size(text: str) -> int:
     except ValueError as err:
         raise argparse.ArgumentTypeError(str(err)) from None
     return size
+
+
+def _seconds(text: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = -1.0
+    if not 0 < seconds < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number of seconds")
+    return seconds
 
 
 def _size(text: str) -> int:
@@ -217,7 +232,9 @@ async def _serve(args: argparse.Namespace, data_dir: pathlib.Path, token_file: p
                             None if tokens is None else JobTokens(tokens, roles))
     direct_read = None if args.no_direct_read else store.chunks.describe()
     access = Access(tokens, roles)
-    pfs_pb2_grpc.add_APIServicer_to_server(ApiServicer(store, runner.name, args.registry, direct_read, access), server)
+    collector = Collector(store.meta, store.chunks, server_id(data_dir), args.gc_grace)
+    pfs_pb2_grpc.add_APIServicer_to_server(ApiServicer(store, runner.name, args.registry, direct_read, access,
+                                                       collector), server)
     chunks_pb2_grpc.add_ChunksServicer_to_server(ChunksServicer(store), server)
     pps_pb2_grpc.add_PPSServicer_to_server(PpsServicer(jobs, Pipelines(store, controller, runner, roles), access),
                                            server)
@@ -279,20 +296,20 @@ def make_runner(args: argparse.Namespace, address: str, data_dir: pathlib.Path, 
 def meta_store(args: argparse.Namespace, data_dir: pathlib.Path) -> MetaStore:
     """The metadata store --meta names; SystemExit, one line, if it cannot be used."""
     if not args.meta:
-        return SqliteMetaStore(data_dir / "meta.db")
+        return SqliteMetaStore(data_dir / "meta.db", args.gc_grace)
     if not args.meta.startswith(("postgresql://", "postgres://")):
         raise SystemExit("pfs server: --meta: give postgresql://USER@HOST:PORT/DB, or leave it out to keep "
                          "metadata in the data dir")
     postgres = _backend("server.meta.postgres", ("psycopg", "psycopg_pool"),
                         "--meta postgresql:// needs psycopg: pip install 'pfs[postgres]'")
     with _usable():
-        return postgres.PostgresMetaStore(args.meta)
+        return postgres.PostgresMetaStore(args.meta, args.gc_grace)
 
 
 def chunk_store(args: argparse.Namespace, data_dir: pathlib.Path, meta: MetaStore) -> ChunkStore:
     """The chunk store --storage names; SystemExit, one line, if it cannot be used."""
     if not args.storage:
-        return LocalChunkStore(data_dir)
+        return LocalChunkStore(data_dir, args.gc_grace)
     if not args.storage.startswith("s3://"):
         raise SystemExit(f"pfs server: --storage {args.storage}: give s3://BUCKET/PREFIX, or leave it out to keep "
                          "chunks in the data dir")
@@ -302,7 +319,7 @@ def chunk_store(args: argparse.Namespace, data_dir: pathlib.Path, meta: MetaStor
     # an S3-compatible server is addressed by path (bucket names are not in its DNS), however it is named
     endpoint = args.s3_endpoint or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
     with _usable():
-        return s3.S3ChunkStore(args.storage, meta, cache, endpoint)
+        return s3.S3ChunkStore(args.storage, meta, cache, endpoint, grace=args.gc_grace)
 
 
 def _backend(module: str, clients: tuple[str, ...], missing: str) -> ModuleType:

@@ -21,7 +21,7 @@ from pfs.core.model import (
 from server.meta import MetaStore, StoredCommit, Tx, walk_ancestry
 from server.news import News
 from server.storage import ChunkStore
-from server.trees import Edit, Entry, Trees, unchanged
+from server.trees import EMPTY_TREE, Edit, Entry, Trees, unchanged
 
 DEFAULT_BRANCH = "master"
 MAX_DESCRIPTION = 64 << 10  # characters of a repo's description
@@ -223,17 +223,21 @@ class Store:
     # -- files
 
     def put_files(self, ref: CommitRef, writes: list[FileWrite]) -> None:
-        """Records files into an open commit. Without overwrite, a write appends to the file."""
+        """Records files (and directories) into an open commit. Without overwrite, a write appends to the file."""
         writes = self.check_writes(writes, "the repo root")
         with self.meta.transaction() as tx:
             self._put(tx, self._open_commit(tx, ref), writes)
 
     def check_writes(self, writes: list[FileWrite], root: str) -> list[FileWrite]:
-        """WRITES with their paths normalized, if each names a file (not ROOT) and chunks the store holds, each
-        of the size it holds: a file's size is its chunks' as stored, never what a client says."""
+        """WRITES with their paths normalized, if each names a file or directory (not ROOT) and chunks the store
+        holds, each of the size it holds: a file's size is its chunks' as stored, never what a client says."""
         writes = [dataclasses.replace(w, path=paths.normalize(w.path)) for w in writes]
         if any(not w.path for w in writes):
             raise InvalidArgument(f"a file needs a path; {root} is a directory")
+        for w in writes:
+            if w.directory and w.chunks:
+                raise InvalidArgument(f"directory {w.path!r} is written with {len(w.chunks)} chunk(s); "
+                                      "a directory holds files, not bytes")
         chunks = [c for w in writes for c in w.chunks]
         for c in chunks:
             frames.check_claim(c)
@@ -292,6 +296,9 @@ class Store:
         written: dict[str, list[ChunkRef]] = {}
         for w in writes:
             path = paths.normalize(w.path)
+            if w.directory:
+                edit.make_directory(paths.components(path))
+                continue
             chunks = list(w.chunks)
             if not w.overwrite:
                 chunks = self._existing_chunks(tx, root, written, path) + chunks
@@ -447,8 +454,8 @@ class Store:
 
     def _write_tree(self, tx: Tx, commit: StoredCommit, edit: Edit) -> StoredCommit:
         new_root = self.trees.apply(tx, commit.tree, edit)
-        tree, size = (new_root.address, new_root.size) if new_root else (None, 0)
-        commit = StoredCommit(dataclasses.replace(commit.info, size_bytes=size), tree)
+        tree = None if new_root.address == EMPTY_TREE else new_root.address  # no files: no root tree, as always
+        commit = StoredCommit(dataclasses.replace(commit.info, size_bytes=new_root.size), tree)
         tx.update_commit(commit)
         return commit
 

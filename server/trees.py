@@ -3,8 +3,12 @@
 A file object lists its chunks (packed binary, 40 bytes each); a tree
 object lists a directory's entries (JSON, sorted by name).
 Changing one file rewrites only the trees on the path to it; equal files and
-subtrees share one object. Directories exist through what they hold: one
-left empty disappears, as in git.
+subtrees share one object. A directory is an entry of its own, as in a file
+system and in Pachyderm 1.x (not as in git): made explicitly or by a file put
+below it, it stays, empty or not, until it is deleted, so a stored tree that
+programs rely on (a bare git repository's empty refs/tags, a maildir's
+cur/new/tmp) reads back as it was. An empty directory is the tree object
+"[]"; a commit with no files at all keeps no root tree (None), as before.
 """
 
 import json
@@ -40,18 +44,31 @@ class Edit:
     def put(self, parts: list[str], entry: Entry | None) -> None:
         """Records a file (or a deletion, with None) at the path PARTS below this directory."""
         name = parts[0]
-        if len(parts) == 1:
+        if len(parts) > 1:
+            self._directory(name).put(parts[1:], entry)
+        elif entry is not None and isinstance(self.children.get(name), Edit):
+            raise FailedPrecondition(f"cannot write file {name!r}: it is a directory")
+        else:
             self.children[name] = entry
-            return
+
+    def make_directory(self, parts: list[str]) -> None:
+        """Records a directory at the path PARTS below this directory: made if missing, kept as it is if there."""
+        edit = self
+        for name in parts:
+            edit = edit._directory(name)
+
+    def _directory(self, name: str) -> "Edit":
+        """The pending edit of the directory NAME, made (empty if it was deleted earlier in the batch) if none is."""
         child = self.children.get(name, _ABSENT)
         if child is None or child is _ABSENT:
             child = self.children[name] = Edit(fresh=child is None)
         elif isinstance(child, Entry):
             raise FailedPrecondition(f"cannot write below {name!r}: it is a file")
-        child.put(parts[1:], entry)
+        return child
 
 
 _ABSENT = object()
+EMPTY_TREE = address(b"[]")  # the tree object of an empty directory
 _CHUNK_REF = struct.Struct("<32sQ")  # a file object: (address, plain size) per chunk, in order
 
 
@@ -142,9 +159,7 @@ class Trees:
             return sum(self.changed_size(tx, e, olds.get(e.name), diff) for e in news)
         return self._cached((entry.address, old.address, diff), walk)
 
-    def _put_tree(self, tx: Tx, entries: dict[str, Entry]) -> Entry | None:
-        if not entries:
-            return None
+    def _put_tree(self, tx: Tx, entries: dict[str, Entry]) -> Entry:
         rows = [[e.name, e.is_dir, e.address.hex(), e.size] for e in sorted(entries.values(), key=lambda e: e.name)]
         data = json.dumps(rows, separators=(",", ":")).encode()
         addr = address(data)
@@ -162,8 +177,9 @@ class Trees:
             node = self.entries(tx, node.address).get(name)
         return node
 
-    def apply(self, tx: Tx, root: bytes | None, edit: Edit, where: str = "") -> Entry | None:
-        """Applies EDIT to the directory ROOT; returns the new directory's entry (None if empty)."""
+    def apply(self, tx: Tx, root: bytes | None, edit: Edit, where: str = "") -> Entry:
+        """Applies EDIT to the directory ROOT; returns the new directory's entry (EMPTY_TREE's if it holds
+        nothing)."""
         entries = {} if edit.fresh else dict(self.entries(tx, root))
         for name, change in edit.children.items():
             path = paths.join(where, name)
@@ -178,8 +194,13 @@ class Trees:
                 if old is not None and not old.is_dir:
                     raise FailedPrecondition(f"cannot write below {path!r}: it is a file")
                 sub = self.apply(tx, old.address if old else None, change, path)
-                if sub is None:
-                    entries.pop(name, None)
-                else:
-                    entries[name] = Entry(name, True, sub.address, sub.size)
+                entries[name] = Entry(name, True, sub.address, sub.size)
         return self._put_tree(tx, entries)
+
+
+def references(data: bytes, is_dir: bool) -> tuple[list[Entry], list[bytes]]:
+    """What an object refers to, read-only, for walks over every object (server/reach.py): a tree's entries, or
+    the chunk addresses of a file."""
+    if is_dir:
+        return [Entry(n, d, bytes.fromhex(a), s) for n, d, a, s in json.loads(data)], []
+    return [], [a for a, _ in _CHUNK_REF.iter_unpack(data)]

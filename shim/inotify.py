@@ -43,15 +43,27 @@ class Watcher:
         self._dirs: dict[int, Path] = {}
         self._on_event = on_event
         self.overflowed = False
+        self._woken, self._waker = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._watch(root)
 
     def close(self) -> None:
-        os.close(self._fd)
+        for fd in (self._fd, self._woken, self._waker):
+            os.close(fd)
+
+    def wake(self) -> None:
+        """Ends the wait of pump() now, or the next one (from any thread)."""
+        try:
+            os.write(self._waker, b"!")
+        except BlockingIOError:  # woken many times already
+            pass
 
     def pump(self, timeout: float) -> None:
-        """Reports what happened, waiting up to TIMEOUT seconds for something to."""
-        ready, _, _ = select.select([self._fd], [], [], timeout)
-        while ready:
+        """Reports what happened, waiting up to TIMEOUT seconds for something to, or until wake()."""
+        ready, _, _ = select.select([self._fd, self._woken], [], [], timeout)
+        if self._woken in ready:
+            while len(os.read(self._woken, 4096)) == 4096:
+                pass
+        while self._fd in ready:
             try:
                 data = os.read(self._fd, READ_SIZE)
             except BlockingIOError:

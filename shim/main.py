@@ -3,10 +3,11 @@
     job-shim --address HOST:PORT --job ID --shard I [--attempt N] [--root /pfs] [--wait SECONDS]
 
 (or PFS_ADDRESS, PFS_JOB, PFS_SHARD; on Kubernetes JOB_COMPLETION_INDEX). The server's token comes in
-PFS_TOKEN (or PFS_TOKEN_FILE), never on the command line; the mounts inherit it, the command does not get it.
-With --workspace DIR the shim first gets a mount namespace of its own in
-which DIR is /pfs, so workers on one machine each see their own /pfs (not
-run by root, in a user namespace too: the command runs as the shim's user).
+PFS_TOKEN (or PFS_TOKEN_FILE), never on the command line; the mount is given it, the command does not get it.
+A spare worker (--standby, the local runner's) starts up first, mount and all, and is then given its job,
+shard, try and token on standard input.
+The shim first gets a mount namespace of its own (not run by root, in a user namespace too: the command runs as
+the shim's user), in which, with --workspace DIR, DIR is /pfs, so workers on one machine each see their own /pfs.
 A shim run by root runs the command as the job's transform.user where it names one (pfs/core/run_as.py; the
 server sets it to a user other than root for every pipeline not made by the cluster's root).
 A worker that cannot reach its server waits for it (up to --wait seconds, trying again with a growing pause, saying
@@ -19,6 +20,7 @@ be reached); a runner retries 2, and may retry 1.
 """
 
 import argparse
+import json
 import os
 import re
 import shutil
@@ -26,19 +28,23 @@ import signal
 import sys
 import time
 from pathlib import Path
+from typing import NoReturn
 
-from pfs.client import Client
+from pfs.client import Client, default_address
+from pfs.client.auth import find_token
 from pfs.core import run_as
 from pfs.core.errors import FailedPrecondition, InvalidArgument, PfsError, Unavailable
 from pfs.core.memory import keep_freed_memory
 from pfs.core.model import CommitRef, JobInfo, ShardInfo
-from pfs.core.shard import Shard, worker_shards
+from pfs.core.mount_inputs import MountInput
+from pfs.core.shard import worker_shards
 from shim import command, namespace, oom
 from shim.logs import Logs
 from shim.mounts import Mounts
 from shim.output import Output
 
 OK, COMMAND_FAILED, SHIM_FAILED = 0, 1, 2
+STANDBY_FIELDS = ("job", "shard", "attempt", "token")
 TOKEN_VARS = ("PFS_TOKEN", "PFS_TOKEN_FILE")  # the shim's and its mounts', not the command's: it needs none,
 # and what it prints or writes is kept in logs and commits
 SERVER_WAIT = 60.0  # seconds a worker waits for a server it cannot reach: a restart, a Service not routed yet
@@ -58,8 +64,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--root", type=Path, default=Path(env("PFS_ROOT") or "/pfs"),
                    help="where inputs and out go (default /pfs, or $PFS_ROOT)")
     p.add_argument("--workspace", type=Path, default=env("PFS_WORKSPACE"),
-                   help="run in a private mount namespace with this local directory seen at --root "
-                        "(how several workers share a machine; not as root: in a user namespace)")
+                   help="see this local directory at --root, in the worker's own mount namespace (how several "
+                        "workers share a machine)")
+    p.add_argument("--standby", action="store_true",
+                   help="a spare worker: start up, then wait for its shard as one line of JSON on standard input "
+                        f"({', '.join(STANDBY_FIELDS)}; the token in place of PFS_TOKEN)")
     p.add_argument("--wait", type=float, default=env("PFS_SERVER_WAIT") or SERVER_WAIT,
                    help="seconds to wait for a server that cannot be reached before giving up the try (default "
                         f"{SERVER_WAIT:g}, or $PFS_SERVER_WAIT; 0: give up at once)")
@@ -69,26 +78,31 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     args = parser().parse_args(argv)
     for name in ("job", "shard"):
-        if getattr(args, name) is None:
-            print(f"job-shim: no {name} given: use --{name} or ${'PFS_' + name.upper()}", file=sys.stderr)
-            sys.exit(SHIM_FAILED)
+        if getattr(args, name) is None and not args.standby:
+            _fail(f"no {name} given: use --{name} or ${'PFS_' + name.upper()}")
     is_root = os.getuid() == 0  # before a user namespace, whose root is not
-    if args.workspace:
-        try:
-            namespace.enter(args.workspace.resolve(), args.root)
-        except PfsError as err:
-            print(f"job-shim: {err}", file=sys.stderr)
-            sys.exit(SHIM_FAILED)
+    try:
+        namespace.enter(args.workspace.resolve() if args.workspace else None, args.root)
+    except PfsError as err:
+        _fail(str(err))
     keep_freed_memory()
     signal.signal(signal.SIGTERM, _stop)
+    address = args.address or default_address()
     client = None
     try:
-        client = Client(args.address)  # its token from PFS_TOKEN (a file it names cannot be read: one line)
-        reach(client, args.wait)
-        sys.exit(Worker(client, args.job, args.shard, args.root, is_root).run(args.attempt))
+        # started while the shard is waited for and asked for; waited for after the report: the result does not
+        # need it
+        with Mounts(address, str(args.root), allow_other=is_root) as mounts:
+            if args.standby:
+                job, shard, attempt, token = _assignment(sys.stdin.readline())
+                _full_priority([os.getpid(), mounts.pid])
+            else:  # from PFS_TOKEN (a file it names cannot be read: one line)
+                job, shard, attempt, token = args.job, args.shard, args.attempt, find_token()
+            client = Client(address, token)
+            reach(client, args.wait)  # the mount asks the server nothing before it is given its inputs
+            sys.exit(Worker(client, job, shard, args.root, is_root).run(attempt, mounts, token))
     except PfsError as err:
-        print(f"job-shim: {err}", file=sys.stderr)
-        sys.exit(SHIM_FAILED)
+        _fail(str(err))
     finally:
         if client is not None:
             client.close()
@@ -114,6 +128,37 @@ def reach(client: Client, wait: float) -> None:
             return
 
 
+def _assignment(line: str) -> tuple[str, int, int, str | None]:
+    """The job, shard, try and token a spare worker is given: STANDBY_FIELDS as one line of JSON."""
+    try:
+        given = json.loads(line)
+        job, shard, attempt, token = (given[k] for k in STANDBY_FIELDS)
+        if not (isinstance(job, str) and type(shard) is int and type(attempt) is int
+                and isinstance(token, (str, type(None)))):
+            raise ValueError(f"a field of the wrong type in {sorted(given)}")
+    except (ValueError, KeyError, TypeError) as err:
+        raise InvalidArgument(f"a spare worker needs its shard as one line of JSON with "
+                              f"{', '.join(STANDBY_FIELDS)}: {type(err).__name__}: {err}") from None
+    return job, shard, attempt, token
+
+
+def _full_priority(pids: list[int]) -> None:
+    """Every thread of PIDS (a spare worker and its mount, started at a low priority so as not to slow the
+    workers running meanwhile) back to niceness 0, now that it has a shard (where it may: root)."""
+    for pid in pids:
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            try:
+                if os.getpriority(os.PRIO_PROCESS, int(tid)) > 0:
+                    os.setpriority(os.PRIO_PROCESS, int(tid), 0)
+            except (ProcessLookupError, PermissionError):  # a thread that ended; not root (never lowered)
+                pass
+
+
+def _fail(message: str) -> NoReturn:
+    print(f"job-shim: {message}", file=sys.stderr)
+    sys.exit(SHIM_FAILED)
+
+
 class Worker:
     def __init__(self, client: Client, job_id: str, shard: int, root: Path, is_root: bool) -> None:
         self.client = client
@@ -122,22 +167,21 @@ class Worker:
         self.root = root
         self.is_root = is_root  # this worker may run the command as another user
 
-    def run(self, attempt: int = 0) -> int:
-        """Takes try ATTEMPT at the shard (0: a new one), runs it and reports; the exit status."""
+    def run(self, attempt: int, mounts: Mounts, token: str | None) -> int:
+        """Takes try ATTEMPT at the shard (0: a new one), runs it with its inputs on MOUNTS (which read them with
+        TOKEN) and reports; the exit status."""
         job = self.client.start_shard(self.job_id, self.shard, attempt)
         attempt = job.shards[self.shard].attempts
         logs = Logs(self.client, self.job_id, self.shard)
-        # waited for after the report: the result does not need them
-        with Mounts(self.client.address, allow_other=bool(job.transform.user)) as mounts:
-            try:
-                code, result = self._attempt(job, attempt, logs, mounts)
-            except (PfsError, OSError) as err:
-                message = f"{err.filename}: {err.strerror}" if isinstance(err, OSError) and err.strerror else str(err)
-                logs.line("shim", f"job-shim: {message}")
-                code, result = SHIM_FAILED, ShardInfo(self.shard, exit_code=-1, error=f"job-shim: {message}")
-            finally:
-                logs.close()
-            self.client.finish_shard(self.job_id, attempt, result)
+        try:
+            code, result = self._attempt(job, attempt, logs, mounts, token)
+        except (PfsError, OSError) as err:
+            message = f"{err.filename}: {err.strerror}" if isinstance(err, OSError) and err.strerror else str(err)
+            logs.line("shim", f"job-shim: {message}")
+            code, result = SHIM_FAILED, ShardInfo(self.shard, exit_code=-1, error=f"job-shim: {message}")
+        finally:
+            logs.close()
+        self.client.finish_shard(self.job_id, attempt, result)
         return code
 
     def _user(self, user: str) -> tuple[int, int] | None:
@@ -148,7 +192,8 @@ class Worker:
             raise FailedPrecondition(f"cannot run the command as user {user}: this worker is not root")
         return run_as.resolve(user)
 
-    def _attempt(self, job: JobInfo, attempt: int, logs: Logs, mounts: Mounts) -> tuple[int, ShardInfo]:
+    def _attempt(self, job: JobInfo, attempt: int, logs: Logs, mounts: Mounts,
+                 token: str | None) -> tuple[int, ShardInfo]:
         user = self._user(job.transform.user)
         out = self.root / "out"
         _empty_dir(out)
@@ -157,13 +202,15 @@ class Worker:
         shards = worker_shards([i.method for i in job.inputs], [i.shards for i in job.inputs], self.shard)
         env = {**{k: v for k, v in os.environ.items() if k not in TOKEN_VARS}, **dict(job.transform.env),
                "PFS_JOB": job.id, "PACH_JOB_ID": job.id, "PFS_SHARD": str(self.shard)}
+        inputs = {}
         for i, shard in zip(job.inputs, shards):
-            mounts.add(str(self.root / i.repo), CommitRef(i.repo, i.commit), shard, i.since, i.incremental)
+            inputs[str(self.root / i.repo)] = MountInput(i.repo, CommitRef(i.repo, i.commit), shard, *(
+                (i.since, i.incremental) if i.since else ()))  # an input seen whole has an incremental of none
             var = re.sub(r"[^A-Z0-9]", "_", i.repo.upper())
             env[f"PACH_{var}_COMMIT_ID"] = env[f"PFS_{var}_COMMIT_ID"] = i.commit
         if job.prev_output:
-            mounts.add(str(self.root / "prev"), CommitRef(job.output_repo, job.prev_output), Shard())
-        mounts.wait()
+            inputs[str(self.root / "prev")] = MountInput("prev", CommitRef(job.output_repo, job.prev_output))
+        mounts.mount(inputs, token)
         mounted = time.time()
         logs.line("shim", f"job {job.id} shard {self.shard} of {len(job.shards)}, try {attempt}: "
                           f"running {' '.join(job.transform.cmd)}")

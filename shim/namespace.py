@@ -1,4 +1,4 @@
-"""A worker's own /pfs: a private mount namespace with the worker's workspace bound at /pfs.
+"""A worker's own /pfs: a private mount namespace, with the worker's workspace bound at /pfs where it has one.
 
 How the local runner keeps workers apart on one machine: each sees its own
 inputs and out at /pfs, and no mount of one is seen by another or by the
@@ -9,6 +9,10 @@ uid on the host: there it may bind /pfs and mount its inputs with FUSE, and
 the command it runs has no privilege on the host beyond that uid's. Where
 /pfs does not exist (only root can make it), the worker gets a root of its
 own: a tmpfs holding the host's top-level entries, bound, and /pfs.
+
+A worker without a workspace (in a container or a pod of its own) gets the
+namespace too: its inputs are bound at /pfs/<name> (shim/mounts.py), and
+binds made there go with it, however the worker ends.
 """
 
 import ctypes
@@ -22,10 +26,12 @@ CLONE_NEWUSER = 0x10000000
 MS_BIND = 4096
 MS_REC = 16384
 MS_PRIVATE = 1 << 18
+MNT_DETACH = 2
 
 
-def enter(workspace: Path, root: Path) -> None:
-    """Moves this process into a new mount namespace where WORKSPACE is seen at ROOT. Call before any thread starts."""
+def enter(workspace: Path | None, root: Path) -> None:
+    """Moves this process into a new mount namespace where WORKSPACE (if given) is seen at ROOT. Call before any
+    thread starts."""
     libc = ctypes.CDLL(None, use_errno=True)
     uid, gid = os.getuid(), os.getgid()
     if uid == 0:
@@ -40,13 +46,16 @@ def enter(workspace: Path, root: Path) -> None:
         except OSError as err:
             raise FailedPrecondition(f"cannot set up a user namespace: {name}: {err.strerror}") from None
     _mount(libc, b"none", b"/", MS_REC | MS_PRIVATE, "private mounts")  # nothing leaks back to the host
-    workspace.mkdir(parents=True, exist_ok=True)
+    if workspace is not None:
+        workspace.mkdir(parents=True, exist_ok=True)
     try:
         root.mkdir(parents=True, exist_ok=True)  # the empty mount point, the same for every worker
     except PermissionError:  # not root, and no /pfs yet
-        if root.parent != Path("/"):
+        if root.parent != Path("/") or workspace is None:
             raise FailedPrecondition(f"cannot make {root}: create the empty directory once, as root") from None
         _own_root(libc, workspace, root)
+        return
+    if workspace is None:
         return
     _mount(libc, os.fsencode(workspace), os.fsencode(root), MS_BIND, f"binding {workspace} at {root}")
 
@@ -70,6 +79,19 @@ def _own_root(libc: ctypes.CDLL, workspace: Path, root: Path) -> None:
     os.close(under)
     os.chroot(workspace)
     os.chdir(cwd)
+
+
+def bind(source: str, target: str) -> None:
+    """Shows the directory SOURCE at TARGET too (a bind mount: root, or CAP_SYS_ADMIN in this mount namespace)."""
+    _mount(ctypes.CDLL(None, use_errno=True), os.fsencode(source), os.fsencode(target), MS_BIND,
+           f"binding {source} at {target}")
+
+
+def unbind(target: str) -> None:
+    """Undoes bind() at TARGET, at once even where a process is still in it (it is detached, as umount -l does)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.umount2(os.fsencode(target), MNT_DETACH) != 0:
+        raise FailedPrecondition(f"cannot unbind {target}: {os.strerror(ctypes.get_errno())}")
 
 
 def _mount(libc: ctypes.CDLL, source: bytes, target: bytes, flags: int, what: str, fstype: bytes | None = None,

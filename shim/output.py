@@ -57,12 +57,17 @@ class Output:
         self._thread.start()
 
     def finish(self) -> tuple[int, int]:
-        """Stages every file under OUT (in path order), as it is now; returns (plain bytes, bytes sent)."""
+        """Stages every file and directory under OUT (in path order), as it is now; returns (plain bytes, bytes
+        sent). Directories are staged too, so one the command left empty is in the output (as in 1.x)."""
         self._stop()
         total = 0
         writes = []
-        for path in sorted(_files(self.out)):
+        directories = []
+        for path, is_dir in sorted(_entries(self.out)):
             rel = path.relative_to(self.out).as_posix()
+            if is_dir:
+                directories.append(FileWrite(rel, (), directory=True))
+                continue
             if not self._intact(path, self._sent.get(rel)):
                 with open(path, "rb") as f:
                     self._uploader.put(rel, f)
@@ -71,7 +76,7 @@ class Output:
             writes.append(rel)
             self.logs.line("shim", f"output {rel} ({size(n)})")
         self._uploader.__exit__(None, None, None)  # as a `with` left: the files read again sent, recorded in _sent
-        staged = [self._sent[rel] for rel in writes]
+        staged = directories + [self._sent[rel] for rel in writes]
         for i in range(0, len(staged), SEGMENT_FILES):
             self.client.put_shard_files(self.job_id, self.shard, self.attempt, staged[i : i + SEGMENT_FILES])
         sent = self._uploader.bytes_sent
@@ -80,7 +85,7 @@ class Output:
 
     def abandon(self) -> None:
         """Stops reading, and sending what was read (the command failed: nothing is staged)."""
-        self._ended.set()
+        self._end()
         self._join()
         self._uploader.__exit__(RuntimeError, None, None)  # as a `with` left by an error: the stream is cancelled
 
@@ -113,11 +118,17 @@ class Output:
 
     def _stop(self) -> None:
         """Waits for what is being read early, and sends it: its chunks stored, recorded in _sent."""
-        self._ended.set()
+        self._end()
         error = self._join()
         if error is not None:
             raise error
         self._uploader.flush()
+
+    def _end(self) -> None:
+        """The command has ended: the early reader reads what is left, without waiting for news any more."""
+        self._ended.set()
+        if self._watcher is not None:
+            self._watcher.wake()
 
     def _join(self) -> BaseException | None:
         """Stops the early reader (once the command ended, it reads what is left to the end); what it failed with."""
@@ -182,9 +193,15 @@ def _open_file(path: Path):
     return open(fd, "rb")
 
 
-def _files(root: Path):
+def _entries(root: Path):
+    """(path, is_dir) of each directory and regular file below ROOT. Symlinks to files are followed; sockets,
+    fifos and the like are not output, nor symlinks to directories (os.walk does not follow them)."""
     for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames:
+            path = Path(dirpath, name)
+            if not path.is_symlink():
+                yield path, True
         for name in filenames:
             path = Path(dirpath, name)
-            if path.is_file():  # symlinks to files are followed; sockets, fifos and the like are not output
-                yield path
+            if path.is_file():
+                yield path, False

@@ -4,6 +4,7 @@ SeaweedFS."""
 import os
 import random
 import sqlite3
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -15,6 +16,7 @@ from pfs.core.frames import unpack
 from pfs.core.hashing import address
 from pfs.core.model import ChunkRef, DirectRead
 from pfs.vfs.direct import direct_reader
+from server.grace import DEFAULT_GRACE
 from server.meta.sqlite import SqliteMetaStore
 from server.storage.cache import DiskCache
 from server.storage.local import LocalChunkStore
@@ -29,8 +31,8 @@ class Local:
     def __init__(self, tmp_path, request) -> None:
         self.root = tmp_path / "store"
 
-    def open(self) -> LocalChunkStore:
-        return LocalChunkStore(self.root)
+    def open(self, grace: float = DEFAULT_GRACE) -> LocalChunkStore:
+        return LocalChunkStore(self.root, grace)
 
     def corrupt(self, store: LocalChunkStore, addr: bytes) -> None:
         """Flips a byte in the middle of the chunk where the store keeps it."""
@@ -64,10 +66,10 @@ class S3:
         self.tmp = tmp_path
         self.cache = cache
 
-    def open(self) -> S3ChunkStore:
-        meta = SqliteMetaStore(self.tmp / "meta.db")
+    def open(self, grace: float = DEFAULT_GRACE) -> S3ChunkStore:
+        meta = SqliteMetaStore(self.tmp / "meta.db", grace)
         cache = DiskCache(self.tmp / "cache", 1 << 30) if self.cache else None
-        store = S3ChunkStore(self.url, meta, cache, self.weed.endpoint)
+        store = S3ChunkStore(self.url, meta, cache, self.weed.endpoint, grace=grace)
         close = store.close
 
         def closing_meta() -> None:
@@ -123,6 +125,37 @@ def test_a_direct_read_a_store_offers_reads_what_it_holds(store):
         assert list(reader.read_many([ChunkRef(a, len(p)) for (a, _), p in zip(chunks, plains)])) == plains
     finally:
         reader.close()
+
+
+def test_a_collection_frees_only_dead_chunks_untouched_since_its_cutoff(backend):
+    """Touches (heads() for PutFiles, missing() for MissingChunks) keep a dead chunk; a dry run frees nothing."""
+    store = backend.open(grace=2.0)
+    try:
+        chunks = frames(6)  # small and large by turns
+        store.put(chunks)
+        live = {a for a, _ in chunks[:2]}
+
+        def collect(cutoff: float, dry_run: bool = False):
+            counts = store.collect(live.__contains__, cutoff, dry_run)
+            while True:
+                try:
+                    next(counts)
+                except StopIteration as end:
+                    return end.value
+
+        assert collect(time.time() - 60).chunks == 0  # all written since
+        time.sleep(0.6)  # every chunk's time is older than a quarter of the grace: the next touch writes
+        cutoff = time.time()
+        time.sleep(0.05)  # a file's mtime is the kernel's coarse clock: a touch now could read as before CUTOFF
+        assert chunks[2][0] in store.heads([chunks[2][0]], 4) and store.missing([chunks[3][0]]) == []
+        assert collect(cutoff, dry_run=True).chunks == 2
+        assert set(store.stored()) == {a for a, _ in chunks}
+        assert collect(cutoff).chunks == 2
+        assert set(store.stored()) == {a for a, _ in chunks[:4]}
+        assert [store.get(a) for a, _ in chunks[:4]] == [f for _, f in chunks[:4]]
+        assert collect(cutoff).chunks == 0
+    finally:
+        store.close()
 
 
 def test_no_offer_or_an_unknown_kind_means_no_direct_reads(tmp_path):

@@ -12,7 +12,7 @@ from pfs.core import codec, model
 from pfs.core.model import (
     BranchInfo, ChunkLocation, ChunkRef, CommitInfo, CommitRef, DirectRead, FileInfo, FileWrite, InputSpec, JobInfo, JobInput, JobSpec, JobState,
     LogLine, ParallelismSpec, PipelineInfo, PipelineSpec, PipelineState, RepoInfo, Resources, ShardInfo, ShardState,
-    Transform,
+    Transform, CheckProblem, CheckSummary, GarbageCollected, Progress,
 )
 from pfs.proto import chunks_pb2 as cpb
 from pfs.proto import convert as cv
@@ -57,6 +57,11 @@ SAMPLES = {
     DirectRead: [DirectRead("local-dir", "/srv/pfs"), DirectRead("url", "s3://bucket/prefix")],
     ChunkLocation: [ChunkLocation("https://s3.example/b/p/pack?X-Amz-Signature=ab", 4096, 1000, 0, 5096)],
     ParallelismSpec: [ParallelismSpec(3), ParallelismSpec(coefficient=0.5), ParallelismSpec()],
+    Progress: [Progress("mark", 10, 20), Progress("chunks", 0, 0)],
+    GarbageCollected: [GarbageCollected(True, 1, 2, 3, 4, 5, 6, 7, 8, 9.5),
+                       GarbageCollected(False, 0, 0, 0, 0, 0, 0, 0, 0, 0.0)],
+    CheckProblem: [CheckProblem("r", "c1", "a/b", "chunk ff is missing"), CheckProblem("", "", "", "")],
+    CheckSummary: [CheckSummary(1, 2, 3, 4, 5, 6.5), CheckSummary(0, 0, 0, 0, 0, 0.0)],
 }
 
 WIRE = {  # model type: (to the wire, back)
@@ -81,6 +86,10 @@ WIRE = {  # model type: (to the wire, back)
     DirectRead: (lambda d: pb.ServerInfo(direct_read=cv.direct_read_to_pb(d)), cv.direct_read_from_pb),
     ChunkLocation: (cv.location_to_pb, cv.location_from_pb),
     ParallelismSpec: (lambda p: cv.job_spec_to_pb(JobSpec(TRANSFORM, (), p)), lambda m: cv.job_spec_from_pb(m).parallelism),
+    Progress: (lambda p: cv.update_to_pb(p, pb.GarbageCollectUpdate), cv.update_from_pb),
+    GarbageCollected: (lambda g: cv.update_to_pb(g, pb.GarbageCollectUpdate), cv.update_from_pb),
+    CheckProblem: (lambda c: cv.update_to_pb(c, pb.CheckUpdate), cv.update_from_pb),
+    CheckSummary: (lambda c: cv.update_to_pb(c, pb.CheckUpdate), cv.update_from_pb),
 }
 
 

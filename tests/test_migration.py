@@ -104,3 +104,16 @@ def test_new_commits_and_jobs_on_an_older_store(old):
         assert jobs[0].inputs[0].commit == c.inspect_commit(CommitRef("sales", "master")).id
     assert sorted(old.server.pfs("get-file", "big", "master", "big.csv").stdout.splitlines()) == \
         sorted(b"pear,12\nplum,30\napple,7\npear,15\napple,100\n".splitlines())
+
+
+def test_an_older_store_checks_clean_and_collects_its_garbage(old):
+    """What an older store holds was never touched (0): still, all its commits reach is kept."""
+    before = old.server.pfs("check", "--read-data").text
+    assert before.rstrip().endswith("no problems")
+    commits = old.manifest["repos"]["images"]["branches"]
+    with old.server.client() as c:
+        c.delete_commit(CommitRef("images", commits["dev"]))  # garbage: dev-only.txt
+        freed = list(c.garbage_collect(grace=0.0))[-1]
+    assert freed.objects > 0 and freed.chunks > 0
+    assert old.server.pfs("check", "--read-data").text.rstrip().endswith("no problems")
+    assert old.server.pfs("get-file", "images", "master", "a.txt").stdout == b"first line\nsecond line\n"

@@ -3,6 +3,7 @@
 import contextlib
 import errno
 import gzip
+import json
 import os
 import pathlib
 import random
@@ -408,3 +409,50 @@ def test_a_mount_stopped_as_soon_as_it_is_up_exits_cleanly(server, tmp_path):
             stop_process(proc, signal.SIGKILL, 5)
             unmount_leftover(mnt)
         assert not os.path.ismount(mnt)
+
+
+def test_one_mount_serves_a_workers_inputs_each_in_its_own_view(server, tmp_path):
+    """`pfs mount --inputs`: each input at DIR/<name> through its own shard, one read from standard input."""
+    server.pfs("create-repo", "a")
+    server.pfs("create-repo", "b")
+    for i in range(4):
+        put(server, "a", f"top{i}", b"a%d\n" % i)
+    put(server, "b", "only", b"b\n")
+    with server.client() as client:
+        first = client.inspect_commit(CommitRef("b", "master")).id
+    put(server, "b", "later", b"later\n")
+    inputs = tmp_path / "inputs.json"
+    reduce = [{"name": "a", "commit": "a@master", "method": "reduce", "shard": f"{i}/2"} for i in range(2)]
+    seen = []
+    for i, shard in enumerate(reduce):
+        rows = [shard, {"name": "changed", "commit": "b@master", "since": first, "incremental": "full"},
+                {"name": "whole", "commit": "b@master"}]
+        inputs.write_text(json.dumps({"inputs": rows}) + "\n")
+        with mounted(server, tmp_path / f"mnt{i}", "--inputs", str(inputs)):
+            root = tmp_path / f"mnt{i}"
+            assert sorted(os.listdir(root)) == ["a", "changed", "whole"]
+            seen += os.listdir(root / "a")
+            assert os.listdir(root / "changed") == ["later"]
+            assert sorted(os.listdir(root / "whole")) == ["later", "only"]
+            assert (root / "whole" / "only").read_bytes() == b"b\n"
+    assert sorted(seen) == [f"top{i}" for i in range(4)]  # each in exactly one shard
+
+
+@pytest.mark.parametrize("text, said", [
+    ("[]", "not a JSON object of inputs"),
+    ('{"inputs": {}}', "inputs is not a list of objects"),
+    ('{"inputs": [], "token": 3}', "token is not a string"),
+    ('{"inputs": [{"commit": "a@master"}]}', "KeyError: 'name'"),
+    ('{"inputs": [{"name": "a", "commit": "a@master", "since": 3}]}', "since is 3, not a string"),
+    ('{"inputs": [{"name": "a/b", "commit": "a@master"}]}', "invalid repo name 'a/b'"),
+    ('{"inputs": [{"name": "a", "commit": "a@master"}, {"name": "a", "commit": "a@master"}]}', "name 'a' twice"),
+    ('{"inputs": [{"name": "a", "commit": "a@nope"}]}', "no commit or branch 'nope'"),
+    ('{"inputs": [{"name": "a", "commit": "a@master"}], "token": "wrong"}', "token"),
+])
+def test_bad_mount_inputs_are_one_line_errors(server, tmp_path, text, said):
+    server.pfs("create-repo", "a")
+    put(server, "a", "f", b"x")
+    (tmp_path / "mnt").mkdir()
+    result = server.pfs("mount", str(tmp_path / "mnt"), "--inputs", "-", input=text.encode() + b"\n", check=False)
+    assert_one_line_error(result, said)
+    assert not os.path.ismount(tmp_path / "mnt")

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from conftest import assert_one_line_error, needs, wait_for
+from conftest import assert_one_line_error, needs, processes, wait_for
 from pfs.core.model import CommitRef, JobState
 
 pytestmark = [pytest.mark.slow,  # the local runner's workers, as for test_shim
@@ -318,3 +318,23 @@ def test_a_full_incremental_input_shows_whole_changed_files(server, tmp_path):
     flush(server, "log/master")
     assert get(server, "full", f"seen-{first}") == b"a.txt 2\nb.txt 1\n"
     assert get(server, "full", f"seen-{second}") == b"a.txt 3\n"
+
+
+def spare_workers(server) -> list[int]:
+    """The pids of the spare workers (job-shim --standby) reporting to SERVER."""
+    return [pid for pid, args in processes() if b"--standby" in args and server.address.encode() in args
+            and not args[0].endswith(b"setpriv")]
+
+
+def test_the_local_runner_gives_the_next_shard_to_a_spare_worker(server, tmp_path):
+    put(server, "data", {"a": b"1\n"})
+    pipeline(server, tmp_path, "copy", ["sh", "-c", "cp -r /pfs/data/. /pfs/out/"], [repo_input("data")])
+    flush(server, "data/master")
+    spare = wait_for(lambda: spare_workers(server), 30)  # started once the first job had its worker
+    assert len(spare) == 1  # as many as the job had workers
+    put(server, "data", {"b": b"2\n"}, create=False)
+    flush(server, "data/master")
+    assert get(server, "copy", "b") == b"2\n" and get(server, "copy", "a") == b"1\n"
+    assert spare[0] not in wait_for(lambda: spare_workers(server), 30)  # it took the shard; another waits now
+    server.stop()
+    assert not spare_workers(server)

@@ -98,7 +98,7 @@ def expected(name: str) -> str:
                 "FinishShard": JOB, "PutLogs": JOB}.get(method, ANY)  # the rest check inputs, or filter
     if service == "pfs.Chunks" or method in ("Info", "CreateRepo", "ListRepo", "WhoAmI"):
         return ANY
-    if method in ("CreateToken", "Revoke"):
+    if method in ("CreateToken", "Revoke", "GarbageCollect", "Check"):  # the whole store's
         return ROOT
     if method in ("DeleteRepo", "SetRole"):
         return OWNER

@@ -12,7 +12,7 @@ from pfs.core.errors import InvalidArgument
 from pfs.core.model import ChunkRef, CommitRef
 from pfs.core.shard import Shard
 from pfs.vfs import tree as tree_module
-from pfs.vfs.tree import RepoTree
+from pfs.vfs.tree import RepoTree, View
 
 
 def test_parse_and_validate():
@@ -107,7 +107,7 @@ def tree_of(shared_server):
             put_commit(client, repo, files)
             listed = client.list_files(CommitRef(repo, "master"), recursive=True, with_chunks=True)
             biggest[repo] = max(c.size for f in listed for c in f.chunks)
-        yield lambda shard: RepoTree(client, shard), biggest
+        yield lambda shard: RepoTree(client, View(shard)), biggest
 
 
 def walk(tree: RepoTree, top: int) -> dict[str, tuple[int, bytes | None]]:
@@ -208,7 +208,7 @@ def test_map_since_an_earlier_commit_gives_each_worker_its_share_of_what_changed
     client, first, second = changes
 
     def shown(shard: Shard) -> dict[str, tuple[int, bytes | None]]:
-        return walk(RepoTree(client, shard, commit=second, since=first, incremental=incremental), 1)
+        return walk(RepoTree(client, View(shard, first, incremental), commit=second), 1)
 
     changed = shown(Shard())  # everything that changed, as one worker sees it
     files = {path: data for path, (_, data) in changed.items() if data is not None}

@@ -3,7 +3,6 @@
 import io
 import json
 import os
-import pathlib
 import random
 import signal
 import socket
@@ -12,13 +11,13 @@ import sys
 
 import pytest
 
-from conftest import BIN, assert_one_line_error, needs, stop_process, wait_for
+from conftest import BIN, assert_one_line_error, needs, processes, stop_process, wait_for
 from test_pipelines import put
 from pfs.core.chunking import Chunker
 from pfs.core.errors import FailedPrecondition
 from pfs.core.hashing import address
 from pfs.core.model import CommitRef
-from pfs.core.shard import Shard
+from pfs.core.mount_inputs import MountInput
 from shim.mounts import Mounts
 
 pytestmark = [pytest.mark.slow,  # real workers, each mounting in a namespace of its own
@@ -57,15 +56,8 @@ def run_shims(server, tmp_path, job: str, n: int) -> list[tuple[int, str, str]]:
 
 def mount_processes(server) -> list[str]:
     """The command lines of the `pfs mount` processes that use SERVER."""
-    found = []
-    for cmdline in pathlib.Path("/proc").glob("[0-9]*/cmdline"):
-        try:
-            args = cmdline.read_bytes().split(b"\0")
-        except OSError:  # gone meanwhile
-            continue
-        if b"mount" in args and server.address.encode() in args:
-            found.append(b" ".join(args).decode(errors="replace"))
-    return found
+    return [b" ".join(args).decode(errors="replace") for _, args in processes()
+            if b"mount" in args and server.address.encode() in args]
 
 
 def job_info(server, job: str) -> dict:
@@ -205,14 +197,13 @@ def test_a_shard_reports_when_its_inputs_were_mounted_and_its_output_uploaded(se
 
 
 def test_a_mount_that_fails_is_reported_with_its_reason(server, tmp_path, data, monkeypatch):
-    monkeypatch.setenv("PFS_TOKEN_FILE", server.token_file)  # the mounts' environment, as a worker's is
-    busy = tmp_path / "busy"
-    busy.mkdir()
-    (busy / "file").write_text("x")
-    with Mounts(server.address) as mounts:
-        mounts.add(str(busy), CommitRef("data", "master"), Shard())
-        with pytest.raises(FailedPrecondition, match=f"cannot mount data@master at {busy}: pfs: .* is not empty"):
-            mounts.wait()
+    monkeypatch.setenv("PFS_TOKEN_FILE", server.token_file)  # the mount's environment, as a worker's is
+    target = str(tmp_path / "in" / "data")
+    with Mounts(server.address, str(tmp_path / "in")) as mounts:
+        with pytest.raises(FailedPrecondition, match=f"cannot mount data@nosuch at {target}: pfs: no commit or "
+                                                     "branch 'nosuch' in repo 'data'"):
+            mounts.mount({target: MountInput("data", CommitRef("data", "nosuch"))}, None)
+    assert os.listdir(tmp_path / "in") == []  # its mount point gone too
 
 
 def test_output_stays_invisible_until_every_shard_succeeds(server, tmp_path, data):
@@ -382,3 +373,31 @@ def test_what_is_staged_is_what_the_output_holds_when_the_command_ends(server, t
     assert run_shims(server, tmp_path, job, 1)[0][0] == 0
     assert read_tree(server, "out") == {"rewritten": b"bbaa", "appended": b"one\ntwo\n", "shrunk": b"s\n",
                                         "mapped": b"MMAP456789\n", "renamed": b"tmp\n", "d/e/f": b"deep\n"}
+
+
+def test_a_spare_worker_runs_the_shard_it_is_given(server, tmp_path, data):
+    """`job-shim --standby`: starts, mount and all, then takes its job, shard, try and token on standard input."""
+    job = create_job(server, tmp_path, COPY)
+    token = server.token
+    env = {k: v for k, v in {**os.environ, **server.env}.items() if k not in ("PFS_TOKEN", "PFS_TOKEN_FILE")}
+    spare = subprocess.Popen([SHIM, "--address", server.address, "--standby", "--workspace", str(tmp_path / "ws")],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    wait_for(lambda: mount_processes(server), 30)  # its mount started before it knew its shard
+    out, err = spare.communicate(json.dumps({"job": job, "shard": 0, "attempt": 0, "token": token}).encode() + b"\n",
+                                 timeout=120)
+    assert spare.returncode == 0, err
+    assert read_tree(server, "out") == data
+    assert not mount_processes(server)
+
+
+@pytest.mark.parametrize("line, said", [
+    (b"", "JSONDecodeError"),
+    (b'{"job": "j", "shard": 0, "attempt": 0}\n', "KeyError: 'token'"),
+    (b'{"job": "j", "shard": "0", "attempt": 0, "token": null}\n', "a field of the wrong type"),
+])
+def test_a_spare_worker_given_no_shard_says_so_in_one_line(server, tmp_path, line, said):
+    spare = subprocess.run([SHIM, "--address", server.address, "--standby", "--workspace", str(tmp_path / "ws")],
+                           input=line, capture_output=True, timeout=60, env={**os.environ, **server.env})
+    assert spare.returncode == 2 and said in spare.stderr.decode(), spare.stderr
+    assert len(spare.stderr.decode().strip().splitlines()) == 1
+    assert not mount_processes(server) and os.listdir(tmp_path / "ws") == []

@@ -12,17 +12,17 @@ import sys
 
 import pfs
 from pfs.cli import deploy as deploy_cli
-from pfs.cli import jobs, output, pipelines, tokens
-from pfs.cli.progress import progress
+from pfs.cli import downloads, jobs, output, pipelines, tokens
+from pfs.cli.progress import phases, progress
 from pfs.cli.sources import sources
 from pfs.client import Client, default_address
 from pfs.client.auth import read_token
 from pfs.client.upload import into_commit
-from pfs.core import kube, ready
+from pfs.core import kube, mount_inputs, ready
 from pfs.core.chunking import DELIMITERS
 from pfs.core.errors import FailedPrecondition, InvalidArgument, PfsError
 from pfs.core.memory import keep_freed_memory
-from pfs.core.model import CommitInfo, CommitRef
+from pfs.core.model import CheckProblem, CommitInfo, CommitRef, Progress
 from pfs.core.shard import METHODS, Shard
 from pfs.deploy import manifests
 
@@ -60,6 +60,8 @@ def cmd_inspect_repo(args, client):
 
 def cmd_delete_repo(args, client):
     client.delete_repo(args.repo)
+    if args.gc:
+        _garbage_collect(client, dry_run=False)
 
 
 def cmd_start_commit(args, client):
@@ -102,6 +104,43 @@ def cmd_inspect_commit(args, client):
 
 def cmd_delete_commit(args, client):
     client.delete_commit(CommitRef(args.repo, args.commit))
+    if args.gc:
+        _garbage_collect(client, dry_run=False)
+
+
+def cmd_garbage_collect(args, client):
+    _garbage_collect(client, args.dry_run)
+
+
+def _garbage_collect(client, dry_run: bool) -> None:
+    """Collects, with a progress bar on a terminal, and prints what was freed."""
+    with phases("garbage-collect") as show:
+        for item in client.garbage_collect(dry_run):
+            if isinstance(item, Progress):
+                show(item.phase, item.done, item.total)
+            else:
+                r = item
+    print(f"{'would free' if r.dry_run else 'freed'} {r.objects} objects ({output.size(r.object_bytes)}), "
+          f"{r.chunks} chunks and {r.packs} packs ({output.size(r.bytes)}), rewrote {r.packs_rewritten} packs; "
+          f"kept {r.live_objects} objects and {r.live_chunks} chunks; took {r.seconds:.1f} s")
+
+
+def cmd_check(args, client):
+    with phases("check") as show:
+        for item in client.check(args.read_data):
+            if isinstance(item, Progress):
+                show(item.phase, item.done, item.total)
+            elif isinstance(item, CheckProblem):
+                print(f"{item.repo} {item.commit} {item.path}: {item.what}", flush=True)
+            else:
+                r = item
+    read = f", {output.size(r.bytes_read)} read" if args.read_data else ""
+    summary = (f"checked {r.commits} commits, {r.objects} objects and {r.chunks} chunks{read} in {r.seconds:.1f} s: "
+               f"{r.problems or 'no'} problem{'s' if r.problems != 1 else ''}")
+    if r.problems:
+        print(summary, file=sys.stderr)
+        sys.exit(1)
+    print(summary)
 
 
 def cmd_subscribe_commit(args, client):
@@ -138,6 +177,9 @@ def cmd_put_file(args, client):
         with progress(total, "put-file") as advance:
             with into_commit(client, ref, delimiter=args.delimiter, on_bytes=advance) as up:
                 for src in todo:
+                    if src.directory:
+                        up.put_directory(src.dest)
+                        continue
                     with src.open() as stream:
                         up.put(src.dest, stream, overwrite=args.overwrite)
         if args.commit:
@@ -153,39 +195,14 @@ def cmd_put_file(args, client):
 def cmd_get_file(args, client):
     ref = CommitRef(args.repo, args.ref)
     info = client.inspect_file(ref, args.path)
-    if info.is_dir:
-        raise InvalidArgument(f"{args.path!r} is a directory; use list-file to see what it holds")
-    with _output_file(args.output) as out, progress(info.size_bytes, "get-file") as advance:
-        for data in client.read_chunks(info.chunks):
-            out.write(data)
-            advance(len(data))
-
-
-@contextlib.contextmanager
-def _output_file(path: str | None):
-    """Where get-file writes: stdout; or a temp file beside PATH, renamed onto it only once every chunk has been
-    written (checked as it was read), so a corrupt chunk or an interrupted read leaves no partial PATH and an
-    existing PATH as it was. A PATH that exists and is no regular file (/dev/null, a pipe) is written in place."""
-    if not path:
-        yield sys.stdout.buffer
-        sys.stdout.buffer.flush()
-        return
-    if os.path.exists(path) and not os.path.isfile(path):
-        with open(path, "wb") as out:
-            yield out
-        return
-    directory, name = os.path.split(os.path.realpath(path))  # through a symlink, as open() writes
-    temp = os.path.join(directory, f".{name}.pfs-{os.urandom(4).hex()}")
-    try:
-        with open(os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), "wb") as out:
-            yield out
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temp, os.path.join(directory, name))
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temp)
-        raise
+    if info.is_dir and not args.recursive:
+        raise InvalidArgument(f"{args.path!r} is a directory; fetch its tree with -r -o DIR, "
+                              "or see what it holds with list-file")
+    with progress(info.size_bytes, "get-file") as advance:
+        if info.is_dir:
+            downloads.get_tree(client, ref, info, args.output, advance)
+        else:
+            downloads.get_file(client, info, args.output, advance)
 
 
 def cmd_list_file(args, client):
@@ -214,26 +231,41 @@ def cmd_delete_file(args, client):
 def cmd_mount(args, client):
     from pfs.fuse.mount import serve  # here: pyfuse3 and trio load only for mounts
     from pfs.vfs.direct import direct_reader
-    from pfs.vfs.tree import RepoTree
+    from pfs.vfs.tree import RepoTree, View
 
-    shard = Shard.parse(args.shard, args.method)
-    commit = None
-    if args.commit:
-        commit = client.inspect_commit(CommitRef.parse(args.commit))
-        if not commit.is_finished:
-            raise FailedPrecondition(f"commit {commit.id} of {commit.repo!r} is still open; only finished "
-                                     "commits can be mounted alone")
-    direct = None if args.no_direct else direct_reader(client.direct_read, client.locate_chunks)
-    if args.since and commit is None:
+    view = View(Shard.parse(args.shard, args.method), args.since or "", args.incremental)
+    if args.since and not args.commit:
         raise InvalidArgument("--since needs --commit: it shows what one commit changed")
-    tree = RepoTree(client, shard, direct=direct, commit=commit, since=args.since or "", incremental=args.incremental)
+    if args.inputs and (args.commit or args.shard != "0/1" or args.method != "global"):
+        raise InvalidArgument("--inputs names each input's commit and shard: give no --commit, --shard or --method")
+    commit = _finished(client, CommitRef.parse(args.commit)) if args.commit else None
+    inputs, token = None, None
+    if args.inputs:
+        with open(args.inputs) if args.inputs != "-" else contextlib.nullcontext(sys.stdin) as f:
+            listed, token = mount_inputs.loads(f.readline())  # a worker's mount waits here for its job
+    with Client(client.address, token) if token else contextlib.nullcontext(client) as client:
+        if args.inputs:
+            inputs = {i.name: (_finished(client, i.commit), View(i.shard, i.since, i.incremental)) for i in listed}
+        direct = None if args.no_direct else direct_reader(client.direct_read, client.locate_chunks)
+        tree = RepoTree(client, view, direct=direct, commit=commit, inputs=inputs)
+        shown = f"{len(inputs)} inputs" if inputs is not None else view.shard
 
-    def mounted() -> None:
-        print(f"pfs mounted at {args.mountpoint} ({shard}{', chunks read from ' + direct.root if direct else ''}); "
-              "Ctrl-C unmounts", file=sys.stderr, flush=True)
-        ready.notify(args.ready_fd, mountpoint=os.path.abspath(args.mountpoint))
+        def mounted() -> None:
+            print(f"pfs mounted at {args.mountpoint} ({shown}"
+                  f"{', chunks read from ' + direct.root if direct else ''}); Ctrl-C unmounts", file=sys.stderr,
+                  flush=True)
+            ready.notify(args.ready_fd, mountpoint=os.path.abspath(args.mountpoint))
 
-    serve(tree, args.mountpoint, on_mounted=mounted, allow_other=args.allow_other)
+        serve(tree, args.mountpoint, on_mounted=mounted, allow_other=args.allow_other)
+
+
+def _finished(client: Client, ref: CommitRef) -> CommitInfo:
+    """The commit REF names, which must be finished to be mounted alone."""
+    commit = client.inspect_commit(ref)
+    if not commit.is_finished:
+        raise FailedPrecondition(f"commit {commit.id} of {commit.repo!r} is still open; only finished "
+                                 "commits can be mounted alone")
+    return commit
 
 
 def cmd_unmount(args, client):
@@ -297,7 +329,8 @@ def parser() -> argparse.ArgumentParser:
     verb("create-repo", cmd_create_repo, "create a repo", repo, a("-d", "--description", default=""))
     verb("list-repo", cmd_list_repo, "list repos")
     verb("inspect-repo", cmd_inspect_repo, "show a repo", repo, raw)
-    verb("delete-repo", cmd_delete_repo, "delete a repo and all its commits", repo)
+    gc = a("--gc", action="store_true", help="then collect the garbage (pfs garbage-collect; the root's command)")
+    verb("delete-repo", cmd_delete_repo, "delete a repo and all its commits", repo, gc)
     verb("start-commit", cmd_start_commit, "start a commit on a branch (default master); prints its id", repo,
          a("branch", metavar="BRANCH", nargs="?"),
          a("-p", "--parent", help="the parent commit (default: the branch head)"))
@@ -307,7 +340,13 @@ def parser() -> argparse.ArgumentParser:
          a("branch", metavar="BRANCH", nargs="?"), a("-n", "--number", type=int, default=0, help="at most N"))
     verb("inspect-commit", cmd_inspect_commit, "show a commit", repo, a("commit", metavar="REF"), raw)
     verb("delete-commit", cmd_delete_commit, "delete a commit that has no children", repo,
-         a("commit", metavar="REF"))
+         a("commit", metavar="REF"), gc)
+    verb("garbage-collect", cmd_garbage_collect, "free the chunks, packs and objects no commit, staged job output "
+         "or upload in flight can reach (the root's command)",
+         a("--dry-run", action="store_true", help="say what would be freed; free nothing"))
+    verb("check", cmd_check, "walk every commit's trees; list each missing object or chunk as `repo commit path: "
+         "what` and exit 1, or print a summary (the root's command)",
+         a("--read-data", action="store_true", help="read every chunk, and compare its bytes with its address"))
     verb("subscribe-commit", cmd_subscribe_commit,
          "print finished commits on a branch, from the first, then each new one as it finishes", repo,
          a("branch", metavar="BRANCH"), a("--new", action="store_true", help="only commits finished from now on"))
@@ -325,8 +364,12 @@ def parser() -> argparse.ArgumentParser:
          a("-o", "--overwrite", action="store_true", help="replace the file instead of appending"),
          a("--delimiter", choices=DELIMITERS, default="line",
            help="cut chunks only at line ends (line, the default) or anywhere (none)"))
-    verb("get-file", cmd_get_file, "print a file's contents", repo, ref, a("path", metavar="PATH"),
-         a("-o", "--output", metavar="FILE", help="write to FILE instead of stdout"))
+    verb("get-file", cmd_get_file, "print a file's contents, or fetch a directory tree (-r -o DIR)", repo, ref,
+         a("path", metavar="PATH"),
+         a("-o", "--output", metavar="FILE", help="write to FILE instead of stdout (with -r: into the directory FILE)"),
+         a("-r", "--recursive", action="store_true",
+           help="PATH may be a directory: its tree (files, and directories even when empty) is written into the "
+                "directory -o names, made if missing; files there of the same names are replaced"))
     verb("list-file", cmd_list_file, "list a directory's files", repo, ref, a("path", metavar="PATH", nargs="?"))
     verb("inspect-file", cmd_inspect_file, "show a file", repo, ref, a("path", metavar="PATH"), raw)
     verb("delete-file", cmd_delete_file, "delete a file or directory from an open commit", repo, ref,
@@ -340,6 +383,10 @@ def parser() -> argparse.ArgumentParser:
            help="always read chunks through the server, even where it offers them straight from its store "
                 "(its data dir on this machine, or URLs of its bucket)"),
          a("--commit", metavar="REPO@REF", help="mount only this commit's files, at DIR itself"),
+         a("--inputs", metavar="FILE",
+           help="mount a worker's inputs, DIR/<name> for each: one line of FILE (- : standard input, read once the "
+                "mount has started), a JSON object {inputs: [{name, commit, method, shard, since, incremental}, "
+                "...], token: the token to read them with, or null}"),
          a("--allow-other", action="store_true",
            help="let other users of this machine read it too (FUSE's allow_other: as root, or where "
                 "/etc/fuse.conf has user_allow_other)"),

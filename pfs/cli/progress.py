@@ -15,3 +15,22 @@ def progress(total: int | None, label: str) -> Iterator[Callable[[int], None]]:
 
     with tqdm(total=total, desc=label, unit="B", unit_scale=True, unit_divisor=1024, leave=False) as bar:
         yield bar.update
+
+
+@contextmanager
+def phases(label: str) -> Iterator[Callable[[str, int, int], None]]:
+    """Yields a callback that draws "LABEL: PHASE" with a count, DONE of TOTAL (0: not known yet), on stderr,
+    if stderr is a terminal."""
+    if not sys.stderr.isatty():
+        yield lambda phase, done, total: None
+        return
+    from tqdm import tqdm
+
+    with tqdm(desc=label, leave=False) as bar:
+        def show(phase: str, done: int, total: int) -> None:
+            bar.set_description(f"{label}: {phase}", refresh=False)
+            bar.total = total or None
+            bar.n = done
+            bar.refresh()
+
+        yield show

@@ -17,11 +17,13 @@ URL_TIMEOUT = 60
 
 @dataclass(frozen=True)
 class Source:
-    """One file to put: where it goes in the commit, how to open it, and its size if known."""
+    """One file to put: where it goes in the commit, how to open it, and its size if known; or, with DIRECTORY,
+    a directory of a tree (-r) to make there, so that one left empty is kept too."""
 
     dest: str
     origin: str
     size: int | None
+    directory: bool = False
 
     @contextmanager
     def open(self) -> Iterator[BinaryIO]:
@@ -68,9 +70,12 @@ def _default_dest(local: pathlib.Path) -> str:
 
 
 def _tree(directory: str, dest: str) -> Iterator[Source]:
-    """The regular files under DIRECTORY, and those its symlinks name, at DEST/their path below it: a directory's
-    files by name, then its directories by name. A symlink to a directory is not followed (as os.walk does not);
-    one stat per file, since there may be millions."""
+    """DIRECTORY and the directories and regular files under it, and those its symlinks name, at DEST/their path
+    below it: a directory, its files by name, then its directories by name. Every directory is made, so those
+    that hold no files are kept. A symlink to a directory is not followed (as os.walk does not); one stat per
+    file, since there may be millions."""
+    if paths.normalize(dest):  # the repo's root is always there
+        yield Source(paths.normalize(dest), directory, 0, directory=True)
     with os.scandir(directory) as it:
         entries = sorted(it, key=lambda e: e.name)
     subdirs = []

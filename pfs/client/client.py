@@ -16,8 +16,9 @@ from pfs.client.status import domain_error
 from pfs.core import frames
 from pfs.core.errors import Conflict
 from pfs.core.model import (
-    MAX_LOCATE, BranchInfo, ChunkLocation, ChunkRef, CommitInfo, CommitRef, DirectRead, FileInfo, FileWrite, JobInfo,
-    JobSpec, LogLine, PipelineInfo, PipelineSpec, RepoInfo, ShardInfo,
+    MAX_LOCATE, BranchInfo, CheckProblem, CheckSummary, ChunkLocation, ChunkRef, CommitInfo, CommitRef, DirectRead,
+    FileInfo, FileWrite, GarbageCollected, JobInfo, JobSpec, LogLine, PipelineInfo, PipelineSpec, Progress, RepoInfo,
+    ShardInfo,
 )
 from pfs.proto import auth_pb2 as apb
 from pfs.proto import auth_pb2_grpc
@@ -202,6 +203,20 @@ class Client:
 
     def delete_file(self, ref: CommitRef, path: str) -> None:
         self._call(self._api.DeleteFile, pb.FileRequest(commit=cv.commit_ref_to_pb(ref), path=path))
+
+    # -- the store as a whole (the cluster's root)
+
+    def garbage_collect(self, dry_run: bool = False,
+                        grace: float | None = None) -> Iterator[Progress | GarbageCollected]:
+        """Progress, then what was freed (GRACE: see GarbageCollectRequest in protos/pfs.proto)."""
+        request = pb.GarbageCollectRequest(dry_run=dry_run, **({} if grace is None else {"grace": grace}))
+        for m in self._stream(self._api.GarbageCollect, request):
+            yield cv.update_from_pb(m)
+
+    def check(self, read_data: bool = False) -> Iterator[Progress | CheckProblem | CheckSummary]:
+        """Progress, each problem found, then the summary."""
+        for m in self._stream(self._api.Check, pb.CheckRequest(read_data=read_data)):
+            yield cv.update_from_pb(m)
 
     # -- pipelines
 

@@ -96,8 +96,16 @@ class Uploader:
             self.on_bytes(len(data))
             if self._batch_bytes >= BATCH_BYTES or len(self._batch) >= BATCH_CHUNKS:
                 self._send_batch()
-        self._writes.append(FileWrite(path, tuple(refs), overwrite))
-        directory = posixpath.dirname(path)
+        self._add(FileWrite(path, tuple(refs), overwrite))
+
+    def put_directory(self, path: str) -> None:
+        """Makes the directory PATH (kept even while empty; one that is there stays as it is)."""
+        self._add(FileWrite(path, (), directory=True))
+
+    def _add(self, write: FileWrite) -> None:
+        """Adds WRITE to the segment, which ends once it holds enough files (see the module's docstring)."""
+        self._writes.append(write)
+        directory = posixpath.dirname(write.path)
         self._in_dir[directory] += 1
         if directory in self._touched:
             self._rewrites += 1

@@ -104,11 +104,14 @@ class FileInfo:
 
 @dataclass(frozen=True)
 class FileWrite:
-    """One file recorded into an open commit: its chunks, appended or overwriting."""
+    """One file recorded into an open commit: its chunks, appended or overwriting. With DIRECTORY, a directory
+    instead (no chunks): made if it is not there, kept as it is if it is, and left even once empty, so empty
+    directories are stored as they are."""
 
     path: str
     chunks: tuple[ChunkRef, ...]
     overwrite: bool = False
+    directory: bool = False
 
 
 @dataclass(frozen=True)
@@ -309,3 +312,48 @@ class LogLine:
     time: float
     stream: str  # one of LOG_STREAMS
     text: str
+
+
+@dataclass(frozen=True)
+class Progress:
+    """How far a long call (garbage collection, the check) has come: a phase, and a count."""
+
+    phase: str
+    done: int
+    total: int  # 0: not known yet
+
+
+@dataclass(frozen=True)
+class GarbageCollected:
+    """What a garbage collection freed (or, in a dry run, would free)."""
+
+    dry_run: bool
+    objects: int
+    object_bytes: int
+    chunks: int
+    bytes: int  # room in the chunk store: chunks freed, packs deleted less those written in their place
+    packs: int  # deleted
+    packs_rewritten: int
+    live_objects: int  # what the commits and staged outputs reach
+    live_chunks: int
+    seconds: float
+
+
+@dataclass(frozen=True)
+class CheckProblem:
+    """Something wrong that a commit reaches: a missing object or chunk, or a chunk whose bytes are wrong."""
+
+    repo: str
+    commit: str
+    path: str
+    what: str
+
+
+@dataclass(frozen=True)
+class CheckSummary:
+    commits: int
+    objects: int
+    chunks: int
+    bytes_read: int  # compressed, when the data was read
+    problems: int
+    seconds: float

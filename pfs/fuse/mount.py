@@ -56,8 +56,7 @@ def serve(tree: RepoTree, mountpoint: str, on_mounted=lambda: None, allow_other:
     _init(ops, mountpoint, options)
     tree.on_stale = _invalidate
     try:
-        on_mounted()
-        trio.run(_main, mountpoint, ops, stopped)
+        trio.run(_main, mountpoint, ops, stopped, on_mounted)
     finally:
         pyfuse3.close(unmount=True)
         tree.close()
@@ -87,7 +86,15 @@ def _init(ops: Operations, mountpoint: str, options: set[str]) -> None:
     raise FailedPrecondition(f"cannot mount at {mountpoint}: {why}; {FUSE_NEEDS}")
 
 
-async def _read_ahead(mountpoint: str, ops: Operations) -> None:
+async def _up(mountpoint: str, ops: Operations, on_mounted) -> None:
+    """Calls ON_MOUNTED once the kernel has the mount's INIT reply and its read-ahead is set: whoever is told
+    may then move it (bind it elsewhere, unmount where it was mounted) and find it whole."""
+    await ops.initialized.wait()  # this wakes once the loop gets back from answering INIT
+    _read_ahead(mountpoint)
+    on_mounted()
+
+
+def _read_ahead(mountpoint: str) -> None:
     """Lets the kernel read ahead READ_AHEAD_KB per request: each request is a trip through Python.
 
     The setting is the mount's own (its backing device in /sys/class/bdi), gone
@@ -96,7 +103,6 @@ async def _read_ahead(mountpoint: str, ops: Operations) -> None:
     reply has gone, and without a request to this very mount: one made while
     the loop stops would never be answered.
     """
-    await ops.initialized.wait()  # this wakes once the loop gets back from answering INIT
     device = _device(mountpoint)
     if device is None:
         return
@@ -120,13 +126,13 @@ def _invalidate(inode: int, names: list[str]) -> None:
         pyfuse3.invalidate_entry_async(inode, os.fsencode(name), ignore_enoent=True)
 
 
-async def _main(mountpoint: str, ops: Operations, stopped: list[int]) -> None:
+async def _main(mountpoint: str, ops: Operations, stopped: list[int], on_mounted) -> None:
     with trio.open_signal_receiver(*STOP_SIGNALS) as signals:
         if stopped:  # asked to stop while mounting
             return
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_terminate_on, signals)
-            nursery.start_soon(_read_ahead, mountpoint, ops)
+            nursery.start_soon(_up, mountpoint, ops, on_mounted)
             await pyfuse3.main()  # returns on terminate() or when unmounted from outside
             nursery.cancel_scope.cancel()
 

@@ -16,7 +16,7 @@ from typing import Any
 from google.protobuf.descriptor import Descriptor, EnumDescriptor, FieldDescriptor
 from google.protobuf.message import Message
 
-from pfs.core import codec
+from pfs.core import codec, model
 from pfs.core.model import (
     BranchInfo, ChunkLocation, ChunkRef, CommitInfo, CommitRef, DirectRead, FileInfo, FileWrite, JobInfo, JobSpec,
     LogLine, PipelineInfo, PipelineSpec, RepoInfo,
@@ -135,11 +135,12 @@ def file_from_pb(m: pb.FileInfo) -> FileInfo:
 
 
 def write_to_pb(w: FileWrite) -> pb.FileWrite:
-    return pb.FileWrite(path=w.path, overwrite=w.overwrite, chunks=[chunk_to_pb(c) for c in w.chunks])
+    return pb.FileWrite(path=w.path, overwrite=w.overwrite, chunks=[chunk_to_pb(c) for c in w.chunks],
+                        directory=w.directory)
 
 
 def write_from_pb(m: pb.FileWrite) -> FileWrite:
-    return FileWrite(m.path, tuple(chunk_from_pb(c) for c in m.chunks), m.overwrite)
+    return FileWrite(m.path, tuple(chunk_from_pb(c) for c in m.chunks), m.overwrite, m.directory)
 
 
 def job_spec_to_pb(s: JobSpec) -> ppb.CreateJobRequest:
@@ -180,6 +181,20 @@ def log_to_pb(line: LogLine) -> ppb.LogLine:
 
 def log_from_pb(m: ppb.LogLine) -> LogLine:
     return _from_pb(LogLine, m)
+
+
+def update_to_pb(item: Any, message: type[Message]) -> Any:
+    """ITEM (Progress, or what ends the stream) as the field of MESSAGE's oneof `update` of its type."""
+    for f in message.DESCRIPTOR.oneofs_by_name["update"].fields:
+        if f.message_type.name == type(item).__name__:
+            return message(**{f.name: _to_pb(item, getattr(pb, f.message_type.name))})
+    raise TypeError(f"{message.DESCRIPTOR.name} has no field for {type(item).__name__}")
+
+
+def update_from_pb(m: Message) -> Any:
+    """The model object of the field set in M's oneof `update`."""
+    name = m.WhichOneof("update")
+    return _from_pb(getattr(model, getattr(m, name).DESCRIPTOR.name), getattr(m, name))
 
 
 # -- the generic pair: a model dataclass and a message with fields of the same names

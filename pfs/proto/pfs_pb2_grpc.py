@@ -119,6 +119,16 @@ class APIStub:
                 request_serializer=pfs_dot_proto_dot_pfs__pb2.FileRequest.SerializeToString,
                 response_deserializer=pfs_dot_proto_dot_pfs__pb2.Empty.FromString,
                 _registered_method=True)
+        self.GarbageCollect = channel.unary_stream(
+                '/pfs.API/GarbageCollect',
+                request_serializer=pfs_dot_proto_dot_pfs__pb2.GarbageCollectRequest.SerializeToString,
+                response_deserializer=pfs_dot_proto_dot_pfs__pb2.GarbageCollectUpdate.FromString,
+                _registered_method=True)
+        self.Check = channel.unary_stream(
+                '/pfs.API/Check',
+                request_serializer=pfs_dot_proto_dot_pfs__pb2.CheckRequest.SerializeToString,
+                response_deserializer=pfs_dot_proto_dot_pfs__pb2.CheckUpdate.FromString,
+                _registered_method=True)
 
 
 class APIServicer:
@@ -228,6 +238,20 @@ class APIServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GarbageCollect(self, request, context):
+        """The cluster's root only. Frees what no commit, staged output or upload in flight can reach.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Check(self, request, context):
+        """The cluster's root only. Walks every commit's trees; each problem found, then a summary.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_APIServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -315,6 +339,16 @@ def add_APIServicer_to_server(servicer, server):
                     servicer.DeleteFile,
                     request_deserializer=pfs_dot_proto_dot_pfs__pb2.FileRequest.FromString,
                     response_serializer=pfs_dot_proto_dot_pfs__pb2.Empty.SerializeToString,
+            ),
+            'GarbageCollect': grpc.unary_stream_rpc_method_handler(
+                    servicer.GarbageCollect,
+                    request_deserializer=pfs_dot_proto_dot_pfs__pb2.GarbageCollectRequest.FromString,
+                    response_serializer=pfs_dot_proto_dot_pfs__pb2.GarbageCollectUpdate.SerializeToString,
+            ),
+            'Check': grpc.unary_stream_rpc_method_handler(
+                    servicer.Check,
+                    request_deserializer=pfs_dot_proto_dot_pfs__pb2.CheckRequest.FromString,
+                    response_serializer=pfs_dot_proto_dot_pfs__pb2.CheckUpdate.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -776,6 +810,60 @@ class API:
             '/pfs.API/DeleteFile',
             pfs_dot_proto_dot_pfs__pb2.FileRequest.SerializeToString,
             pfs_dot_proto_dot_pfs__pb2.Empty.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GarbageCollect(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/pfs.API/GarbageCollect',
+            pfs_dot_proto_dot_pfs__pb2.GarbageCollectRequest.SerializeToString,
+            pfs_dot_proto_dot_pfs__pb2.GarbageCollectUpdate.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Check(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/pfs.API/Check',
+            pfs_dot_proto_dot_pfs__pb2.CheckRequest.SerializeToString,
+            pfs_dot_proto_dot_pfs__pb2.CheckUpdate.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,4 +1,5 @@
-"""The tree a mount shows: /<repo>/<branch or commit id>/<files of that commit>.
+"""The tree a mount shows: /<repo>/<branch or commit id>/<files of that commit>; or one commit's files; or a
+worker's inputs, /<name>/<files of its commit> for each (one mount serves them all).
 
 Only finished commits are shown (a branch shows its newest finished commit),
 so everything inside a commit directory is immutable: its inodes are derived
@@ -42,13 +43,23 @@ PREFETCH_ENTRIES = 20_000  # entries below a directory listed with it: its subdi
 MAX_LISTED = 100_000  # entries kept in listings (about 75 MB); the least recently used are listed again if looked at
 
 
+@dataclass(frozen=True)
+class View:
+    """How a commit's files are shown: only SHARD's part, and with SINCE (an earlier commit of the repo) only what
+    changed after it (see Client.list_files for INCREMENTAL)."""
+
+    shard: Shard = Shard()
+    since: str = ""
+    incremental: str = "diff"
+
+
 @dataclass(slots=True)  # a mount may hold many: no __dict__ each
 class Node:
     """A directory or file of the mount."""
 
     inode: int
     name: str
-    kind: str  # root | repo | ref (a branch or commit directory) | dir | file
+    kind: str  # root | inputs (the root of a worker's inputs) | repo | ref (a branch or commit directory) | dir | file
     is_dir: bool
     size: int = 0
     mtime: float = 0.0
@@ -63,11 +74,12 @@ class Node:
     told: int = 0  # a file's chunks a direct reader has been told a reader goes on to (expect)
     start: int = 0  # a directory's place in its commit's bytes laid end to end in path order (see Shard.blocks)...
     total: int = 0  # ...and their count
+    view: View = View()  # how the commit a ref, dir or file belongs to is shown
 
     @property
     def immutable(self) -> bool:
-        """Never changes: everything inside a commit, and a directory named by commit id."""
-        return self.kind in ("dir", "file") or (self.kind == "ref" and not self.branch)
+        """Never changes: everything inside a commit, a directory named by commit id, and a worker's inputs."""
+        return self.kind in ("inputs", "dir", "file") or (self.kind == "ref" and not self.branch)
 
 
 @dataclass
@@ -84,31 +96,31 @@ def inode_of(*parts: str) -> int:
 
 
 class RepoTree:
-    """All repos of a server as a tree, each commit seen through SHARD; or only COMMIT's files (a worker's input).
+    """All repos of a server as a tree, each commit seen through VIEW; or only COMMIT's files; or INPUTS, each
+    commit in its own view at the name it is given (a worker's inputs)."""
 
-    A worker's input may show only what changed after an earlier commit SINCE (see Client.list_files).
-    """
-
-    def __init__(self, client: Client, shard: Shard = Shard(), cache: ChunkCache | None = None,
+    def __init__(self, client: Client, view: View = View(), cache: ChunkCache | None = None,
                  on_stale: Callable[[int, list[str]], None] = lambda inode, names: None,
                  direct: DirectReader | None = None, commit: CommitInfo | None = None,
-                 since: str = "", incremental: str = "diff") -> None:
+                 inputs: dict[str, tuple[CommitInfo, View]] | None = None) -> None:
         self.client = client
-        self.shard = shard
-        self.since = since
-        self.incremental = incremental
+        self.view = view
         self.direct = direct  # a reader of the server's chunk store without it, where this client has one
         self.cache = cache or ChunkCache(self._fetch)
         self.on_stale = on_stale  # told (directory inode, names) whose kernel entries are out of date
         root = Node(ROOT_INODE, "", "root", True, mtime=time.time())
         if commit is not None:
-            root = self._ref_node(commit, "", "")
+            root = self._ref_node(commit, "", "", view)
             root.inode = ROOT_INODE
         self._nodes: dict[int, Node] = {ROOT_INODE: root}  # what the kernel has been given...
         self._lookups: dict[int, int] = {}  # ...and how many times (its lookup count), until it forgets them
         self._listings: OrderedDict[int, _Listing] = OrderedDict()  # least recently used first
         self._listed = 0  # entries in self._listings
         self._lock = threading.Lock()
+        self._inputs = [self._ref_node(c, name, "", v, inode_of("input", name)) for name, (c, v) in
+                        (inputs or {}).items()]
+        if inputs is not None:
+            root.kind = "inputs"
 
     # -- the operations a filesystem needs
 
@@ -276,17 +288,19 @@ class RepoTree:
             ], []
         if node.kind == "repo":
             return self._refs(node.repo), []
+        if node.kind == "inputs":
+            return self._inputs, []
         return self._files(node)
 
     def _refs(self, repo: str) -> list[Node]:
         """A directory per branch (its newest finished commit) and per finished commit."""
         commits = [c for c in self.client.list_commits(repo) if c.is_finished]
         by_id = {c.id: c for c in commits}
-        refs = [self._ref_node(c, c.id, "") for c in commits]
+        refs = [self._ref_node(c, c.id, "", self.view) for c in commits]
         for branch in self.client.list_branches(repo):
             head = self._finished_head(repo, branch.head, by_id)
             if head is not None:
-                refs.append(self._ref_node(head, branch.name, branch.name))
+                refs.append(self._ref_node(head, branch.name, branch.name, self.view))
         return refs
 
     def _finished_head(self, repo: str, head: str, by_id: dict[str, CommitInfo]) -> CommitInfo | None:
@@ -294,14 +308,11 @@ class RepoTree:
             head = self.client.inspect_commit(CommitRef(repo, head)).parent
         return by_id.get(head)
 
-    def _ref_node(self, commit: CommitInfo, name: str, branch: str) -> Node:
-        inode = inode_of("branch", commit.repo, name) if branch else inode_of("commit", commit.repo, commit.id)
-        return Node(inode, name, "ref", True, self._visible_size(commit.size_bytes), commit.finished,
-                    repo=commit.repo, commit=commit.id, branch=branch)
-
-    def _visible_size(self, size: int) -> int:
-        """A directory's size is its files' total, shown only where the shard sees them all."""
-        return size if self.shard.method == "global" or self.shard.count == 1 else 0
+    def _ref_node(self, commit: CommitInfo, name: str, branch: str, view: View, inode: int = 0) -> Node:
+        if not inode:
+            inode = inode_of("branch", commit.repo, name) if branch else inode_of("commit", commit.repo, commit.id)
+        return Node(inode, name, "ref", True, _visible_size(view, commit.size_bytes), commit.finished,
+                    repo=commit.repo, commit=commit.id, branch=branch, view=view)
 
     def _files(self, node: Node) -> tuple[list[Node], list[tuple[Node, list[Node]]]]:
         """The entries of a directory of a commit, and of the directories below it, in one call.
@@ -336,7 +347,7 @@ class RepoTree:
             ends[parent] += f.size_bytes
             if f.is_dir:
                 ends[f.path] = start
-            if not self._sees(f):
+            if not node.view.shard.sees_entry(paths.components(f.path)[0]):  # a reduce shard's whole entries
                 continue
             child = self._file_node(node, f, start, total)
             found[parent][1].append(child)
@@ -344,29 +355,26 @@ class RepoTree:
                 found[f.path] = (child, [])
         return found
 
-    def _sees(self, f: FileInfo) -> bool:
-        """Whether this tree's shard shows F: a reduce shard sees whole top-level entries."""
-        return self.shard.sees_entry(paths.components(f.path)[0])
-
     def _list_files(self, node: Node, recursive: bool = False, limit: int = 0) -> list[FileInfo]:
         return list(self.client.list_files(CommitRef(node.repo, node.commit), node.path, with_chunks=True,
-                                           since=self.since, incremental=self.incremental,
+                                           since=node.view.since, incremental=node.view.incremental,
                                            recursive=recursive, limit=limit))
 
     def _file_node(self, listed: Node, f: FileInfo, start: int, total: int) -> Node:
         """The node of an entry F found below the directory LISTED of a commit, START bytes into its TOTAL."""
         name = f.path.rpartition("/")[2]
-        inode = inode_of("file", listed.repo, listed.commit, str(self.shard), self.since, f.path)
+        view = listed.view
+        inode = inode_of("file", listed.repo, listed.commit, str(view.shard), view.since, f.path)
         if f.is_dir:
-            return Node(inode, name, "dir", True, self._visible_size(f.size_bytes), listed.mtime,
-                        repo=listed.repo, commit=listed.commit, path=f.path, start=start, total=total)
-        chunks = self.shard.blocks(f.chunks, start, total)
+            return Node(inode, name, "dir", True, _visible_size(view, f.size_bytes), listed.mtime,
+                        repo=listed.repo, commit=listed.commit, path=f.path, start=start, total=total, view=view)
+        chunks = view.shard.blocks(f.chunks, start, total)
         offsets, size = [], 0
         for c in chunks:
             offsets.append(size)
             size += c.size
         return Node(inode, name, "file", False, size, listed.mtime, repo=listed.repo, commit=listed.commit,
-                    path=paths.normalize(f.path), chunks=chunks, offsets=offsets)
+                    path=paths.normalize(f.path), chunks=chunks, offsets=offsets, view=view)
 
     def _fetch(self, refs: list[ChunkRef]) -> Iterator[bytes]:
         """The chunks' bytes in order, each as soon as it is read (the reader waits for the first, not for all):
@@ -387,6 +395,11 @@ class RepoTree:
                         raise DataLoss(f"the server sent fewer chunks than the {len(missing)} asked for")
                 yield data
             return
+
+
+def _visible_size(view: View, size: int) -> int:
+    """A directory's size is its files' total, shown only where the view's shard sees them all."""
+    return size if view.shard.method == "global" or view.shard.count == 1 else 0
 
 
 def _holds(directory: str, path: str) -> bool:

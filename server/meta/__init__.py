@@ -99,7 +99,7 @@ class Tx(ABC):
 
     @abstractmethod
     def put_object(self, address: bytes, data: bytes) -> None:
-        """Stores an immutable object; storing one that exists is a no-op."""
+        """Stores an immutable object; storing one that exists touches it (server/grace.py), nothing more."""
 
     @abstractmethod
     def get_object(self, address: bytes) -> bytes | None: ...
@@ -109,8 +109,55 @@ class Tx(ABC):
         """Records where chunks are stored; a chunk recorded already keeps its place. How many were new."""
 
     @abstractmethod
-    def stored_chunks(self, addresses: Sequence[bytes]) -> dict[bytes, StoredChunk]:
-        """Where each of ADDRESSES that is recorded is stored."""
+    def stored_chunks(self, addresses: Sequence[bytes], touch: bool = False) -> dict[bytes, StoredChunk]:
+        """Where each of ADDRESSES that is recorded is stored; with TOUCH, each found is touched (server/grace.py)."""
+
+    # -- garbage collection (server/gc.py) and the check (server/check.py)
+
+    @abstractmethod
+    def commit_roots(self) -> list[tuple[str, str, bytes]]:
+        """(repo, commit id, root tree address) of every commit, open or finished, that holds files."""
+
+    @abstractmethod
+    def all_staged_files(self) -> list[FileWrite]:
+        """The files staged by every shard of every job."""
+
+    @abstractmethod
+    def get_objects(self, addresses: Sequence[bytes]) -> dict[bytes, bytes]:
+        """The objects among ADDRESSES that are stored, by address."""
+
+    @abstractmethod
+    def object_addresses(self, after: bytes, limit: int) -> list[bytes]:
+        """Up to LIMIT addresses of stored objects, in order, from the first past AFTER."""
+
+    @abstractmethod
+    def delete_objects(self, addresses: Sequence[bytes], cutoff: float, dry_run: bool) -> tuple[int, int]:
+        """Deletes (unless DRY_RUN) those objects of ADDRESSES last touched before CUTOFF: how many, how many bytes."""
+
+    @abstractmethod
+    def stored_chunk_rows(self, after: bytes, limit: int) -> list[tuple[bytes, str, int, float]]:
+        """Up to LIMIT recorded chunks (address, pack, length, when touched), by address, from the first past AFTER."""
+
+    @abstractmethod
+    def pack_chunks(self, pack: str) -> list[StoredChunk]:
+        """The chunks recorded in PACK."""
+
+    @abstractmethod
+    def delete_stored_chunks(self, addresses: Sequence[bytes], cutoff: float, dry_run: bool) -> tuple[int, int]:
+        """Forgets (unless DRY_RUN) the recorded chunks of ADDRESSES last touched before CUTOFF: how many, and
+        their bytes."""
+
+    @abstractmethod
+    def move_stored_chunks(self, chunks: Sequence[StoredChunk], old_pack: str) -> None:
+        """Records that CHUNKS, each in OLD_PACK until now, are where they say (a rewritten pack); OLD_PACK is
+        retired as of now."""
+
+    @abstractmethod
+    def retired_packs(self) -> dict[str, float]:
+        """When each retired pack (rewritten; to be deleted once no URL to it is valid) was retired, by pack."""
+
+    @abstractmethod
+    def forget_retired(self, packs: Sequence[str]) -> None: ...
 
     @abstractmethod
     def put_pipeline(self, pipeline: PipelineInfo) -> None:
@@ -140,6 +187,10 @@ class Tx(ABC):
     def claim_lease(self, pipeline: str, server: str, ttl: float) -> bool:
         """Gives SERVER the lease of PIPELINE's controller for TTL seconds, unless another server holds it (one
         that has not expired); whether SERVER holds it now. A holder renews its lease the same way."""
+
+    @abstractmethod
+    def release_lease(self, name: str, holder: str) -> None:
+        """Gives the lease NAME up, if HOLDER holds it."""
 
     @abstractmethod
     def leases(self) -> dict[str, str]:
@@ -222,6 +273,10 @@ class MetaStore(ABC):
     def listen(self, news: Callable[[], None]) -> None:
         """Calls NEWS (on a thread of the store's) whenever another server notifies; a store of one server never
         does."""
+
+    def reclaim(self) -> None:
+        """Gives the disk back the room of what garbage collection deleted, where the database keeps it (SQLite);
+        PostgreSQL's autovacuum needs no help."""
 
     @abstractmethod
     def close(self) -> None: ...

@@ -25,6 +25,7 @@ import psycopg
 from psycopg_pool import ConnectionPool
 
 from pfs.core.errors import Unavailable
+from server.grace import DEFAULT_GRACE
 from server.meta import MetaStore, Tx
 from server.meta.sql import Dialect, SqlTx, schema, upgrade
 
@@ -48,7 +49,8 @@ VERSION_TABLE = "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT 
 class PostgresMetaStore(MetaStore):
     shared = True
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, grace: float = DEFAULT_GRACE) -> None:
+        self._grace = grace
         self.name = redacted(url)
         self._url = url
         self._closed = threading.Event()
@@ -87,7 +89,7 @@ class PostgresMetaStore(MetaStore):
                 with self._pool.connection() as conn, conn.transaction():  # rolled back if the block raises
                     cur = conn.cursor()
                     cur.execute("SELECT pg_advisory_xact_lock(%s)", (LOCK,))
-                    tx = SqlTx(cur, DIALECT)
+                    tx = SqlTx(cur, DIALECT, self._grace)
                     yield tx
                     tx.flush()
             except psycopg.OperationalError as err:  # the database went away, or did not come back in time

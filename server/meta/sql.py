@@ -6,13 +6,15 @@ A backend owns only its connection, its locking and its version counter; it neve
 
 import dataclasses
 import json
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 from pfs.core import codec
 from pfs.core.model import (
     ChunkRef, CommitInfo, CommitRef, FileWrite, JobInfo, LogLine, PipelineInfo, RepoInfo, ShardInfo,
 )
+from server.grace import DEFAULT_GRACE, refresh_before
 from server.meta import StoredChunk, StoredCommit, StoredToken, Tx
 
 
@@ -162,9 +164,18 @@ def _roles(cur, d: Dialect) -> None:
                 f"NULL, role TEXT NOT NULL, PRIMARY KEY (repo, subject)){d.keyed}")
 
 
+def _touched(cur, d: Dialect) -> None:
+    """When each object and recorded chunk was last touched (server/grace.py); 0 for what an older store held,
+    which an upload touches again the first time it finds it. And the packs a garbage collection rewrote, each
+    retired until no URL signed for it is valid any more."""
+    for table in ("objects", "stored_chunks"):
+        cur.execute(f"ALTER TABLE {table} ADD COLUMN touched DOUBLE PRECISION NOT NULL DEFAULT 0")
+    cur.execute("CREATE TABLE retired_packs (pack TEXT PRIMARY KEY, retired DOUBLE PRECISION NOT NULL)")
+
+
 # Step N brings a store of version N - 1 to version N; a store is made at version 0 (the schema, created above)
 # and a new server runs the steps it has not had, in one transaction. Append; never edit a step once released.
-STEPS: list[Callable] = [_codec_form, _cluster_tables, _shard_rows, _tokens, _roles]
+STEPS: list[Callable] = [_codec_form, _cluster_tables, _shard_rows, _tokens, _roles, _touched]
 
 
 def upgrade(cur, d: Dialect, version: int) -> int:
@@ -184,6 +195,11 @@ def _commit_row(c: StoredCommit) -> tuple:
 
 
 _PUT_SHARD = "INSERT INTO shards (job, idx, info) VALUES (?, ?, ?) ON CONFLICT (job, idx) DO UPDATE SET info = excluded.info"
+
+
+def _batches(addresses: Sequence) -> Iterator[Sequence]:
+    for i in range(0, len(addresses), QUERY_BATCH):
+        yield addresses[i : i + QUERY_BATCH]
 
 
 def _shard(info: str) -> ShardInfo:
@@ -213,9 +229,11 @@ def _stored_commit(row: tuple) -> StoredCommit:
 class SqlTx(Tx):
     """The operations of one transaction the backend has begun on CUR's connection."""
 
-    def __init__(self, cur, dialect: Dialect) -> None:
+    def __init__(self, cur, dialect: Dialect, grace: float = DEFAULT_GRACE) -> None:
         self._cur = cur
         self._d = dialect
+        self._now = time.time()  # what is written or touched here is touched now (server/grace.py)
+        self._stale = refresh_before(self._now, grace)
         self._objects: dict[bytes, bytes] = {}  # written in one statement when the transaction ends
 
     def _execute(self, query: str, params: Sequence = ()):
@@ -230,8 +248,9 @@ class SqlTx(Tx):
 
     def flush(self) -> None:
         """Writes what the transaction holds back; the backend calls it before it commits."""
-        self._executemany("INSERT INTO objects (address, data) VALUES (?, ?) ON CONFLICT DO NOTHING",
-                          list(self._objects.items()))
+        self._executemany("INSERT INTO objects (address, data, touched) VALUES (?, ?, ?) ON CONFLICT (address) "
+                          "DO UPDATE SET touched = excluded.touched WHERE objects.touched < ?",
+                          [(a, data, self._now, self._stale) for a, data in self._objects.items()])
         self._objects.clear()
 
     def _branch_names(self, repo: str) -> tuple[str, ...]:
@@ -313,18 +332,84 @@ class SqlTx(Tx):
         return row[0] if row else None
 
     def put_stored_chunks(self, chunks: Sequence[StoredChunk]) -> int:
-        return self._executemany(f"INSERT INTO stored_chunks ({_CHUNK_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?) "
+        return self._executemany(f"INSERT INTO stored_chunks ({_CHUNK_COLUMNS}, touched) VALUES (?, ?, ?, ?, ?, ?, ?) "
                                  "ON CONFLICT DO NOTHING",
-                                 [(c.address, c.pack, c.offset, c.length, c.head, c.checksum) for c in chunks])
+                                 [(c.address, c.pack, c.offset, c.length, c.head, c.checksum, self._now)
+                                  for c in chunks])
 
-    def stored_chunks(self, addresses: Sequence[bytes]) -> dict[bytes, StoredChunk]:
+    def stored_chunks(self, addresses: Sequence[bytes], touch: bool = False) -> dict[bytes, StoredChunk]:
         found = {}
-        for i in range(0, len(addresses), QUERY_BATCH):
-            batch = addresses[i : i + QUERY_BATCH]
-            rows = self._execute(f"SELECT {_CHUNK_COLUMNS} FROM stored_chunks "
-                                 f"WHERE address IN ({','.join('?' * len(batch))})", batch)
+        for batch in _batches(addresses):
+            where = f"address IN ({','.join('?' * len(batch))})"
+            if touch:
+                self._execute(f"UPDATE stored_chunks SET touched = ? WHERE {where} AND touched < ?",
+                              (self._now, *batch, self._stale))
+            rows = self._execute(f"SELECT {_CHUNK_COLUMNS} FROM stored_chunks WHERE {where}", batch)
             found.update((r[0], StoredChunk(*r)) for r in rows.fetchall())
         return found
+
+    # -- garbage collection (server/gc.py) and the check (server/check.py)
+
+    def commit_roots(self) -> list[tuple[str, str, bytes]]:
+        rows = self._execute("SELECT repo, id, tree FROM commits WHERE tree IS NOT NULL ORDER BY repo, seq")
+        return [(repo, id_, bytes(tree)) for repo, id_, tree in rows.fetchall() if tree]
+
+    def all_staged_files(self) -> list[FileWrite]:
+        rows = self._execute("SELECT files FROM staged_files").fetchall()
+        return [w for r in rows for w in codec.loads(tuple[FileWrite, ...], r[0])]
+
+    def get_objects(self, addresses: Sequence[bytes]) -> dict[bytes, bytes]:
+        found = {}
+        for batch in _batches(addresses):
+            rows = self._execute(f"SELECT address, data FROM objects WHERE address IN ({','.join('?' * len(batch))})",
+                                 batch)
+            found.update((bytes(a), bytes(d)) for a, d in rows.fetchall())
+        return found
+
+    def object_addresses(self, after: bytes, limit: int) -> list[bytes]:
+        rows = self._execute("SELECT address FROM objects WHERE address > ? ORDER BY address LIMIT ?", (after, limit))
+        return [bytes(r[0]) for r in rows.fetchall()]
+
+    def delete_objects(self, addresses: Sequence[bytes], cutoff: float, dry_run: bool) -> tuple[int, int]:
+        return self._delete("objects", "LENGTH(data)", addresses, cutoff, dry_run)
+
+    def stored_chunk_rows(self, after: bytes, limit: int) -> list[tuple[bytes, str, int, float]]:
+        rows = self._execute("SELECT address, pack, length, touched FROM stored_chunks WHERE address > ? "
+                             "ORDER BY address LIMIT ?", (after, limit))
+        return [(bytes(a), pack, length, touched) for a, pack, length, touched in rows.fetchall()]
+
+    def pack_chunks(self, pack: str) -> list[StoredChunk]:
+        rows = self._execute(f"SELECT {_CHUNK_COLUMNS} FROM stored_chunks WHERE pack = ?", (pack,)).fetchall()
+        return [StoredChunk(*r) for r in rows]
+
+    def delete_stored_chunks(self, addresses: Sequence[bytes], cutoff: float, dry_run: bool) -> tuple[int, int]:
+        return self._delete("stored_chunks", "length", addresses, cutoff, dry_run)
+
+    def _delete(self, table: str, size: str, addresses: Sequence[bytes], cutoff: float,
+                dry_run: bool) -> tuple[int, int]:
+        """Deletes (unless DRY_RUN) the rows of ADDRESSES touched before CUTOFF, in this transaction: a touch
+        comes before or after it, never between the look and the delete. How many, and their SIZE in bytes."""
+        count = total = 0
+        for batch in _batches(addresses):
+            where = f"WHERE address IN ({','.join('?' * len(batch))}) AND touched < ?"
+            n, size_ = self._execute(f"SELECT COUNT(*), CAST(COALESCE(SUM({size}), 0) AS BIGINT) FROM {table} {where}",
+                                     (*batch, cutoff)).fetchone()
+            if n and not dry_run:
+                self._execute(f"DELETE FROM {table} {where}", (*batch, cutoff))
+            count, total = count + n, total + size_
+        return count, total
+
+    def move_stored_chunks(self, chunks: Sequence[StoredChunk], old_pack: str) -> None:
+        self._executemany('UPDATE stored_chunks SET pack = ?, "offset" = ?, checksum = ? WHERE address = ? AND pack = ?',
+                          [(c.pack, c.offset, c.checksum, c.address, old_pack) for c in chunks])
+        self._execute("INSERT INTO retired_packs (pack, retired) VALUES (?, ?) ON CONFLICT DO NOTHING",
+                      (old_pack, self._now))
+
+    def retired_packs(self) -> dict[str, float]:
+        return dict(self._execute("SELECT pack, retired FROM retired_packs").fetchall())
+
+    def forget_retired(self, packs: Sequence[str]) -> None:
+        self._executemany("DELETE FROM retired_packs WHERE pack = ?", [(p,) for p in packs])
 
     def put_pipeline(self, pipeline: PipelineInfo) -> None:
         info = codec.dumps(dataclasses.replace(pipeline, controller=""))  # the lease says who it is (_PIPELINES)
@@ -363,6 +448,9 @@ class SqlTx(Tx):
                       f"WHERE leases.holder = excluded.holder OR leases.expires <= {self._d.now}",
                       (pipeline, server, ttl))
         return self.leases().get(pipeline) == server
+
+    def release_lease(self, name: str, holder: str) -> None:
+        self._execute("DELETE FROM leases WHERE pipeline = ? AND holder = ?", (name, holder))
 
     def leases(self) -> dict[str, str]:
         rows = self._execute(f"SELECT pipeline, holder FROM leases WHERE expires > {self._d.now}")

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from server import disk
+from server.grace import DEFAULT_GRACE
 from server.meta import MetaStore, Tx
 from server.meta.sql import Dialect, SqlTx, schema, upgrade
 
@@ -18,7 +19,8 @@ SCHEMA = ";\n".join(schema(DIALECT)) + ";"  # one script, for executescript
 
 
 class SqliteMetaStore(MetaStore):
-    def __init__(self, path: pathlib.Path) -> None:
+    def __init__(self, path: pathlib.Path, grace: float = DEFAULT_GRACE) -> None:
+        self._grace = grace
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self._dir = path.parent
         # Objects run to megabytes (a directory of 100,000 files): large pages, and a rowid
@@ -40,7 +42,7 @@ class SqliteMetaStore(MetaStore):
     def transaction(self) -> Iterator[Tx]:
         with self._lock, disk.space(self._dir):
             self._db.execute("BEGIN IMMEDIATE")
-            tx = SqlTx(self._db.cursor(), DIALECT)
+            tx = SqlTx(self._db.cursor(), DIALECT, self._grace)
             try:
                 yield tx
                 tx.flush()
@@ -50,6 +52,19 @@ class SqliteMetaStore(MetaStore):
                     self._db.execute("ROLLBACK")
                 raise
 
+    def reclaim(self) -> None:
+        with self._lock:
+            vacuum(self._db)
+
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+
+def vacuum(db: sqlite3.Connection) -> None:
+    """Rewrites DB without its free pages once they are a sixteenth of it (a rewrite costs the whole file), and
+    empties its log."""
+    free = db.execute("PRAGMA freelist_count").fetchone()[0]
+    if free * 16 > db.execute("PRAGMA page_count").fetchone()[0]:
+        db.execute("VACUUM")
+    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")

@@ -9,6 +9,7 @@
   as its client is an extra.
 """
 
+import json
 import math
 import os
 import shutil
@@ -17,6 +18,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +30,7 @@ from pfs.core.model import JobInfo
 from pfs.core.pem import TLS_ENV
 
 ERROR_TAIL = 2000  # bytes of a worker's stderr kept when it ends without reporting
+SPARE_NICENESS = 19  # of a spare worker until it has a shard
 STOP_TIMEOUT = 10.0
 
 
@@ -53,6 +56,16 @@ class _Worker:
     workspace: Path
     stderr: BinaryIO
     kill_at: float = math.inf  # when a worker asked to stop is killed
+
+
+@dataclass
+class _Spare:
+    """A worker started before its shard is known (job-shim --standby), for the address it reports to."""
+
+    proc: subprocess.Popen
+    address: str
+    workspace: Path
+    stderr: BinaryIO
 
 
 class Runner(ABC):
@@ -232,6 +245,14 @@ def _clean(workspace: Path, stderr: BinaryIO) -> None:
     shutil.rmtree(workspace, ignore_errors=True)
 
 
+def _stop_spare(spare: _Spare) -> None:
+    """Ends a spare worker that was never given a shard (it holds nothing worth a graceful stop)."""
+    spare.proc.stdin.close()
+    _kill_group(spare.proc)
+    spare.proc.wait()
+    _clean(spare.workspace, spare.stderr)
+
+
 def _kill_group(proc: subprocess.Popen) -> None:
     """Kills what is left of the worker PROC started: its process group (the command's children, say)."""
     try:
@@ -241,12 +262,64 @@ def _kill_group(proc: subprocess.Popen) -> None:
 
 
 class LocalRunner(ProcessRunner):
+    """Workers as job-shim processes. Once it has run a job, it keeps spare workers started (Python loaded, their
+    mount namespaces made, their mount processes loaded), as many as that job's workers up to a worker per core,
+    which the next shards take: a job then waits for no process to start (about half a second of CPU each on
+    these machines). A server run by root starts them at the lowest priority, and each takes its shard's at
+    once, so they do not slow the workers running meanwhile."""
+
     name = "local"
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         shim = Path(sys.executable).with_name("job-shim")
         self.shim = str(shim) if shim.exists() else shutil.which("job-shim")
+        self._spares: list[_Spare] = []
+        self._wanted = 0  # spares kept: the most workers of one job so far, up to capacity()
+
+    def launch(self, job: JobInfo, shard: int, attempt: int, address: str, token: str | None) -> None:
+        with self._lock:
+            self._wanted = max(self._wanted, min(len(job.shards), self.capacity()))
+            spare = self._spares.pop(0) if self._spares else None
+        if spare is None or spare.address != address or spare.proc.poll() is not None:
+            if spare is not None:
+                _stop_spare(spare)
+            super().launch(job, shard, attempt, address, token)
+        else:
+            given = json.dumps({"job": job.id, "shard": shard, "attempt": attempt, "token": token})
+            try:
+                with spare.proc.stdin as pipe:
+                    pipe.write(f"{given}\n".encode())
+            except BrokenPipeError:  # it ended just now: poll() tells how, and the shard is tried again
+                pass
+            with self._lock:
+                self._workers.append(_Worker(spare.proc, job.id, shard, attempt, spare.workspace, spare.stderr))
+        while self._start_spare(address):
+            pass
+
+    def _start_spare(self, address: str) -> bool:
+        """Starts a spare worker if fewer than wanted are there; whether it did."""
+        with self._lock:
+            if self._closed or len(self._spares) >= self._wanted:
+                return False
+            workspace = self.workspaces / f"spare-{uuid.uuid4().hex}"
+            workspace.mkdir(parents=True, exist_ok=True)
+            stderr = open(workspace.with_name(workspace.name + ".stderr"), "w+b")
+            # as a worker, but without its token: it comes with the shard
+            low = ["nice", "-n", str(SPARE_NICENESS)] if os.geteuid() == 0 else []  # only root raises it again
+            proc = subprocess.Popen([*tools.die_with_parent("KILL"), *low, self.shim, "--address", address,
+                                     "--standby", "--workspace", str(workspace)], stdin=subprocess.PIPE,
+                                    stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True,
+                                    env=self.env(None))
+            self._spares.append(_Spare(proc, address, workspace, stderr))
+            return True
+
+    def close(self) -> None:
+        with self._lock:
+            spares, self._spares = self._spares, []
+        for spare in spares:
+            _stop_spare(spare)
+        super().close()
 
     def check_tools(self) -> None:
         if self.shim is None:

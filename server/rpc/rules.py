@@ -108,6 +108,8 @@ RULES = {
     "/pfs.API/InspectFile": Rule(READER, _commit, "read", reads=_reads_file),
     "/pfs.API/ListFile": Rule(READER, _commit, "read", reads=_reads_file),
     "/pfs.API/DeleteFile": Rule(WRITER, _commit, "write to"),
+    "/pfs.API/GarbageCollect": Rule(ROOT),  # it sees every repo, and deletes
+    "/pfs.API/Check": Rule(ROOT),  # it names every repo's paths
     **{f"/pfs.Chunks/{m}": Rule(ANY, for_jobs=True) for m in (
         "MissingChunks", "PutChunks", "GetChunks", "LocateChunks")},
     "/pps.PPS/CreatePipeline": Rule(ANY),  # from inputs its creator may read, into an output repo they own

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pfs
 from pfs.core.model import CommitRef, DirectRead, PipelineState, ShardInfo
-from pfs.core.errors import FailedPrecondition, PermissionDenied
+from pfs.core.errors import FailedPrecondition, InvalidArgument, PermissionDenied
 from pfs.proto import auth_pb2 as apb
 from pfs.proto import auth_pb2_grpc
 from pfs.proto import chunks_pb2 as cpb
@@ -17,6 +17,8 @@ from pfs.proto import pfs_pb2 as pb
 from pfs.proto import pfs_pb2_grpc
 from pfs.proto import pps_pb2 as ppb
 from pfs.proto import pps_pb2_grpc
+from server.check import check
+from server.gc import Collector
 from server.pps.jobs import Jobs
 from server.pps.pipelines import Pipelines
 from server.rpc import blocking
@@ -33,8 +35,9 @@ LIST_BATCH = 1000  # files per ListFile message, log lines per GetLogs message
 
 class ApiServicer(pfs_pb2_grpc.APIServicer):
     def __init__(self, store: Store, runner: str, registry: str, direct_read: DirectRead | None,
-                 access: Access) -> None:
+                 access: Access, collector: Collector) -> None:
         self.store = store
+        self.collector = collector
         self.runner = runner  # how pipeline workers run here
         self.registry = registry  # where images without a registry are pushed
         self.direct_read = direct_read  # how clients may read chunks without the server, if they may
@@ -127,6 +130,20 @@ class ApiServicer(pfs_pb2_grpc.APIServicer):
     def DeleteFile(self, request, context):
         self.store.delete_file(_ref(request), request.path)
         return EMPTY
+
+
+    @translated
+    def GarbageCollect(self, request, context):
+        grace = request.grace if request.HasField("grace") else None
+        if grace is not None and not 0 <= grace < float("inf"):
+            raise InvalidArgument(f"grace {grace} is not a number of seconds from 0")
+        for item in self.collector.collect(request.dry_run, grace):
+            yield cv.update_to_pb(item, pb.GarbageCollectUpdate)
+
+    @translated
+    def Check(self, request, context):
+        for item in check(self.store.meta, self.store.chunks, request.read_data):
+            yield cv.update_to_pb(item, pb.CheckUpdate)
 
 
 def _ref(request: pb.FileRequest) -> CommitRef:

@@ -6,18 +6,32 @@ backends. Backends: local.py (a directory). Each passes tests/test_chunk_store.p
 """
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 
 from pfs.core.errors import FailedPrecondition
 from pfs.core.model import ChunkLocation, DirectRead
 
 
+@dataclass
+class Swept:
+    """What a chunk store's garbage collection freed (or, in a dry run, would free)."""
+
+    chunks: int = 0
+    bytes: int = 0  # of the store's room: chunks freed, packs deleted less the packs written in their place
+    packs: int = 0  # deleted
+    rewritten: int = 0  # packs whose live chunks were copied to a new one
+
+
 class ChunkStore(ABC):
-    """Compressed chunks by address. Writes are atomic and durable when put() returns."""
+    """Compressed chunks by address. Writes are atomic and durable when put() returns.
+
+    Each chunk has a time it was last touched (server/grace.py): put() sets it; missing() and heads() refresh it
+    for each chunk they find, where it is older than a quarter of the store's GRACE."""
 
     @abstractmethod
     def missing(self, addresses: Iterable[bytes]) -> list[bytes]:
-        """The addresses among ADDRESSES that the store lacks, in order."""
+        """The addresses among ADDRESSES that the store lacks, in order; those it holds are touched."""
 
     @abstractmethod
     def put(self, chunks: Iterable[tuple[bytes, bytes]]) -> int:
@@ -39,7 +53,18 @@ class ChunkStore(ABC):
     @abstractmethod
     def heads(self, addresses: Iterable[bytes], size: int) -> dict[bytes, bytes]:
         """The first SIZE compressed bytes (all, if fewer) of each chunk among ADDRESSES the store holds; the
-        absent ones are left out. What a frame's header says (its plain size) without reading the whole frame."""
+        absent ones are left out. What a frame's header says (its plain size) without reading the whole frame.
+        Those found are touched."""
+
+    @abstractmethod
+    def stored(self) -> Iterator[bytes]:
+        """The address of every chunk the store holds (server/check.py)."""
+
+    @abstractmethod
+    def collect(self, live: Callable[[bytes], bool], cutoff: float, dry_run: bool) -> Generator[int, None, Swept]:
+        """Frees (unless DRY_RUN) every chunk that is not LIVE and was last touched before CUTOFF, each one
+        atomically against a touch (server/gc.py); yields how many chunks it looked at since it last yielded, and
+        returns what it freed. A collection cut off midway has freed only such chunks, and the next one frees the rest."""
 
     def describe(self) -> DirectRead | None:
         """How a client on this machine may read the chunks without the server (None: only through it)."""

@@ -11,6 +11,10 @@ made durable on another thread while the next one is written.
 
 A put that fails (a full disk: ResourceExhausted naming the dir) removes every temp file it made
 before it returns, those of batches already handed to the flusher too.
+
+When a chunk was last touched (server/grace.py) is its file's mtime, or its row's `touched`. A touch and the
+garbage collector's delete of the same chunk never interleave: both hold the store's lock (the files' lock for
+chunk files), and the collector looks at the time again under it before it deletes.
 """
 
 import ctypes
@@ -18,27 +22,32 @@ import os
 import pathlib
 import sqlite3
 import threading
+import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Generator, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 from pfs import chunk_dir
 from pfs.core.errors import DataLoss
 from pfs.core.model import DirectRead
 from server import disk
-from server.storage import ChunkStore
+from server.grace import DEFAULT_GRACE, refresh_before
+from server.meta.sqlite import vacuum
+from server.storage import ChunkStore, Swept
 
 SMALL = 64 << 10  # compressed frames below this go to chunks.db
 BATCH_BYTES = 32 << 20
 BATCH_CHUNKS = 4000
 QUERY_BATCH = 500  # addresses per SQL IN (...)
+SCAN_BATCH = 10_000  # small chunks looked at, then collected, at once
 CACHE_BYTES = 64 << 20  # chunks.db pages kept in memory
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
 class LocalChunkStore(ChunkStore):
-    def __init__(self, root: pathlib.Path) -> None:
+    def __init__(self, root: pathlib.Path, grace: float = DEFAULT_GRACE) -> None:
         self.root = root
+        self.grace = grace
         self.chunks = root / "chunks"
         self.tmp = root / "tmp"
         self.chunks.mkdir(parents=True, exist_ok=True)
@@ -53,7 +62,9 @@ class LocalChunkStore(ChunkStore):
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute(chunk_dir.CREATE_SMALL)
-        self._lock = threading.Lock()
+        chunk_dir.upgrade(self._db)
+        self._lock = threading.Lock()  # the connection; a touch of small chunks, and their deletes
+        self._files_lock = threading.Lock()  # a touch of a chunk file, and its delete
 
     def path(self, address: bytes) -> str:
         """Where a large chunk's file is (small chunks have none)."""
@@ -64,11 +75,42 @@ class LocalChunkStore(ChunkStore):
 
     def missing(self, addresses: Iterable[bytes]) -> list[bytes]:
         addresses = list(addresses)
-        small = set()
+        small = self._touched_small(addresses, 0)
+        return [a for a in addresses if a not in small and not self._touch_file(a)]
+
+    def _touched_small(self, addresses: list[bytes], size: int) -> dict[bytes, bytes]:
+        """The first SIZE bytes of each small chunk among ADDRESSES, each touched if it was long ago: the look and
+        the touch under the lock a delete takes, so no chunk found here is freed before its new time is written."""
+        now = time.time()
+        found, stale = {}, []
         with self._lock:
             for i in range(0, len(addresses), QUERY_BATCH):
-                small |= chunk_dir.small_present(self._db, addresses[i : i + QUERY_BATCH])
-        return [a for a in addresses if a not in small and not os.path.exists(self.path(a))]
+                batch = addresses[i : i + QUERY_BATCH]
+                rows = self._db.execute(f"SELECT address, substr(data, 1, ?), touched FROM small WHERE address IN "
+                                        f"({','.join('?' * len(batch))})", (size, *batch))
+                for address, head, touched in rows:
+                    found[address] = head
+                    if touched < refresh_before(now, self.grace):
+                        stale.append((now, address))
+            if stale:
+                self._db.executemany("UPDATE small SET touched = ? WHERE address = ?", stale)
+        return found
+
+    def _touch_file(self, address: bytes) -> bool:
+        """Whether the chunk file of ADDRESS exists; touched, if it was long ago."""
+        path = self.path(address)
+        try:
+            mtime = os.stat(path).st_mtime
+        except FileNotFoundError:
+            return False
+        if mtime >= refresh_before(time.time(), self.grace):
+            return True  # too recent for the collector, whose cutoff is older still
+        with self._files_lock:
+            try:
+                os.utime(path)
+            except FileNotFoundError:  # the collector came first
+                return False
+        return True
 
     def put(self, chunks: Iterable[tuple[bytes, bytes]]) -> int:
         temps: list[pathlib.Path] = []  # every temp file of this call: none outlives it
@@ -114,7 +156,9 @@ class LocalChunkStore(ChunkStore):
                 try:
                     # the ignored ones count 0; the cursor ends here, under the lock: one freed later, on another
                     # thread, resets its statement while the connection runs another (SQLITE_MISUSE)
-                    new = self._db.executemany(chunk_dir.INSERT_SMALL, batch.small.items()).rowcount
+                    now = time.time()
+                    new = self._db.executemany(chunk_dir.INSERT_SMALL,
+                                               [(a, d, now) for a, d in batch.small.items()]).rowcount
                     self._db.execute("COMMIT")
                 except BaseException:
                     if self._db.in_transaction:  # a COMMIT that failed (a full disk) may have ended it already
@@ -123,11 +167,14 @@ class LocalChunkStore(ChunkStore):
         if batch.files:
             self._sync()
             for final, tmp in batch.files.items():
-                try:
-                    os.replace(tmp, final)
-                except FileNotFoundError:  # the first chunk under its fan-out directory
-                    os.makedirs(os.path.dirname(final), exist_ok=True)
-                    os.replace(tmp, final)
+                for attempt in range(3):
+                    try:
+                        os.replace(tmp, final)
+                        break
+                    except FileNotFoundError:  # the first chunk under its fan-out directory (or the collector
+                        if attempt == 2:       # removed it, empty, since this made it)
+                            raise
+                        os.makedirs(os.path.dirname(final), exist_ok=True)
             self._sync()  # the renames themselves
         return new + len(batch.files)
 
@@ -154,18 +201,82 @@ class LocalChunkStore(ChunkStore):
 
     def heads(self, addresses: Iterable[bytes], size: int) -> dict[bytes, bytes]:
         addresses = list(addresses)
-        found = {}
-        with self._lock:
-            for i in range(0, len(addresses), QUERY_BATCH):
-                found |= chunk_dir.small_heads(self._db, addresses[i : i + QUERY_BATCH], size)
+        found = self._touched_small(addresses, size)
         for a in addresses:
-            if a not in found:
+            if a not in found and self._touch_file(a):
                 try:
                     with open(self.path(a), "rb") as f:
                         found[a] = f.read(size)
                 except FileNotFoundError:
                     pass
         return found
+
+    def stored(self) -> Iterator[bytes]:
+        for batch in self._small_addresses():
+            yield from batch
+        for path in self._files():
+            yield bytes.fromhex(path.name)
+
+    def collect(self, live: Callable[[bytes], bool], cutoff: float, dry_run: bool) -> Generator[int, None, Swept]:
+        swept = Swept()
+        for batch in self._small_addresses():
+            dead = [a for a in batch if not live(a)]
+            with self._lock:
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    for i in range(0, len(dead), QUERY_BATCH):
+                        part = dead[i : i + QUERY_BATCH]
+                        where = f"WHERE address IN ({','.join('?' * len(part))}) AND touched < ?"
+                        n, size = self._db.execute(f"SELECT COUNT(*), COALESCE(SUM(length(data)), 0) FROM small {where}",
+                                                   (*part, cutoff)).fetchone()
+                        if n and not dry_run:
+                            self._db.execute(f"DELETE FROM small {where}", (*part, cutoff))
+                        swept.chunks += n
+                        swept.bytes += size
+                    self._db.execute("COMMIT")
+                except BaseException:
+                    if self._db.in_transaction:
+                        self._db.execute("ROLLBACK")
+                    raise
+            yield len(batch)
+        for path in self._files():
+            if not live(bytes.fromhex(path.name)):
+                with self._files_lock:  # against a touch: look again, then delete
+                    try:
+                        stat = path.stat()
+                        if stat.st_mtime < cutoff:
+                            if not dry_run:
+                                path.unlink()
+                            swept.chunks += 1
+                            swept.bytes += stat.st_size
+                    except FileNotFoundError:
+                        pass
+            yield 1
+        if not dry_run:
+            for fan in self.chunks.iterdir():
+                try:
+                    fan.rmdir()  # an empty fan-out directory takes a block too
+                except OSError:  # not empty
+                    pass
+            with self._lock:
+                vacuum(self._db)
+        return swept
+
+    def _small_addresses(self) -> Iterator[list[bytes]]:
+        """The small chunks' addresses, a batch at a time (the lock is not held between batches)."""
+        after = b""
+        while True:
+            with self._lock:
+                batch = [r[0] for r in self._db.execute("SELECT address FROM small WHERE address > ? ORDER BY address "
+                                                        "LIMIT ?", (after, SCAN_BATCH))]
+            if not batch:
+                return
+            yield batch
+            after = batch[-1]
+
+    def _files(self) -> Iterator[pathlib.Path]:
+        for fan in sorted(self.chunks.iterdir()):
+            yield from sorted(fan.iterdir())
 
     def close(self) -> None:
         with self._lock:

@@ -24,6 +24,13 @@ names; v2 would leave Range out) for the Range of a run of chunks that lie side 
 in one call, and the store refuses (403) a GET of it without that very header, as AWS S3 does and, a test holds,
 SeaweedFS. A reader of a large file or a directory asks for the chunks it goes on to along with those it reads,
 so their runs are long and a GET brings up to URL_RANGE bytes.
+
+Garbage collection (collect(), server/gc.py) forgets the records of dead chunks, each row atomically against a
+touch; then deletes each pack that holds no recorded chunk and is older than the grace (a put records a pack's
+chunks within half a grace of writing it, or fails: so such a pack is never about to be recorded), and rewrites
+one mostly dead (its live chunks copied to a new pack and recorded there in one transaction), retiring the old
+one, deleted by a later collection once no URL signed for it is valid. A crash at any step leaves records that
+point at whole packs, and garbage the next collection finds.
 """
 
 import logging
@@ -32,7 +39,7 @@ import threading
 import time
 import uuid
 from collections import Counter, deque
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -45,8 +52,9 @@ from botocore.config import Config
 from pfs.core import compression
 from pfs.core.errors import DataLoss, InvalidArgument, PfsError, Unavailable
 from pfs.core.model import URL_READS, ChunkLocation, DirectRead
+from server.grace import DEFAULT_GRACE
 from server.meta import MetaStore, StoredChunk
-from server.storage import ChunkStore
+from server.storage import ChunkStore, Swept
 from server.storage.cache import DiskCache
 
 log = logging.getLogger(__name__)
@@ -68,6 +76,8 @@ MAX_URLS = 10_000  # presigned URLs kept for reuse (a few MB), by object and ran
 # for), 1 s x 2^n when throttled; ours, for a body cut off, alike
 ATTEMPTS = 8
 CONFLICT = "ConditionalRequestConflict"  # AWS, when a conditional write races another: try again
+SCAN_BATCH = 10_000  # recorded chunks looked at, then collected, at once
+REWRITE_DEAD = 0.5  # a pack more dead than this (by bytes) is rewritten
 BODY_ERRORS = (botocore.exceptions.ResponseStreamingError, botocore.exceptions.IncompleteReadError,
                botocore.exceptions.ConnectionClosedError, botocore.exceptions.ReadTimeoutError)
 
@@ -82,7 +92,8 @@ def parse_url(url: str) -> tuple[str, str]:
 
 class S3ChunkStore(ChunkStore):
     def __init__(self, url: str, meta: MetaStore, cache: DiskCache | None = None, endpoint: str | None = None,
-                 threads: int = THREADS) -> None:
+                 threads: int = THREADS, grace: float = DEFAULT_GRACE) -> None:
+        self.grace = grace
         self.bucket, prefix = parse_url(url)
         self.url = f"{SCHEME}{self.bucket}/{prefix}".rstrip("/")
         self._prefix = f"{prefix}/" if prefix else ""
@@ -140,12 +151,12 @@ class S3ChunkStore(ChunkStore):
 
     def missing(self, addresses: Iterable[bytes]) -> list[bytes]:
         addresses = list(addresses)
-        stored = self._lookup(addresses)
+        stored = self._lookup(addresses, touch=True)
         return [a for a in addresses if a not in stored]
 
-    def _lookup(self, addresses: Sequence[bytes]) -> dict[bytes, StoredChunk]:
+    def _lookup(self, addresses: Sequence[bytes], touch: bool = False) -> dict[bytes, StoredChunk]:
         with self._meta.transaction() as tx:
-            return tx.stored_chunks(addresses)
+            return tx.stored_chunks(addresses, touch)
 
     def _key(self, pack: str) -> str:
         return f"{self._prefix}packs/{pack[:2]}/{pack}"
@@ -153,7 +164,7 @@ class S3ChunkStore(ChunkStore):
     # -- writing
 
     def put(self, chunks: Iterable[tuple[bytes, bytes]]) -> int:
-        written: list[StoredChunk] = []  # written, not yet recorded
+        written = _Written()  # written, not yet recorded
         writes: deque[Future] = deque()
         new = 0
         with self._errors():
@@ -170,28 +181,34 @@ class S3ChunkStore(ChunkStore):
                             writes.append(self._submit(pack))
                             pack = _Pack()
                         while len(writes) > IN_FLIGHT:
-                            written += writes.popleft().result()
-                        if len(written) >= RECORD_BATCH:
+                            written.add(*writes.popleft().result())
+                        if len(written.chunks) >= RECORD_BATCH or written.older_than(self.grace / 8):
                             new += self._record(written)
                 if pack.frames:
                     writes.append(self._submit(pack))
                 while writes:
-                    written += writes.popleft().result()
+                    written.add(*writes.popleft().result())
                 return new + self._record(written)
             except BaseException:
                 # what was written whole is kept (and skipped by a retry); what was not never shows
                 for f in writes:
                     if f.exception() is None:
-                        written += f.result()
-                self._record(written)
+                        written.add(*f.result())
+                if not written.older_than(self.grace / 2):
+                    self._record(written)
                 raise
 
-    def _record(self, written: list[StoredChunk]) -> int:
-        """Records WRITTEN (and empties it): from now on those chunks exist. How many were new."""
-        if not written:
+    def _record(self, written: "_Written") -> int:
+        """Records WRITTEN (and empties it): from now on those chunks exist. How many were new. A pack written
+        more than half a grace ago may be taken for a crash's leftover by garbage collection, so its chunks are
+        never recorded: the put fails, and is tried again."""
+        if not written.chunks:
             return 0
+        if written.older_than(self.grace / 2):
+            raise Unavailable(f"chunks written to {self.url} took over {self.grace / 2:.0f} s to be recorded; "
+                              "put them again")
         with self._meta.transaction() as tx:
-            new = tx.put_stored_chunks(written)
+            new = tx.put_stored_chunks(written.chunks)
         written.clear()
         return new
 
@@ -204,19 +221,15 @@ class S3ChunkStore(ChunkStore):
             self._room.release()
             raise
 
-    def _write_pack(self, pack: "_Pack") -> list[StoredChunk]:
+    def _write_pack(self, pack: "_Pack") -> tuple[float, list[StoredChunk]]:
+        """Writes PACK: when it was (before the write began: its object is no older), and where its chunks are."""
         try:
-            data = b"".join(frame for _, frame in pack.frames)
-            name = uuid.uuid4().hex
-            chunks, offset = [], 0
-            for address, frame in pack.frames:
-                chunks.append(StoredChunk(address, name, offset, len(frame), frame[: compression.HEADER_BYTES],
-                                          xxhash.xxh3_64_digest(frame)))
-                offset += len(frame)
+            started = time.time()
+            name, chunks, data = _packed(pack.frames)
             self._create(self._key(name), data)
             if self._cache:
                 self._cache.put(name, data)
-            return chunks
+            return started, chunks
         finally:
             self._room.release()
 
@@ -350,7 +363,7 @@ class S3ChunkStore(ChunkStore):
         return found
 
     def heads(self, addresses: Iterable[bytes], size: int) -> dict[bytes, bytes]:
-        stored = self._lookup(list(addresses))
+        stored = self._lookup(list(addresses), touch=True)
         whole = [a for a, c in stored.items() if size > len(c.head) and c.length > len(c.head)]
         found = {a: c.head[:size] for a, c in stored.items()}
         found.update((a, frame[:size]) for a, frame in zip(whole, self.get_many(whole)))
@@ -387,6 +400,83 @@ class S3ChunkStore(ChunkStore):
             while len(self._urls) > MAX_URLS:
                 del self._urls[next(iter(self._urls))]
         return url
+
+    # -- garbage collection
+
+    def stored(self) -> Iterator[bytes]:
+        with self._errors():
+            packs = self._packs()
+        after = b""
+        while rows := self._rows(after):
+            yield from (a for a, pack, _, _ in rows if pack in packs)
+            after = rows[-1][0]
+
+    def _rows(self, after: bytes) -> list[tuple[bytes, str, int, float]]:
+        with self._meta.transaction() as tx:
+            return tx.stored_chunk_rows(after, SCAN_BATCH)
+
+    def _packs(self) -> dict[str, tuple[int, float]]:
+        """Every pack in the bucket: its size and when it was written."""
+        found = {}
+        for page in self._s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=f"{self._prefix}packs/"):
+            for o in page.get("Contents", []):
+                found[o["Key"].rsplit("/", 1)[1]] = (o["Size"], o["LastModified"].timestamp())
+        return found
+
+    def collect(self, live: Callable[[bytes], bool], cutoff: float, dry_run: bool) -> Generator[int, None, Swept]:
+        swept = Swept()
+        with self._errors():
+            packs = self._packs()  # listed first: a pack written after this is never collected by this run
+            after, forgotten = b"", set()
+            while rows := self._rows(after):
+                dead = [a for a, _, _, touched in rows if not live(a) and touched < cutoff]
+                with self._meta.transaction() as tx:
+                    n, _ = tx.delete_stored_chunks(dead, cutoff, dry_run)
+                swept.chunks += n
+                if dry_run:
+                    forgotten.update(dead)
+                yield len(rows)
+                after = rows[-1][0]
+            kept: Counter[str] = Counter()  # bytes still recorded, by pack
+            after = b""
+            while rows := self._rows(after):
+                for a, pack, length, _ in rows:
+                    if a not in forgotten:
+                        kept[pack] += length
+                after = rows[-1][0]
+            with self._meta.transaction() as tx:
+                retired = tx.retired_packs()
+            deleted = []
+            for pack, (size, written) in packs.items():
+                if written >= cutoff:
+                    continue  # may be a put's, about to be recorded
+                if not kept[pack]:
+                    if time.time() < retired.get(pack, 0.0) + URL_LIFETIME:
+                        continue  # rewritten: a URL signed for it before may still be used
+                    if not dry_run:
+                        self._s3.delete_object(Bucket=self.bucket, Key=self._key(pack))
+                    deleted.append(pack)
+                    swept.packs += 1
+                    swept.bytes += size
+                elif kept[pack] < size * (1 - REWRITE_DEAD) and pack not in retired:
+                    swept.rewritten += 1
+                    swept.bytes -= kept[pack]  # the new pack; the old one's room comes back when it is deleted
+                    if not dry_run:
+                        self._rewrite(pack)
+            if deleted and not dry_run:
+                with self._meta.transaction() as tx:
+                    tx.forget_retired(deleted)
+        return swept
+
+    def _rewrite(self, pack: str) -> None:
+        """Copies the chunks still recorded in PACK to a new pack, records them there and retires PACK."""
+        with self._meta.transaction() as tx:
+            chunks = sorted(tx.pack_chunks(pack), key=lambda c: c.offset)
+        frames = self._checked(pack, chunks, _slices(chunks, self._get(pack), 0))
+        name, moved, data = _packed(list(frames.items()))
+        self._create(self._key(name), data)
+        with self._meta.transaction() as tx:
+            tx.move_stored_chunks(moved, pack)
 
     # -- the rest
 
@@ -431,6 +521,35 @@ class _Pack:
         self.frames.append((address, frame))
         self.size += len(frame)
         return self.size
+
+
+class _Written:
+    """Chunks in packs written but not yet recorded, and when the first of those packs was written."""
+
+    def __init__(self) -> None:
+        self.chunks: list[StoredChunk] = []
+        self.since = 0.0
+
+    def add(self, written: float, chunks: list[StoredChunk]) -> None:
+        self.since = min(self.since, written) if self.chunks else written
+        self.chunks += chunks
+
+    def older_than(self, seconds: float) -> bool:
+        return bool(self.chunks) and time.time() - self.since > seconds
+
+    def clear(self) -> None:
+        self.chunks.clear()
+
+
+def _packed(frames: list[tuple[bytes, bytes]]) -> tuple[str, list[StoredChunk], bytes]:
+    """A new pack of FRAMES (address, frame): its name, where each chunk is in it, and its bytes."""
+    name = uuid.uuid4().hex
+    chunks, offset = [], 0
+    for address, frame in frames:
+        chunks.append(StoredChunk(address, name, offset, len(frame), frame[: compression.HEADER_BYTES],
+                                  xxhash.xxh3_64_digest(frame)))
+        offset += len(frame)
+    return name, chunks, b"".join(frame for _, frame in frames)
 
 
 def _batches(chunks: Iterable[tuple[bytes, bytes]], n: int) -> Iterator[list[tuple[bytes, bytes]]]:

@@ -98,8 +98,8 @@ local-images: setup
 	./.ci/podman-setup
 	mkdir -p build/seaweedfs
 	cp -f $(BIN)/weed build/seaweedfs/weed
-	podman build -t $(SEAWEEDFS_IMAGE) -f images/Dockerfile.seaweedfs build/seaweedfs
-	podman build -t $(POSTGRES_IMAGE) -f images/Dockerfile.postgres images
+	podman build -t $(SEAWEEDFS_IMAGE) -f pfs/deploy/images/Dockerfile.seaweedfs build/seaweedfs
+	podman build -t $(POSTGRES_IMAGE) -f pfs/deploy/images/Dockerfile.postgres pfs/deploy/images
 
 podman-setup:
 	@./.ci/podman-setup

@@ -56,8 +56,9 @@ def test_a_try_under_another_live_server_is_never_taken_for_lost(store, tmp_path
         controller.close()
 
 
-def test_a_worker_that_dies_before_reporting_leaves_its_last_lines_in_the_jobs_logs(store, tmp_path):
+def test_a_worker_that_dies_before_reporting_leaves_its_last_lines_in_the_jobs_logs(store, tmp_path, monkeypatch):
     """Its try fails saying how it ended, and get-logs shows what it printed: it sent none of it."""
+    monkeypatch.setenv("PFS_SERVER_WAIT", "0")  # its workers' (the runner passes them its environment): no waiting
     store.create_repo("data")
     commit = store.start_commit("data")
     store.finish_commit(CommitRef("data", commit.id))

@@ -20,6 +20,7 @@ import threading
 import time
 import uuid
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -152,7 +153,16 @@ class ProcessRunner(Runner):
         return os.cpu_count() or 1
 
     def launch(self, job: JobInfo, shard: int, attempt: int, address: str, token: str | None) -> None:
-        workspace = self.workspaces / f"{job.id}-{shard}-{attempt}"
+        self._spawn(f"{job.id}-{shard}-{attempt}",
+                    lambda workspace: self.command(job, shard, attempt, workspace, address, token), token,
+                    subprocess.DEVNULL, lambda proc, workspace, stderr: self._workers.append(
+                        _Worker(proc, job.id, shard, attempt, workspace, stderr)))
+
+    def _spawn(self, name: str, command: Callable[[Path], list[str]], token: str | None, stdin: int,
+               keep: Callable[[subprocess.Popen, Path, BinaryIO], None]) -> None:
+        """Starts COMMAND (given its workspace: a directory NAME of its own, its stderr kept beside it) with
+        TOKEN and STDIN, and has KEEP record it, under the lock; Unavailable once the runner is closed."""
+        workspace = self.workspaces / name
         workspace.mkdir(parents=True, exist_ok=True)
         try:
             stderr = open(workspace.with_name(workspace.name + ".stderr"), "w+b")
@@ -164,10 +174,9 @@ class ProcessRunner(Runner):
                 if self._closed:
                     raise Unavailable("the server is stopping")
                 # a process group of its own: what the command left running ends with the worker
-                proc = subprocess.Popen(self.command(job, shard, attempt, workspace, address, token),
-                                        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr,
+                proc = subprocess.Popen(command(workspace), stdin=stdin, stdout=subprocess.DEVNULL, stderr=stderr,
                                         start_new_session=True, env=self.env(token))
-                self._workers.append(_Worker(proc, job.id, shard, attempt, workspace, stderr))
+                keep(proc, workspace, stderr)
         except BaseException:
             _clean(workspace, stderr)
             raise
@@ -302,17 +311,16 @@ class LocalRunner(ProcessRunner):
         with self._lock:
             if self._closed or len(self._spares) >= self._wanted:
                 return False
-            workspace = self.workspaces / f"spare-{uuid.uuid4().hex}"
-            workspace.mkdir(parents=True, exist_ok=True)
-            stderr = open(workspace.with_name(workspace.name + ".stderr"), "w+b")
-            # as a worker, but without its token: it comes with the shard
-            low = ["nice", "-n", str(SPARE_NICENESS)] if os.geteuid() == 0 else []  # only root raises it again
-            proc = subprocess.Popen([*tools.die_with_parent("KILL"), *low, self.shim, "--address", address,
-                                     "--standby", "--workspace", str(workspace)], stdin=subprocess.PIPE,
-                                    stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True,
-                                    env=self.env(None))
-            self._spares.append(_Spare(proc, address, workspace, stderr))
-            return True
+        # as a worker, but without its token: it comes with the shard
+        low = ["nice", "-n", str(SPARE_NICENESS)] if os.geteuid() == 0 else []  # only root raises it again
+        try:
+            self._spawn(f"spare-{uuid.uuid4().hex}",
+                        lambda workspace: [*tools.die_with_parent("KILL"), *low, self.shim, "--address", address,
+                                           "--standby", "--workspace", str(workspace)], None, subprocess.PIPE,
+                        lambda proc, workspace, stderr: self._spares.append(_Spare(proc, address, workspace, stderr)))
+        except Unavailable:  # closed meanwhile
+            return False
+        return True
 
     def close(self) -> None:
         with self._lock:

@@ -178,6 +178,29 @@ def test_server_restart_under_a_mounted_reader(server, tmp_path):
         wait_for(readable, 10)  # recovered, no remount
 
 
+def test_a_stalled_server_fails_a_mounted_read_instead_of_hanging_it(server, tmp_path, monkeypatch):
+    """A server that stops answering (SIGSTOP: its connection stays open and nothing comes back, which neither TCP
+    nor gRPC notices) costs a reader PFS_READ_TIMEOUT, then EIO; once it answers again the same read works."""
+    server.pfs("create-repo", "r")
+    data = os.urandom(50_000)
+    put(server, "r", "b", data)
+    monkeypatch.setenv("PFS_READ_TIMEOUT", "soon")
+    assert_one_line_error(server.pfs("list-repo", check=False), "PFS_READ_TIMEOUT='soon'")
+    monkeypatch.setenv("PFS_READ_TIMEOUT", "2")
+    mnt = tmp_path / "mnt"
+    with mounted(server, mnt, "--no-direct"):  # every chunk over gRPC
+        f = mnt / "r" / "master" / "b"
+        os.stat(f)  # known, its data never read
+        os.kill(server.proc.pid, signal.SIGSTOP)
+        try:
+            stalled = subprocess.run(["cat", str(f)], capture_output=True, timeout=60)
+        finally:
+            os.kill(server.proc.pid, signal.SIGCONT)
+        assert stalled.returncode != 0 and b"Input/output error" in stalled.stderr
+        assert f.read_bytes() == data  # recovered, no remount
+    assert "sent nothing for 2 s" in (tmp_path / "mount-mnt.log").read_text()
+
+
 def test_mount_errors_and_unmount(server, tmp_path):
     missing = tmp_path / "nope"
     result = server.pfs("mount", str(missing), check=False)

@@ -12,9 +12,10 @@ from concurrent.futures import Future, ThreadPoolExecutor
 import grpc
 
 from pfs.client.auth import channel, find_token
+from pfs.client.stalls import StallWatch
 from pfs.client.status import domain_error
 from pfs.core import frames
-from pfs.core.errors import Conflict
+from pfs.core.errors import Conflict, InvalidArgument
 from pfs.core.model import (
     MAX_LOCATE, BranchInfo, CheckProblem, CheckSummary, ChunkLocation, ChunkRef, CommitInfo, CommitRef, DirectRead,
     FileInfo, FileWrite, GarbageCollected, JobInfo, JobSpec, LogLine, PipelineInfo, PipelineSpec, Progress, RepoInfo,
@@ -33,6 +34,7 @@ from pfs.proto import pps_pb2_grpc
 DEFAULT_ADDRESS = "127.0.0.1:30650"
 MAX_MESSAGE = 256 << 20
 READ_AHEAD = 4  # chunks decompressed ahead of the reader
+READ_TIMEOUT = 60.0  # seconds a read of chunks waits for the server's next message ($PFS_READ_TIMEOUT)
 # Calls that change nothing are tried again when they find no server (UNAVAILABLE): the one that goes away
 # under a long-lived client (a mount, a worker) is then left for the next of the address's servers without the
 # call failing. Calls that change something are not: one may have been done before its server went away.
@@ -51,6 +53,18 @@ MAX_TURN_POLL = 1.0  # ...doubling up to this
 
 def default_address() -> str:
     return os.environ.get("PFS_ADDRESS") or DEFAULT_ADDRESS
+
+
+def read_timeout() -> float:
+    """$PFS_READ_TIMEOUT, else READ_TIMEOUT."""
+    given = os.environ.get("PFS_READ_TIMEOUT")
+    try:
+        seconds = float(given) if given else READ_TIMEOUT
+    except ValueError:
+        seconds = 0
+    if not seconds > 0:
+        raise InvalidArgument(f"PFS_READ_TIMEOUT={given!r}: give the seconds a read may wait for the server, above 0")
+    return seconds
 
 
 class Client:
@@ -78,6 +92,7 @@ class Client:
             f"/{cpb.DESCRIPTOR.services_by_name['Chunks'].full_name}/PutChunks",
             request_serializer=cv.chunk_batch_bytes, response_deserializer=cpb.PutChunksResponse.FromString)
         self._pool = ThreadPoolExecutor(os.cpu_count() or 2, thread_name_prefix="pfs-client")
+        self._stalls = StallWatch(read_timeout(), self.address)
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
@@ -95,9 +110,11 @@ class Client:
         except grpc.RpcError as err:
             raise domain_error(err, self.address) from None
 
-    def _stream(self, method: Callable, request) -> Iterator:
+    def _stream(self, method: Callable, request, watched: bool = False) -> Iterator:
+        """The messages of a streaming call; WATCHED: given up if the server stalls (StallWatch)."""
         try:
-            yield from method(request)
+            call = method(request)
+            yield from self._stalls.messages(call) if watched else call
         except grpc.RpcError as err:
             raise domain_error(err, self.address) from None
 
@@ -329,7 +346,7 @@ class Client:
             frames.check_ref(c)
         request = cpb.ChunkAddresses(addresses=[c.address for c in chunks])
         window: deque = deque()
-        for batch in self._stream(self._chunks.GetChunks, request):
+        for batch in self._stream(self._chunks.GetChunks, request, watched=True):
             for m in batch.chunks:
                 window.append(self._pool.submit(frames.unpack, m.address, m.compressed))
                 if len(window) > READ_AHEAD:

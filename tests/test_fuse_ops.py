@@ -13,6 +13,8 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
+from concurrent.futures import Future
 
 import pyfuse3
 import pytest
@@ -30,7 +32,7 @@ FILES = {"good": b"good bytes\n", "other": b"other bytes\n"}
 class FakeTree:
     """Stands in for RepoTree: a root directory holding FILES; a method named in `failing` raises what it maps to.
 
-    A file whose contents are an exception raises it when read (a file whose chunks cannot be fetched).
+    A file whose contents are an exception fails its fetch with it (a file whose chunks cannot be fetched).
     """
 
     def __init__(self, files: dict[str, bytes | Exception]) -> None:
@@ -41,6 +43,7 @@ class FakeTree:
             node = Node(inode_of("file", name), name, "file", False, size)
             self.nodes[node.inode] = node
         self.failing: dict[str, BaseException] = {}
+        self.fetched: set[int] = set()  # inodes whose bytes read_cached gives
         self.on_stale = lambda inode, names: None
 
     def _fail(self, method: str) -> None:
@@ -78,16 +81,29 @@ class FakeTree:
     def entry_ttl(self, parent: Node, node: Node, short: float, long: float) -> float:
         return short
 
-    def read_cached(self, inode: int, offset: int, size: int) -> bytes | None:
+    def read_cached(self, inode: int, offset: int, size: int) -> list[memoryview] | None:
         self._fail("read_cached")
-        return None  # never cached: read() runs
+        if inode not in self.fetched:
+            return None  # fetching() runs
+        return [memoryview(self.files[self.getattr(inode).name])[offset : offset + size]]
 
-    def read(self, inode: int, offset: int, size: int) -> bytes:
-        self._fail("read")
+    def fetching(self, inode: int, offset: int, size: int) -> list[Future]:
+        """The file's fetch, done on a thread of its own as the chunk cache's are; it fails with what a failing
+        "fetch" maps to, or what the file holds if that is an exception."""
+        self._fail("fetching")
         data = self.files[self.getattr(inode).name]
-        if isinstance(data, Exception):
-            raise data
-        return data[offset : offset + size]
+        future: Future = Future()
+
+        def fetch() -> None:
+            error = self.failing.get("fetch", data if isinstance(data, Exception) else None)
+            if error is not None:
+                future.set_exception(error)
+                return
+            self.fetched.add(inode)
+            future.set_result(None)
+
+        threading.Thread(target=fetch).start()
+        return [future]
 
     def close(self) -> None:
         pass
@@ -117,7 +133,8 @@ REQUESTS = [
     ("opendir", (ROOT_INODE, None), "readdir"),
     ("open", (GOOD, os.O_RDONLY, None), "getattr"),
     ("read", (GOOD, 0, 4096), "read_cached"),
-    ("read", (GOOD, 0, 4096), "read"),
+    ("read", (GOOD, 0, 4096), "fetching"),
+    ("read", (GOOD, 0, 4096), "fetch"),
 ]
 
 
@@ -135,7 +152,7 @@ def still_serves(ops: Operations) -> None:
     """The same Operations answers the requests after a failed one."""
     assert request(ops, "getattr", GOOD, None).st_size == len(FILES["good"])
     assert request(ops, "lookup", ROOT_INODE, b"other", None).st_ino == inode_of("file", "other")
-    assert request(ops, "read", GOOD, 0, 4096) == FILES["good"]
+    assert bytes(request(ops, "read", GOOD, 0, 4096)) == FILES["good"]
 
 
 @pytest.mark.parametrize("handler, args, method", REQUESTS, ids=lambda x: x if isinstance(x, str) else "")
@@ -187,7 +204,7 @@ def test_errnos_of_the_handlers_own_checks():
 def test_a_traceback_only_at_debug_level(caplog):
     tree = FakeTree(FILES)
     ops = Operations(tree)
-    tree.failing["read"] = RuntimeError("boom")
+    tree.failing["fetch"] = RuntimeError("boom")
     caplog.set_level("INFO", "pfs.fuse.ops")
     errno_of(ops, "read", GOOD, 0, 10)
     assert not caplog.records[-1].exc_info

@@ -90,11 +90,11 @@ async def _up(mountpoint: str, ops: Operations, on_mounted) -> None:
     """Calls ON_MOUNTED once the kernel has the mount's INIT reply and its read-ahead is set: whoever is told
     may then move it (bind it elsewhere, unmount where it was mounted) and find it whole."""
     await ops.initialized.wait()  # this wakes once the loop gets back from answering INIT
-    _read_ahead(mountpoint)
+    read_ahead(mountpoint)
     on_mounted()
 
 
-def _read_ahead(mountpoint: str) -> None:
+def read_ahead(mountpoint: str) -> None:
     """Lets the kernel read ahead READ_AHEAD_KB per request: each request is a trip through Python.
 
     The setting is the mount's own (its backing device in /sys/class/bdi), gone

@@ -11,6 +11,7 @@ import inspect
 import logging
 import os
 import stat
+from concurrent.futures import Future
 
 import pyfuse3
 import trio
@@ -76,14 +77,34 @@ def _every_handler_answered(cls):
     return cls
 
 
+async def _fetched(futures: list[Future]) -> None:
+    """Returns once every one of FUTURES is done (woken by its fetch thread, not by one waiting for it); raises the
+    first one's error."""
+    token = trio.lowlevel.current_trio_token()
+    for future in futures:
+        if not future.done():
+            done = trio.Event()
+            future.add_done_callback(lambda _, done=done: _wake(token, done))
+            await done.wait()
+        future.result()
+
+
+def _wake(token: trio.lowlevel.TrioToken, done: trio.Event) -> None:
+    try:
+        token.run_sync_soon(done.set)
+    except trio.RunFinishedError:  # the mount ended while the chunk was fetched
+        pass
+
+
 @_every_handler_answered
 class Operations(pyfuse3.Operations):
     def __init__(self, tree: RepoTree) -> None:
         super().__init__()
         self.tree = tree
-        self._limiter = trio.CapacityLimiter(16)  # a blocking read must not stall every request
+        self._limiter = trio.CapacityLimiter(16)  # blocking listings on threads: one slow call stalls no other
         self._dirs: dict[int, tuple[Node, list[Node]]] = {}  # open directory handles
         self._next_fh = 0
+        self._joins = bytearray()  # a read that spans chunks is copied here (see _joined)
         self.initialized = trio.Event()  # set when the kernel's INIT request is being answered
 
     def init(self):
@@ -157,8 +178,24 @@ class Operations(pyfuse3.Operations):
         return pyfuse3.FileInfo(fh=inode, keep_cache=node.immutable)
 
     async def read(self, fh, off, size):
-        data = self.tree.read_cached(fh, off, size)  # most reads hit the cache: no thread
-        return data if data is not None else await self._call(self.tree.read, fh, off, size)
+        # most reads find their chunks cached; the others wait for their fetches, on no thread of their own
+        while (pieces := self.tree.read_cached(fh, off, size)) is None:
+            await _fetched(self.tree.fetching(fh, off, size))
+        return self._joined(pieces)
+
+    def _joined(self, pieces: list[memoryview]) -> memoryview | bytes:
+        """PIECES as one buffer: the only one, or a copy in a buffer every read reuses, which is safe since pyfuse3
+        sends a read's reply as soon as read returns, before any other request is handled."""
+        if len(pieces) <= 1:
+            return pieces[0] if pieces else b""
+        size = sum(len(p) for p in pieces)
+        if len(self._joins) < size:
+            self._joins = bytearray(size)
+        view, at = memoryview(self._joins), 0
+        for p in pieces:
+            view[at : at + len(p)] = p
+            at += len(p)
+        return view[:size]
 
     async def release(self, fh):
         pass

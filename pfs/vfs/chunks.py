@@ -49,6 +49,10 @@ class ChunkCache:
         with self._lock:
             return ref.address in self._lru or ref.address in self._inflight
 
+    def fetching(self, refs: Iterable[ChunkRef]) -> list[Future]:
+        """The fetches of those of REFS that are not cached, started now (in one call) where none was under way."""
+        return [f for f in self._start(list(refs)) if isinstance(f, Future)]
+
     def prefetch(self, refs: Iterable[ChunkRef]) -> None:
         """Starts fetching, in one call, chunks that are likely to be read next."""
         self._start(list(refs))

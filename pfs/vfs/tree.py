@@ -21,6 +21,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 
 import xxhash
@@ -167,7 +168,8 @@ class RepoTree:
 
     def read(self, inode: int, offset: int, size: int) -> bytes | memoryview:
         """SIZE bytes of the file at OFFSET (fewer at its end): a view of a cached chunk where they lie in one."""
-        return self._read(inode, offset, size, self.cache.get)
+        pieces = self._read(inode, offset, size, self.cache.get)
+        return pieces[0] if len(pieces) == 1 else b"".join(pieces)
 
     def _prefetch_next_files(self, node: Node) -> None:
         """Fetches the files after NODE in its directory (readers of small files go in order), many in one call:
@@ -194,12 +196,23 @@ class RepoTree:
                                                 LOCATE_AHEAD))
         self.cache.prefetch(c for f in ahead for c in f.chunks)
 
-    def read_cached(self, inode: int, offset: int, size: int) -> bytes | memoryview | None:
-        """The same as read() when every chunk it needs is cached (it never blocks); else None."""
+    def read_cached(self, inode: int, offset: int, size: int) -> list[memoryview] | None:
+        """What read() gives, as views of the cached chunks it lies in, when every one is cached (it never blocks);
+        else None (fetching() starts what is missing)."""
         return self._read(inode, offset, size, self.cache.peek)
 
+    def fetching(self, inode: int, offset: int, size: int) -> list[Future]:
+        """The fetches of the chunks a read of SIZE bytes at OFFSET needs that are not cached (started now if they
+        were not under way)."""
+        node = self.getattr(inode)
+        i = max(bisect.bisect_right(node.offsets, offset) - 1, 0)
+        j = bisect.bisect_left(node.offsets, offset + size, lo=i)
+        missing = self.cache.fetching(node.chunks[i:j])
+        self.cache.prefetch(node.chunks[j : j + READ_AHEAD])  # what read_cached would have started
+        return missing
+
     def _read(self, inode: int, offset: int, size: int,
-              get: Callable[[ChunkRef], bytes | None]) -> bytes | memoryview | None:
+              get: Callable[[ChunkRef], bytes | None]) -> list[memoryview] | None:
         node = self.getattr(inode)
         chunks, offsets = node.chunks, node.offsets
         i = bisect.bisect_right(offsets, offset) - 1
@@ -223,7 +236,7 @@ class RepoTree:
         self.cache.prefetch(chunks[j : j + READ_AHEAD])
         if start == 0:
             self._prefetch_next_files(node)
-        return out[0] if len(out) == 1 else b"".join(out)
+        return out
 
     def close(self) -> None:
         """Stops the chunk fetches and lets go of the server's chunk store."""

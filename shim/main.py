@@ -32,7 +32,7 @@ from typing import NoReturn
 
 from pfs.client import Client, default_address
 from pfs.client.auth import find_token
-from pfs.core import run_as
+from pfs.core import priority, run_as
 from pfs.core.errors import FailedPrecondition, InvalidArgument, PfsError, Unavailable
 from pfs.core.memory import keep_freed_memory
 from pfs.core.model import CommitRef, JobInfo, ShardInfo
@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> None:
         with Mounts(address, str(args.root), allow_other=is_root) as mounts:
             if args.standby:
                 job, shard, attempt, token = _assignment(sys.stdin.readline())
-                _full_priority([os.getpid(), mounts.pid])
+                priority.restore([os.getpid(), mounts.pid])  # the mount's: the runner raised this one
             else:  # from PFS_TOKEN (a file it names cannot be read: one line)
                 job, shard, attempt, token = args.job, args.shard, args.attempt, find_token()
             client = Client(address, token)
@@ -140,18 +140,6 @@ def _assignment(line: str) -> tuple[str, int, int, str | None]:
         raise InvalidArgument(f"a spare worker needs its shard as one line of JSON with "
                               f"{', '.join(STANDBY_FIELDS)}: {type(err).__name__}: {err}") from None
     return job, shard, attempt, token
-
-
-def _full_priority(pids: list[int]) -> None:
-    """Every thread of PIDS (a spare worker and its mount, started at a low priority so as not to slow the
-    workers running meanwhile) back to niceness 0, now that it has a shard (where it may: root)."""
-    for pid in pids:
-        for tid in os.listdir(f"/proc/{pid}/task"):
-            try:
-                if os.getpriority(os.PRIO_PROCESS, int(tid)) > 0:
-                    os.setpriority(os.PRIO_PROCESS, int(tid), 0)
-            except (ProcessLookupError, PermissionError):  # a thread that ended; not root (never lowered)
-                pass
 
 
 def _fail(message: str) -> NoReturn:

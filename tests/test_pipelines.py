@@ -328,13 +328,17 @@ def spare_workers(server) -> list[int]:
 
 def test_the_local_runner_gives_the_next_shard_to_a_spare_worker(server, tmp_path):
     put(server, "data", {"a": b"1\n"})
-    pipeline(server, tmp_path, "copy", ["sh", "-c", "cp -r /pfs/data/. /pfs/out/"], [repo_input("data")])
+    pipeline(server, tmp_path, "copy", ["sh", "-c", "cp -r /pfs/data/. /pfs/out/; chrt -p $$ > /pfs/out/policy"],
+             [repo_input("data")])
     flush(server, "data/master")
     spare = wait_for(lambda: spare_workers(server), 30)  # started once the first job had its worker
     assert len(spare) == 1  # as many as the job had workers
+    if os.geteuid() == 0:  # it waits taking no CPU a worker wants
+        assert os.sched_getscheduler(spare[0]) == os.SCHED_IDLE
     put(server, "data", {"b": b"2\n"}, create=False)
     flush(server, "data/master")
     assert get(server, "copy", "b") == b"2\n" and get(server, "copy", "a") == b"1\n"
+    assert b"SCHED_OTHER" in get(server, "copy", "policy")  # given its shard, it runs as any worker
     assert spare[0] not in wait_for(lambda: spare_workers(server), 30)  # it took the shard; another waits now
     server.stop()
     assert not spare_workers(server)

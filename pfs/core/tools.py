@@ -1,4 +1,4 @@
-"""The host tools pfs runs: setpriv, fusermount, a container engine. One lookup each, one line when missing.
+"""The host tools pfs runs: setpriv, chrt, fusermount, a container engine. One lookup each, one line when missing.
 
 The server's runners, the shim and the CLI all start these; each finds them
 here, on PATH, and a missing one is said in one line naming what to install.
@@ -12,6 +12,7 @@ from pfs.core.errors import FailedPrecondition
 # what to install when a tool is missing (Debian packages)
 INSTALL = {
     "setpriv": "setpriv is not installed (apt-get install util-linux)",
+    "chrt": "chrt is not installed (apt-get install util-linux)",
     "fusermount": "fusermount3 is not installed (apt-get install fuse3)",
     "engine": "neither podman nor docker is installed (apt-get install podman)",
 }
@@ -33,7 +34,8 @@ def container_engine() -> str | None:
 
 def require(tool: str) -> str:
     """The path of TOOL (a key of INSTALL); FailedPrecondition saying what to install when it is missing."""
-    path = {"setpriv": setpriv, "fusermount": fusermount, "engine": container_engine}[tool]()
+    path = {"setpriv": setpriv, "chrt": lambda: shutil.which("chrt"), "fusermount": fusermount,
+            "engine": container_engine}[tool]()
     if path is None:
         raise FailedPrecondition(INSTALL[tool])
     return path

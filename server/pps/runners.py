@@ -25,13 +25,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from pfs.core import image_ref, tools, userns
+from pfs.core import image_ref, priority, tools, userns
 from pfs.core.errors import FailedPrecondition, InvalidArgument, Unavailable
 from pfs.core.model import JobInfo
 from pfs.core.pem import TLS_ENV
 
 ERROR_TAIL = 2000  # bytes of a worker's stderr kept when it ends without reporting
-SPARE_NICENESS = 19  # of a spare worker until it has a shard
 STOP_TIMEOUT = 10.0
 
 
@@ -274,8 +273,8 @@ class LocalRunner(ProcessRunner):
     """Workers as job-shim processes. Once it has run a job, it keeps spare workers started (Python loaded, their
     mount namespaces made, their mount processes loaded), as many as that job's workers up to a worker per core,
     which the next shards take: a job then waits for no process to start (about half a second of CPU each on
-    these machines). A server run by root starts them at the lowest priority, and each takes its shard's at
-    once, so they do not slow the workers running meanwhile."""
+    these machines). A server run by root starts them at SCHED_IDLE (pfs.core.priority) and raises each as it
+    gives it a shard, so they do not slow the workers running meanwhile."""
 
     name = "local"
 
@@ -296,6 +295,7 @@ class LocalRunner(ProcessRunner):
             super().launch(job, shard, attempt, address, token)
         else:
             given = json.dumps({"job": job.id, "shard": shard, "attempt": attempt, "token": token})
+            priority.restore([spare.proc.pid])  # so that it reads its shard at once, however busy the cores are
             try:
                 with spare.proc.stdin as pipe:
                     pipe.write(f"{given}\n".encode())
@@ -312,7 +312,7 @@ class LocalRunner(ProcessRunner):
             if self._closed or len(self._spares) >= self._wanted:
                 return False
         # as a worker, but without its token: it comes with the shard
-        low = ["nice", "-n", str(SPARE_NICENESS)] if os.geteuid() == 0 else []  # only root raises it again
+        low = priority.idle() if os.geteuid() == 0 else []  # only root raises it again
         try:
             self._spawn(f"spare-{uuid.uuid4().hex}",
                         lambda workspace: [*tools.die_with_parent("KILL"), *low, self.shim, "--address", address,

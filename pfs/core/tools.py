@@ -22,6 +22,10 @@ def setpriv() -> str | None:
     return shutil.which("setpriv")
 
 
+def chrt() -> str | None:
+    return shutil.which("chrt")
+
+
 def fusermount() -> str | None:
     """fusermount3 (FUSE 3), or an older fusermount."""
     return shutil.which("fusermount3") or shutil.which("fusermount")
@@ -34,8 +38,7 @@ def container_engine() -> str | None:
 
 def require(tool: str) -> str:
     """The path of TOOL (a key of INSTALL); FailedPrecondition saying what to install when it is missing."""
-    path = {"setpriv": setpriv, "chrt": lambda: shutil.which("chrt"), "fusermount": fusermount,
-            "engine": container_engine}[tool]()
+    path = {"setpriv": setpriv, "chrt": chrt, "fusermount": fusermount, "engine": container_engine}[tool]()
     if path is None:
         raise FailedPrecondition(INSTALL[tool])
     return path

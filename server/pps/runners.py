@@ -273,8 +273,9 @@ class LocalRunner(ProcessRunner):
     """Workers as job-shim processes. Once it has run a job, it keeps spare workers started (Python loaded, their
     mount namespaces made, their mount processes loaded), as many as that job's workers up to a worker per core,
     which the next shards take: a job then waits for no process to start (about half a second of CPU each on
-    these machines). A server run by root starts them at SCHED_IDLE (pfs.core.priority) and raises each as it
-    gives it a shard, so they do not slow the workers running meanwhile."""
+    these machines). They start while a core is free of workers (else once a worker ends), a server run by root
+    starts them at SCHED_IDLE (pfs.core.priority) and raises each as it gives it a shard, so they do not slow the
+    workers running meanwhile: a job with a worker on every core has every cycle."""
 
     name = "local"
 
@@ -284,6 +285,7 @@ class LocalRunner(ProcessRunner):
         self.shim = str(shim) if shim.exists() else shutil.which("job-shim")
         self._spares: list[_Spare] = []
         self._wanted = 0  # spares kept: the most workers of one job so far, up to capacity()
+        self._spare_address = ""  # where spares report: the address the last workers were given
 
     def launch(self, job: JobInfo, shard: int, attempt: int, address: str, token: str | None) -> None:
         with self._lock:
@@ -303,13 +305,25 @@ class LocalRunner(ProcessRunner):
                 pass
             with self._lock:
                 self._workers.append(_Worker(spare.proc, job.id, shard, attempt, spare.workspace, spare.stderr))
-        while self._start_spare(address):
+        self._spare_address = address
+        if len(job.shards) < self.capacity():  # else its other shards are on their way to the other cores
+            self._top_up()
+
+    def poll(self) -> list[Ended]:
+        ended = super().poll()
+        if ended:
+            self._top_up()
+        return ended
+
+    def _top_up(self) -> None:
+        """Starts spare workers until there are as many as wanted, or no core is free of workers."""
+        while self._start_spare(self._spare_address):
             pass
 
     def _start_spare(self, address: str) -> bool:
-        """Starts a spare worker if fewer than wanted are there; whether it did."""
+        """Starts a spare worker if fewer than wanted are there and a core is free; whether it did."""
         with self._lock:
-            if self._closed or len(self._spares) >= self._wanted:
+            if self._closed or len(self._spares) >= self._wanted or len(self._workers) >= self.capacity():
                 return False
         # as a worker, but without its token: it comes with the shard
         low = priority.idle() if os.geteuid() == 0 else []  # only root raises it again

@@ -398,15 +398,17 @@ class StageClock:
         self._last = now
 
 
-def stages_big(path: Path) -> Stages:
+def stages_big(path: Path, new: bool = True) -> Stages:
     """The large file's stages: cut (read, content-defined cuts, each chunk copied out), hash (BLAKE3), compress
-    (compression.compress), check (what the server does to each chunk it receives: decompress and hash)."""
+    (compression.compress), check (what the server does to each chunk it receives: decompress and hash). With NEW
+    false, the file's chunks are taken to be the server's already (a copy's): cut and hash only, what it takes to
+    find out that none is to be sent."""
     clock = StageClock()
     with open(path, "rb") as f:
         chunks = Chunker(DEFAULT_AVG_SIZE, "line").split(f)
         while (chunk := next(chunks, None)) is not None:
             clock.lap("cut")
-            _chunk_stages(clock, chunk)
+            _chunk_stages(clock, chunk, new)
     return Stages(clock.seconds)
 
 
@@ -423,10 +425,12 @@ def stages_tree(root: Path) -> Stages:
     return Stages(clock.seconds)
 
 
-def _chunk_stages(clock: StageClock, chunk: bytes) -> None:
-    """Times what becomes of one chunk: hash, compress, and the server's check."""
+def _chunk_stages(clock: StageClock, chunk: bytes, new: bool = True) -> None:
+    """Times what becomes of one chunk: hash, and if it is NEW to the server, compress and the server's check."""
     addr = address(chunk)
     clock.lap("hash")
+    if not new:
+        return
     frame = compression.compress(chunk)
     clock.lap("compress")
     frames.check(addr, frame)

@@ -385,16 +385,16 @@ def read_big(source: Source) -> float:
     return timed(["sh", "-c", 'cat "$1" > /dev/null', "sh", str(source.big)], dict(os.environ), Path("/"))
 
 
-def unpack_big(server: "PfsServer", warm_store: bool = False) -> tuple[float, float]:
+def unpack_big(server: Pfs, warm_store: bool = False, repo: str = REPO) -> tuple[float, float]:
     """Seconds, and CPU seconds, to read and unpack, cold (or WARM_STORE: from the page cache), every stored chunk
-    of the large file straight from the store.
+    of the large file (in REPO, on BRANCH) straight from the store.
 
     The mount's own work (LocalChunks.read on as many threads as its chunk
     cache has) with no FUSE, no kernel page cache of the file and no reader:
     the floor of a cold read through the mount on this machine.
     """
     with server.client() as client:
-        info = client.inspect_file(CommitRef(REPO, BRANCH), BIG_NAME)
+        info = client.inspect_file(CommitRef(repo, BRANCH), BIG_NAME)
     store = LocalChunks(str(server.store))
     try:
         drop_caches()

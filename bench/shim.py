@@ -48,8 +48,9 @@ inspect-job --raw`: `mounted`, the input mounted and the command started;
 `uploaded`, the output uploaded) and the mtime of its output file (the
 command's last write): start + mount, command, unmount + upload, commit +
 exit. The server flushes uploaded chunks durably before answering; the local
-commands' writes are not flushed (but by the sync after the local cp, in its own row). The job's output file is checked
-to be the local command's, byte for byte (untimed).
+commands' writes are not flushed (but by the sync after the local cp, in a
+row of its own). The job's output file is checked to be the local
+command's, byte for byte (untimed).
 
 Run from the repo root, as root:  .venv/bin/python bench/shim.py [--size-mib 1024] [--keep]
 """

@@ -229,12 +229,12 @@ def print_goals(size: int, copy: Row, first: Row, second: Row, goals: list[Goal]
         print(f"    {g.job.label} {g.job.seconds:.2f} s using {g.job.cpu:.2f} CPU s; {g.baseline.label}"
               f" {g.baseline.seconds:.2f} s using {g.baseline.cpu:.2f}")
         floor, allowed = g.stages.floor, g.target * g.baseline.seconds
-        print(f"    floor: ({g.stages}) ÷ {cores} = {floor:.2f} s; the goal's time {g.target} × "
-              f"{g.baseline.seconds:.2f} = {allowed:.2f} s"
+        print(f"    floor: ({g.stages}) ÷ {cores} = {floor:.3f} s; the goal's time {g.target} × "
+              f"{g.baseline.seconds:.3f} = {allowed:.3f} s"
               + (" is below it, so the goal is out of reach here" if allowed < floor else " is above it"))
         with_fuse = (sum(g.stages.seconds.values()) + g.fuse) / cores
         print(f"    with FUSE's own work too ({g.fuse:.2f} CPU s for as many bytes read through a pyfuse3 file system"
-              f" from memory): {with_fuse:.2f} s" + (", above the goal's time" if allowed < with_fuse else ""))
+              f" from memory): {with_fuse:.3f} s" + (", above the goal's time" if allowed < with_fuse else ""))
         print(f"    not in the floor: the worker reads and hashes its whole output again once the command ended"
               f" (shim/output.py, Output._intact), about another {g.stages.seconds['hash']:.2f} CPU s")
 
@@ -281,6 +281,8 @@ def main() -> None:
     args = parse_args()
     if not Path(SHIM).exists():
         raise SystemExit(f"job-shim not found at {SHIM}; run `make setup`")
+    if os.geteuid() != 0:
+        raise SystemExit("run as root: the floors are measured with the page cache dropped first")
     keep_freed_memory()  # as the shim does: the floor's stages measured here are its
     with scratch("pfs-bench-shim-", args.keep) as work:
         print_machine(["cp", "--version"], ["tr", "--version"])

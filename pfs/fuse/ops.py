@@ -81,6 +81,8 @@ async def _fetched(futures: list[Future]) -> None:
     """Returns once every one of FUTURES is done (woken by its fetch thread, not by one waiting for it); raises the
     first one's error."""
     token = trio.lowlevel.current_trio_token()
+    if not futures:  # cached meanwhile (or evicted again): the caller looks again, after letting others run
+        await trio.lowlevel.checkpoint()
     for future in futures:
         if not future.done():
             done = trio.Event()

@@ -1,66 +1,71 @@
 """Giving up on a stream whose server stopped sending: a server that hangs, or a connection that died without a
 word, would otherwise keep a reader (a mount's read, a download) waiting for ever; TCP and gRPC notice neither.
 
-Only the time spent waiting for the next message counts: a consumer may take as long as it likes between messages.
+Only the time the consumer spends waiting for the next message counts: it may take as long as it likes between
+messages. The stream is read on a thread of its own, a message or two ahead, because cancelling a call does not
+always wake a thread blocked on it: seen with a server killed under a retried call, where the call, cancelled
+every second, stayed blocked for minutes. Given up, that thread is left to gRPC (it ends if the call ever does).
 """
 
+import queue
 import threading
-import time
 from collections.abc import Iterator
 
 import grpc
 
 from pfs.core.errors import Unavailable
 
+AHEAD = 2  # messages read ahead of the consumer: gRPC's flow control still holds a server back from a slow reader
+_END = object()
+
 
 class StallWatch:
-    """Cancels each stream it watches once it has waited LIMIT seconds for a message; a thread of its own runs
-    while any stream is watched."""
+    """Messages of streaming calls, given up on once the consumer has waited LIMIT seconds for one."""
 
     def __init__(self, limit: float, address: str) -> None:
         self.limit = limit
         self.address = address
-        self._waiting: dict[grpc.Call, float | None] = {}  # each watched call: since when it waits, or None
-        self._stalled: set[grpc.Call] = set()
-        self._lock = threading.Lock()
-        self._watching = False
 
     def messages(self, call) -> Iterator:
-        """The messages of the streaming CALL (a response iterator that is a grpc.Call); Unavailable if it stalls."""
-        with self._lock:
-            self._waiting[call] = None
-            if not self._watching:
-                self._watching = True
-                threading.Thread(target=self._watch, name="pfs-stalls", daemon=True).start()
+        """The messages of the streaming CALL (a response iterator that is a grpc.Call); its errors as they come
+        (grpc.RpcError); Unavailable if it stalls."""
+        box: queue.Queue = queue.Queue(AHEAD)
+        done = threading.Event()
+        threading.Thread(target=_pump, args=(call, box, done), name="pfs-stream", daemon=True).start()
         try:
             while True:
-                self._waiting[call] = time.monotonic()
                 try:
-                    message = next(call)
-                except StopIteration:
+                    message, error = box.get(timeout=self.limit)
+                except queue.Empty:
+                    raise Unavailable(f"the pfs server at {self.address} sent nothing for {self.limit:g} s "
+                                      "(PFS_READ_TIMEOUT); the read was given up") from None
+                if error is not None:
+                    raise error
+                if message is _END:
                     return
-                except grpc.RpcError:
-                    if call in self._stalled:
-                        raise Unavailable(f"the pfs server at {self.address} sent nothing for {self.limit:g} s "
-                                          "(PFS_READ_TIMEOUT); the read was given up") from None
-                    raise
-                self._waiting[call] = None
                 yield message
         finally:
-            with self._lock:
-                self._waiting.pop(call, None)
-                self._stalled.discard(call)
-            call.cancel()  # a consumer that stopped early: the server stops too
+            done.set()
+            call.cancel()  # given up, or a consumer that stopped early: the server stops too
 
-    def _watch(self) -> None:
-        while True:
-            time.sleep(min(self.limit / 4, 1.0))
-            now = time.monotonic()
-            with self._lock:
-                if not self._waiting:
-                    self._watching = False
-                    return
-                stalled = [c for c, since in self._waiting.items() if since is not None and now - since > self.limit]
-                self._stalled.update(stalled)
-            for call in stalled:
-                call.cancel()
+
+def _pump(call, box: queue.Queue, done: threading.Event) -> None:
+    """Puts CALL's messages in BOX, then _END, or the error that ended it; stops once DONE is set."""
+    try:
+        for message in call:
+            if not _put(box, (message, None), done):
+                return
+        _put(box, (_END, None), done)
+    except grpc.RpcError as err:
+        _put(box, (None, err), done)
+
+
+def _put(box: queue.Queue, item: tuple, done: threading.Event) -> bool:
+    """Puts ITEM in BOX once there is room; False if DONE was set first (nobody reads BOX any more)."""
+    while not done.is_set():
+        try:
+            box.put(item, timeout=1.0)
+            return True
+        except queue.Full:
+            pass
+    return False

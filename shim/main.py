@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> None:
         with Mounts(address, str(args.root), allow_other=is_root) as mounts:
             if args.standby:
                 job, shard, attempt, token = _assignment(sys.stdin.readline())
-                priority.restore([os.getpid(), mounts.pid])  # the mount's: the runner raised this one
+                priority.restore([os.getpid(), mounts.pid])  # its mount (the runner raised this process already)
             else:  # from PFS_TOKEN (a file it names cannot be read: one line)
                 job, shard, attempt, token = args.job, args.shard, args.attempt, find_token()
             client = Client(address, token)

@@ -31,11 +31,6 @@ class ChunkCache:
         self._lock = threading.Lock()
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix="pfs-chunk")
 
-    def get(self, ref: ChunkRef) -> bytes:
-        """The chunk's bytes, from the cache, from a fetch under way, or fetched now."""
-        found = self._start([ref])[0]
-        return found if isinstance(found, bytes) else found.result()
-
     def peek(self, ref: ChunkRef) -> bytes | None:
         """The chunk's bytes if they are cached, without waiting or fetching."""
         with self._lock:

@@ -167,8 +167,11 @@ class RepoTree:
         return long if node.immutable and not parent.branch else short
 
     def read(self, inode: int, offset: int, size: int) -> bytes | memoryview:
-        """SIZE bytes of the file at OFFSET (fewer at its end): a view of a cached chunk where they lie in one."""
-        pieces = self._read(inode, offset, size, self.cache.get)
+        """SIZE bytes of the file at OFFSET (fewer at its end): a view of a cached chunk where they lie in one.
+        Blocking; the mount's handler (pfs.fuse.ops) awaits the same fetches instead."""
+        while (pieces := self.read_cached(inode, offset, size)) is None:
+            for fetch in self.fetching(inode, offset, size):
+                fetch.result()
         return pieces[0] if len(pieces) == 1 else b"".join(pieces)
 
     def _prefetch_next_files(self, node: Node) -> None:
@@ -199,20 +202,6 @@ class RepoTree:
     def read_cached(self, inode: int, offset: int, size: int) -> list[memoryview] | None:
         """What read() gives, as views of the cached chunks it lies in, when every one is cached (it never blocks);
         else None (fetching() starts what is missing)."""
-        return self._read(inode, offset, size, self.cache.peek)
-
-    def fetching(self, inode: int, offset: int, size: int) -> list[Future]:
-        """The fetches of the chunks a read of SIZE bytes at OFFSET needs that are not cached (started now if they
-        were not under way)."""
-        node = self.getattr(inode)
-        i = max(bisect.bisect_right(node.offsets, offset) - 1, 0)
-        j = bisect.bisect_left(node.offsets, offset + size, lo=i)
-        missing = self.cache.fetching(node.chunks[i:j])
-        self.cache.prefetch(node.chunks[j : j + READ_AHEAD])  # what read_cached would have started
-        return missing
-
-    def _read(self, inode: int, offset: int, size: int,
-              get: Callable[[ChunkRef], bytes | None]) -> list[memoryview] | None:
         node = self.getattr(inode)
         chunks, offsets = node.chunks, node.offsets
         i = bisect.bisect_right(offsets, offset) - 1
@@ -222,7 +211,7 @@ class RepoTree:
             self.direct.expect(chunks[first : first + LOCATE_AHEAD])
         start, out = offset, []
         while size > 0 and 0 <= i < len(chunks):
-            data = get(chunks[i])
+            data = self.cache.peek(chunks[i])
             if data is None:
                 return None
             piece = memoryview(data)[offset - offsets[i] : offset - offsets[i] + size]  # no copy
@@ -237,6 +226,16 @@ class RepoTree:
         if start == 0:
             self._prefetch_next_files(node)
         return out
+
+    def fetching(self, inode: int, offset: int, size: int) -> list[Future]:
+        """The fetches of the chunks a read of SIZE bytes at OFFSET needs that are not cached (started now if they
+        were not under way)."""
+        node = self.getattr(inode)
+        i = max(bisect.bisect_right(node.offsets, offset) - 1, 0)
+        j = bisect.bisect_left(node.offsets, offset + size, lo=i)
+        missing = self.cache.fetching(node.chunks[i:j])
+        self.cache.prefetch(node.chunks[j : j + READ_AHEAD])  # what read_cached would have started
+        return missing
 
     def close(self) -> None:
         """Stops the chunk fetches and lets go of the server's chunk store."""

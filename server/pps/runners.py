@@ -317,14 +317,15 @@ class LocalRunner(ProcessRunner):
 
     def _top_up(self) -> None:
         """Starts spare workers until there are as many as wanted, or no core is free of workers."""
-        while self._start_spare(self._spare_address):
+        while self._start_spare():
             pass
 
-    def _start_spare(self, address: str) -> bool:
+    def _start_spare(self) -> bool:
         """Starts a spare worker if fewer than wanted are there and a core is free; whether it did."""
         with self._lock:
             if self._closed or len(self._spares) >= self._wanted or len(self._workers) >= self.capacity():
                 return False
+        address = self._spare_address
         # as a worker, but without its token: it comes with the shard
         low = priority.idle() if os.geteuid() == 0 else []  # only root raises it again
         try:

@@ -418,6 +418,8 @@ def stages_tree(root: Path) -> Stages:
     todo = sources(str(root), root.name, True)
     clock.lap("list")
     for src in todo:
+        if src.directory:  # made on the server, no bytes to read
+            continue
         with open(src.origin, "rb") as f:
             data = f.read()
         clock.lap("read")

@@ -3,6 +3,7 @@
 import io
 import random
 
+import pyfastcdc
 import pytest
 
 from pfs.core import chunking, names, paths
@@ -104,6 +105,16 @@ def test_cuts_do_not_depend_on_how_much_is_read_at_a_time(monkeypatch, delimiter
     for read_bytes in (1, 5000, 40_000):
         monkeypatch.setattr(chunking, "READ_BYTES", read_bytes)
         assert split(data, avg_size=4096, delimiter=delimiter) == whole
+
+
+def test_chunks_are_fastcdcs_cuts_at_every_size():
+    """Without a delimiter a stream is cut where FastCDC cuts it whole, a short one (at most the least cut) too."""
+    chunker = Chunker(avg_size=4096, delimiter="none")
+    for size in (chunker.min_size - 1, chunker.min_size, chunker.min_size + 1, 4 * chunker.max_size):
+        data = random.Random(size).randbytes(size)
+        cuts = [c.length for c in pyfastcdc.FastCDC(avg_size=4096).cut_buf(data)]
+        assert [len(c) for c in chunker.split(io.BytesIO(data))] == cuts
+    assert len(cuts) > 4  # the longest is cut, past the least cut and at it
 
 
 def test_chunker_is_not_reentrant():

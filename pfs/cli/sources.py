@@ -33,7 +33,7 @@ class Source:
             with _open_url(self.origin) as stream:
                 yield stream
         else:
-            with open(self.origin, "rb") as f:
+            with open(self.origin, "rb", buffering=0) as f:  # read into the chunker's buffer: no buffer of its own
                 yield f
 
 

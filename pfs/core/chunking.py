@@ -32,7 +32,7 @@ class Chunker:
             raise ValueError(f"unknown delimiter {delimiter!r}; use one of {', '.join(DELIMITERS)}")
         check_avg_size(avg_size)
         self._cdc = pyfastcdc.FastCDC(avg_size=avg_size)
-        self.max_size = self._cdc.max_size
+        self.min_size, self.max_size = self._cdc.min_size, self._cdc.max_size
         self.max_line = self.max_size if delimiter == "line" else 0
         self._buf = bytearray(self.max_size + self.max_line + READ_BYTES)  # reused: fresh memory is slow to fault in
         self._busy = False
@@ -60,6 +60,9 @@ class Chunker:
                 pos = 0
                 filled, eof = _fill(stream, view, filled)
             if pos >= filled:
+                return
+            if eof and filled - pos <= self.min_size:  # no cut could fall in what is left: one chunk
+                yield bytes(view[pos:filled])
                 return
             end = pos + next(iter(self._cdc.cut_buf(view[pos : min(filled, pos + self.max_size)]))).length
             if self.max_line:

@@ -70,6 +70,10 @@ class Watcher:
                 return
             self._parse(data)
 
+    def pause(self, timeout: float) -> None:
+        """Waits TIMEOUT seconds, or until wake(), reporting nothing: what happens meanwhile is kept for pump()."""
+        select.select([self._woken], [], [], timeout)
+
     def _parse(self, data: bytes) -> None:
         at = 0
         while at < len(data):

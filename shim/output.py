@@ -28,7 +28,7 @@ from shim.logs import Logs
 
 WAIT = 0.1  # seconds a reader at the end of a growing file waits for news of it
 PACE = 0.02  # ...and then, if it is still being written, for more writes: a command's small writes wake it this
-# far apart, not once each (tr writing 1 GiB in 8 KiB writes woke it 17,688 times, and cost it 4 CPU s)
+# far apart, not once each (tr writing 1 GiB in 8 KiB writes woke it 17,688 times; with the pause, 149)
 
 
 class Output:

@@ -203,6 +203,32 @@ def test_a_stalled_server_fails_a_mounted_read_instead_of_hanging_it(server, tmp
     assert "sent nothing for 2 s" in (tmp_path / "mount-mnt.log").read_text()
 
 
+def test_a_stalled_server_fails_a_listing_instead_of_hanging_it(server, tmp_path, monkeypatch):
+    """As a read: a repo's branches (unary calls) and a directory's entries (ListFile, a stream) fetched through a
+    mount each give up after PFS_READ_TIMEOUT, on the connection the mount has open, so their callers get EIO (a
+    process waiting on a FUSE request it sent cannot even be killed); once the server answers, both work."""
+    for repo in ("r", "q"):
+        server.pfs("create-repo", repo)
+        put(server, repo, "d/x", b"x\n")
+    commit = server.pfs("list-commit", "r").text.splitlines()[1].split()[2]
+    monkeypatch.setenv("PFS_READ_TIMEOUT", "2")
+    mnt = tmp_path / "mnt"
+    with mounted(server, mnt, "--no-direct"):
+        held = os.open(mnt / "r" / commit, os.O_PATH)  # looked up, not opened: its entries are not fetched yet
+        os.kill(server.proc.pid, signal.SIGSTOP)
+        try:
+            stalled = [subprocess.run(["ls", path], capture_output=True, timeout=60, pass_fds=(held,))
+                       for path in (mnt / "q", f"/proc/self/fd/{held}")]  # that is reached with no lookup
+        finally:
+            os.kill(server.proc.pid, signal.SIGCONT)
+            os.close(held)
+        for ls in stalled:
+            assert ls.returncode != 0 and b"Input/output error" in ls.stderr
+        assert os.listdir(mnt / "q" / "master" / "d") == os.listdir(mnt / "r" / commit / "d") == ["x"]
+    log = (tmp_path / "mount-mnt.log").read_text()
+    assert "the call was given up" in log and "the read was given up" in log
+
+
 def test_mount_errors_and_unmount(server, tmp_path):
     missing = tmp_path / "nope"
     result = server.pfs("mount", str(missing), check=False)

@@ -110,7 +110,15 @@ class Client:
         try:
             return method(request, **kwargs)
         except grpc.RpcError as err:
+            if err.code() == grpc.StatusCode.DEADLINE_EXCEEDED:  # a lookup's deadline (_look): no other call has one
+                raise self._stalls.stalled("call") from None
             raise domain_error(err, self.address) from None
+
+    def _look(self, method: Callable, request):
+        """A call that changes nothing and that a working server answers at once (a lookup), given up once it has
+        waited PFS_READ_TIMEOUT, as a stalled stream is: a mount's listing would otherwise leave its caller
+        waiting for ever, unkillable, on a server that hangs."""
+        return self._call(method, request, timeout=self._stalls.limit)
 
     def _stream(self, method: Callable, request, watched: bool = False) -> Iterator:
         """The messages of a streaming call; WATCHED: given up if the server stalls (StallWatch)."""
@@ -124,7 +132,7 @@ class Client:
 
     @functools.cached_property
     def _info(self) -> pb.ServerInfo:
-        return self._call(self._api.Info, pb.Empty())
+        return self._look(self._api.Info, pb.Empty())
 
     @property
     def chunk_avg_size(self) -> int:
@@ -141,10 +149,10 @@ class Client:
         return cv.repo_from_pb(self._call(self._api.CreateRepo, pb.CreateRepoRequest(name=name, description=description)))
 
     def inspect_repo(self, name: str) -> RepoInfo:
-        return cv.repo_from_pb(self._call(self._api.InspectRepo, pb.RepoRequest(name=name)))
+        return cv.repo_from_pb(self._look(self._api.InspectRepo, pb.RepoRequest(name=name)))
 
     def list_repos(self) -> list[RepoInfo]:
-        return [cv.repo_from_pb(r) for r in self._call(self._api.ListRepo, pb.Empty()).repos]
+        return [cv.repo_from_pb(r) for r in self._look(self._api.ListRepo, pb.Empty()).repos]
 
     def delete_repo(self, name: str) -> None:
         self._call(self._api.DeleteRepo, pb.RepoRequest(name=name))
@@ -174,11 +182,11 @@ class Client:
         return cv.commit_from_pb(self._call(self._api.FinishCommit, cv.commit_ref_to_pb(ref)))
 
     def inspect_commit(self, ref: CommitRef) -> CommitInfo:
-        return cv.commit_from_pb(self._call(self._api.InspectCommit, cv.commit_ref_to_pb(ref)))
+        return cv.commit_from_pb(self._look(self._api.InspectCommit, cv.commit_ref_to_pb(ref)))
 
     def list_commits(self, repo: str, branch: str = "", limit: int = 0) -> list[CommitInfo]:
         request = pb.ListCommitRequest(repo=repo, branch=branch, limit=limit)
-        return [cv.commit_from_pb(c) for c in self._call(self._api.ListCommit, request).commits]
+        return [cv.commit_from_pb(c) for c in self._look(self._api.ListCommit, request).commits]
 
     def delete_commit(self, ref: CommitRef) -> None:
         self._call(self._api.DeleteCommit, cv.commit_ref_to_pb(ref))
@@ -191,7 +199,7 @@ class Client:
     # -- branches
 
     def list_branches(self, repo: str) -> list[BranchInfo]:
-        return [cv.branch_from_pb(b) for b in self._call(self._api.ListBranch, pb.RepoRequest(name=repo)).branches]
+        return [cv.branch_from_pb(b) for b in self._look(self._api.ListBranch, pb.RepoRequest(name=repo)).branches]
 
     def set_branch(self, ref: CommitRef, branch: str) -> BranchInfo:
         request = pb.SetBranchRequest(commit=cv.commit_ref_to_pb(ref), branch=branch)
@@ -206,7 +214,7 @@ class Client:
 
     def inspect_file(self, ref: CommitRef, path: str) -> FileInfo:
         request = pb.FileRequest(commit=cv.commit_ref_to_pb(ref), path=path)
-        return cv.file_from_pb(self._call(self._api.InspectFile, request))
+        return cv.file_from_pb(self._look(self._api.InspectFile, request))
 
     def list_files(self, ref: CommitRef, path: str = "", with_chunks: bool = False, since: str = "",
                    incremental: str = "diff", recursive: bool = False, limit: int = 0) -> Iterator[FileInfo]:
@@ -216,7 +224,7 @@ class Client:
         """
         request = pb.FileRequest(commit=cv.commit_ref_to_pb(ref), path=path, with_chunks=with_chunks, since=since,
                                  incremental=incremental, recursive=recursive, limit=limit)
-        for batch in self._stream(self._api.ListFile, request):
+        for batch in self._stream(self._api.ListFile, request, watched=True):
             for m in batch.files:
                 yield cv.file_from_pb(m)
 
@@ -244,10 +252,10 @@ class Client:
         return cv.pipeline_from_pb(self._call(self._pps.CreatePipeline, request))
 
     def inspect_pipeline(self, name: str) -> PipelineInfo:
-        return cv.pipeline_from_pb(self._call(self._pps.InspectPipeline, ppb.PipelineRequest(name=name)))
+        return cv.pipeline_from_pb(self._look(self._pps.InspectPipeline, ppb.PipelineRequest(name=name)))
 
     def list_pipelines(self) -> list[PipelineInfo]:
-        return [cv.pipeline_from_pb(p) for p in self._call(self._pps.ListPipeline, pb.Empty()).pipelines]
+        return [cv.pipeline_from_pb(p) for p in self._look(self._pps.ListPipeline, pb.Empty()).pipelines]
 
     def delete_pipeline(self, name: str) -> None:
         self._call(self._pps.DeletePipeline, ppb.PipelineRequest(name=name))
@@ -278,7 +286,7 @@ class Client:
         return cv.job_from_pb(self._call(self._pps.CreateJob, cv.job_spec_to_pb(spec)))
 
     def inspect_job(self, job_id: str) -> JobInfo:
-        return cv.job_from_pb(self._call(self._pps.InspectJob, ppb.JobRequest(id=job_id)))
+        return cv.job_from_pb(self._look(self._pps.InspectJob, ppb.JobRequest(id=job_id)))
 
     def whoami(self) -> tuple[str, float]:
         """Whom the token this client shows stands for, and when it expires (0: never)."""
@@ -304,7 +312,7 @@ class Client:
         return {r.subject: r.role for r in self._call(self._auth.GetRoles, apb.RolesRequest(repo=repo)).roles}
 
     def list_jobs(self, pipeline: str = "") -> list[JobInfo]:
-        return [cv.job_from_pb(j) for j in self._call(self._pps.ListJob, ppb.ListJobRequest(pipeline=pipeline)).jobs]
+        return [cv.job_from_pb(j) for j in self._look(self._pps.ListJob, ppb.ListJobRequest(pipeline=pipeline)).jobs]
 
     def start_shard(self, job_id: str, shard: int, attempt: int = 0) -> JobInfo:
         """Takes shard SHARD of a job: a new try at it, or try ATTEMPT that a controller started this worker for;
@@ -335,7 +343,7 @@ class Client:
     # -- chunks
 
     def missing_chunks(self, addresses: list[bytes]) -> list[bytes]:
-        return list(self._call(self._chunks.MissingChunks, cpb.ChunkAddresses(addresses=addresses)).addresses)
+        return list(self._look(self._chunks.MissingChunks, cpb.ChunkAddresses(addresses=addresses)).addresses)
 
     def put_chunks_async(self, batches: Iterator[list[tuple[bytes, bytes]]]) -> "grpc.Future":
         """Starts streaming batches of (address, zstd frame) pairs; the future's result is how many were new."""
@@ -363,7 +371,7 @@ class Client:
         out: list[ChunkLocation | None] = []
         for i in range(0, len(addresses), MAX_LOCATE):
             request = cpb.ChunkAddresses(addresses=addresses[i : i + MAX_LOCATE])
-            out.extend(cv.location_from_pb(m) for m in self._call(self._chunks.LocateChunks, request).locations)
+            out.extend(cv.location_from_pb(m) for m in self._look(self._chunks.LocateChunks, request).locations)
         return out
 
     def read_file(self, ref: CommitRef, path: str) -> Iterator[bytes]:

@@ -26,6 +26,11 @@ class StallWatch:
         self.limit = limit
         self.address = address
 
+    def stalled(self, what: str) -> Unavailable:
+        """The error of a WHAT (a read, a call) given up on after LIMIT seconds of silence."""
+        return Unavailable(f"the pfs server at {self.address} sent nothing for {self.limit:g} s (PFS_READ_TIMEOUT); "
+                           f"the {what} was given up")
+
     def messages(self, call) -> Iterator:
         """The messages of the streaming CALL (a response iterator that is a grpc.Call); its errors as they come
         (grpc.RpcError); Unavailable if it stalls."""
@@ -37,8 +42,7 @@ class StallWatch:
                 try:
                     message, error = box.get(timeout=self.limit)
                 except queue.Empty:
-                    raise Unavailable(f"the pfs server at {self.address} sent nothing for {self.limit:g} s "
-                                      "(PFS_READ_TIMEOUT); the read was given up") from None
+                    raise self.stalled("read") from None
                 if error is not None:
                     raise error
                 if message is _END:

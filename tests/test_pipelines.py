@@ -336,19 +336,21 @@ def test_a_job_with_a_worker_on_every_core_gets_its_spares_only_once_a_worker_en
     put(server, "data", {f"f{i}": b"x\n" for i in range(cores)})
     # the workers hold on until the test has looked for spares (a file it makes where their user can see it)
     signals = pathlib.Path(tempfile.mkdtemp(prefix="pfs-test-"))
-    signals.chmod(0o755)
-    release = signals / "looked"
-    cmd = ["sh", "-c", f"while [ ! -e {release} ]; do sleep 0.05; done; cp -r /pfs/data/. /pfs/out/"]
-    pipeline(server, tmp_path, "wide", cmd, [repo_input("data")], parallelism=cores)
-    workers = wait_for(lambda: [pid for pid, args in processes() if b"--job" in args
-                                and server.address.encode() in args] or None, 60)
-    assert len(workers) >= 1
-    time.sleep(1)  # a spare started with the workers would be there by now
-    assert not spare_workers(server)
-    release.touch()
-    flush(server, "data/master")
-    shutil.rmtree(signals)
-    assert len(wait_for(lambda: spare_workers(server) if len(spare_workers(server)) == cores else None, 30)) == cores
+    try:
+        signals.chmod(0o755)
+        release = signals / "looked"
+        cmd = ["sh", "-c", f"while [ ! -e {release} ]; do sleep 0.05; done; cp -r /pfs/data/. /pfs/out/"]
+        pipeline(server, tmp_path, "wide", cmd, [repo_input("data")], parallelism=cores)
+        workers = wait_for(lambda: [pid for pid, args in processes() if b"--job" in args
+                                    and server.address.encode() in args] or None, 60)
+        assert len(workers) >= 1
+        time.sleep(1)  # a spare started with the workers would be there by now
+        assert not spare_workers(server)
+        release.touch()
+        flush(server, "data/master")
+    finally:
+        shutil.rmtree(signals)
+    assert len(wait_for(lambda: spares if len(spares := spare_workers(server)) == cores else None, 30)) == cores
 
 
 def test_the_local_runner_gives_the_next_shard_to_a_spare_worker(server, tmp_path):

@@ -231,7 +231,7 @@ class Store:
     def check_writes(self, writes: list[FileWrite], root: str) -> list[FileWrite]:
         """WRITES with their paths normalized, if each names a file or directory (not ROOT) and chunks the store
         holds, each of the size it holds: a file's size is its chunks' as stored, never what a client says."""
-        writes = [dataclasses.replace(w, path=paths.normalize(w.path)) for w in writes]
+        writes = [_normalized(w) for w in writes]
         if any(not w.path for w in writes):
             raise InvalidArgument(f"a file needs a path; {root} is a directory")
         for w in writes:
@@ -291,17 +291,19 @@ class Store:
         self.news.stop()
 
     def _put(self, tx: Tx, commit: StoredCommit, writes: list[FileWrite]) -> StoredCommit:
+        """Writes WRITES, as check_writes() gives them, into COMMIT's tree."""
         root = _root(commit)
         edit = Edit()
         written: dict[str, list[ChunkRef]] = {}
+        directories: dict[str, dict[str, Entry]] = {}  # the entries of each directory appended to, as they were
         for w in writes:
-            path = paths.normalize(w.path)
+            path = w.path
             if w.directory:
                 edit.make_directory(paths.components(path))
                 continue
             chunks = list(w.chunks)
             if not w.overwrite:
-                chunks = self._existing_chunks(tx, root, written, path) + chunks
+                chunks = self._existing_chunks(tx, root, directories, written, path) + chunks
             written[path] = chunks
             edit.put(paths.components(path), self.trees.put_file(tx, chunks))
         return self._write_tree(tx, commit, edit)
@@ -441,11 +443,18 @@ class Store:
         return entry
 
     def _existing_chunks(
-        self, tx: Tx, root: Entry, written: dict[str, list[ChunkRef]], path: str
+        self, tx: Tx, root: Entry, directories: dict[str, dict[str, Entry]], written: dict[str, list[ChunkRef]],
+        path: str,
     ) -> list[ChunkRef]:
+        """The chunks PATH holds so far: those WRITTEN in this call, or those in ROOT's tree (looked up a
+        directory at a time: its entries are kept in DIRECTORIES)."""
         if path in written:
             return written[path]
-        entry = self.trees.lookup(tx, root, path)
+        parent, _, name = path.rpartition("/")
+        if parent not in directories:
+            node = self.trees.lookup(tx, root, parent)
+            directories[parent] = self.trees.entries(tx, node.address) if node is not None and node.is_dir else {}
+        entry = directories[parent].get(name)
         if entry is None:
             return []
         if entry.is_dir:
@@ -463,6 +472,11 @@ class Store:
 def _check_limit(limit: int) -> None:
     if not 0 <= limit <= MAX_LIMIT:
         raise InvalidArgument(f"limit {limit} is out of range: 0 (no limit) to {MAX_LIMIT}")
+
+
+def _normalized(write: FileWrite) -> FileWrite:
+    path = paths.normalize(write.path)
+    return write if path == write.path else dataclasses.replace(write, path=path)
 
 
 def _root(commit: StoredCommit) -> Entry:

@@ -81,6 +81,23 @@ def test_appends_within_one_open_commit(server):
     assert get(server, "r", "master", "f") == b"a\nb\n"
 
 
+def test_a_tree_put_again_appends_to_the_files_it_held(server, tmp_path):
+    def tree(name, files):
+        src = tmp_path / name
+        for rel, data in files.items():
+            (src / rel).parent.mkdir(parents=True, exist_ok=True)
+            (src / rel).write_bytes(data)
+        return str(src)
+
+    server.pfs("create-repo", "r")
+    v1 = tree("v1", {"d/a": b"a1\n", "d/b": b"b1\n", "e": b"e1\n"})
+    v2 = tree("v2", {"d/a": b"a2\n", "d/c": b"c2\n", "e": b"e2\n", "f/g": b"g2\n"})
+    for src in (v1, v2):
+        server.pfs("put-file", "r", "master", "t", "-r", "-c", "-f", src)
+    want = {"t/d/a": b"a1\na2\n", "t/d/b": b"b1\n", "t/d/c": b"c2\n", "t/e": b"e1\ne2\n", "t/f/g": b"g2\n"}
+    assert {path: get(server, "r", "master", path) for path in want} == want
+
+
 @on_every_storage
 def test_directory_tree(server, tmp_path):
     src = tmp_path / "tree"

@@ -7,6 +7,7 @@ split (map jobs rely on this); a line longer than `max_line` (4x the average
 chunk) is cut anyway.
 """
 
+import mmap
 from collections.abc import Iterator
 from typing import BinaryIO
 
@@ -34,7 +35,9 @@ class Chunker:
         self._cdc = pyfastcdc.FastCDC(avg_size=avg_size)
         self.min_size, self.max_size = self._cdc.min_size, self._cdc.max_size
         self.max_line = self.max_size if delimiter == "line" else 0
-        self._buf = bytearray(self.max_size + self.max_line + READ_BYTES)  # reused: fresh memory is slow to fault in
+        # Reused, as fresh memory is slow to fault in; anonymous memory is faulted in as it is first filled, so
+        # a Chunker costs nothing up front and small files fault in only the start of it
+        self._buf = mmap.mmap(-1, self.max_size + self.max_line + READ_BYTES)
         self._busy = False
 
     def split(self, stream: BinaryIO) -> Iterator[bytes]:
@@ -77,7 +80,7 @@ def check_avg_size(avg_size: int) -> None:
         raise ValueError(f"an average chunk size of {avg_size} bytes is too large; use at most {MAX_AVG_SIZE}")
 
 
-def _line_end(buf: bytearray, cut: int, limit: int, at_end: bool) -> int:
+def _line_end(buf: mmap.mmap, cut: int, limit: int, at_end: bool) -> int:
     """Moves CUT to just after the newline that ends its line, when there is one before LIMIT."""
     newline = buf.find(b"\n", cut - 1, limit)
     if newline >= 0:

@@ -11,11 +11,12 @@ import os
 import sqlite3
 
 KIND = "local-dir"
+SMALL = 64 << 10  # frames below this many bytes are rows of chunks.db; the others are files
 SMALL_DB = "chunks.db"
 CREATE_SMALL = ("CREATE TABLE IF NOT EXISTS small (address BLOB PRIMARY KEY, data BLOB NOT NULL, "
                 "touched REAL NOT NULL DEFAULT 0)")
 INSERT_SMALL = "INSERT OR IGNORE INTO small (address, data, touched) VALUES (?, ?, ?)"
-_SELECT_SMALL = "SELECT data FROM small WHERE address = ?"
+QUERY_BATCH = 500  # addresses per SQL IN (...)
 
 
 def chunk_file(root: str | os.PathLike, address: bytes) -> str:
@@ -28,10 +29,14 @@ def small_db(root: str | os.PathLike) -> str:
     return f"{root}/{SMALL_DB}"
 
 
-def small_chunk(db: sqlite3.Connection, address: bytes) -> bytes | None:
-    """The frame of the small chunk at ADDRESS, or None."""
-    row = db.execute(_SELECT_SMALL, (address,)).fetchone()
-    return None if row is None else row[0]
+def small_chunks(db: sqlite3.Connection, addresses: list[bytes]) -> dict[bytes, bytes]:
+    """The frames of those of ADDRESSES that are small chunks, by address: one query per QUERY_BATCH."""
+    found = {}
+    for i in range(0, len(addresses), QUERY_BATCH):
+        batch = addresses[i : i + QUERY_BATCH]
+        found.update(db.execute(f"SELECT address, data FROM small WHERE address IN ({','.join('?' * len(batch))})",
+                                batch))
+    return found
 
 
 def upgrade(db: sqlite3.Connection) -> None:

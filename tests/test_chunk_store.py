@@ -113,16 +113,20 @@ def frames(n: int) -> list[tuple[bytes, bytes]]:
 
 
 def test_a_direct_read_a_store_offers_reads_what_it_holds(store):
-    """A client's reader of the store's offer (where it makes one) finds every chunk, small and large."""
+    """A client's reader of the store's offer (where it makes one) finds every chunk, small and large, and a large
+    one that compresses small; one the store lacks is None (asked of the server instead)."""
     offer = store.describe()
     if offer is None:
         pytest.skip("this store offers no direct reads")
-    chunks = frames(6)
+    squeezed = b"a line of text\n" * 20_000
+    chunks = frames(6) + [(address(squeezed), compress(squeezed))]
     store.put(chunks)
+    lacking = b"not stored"
     reader = direct_reader(offer, store.locate)  # the store's locate() stands for the server's LocateChunks
     try:
         plains = [unpack(a, f) for a, f in chunks]
-        assert list(reader.read_many([ChunkRef(a, len(p)) for (a, _), p in zip(chunks, plains)])) == plains
+        refs = [ChunkRef(a, len(p)) for (a, _), p in zip(chunks, plains)] + [ChunkRef(address(lacking), 10)]
+        assert list(reader.read_many(refs)) == plains + [None]
     finally:
         reader.close()
 

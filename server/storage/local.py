@@ -35,10 +35,8 @@ from server.grace import DEFAULT_GRACE, refresh_before
 from server.meta.sqlite import vacuum
 from server.storage import ChunkStore, Swept
 
-SMALL = 64 << 10  # compressed frames below this go to chunks.db
 BATCH_BYTES = 32 << 20
 BATCH_CHUNKS = 4000
-QUERY_BATCH = 500  # addresses per SQL IN (...)
 SCAN_BATCH = 10_000  # small chunks looked at, then collected, at once
 CACHE_BYTES = 64 << 20  # chunks.db pages kept in memory
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -84,8 +82,8 @@ class LocalChunkStore(ChunkStore):
         now = time.time()
         found, stale = {}, []
         with self._lock:
-            for i in range(0, len(addresses), QUERY_BATCH):
-                batch = addresses[i : i + QUERY_BATCH]
+            for i in range(0, len(addresses), chunk_dir.QUERY_BATCH):
+                batch = addresses[i : i + chunk_dir.QUERY_BATCH]
                 rows = self._db.execute(f"SELECT address, substr(data, 1, ?), touched FROM small WHERE address IN "
                                         f"({','.join('?' * len(batch))})", (size, *batch))
                 for address, head, touched in rows:
@@ -128,7 +126,7 @@ class LocalChunkStore(ChunkStore):
         files = set()  # the large chunks this call writes, across its batches
         with ThreadPoolExecutor(1, thread_name_prefix="chunk-flush") as flusher:  # waits for every flush it has
             for address, data in chunks:
-                if len(data) < SMALL:
+                if len(data) < chunk_dir.SMALL:
                     batch.small[address] = data
                 else:
                     final = self.path(address)
@@ -194,7 +192,7 @@ class LocalChunkStore(ChunkStore):
         except FileNotFoundError:
             pass
         with self._lock:
-            frame = chunk_dir.small_chunk(self._db, address)
+            frame = chunk_dir.small_chunks(self._db, [address]).get(address)
         if frame is None:
             raise DataLoss(f"chunk {address.hex()} is missing from {self.root}")
         return frame
@@ -224,8 +222,8 @@ class LocalChunkStore(ChunkStore):
             with self._lock:
                 self._db.execute("BEGIN IMMEDIATE")
                 try:
-                    for i in range(0, len(dead), QUERY_BATCH):
-                        part = dead[i : i + QUERY_BATCH]
+                    for i in range(0, len(dead), chunk_dir.QUERY_BATCH):
+                        part = dead[i : i + chunk_dir.QUERY_BATCH]
                         where = f"WHERE address IN ({','.join('?' * len(part))}) AND touched < ?"
                         n, size = self._db.execute(f"SELECT COUNT(*), COALESCE(SUM(length(data)), 0) FROM small {where}",
                                                    (*part, cutoff)).fetchone()

@@ -391,8 +391,8 @@ def unpack_big(server: Pfs, warm_store: bool = False, repo: str = REPO) -> tuple
     """Seconds, and CPU seconds, to read and unpack, cold (or WARM_STORE: from the page cache), every stored chunk
     of the large file (in REPO, on BRANCH) straight from the store.
 
-    The mount's own work (LocalChunks.read on as many threads as its chunk
-    cache has) with no FUSE, no kernel page cache of the file and no reader:
+    The mount's own work (LocalChunks.read_many of each chunk alone, as read-ahead
+    asks for them, on as many threads as its chunk cache has) with no FUSE, no kernel page cache of the file and no reader:
     the floor of a cold read through the mount on this machine.
     """
     with server.client() as client:
@@ -404,7 +404,7 @@ def unpack_big(server: Pfs, warm_store: bool = False, repo: str = REPO) -> tuple
             warm(server.store)
         start, cpu = time.perf_counter(), own_cpu()
         with ThreadPoolExecutor(FETCH_THREADS) as pool:
-            for data in pool.map(store.read, info.chunks):
+            for [data] in pool.map(lambda ref: list(store.read_many([ref])), info.chunks):
                 if data is None:
                     raise SystemExit(f"a chunk of {BIG_NAME} is missing or corrupt in {server.store}")
         return time.perf_counter() - start, own_cpu() - cpu

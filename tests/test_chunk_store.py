@@ -249,11 +249,11 @@ def test_sixteen_writers_of_the_same_chunks(store):
 
 
 def test_many_chunks_read_together_in_any_order(store):
-    """get_many() of small chunks (packed together where the store packs them) and large ones, shuffled and
-    repeated, brings each chunk's bytes in the order asked."""
+    """get_many() of small chunks (packed together where the store packs them, or looked up in batches) and large
+    ones, shuffled and repeated, brings each chunk's bytes in the order asked."""
     chunks = frames(60)
     store.put(chunks)
-    wanted = [a for a, _ in chunks] * 2
+    wanted = [a for a, _ in chunks] * 10  # more than a batch
     random.Random(1).shuffle(wanted)
     frames_of = dict(chunks)
     assert list(store.get_many(wanted)) == [frames_of[a] for a in wanted]

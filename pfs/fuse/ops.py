@@ -107,6 +107,7 @@ class Operations(pyfuse3.Operations):
         self._dirs: dict[int, tuple[Node, list[Node]]] = {}  # open directory handles
         self._next_fh = 0
         self._joins = bytearray()  # a read that spans chunks is copied here (see _joined)
+        self._owner = os.getuid(), os.getgid()  # every entry's: the mount's user (a syscall each, so asked once)
         self.initialized = trio.Event()  # set when the kernel's INIT request is being answered
 
     def init(self):
@@ -124,7 +125,7 @@ class Operations(pyfuse3.Operations):
         a.st_size = node.size
         a.st_blksize = 1 << 20
         a.st_blocks = (node.size + 511) // 512
-        a.st_uid, a.st_gid = os.getuid(), os.getgid()
+        a.st_uid, a.st_gid = self._owner
         a.st_atime_ns = a.st_mtime_ns = a.st_ctime_ns = int(node.mtime * 1e9)
         a.attr_timeout = LONG_TTL if node.immutable else SHORT_TTL
         a.entry_timeout = a.attr_timeout if entry_ttl is None else entry_ttl

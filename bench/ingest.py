@@ -19,8 +19,10 @@ What it measures, in one run on the same machine and the same data:
 5. The goals (the large file at 2x borg's speed, the small files at 1.5x), and
    for each the floor of pfs on this machine: the CPU time of the stages a
    put-file cannot do without (cut, hash, compress, and the server's check of
-   each chunk; for small files, listing and reading them too), measured in this
-   process on one core and spread over every core (see Stages). A goal that
+   each chunk; for the large file, sending each chunk over loopback TCP and
+   storing it in a file of its own too; for small files, listing and reading
+   them), measured in this process on one core and spread over every core (see
+   Stages). A goal that
    borg's time ÷ the floor misses is out of reach of this storage model here,
    however well its stages overlap; CPU time, unlike a wall clock, is hardly
    moved by what else the machine runs.
@@ -44,9 +46,11 @@ import os
 import random
 import resource
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -372,7 +376,7 @@ def ingest_all(tools: list[Tool], data: Dataset, data_dir: Path, version: int) -
 @dataclass(frozen=True)
 class Stages:
     """CPU seconds, on one core, of each stage of a put-file that pfs cannot do without, measured in this process
-    (no gRPC, no server, no disk). However well a put-file's stages overlap, it takes at least their sum spread
+    (no gRPC, no server). However well a put-file's stages overlap, it takes at least their sum spread
     over every core: the floor of pfs on this machine, and unlike a wall clock, hardly moved by other work."""
 
     seconds: dict[str, float]
@@ -400,16 +404,70 @@ class StageClock:
 
 def stages_big(path: Path, new: bool = True) -> Stages:
     """The large file's stages: cut (read, content-defined cuts, each chunk copied out), hash (BLAKE3), compress
-    (compression.compress), check (what the server does to each chunk it receives: decompress and hash). With NEW
-    false, the file's chunks are taken to be the server's already (a copy's): cut and hash only, what it takes to
-    find out that none is to be sent."""
+    (compression.compress), check (what the server does to each chunk it receives: decompress and hash), send (each
+    frame through a loopback TCP connection, both ends: the server is another process) and store (each frame
+    written to a file of its own beside PATH, as the server keeps a large chunk, all made durable at the end). With
+    NEW false, the file's chunks are taken to be the server's already (a copy's): cut and hash only, what it takes
+    to find out that none is to be sent."""
     clock = StageClock()
-    with open(path, "rb") as f:
+    with open(path, "rb") as f, Sink(path.parent) as sink:
         chunks = Chunker(DEFAULT_AVG_SIZE, "line").split(f)
         while (chunk := next(chunks, None)) is not None:
             clock.lap("cut")
-            _chunk_stages(clock, chunk, new)
+            frame = _chunk_stages(clock, chunk, new)
+            if frame is not None:
+                sink.send(frame)
+                clock.lap("send")
+                sink.store(frame)
+                clock.lap("store")
+        sink.sync()
+        clock.lap("store")
+    if new:
+        clock.seconds["send"] += sink.received_cpu()
     return Stages(clock.seconds)
+
+
+class Sink:
+    """Where stages_big sends and stores frames: a loopback TCP connection drained by a thread of its own (whose
+    CPU seconds received_cpu() gives once the connection is closed), and a temporary directory in DIRECTORY."""
+
+    def __init__(self, directory: Path) -> None:
+        self._dir = Path(tempfile.mkdtemp(prefix="pfs-bench-store-", dir=directory))
+        with socket.create_server(("127.0.0.1", 0)) as listener:
+            self._out = socket.create_connection(listener.getsockname())
+            self._in, _ = listener.accept()
+        self._cpu = 0.0
+        self._receiver = threading.Thread(target=self._receive, name="bench-receive")
+        self._receiver.start()
+        self._stored = 0
+
+    def send(self, frame: bytes) -> None:
+        self._out.sendall(frame)
+
+    def store(self, frame: bytes) -> None:
+        self._stored += 1
+        (self._dir / str(self._stored)).write_bytes(frame)
+
+    def sync(self) -> None:
+        os.sync()
+
+    def received_cpu(self) -> float:
+        return self._cpu
+
+    def _receive(self) -> None:
+        start, buffer = time.thread_time(), bytearray(1 << 20)
+        while self._in.recv_into(buffer):
+            pass
+        self._cpu = time.thread_time() - start
+
+    def __enter__(self) -> "Sink":
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._out.close()
+        self._receiver.join()
+        self._in.close()
+        shutil.rmtree(self._dir)
 
 
 def stages_tree(root: Path) -> Stages:
@@ -427,16 +485,18 @@ def stages_tree(root: Path) -> Stages:
     return Stages(clock.seconds)
 
 
-def _chunk_stages(clock: StageClock, chunk: bytes, new: bool = True) -> None:
-    """Times what becomes of one chunk: hash, and if it is NEW to the server, compress and the server's check."""
+def _chunk_stages(clock: StageClock, chunk: bytes, new: bool = True) -> bytes | None:
+    """Times what becomes of one chunk: hash, and if it is NEW to the server, compress and the server's check;
+    returns its frame (None if not NEW)."""
     addr = address(chunk)
     clock.lap("hash")
     if not new:
-        return
+        return None
     frame = compression.compress(chunk)
     clock.lap("compress")
     frames.check(addr, frame)
     clock.lap("check")
+    return frame
 
 
 LEVELS = (3, 1, -1, -3, -7)

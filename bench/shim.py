@@ -28,7 +28,7 @@ What it measures, in one run on the same machine and the same data (the large
    them (bench/read.py's unpack_big, the store in the page cache as before a
    job); the command's own work (the local command's CPU seconds); storing the
    output (bench/ingest.py's stages_big on the local command's output file): for
-   tr, cut, hash, compress and the server's check; for cp only cut and hash,
+   tr, cut, hash, compress, the server's check, send and store; for cp only cut and hash,
    since its chunks are the input's and the server says it has them all (the
    shim cuts and hashes them to find that out, and compresses and sends none).
    A goal whose time (goal x the local time) is below the floor is out of reach

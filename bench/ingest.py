@@ -53,7 +53,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
@@ -410,19 +410,20 @@ def stages_big(path: Path, new: bool = True) -> Stages:
     NEW false, the file's chunks are taken to be the server's already (a copy's): cut and hash only, what it takes
     to find out that none is to be sent."""
     clock = StageClock()
-    with open(path, "rb") as f, Sink(path.parent) as sink:
+    with open(path, "rb") as f, Sink(path.parent) if new else nullcontext() as sink:
         chunks = Chunker(DEFAULT_AVG_SIZE, "line").split(f)
         while (chunk := next(chunks, None)) is not None:
             clock.lap("cut")
             frame = _chunk_stages(clock, chunk, new)
-            if frame is not None:
+            if sink is not None:
                 sink.send(frame)
                 clock.lap("send")
                 sink.store(frame)
                 clock.lap("store")
-        sink.sync()
-        clock.lap("store")
-    if new:
+        if sink is not None:
+            sink.sync()
+            clock.lap("store")
+    if sink is not None:
         clock.seconds["send"] += sink.received_cpu()
     return Stages(clock.seconds)
 

@@ -46,8 +46,9 @@ class LocalChunks:
     def read_many(self, refs: Sequence[ChunkRef]) -> Iterator[bytes | None]:
         """Each chunk's plain bytes, in order, as each is read; None for one that is not here (or not right).
 
-        The chunks too small to be files (most of a small file's) are looked up in one query first: a file opened
-        in vain and a query of its own each cost about as much as the chunk's decompression."""
+        The chunks of fewer plain bytes than chunk_dir.SMALL, whose frames are rows of chunks.db (most of a small
+        file's), are looked up in one query first: a file opened in vain and a query of its own each cost about as
+        much as such a chunk's decompression."""
         small = self._small([r.address for r in refs if r.size < chunk_dir.SMALL])
         read = functools.partial(self._read, small)
         if sum(r.size for r in refs) < PARALLEL_BYTES:

@@ -37,15 +37,17 @@ def get_tree(client: Client, ref: CommitRef, info: FileInfo, dest: str | None, a
     os.makedirs(dest, exist_ok=True)
     below = len(info.path) + 1 if info.path else 0
     batch: list[tuple[str, FileInfo]] = []
+    chunks = 0  # in the batch
     for f in client.list_files(ref, info.path, with_chunks=True, recursive=True):  # each directory before its files
         target = os.path.join(dest, *f.path[below:].split("/"))
         if f.is_dir:
             os.makedirs(target, exist_ok=True)
             continue
         batch.append((target, f))
-        if sum(len(f.chunks) for _, f in batch) >= BATCH_CHUNKS:
+        chunks += len(f.chunks)
+        if chunks >= BATCH_CHUNKS:
             _write_batch(client, batch, advance)
-            batch = []
+            batch, chunks = [], 0
     _write_batch(client, batch, advance)
 
 
@@ -71,11 +73,13 @@ def output_file(path: str | None, sync: bool) -> Iterator[BinaryIO]:
         yield sys.stdout.buffer
         sys.stdout.buffer.flush()
         return
+    if os.path.islink(path):
+        path = os.path.realpath(path)  # written through, as open() writes (a directory on the way is anyway)
     if os.path.exists(path) and not os.path.isfile(path):
         with open(path, "wb") as out:
             yield out
         return
-    directory, name = os.path.split(os.path.realpath(path))  # through a symlink, as open() writes
+    directory, name = os.path.split(os.path.abspath(path))
     temp = os.path.join(directory, f".{name}.pfs-{os.urandom(4).hex()}")
     try:
         with open(os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), "wb") as out:

@@ -4,9 +4,11 @@ Names with a final newline or a leading dash, integers beyond the wire's range, 
 paths that hold control characters, and a get-file -o whose read fails half way.
 """
 
+import contextlib
 import json
 import os
 import random
+import sqlite3
 
 import pytest
 
@@ -134,6 +136,26 @@ def test_get_file_o_of_a_corrupt_file_keeps_an_existing_file(corrupt_file, tmp_p
     assert_one_line_error(corrupt_file.pfs("get-file", "r", "master", "f", "-o", str(out / "f"), check=False),
                           "is corrupt")
     assert os.listdir(out) == ["f"] and (out / "f").read_bytes() == b"what was here\n"
+
+
+def test_get_file_r_of_a_tree_with_a_corrupt_small_file_writes_none_of_that_file(server, tmp_path):
+    """Small files' chunks are unpacked as they arrive, on no thread of their own: a corrupt one is still one line,
+    and its file is not written."""
+    server.pfs("create-repo", "r")
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(20):
+        (src / f"f{i:02d}").write_bytes(b"line %d\n" % i * 50)
+    server.pfs("put-file", "r", "master", "t", "-r", "-c", "-f", str(src))
+    bad = server.client().inspect_file(CommitRef("r", "master"), "t/f10").chunks[0].address
+    with contextlib.closing(sqlite3.connect(server.data_dir / "chunks.db")) as db, db:
+        (frame,) = db.execute("SELECT data FROM small WHERE address = ?", (bad,)).fetchone()
+        frame = bytearray(frame)
+        frame[len(frame) // 2] ^= 0x01
+        db.execute("UPDATE small SET data = ? WHERE address = ?", (bytes(frame), bad))
+    out = tmp_path / "out"
+    assert_one_line_error(server.pfs("get-file", "r", "master", "t", "-r", "-o", str(out), check=False), "is corrupt")
+    assert not (out / "f10").exists()
 
 
 def test_get_file_o_replaces_a_file_and_writes_through_a_symlink(server, tmp_path):

@@ -62,6 +62,9 @@ GRPC_OPTIONS = [
     ("grpc.max_receive_message_length", MAX_MESSAGE),
     ("grpc.max_send_message_length", MAX_MESSAGE),
     ("grpc.so_reuseport", 0),  # a second server on a busy port must fail, not share it
+    # clients ping the calls they wait on, at least a second apart (pfs/client/client.py): gRPC's default refuses
+    # pings more often than every 5 minutes on a call that sends nothing (a flush-commit), and ends the connection
+    ("grpc.http2.min_ping_interval_without_data_ms", 500),
 ]
 
 

@@ -1,11 +1,17 @@
 """Every misuse gives one clear line and a non-zero exit, and leaves stored data intact."""
 
 import http.server
+import itertools
+import os
+import signal
 import threading
+import time
 
 import pytest
 
 from conftest import assert_one_line_error, run_pfs
+from pfs.core.errors import Unavailable
+from pfs.core.model import CommitInfo, CommitRef
 
 
 def _put_keep(server) -> None:
@@ -111,6 +117,33 @@ def test_unreachable_server():
     assert_one_line_error(result, "cannot reach the pfs server at 127.0.0.1:1")
     result = run_pfs("--address", "127.0.0.1:2", "list-repo", check=False)
     assert_one_line_error(result, "127.0.0.1:2")
+
+
+def test_a_stopped_server_fails_a_call_under_way_instead_of_hanging_it(server, monkeypatch):
+    """A server that stops answering (SIGSTOP: its connection stays open and says nothing, which neither TCP nor
+    gRPC notices) fails a call that changes something, which no deadline bounds, once a ping goes unanswered:
+    within PFS_READ_TIMEOUT, not never. A long wait on a server that answers is pinged all along, and kept."""
+    monkeypatch.setenv("PFS_READ_TIMEOUT", "2")
+    server.pfs("create-repo", "r")
+    with server.client() as waiting, server.client() as writer:
+        got: list[CommitInfo] = []
+        subscriber = threading.Thread(
+            target=lambda: got.extend(itertools.islice(waiting.subscribe_commits("r", "master", new_only=True), 1)))
+        subscriber.start()
+        time.sleep(4)  # a few pings' time
+        commit = writer.start_commit("r", "master")
+        writer.finish_commit(CommitRef("r", commit.id))
+        subscriber.join(30)
+        assert [c.id for c in got] == [commit.id]
+        os.kill(server.proc.pid, signal.SIGSTOP)
+        try:
+            start = time.monotonic()
+            with pytest.raises(Unavailable, match="sent nothing for 2 s"):
+                writer.create_repo("q")
+            assert time.monotonic() - start < 20
+        finally:
+            os.kill(server.proc.pid, signal.SIGCONT)
+        assert "r" in [r.name for r in writer.list_repos()]  # answered again, on a connection made anew
 
 
 def test_url_errors_and_success(repo, tmp_path):

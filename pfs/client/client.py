@@ -38,6 +38,8 @@ READ_AHEAD = 4  # chunks decompressed ahead of the reader
 # (a small file's chunk, ~2 KiB: 5 us to unpack, ~20 us through the pool)
 INLINE_FRAME = 64 << 10
 READ_TIMEOUT = 60.0  # seconds a read of chunks waits for the server's next message ($PFS_READ_TIMEOUT)
+MIN_PING = 1.0  # seconds between the pings of a call under way, at least (see Client)
+UNANSWERED = ("ping timeout", "keepalive watchdog timeout")  # what gRPC says of a call whose pings went unanswered
 # Calls that change nothing are tried again when they find no server (UNAVAILABLE): the one that goes away
 # under a long-lived client (a mount, a worker) is then left for the next of the address's servers without the
 # call failing. Calls that change something are not: one may have been done before its server went away. Nor is
@@ -76,6 +78,8 @@ class Client:
     def __init__(self, address: str | None = None, token: str | None = None) -> None:
         """A client of the server at ADDRESS (default $PFS_ADDRESS), showing it TOKEN (default: find_token())."""
         self.address = address or default_address()
+        limit = read_timeout()
+        ping_ms = int(max(limit / 2, MIN_PING) * 1000)
         self._channel = channel(
             self.address,
             token or find_token(),
@@ -86,6 +90,14 @@ class Client:
                 ("grpc.initial_reconnect_backoff_ms", 100),
                 ("grpc.max_reconnect_backoff_ms", 1000),
                 ("grpc.service_config", SERVICE_CONFIG),
+                # A server that stops answering (stopped, or gone without a word: a machine off, a network cut)
+                # fails every call under way once a ping goes unanswered, within PFS_READ_TIMEOUT: calls that change
+                # something and waits (flush-commit) too, which no deadline can bound. A working server answers a
+                # ping at once, however long its call takes; an idle connection is not pinged.
+                ("grpc.keepalive_time_ms", ping_ms),
+                ("grpc.keepalive_timeout_ms", ping_ms),
+                ("grpc.http2.ping_timeout_ms", ping_ms),
+                ("grpc.http2.max_pings_without_data", 0),
             ],
         )
         self._api = pfs_pb2_grpc.APIStub(self._channel)
@@ -97,7 +109,7 @@ class Client:
             f"/{cpb.DESCRIPTOR.services_by_name['Chunks'].full_name}/PutChunks",
             request_serializer=cv.chunk_batch_bytes, response_deserializer=cpb.PutChunksResponse.FromString)
         self._pool = ThreadPoolExecutor(os.cpu_count() or 2, thread_name_prefix="pfs-client")
-        self._stalls = StallWatch(read_timeout(), self.address)
+        self._stalls = StallWatch(limit, self.address)
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
@@ -113,9 +125,7 @@ class Client:
         try:
             return method(request, **kwargs)
         except grpc.RpcError as err:
-            if err.code() == grpc.StatusCode.DEADLINE_EXCEEDED:  # a lookup's deadline (_look): no other call has one
-                raise self._stalls.stalled("call") from None
-            raise domain_error(err, self.address) from None
+            raise self.translate(err) from None
 
     def _look(self, method: Callable, request):
         """A call that changes nothing and that a working server answers at once (a lookup), given up once it has
@@ -129,7 +139,7 @@ class Client:
             call = method(request)
             yield from self._stalls.messages(call) if watched else call
         except grpc.RpcError as err:
-            raise domain_error(err, self.address) from None
+            raise self.translate(err) from None
 
     # -- server
 
@@ -389,6 +399,11 @@ class Client:
         return self._pool.submit(fn, *args)
 
     def translate(self, err: grpc.RpcError) -> Exception:
+        """The domain error a failed call stands for; a stalled server's own (see StallWatch.stalled) where the call
+        ran out of a lookup's deadline (_look: no other call has one) or of a ping's answer (see __init__)."""
+        if err.code() == grpc.StatusCode.DEADLINE_EXCEEDED or (
+                err.code() == grpc.StatusCode.UNAVAILABLE and any(s in (err.details() or "") for s in UNANSWERED)):
+            return self._stalls.stalled("call")
         return domain_error(err, self.address)
 
 

@@ -290,12 +290,12 @@ def test_gc_racing_uploaders_and_a_pipeline_loses_nothing(kind, request, tmp_pat
         for t in threads:
             t.start()
         freed, runs = [], 0
-        inputs = {}
+        parts = {f"part{i}.bin": b"".join(random.Random(i).sample(POOL, 4)) for i in range(6)}
         with server.client() as c:
-            while any(t.is_alive() for t in threads) or runs < 3:
-                if runs < 6:  # the pipeline's input changes, its jobs run, while collections do
-                    inputs = {f"part{runs}.bin": b"".join(random.Random(runs).sample(POOL, 4))}
-                    put_again(c, "in", inputs | ({} if runs else {"same.txt": b"same\n"}))
+            while any(t.is_alive() for t in threads) or runs < len(parts):
+                if runs < len(parts):  # the pipeline's input changes, its jobs run, while collections do
+                    name = f"part{runs}.bin"
+                    put_again(c, "in", {name: parts[name]} | ({} if runs else {"same.txt": b"same\n"}))
                 freed.append(list(c.garbage_collect())[-1])
                 runs += 1
         for t in threads:
@@ -311,8 +311,7 @@ def test_gc_racing_uploaders_and_a_pipeline_loses_nothing(kind, request, tmp_pat
         with server.client() as c:
             out = {f.path: b"".join(c.read_file(CommitRef("copy", "master"), f.path))
                    for f in c.list_files(CommitRef("copy", "master"))}
-        assert out == {"part5.bin": inputs["part5.bin"], "same.txt": b"same\n"} | {
-            f"part{i}.bin": b"".join(random.Random(i).sample(POOL, 4)) for i in range(5)}
+        assert out == parts | {"same.txt": b"same\n"}
     finally:
         server.stop()
 

@@ -41,7 +41,7 @@ SAMPLES = {
                  CommitInfo("r", "c", "", "master", 1.0, 0.0, 0)],
     BranchInfo: [BranchInfo("master", "c1")],
     FileInfo: [FileInfo("/a/b", False, 5, "c1", (CHUNK, ChunkRef(b"\xff" * 32, 1))), FileInfo("/a", True, 0, "c1")],
-    FileWrite: [FileWrite("a/b", (CHUNK,), True), FileWrite("c", ())],
+    FileWrite: [FileWrite("a/b", (CHUNK,), True), FileWrite("c", ()), FileWrite("d", (), directory=True)],
     Transform: [TRANSFORM, Transform(("true",))],
     Resources: [RESOURCES, Resources()],
     JobInput: [JobInput("words", "c1", "reduce", 2, "c0", "diff"), JobInput("r", "c")],
@@ -64,6 +64,12 @@ SAMPLES = {
     CheckSummary: [CheckSummary(1, 2, 3, 4, 5, 6.5), CheckSummary(0, 0, 0, 0, 0, 0.0)],
 }
 
+def _write_to_pb(w: FileWrite) -> pb.FileWrite:
+    request = pb.PutFilesRequest()
+    cv.add_writes(request.files, [w])
+    return request.files[0]
+
+
 WIRE = {  # model type: (to the wire, back)
     ChunkRef: (cv.chunk_to_pb, cv.chunk_from_pb),
     CommitRef: (cv.commit_ref_to_pb, cv.commit_ref_from_pb),
@@ -71,7 +77,7 @@ WIRE = {  # model type: (to the wire, back)
     CommitInfo: (cv.commit_to_pb, cv.commit_from_pb),
     BranchInfo: (cv.branch_to_pb, cv.branch_from_pb),
     FileInfo: (cv.file_to_pb, cv.file_from_pb),
-    FileWrite: (cv.write_to_pb, cv.write_from_pb),
+    FileWrite: (_write_to_pb, cv.write_from_pb),
     Transform: (lambda t: cv.job_spec_to_pb(JobSpec(t, ())), lambda m: cv.job_spec_from_pb(m).transform),
     Resources: (lambda r: cv.job_spec_to_pb(JobSpec(Transform(("true",), resource_limits=r), ())),
                 lambda m: cv.job_spec_from_pb(m).transform.resource_limits),

@@ -222,7 +222,8 @@ class Client:
 
     def put_files(self, ref: CommitRef, writes: Iterable[FileWrite]) -> None:
         """Records files whose chunks the server holds (see pfs.client.upload for the whole path)."""
-        request = pb.PutFilesRequest(commit=cv.commit_ref_to_pb(ref), files=[cv.write_to_pb(w) for w in writes])
+        request = pb.PutFilesRequest(commit=cv.commit_ref_to_pb(ref))
+        cv.add_writes(request.files, writes)
         self._call(self._api.PutFiles, request)
 
     def inspect_file(self, ref: CommitRef, path: str) -> FileInfo:
@@ -334,7 +335,8 @@ class Client:
         return cv.job_from_pb(self._call(self._pps.StartShard, request))
 
     def put_shard_files(self, job_id: str, shard: int, attempt: int, writes: Iterable[FileWrite]) -> None:
-        request = ppb.ShardFiles(job=job_id, shard=shard, attempt=attempt, files=[cv.write_to_pb(w) for w in writes])
+        request = ppb.ShardFiles(job=job_id, shard=shard, attempt=attempt)
+        cv.add_writes(request.files, writes)
         self._call(self._pps.PutShardFiles, request)
 
     def finish_shard(self, job_id: str, attempt: int, result: ShardInfo) -> JobInfo:

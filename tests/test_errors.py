@@ -4,12 +4,13 @@ import http.server
 import itertools
 import os
 import signal
+import subprocess
 import threading
 import time
 
 import pytest
 
-from conftest import assert_one_line_error, run_pfs
+from conftest import PFS, Result, assert_one_line_error, run_pfs
 from pfs.core.errors import Unavailable
 from pfs.core.model import CommitInfo, CommitRef
 
@@ -144,6 +145,32 @@ def test_a_stopped_server_fails_a_call_under_way_instead_of_hanging_it(server, m
         finally:
             os.kill(server.proc.pid, signal.SIGCONT)
         assert "r" in [r.name for r in writer.list_repos()]  # answered again, on a connection made anew
+
+
+def test_a_put_file_c_cut_off_by_a_stopped_server_says_what_it_left(server, monkeypatch):
+    """put-file -c drops its commit when the put fails; when the server that failed it cannot drop it either, the
+    one line says so, and how to: the commit is left open, unfinished, for the user to delete (not to finish)."""
+    monkeypatch.setenv("PFS_READ_TIMEOUT", "2")
+    server.pfs("create-repo", "r")
+    put = subprocess.Popen([PFS, "put-file", "r", "master", "f", "-c", "-f", "-"], stdin=subprocess.PIPE,
+                           stderr=subprocess.PIPE, env={**os.environ, **server.env})
+    with server.client() as client:
+        deadline = time.monotonic() + 30
+        while not client.list_commits("r") and time.monotonic() < deadline:  # started, reading stdin
+            time.sleep(0.05)
+        [commit] = client.list_commits("r")
+        os.kill(server.proc.pid, signal.SIGSTOP)
+        try:
+            _, stderr = put.communicate(b"some data\n", timeout=60)
+        finally:
+            os.kill(server.proc.pid, signal.SIGCONT)
+    result = Result(put.returncode, b"", stderr.decode())
+    assert_one_line_error(result, "sent nothing for 2 s", f"commit {commit.id} of r is left open, not finished",
+                          f"pfs delete-commit r {commit.id}")
+    with server.client() as client:
+        assert not client.inspect_commit(CommitRef("r", commit.id)).is_finished
+    server.pfs("delete-commit", "r", commit.id)
+    assert server.pfs("list-commit", "r").text.count("\n") == 1  # its header alone: the branch as it was
 
 
 def test_url_errors_and_success(repo, tmp_path):

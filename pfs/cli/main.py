@@ -184,11 +184,16 @@ def cmd_put_file(args, client):
                         up.put(src.dest, stream, overwrite=args.overwrite)
         if args.commit:
             client.finish_commit(ref)
-    except BaseException:
+    except BaseException as err:
         if args.commit:  # the commit is ours alone: drop it unless it got finished, so the branch is as it was
-            with contextlib.suppress(PfsError):
+            try:
                 if not client.inspect_commit(ref).is_finished:
                     client.delete_commit(ref)
+            except PfsError:  # the server that failed the put cannot drop it either: say what is left, and how to go
+                if isinstance(err, PfsError):
+                    left = (f"{err}; commit {ref.ref} of {args.repo} is left open, not finished: delete it "
+                            f"(pfs delete-commit {args.repo} {ref.ref}) once the server answers")
+                    raise type(err)(left) from None
         raise
 
 

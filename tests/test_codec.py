@@ -64,6 +64,7 @@ SAMPLES = {
     CheckSummary: [CheckSummary(1, 2, 3, 4, 5, 6.5), CheckSummary(0, 0, 0, 0, 0, 0.0)],
 }
 
+
 def _write_to_pb(w: FileWrite) -> pb.FileWrite:
     request = pb.PutFilesRequest()
     cv.add_writes(request.files, [w])

@@ -164,6 +164,9 @@ def test_a_put_file_c_cut_off_by_a_stopped_server_says_what_it_left(server, monk
             _, stderr = put.communicate(b"some data\n", timeout=60)
         finally:
             os.kill(server.proc.pid, signal.SIGCONT)
+            if put.poll() is None:  # it hung: not left behind
+                put.kill()
+                put.wait()
     result = Result(put.returncode, b"", stderr.decode())
     assert_one_line_error(result, "sent nothing for 2 s", f"commit {commit.id} of r is left open, not finished",
                           f"pfs delete-commit r {commit.id}")

@@ -1,5 +1,9 @@
-"""What happens under a directory tree, from Linux's inotify: files made, written, closed, gone (libc through
-ctypes: the standard library has no inotify, and this is all of it the worker needs).
+"""What happens under a directory tree, from Linux's inotify: files made, closed, gone (libc through ctypes: the
+standard library has no inotify, and this is all of it the worker needs).
+
+Writes are not watched (no IN_MODIFY): the kernel makes an event of every write(), which costs a writer of small
+pieces more than its writes do (512 MiB in tr's 8 KiB writes: 0.32 CPU s unwatched, 0.57-0.76 s watched, and
+0.4 s more for the reader of the 33,000 events). A reader of a growing file looks again now and then instead.
 
 A watch covers one directory, so each directory made under the tree is watched as it appears, and what was
 made in it before its watch began is reported as made (scanned). Events are hints, never the truth: the
@@ -16,7 +20,6 @@ from pathlib import Path
 
 from pfs.core.errors import FailedPrecondition
 
-IN_MODIFY = 0x2
 IN_CLOSE_WRITE = 0x8
 IN_MOVED_FROM = 0x40
 IN_MOVED_TO = 0x80
@@ -24,12 +27,12 @@ IN_CREATE = 0x100
 IN_DELETE = 0x200
 IN_Q_OVERFLOW = 0x4000
 IN_ISDIR = 0x40000000
-MASK = IN_MODIFY | IN_CLOSE_WRITE | IN_MOVED_FROM | IN_MOVED_TO | IN_CREATE | IN_DELETE
+MASK = IN_CLOSE_WRITE | IN_MOVED_FROM | IN_MOVED_TO | IN_CREATE | IN_DELETE
 HEADER = struct.Struct("iIII")  # struct inotify_event: wd, mask, cookie, len; then the name, NUL-padded
 READ_SIZE = 64 << 10
 
-# what a watcher is told: made (a file, created or moved in), written, closed (by one writer), gone
-MADE, WRITTEN, CLOSED, GONE = "made", "written", "closed", "gone"
+# what a watcher is told: made (a file, created or moved in), closed (by one writer), gone
+MADE, CLOSED, GONE = "made", "closed", "gone"
 
 
 class Watcher:
@@ -70,10 +73,6 @@ class Watcher:
                 return
             self._parse(data)
 
-    def pause(self, timeout: float) -> None:
-        """Waits TIMEOUT seconds, or until wake(), reporting nothing: what happens meanwhile is kept for pump()."""
-        select.select([self._woken], [], [], timeout)
-
     def _parse(self, data: bytes) -> None:
         at = 0
         while at < len(data):
@@ -91,8 +90,6 @@ class Watcher:
                     self._watch(path)
             elif mask & (IN_CREATE | IN_MOVED_TO):
                 self._on_event(MADE, path)
-            elif mask & IN_MODIFY:
-                self._on_event(WRITTEN, path)
             elif mask & IN_CLOSE_WRITE:
                 self._on_event(CLOSED, path)
             elif mask & (IN_DELETE | IN_MOVED_FROM):

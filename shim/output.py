@@ -2,8 +2,9 @@
 lacks sent, files staged once the command has succeeded.
 
 While the command runs, each file made under /pfs/out is read as it grows (shim/inotify.py says when it was
-written or closed), and its chunks are cut, hashed and sent then (in batches, and whenever the reader has caught
-up with the command), so the upload overlaps the command instead of following it. A file is taken as complete once a writer closed it after its last write, or the command ended;
+made or closed; a reader at the end of a file not closed yet looks again every WAIT), and its chunks are cut,
+hashed and sent then (in batches, and whenever the reader has caught up with the command), so the upload overlaps
+the command instead of following it. A file is taken as complete once a writer closed it, or the command ended;
 chunk boundaries depend only on the bytes, so reading a file as it grows cuts it where reading it whole would.
 Nothing is staged before the command has succeeded: then each file's bytes are hashed again against the chunks
 sent for it, and a file that changed since (written again, truncated, replaced, written through mmap, or never
@@ -26,9 +27,7 @@ from pfs.core.model import FileWrite
 from shim import inotify
 from shim.logs import Logs
 
-WAIT = 0.1  # seconds a reader at the end of a growing file waits for news of it
-PACE = 0.02  # ...and then, if it is still being written, for more writes: a command's small writes wake it this
-# far apart, not once each (tr writing 1 GiB in 8 KiB writes woke it 17,688 times; with the pause, 149)
+WAIT = 0.1  # seconds a reader at the end of a file not closed yet waits before it reads on (a close ends the wait)
 
 
 class Output:
@@ -42,7 +41,7 @@ class Output:
         self._sent: dict[str, FileWrite] = {}  # path under OUT -> the chunks sent for it
         self._uploader = Uploader(client, lambda writes: self._sent.update((w.path, w) for w in writes))
         self._made: deque[Path] = deque()  # files to read, in the order they were made
-        self._closed: dict[Path, bool] = {}  # whether a writer closed the file after its last write
+        self._closed: dict[Path, bool] = {}  # whether a writer closed the file
         self._ended = threading.Event()  # the command has ended: every file is complete
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
@@ -97,8 +96,6 @@ class Output:
         if kind == inotify.MADE:
             self._made.append(path)
             self._closed[path] = False
-        elif kind == inotify.WRITTEN:
-            self._closed[path] = False
         else:  # closed, or gone: no more writes to wait for
             self._closed[path] = True
 
@@ -144,16 +141,14 @@ class Output:
         return error
 
     def _complete(self, path: Path) -> bool:
-        """Whether nothing more is to be waited for in the file at PATH: a writer closed it after its last write
-        (or it is gone), or the command ended."""
+        """Whether nothing more is to be waited for in the file at PATH: a writer closed it (or it is gone), or the
+        command ended. A file written again after that is read again whole at the end (see finish)."""
         return self._closed.get(path, True) or self._ended.is_set()
 
-    def _wait(self, path: Path) -> None:
-        """Waits for news of the file at PATH, which is read to its end; if a writer may still add to it, lets
-        writes gather for PACE before it is read on."""
+    def _wait(self) -> None:
+        """Waits, at the end of a file not closed yet, until it may hold more: WAIT seconds, or until news (a close,
+        a file made, the command's end)."""
         self._watcher.pump(WAIT)
-        if not self._complete(path):
-            self._watcher.pause(PACE)
 
     def _intact(self, path: Path, sent: FileWrite | None) -> bool:
         """Whether the file at PATH holds exactly the chunks SENT for it."""
@@ -168,8 +163,8 @@ class Output:
 
 
 class _Growing:
-    """A file the command may still be writing, read to its end: at the end of what is there, it waits until a
-    writer closed it after its last write, or the command ended (with news from the watcher meanwhile)."""
+    """A file the command may still be writing, read to its end: at the end of what is there, it reads on every
+    WAIT until a writer closed it, or the command ended."""
 
     def __init__(self, output: Output, path: Path, f) -> None:
         self._output = output
@@ -182,7 +177,7 @@ class _Growing:
             n = self._f.readinto(view)  # after looking: what was written before the close is there to read
             if n or complete:
                 return n
-            self._output._wait(self._path)
+            self._output._wait()
 
 
 def _open_file(path: Path):

@@ -354,6 +354,31 @@ def test_the_output_is_sent_while_the_command_is_still_running(server, tmp_path)
     assert read_tree(server, "out") == {"y": shifted}
 
 
+def test_a_file_still_open_is_sent_as_it_grows(server, tmp_path, data):
+    """A file the command has not closed yet is read and sent as it grows (no event says it grew), and staged
+    whole once the command ends."""
+    marker = tmp_path / "go-on"
+    script = (f"import os, random, time\n"
+              f"f = open('/pfs/out/y', 'wb')\n"
+              f"f.write(random.Random(8).randbytes(40 << 20)); f.flush()\n"
+              f"while not os.path.exists({str(marker)!r}): time.sleep(0.05)\n"
+              f"f.write(b'the end\\n'); f.close()\n")
+    written = random.Random(8).randbytes(40 << 20) + b"the end\n"
+    job = create_job(server, tmp_path, [sys.executable, "-c", script])
+    worker = start_shim(server, tmp_path, job, 0)
+    try:
+        with server.client() as c:
+            chunks = [address(d) for d in Chunker(c.chunk_avg_size, "line").split(io.BytesIO(written))]
+            head = chunks[: len(chunks) // 2]  # cut from the first 20 MiB: more than a batch, and far from the end
+            wait_for(lambda: not c.missing_chunks(head), 60)  # sent while the file is open and the command waits
+        assert worker.poll() is None
+        marker.touch()
+        assert finish(worker)[0] == 0
+    finally:
+        stop_process(worker, signal.SIGKILL, 10)
+    assert read_tree(server, "out") == {"y": written}
+
+
 def test_what_is_staged_is_what_the_output_holds_when_the_command_ends(server, tmp_path, data):
     """Files changed after they were read early: rewritten in place, appended, truncated, renamed, written
     through mmap (which inotify does not see), removed; each is staged as it is at the end. A fifo is no output

@@ -7,8 +7,8 @@ pieces more than its writes do (512 MiB in tr's 8 KiB writes: 0.32 CPU s unwatch
 
 A watch covers one directory, so each directory made under the tree is watched as it appears, and what was
 made in it before its watch began is reported as made (scanned). Events are hints, never the truth: the
-kernel drops them when its queue overflows (then `overflowed` is set), and a file written through mmap makes
-none. What reads them must check what it finds (shim/output.py verifies every byte it sent).
+kernel drops them when its queue overflows, and a file written through mmap makes none. What reads them must
+check what it finds (shim/output.py verifies every byte it sent).
 """
 
 import ctypes
@@ -25,7 +25,6 @@ IN_MOVED_FROM = 0x40
 IN_MOVED_TO = 0x80
 IN_CREATE = 0x100
 IN_DELETE = 0x200
-IN_Q_OVERFLOW = 0x4000
 IN_ISDIR = 0x40000000
 MASK = IN_CLOSE_WRITE | IN_MOVED_FROM | IN_MOVED_TO | IN_CREATE | IN_DELETE
 HEADER = struct.Struct("iIII")  # struct inotify_event: wd, mask, cookie, len; then the name, NUL-padded
@@ -45,7 +44,6 @@ class Watcher:
             raise FailedPrecondition(f"cannot watch {root}: inotify: {os.strerror(ctypes.get_errno())}")
         self._dirs: dict[int, Path] = {}
         self._on_event = on_event
-        self.overflowed = False
         self._woken, self._waker = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._watch(root)
 
@@ -79,10 +77,7 @@ class Watcher:
             wd, mask, _, length = HEADER.unpack_from(data, at)
             name = data[at + HEADER.size : at + HEADER.size + length].rstrip(b"\0")
             at += HEADER.size + length
-            if mask & IN_Q_OVERFLOW:
-                self.overflowed = True
-                continue
-            if wd not in self._dirs or not name:
+            if wd not in self._dirs or not name:  # the queue overflowed (wd -1), or news of the directory itself
                 continue
             path = self._dirs[wd] / os.fsdecode(name)
             if mask & IN_ISDIR:

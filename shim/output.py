@@ -142,7 +142,7 @@ class Output:
 
     def _complete(self, path: Path) -> bool:
         """Whether nothing more is to be waited for in the file at PATH: a writer closed it (or it is gone), or the
-        command ended. A file written again after that is read again whole at the end (see finish)."""
+        command ended. A file written again after that is found changed at the end, and read again whole (finish)."""
         return self._closed.get(path, True) or self._ended.is_set()
 
     def _wait(self) -> None:

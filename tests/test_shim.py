@@ -359,13 +359,13 @@ def test_a_file_still_open_is_sent_as_it_grows(server, tmp_path, data):
     """A file the command has not closed yet is read and sent as it grows (no event says it grew: the reader,
     at the end of the first part, looks again), and staged whole once the command ends."""
     marker = tmp_path / "go-on"
-    script = (f"import os, random, time\n"
-              f"f = open('/pfs/out/y', 'wb')\n"
-              f"data = random.Random(8).randbytes(40 << 20)\n"
-              f"f.write(data[: 8 << 20]); f.flush(); time.sleep(0.5)\n"
-              f"f.write(data[8 << 20 :]); f.flush()\n"
+    script = ("import os, random, time\n"
+              "f = open('/pfs/out/y', 'wb')\n"
+              "data = random.Random(8).randbytes(40 << 20)\n"
+              "f.write(data[: 8 << 20]); f.flush(); time.sleep(0.5)\n"
+              "f.write(data[8 << 20 :]); f.flush()\n"
               f"while not os.path.exists({str(marker)!r}): time.sleep(0.05)\n"
-              f"f.write(b'the end\\n'); f.close()\n")
+              "f.write(b'the end\\n'); f.close()\n")
     written = random.Random(8).randbytes(40 << 20) + b"the end\n"
     job = create_job(server, tmp_path, [sys.executable, "-c", script])
     worker = start_shim(server, tmp_path, job, 0)

@@ -392,8 +392,9 @@ def unpack_big(server: Pfs, warm_store: bool = False, repo: str = REPO) -> tuple
     of the large file (in REPO, on BRANCH) straight from the store.
 
     The mount's own work (LocalChunks.read_many of each chunk alone, as read-ahead
-    asks for them, on as many threads as its chunk cache has) with no FUSE, no kernel page cache of the file and no reader:
-    the floor of a cold read through the mount on this machine.
+    asks for them, on as many threads as its chunk cache has) with no FUSE, no
+    kernel page cache of the file and no reader: the floor of a cold read through
+    the mount on this machine.
     """
     with server.client() as client:
         info = client.inspect_file(CommitRef(repo, BRANCH), BIG_NAME)

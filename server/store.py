@@ -367,7 +367,8 @@ class Store:
 
             def below(where: str, tree: Entry, old: Entry | None) -> Iterator[FileInfo]:
                 olds = self.trees.entries(tx, old.address) if old is not None and old.is_dir else {}
-                for e in sorted(self.trees.entries(tx, tree.address).values(), key=lambda e: e.name):
+                entries = sorted(self.trees.entries(tx, tree.address).values(), key=lambda e: e.name)
+                for e in self.trees.loading_files(tx, entries) if with_chunks and not since else entries:
                     old, at = olds.get(e.name), paths.join(where, e.name)
                     if changed(e, old):
                         yield info(at, e, old)
@@ -396,7 +397,7 @@ class Store:
                 return min(limit, len(self.trees.entries(tx, root.address)))
             count, todo = 0, [root.address]
             while todo and count < limit:
-                for e in self.trees.entries(tx, todo.pop()).values():
+                for e in self.trees.loading_files(tx, list(self.trees.entries(tx, todo.pop()).values())):
                     if e.is_dir:
                         todo.append(e.address)
                     else:

@@ -72,7 +72,7 @@ def _write_to_pb(w: FileWrite) -> pb.FileWrite:
 
 
 WIRE = {  # model type: (to the wire, back)
-    ChunkRef: (cv.chunk_to_pb, cv.chunk_from_pb),
+    ChunkRef: (lambda c: cv.file_to_pb(FileInfo("f", False, c.size, "c1", (c,))).chunks[0], cv.chunk_from_pb),
     CommitRef: (cv.commit_ref_to_pb, cv.commit_ref_from_pb),
     RepoInfo: (cv.repo_to_pb, cv.repo_from_pb),
     CommitInfo: (cv.commit_to_pb, cv.commit_from_pb),

@@ -6,7 +6,8 @@ import random
 
 import pytest
 
-from conftest import on_every_storage, stored_chunks
+from conftest import on_every_storage, put_commit, stored_chunks
+from pfs.core.hashing import address
 from pfs.core.model import CommitRef
 
 
@@ -165,6 +166,19 @@ def test_same_file_in_two_repos_is_stored_once(server):
         put(server, repo, "master", "f", data, "-c")
     info = server.client().inspect_file(CommitRef("r1", "master"), "f")
     assert set(stored_chunks(server.data_dir)) == {c.address.hex() for c in info.chunks}
+
+
+def test_a_listing_gives_each_file_its_chunks_however_many_its_directory_holds(server):
+    # more files in one directory than the server reads the chunk lists of in one query (LOAD_BATCH in
+    # server/trees.py), many of them alike (one object for several files), one empty (no chunks)
+    files = {f"many/f{i:04d}": b"%d\n" % (i % 700) for i in range(2500)} | {"many/empty": b"", "many/sub/g": b"g\n"}
+    client = server.client()
+    client.create_repo("r")
+    put_commit(client, "r", files)
+    listed = {f.path: f for f in client.list_files(CommitRef("r", "master"), "many", with_chunks=True, recursive=True)}
+    assert {path for path, f in listed.items() if not f.is_dir} == set(files)
+    for path, data in files.items():
+        assert [c.address for c in listed[path].chunks] == ([address(data)] if data else []), path
 
 
 def test_recursive_listing_is_the_whole_tree_in_one_call(server, tmp_path):

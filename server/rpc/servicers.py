@@ -124,7 +124,9 @@ class ApiServicer(pfs_pb2_grpc.APIServicer):
         infos = self.store.list_files(_ref(request), request.path, request.with_chunks, request.since,
                                       request.incremental or "diff", request.recursive, request.limit)
         for i in range(0, len(infos), LIST_BATCH):
-            yield pb.FileInfos(files=[cv.file_to_pb(f) for f in infos[i : i + LIST_BATCH]])
+            batch = pb.FileInfos()
+            cv.add_files(batch.files, infos[i : i + LIST_BATCH])
+            yield batch
 
     @translated
     def DeleteFile(self, request, context):

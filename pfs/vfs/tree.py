@@ -386,7 +386,7 @@ class RepoTree:
             offsets.append(size)
             size += c.size
         return Node(inode, name, "file", False, size, listed.mtime, repo=listed.repo, commit=listed.commit,
-                    path=paths.normalize(f.path), chunks=chunks, offsets=offsets, view=view)
+                    path=f.path, chunks=chunks, offsets=offsets, view=view)
 
     def _fetch(self, refs: list[ChunkRef]) -> Iterator[bytes]:
         """The chunks' bytes in order, each as soon as it is read (the reader waits for the first, not for all):

@@ -28,6 +28,11 @@ REGION = "us-east-1"
 # `weed mini`, only its UI, and left on its default port two instances race for it.
 SERVICES = ("s3", "master", "volume", "filer", "admin")
 GRPC_OFFSET = 10000
+# Each bucket takes a volume of its own at its first write, and a test takes a bucket of its own. Left to itself,
+# weed allows as many volumes as its disk's free space holds at 1 GiB each (79 on an 80 GiB disk): a run of the
+# whole suite in one process outgrows a smaller disk, and every PUT to a new bucket then fails ("InternalError").
+# Volumes grow with what they hold, so more allowed volumes take no more disk.
+MAX_VOLUMES = 1000
 
 
 class SeaweedFS:
@@ -66,7 +71,7 @@ class SeaweedFS:
                "-s3.autoCreateBucket=false", "-s3.allowDeleteBucketNotEmpty=false",
                "-admin.ui=false", "-webdav=false", "-s3.port.iceberg=0", "-s3.port.lance=0",
                f"-filer.localSocket={self.dir / 'filer.sock'}", f"-s3.localSocket={self.dir / 's3.sock'}",
-               f"-s3.config={self.keys_file}", f"-metricsPort={self.metrics_port}"]
+               f"-s3.config={self.keys_file}", f"-metricsPort={self.metrics_port}", f"-volume.max={MAX_VOLUMES}"]
         (self.dir / "data").mkdir(exist_ok=True)
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,

@@ -51,7 +51,7 @@ class LocalChunks:
         much as such a chunk's decompression."""
         small = self._small([r.address for r in refs if r.size < chunk_dir.SMALL])
         read = functools.partial(self._read, small)
-        if sum(r.size for r in refs) < PARALLEL_BYTES:
+        if len(refs) < 2 or sum(r.size for r in refs) < PARALLEL_BYTES:
             return map(read, refs)
         return self._pool.map(read, refs)
 

@@ -42,6 +42,7 @@ Run from the repo root:  .venv/bin/python bench/ingest.py [--size-mib 1024] [--f
 """
 
 import argparse
+import mmap
 import os
 import random
 import resource
@@ -585,10 +586,21 @@ def scratch(prefix: str, keep: bool) -> Iterator[Path]:
 
 
 def print_machine(*tools: list[str]) -> None:
-    """The machine's cores and load, and the versions of pfs, python and TOOLS (each a version command)."""
+    """The machine's cores and load, how fast it gives new memory, and the versions of pfs, python and TOOLS (each
+    a version command)."""
     print(f"nproc {len(os.sched_getaffinity(0))}, load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    first, again = new_memory(), new_memory()
+    print(f"new memory: 1 GiB faulted in {first:.2f} s, at once again {again:.2f} s (a first slower than the"
+          " second: this VM's host takes back freed memory, and a run that fills the page cache varies with it)")
     print("; ".join([f"pfs {first_line([PFS, 'version'])}", *(first_line(t) for t in tools),
                      f"python {sys.version.split()[0]}"]))
+
+
+def new_memory(size: int = 1 << 30) -> float:
+    """Seconds to map SIZE bytes of new memory with every page faulted in (and let it go)."""
+    start = time.perf_counter()
+    mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | mmap.MAP_POPULATE).close()
+    return time.perf_counter() - start
 
 
 # ---------------------------------------------------------------- main

@@ -21,7 +21,7 @@ from pfs.core.errors import DataLoss
 from pfs.core.model import ChunkRef
 
 READ_THREADS = 8  # chunks of one batch read and decompressed at once (zstandard and file reads release the GIL)
-PARALLEL_BYTES = 1 << 20  # a batch smaller than this is read in turn: a thread's hand-off costs more than its chunks
+PARALLEL_BYTES = 1 << 20  # a batch of one chunk, or of fewer bytes, is read in turn: the pool would gain it nothing
 
 
 class LocalChunks:

@@ -304,7 +304,12 @@ class LocalRunner(ProcessRunner):
             except BrokenPipeError:  # it ended just now: poll() tells how, and the shard is tried again
                 pass
             with self._lock:
-                self._workers.append(_Worker(spare.proc, job.id, shard, attempt, spare.workspace, spare.stderr))
+                closed = self._closed
+                if not closed:
+                    self._workers.append(_Worker(spare.proc, job.id, shard, attempt, spare.workspace, spare.stderr))
+            if closed:  # closed while it was given the shard, after close() took the workers: it ends as they did
+                _stop_spare(spare)
+                raise Unavailable("the server is stopping")
         self._spare_address = address
         if len(job.shards) < self.capacity():  # else its other shards are on their way to the other cores
             self._top_up()
@@ -338,11 +343,11 @@ class LocalRunner(ProcessRunner):
         return True
 
     def close(self) -> None:
+        super().close()  # first: no spare starts after it, so none is left out of those stopped here
         with self._lock:
             spares, self._spares = self._spares, []
         for spare in spares:
             _stop_spare(spare)
-        super().close()
 
     def check_tools(self) -> None:
         if self.shim is None:

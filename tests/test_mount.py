@@ -15,6 +15,7 @@ import pytest
 from conftest import PFS, Result, Server, assert_one_line_error, needs, on_every_storage, stop_process, stored_chunks, wait_for
 from pfs.core import compression
 from pfs.core.model import CommitRef, FileWrite
+from pfs.fuse.ops import DROP_BEHIND
 from pfs.core.ready import spawn, wait_ready
 from pfs.fuse.mount import mounts
 
@@ -507,3 +508,40 @@ def test_bad_mount_inputs_are_one_line_errors(server, tmp_path, text, said):
     result = server.pfs("mount", str(tmp_path / "mnt"), "--inputs", "-", input=text.encode() + b"\n", check=False)
     assert_one_line_error(result, said)
     assert not os.path.ismount(tmp_path / "mnt")
+
+
+@pytest.mark.parametrize("streaming", [True, False])
+def test_a_workers_mount_drops_the_pages_a_reader_has_read(server, tmp_path, streaming):
+    """`pfs mount --inputs` streams: a file read through it leaves at most DROP_BEHIND of its pages in the kernel's
+    cache, and reads the same bytes again; `pfs mount` keeps them all, for the next read."""
+    size = 3 * DROP_BEHIND + (5 << 20)
+    server.pfs("create-repo", "a")
+    put(server, "a", "zeros", bytes(size))
+    inputs = tmp_path / "inputs.json"
+    inputs.write_text(json.dumps({"inputs": [{"name": "a", "commit": "a@master"}]}) + "\n")
+    mnt = tmp_path / "mnt"
+    with mounted(server, mnt, *(["--inputs", str(inputs)] if streaming else ["--commit", "a@master"])):
+        path = mnt / "a" / "zeros" if streaming else mnt / "zeros"
+        for _ in range(2):
+            assert _zeros(path) == size
+            if streaming:
+                wait_for(lambda: _cached(path) <= DROP_BEHIND, 10)
+            else:
+                assert _cached(path) == size
+
+
+def _zeros(path):
+    """How many bytes PATH holds, all of which must be zeros."""
+    total, block = 0, bytes(1 << 20)
+    with open(path, "rb", buffering=0) as f:
+        while data := f.read(1 << 20):
+            assert data == block[: len(data)]
+            total += len(data)
+    return total
+
+
+def _cached(path):
+    """Bytes of PATH in the page cache (fincore, util-linux)."""
+    said = subprocess.run(["fincore", "--bytes", "--noheadings", "--output", "RES", str(path)], check=True,
+                          capture_output=True, text=True).stdout
+    return int(said.strip())

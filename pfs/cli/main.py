@@ -261,7 +261,7 @@ def cmd_mount(args, client):
                   flush=True)
             ready.notify(args.ready_fd, mountpoint=os.path.abspath(args.mountpoint))
 
-        serve(tree, args.mountpoint, on_mounted=mounted, allow_other=args.allow_other)
+        serve(tree, args.mountpoint, on_mounted=mounted, allow_other=args.allow_other, streaming=bool(args.inputs))
 
 
 def _finished(client: Client, ref: CommitRef) -> CommitInfo:

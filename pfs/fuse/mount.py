@@ -42,12 +42,14 @@ def check_mountpoint(mountpoint: str) -> None:
         raise FailedPrecondition(f"cannot open /dev/fuse: {err.strerror}; {FUSE_NEEDS}") from None
 
 
-def serve(tree: RepoTree, mountpoint: str, on_mounted=lambda: None, allow_other: bool = False) -> None:
+def serve(tree: RepoTree, mountpoint: str, on_mounted=lambda: None, allow_other: bool = False,
+          streaming: bool = False) -> None:
     """Mounts TREE at MOUNTPOINT and serves it until SIGINT or SIGTERM, then unmounts; with ALLOW_OTHER, other
-    users may read it too (the files' modes let anyone read)."""
+    users may read it too (the files' modes let anyone read); STREAMING, for a reader that reads each file once
+    (a worker: see ops.DROP_BEHIND)."""
     check_mountpoint(mountpoint)
     options = set(pyfuse3.default_options) | {f"fsname={FSNAME}", "ro"} | ({"allow_other"} if allow_other else set())
-    ops = Operations(tree)
+    ops = Operations(tree, streaming)
     # a signal before the loop listens still unmounts; its handler takes no lock (as Event.set would), since a
     # second signal can run it again inside the first, which would then wait on itself for ever
     stopped: list[int] = []

@@ -23,6 +23,11 @@ log = logging.getLogger(__name__)
 
 LONG_TTL = 3600.0  # immutable: everything inside a commit
 SHORT_TTL = 1.0  # repos, branches and the names in a branch directory
+# A streaming mount (a worker's) drops a file's pages from the kernel's cache each time this many more of its bytes
+# were read through it. A worker reads its input once; kept, the pages it read would take as much memory again as
+# the input, every one a new page to find and fill (on a VM whose host takes back freed memory, each slow to fault
+# in). Dropped, they are the pages the next reads fill. A file read again is read through the mount again.
+DROP_BEHIND = 64 << 20
 WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_TRUNC
 
 
@@ -100,9 +105,13 @@ def _wake(token: trio.lowlevel.TrioToken, done: trio.Event) -> None:
 
 @_every_handler_answered
 class Operations(pyfuse3.Operations):
-    def __init__(self, tree: RepoTree) -> None:
+    def __init__(self, tree: RepoTree, streaming: bool = False) -> None:
+        """Serves TREE; STREAMING, for a reader that reads each file once (see DROP_BEHIND)."""
         super().__init__()
         self.tree = tree
+        self._streaming = streaming
+        self._read_since_drop: dict[int, int] = {}  # streaming: bytes of each open file read since its last drop
+        self._dropping: set[int] = set()  # files whose pages are being dropped
         self._limiter = trio.CapacityLimiter(16)  # blocking listings on threads: one slow call stalls no other
         self._dirs: dict[int, tuple[Node, list[Node]]] = {}  # open directory handles
         self._next_fh = 0
@@ -184,7 +193,28 @@ class Operations(pyfuse3.Operations):
         # most reads find their chunks cached; the others wait for their fetches, on no thread of their own
         while (pieces := self.tree.read_cached(fh, off, size)) is None:
             await _fetched(self.tree.fetching(fh, off, size))
+        if self._streaming:
+            self._drop_behind(fh, size)
         return self._joined(pieces)
+
+    def _drop_behind(self, inode: int, size: int) -> None:
+        """Counts SIZE bytes read of INODE; drops its pages from the kernel's cache once DROP_BEHIND were read."""
+        read = self._read_since_drop.get(inode, 0) + size
+        if read >= DROP_BEHIND and inode not in self._dropping:
+            self._dropping.add(inode)
+            trio.lowlevel.spawn_system_task(self._drop, inode)
+            read = 0
+        self._read_since_drop[inode] = read
+
+    async def _drop(self, inode: int) -> None:
+        """Drops INODE's pages, on a thread: the kernel waits for those being read, which this loop answers."""
+        try:
+            await trio.to_thread.run_sync(pyfuse3.invalidate_inode, inode, abandon_on_cancel=True)
+        except Exception as err:  # no error ends the mount; an OSError: the kernel forgot the file, nothing is cached
+            log.log(logging.DEBUG if isinstance(err, OSError) else logging.ERROR, "pages of inode %d not dropped: %s",
+                    inode, err)
+        finally:
+            self._dropping.discard(inode)
 
     def _joined(self, pieces: list[memoryview]) -> memoryview | bytes:
         """PIECES as one buffer: the only one, or a copy in a buffer every read reuses, which is safe since pyfuse3
@@ -201,7 +231,7 @@ class Operations(pyfuse3.Operations):
         return view[:size]
 
     async def release(self, fh):
-        pass
+        self._read_since_drop.pop(fh, None)
 
     async def statfs(self, ctx):
         s = pyfuse3.StatvfsData()

@@ -1,4 +1,4 @@
-"""Pure code: path normal form, names, chunking."""
+"""Pure code: path normal form, names, chunking, writing a file in pieces."""
 
 import io
 import random
@@ -6,7 +6,7 @@ import random
 import pyfastcdc
 import pytest
 
-from pfs.core import chunking, names, paths
+from pfs.core import chunking, memory, names, paths
 from pfs.core.chunking import Chunker
 from pfs.core.errors import InvalidArgument
 
@@ -163,3 +163,26 @@ def test_commit_refs_as_the_cli_takes_them():
             CommitRef.parse(bad)
     with pytest.raises(InvalidArgument, match="write it as REPO/BRANCH"):
         CommitRef.parse("data", "/@")
+
+
+class _Written(io.BytesIO):
+    """A file that records the size of each write."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sizes: list[int] = []
+
+    def write(self, data) -> int:
+        self.sizes.append(len(data))
+        return super().write(data)
+
+
+@pytest.mark.parametrize("size", [0, 1, memory.WRITE_PIECE, 3 * memory.WRITE_PIECE + 17])
+def test_write_all_writes_every_byte_a_piece_at_a_time(size):
+    data = random.Random(size).randbytes(size)
+    for given in (data, memoryview(data)):
+        f = _Written()
+        memory.write_all(f, given)
+        assert f.getvalue() == data
+        assert all(0 < n <= memory.WRITE_PIECE for n in f.sizes)
+        assert len(f.sizes) == -(-size // memory.WRITE_PIECE)

@@ -13,6 +13,7 @@ from typing import BinaryIO
 
 from pfs.client import Client
 from pfs.core.errors import DataLoss, FailedPrecondition, InvalidArgument
+from pfs.core.memory import write_all
 from pfs.core.model import CommitRef, FileInfo
 
 BATCH_CHUNKS = 1000  # chunks asked for in one call while fetching a tree (a larger file alone takes one call)
@@ -22,7 +23,7 @@ def get_file(client: Client, info: FileInfo, path: str | None, advance: Callable
     """Writes the file INFO to PATH (None: stdout), made safe on disk before it takes PATH's place."""
     with output_file(path, sync=True) as out:
         for data in client.read_chunks(info.chunks):
-            out.write(data)
+            write_all(out, data)
             advance(len(data))
 
 
@@ -61,7 +62,7 @@ def _write_batch(client: Client, batch: list[tuple[str, FileInfo]], advance: Cal
                 data = next(chunks, None)
                 if data is None:
                     raise DataLoss(f"the server sent fewer chunks than the {len(wanted)} asked for")
-                out.write(data)
+                write_all(out, data)
                 advance(len(data))
 
 

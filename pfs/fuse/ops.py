@@ -17,6 +17,7 @@ import pyfuse3
 import trio
 
 from pfs.core.errors import NotFound, PfsError
+from pfs.core.memory import WRITE_PIECE
 from pfs.vfs.tree import RepoTree, Node
 
 log = logging.getLogger(__name__)
@@ -132,7 +133,7 @@ class Operations(pyfuse3.Operations):
         a.st_mode = (stat.S_IFDIR | 0o555) if node.is_dir else (stat.S_IFREG | 0o444)
         a.st_nlink = 2 if node.is_dir else 1
         a.st_size = node.size
-        a.st_blksize = 1 << 20
+        a.st_blksize = WRITE_PIECE  # the buffer of cp and the like: reads of it, and writes of it elsewhere
         a.st_blocks = (node.size + 511) // 512
         a.st_uid, a.st_gid = self._owner
         a.st_atime_ns = a.st_mtime_ns = a.st_ctime_ns = int(node.mtime * 1e9)

@@ -14,6 +14,8 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Sequence
 
+from pfs.core.memory import write_all
+
 
 class DiskCache:
     def __init__(self, root: pathlib.Path, max_bytes: int) -> None:
@@ -72,7 +74,7 @@ class DiskCache:
         final = self._path(name)
         try:
             with open(tmp, "wb") as f:
-                f.write(data)
+                write_all(f, data)
             try:
                 os.replace(tmp, final)
             except FileNotFoundError:  # the first entry under its fan-out directory

@@ -29,6 +29,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from pfs import chunk_dir
 from pfs.core.errors import DataLoss
+from pfs.core.memory import write_all
 from pfs.core.model import DirectRead
 from server import disk
 from server.grace import DEFAULT_GRACE, refresh_before
@@ -136,7 +137,7 @@ class LocalChunkStore(ChunkStore):
                     tmp = self.tmp / uuid.uuid4().hex
                     temps.append(tmp)
                     with open(tmp, "wb") as f:
-                        f.write(data)
+                        write_all(f, data)
                     batch.files[final] = tmp
                 batch.size += len(data)
                 if batch.size >= BATCH_BYTES or len(batch.small) + len(batch.files) >= BATCH_CHUNKS:

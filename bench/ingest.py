@@ -699,7 +699,7 @@ def bench_tree(kinds: list[type[Tool]], work: Path, data_dir: Path, files: int, 
     return Goal(f"{files} small files", data, runs, 1.5, stages)
 
 
-def rounds(text: str) -> int:
+def at_least_one(text: str) -> int:
     """A --rounds value: a whole number of at least 1."""
     n = int(text)
     if n < 1:
@@ -711,7 +711,8 @@ def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--size-mib", type=int, default=1024, help="size of the large file in MiB (default 1024)")
     p.add_argument("--files", type=int, default=10_000, help="number of small files (default 10000)")
-    p.add_argument("--rounds", type=rounds, default=3, help="rounds of the first versions' ingests (default 3)")
+    p.add_argument("--rounds", type=at_least_one, default=3,
+                   help="rounds of the first versions' ingests (default 3)")
     p.add_argument("--keep", action="store_true", help="keep the temporary directory (data, stores, server logs)")
     return p.parse_args()
 

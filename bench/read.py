@@ -76,8 +76,8 @@ from typing import TextIO
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ingest import (  # noqa: E402  (bench/ is not a package)
-    BIG_NAME, MB, PFS, TREE_DIRS, TREE_NAME, Dataset, Pfs, children_cpu, print_machine, process_cpu, rounds, run,
-    timed, warm, write_big_file, write_tree,
+    BIG_NAME, MB, PFS, TREE_DIRS, TREE_NAME, Dataset, Pfs, at_least_one, children_cpu, print_machine, process_cpu,
+    run, timed, warm, write_big_file, write_tree,
 )
 from pfs.core.model import CommitRef  # noqa: E402
 from pfs.core.ready import spawn, wait_ready  # noqa: E402
@@ -554,7 +554,8 @@ def parse_args(doc: str = __doc__, with_rounds: bool = False) -> argparse.Namesp
     p.add_argument("--size-mib", type=int, default=1024, help="size of the large file in MiB (default 1024)")
     p.add_argument("--files", type=int, default=10_000, help="number of small files (default 10000)")
     if with_rounds:
-        p.add_argument("--rounds", type=rounds, default=3, help="rounds of the cold, warm and first reads (default 3)")
+        p.add_argument("--rounds", type=at_least_one, default=3,
+                       help="rounds of the cold, warm and first reads (default 3)")
     p.add_argument("--keep", action="store_true", help="keep the temporary directory (data, stores, logs)")
     return p.parse_args()
 

@@ -80,8 +80,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ingest import (  # noqa: E402  (bench/ is not a package)
-    BIG_NAME, BIN, MB, PFS, Dataset, Pfs, Stages, children_cpu, print_machine, rounds, run, scratch, stages_big, timed,
-    warm, write_big_file,
+    BIG_NAME, BIN, MB, PFS, Dataset, Pfs, Stages, at_least_one, children_cpu, print_machine, run, scratch, stages_big,
+    timed, warm, write_big_file,
 )
 from read import deliver_big, unpack_big  # noqa: E402
 
@@ -267,7 +267,7 @@ def print_goals(size: int, copy: Row, first: Row, second: Row, goals: list[Goal]
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--size-mib", type=int, default=1024, help="size of the input file in MiB (default 1024)")
-    p.add_argument("--rounds", type=rounds, default=3, help="rounds of the commands and their jobs (default 3)")
+    p.add_argument("--rounds", type=at_least_one, default=3, help="rounds of the commands and their jobs (default 3)")
     p.add_argument("--keep", action="store_true", help="keep the temporary directory (data, store, workspaces)")
     return p.parse_args()
 

@@ -76,7 +76,7 @@ from pfs.client.auth import read_token
 from pfs.core import compression, frames
 from pfs.core.chunking import DEFAULT_AVG_SIZE, Chunker
 from pfs.core.hashing import address
-from pfs.core.memory import keep_freed_memory
+from pfs.core.memory import keep_freed_memory, write_all
 from pfs.cli.sources import sources
 from pfs.core.ready import spawn, wait_ready
 
@@ -481,7 +481,8 @@ class Sink:
 
     def store(self, frame: bytes) -> None:
         self._stored += 1
-        (self._dir / str(self._stored)).write_bytes(frame)
+        with open(self._dir / str(self._stored), "wb") as f:
+            write_all(f, frame)  # as the server writes a chunk file
 
     def sync(self) -> None:
         os.sync()

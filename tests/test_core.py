@@ -2,6 +2,8 @@
 
 import io
 import random
+import subprocess
+import sys
 
 import pyfastcdc
 import pytest
@@ -186,3 +188,24 @@ def test_write_all_writes_every_byte_a_piece_at_a_time(size):
         assert f.getvalue() == data
         assert all(0 < n <= memory.WRITE_PIECE for n in f.sizes)
         assert len(f.sizes) == -(-size // memory.WRITE_PIECE)
+
+
+_NEW_REGIONS = """
+import sys
+from pfs.core.memory import keep_freed_memory
+def regions():
+    with open("/proc/self/maps") as f:
+        return sum(1 for _ in f)
+if sys.argv[1] == "keep":
+    keep_freed_memory()
+before = regions()
+block = bytearray(8 << 20)
+print(regions() - before)
+"""
+
+
+@pytest.mark.parametrize("keep, new_regions", [("keep", 0), ("default", 1)])
+def test_keep_freed_memory_serves_chunk_sized_blocks_from_the_heap(keep, new_regions):
+    # glibc maps a block this large on its own by default; kept, malloc takes it from the heap, which grows in place
+    done = subprocess.run([sys.executable, "-c", _NEW_REGIONS, keep], capture_output=True, text=True, check=True)
+    assert int(done.stdout) == new_regions

@@ -33,9 +33,8 @@ class Source:
 
 def get(cache: ChunkCache, r: ChunkRef) -> bytes:
     """R's bytes through CACHE, waiting for its fetch if it is not cached, as RepoTree.read does."""
-    for fetch in cache.fetching([r]):
-        return fetch.result()
-    return cache.peek(r)
+    [found] = cache.get([r])
+    return found if isinstance(found, bytes) else found.result()
 
 
 def test_concurrent_readers_of_one_chunk_cause_one_fetch():

@@ -43,7 +43,7 @@ class FakeTree:
             node = Node(inode_of("file", name), name, "file", False, size)
             self.nodes[node.inode] = node
         self.failing: dict[str, BaseException] = {}
-        self.fetched: set[int] = set()  # inodes whose bytes read_cached gives
+        self.fetched: set[int] = set()  # inodes whose bytes read_chunks gives at once
         self.on_stale = lambda inode, names: None
 
     def _fail(self, method: str) -> None:
@@ -81,17 +81,13 @@ class FakeTree:
     def entry_ttl(self, parent: Node, node: Node, short: float, long: float) -> float:
         return short
 
-    def read_cached(self, inode: int, offset: int, size: int) -> list[memoryview] | None:
-        self._fail("read_cached")
-        if inode not in self.fetched:
-            return None  # fetching() runs
-        return [memoryview(self.files[self.getattr(inode).name])[offset : offset + size]]
-
-    def fetching(self, inode: int, offset: int, size: int) -> list[Future]:
-        """The file's fetch, done on a thread of its own as the chunk cache's are; it fails with what a failing
-        "fetch" maps to, or what the file holds if that is an exception."""
-        self._fail("fetching")
+    def read_chunks(self, inode: int, offset: int, size: int) -> list[tuple[bytes | Future, int, int]]:
+        """The file's bytes once fetched; before, its fetch, done on a thread of its own as the chunk cache's are,
+        which fails with what a failing "fetch" maps to, or what the file holds if that is an exception."""
+        self._fail("read_chunks")
         data = self.files[self.getattr(inode).name]
+        if inode in self.fetched:
+            return [(data, offset, offset + size)]
         future: Future = Future()
 
         def fetch() -> None:
@@ -100,10 +96,10 @@ class FakeTree:
                 future.set_exception(error)
                 return
             self.fetched.add(inode)
-            future.set_result(None)
+            future.set_result(data)
 
         threading.Thread(target=fetch).start()
-        return [future]
+        return [(future, offset, offset + size)]
 
     def close(self) -> None:
         pass
@@ -132,8 +128,7 @@ REQUESTS = [
     ("opendir", (ROOT_INODE, None), "getattr"),
     ("opendir", (ROOT_INODE, None), "readdir"),
     ("open", (GOOD, os.O_RDONLY, None), "getattr"),
-    ("read", (GOOD, 0, 4096), "read_cached"),
-    ("read", (GOOD, 0, 4096), "fetching"),
+    ("read", (GOOD, 0, 4096), "read_chunks"),
     ("read", (GOOD, 0, 4096), "fetch"),
 ]
 

@@ -3,6 +3,7 @@
 import contextlib
 import errno
 import gzip
+import hashlib
 import json
 import os
 import pathlib
@@ -15,6 +16,7 @@ import pytest
 
 from conftest import PFS, Result, Server, assert_one_line_error, needs, on_every_storage, stop_process, stored_chunks, wait_for
 from pfs.core import compression
+from pfs.core.chunking import MAX_AVG_SIZE
 from pfs.core.model import CommitRef, FileWrite
 from pfs.core.ready import spawn, wait_ready
 from pfs.fuse.mount import mounts
@@ -433,6 +435,28 @@ def test_chunks_stored_raw_read_through_the_mount(tmp_path, direct):
                     off, size = r.randrange(len(data)), r.randrange(1, 3 << 20)
                     f.seek(off)
                     assert f.read(size) == data[off : off + size]
+    finally:
+        server.stop()
+
+
+def test_a_file_of_chunks_larger_than_the_read_ahead_allows_reads_through(tmp_path):
+    """Chunks of 16 MiB and more (a server's largest --chunk-size, data with no line end and no cut point): the
+    chunks read ahead fit in the mount's chunk cache, and a read takes the chunks it waited for as they were
+    fetched. It once waited for ever: the read-ahead evicted each chunk before its reader woke to take it."""
+    server = Server(tmp_path / "data", chunk_size=MAX_AVG_SIZE)
+    server.start()
+    try:
+        data = bytearray(10 * 4 * MAX_AVG_SIZE)  # zeros, but every 4 KiB a mark of its own: no chunk is another's
+        for at in range(0, len(data), 4096):
+            data[at : at + 8] = (at // 4096 * 2654435761 | 0x0101010101010101).to_bytes(8, "little").replace(b"\n", b"x")
+        server.pfs("create-repo", "r")
+        put(server, "r", "big", bytes(data))
+        sizes = [c.size for c in server.client().inspect_file(CommitRef("r", "master"), "big").chunks]
+        assert len(sizes) >= 9 and min(sizes) >= 4 * MAX_AVG_SIZE  # more than 8 chunks read ahead could hold
+        with mounted(server, tmp_path / "mnt"):
+            read = subprocess.run(["sha256sum", str(tmp_path / "mnt" / "r" / "master" / "big")], capture_output=True,
+                                  text=True, timeout=60)
+        assert read.stdout.split()[0] == hashlib.sha256(data).hexdigest()
     finally:
         server.stop()
 

@@ -18,7 +18,7 @@ import trio
 
 from pfs.core.errors import NotFound, PfsError
 from pfs.core.memory import WRITE_PIECE
-from pfs.vfs.tree import RepoTree, Node
+from pfs.vfs.tree import Node, RepoTree, pieces
 
 log = logging.getLogger(__name__)
 
@@ -87,8 +87,6 @@ async def _fetched(futures: list[Future]) -> None:
     """Returns once every one of FUTURES is done (woken by its fetch thread, not by one waiting for it); raises the
     first one's error."""
     token = trio.lowlevel.current_trio_token()
-    if not futures:  # cached meanwhile (or evicted again): the caller looks again, after letting others run
-        await trio.lowlevel.checkpoint()
     for future in futures:
         if not future.done():
             done = trio.Event()
@@ -192,11 +190,11 @@ class Operations(pyfuse3.Operations):
 
     async def read(self, fh, off, size):
         # most reads find their chunks cached; the others wait for their fetches, on no thread of their own
-        while (pieces := self.tree.read_cached(fh, off, size)) is None:
-            await _fetched(self.tree.fetching(fh, off, size))
+        chunks = self.tree.read_chunks(fh, off, size)
+        await _fetched([c for c, _, _ in chunks if isinstance(c, Future)])
         if self._streaming:
             self._drop_behind(fh, size)
-        return self._joined(pieces)
+        return self._joined(pieces(chunks))
 
     def _drop_behind(self, inode: int, size: int) -> None:
         """Counts SIZE bytes read of INODE; drops its pages from the kernel's cache once DROP_BEHIND were read."""

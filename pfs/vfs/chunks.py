@@ -31,32 +31,16 @@ class ChunkCache:
         self._lock = threading.Lock()
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix="pfs-chunk")
 
-    def peek(self, ref: ChunkRef) -> bytes | None:
-        """The chunk's bytes if they are cached, without waiting or fetching."""
-        with self._lock:
-            data = self._lru.get(ref.address)
-            if data is not None:
-                self._lru.move_to_end(ref.address)
-            return data
-
     def holds(self, ref: ChunkRef) -> bool:
         """Whether the chunk is cached or being fetched: a read of it starts no fetch."""
         with self._lock:
             return ref.address in self._lru or ref.address in self._inflight
 
-    def fetching(self, refs: Iterable[ChunkRef]) -> list[Future]:
-        """The fetches of those of REFS that are not cached, started now (in one call) where none was under way."""
-        return [f for f in self._start(list(refs)) if isinstance(f, Future)]
+    def get(self, refs: Iterable[ChunkRef]) -> list[bytes | Future]:
+        """Each chunk's bytes if cached, else the future of its fetch: one new fetch for all those not under way.
 
-    def prefetch(self, refs: Iterable[ChunkRef]) -> None:
-        """Starts fetching, in one call, chunks that are likely to be read next."""
-        self._start(list(refs))
-
-    def close(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
-
-    def _start(self, refs: list[ChunkRef]) -> list[bytes | Future]:
-        """Each chunk's bytes if cached, else the future of its fetch (one new fetch for all the new ones)."""
+        A reader waits for the futures and takes their results, not the cache's: what the cache evicts before
+        the reader wakes (other reads, the read-ahead) never sends it back for the same chunks."""
         found: list[bytes | Future] = []
         todo: list[tuple[ChunkRef, Future]] = []
         with self._lock:
@@ -74,6 +58,13 @@ class ChunkCache:
         if todo:
             self._pool.submit(self._load, todo)
         return found
+
+    def prefetch(self, refs: Iterable[ChunkRef]) -> None:
+        """Starts fetching, in one call, chunks that are likely to be read next."""
+        self.get(refs)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
 
     def _load(self, todo: list[tuple[ChunkRef, Future]]) -> None:
         done = 0

@@ -31,12 +31,13 @@ from pfs.core import paths
 from pfs.core.errors import DataLoss, NotFound
 from pfs.core.model import ChunkRef, CommitInfo, CommitRef, FileInfo
 from pfs.core.shard import Shard
-from pfs.vfs.chunks import ChunkCache
+from pfs.vfs.chunks import DEFAULT_CACHE_BYTES, ChunkCache
 from pfs.vfs.direct import DirectReader
 
 ROOT_INODE = 1
 LISTING_TTL = 1.0  # seconds before repos, branches and commits are listed again
-READ_AHEAD = 8  # chunks fetched ahead of a reader
+READ_AHEAD = 8  # chunks fetched ahead of a reader...
+READ_AHEAD_BYTES = DEFAULT_CACHE_BYTES // 4  # ...up to this many bytes, however large the chunks
 LOCATE_AHEAD = 1024  # chunks a direct reader is told a reader goes on to (it may locate them in one call)
 NEXT_FILES = 64  # files after the one being read whose chunks are fetched with it...
 NEXT_FILES_BYTES = 8 << 20  # ...up to this many bytes
@@ -169,10 +170,8 @@ class RepoTree:
     def read(self, inode: int, offset: int, size: int) -> bytes | memoryview:
         """SIZE bytes of the file at OFFSET (fewer at its end): a view of a cached chunk where they lie in one.
         Blocking; the mount's handler (pfs.fuse.ops) awaits the same fetches instead."""
-        while (pieces := self.read_cached(inode, offset, size)) is None:
-            for fetch in self.fetching(inode, offset, size):
-                fetch.result()
-        return pieces[0] if len(pieces) == 1 else b"".join(pieces)
+        views = pieces(self.read_chunks(inode, offset, size))
+        return views[0] if len(views) == 1 else b"".join(views)
 
     def _prefetch_next_files(self, node: Node) -> None:
         """Fetches the files after NODE in its directory (readers of small files go in order), many in one call:
@@ -199,43 +198,32 @@ class RepoTree:
                                                 LOCATE_AHEAD))
         self.cache.prefetch(c for f in ahead for c in f.chunks)
 
-    def read_cached(self, inode: int, offset: int, size: int) -> list[memoryview] | None:
-        """What read() gives, as views of the cached chunks it lies in, when every one is cached (it never blocks);
-        else None (fetching() starts what is missing)."""
+    def read_chunks(self, inode: int, offset: int, size: int) -> list[tuple[bytes | Future, int, int]]:
+        """The chunks a read of SIZE bytes at OFFSET lies in, in order, and the part of each it reads (start, end):
+        each chunk's bytes if cached, else the future of its fetch (started now, those missing in one call).
+
+        It never blocks. The reader waits for the futures and reads their results (ChunkCache.get); the chunks
+        after these are fetched ahead, READ_AHEAD of them or READ_AHEAD_BYTES, whichever is fewer."""
         node = self.getattr(inode)
         chunks, offsets = node.chunks, node.offsets
-        i = bisect.bisect_right(offsets, offset) - 1
-        first = max(i, 0)
-        if self.direct and first + READ_AHEAD > node.told:  # told LOCATE_AHEAD chunks at a time: located in one call
-            node.told = first + LOCATE_AHEAD  # (before the first is fetched: the reads at once share that call)
-            self.direct.expect(chunks[first : first + LOCATE_AHEAD])
-        start, out = offset, []
-        while size > 0 and 0 <= i < len(chunks):
-            data = self.cache.peek(chunks[i])
-            if data is None:
-                return None
-            piece = memoryview(data)[offset - offsets[i] : offset - offsets[i] + size]  # no copy
-            out.append(piece)
-            offset += len(piece)
-            size -= len(piece)
-            i += 1
-        j = max(i, 0)
+        end = min(offset + size, node.size)
+        i = max(bisect.bisect_right(offsets, offset) - 1, 0)
+        j = bisect.bisect_left(offsets, end, lo=i) if end > offset else i
+        if self.direct and i + READ_AHEAD > node.told:  # told LOCATE_AHEAD chunks at a time: located in one call
+            node.told = i + LOCATE_AHEAD  # (before the first is fetched: the reads at once share that call)
+            self.direct.expect(chunks[i : i + LOCATE_AHEAD])
+        read = [(c, max(offset - offsets[k], 0), min(end - offsets[k], chunks[k].size))
+                for k, c in zip(range(i, j), self.cache.get(chunks[i:j]))]
         # topped up as the reader moves on: each new chunk a fetch of its own, so chunks come back one by one
         # while the next are decompressed
-        self.cache.prefetch(chunks[j : j + READ_AHEAD])
-        if start == 0:
+        ahead, k = 0, j
+        while k < len(chunks) and k < j + READ_AHEAD and (k == j or ahead + chunks[k].size <= READ_AHEAD_BYTES):
+            ahead += chunks[k].size
+            k += 1
+        self.cache.prefetch(chunks[j:k])
+        if offset == 0:
             self._prefetch_next_files(node)
-        return out
-
-    def fetching(self, inode: int, offset: int, size: int) -> list[Future]:
-        """The fetches of the chunks a read of SIZE bytes at OFFSET needs that are not cached (started now if they
-        were not under way)."""
-        node = self.getattr(inode)
-        i = max(bisect.bisect_right(node.offsets, offset) - 1, 0)
-        j = bisect.bisect_left(node.offsets, offset + size, lo=i)
-        missing = self.cache.fetching(node.chunks[i:j])
-        self.cache.prefetch(node.chunks[j : j + READ_AHEAD])  # what read_cached would have started
-        return missing
+        return read
 
     def close(self) -> None:
         """Stops the chunk fetches and lets go of the server's chunk store."""
@@ -407,6 +395,12 @@ class RepoTree:
                         raise DataLoss(f"the server sent fewer chunks than the {len(missing)} asked for")
                 yield data
             return
+
+
+def pieces(chunks: list[tuple[bytes | Future, int, int]]) -> list[memoryview]:
+    """The parts of CHUNKS (RepoTree.read_chunks' answer) a read takes, each a view of its chunk's bytes; waits for
+    any fetch not done yet."""
+    return [memoryview(c.result() if isinstance(c, Future) else c)[start:end] for c, start, end in chunks]
 
 
 def _visible_size(view: View, size: int) -> int:

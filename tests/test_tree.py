@@ -127,3 +127,23 @@ def test_a_short_reply_of_chunks_is_data_loss(server, client):
         tree.read(top.inode, 0, 10)
     tree.close()
     short.close()
+
+
+def test_reads_starting_or_ending_at_chunk_boundaries_give_exactly_their_bytes(client):
+    data = b"".join(b"%d,%s\n" % (i, b"x" * (i % 50)) for i in range(3000))  # about 20 chunks of 4 KiB
+    client.create_repo("b")
+    put_commit(client, "b", {"lines": data})
+    tree = RepoTree(client)
+    node = tree.lookup(tree.lookup(tree.lookup(ROOT_INODE, "b").inode, "master").inode, "lines")
+    assert node.size == len(data) and len(node.offsets) > 10
+    edges = [*node.offsets, len(data)]
+    for edge in edges:
+        for start in (edge - 1, edge, edge + 1):
+            if start < 0:
+                continue
+            for end in {start + 1, *edges[1:4], *(e + d for e in edges for d in (-1, 0, 1) if e > start),
+                        len(data) + 100}:
+                if end > start:
+                    assert bytes(tree.read(node.inode, start, end - start)) == data[start:end], (start, end)
+    assert tree.read(node.inode, len(data), 10) == b""
+    tree.close()

@@ -6,7 +6,7 @@ import time
 import pytest
 
 from pfs.core.model import ChunkRef
-from pfs.vfs.chunks import ChunkCache
+from pfs.vfs.chunks import KEPT_CHUNKS, ChunkCache
 
 
 def ref(i: int, size: int = 1000) -> ChunkRef:
@@ -81,4 +81,17 @@ def test_a_failed_fetch_is_tried_again_next_time():
         get(cache, ref(1))
     source.fail = False
     assert get(cache, ref(1)) == b"\x01" * 1000
+    cache.close()
+
+
+def test_the_last_chunks_used_stay_however_large():
+    source = Source()
+    cache = ChunkCache(source, max_bytes=1000)
+    for i in range(6):
+        get(cache, ref(i, size=5000))
+    for i in range(6 - KEPT_CHUNKS, 6):  # the last used: no fetch
+        get(cache, ref(i, size=5000))
+    assert len(source.calls) == 6
+    get(cache, ref(1, size=5000))
+    assert len(source.calls) == 7
     cache.close()

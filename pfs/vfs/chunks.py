@@ -1,5 +1,5 @@
-"""A cache of decompressed chunks: bounded by bytes (but for its newest few), one fetch per chunk however many
-readers ask.
+"""A cache of decompressed chunks: bounded by bytes (but for the last few chunks used), one fetch per chunk however
+many readers ask.
 
 Fetches run on a small thread pool (gRPC and zstandard release the GIL), so
 read-ahead decompresses the next chunks while the reader consumes this one;

@@ -441,7 +441,7 @@ def test_chunks_stored_raw_read_through_the_mount(tmp_path, direct):
 
 def test_a_file_of_chunks_larger_than_the_read_ahead_allows_reads_through(tmp_path):
     """Chunks of 16 MiB and more (a server's largest --chunk-size, data with no line end and no cut point), each
-    larger than half the mount's chunk cache: the chunks read and read ahead stay in it however large, and a read
+    at least half the mount's chunk cache: the chunks read and read ahead stay in it however large, and a read
     takes the chunks it waited for as they were fetched. It once waited for ever: the read-ahead evicted each
     chunk before its reader woke to take it."""
     server = Server(tmp_path / "data", chunk_size=MAX_AVG_SIZE)

@@ -13,21 +13,26 @@ the events only decide how much of the work was done early. A failed command sta
 are unreferenced, as those of an upload cut short).
 """
 
+import itertools
 import os
 import stat
 import threading
 from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from pfs.cli.output import size
 from pfs.client import Client
 from pfs.client.upload import SEGMENT_FILES, Uploader
 from pfs.core.hashing import address
-from pfs.core.model import FileWrite
+from pfs.core.model import ChunkRef, FileWrite
 from shim import inotify
 from shim.logs import Logs
 
 WAIT = 0.1  # seconds a reader at the end of a file not closed yet waits before it reads on (a close ends the wait)
+# chunks of a file read and hashed at once when it is checked at the end (pread and BLAKE3 let go of the GIL): the
+# check of a 1 GiB output, which nothing else overlaps, took 0.17-0.23 s on 2 cores against 0.33-0.37 s in turn
+CHECK_THREADS = 2
 
 
 class Output:
@@ -64,18 +69,19 @@ class Output:
         total = 0
         writes = []
         directories = []
-        for path, is_dir in sorted(_entries(self.out)):
-            rel = path.relative_to(self.out).as_posix()
-            if is_dir:
-                directories.append(FileWrite(rel, (), directory=True))
-                continue
-            if not self._intact(path, self._sent.get(rel)):
-                with open(path, "rb") as f:
-                    self._uploader.put(rel, f)
-            n = path.stat().st_size
-            total += n
-            writes.append(rel)
-            self.logs.line("shim", f"output {rel} ({size(n)})")
+        with ThreadPoolExecutor(CHECK_THREADS, thread_name_prefix="output-check") as pool:
+            for path, is_dir in sorted(_entries(self.out)):
+                rel = path.relative_to(self.out).as_posix()
+                if is_dir:
+                    directories.append(FileWrite(rel, (), directory=True))
+                    continue
+                if not self._intact(path, self._sent.get(rel), pool):
+                    with open(path, "rb") as f:
+                        self._uploader.put(rel, f)
+                n = path.stat().st_size
+                total += n
+                writes.append(rel)
+                self.logs.line("shim", f"output {rel} ({size(n)})")
         self._uploader.__exit__(None, None, None)  # as a `with` left: the files read again sent, recorded in _sent
         staged = directories + [self._sent[rel] for rel in writes]
         for i in range(0, len(staged), SEGMENT_FILES):
@@ -150,16 +156,19 @@ class Output:
         a file made, the command's end)."""
         self._watcher.pump(WAIT)
 
-    def _intact(self, path: Path, sent: FileWrite | None) -> bool:
-        """Whether the file at PATH holds exactly the chunks SENT for it."""
+    def _intact(self, path: Path, sent: FileWrite | None, pool: ThreadPoolExecutor) -> bool:
+        """Whether the file at PATH holds exactly the chunks SENT for it: those of a file of several are read and
+        hashed on POOL."""
         if sent is None or path.stat().st_size != sum(c.size for c in sent.chunks):
             return False
-        with open(path, "rb") as f:
-            for c in sent.chunks:
-                data = f.read(c.size)
-                if len(data) != c.size or address(data) != c.address:
-                    return False
-        return True
+        with open(path, "rb", buffering=0) as f:
+            def holds(chunk: ChunkRef, offset: int) -> bool:
+                data = os.pread(f.fileno(), chunk.size, offset)
+                return len(data) == chunk.size and address(data) == chunk.address
+
+            offsets = itertools.accumulate((c.size for c in sent.chunks), initial=0)
+            # each chunk looked at (no read left running) before the file is closed
+            return all(list((pool.map if len(sent.chunks) > 1 else map)(holds, sent.chunks, offsets)))
 
 
 class _Growing:

@@ -404,6 +404,34 @@ def test_what_is_staged_is_what_the_output_holds_when_the_command_ends(server, t
                                         "mapped": b"MMAP456789\n", "renamed": b"tmp\n", "d/e/f": b"deep\n"}
 
 
+def test_a_file_of_several_chunks_changed_after_they_were_sent_is_staged_as_the_command_left_it(
+        server, tmp_path, data):
+    """Every chunk of a file is sent while the command waits; then one of its last is changed through mmap, which
+    no event tells of: the check at the end, which reads and hashes the chunks of such a file at once, finds that
+    one changed, and what is staged is the file as the command left it."""
+    marker = tmp_path / "go-on"
+    written = random.Random(9).randbytes(6 << 20)
+    at = 5 << 20
+    script = ("import mmap, os, random, time\n"
+              "with open('/pfs/out/big', 'wb') as f: f.write(random.Random(9).randbytes(6 << 20))\n"
+              f"while not os.path.exists({str(marker)!r}): time.sleep(0.05)\n"
+              "with open('/pfs/out/big', 'r+b') as f:\n"
+              f"    m = mmap.mmap(f.fileno(), 0); m[{at} : {at + 7}] = b'CHANGED'; m.flush(); m.close()\n")
+    job = create_job(server, tmp_path, [sys.executable, "-c", script])
+    worker = start_shim(server, tmp_path, job, 0)
+    try:
+        with server.client() as c:
+            chunks = [address(d) for d in Chunker(c.chunk_avg_size, "line").split(io.BytesIO(written))]
+            assert len(chunks) > 2
+            wait_for(lambda: not c.missing_chunks(chunks), 60)  # all sent, while the command waits
+        assert worker.poll() is None
+        marker.touch()
+        assert finish(worker)[0] == 0
+    finally:
+        stop_process(worker, signal.SIGKILL, 10)
+    assert read_tree(server, "out") == {"big": written[:at] + b"CHANGED" + written[at + 7 :]}
+
+
 def test_a_spare_worker_runs_the_shard_it_is_given(server, tmp_path, data):
     """`job-shim --standby`: starts, mount and all, then takes its job, shard, try and token on standard input."""
     job = create_job(server, tmp_path, COPY)

@@ -281,6 +281,10 @@ def test_a_server_restarted_during_a_job_finishes_it_once(server, tmp_path):
     ({"pipeline": {"name": "p"}, "transform": {"cmd": ["true"]}, "inputs": []}, ["field inputs", "empty"]),
     ({"pipeline": {"name": "p"}, "transform": {"cmd": ["true"]}, "inputs": [{"repo": {"name": "p"}}]},
      ["its own output"]),
+    ({"pipeline": {"name": "p"}, "transform": {"cmd": ["true"]}, "input": {"pfs": {"repo": "data", "glob": "/*"}}},
+     ["field input", "1.4 and later", '"inputs": [{"repo": {"name": "data"}, "method": "reduce"}]', 'glob "/": global']),
+    ({"pipeline": {"name": "p"}, "transform": {"cmd": ["true"]},
+      "input": {"cross": [{"pfs": {"repo": "data", "glob": "/"}}]}}, ["field input", '{"name": "REPO"}']),
 ])
 def test_bad_manifests_are_refused_naming_the_field(server, tmp_path, manifest, fragments):
     server.pfs("create-repo", "data")

@@ -300,6 +300,8 @@ def test_a_worker_waits_for_a_server_that_comes_late_before_taking_its_try(serve
     ({"transform": {"cmd": ["sh"]}, "inputs": [{"repo": "data"}], "parallelism": 0}, ["parallelism", "at least 1"]),
     ({"transform": {"cmd": ["sh"]}, "inputs": [{"repo": "data"}], "output_repo": "data"},
      ["both an input and the output"]),
+    ({"transform": {"cmd": ["sh"]}, "input": {"atom": {"repo": "data", "glob": "/"}}},
+     ["field input", "1.4 and later", '"inputs": [{"repo": {"name": "data"}, "method": "reduce"}]']),
 ])
 def test_bad_job_manifests_are_refused_naming_the_field(server, tmp_path, data, manifest, fragments):
     path = tmp_path / "job.json"

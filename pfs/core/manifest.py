@@ -211,8 +211,23 @@ def _inputs(f: _Fields, job: bool) -> tuple[InputSpec, ...]:
     return f.get("inputs", _list(lambda v, w: _input(v, w, job)), required=True)
 
 
+def _no_later_input(doc: Any) -> None:
+    """Refuses the `input` of 1.x from 1.4 on (pfs or atom with a glob, cross, union), which is not read here,
+    saying how to write it: a glob's datums, each seen alone by a run of the command, are not what a method is."""
+    if not (isinstance(doc, dict) and "input" in doc):
+        return
+    given = doc["input"]
+    leaf = next((given[k] for k in ("pfs", "atom") if isinstance(given, dict) and isinstance(given.get(k), dict)), {})
+    repo = leaf.get("repo") if isinstance(leaf.get("repo"), str) else "REPO"
+    raise bad("input", f'the form of 1.4 and later (pfs or atom with a glob, cross, union) is not read; list each '
+                       f'repo in "inputs" with a method, e.g. "inputs": [{{"repo": {{"name": "{repo[:40]}"}}, '
+                       f'"method": "reduce"}}] (glob "/*": reduce, whole top-level files, each worker\'s command '
+                       f'seeing all of its files at once; glob "/": global)')
+
+
 def job(doc: Any) -> JobSpec:
     """A job manifest (`pfs create-job -f`): transform, parallelism, inputs and an optional output_repo."""
+    _no_later_input(doc)
     f = _Fields(doc, "", ("transform", "parallelism", "parallelism_spec", "inputs", "output_repo", *RESOURCE_FIELDS))
     return check_job(JobSpec(
         transform=_with_resources(f.get("transform", transform, required=True), f),
@@ -224,6 +239,7 @@ def job(doc: Any) -> JobSpec:
 
 def pipeline(doc: Any) -> PipelineSpec:
     """A pipeline manifest (`pfs create-pipeline -f`), as 1.x wrote it."""
+    _no_later_input(doc)
     f = _Fields(doc, "", ("pipeline", "transform", "parallelism", "parallelism_spec", "inputs", "description",
                           *RESOURCE_FIELDS))
     return check_pipeline(PipelineSpec(

@@ -5,6 +5,7 @@ enter a user namespace whose uid 0 is that user on the host, so what the
 command makes belongs to the user and a root-owned path stays out of reach.
 """
 
+import fcntl
 import json
 import os
 import secrets
@@ -75,13 +76,16 @@ def user():
 
 
 def dev_fuse_mode(mode: int):
-    """/dev/fuse with MODE for the test (0666 is its usual mode; some containers make it 0600), then as it was."""
-    was = stat.S_IMODE(os.stat(userns.FUSE).st_mode)
-    os.chmod(userns.FUSE, mode)
-    try:
-        yield
-    finally:
-        os.chmod(userns.FUSE, was)
+    """/dev/fuse with MODE for the test (0666 is its usual mode; some containers make it 0600), then as it was. The
+    mode is the machine's: the tests that set it run one at a time, whichever pytest-xdist workers run them."""
+    with open(Path(tempfile.gettempdir()) / "pfs-test-dev-fuse.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        was = stat.S_IMODE(os.stat(userns.FUSE).st_mode)
+        os.chmod(userns.FUSE, mode)
+        try:
+            yield
+        finally:
+            os.chmod(userns.FUSE, was)
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ import contextlib
 import os
 import pathlib
 import sys
+from typing import NoReturn
 
 import pfs
 from pfs.cli import deploy as deploy_cli
@@ -490,8 +491,28 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: list[str] | None = None) -> None:
-    argv = sys.argv[1:] if argv is None else argv
+def main(argv: list[str] | None = None) -> NoReturn:
+    """Runs the command ARGV (or the process's arguments) names, then ends the process (see _end)."""
+    try:
+        _run(sys.argv[1:] if argv is None else argv)
+    except SystemExit as done:
+        _end(done.code)
+    _end(0)
+
+
+def _end(code: int | str | None) -> NoReturn:
+    """Exits with CODE (as sys.exit would), without the interpreter's teardown: a command has closed its files,
+    its client and its threads' work by then, and freeing every module one by one and shutting gRPC's core down
+    took 25 ms of each command's 0.15 s. Only what stdout and stderr hold is written first."""
+    if isinstance(code, str):
+        print(code, file=sys.stderr)
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):  # a reader gone, or a stream closed: nothing to write to
+            stream.flush()
+    os._exit(code if isinstance(code, int) else 0 if code is None else 1)
+
+
+def _run(argv: list[str]) -> None:
     if argv[:1] == ["server"]:  # the server is its own program; pfs/ never imports server/
         # -P: not the working directory first on the path (a /pfs there, as in a worker, is not this pfs)
         os.execv(sys.executable, [sys.executable, "-P", "-m", "server", *argv[1:]])

@@ -10,6 +10,7 @@ import pathlib
 import random
 import signal
 import subprocess
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -20,7 +21,7 @@ from pfs.core.chunking import MAX_AVG_SIZE
 from pfs.core.model import CommitRef, FileWrite
 from pfs.core.ready import spawn, wait_ready
 from pfs.fuse.mount import mounts
-from pfs.fuse.ops import DROP_BEHIND
+from pfs.fuse.ops import DROP_BEHIND, STORED_AT_OPEN
 
 pytestmark = [pytest.mark.slow, needs("fusermount3", fuse=True)]  # real mounts (test_fuse_ops: the handlers alone)
 
@@ -557,6 +558,32 @@ def test_a_workers_mount_drops_the_pages_a_reader_has_read(server, tmp_path, str
         with ThreadPoolExecutor(4) as pool:  # each reads the file through, from a place of its own, as drops go on
             assert all(pool.map(lambda start: _read_from(path, start) == data[start:] + data[:start],
                                 range(0, len(data), len(data) // 4)))
+
+
+def test_a_small_file_opened_through_the_mount_is_in_the_page_cache_before_it_is_read(server, tmp_path):
+    """A file of up to STORED_AT_OPEN whose chunks the mount holds is put in the kernel's page cache when it is
+    opened (the first open starts their fetch), with its very bytes: its reads then cost no request. A larger file
+    is left to its reads, and so is one open elsewhere: a store would wait for the pages a read of it holds, and the
+    read for the store. (fincore opens the file it looks at.)"""
+    rng = random.Random(5)
+    files = {"tiny": b"x", "lines": b"".join(b"%d,row\n" % i for i in range(20_000)),  # of many 4 KiB chunks
+             "full": rng.randbytes(STORED_AT_OPEN), "held": rng.randbytes(5000), "large": rng.randbytes(STORED_AT_OPEN + 1)}
+    server.pfs("create-repo", "r")
+    for name, data in files.items():
+        put(server, "r", f"d/{name}", data)
+    mnt = tmp_path / "mnt"
+    with mounted(server, mnt):
+        d = mnt / "r" / "master" / "d"
+        for name in ("tiny", "lines", "full"):
+            wait_for(lambda: _cached(d / name) == -(-len(files[name]) // 4096) * 4096, 10)
+            assert (d / name).read_bytes() == files[name]
+        with open(d / "held", "rb"):
+            for _ in range(20):
+                assert _cached(d / "held") == 0 and _cached(d / "large") == 0
+                time.sleep(0.05)
+        wait_for(lambda: _cached(d / "held") == 8192, 10)
+        assert (d / "held").read_bytes() == files["held"]
+        assert (d / "large").read_bytes() == files["large"]
 
 
 def _read_from(path, start):

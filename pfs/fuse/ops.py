@@ -29,6 +29,11 @@ SHORT_TTL = 1.0  # repos, branches and the names in a branch directory
 # the input, every one a new page to find and fill (on a VM whose host takes back freed memory, each slow to fault
 # in). Dropped, they are the pages the next reads fill. A file read again is read through the mount again.
 DROP_BEHIND = 64 << 20
+# A file up to this size whose bytes are at hand when it is opened is put in the kernel's page cache before the
+# open is answered: its reader's reads then find its pages there and cost no request (a small file read costs a
+# lookup, an open and a release, not a read too: the cold read of 10,000 small files took 2.5-2.6 s against 3.0-3.2).
+# The kernel's first read-ahead would ask for as much.
+STORED_AT_OPEN = 1 << 20
 WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_TRUNC
 
 
@@ -113,6 +118,9 @@ class Operations(pyfuse3.Operations):
         self._dropping: set[int] = set()  # files whose pages are being dropped
         self._limiter = trio.CapacityLimiter(16)  # blocking listings on threads: one slow call stalls no other
         self._dirs: dict[int, tuple[Node, list[Node]]] = {}  # open directory handles
+        self._stored: set[int] = set()  # files whose bytes were put in the kernel's page cache (see STORED_AT_OPEN)
+        self._storing = True  # until the kernel refuses a store
+        self._opened: dict[int, int] = {}  # open handles of each file (a handle is its inode)
         self._next_fh = 0
         self._joins = bytearray()  # a read that spans chunks is copied here (see _joined)
         self._owner = os.getuid(), os.getgid()  # every entry's: the mount's user (a syscall each, so asked once)
@@ -179,6 +187,7 @@ class Operations(pyfuse3.Operations):
     async def forget(self, inode_list):
         for inode, count in inode_list:
             self.tree.forget(inode, count)
+            self._stored.discard(inode)
 
     async def open(self, inode, flags, ctx):
         if flags & WRITE_FLAGS:
@@ -186,7 +195,28 @@ class Operations(pyfuse3.Operations):
         node = self.tree.getattr(inode)
         if node.is_dir:
             raise pyfuse3.FUSEError(errno.EISDIR)
+        if (node.immutable and 0 < node.size <= STORED_AT_OPEN and self._storing and inode not in self._stored
+                and not self._opened.get(inode) and inode not in self._dropping):
+            self._store(node)
+        self._opened[inode] = self._opened.get(inode, 0) + 1
         return pyfuse3.FileInfo(fh=inode, keep_cache=node.immutable)
+
+    def _store(self, node: Node) -> None:
+        """Puts the bytes of the file NODE in the kernel's page cache if they are at hand; else starts their fetch
+        (its reads wait for it). A file is stored once while the kernel knows it: pages it drops are read again.
+
+        Only a file nobody has open is stored: a store waits for the pages a read holds, and a read waits for
+        this loop, in which the store runs. Every read is of a file opened through the mount."""
+        chunks = self.tree.read_chunks(node.inode, 0, node.size)
+        if any(isinstance(c, Future) for c, _, _ in chunks):
+            return
+        try:
+            pyfuse3.notify_store(node.inode, 0, self._joined(pieces(chunks)))
+        except OSError as err:  # the reads ask for the bytes, as they would anyway
+            log.debug("pages of inode %d not stored: %s", node.inode, err)
+            self._storing = err.errno != errno.ENOSYS  # a kernel without stores
+            return
+        self._stored.add(node.inode)
 
     async def read(self, fh, off, size):
         # most reads find their chunks cached; the others wait for their fetches, on no thread of their own
@@ -231,6 +261,10 @@ class Operations(pyfuse3.Operations):
 
     async def release(self, fh):
         self._read_since_drop.pop(fh, None)
+        if self._opened[fh] > 1:
+            self._opened[fh] -= 1
+        else:
+            del self._opened[fh]
 
     async def statfs(self, ctx):
         s = pyfuse3.StatvfsData()

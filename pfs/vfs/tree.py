@@ -101,15 +101,14 @@ class RepoTree:
     """All repos of a server as a tree, each commit seen through VIEW; or only COMMIT's files; or INPUTS, each
     commit in its own view at the name it is given (a worker's inputs)."""
 
-    def __init__(self, client: Client, view: View = View(), cache: ChunkCache | None = None,
-                 on_stale: Callable[[int, list[str]], None] = lambda inode, names: None,
-                 direct: DirectReader | None = None, commit: CommitInfo | None = None,
-                 inputs: dict[str, tuple[CommitInfo, View]] | None = None) -> None:
+    def __init__(self, client: Client, view: View = View(), direct: DirectReader | None = None,
+                 commit: CommitInfo | None = None, inputs: dict[str, tuple[CommitInfo, View]] | None = None) -> None:
         self.client = client
         self.view = view
         self.direct = direct  # a reader of the server's chunk store without it, where this client has one
-        self.cache = cache or ChunkCache(self._fetch)
-        self.on_stale = on_stale  # told (directory inode, names) whose kernel entries are out of date
+        self.cache = ChunkCache(self._fetch)
+        # told (directory inode, names) whose kernel entries are out of date: the mount sets it
+        self.on_stale: Callable[[int, list[str]], None] = lambda inode, names: None
         root = Node(ROOT_INODE, "", "root", True, mtime=time.time())
         if commit is not None:
             root = self._ref_node(commit, "", "", view)

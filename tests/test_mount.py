@@ -566,24 +566,28 @@ def test_a_small_file_opened_through_the_mount_is_in_the_page_cache_before_it_is
     is left to its reads, and so is one open elsewhere: a store would wait for the pages a read of it holds, and the
     read for the store. (fincore opens the file it looks at.)"""
     rng = random.Random(5)
-    files = {"tiny": b"x", "lines": b"".join(b"%d,row\n" % i for i in range(20_000)),  # of many 4 KiB chunks
-             "full": rng.randbytes(STORED_AT_OPEN), "held": rng.randbytes(5000), "large": rng.randbytes(STORED_AT_OPEN + 1)}
+    files = {"d/tiny": b"x", "d/lines": b"".join(b"%d,row\n" % i for i in range(20_000)),  # of many 4 KiB chunks
+             "d/full": rng.randbytes(STORED_AT_OPEN), "d/large": rng.randbytes(STORED_AT_OPEN + 1),
+             "e/held": rng.randbytes(5000)}  # alone in its directory: no other file's read fetches its chunks
     server.pfs("create-repo", "r")
-    for name, data in files.items():
-        put(server, "r", f"d/{name}", data)
+    for path, data in files.items():
+        put(server, "r", path, data)
     mnt = tmp_path / "mnt"
     with mounted(server, mnt):
-        d = mnt / "r" / "master" / "d"
-        for name in ("tiny", "lines", "full"):
-            wait_for(lambda: _cached(d / name) == -(-len(files[name]) // 4096) * 4096, 10)
-            assert (d / name).read_bytes() == files[name]
-        with open(d / "held", "rb"):
+        head = mnt / "r" / "master"
+        with open(head / "e" / "held", "rb"):  # the first open: its chunks are fetched, not at hand
             for _ in range(20):
-                assert _cached(d / "held") == 0 and _cached(d / "large") == 0
+                assert _cached(head / "e" / "held") == 0
                 time.sleep(0.05)
-        wait_for(lambda: _cached(d / "held") == 8192, 10)
-        assert (d / "held").read_bytes() == files["held"]
-        assert (d / "large").read_bytes() == files["large"]
+        for path in ("e/held", "d/tiny", "d/lines", "d/full"):
+            wait_for(lambda: _cached(head / path) == -(-len(files[path]) // 4096) * 4096, 10)
+            assert (head / path).read_bytes() == files[path]
+        large = head / "d" / "large"
+        with open(large, "rb") as f:  # its chunks then at hand, and its pages dropped
+            assert f.read() == files["d/large"]
+            os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
+        for _ in range(3):
+            assert _cached(large) == 0
 
 
 def _read_from(path, start):

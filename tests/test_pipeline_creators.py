@@ -6,6 +6,9 @@ import json
 
 import pytest
 
+from pfs.core import run_as
+from pfs.core.errors import InvalidArgument
+
 from conftest import assert_one_line_error, needs, run_pfs, wait_for
 from test_pipelines import get, jobs_of, put, repo_input
 
@@ -71,6 +74,11 @@ def test_a_user_may_make_pipelines_only_of_what_they_may_read_and_never_run_as_r
     for user in ("root", "0", "0:0", "1000:0", "nobody"):
         refused = as_user("alice", "create-pipeline", "-f", manifest(tmp_path, "p", ["data"], user=user), check=False)
         assert_one_line_error(refused, "transform.user", "numbers other than 0")
+    for user in ("4294967295", "1000:4294967295"):  # (uid_t) -1: setuid and setgid would leave the worker's root
+        for refused in (as_user("alice", "create-pipeline", "-f", manifest(tmp_path, "p", ["data"], user=user),
+                                check=False),
+                        server.pfs("create-pipeline", "-f", manifest(tmp_path, "p", ["data"], user=user), check=False)):
+            assert_one_line_error(refused, "transform.user", "at most 4294967294")
     assert_one_line_error(as_user("alice", "create-pipeline", "-f", manifest(tmp_path, "secret", ["data"]),
                                   check=False), "alice may not make a pipeline writing repo 'secret'", "takes owner")
     assert "p" not in server.pfs("list-repo").text.split()  # nothing was made of the refused ones
@@ -93,3 +101,12 @@ def test_a_pipeline_makes_no_job_while_its_creator_may_not_read_an_input(server,
     server.pfs("auth", "set-role", "data", "alice", "reader")
     server.pfs("flush-commit", "data/master")  # it goes on, at its next try
     assert len(jobs_of(server, "mine")) == 2 and get(server, "mine", "x").endswith(b"2\n")
+
+
+def test_a_worker_refuses_the_uid_and_gid_that_would_leave_it_root():
+    """(uid_t) -1 tells setuid and setgid to change nothing: a worker given it by a server of an older version, or
+    a manifest from elsewhere, refuses it rather than run the command as itself."""
+    for user in ("4294967295", "1000:4294967295", "99999999999"):
+        with pytest.raises(InvalidArgument, match="transform.user"):
+            run_as.resolve(user)
+    assert run_as.resolve("4294967294:1000") == (4294967294, 1000)

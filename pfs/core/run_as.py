@@ -14,13 +14,17 @@ from pfs.core.errors import InvalidArgument, PermissionDenied
 _ID = r"[A-Za-z_][A-Za-z0-9_.-]{0,31}|[0-9]{1,10}"
 USER = re.compile(rf"(?P<user>{_ID})(?::(?P<group>{_ID}))?")
 UNPRIVILEGED = "65534"  # nobody's uid and gid on Debian and in most images
+# The largest uid or gid: one more, (uid_t) -1, tells setuid and setgid to change nothing, so a command asked to
+# run as it would run as the worker itself (root)
+MAX_ID = 2**32 - 2
 
 
 def check(user: str) -> None:
     """InvalidArgument unless USER ('' for the worker's own) is a user, and group, as a manifest writes them."""
-    if user and USER.fullmatch(user) is None:
-        raise InvalidArgument(f"manifest field transform.user: expected a user's name or uid, and :group, such as "
-                              f"1000:1000, got {user[:40]!r}")
+    found = USER.fullmatch(user) if user else None
+    if user and (found is None or any(i and i.isdigit() and int(i) > MAX_ID for i in found.groups())):
+        raise InvalidArgument(f"manifest field transform.user: expected a user's name or uid (at most {MAX_ID}), "
+                              f"and :group, such as 1000:1000, got {user[:40]!r}")
 
 
 def for_creator(user: str, creator: str) -> str:
@@ -40,9 +44,8 @@ def for_creator(user: str, creator: str) -> str:
 def resolve(user: str) -> tuple[int, int]:
     """The uid and gid USER names here (names looked up in this machine's, or image's, /etc/passwd and group);
     the gid by default is the user's own, or the uid's number."""
+    check(user)
     found = USER.fullmatch(user)
-    if found is None:
-        check(user)
     name, group = found.group("user"), found.group("group")
     try:
         entry = pwd.getpwuid(int(name)) if name.isdigit() else pwd.getpwnam(name)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from conftest import PFS, Server, needs, run_pfs, wait_for
+from conftest import PFS, Server, assert_one_line_error, needs, run_pfs, wait_for
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 IMAGE = "pfs/job-shim:latest"
@@ -148,6 +148,15 @@ def test_the_container_runner_runs_pipeline_workers_in_the_pipelines_image(podma
         server.pfs("flush-commit", "nums/master")
         assert [server.pfs("get-file", "hers", "master", f).stdout.strip() for f in ("uid", "lines")] == \
             [b"65534", b"3000"]
+        # what is not an image's name never reaches the engine's command line, where it would be an option
+        for image in ("--privileged", "-v=/:/host", "Debian:12", f"{IMAGE} --privileged"):
+            spec = json.loads(manifest.read_text())
+            spec["pipeline"]["name"], spec["transform"]["image"] = "evil", image
+            manifest.write_text(json.dumps(spec))
+            refused = run_pfs("create-pipeline", "-f", str(manifest), check=False,
+                              env={"PFS_ADDRESS": server.address, "PFS_TOKEN": alice})
+            assert_one_line_error(refused, "invalid image reference")
+        assert "evil" not in server.pfs("list-pipeline").text
     finally:
         server.stop()
 

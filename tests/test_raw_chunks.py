@@ -71,13 +71,15 @@ def test_a_rotten_raw_frame_is_data_loss_where_read_and_where_claimed():
         frames.check(address(data[1:]), frame)
 
 
-def test_the_server_refuses_a_corrupt_raw_chunk(server):
+def test_the_server_refuses_a_corrupt_or_padded_chunk(server):
     client = server.client()
     data = random.Random(8).randbytes(200_000)
     rotten = bytearray(compression.raw_frame(data))
     rotten[len(rotten) // 2] ^= 0x01
     other = compression.raw_frame(random.Random(9).randbytes(200_000))
-    for frame, error in ((bytes(rotten), "is corrupt"), (other, "does not match its address")):
+    for frame, error in ((bytes(rotten), "is corrupt"), (other, "does not match its address"),
+                         (compression.raw_frame(data) + bytes(1000), "1000 bytes of unused data"),  # padded
+                         (compression.compress(data) + compression.compress(b"x"), "bytes of unused data")):
         call = client.put_chunks_async(iter([[(address(data), frame)]]))
         with pytest.raises(DataLoss, match=error):
             try:

@@ -74,7 +74,8 @@ def decompress(frame: bytes, max_size: int) -> bytes:
     """The plain bytes of a frame made by compress(), at most MAX_SIZE of them.
 
     Raises TooLarge for a frame without its size or above MAX_SIZE (before decompressing it), and
-    zstandard.ZstdError if the frame is corrupt.
+    zstandard.ZstdError if the frame is corrupt or followed by anything (padding, another frame): a chunk stored
+    is its frame and nothing more, so no upload can make the store keep, and its readers fetch, more.
     """
     size = content_size(frame)
     if size > max_size:
@@ -82,7 +83,7 @@ def decompress(frame: bytes, max_size: int) -> bytes:
     ctx = getattr(_local, "decompressor", None)
     if ctx is None:
         ctx = _local.decompressor = zstandard.ZstdDecompressor()
-    return ctx.decompress(frame, max_output_size=max_size)
+    return ctx.decompress(frame, max_output_size=max_size, allow_extra_data=False)  # one frame, nothing after it
 
 
 def content_size(head: bytes) -> int:

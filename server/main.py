@@ -53,13 +53,16 @@ from server.tokens import Tokens
 DEFAULT_PORT = 30650
 GRACE = 2.0  # seconds calls in flight get to end once the server stops
 SHUTDOWN_LIMIT = STOP_TIMEOUT + GRACE + 3  # seconds from SIGTERM to exit, whatever is in flight
-MAX_MESSAGE = 256 << 20
+MAX_MESSAGE = 256 << 20  # sent: a listing, a file's chunks
+# Received: the largest a client sends is a batch of chunks (4 MiB and one chunk of at most 32 MiB, compressed) or
+# a file of a million chunks; larger, a request could take the server a gigabyte and more to parse and hold
+MAX_REQUEST = 64 << 20
 CALL_THREADS = 64  # threads running calls' blocking work (the store, the jobs); a waiting call holds none
 MAX_STREAMS = 1024  # streaming and waiting calls at once (see server/rpc/streams.py)
 DEFAULT_CACHE = 4 << 30
 SIZE_UNITS = {"": 0, "K": 10, "M": 20, "G": 30, "T": 40}
 GRPC_OPTIONS = [
-    ("grpc.max_receive_message_length", MAX_MESSAGE),
+    ("grpc.max_receive_message_length", MAX_REQUEST),
     ("grpc.max_send_message_length", MAX_MESSAGE),
     ("grpc.so_reuseport", 0),  # a second server on a busy port must fail, not share it
     # clients ping the calls they wait on, at least a second apart (pfs/client/client.py): gRPC's default refuses

@@ -13,7 +13,7 @@ from pfs.core import compression, frames
 from pfs.core.chunking import MAX_CHUNK_SIZE, Chunker
 from pfs.core.errors import DataLoss, InvalidArgument
 from pfs.core.hashing import address
-from pfs.core.model import ChunkRef, CommitRef
+from pfs.core.model import MAX_WRITES, ChunkRef, CommitRef
 from pfs.proto import chunks_pb2 as cpb
 from pfs.proto import chunks_pb2_grpc
 from pfs.proto import pfs_pb2 as pb
@@ -110,6 +110,24 @@ def test_server_refuses_a_file_of_an_oversized_chunk(server, stubs):
     with pytest.raises(grpc.RpcError) as err:
         api.PutFiles(pb.PutFilesRequest(commit=pb.CommitRef(repo="r", ref=commit), files=[write]))
     assert_refused(err.value, ref.address.hex(), str(MAX_CHUNK_SIZE + 1))
+
+
+def test_server_refuses_calls_larger_than_any_client_sends_before_it_reads_them(server, stubs):
+    chunks, api = stubs
+    server.pfs("create-repo", "r")
+    commit = pb.CommitRef(repo="r", ref=server.pfs("start-commit", "r").text.strip())
+    too_many = [pb.FileWrite(path=f"f{i}", directory=True) for i in range(MAX_WRITES + 1)]
+    with pytest.raises(grpc.RpcError) as err:
+        api.PutFiles(pb.PutFilesRequest(commit=commit, files=too_many))
+    assert_refused(err.value, f"{MAX_WRITES + 1} files in one call", f"at most {MAX_WRITES}")
+    api.PutFiles(pb.PutFilesRequest(commit=commit, files=too_many[:MAX_WRITES]))  # as many as a client sends
+    data = b"y" * 1000
+    padded = cpb.ChunkData(address=address(data), compressed=compression.compress(data) + bytes(100 << 20))
+    with pytest.raises(grpc.RpcError) as err:  # too large to be read at all, whatever it holds
+        chunks.PutChunks(iter([cpb.ChunkBatch(chunks=[padded])]))
+    assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, err.value
+    assert rss(server.proc.pid) < MAX_SERVER_RSS
+    assert len(server.pfs("list-file", "r", commit.ref).text.splitlines()) == MAX_WRITES + 1  # and a header
 
 
 def test_readers_refuse_oversized_frames_and_refs(server):

@@ -28,13 +28,13 @@ from pfs.client.client import Client
 from pfs.core import compression
 from pfs.core.chunking import Chunker
 from pfs.core.hashing import address
-from pfs.core.model import ChunkRef, CommitRef, FileWrite
+from pfs.core.model import MAX_WRITES, ChunkRef, CommitRef, FileWrite
 
 BATCH_BYTES = 16 << 20  # chunks hashed before one missing-chunks call...
 BATCH_CHUNKS = 1000  # ...or this many, so small files start on their way early too
 GROUP_BYTES = 4 << 20  # chunks compressed by one task and sent in one message
 MIN_SEGMENT_FILES = 2000  # files recorded in one call at least (but the last)...
-SEGMENT_FILES = 10_000  # ...and at most
+SEGMENT_FILES = MAX_WRITES  # ...and at most, what the server takes in one call
 IN_FLIGHT = 4  # groups queued for the stream: bounds memory
 AHEAD = 2  # batches handed to the sender, and segments to the recorder, not yet done: bounds memory
 

@@ -102,6 +102,11 @@ class FileInfo:
     chunks: tuple[ChunkRef, ...] = field(default=(), repr=False)
 
 
+# Files one call records at most (PutFiles, PutShardFiles): a client's upload segment. The server refuses more
+# before it reads them: each costs it about a KiB of objects, and a call of millions took gigabytes.
+MAX_WRITES = 10_000
+
+
 @dataclass(frozen=True)
 class FileWrite:
     """One file recorded into an open commit: its chunks, appended or overwriting. With DIRECTORY, a directory

@@ -6,7 +6,7 @@ flush-commit) and the request stream are async (see server/rpc/status.py `transl
 from collections.abc import Iterator
 
 import pfs
-from pfs.core.model import CommitRef, DirectRead, PipelineState, ShardInfo
+from pfs.core.model import MAX_WRITES, CommitRef, DirectRead, FileWrite, PipelineState, ShardInfo
 from pfs.core.errors import FailedPrecondition, InvalidArgument, PermissionDenied
 from pfs.proto import auth_pb2 as apb
 from pfs.proto import auth_pb2_grpc
@@ -111,8 +111,7 @@ class ApiServicer(pfs_pb2_grpc.APIServicer):
 
     @translated
     def PutFiles(self, request, context):
-        writes = [cv.write_from_pb(w) for w in request.files]
-        self.store.put_files(cv.commit_ref_from_pb(request.commit), writes)
+        self.store.put_files(cv.commit_ref_from_pb(request.commit), _writes(request.files))
         return EMPTY
 
     @translated
@@ -150,6 +149,15 @@ class ApiServicer(pfs_pb2_grpc.APIServicer):
 
 def _ref(request: pb.FileRequest) -> CommitRef:
     return cv.commit_ref_from_pb(request.commit)
+
+
+def _writes(files) -> list[FileWrite]:
+    """The files of a PutFiles or PutShardFiles request; InvalidArgument, before any is read, if they are more
+    than one call may record."""
+    if len(files) > MAX_WRITES:
+        raise InvalidArgument(f"{len(files)} files in one call; a call records at most {MAX_WRITES} (send the "
+                              "rest in more calls)")
+    return [cv.write_from_pb(w) for w in files]
 
 
 class ChunksServicer(chunks_pb2_grpc.ChunksServicer):
@@ -250,8 +258,7 @@ class PpsServicer(pps_pb2_grpc.PPSServicer):
 
     @translated
     def PutShardFiles(self, request, context):
-        writes = [cv.write_from_pb(w) for w in request.files]
-        self.jobs.put_shard_files(request.job, request.shard, request.attempt, writes)
+        self.jobs.put_shard_files(request.job, request.shard, request.attempt, _writes(request.files))
         return EMPTY
 
     @translated

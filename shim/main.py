@@ -185,8 +185,9 @@ class Worker:
         user = self._user(job.transform.user)
         out = self.root / "out"
         _empty_dir(out)
-        if user is not None:  # its command writes there
+        if user is not None:  # its command writes there; what it wrote is read as it may (run_as.files_as)
             os.chown(out, *user)
+            run_as.drop_groups()
         shards = worker_shards([i.method for i in job.inputs], [i.shards for i in job.inputs], self.shard)
         env = {**{k: v for k, v in os.environ.items() if k not in TOKEN_VARS}, **dict(job.transform.env),
                "PFS_JOB": job.id, "PACH_JOB_ID": job.id, "PFS_SHARD": str(self.shard)}
@@ -202,7 +203,7 @@ class Worker:
         mounted = time.time()
         logs.line("shim", f"job {job.id} shard {self.shard} of {len(job.shards)}, try {attempt}: "
                           f"running {' '.join(job.transform.cmd)}")
-        results = Output(self.client, job.id, self.shard, attempt, out, logs)
+        results = Output(self.client, job.id, self.shard, attempt, out, logs, user)
         results.start()  # read and sent while the command writes them
         memory = oom.Watch()
         try:

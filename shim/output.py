@@ -24,6 +24,7 @@ from pathlib import Path
 from pfs.cli.output import size
 from pfs.client import Client
 from pfs.client.upload import SEGMENT_FILES, Uploader
+from pfs.core import run_as
 from pfs.core.hashing import address
 from pfs.core.model import ChunkRef, FileWrite
 from shim import inotify
@@ -38,11 +39,15 @@ CHECK_THREADS = 2
 class Output:
     """/pfs/out (OUT) of one try at a shard: start() before the command, finish() or abandon() after it."""
 
-    def __init__(self, client: Client, job_id: str, shard: int, attempt: int, out: Path, logs: Logs) -> None:
+    def __init__(self, client: Client, job_id: str, shard: int, attempt: int, out: Path, logs: Logs,
+                 user: tuple[int, int] | None = None) -> None:
+        """USER: the uid and gid the command runs as, where not the worker's own: what it wrote is read as it may
+        read it (run_as.files_as), so a link to a file it may not read is refused, not sent."""
         self.client = client
         self.job_id, self.shard, self.attempt = job_id, shard, attempt
         self.out = out
         self.logs = logs
+        self._user = user
         self._sent: dict[str, FileWrite] = {}  # path under OUT -> the chunks sent for it
         self._uploader = Uploader(client, lambda writes: self._sent.update((w.path, w) for w in writes))
         self._made: deque[Path] = deque()  # files to read, in the order they were made
@@ -66,6 +71,10 @@ class Output:
         """Stages every file and directory under OUT (in path order), as it is now; returns (plain bytes, bytes
         sent). Directories are staged too, so one the command left empty is in the output (as in 1.x)."""
         self._stop()
+        with run_as.files_as(self._user):
+            return self._finish()
+
+    def _finish(self) -> tuple[int, int]:
         total = 0
         writes = []
         directories = []
@@ -107,19 +116,24 @@ class Output:
 
     def _read_early(self) -> None:
         try:
-            while not (self._ended.is_set() and not self._made):
-                if not self._made:
-                    self._uploader.flush()  # nothing else to do: what was read goes to the server now
-                    self._watcher.pump(WAIT)
-                    continue
-                path = self._made.popleft()
-                f = _open_file(path)
-                if f is None:
-                    continue
-                with f:
-                    self._uploader.put(path.relative_to(self.out).as_posix(), _Growing(self, path, f))
+            with run_as.files_as(self._user):
+                self._read_made()
         except BaseException as err:  # noqa: BLE001 - surfaced by finish()
             self._error = err
+
+    def _read_made(self) -> None:
+        """Reads each file made, in turn, until the command has ended and every one was read."""
+        while not (self._ended.is_set() and not self._made):
+            if not self._made:
+                self._uploader.flush()  # nothing else to do: what was read goes to the server now
+                self._watcher.pump(WAIT)
+                continue
+            path = self._made.popleft()
+            f = _open_file(path)
+            if f is None:
+                continue
+            with f:
+                self._uploader.put(path.relative_to(self.out).as_posix(), _Growing(self, path, f))
 
     def _stop(self) -> None:
         """Waits for what is being read early, and sends it: its chunks stored, recorded in _sent."""

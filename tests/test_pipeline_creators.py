@@ -3,11 +3,15 @@ they own, their command run as a user that is not root, and making no job once t
 an input. A real server run by root (local runner), real tokens, real workers."""
 
 import json
+import shutil
+import tempfile
+from pathlib import Path
 
 import pytest
 
 from pfs.core import run_as
 from pfs.core.errors import InvalidArgument
+from pfs.core.model import JobState
 
 from conftest import assert_one_line_error, needs, run_pfs, wait_for
 from test_pipelines import get, jobs_of, put, repo_input
@@ -110,3 +114,31 @@ def test_a_worker_refuses_the_uid_and_gid_that_would_leave_it_root():
         with pytest.raises(InvalidArgument, match="transform.user"):
             run_as.resolve(user)
     assert run_as.resolve("4294967294:1000") == (4294967294, 1000)
+
+
+@pytest.mark.slow
+def test_a_user_s_pipeline_outputs_only_what_its_command_may_read(server, tmp_path, as_user):
+    """The worker (root) reads /pfs/out as the command's user: a link there to the server's token, or to a file only
+    root's group may read, fails the job (naming the link), as reading it would fail the command; a link to a file
+    of its own is followed, as before."""
+    put(server, "data", {"x": b"1\n"})
+    server.pfs("auth", "set-role", "data", "alice", "reader")
+    shared = Path(tempfile.mkdtemp(prefix="pfs-secret-"))
+    try:
+        shared.chmod(0o755)
+        secret = shared / "secret"
+        secret.write_bytes(b"s\n")
+        secret.chmod(0o640)  # root:root, so not hers: the worker's supplementary groups must not count
+        for name, target in {"tok": server.token_file, "grp": secret}.items():
+            as_user("alice", "create-pipeline", "-f", manifest(tmp_path, name, ["data"], ["ln", "-s", str(target),
+                                                                                        "/pfs/out/f"]))
+        links = "echo 2 > /pfs/out/own; ln -s /pfs/out/own /pfs/out/mine"
+        as_user("alice", "create-pipeline", "-f", manifest(tmp_path, "links", ["data"], ["sh", "-c", links]))
+        server.pfs("flush-commit", "data/master", check=False)
+        for name in ("tok", "grp"):
+            [job] = jobs_of(server, name)
+            assert job["state"] is JobState.FAILURE and "/pfs/out/f: Permission denied" in job["error"], job
+            assert server.pfs("list-commit", name).text.splitlines()[1:] == []
+        assert [get(server, "links", f) for f in ("own", "mine")] == [b"2\n", b"2\n"]
+    finally:
+        shutil.rmtree(shared)

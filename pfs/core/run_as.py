@@ -5,11 +5,15 @@ its command as a uid other than 0, given as a number (a name is looked up only o
 where it could be root), or by default as UNPRIVILEGED: never as root, so it cannot read the server's data dir.
 """
 
+import contextlib
+import ctypes
 import grp
+import os
 import pwd
 import re
+from collections.abc import Iterator
 
-from pfs.core.errors import InvalidArgument, PermissionDenied
+from pfs.core.errors import FailedPrecondition, InvalidArgument, PermissionDenied
 
 _ID = r"[A-Za-z_][A-Za-z0-9_.-]{0,31}|[0-9]{1,10}"
 USER = re.compile(rf"(?P<user>{_ID})(?::(?P<group>{_ID}))?")
@@ -60,3 +64,32 @@ def resolve(user: str) -> tuple[int, int]:
         except KeyError:
             raise InvalidArgument(f"transform.user: no group {group!r} here (give a gid instead)") from None
     return uid, gid
+
+
+@contextlib.contextmanager
+def files_as(user: tuple[int, int] | None) -> Iterator[None]:
+    """In this thread, files opened, listed and followed as USER (uid, gid) may, not as root: a worker reading what
+    its command wrote (a link to the server's token is refused as it is to the command). USER None: as this process.
+
+    Linux checks a thread's access to files against its file-system uid and gid (setfsuid, setfsgid: of the calling
+    thread alone), and drops root's powers over files while that uid is not 0; the process's supplementary groups
+    are root's own: drop_groups() first."""
+    if user is None:
+        yield
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    old_gid = libc.setfsgid(user[1])
+    old_uid = libc.setfsuid(user[0])
+    try:
+        if libc.setfsuid(-1) != user[0] or libc.setfsgid(-1) != user[1]:  # -1 changes nothing: what is in force
+            raise FailedPrecondition(f"cannot read the command's output as uid {user[0]} and gid {user[1]}: not root")
+        yield
+    finally:
+        libc.setfsuid(old_uid)
+        libc.setfsgid(old_gid)
+
+
+def drop_groups() -> None:
+    """No supplementary groups for this process (root's are its own): what files_as checks is USER's uid and gid
+    alone, as the command, run with none, has."""
+    os.setgroups([])

@@ -24,7 +24,7 @@ from pathlib import Path
 from pfs.cli.output import size
 from pfs.client import Client
 from pfs.client.upload import SEGMENT_FILES, Uploader
-from pfs.core import run_as
+from pfs.core import paths, run_as
 from pfs.core.hashing import address
 from pfs.core.model import ChunkRef, FileWrite
 from shim import inotify
@@ -80,7 +80,7 @@ class Output:
         directories = []
         with ThreadPoolExecutor(CHECK_THREADS, thread_name_prefix="output-check") as pool:
             for path, is_dir in sorted(_entries(self.out)):
-                rel = path.relative_to(self.out).as_posix()
+                rel = self._name(path)
                 if is_dir:
                     directories.append(FileWrite(rel, (), directory=True))
                     continue
@@ -104,6 +104,13 @@ class Output:
         self._end()
         self._join()
         self._uploader.__exit__(RuntimeError, None, None)  # as a `with` left by an error: the stream is cancelled
+
+    def _name(self, path: Path) -> str:
+        """The path in the output of PATH, a file or directory under OUT; InvalidArgument (naming it) where a
+        commit cannot hold it (a name that is not UTF-8, too long, too deep)."""
+        name = path.relative_to(self.out).as_posix()
+        paths.normalize(name)
+        return name
 
     # -- while the command runs
 
@@ -133,7 +140,7 @@ class Output:
             if f is None:
                 continue
             with f:
-                self._uploader.put(path.relative_to(self.out).as_posix(), _Growing(self, path, f))
+                self._uploader.put(self._name(path), _Growing(self, path, f))
 
     def _stop(self) -> None:
         """Waits for what is being read early, and sends it: its chunks stored, recorded in _sent."""

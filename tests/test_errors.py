@@ -88,6 +88,15 @@ def test_nul_byte_in_path_is_refused(repo):
     client.finish_commit(CommitRef("r", c.id))
 
 
+def test_a_local_name_that_is_not_utf8_is_refused_in_one_line(repo, tmp_path):
+    (tmp_path / "tree").mkdir()
+    (tmp_path / "tree" / "ok").write_bytes(b"1\n")
+    (tmp_path / os.fsdecode(b"tree/caf\xe9")).write_bytes(b"2\n")
+    for args in (("-r", "-f", str(tmp_path / "tree")), (os.fsdecode(b"caf\xe9"), "-f", "-")):
+        result = repo.pfs("put-file", "r", "master", *args, "-c", input=b"3\n", check=False)
+        assert_one_line_error(result, "caf\\xe9' is not UTF-8")
+
+
 def test_unknown_chunks_are_refused(repo):
     """A client cannot record a file whose chunks it never uploaded."""
     from pfs.core.errors import FailedPrecondition

@@ -406,6 +406,16 @@ def test_what_is_staged_is_what_the_output_holds_when_the_command_ends(server, t
                                         "mapped": b"MMAP456789\n", "renamed": b"tmp\n", "d/e/f": b"deep\n"}
 
 
+def test_an_output_name_a_commit_cannot_hold_fails_the_shard_in_one_line(server, tmp_path, data):
+    """A name that is not UTF-8 (Latin-1's e acute), read early or at the end: the shard fails naming it."""
+    for script in ("printf y > /pfs/out/caf$(printf '\\351')", "mkdir /pfs/out/caf$(printf '\\351')"):
+        job = create_job(server, tmp_path, ["sh", "-c", script])
+        [(code, _, stderr)] = run_shims(server, tmp_path, job, 1)
+        assert code == 2 and "Traceback" not in stderr, stderr
+        [shard] = job_info(server, job)["shards"]
+        assert "path b'caf\\xe9' is not UTF-8" in shard["error"], shard
+
+
 def test_a_file_of_several_chunks_changed_after_they_were_sent_is_staged_as_the_command_left_it(
         server, tmp_path, data):
     """Every chunk of a file is sent while the command waits; then one of its last is changed through mmap, which

@@ -43,6 +43,8 @@ def is_url(s: str) -> bool:
 
 def sources(origin: str, dest: str | None, recursive: bool) -> list[Source]:
     """The files that `put-file -f ORIGIN [-r] [PATH]` puts, in a stable order."""
+    if dest:
+        paths.normalize(dest)  # refused before anything is read: a name that is not UTF-8 could not even be sent
     if origin == "-":
         if not dest:
             raise InvalidArgument("put-file -f - needs a PATH to put stdin at")

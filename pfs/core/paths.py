@@ -13,9 +13,15 @@ MAX_DEPTH = 256  # names along a path: trees are walked a level at a time
 def normalize(path: str) -> str:
     """Returns PATH as 'a/b/c' (no leading or trailing slash; '' is the root).
 
-    Refuses NUL bytes, '..' components, over-long paths and names, and paths nested too deep.
+    Refuses names that are not UTF-8, NUL bytes, '..' components, over-long paths and names, and paths nested
+    too deep.
     """
-    if len(path.encode()) > MAX_PATH:
+    try:
+        size = len(path.encode())
+    except UnicodeEncodeError:  # a local name of bytes that are not UTF-8 (os.fsdecode's surrogates)
+        raise InvalidArgument(f"path {path.encode(errors='surrogateescape')!r} is not UTF-8, as every path in a "
+                              "commit is: rename it") from None
+    if size > MAX_PATH:
         raise InvalidArgument(f"path {path[:60]!r}... is longer than {MAX_PATH} bytes")
     if "\x00" in path:
         raise InvalidArgument(f"path {path!r} contains a NUL byte")

@@ -72,3 +72,20 @@ def test_help_and_version():
     for verb in ("create-repo", "put-file", "subscribe-commit", "set-branch", "server"):
         assert verb in usage
     assert "--data-dir" in run_pfs("server", "--help").text
+
+
+def test_options_may_come_between_positionals_and_put_file_takes_one_source(server, tmp_path):
+    """As pachctl's flags: `put-file REPO REF -r -c -f DIR PATH` (the README's own example), `list-commit REPO -n 1
+    BRANCH`. A second -f, which would replace the first unseen, is refused."""
+    (tmp_path / "images").mkdir()
+    (tmp_path / "images" / "a.png").write_bytes(b"png\n")
+    server.pfs("create-repo", "sales")
+    server.pfs("put-file", "sales", "master", "-r", "-c", "-f", str(tmp_path / "images"), "images")
+    assert server.pfs("get-file", "sales", "master", "images/a.png").stdout == b"png\n"
+    assert len(server.pfs("list-commit", "sales", "-n", "1", "master").text.splitlines()) == 2  # and a header
+    twice = server.pfs("put-file", "sales", "master", "x", "-c", "-f", str(tmp_path / "images" / "a.png"), "-f",
+                       str(tmp_path / "images" / "a.png"), check=False)
+    assert twice.returncode == 2
+    assert twice.stderr.strip().splitlines()[-1] == ("pfs put-file: error: -f is given twice: put one file, URL or "
+                                                     "directory tree (-r) at a time")
+    assert "x" not in server.pfs("list-file", "sales", "master").text.split()

@@ -300,6 +300,33 @@ def _namespace(text: str) -> str:
         raise argparse.ArgumentTypeError(str(err)) from None
 
 
+class _Verb(argparse.ArgumentParser):
+    """A verb's parser: its options may also come between its positionals (`put-file REPO REF -r -f DIR PATH`), as
+    pachctl's flags may go anywhere; argparse alone leaves a PATH after options unrecognized."""
+
+    _intermixing = False
+
+    def parse_known_args(self, args=None, namespace=None):
+        # parse_known_intermixed_args's own calls; verbs of verbs (auth, deploy), which it does not take; and after
+        # a `--`, which it does not keep (`create-repo -- -x` would be an option again)
+        if self._intermixing or self._subparsers is not None or "--" in (args or ()):
+            return super().parse_known_args(args, namespace)
+        self._intermixing = True
+        try:
+            return self.parse_known_intermixed_args(args, namespace)
+        finally:
+            self._intermixing = False
+
+
+class _Once(argparse.Action):
+    """An option given at most once: a second would replace the first unseen (pachctl's put-file took several -f)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        if getattr(namespace, self.dest, None) is not None:
+            parser.error(f"{option_string} is given twice: put one file, URL or directory tree (-r) at a time")
+        setattr(namespace, self.dest, values)
+
+
 def parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--address", default=argparse.SUPPRESS,
@@ -314,7 +341,7 @@ def parser() -> argparse.ArgumentParser:
                              "$PFS_TOKEN_FILE, or the token of $PFS_DATA_DIR or ~/.pfs/data)")
     p = argparse.ArgumentParser(prog="pfs", parents=[common],
                                 description="pfs: versioned data in repos and commits (Pachyderm 1.x verbs).")
-    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=_Verb)
 
     def verb(name, fn, help_, *arguments, under=sub):
         s = under.add_parser(name, parents=[common], help=help_, description=help_)
@@ -361,7 +388,8 @@ def parser() -> argparse.ArgumentParser:
          a("branch", metavar="BRANCH"))
     verb("put-file", cmd_put_file, "put a file (appending to an existing one unless -o)", repo, ref,
          a("path", metavar="PATH", nargs="?", help="where in the commit (default: named after the source)"),
-         a("-f", "--file", required=True, help="a local file or directory, an http(s) URL, or - for stdin"),
+         a("-f", "--file", required=True, action=_Once,
+           help="a local file or directory, an http(s) URL, or - for stdin"),
          a("-r", "--recursive", action="store_true", help="put a directory tree"),
          a("-c", "--commit", action="store_true", help="start and finish a commit on branch REF around it"),
          a("--wait", type=_seconds, default=COMMIT_WAIT, metavar="SECONDS",

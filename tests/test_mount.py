@@ -251,6 +251,13 @@ def test_mount_errors_and_unmount(server, tmp_path):
         assert proc.wait(15) == 0
         assert not os.path.ismount(mnt)
     assert_one_line_error(server.pfs("unmount", check=False), "give a mount point DIR, or -a")
+    with mounted(server, mnt) as proc:  # a mount whose process was killed: still in the table, not a directory
+        proc.kill()
+        proc.wait(15)
+        assert_one_line_error(server.pfs("mount", str(mnt), check=False), "already a mount point",
+                              f"pfs unmount {mnt}")
+        server.pfs("unmount", str(mnt))
+        assert str(mnt) not in mounts()
 
 
 @needs("unshare", "mknod", "setpriv", root=True)

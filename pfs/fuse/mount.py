@@ -28,10 +28,11 @@ READ_AHEAD_KB = 1024  # the kernel's default is 128: a sequential reader then co
 
 
 def check_mountpoint(mountpoint: str) -> None:
+    if _in_mount_table(mountpoint):  # a live mount, or one whose process died (not even a directory then)
+        raise FailedPrecondition(f"{mountpoint} is already a mount point; unmount it first (pfs unmount "
+                                 f"{mountpoint})")
     if not os.path.isdir(mountpoint):
         raise NotFound(f"mount point {mountpoint} is not a directory")
-    if os.path.ismount(mountpoint):
-        raise FailedPrecondition(f"{mountpoint} is already a mount point; unmount it first (pfs unmount)")
     if os.listdir(mountpoint):
         raise FailedPrecondition(f"mount point {mountpoint} is not empty")
     if not os.path.exists("/dev/fuse"):
@@ -157,6 +158,13 @@ class _Mount(NamedTuple):
     source: str
 
 
+def _in_mount_table(mountpoint: str) -> bool:
+    """Whether something is mounted at MOUNTPOINT, even a FUSE mount whose process is gone (which os.path.ismount
+    cannot stat: 'Transport endpoint is not connected')."""
+    point = os.path.realpath(mountpoint)
+    return any(m.point == point for m in _mount_table())
+
+
 def _mount_table() -> list[_Mount]:
     """This process's mounts, oldest first, from /proc/self/mountinfo (octal escapes undone)."""
     table = []
@@ -170,7 +178,7 @@ def _mount_table() -> list[_Mount]:
 
 
 def unmount(mountpoint: str) -> None:
-    if not os.path.ismount(mountpoint):
+    if not _in_mount_table(mountpoint):
         raise InvalidArgument(f"{mountpoint} is not mounted")
     done = subprocess.run([tools.require("fusermount"), "-u", mountpoint], capture_output=True, text=True)
     if done.returncode != 0:

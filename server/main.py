@@ -9,6 +9,7 @@ import logging
 import os
 import pathlib
 import signal
+import sqlite3
 import sys
 import threading
 from collections.abc import Iterator
@@ -181,25 +182,25 @@ def serve(args: argparse.Namespace) -> None:
         data_dir = (args.data_dir or default_data_dir()).expanduser().resolve()
     except FailedPrecondition as err:
         raise SystemExit(f"pfs server: {err}") from None
-    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    lock = open(data_dir / "LOCK", "w")  # held for the life of the process
-    try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        raise SystemExit(f"pfs server: {data_dir} is in use by another pfs server") from None
-    owner_only(data_dir)
     with _usable():
+        data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        lock = open(data_dir / "LOCK", "w")  # held for the life of the process
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise SystemExit(f"pfs server: {data_dir} is in use by another pfs server") from None
+        owner_only(data_dir)
         tls_credentials = tls.credentials(args.tls_cert, args.tls_key, args.tls_client_ca)
-    lacking = tls.exposed(args.listen, tls_credentials is not None, not args.no_token)
-    if lacking and not args.insecure:
-        raise SystemExit(f"pfs server: listening on {args.listen}, beyond loopback, without {lacking}: anyone who "
-                         "reaches it could read and change every repo; give them, or --insecure to serve so anyway")
-    meta = meta_store(args, data_dir)
-    token_file = (args.root_token_file or token_path(data_dir)).resolve()
-    token = None if args.no_token else server_token(token_file)
-    with _usable():
+        lacking = tls.exposed(args.listen, tls_credentials is not None, not args.no_token)
+        if lacking and not args.insecure:
+            raise SystemExit(f"pfs server: listening on {args.listen}, beyond loopback, without {lacking}: anyone "
+                             "who reaches it could read and change every repo; give them, or --insecure to serve so "
+                             "anyway")
+        meta = meta_store(args, data_dir)
+        token_file = (args.root_token_file or token_path(data_dir)).resolve()
+        token = None if args.no_token else server_token(token_file)
         tokens, roles = (None, None) if token is None else (Tokens(meta, token, server_id(data_dir)), Roles(meta))
-    store = Store(chunk_store(args, data_dir, meta), meta, args.chunk_size)
+        store = Store(chunk_store(args, data_dir, meta), meta, args.chunk_size)
     asyncio.run(_serve(args, data_dir, token_file, token, tokens, roles, store, tls_credentials))
     for mirror in (tokens, roles):
         if mirror is not None:
@@ -341,11 +342,17 @@ def _backend(module: str, clients: tuple[str, ...], missing: str) -> ModuleType:
 
 @contextlib.contextmanager
 def _usable() -> Iterator[None]:
-    """A store that cannot be used (a bucket, a database) ends the start with its one line."""
+    """A store that cannot be used (a data dir it may not write, a full disk, a bucket, a database) ends the start
+    with its one line."""
     try:
         yield
     except PfsError as err:
         raise SystemExit(f"pfs server: {err}") from None
+    except OSError as err:
+        raise SystemExit(f"pfs server: {err.filename}: {err.strerror}" if err.filename and err.strerror
+                         else f"pfs server: {err}") from None
+    except sqlite3.Error as err:  # the embedded metadata's database, in the data dir
+        raise SystemExit(f"pfs server: the metadata database in the data dir: {err}") from None
 
 
 def _exit_after(seconds: float) -> None:

@@ -223,3 +223,25 @@ def test_server_refuses_a_busy_data_dir_and_port(server):
     third.port = server.port
     with pytest.raises(RuntimeError, match="cannot listen on"):
         third.start()
+
+
+def test_a_server_says_in_one_line_why_it_cannot_use_its_data_dir(tmp_path):
+    """A data dir under a file, on a read-only file system, or too full for its metadata: one line, no traceback."""
+    (tmp_path / "file").write_text("x")
+    ro, full = tmp_path / "ro", tmp_path / "full"
+    ro.mkdir()
+    full.mkdir()
+    cases = [(tmp_path / "file" / "data", "Not a directory")]
+    if os.geteuid() == 0:  # file systems of their own
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(ro)], check=True)
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(full)], check=True)
+        (full / "filler").write_bytes(bytes(60 << 10))
+        cases += [(ro / "data", "Read-only file system"), (full / "data", "pfs server: ")]
+    try:
+        for data_dir, said in cases:
+            started = run_pfs("server", "--data-dir", str(data_dir), "--port", "0", check=False)
+            assert started.returncode != 0 and len(started.stderr.strip().splitlines()) == 1, started
+            assert started.stderr.startswith("pfs server: ") and said in started.stderr, started
+    finally:
+        for mounted in (ro, full):
+            subprocess.run(["umount", str(mounted)], check=False, capture_output=True)

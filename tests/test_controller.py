@@ -61,6 +61,20 @@ def test_a_pipeline_that_cannot_make_a_workspace_says_why_and_recovers(tmp_path)
         server.stop()
 
 
+def test_a_pipeline_whose_input_repo_is_deleted_says_why_and_goes_on_once_it_is_back(server, tmp_path):
+    put(server, "data", {"x": b"1\n"})
+    pipeline(server, tmp_path, "p", ["sh", "-c", "cp /pfs/data/x /pfs/out/x"], [repo_input("data", "global")])
+    flush(server, "data/master")
+    server.pfs("delete-repo", "data")
+    info = wait_for(lambda: (i := inspect(server, "p"))["reason"] and i, 30)
+    assert "its input repo 'data' is not there" in info["reason"], info
+    assert "failing" in server.pfs("list-pipeline").text
+    put(server, "data", {"x": b"2\n"})  # made again
+    flush(server, "data/master")
+    assert get(server, "p", "x") == b"2\n"
+    wait_for(lambda: inspect(server, "p")["reason"] == "", 30)
+
+
 def test_a_missing_tool_is_said_at_start_and_refused_at_create_pipeline(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))  # no setpriv
     server = Server(tmp_path / "data", 4096)

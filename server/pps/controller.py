@@ -254,10 +254,16 @@ class Controller:
         return None if skipped else job
 
     def _finished_commits(self, repo: str, branch: str) -> list[str]:
-        """The finished commits of REPO's BRANCH, oldest first."""
+        """The finished commits of REPO's BRANCH, oldest first (none while the branch is not made yet); NotFound
+        if the repo is gone: a pipeline cannot go on without its input (its Reason, until the repo is back)."""
         try:
             commits = self.store.list_commits(repo, branch)
         except NotFound:
+            try:
+                self.store.inspect_repo(repo)
+            except NotFound:
+                raise NotFound(f"its input repo {repo!r} is not there (deleted?): make it again, or update or "
+                               "delete the pipeline") from None
             return []
         return [c.id for c in reversed(commits) if c.is_finished]
 

@@ -46,6 +46,8 @@ def cli_line(server, tmp_path, verb: str, manifest: dict, *fragments: str) -> st
 
 BAD_PIPELINES = [
     (PipelineSpec("p", Transform(()), DATA), "transform.cmd: empty"),
+    (PipelineSpec("p", Transform(("",)), DATA), "transform.cmd[0]: empty"),
+    (PipelineSpec("p", Transform(("sh", "-c", "a\0b")), DATA), "transform.cmd[2]: holds a NUL byte"),
     (PipelineSpec("p", TRUE, ()), "inputs: empty"),
     (PipelineSpec("p", TRUE, (InputSpec("data"), InputSpec("data"))), "inputs[1].repo: repo 'data' is an input twice"),
     (PipelineSpec("p", TRUE, (InputSpec("out"),)), "inputs[0].repo: a worker's /pfs/out is taken"),
@@ -100,6 +102,8 @@ def test_a_bad_job_gets_the_cli_line_over_raw_grpc(data_server, tmp_path, spec, 
      "inputs[0].method.incremental: unknown value 'sometimes'"),
     (PipelineSpec("p", TRUE, DATA, ParallelismSpec(coefficient=-1.0)), "parallelism_spec.coefficient: expected"),
     (PipelineSpec("p", TRUE, (InputSpec(""),)), "inputs[0].repo: missing"),
+    (PipelineSpec("p", Transform(("true",), env=(("A=B", "1"),)), DATA), "transform.env['A=B']: a variable's name"),
+    (PipelineSpec("p", Transform(("true",), env=(("A", "x\0"),)), DATA), "transform.env['A']: a variable's name"),
 ])
 def test_what_no_manifest_can_say_is_refused_over_raw_grpc(data_server, spec, fragment):
     """A method or value the manifest parser never makes (it refuses the manifest before) is refused too."""

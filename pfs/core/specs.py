@@ -59,6 +59,15 @@ def _check_common(transform: Transform, parallelism: ParallelismSpec, inputs: tu
                   pipeline: bool) -> None:
     if not transform.cmd:
         raise bad("transform.cmd", "empty; give the command to run, e.g. [\"sh\"]")
+    if not transform.cmd[0]:
+        raise bad("transform.cmd[0]", "empty; the command to run, e.g. \"sh\"")
+    for n, arg in enumerate(transform.cmd):  # what exec cannot pass: each would fail every try of every job
+        if "\0" in arg:
+            raise bad(f"transform.cmd[{n}]", "holds a NUL byte, which no argument of a command can")
+    for name, value in transform.env:
+        if not name or "=" in name or "\0" in name + value:
+            raise bad(f"transform.env[{name[:40]!r}]", "a variable's name is not empty and holds no '=', and "
+                      "neither holds a NUL byte")
     run_as.check(transform.user)
     for n, code in enumerate(transform.accept_return_code):
         if not INT32[0] <= code <= INT32[1]:

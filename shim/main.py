@@ -235,6 +235,8 @@ def _empty_dir(path: Path) -> None:
     """PATH as an empty local directory (what an earlier attempt left there is removed)."""
     if path.is_mount():
         raise InvalidArgument(f"{path} is a mount point; /pfs/out must be a plain local directory")
+    if path.is_symlink() or path.is_file():  # an earlier try's command replaced it
+        path.unlink()
     shutil.rmtree(path, ignore_errors=True)
     path.mkdir(parents=True)
 

@@ -25,6 +25,7 @@ from pfs.cli.output import size
 from pfs.client import Client
 from pfs.client.upload import SEGMENT_FILES, Uploader
 from pfs.core import paths, run_as
+from pfs.core.errors import FailedPrecondition
 from pfs.core.hashing import address
 from pfs.core.model import ChunkRef, FileWrite
 from shim import inotify
@@ -75,6 +76,14 @@ class Output:
             return self._finish()
 
     def _finish(self) -> tuple[int, int]:
+        try:
+            kind = stat.S_IFMT(os.lstat(self.out).st_mode)
+        except FileNotFoundError:
+            kind = None
+        if kind != stat.S_IFDIR:  # what it holds would be nothing, or what a link names: refused, not made empty
+            left = {None: "removed", stat.S_IFLNK: "a symbolic link"}.get(kind, "not a directory")
+            raise FailedPrecondition(f"the command left {self.out} {left}; it must stay the directory it was "
+                                     "given, holding the output")
         total = 0
         writes = []
         directories = []

@@ -416,6 +416,16 @@ def test_an_output_name_a_commit_cannot_hold_fails_the_shard_in_one_line(server,
         assert "path b'caf\\xe9' is not UTF-8" in shard["error"], shard
 
 
+def test_a_command_that_does_not_leave_pfs_out_a_directory_fails_its_shard(server, tmp_path, data):
+    for script, left in (("rm -r /pfs/out", "removed"), ("rm -r /pfs/out; echo x > /pfs/out", "not a directory"),
+                         ("mv /pfs/out /pfs/o; ln -s /pfs/o /pfs/out", "a symbolic link")):
+        job = create_job(server, tmp_path, ["sh", "-c", script])
+        [(code, _, stderr)] = run_shims(server, tmp_path, job, 1)
+        assert code == 2 and "Traceback" not in stderr, stderr
+        [shard] = job_info(server, job)["shards"]
+        assert f"the command left /pfs/out {left}" in shard["error"], shard
+
+
 def test_a_file_of_several_chunks_changed_after_they_were_sent_is_staged_as_the_command_left_it(
         server, tmp_path, data):
     """Every chunk of a file is sent while the command waits; then one of its last is changed through mmap, which

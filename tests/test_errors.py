@@ -245,3 +245,13 @@ def test_a_server_says_in_one_line_why_it_cannot_use_its_data_dir(tmp_path):
     finally:
         for mounted in (ro, full):
             subprocess.run(["umount", str(mounted)], check=False, capture_output=True)
+
+
+def test_a_download_that_cannot_be_written_says_so_of_what_the_user_named(repo, tmp_path):
+    with open("/dev/full", "wb") as full:
+        p = subprocess.run([PFS, "get-file", "r", "master", "keep"], stdout=full, stderr=subprocess.PIPE,
+                           env={**os.environ, **repo.env}, timeout=60)
+    assert_one_line_error(Result(p.returncode, b"", p.stderr.decode()), "pfs: No space left on device")
+    into = tmp_path / "no" / "such" / "copy"
+    assert_one_line_error(repo.pfs("get-file", "r", "master", "keep", "-o", str(into), check=False),
+                          f"pfs: {into}: No such file or directory")

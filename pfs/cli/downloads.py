@@ -83,7 +83,11 @@ def output_file(path: str | None, sync: bool) -> Iterator[BinaryIO]:
     directory, name = os.path.split(os.path.abspath(path))
     temp = os.path.join(directory, f".{name}.pfs-{os.urandom(4).hex()}")
     try:
-        with open(os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), "wb") as out:
+        try:
+            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        except OSError as err:  # said of PATH, which the user named, not of the temp file beside it
+            raise OSError(err.errno, err.strerror, path) from None
+        with open(fd, "wb") as out:
             yield out
             out.flush()
             if sync:

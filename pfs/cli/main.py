@@ -562,7 +562,7 @@ def _run(argv: list[str]) -> None:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         sys.exit(1)
     except OSError as err:
-        output.error(f"{err.filename or ''}: {err.strerror}" if err.strerror else str(err))
+        output.error(f"{err.filename}: {err.strerror}" if err.filename and err.strerror else err.strerror or str(err))
         sys.exit(1)
     except Exception as err:  # noqa: BLE001 - the last resort: a bug is one line too, never a traceback
         output.error(f"unexpected error, a bug of pfs: {type(err).__name__}: {err}".splitlines()[0])

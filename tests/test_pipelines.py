@@ -373,3 +373,24 @@ def test_the_local_runner_gives_the_next_shard_to_a_spare_worker(server, tmp_pat
     assert spare[0] not in wait_for(lambda: spare_workers(server), 30)  # it took the shard; another waits now
     server.stop()
     assert not spare_workers(server)
+
+
+def test_a_file_of_several_manifests_makes_each_pipeline_as_in_1x(server, tmp_path):
+    """create-pipeline -f of manifests one after another (a chain in one file): each made, in order; one bad
+    manifest among them makes none, naming which; create-job takes one."""
+    put(server, "data", {"x": b"1\n"})
+    first = {"pipeline": {"name": "a"}, "transform": {"cmd": ["cp", "/pfs/data/x", "/pfs/out/x"]},
+             "inputs": [repo_input("data")]}
+    second = {"pipeline": {"name": "b"}, "transform": {"cmd": ["cp", "/pfs/a/x", "/pfs/out/y"]},
+              "inputs": [repo_input("a")]}
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(first) + "\n" + json.dumps({**second, "parallelism": 0}))
+    assert_one_line_error(server.pfs("create-pipeline", "-f", str(bad), check=False), "manifest 2 of 2:",
+                          "parallelism")
+    assert server.pfs("list-pipeline").text.splitlines()[1:] == []
+    chain = tmp_path / "chain.json"
+    chain.write_text(json.dumps(first, indent=2) + "\n" + json.dumps(second, indent=2) + "\n")
+    server.pfs("create-pipeline", "-f", str(chain))
+    flush(server, "data/master")
+    assert get(server, "b", "y") == b"1\n"
+    assert_one_line_error(server.pfs("create-job", "-f", str(chain), check=False), "holds 2 manifests")

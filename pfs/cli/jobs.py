@@ -4,14 +4,17 @@ import json
 import time
 
 from pfs.cli import output
-from pfs.cli.sources import read_manifest
+from pfs.cli.sources import read_manifests
 from pfs.core import codec, manifest
 from pfs.core.errors import InvalidArgument
 from pfs.core.model import JobInfo
 
 
 def cmd_create_job(args, client):
-    print(client.create_job(manifest.job(read_manifest(args.file))).id)
+    documents = read_manifests(args.file)
+    if len(documents) > 1:
+        raise InvalidArgument(f"{args.file} holds {len(documents)} manifests; create-job runs one")
+    print(client.create_job(manifest.job(documents[0])).id)
 
 
 def cmd_list_job(args, client):

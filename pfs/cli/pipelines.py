@@ -5,30 +5,42 @@ import sys
 import time
 
 from pfs.cli import images, output
-from pfs.cli.sources import read_manifest
+from pfs.cli.sources import read_manifests
 from pfs.core import manifest
 from pfs.core.errors import FailedPrecondition, InvalidArgument
 from pfs.core.model import CommitRef, JobState, PipelineSpec
 
 
 def cmd_create_pipeline(args, client):
-    client.create_pipeline(_spec(args, client))
+    for spec in _specs(args, client):
+        client.create_pipeline(spec)
 
 
 def cmd_update_pipeline(args, client):
-    client.create_pipeline(_spec(args, client), update=True, reprocess=args.reprocess)
+    for spec in _specs(args, client):
+        client.create_pipeline(spec, update=True, reprocess=args.reprocess)
 
 
-def _spec(args, client) -> PipelineSpec:
-    """The manifest's pipeline; with --push-images its image pushed first, and pinned to the pushed digest."""
-    spec = manifest.pipeline(read_manifest(args.file))
-    if args.push_images:
-        if not spec.transform.image:
-            raise InvalidArgument("--push-images: the manifest names no image (transform.image)")
-        pinned = images.push(spec.transform.image, client.registry)
-        print(f"pushed {spec.transform.image} as {pinned}", file=sys.stderr)
-        spec = dataclasses.replace(spec, transform=dataclasses.replace(spec.transform, image=pinned))
-    return spec
+def _specs(args, client) -> list[PipelineSpec]:
+    """The manifests' pipelines, in order (each checked before any is sent); with --push-images each image pushed
+    first, and pinned to the pushed digest."""
+    documents = read_manifests(args.file)
+    specs = []
+    for n, document in enumerate(documents, 1):
+        try:
+            specs.append(manifest.pipeline(document))
+        except InvalidArgument as err:
+            raise InvalidArgument(f"manifest {n} of {len(documents)}: {err}" if len(documents) > 1 else str(err)) \
+                from None
+    return [_pushed(spec, client) for spec in specs] if args.push_images else specs
+
+
+def _pushed(spec: PipelineSpec, client) -> PipelineSpec:
+    if not spec.transform.image:
+        raise InvalidArgument(f"--push-images: the manifest of {spec.name} names no image (transform.image)")
+    pinned = images.push(spec.transform.image, client.registry)
+    print(f"pushed {spec.transform.image} as {pinned}", file=sys.stderr)
+    return dataclasses.replace(spec, transform=dataclasses.replace(spec.transform, image=pinned))
 
 
 def cmd_list_pipeline(args, client):

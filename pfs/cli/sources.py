@@ -104,9 +104,11 @@ def _open_url(url: str) -> BinaryIO:
         raise Unavailable(f"cannot fetch {url}: {reason}") from None
 
 
-def read_manifest(origin: str) -> object:
-    """The JSON document at ORIGIN: a path, - (stdin) or an http(s) URL."""
+def read_manifests(origin: str) -> list[object]:
+    """The JSON documents at ORIGIN, one after another (1.x's create-pipeline -f took a file of several): a path, -
+    (stdin) or an http(s) URL."""
     import json
+    import json.decoder
 
     try:
         if origin == "-":
@@ -120,11 +122,15 @@ def read_manifest(origin: str) -> object:
         raise NotFound(f"no such file: {origin}") from None
     except UnicodeDecodeError:
         raise InvalidArgument(f"{origin} is not text; a manifest is JSON") from None
+    decoder, documents, at = json.JSONDecoder(), [], 0
     try:
-        return json.loads(text)
+        while (at := json.decoder.WHITESPACE.match(text, at).end()) < len(text) or not documents:
+            document, at = decoder.raw_decode(text, at)
+            documents.append(document)
     except json.JSONDecodeError as err:
         raise InvalidArgument(f"{origin} is not valid JSON: {err.msg} at line {err.lineno} column {err.colno}") from None
     except RecursionError:
         raise InvalidArgument(f"{origin}: JSON nested too deeply; a manifest is a few levels deep") from None
     except ValueError:  # the one other refusal of json.loads: an integer of more digits than Python converts
         raise InvalidArgument(f"{origin} is not valid JSON: a number too long to read") from None
+    return documents

@@ -221,7 +221,7 @@ async def _serve(args: argparse.Namespace, data_dir: pathlib.Path, token_file: p
     checks = [] if tokens is None else [TokenCheck(tokens, str(token_file))]
     rules = [] if tokens is None else [Authorize(tokens, roles, JobReads(store))]
     server = grpc.aio.server(options=GRPC_OPTIONS,
-                             interceptors=[*checks, RequestDecoding(), *rules, StreamLimit(args.max_streams)])
+                             interceptors=[*checks, RequestDecoding(), *rules, StreamLimit(args.max_streams, tokens)])
     address = f"{args.listen}:{args.port}"
     try:
         port = (server.add_insecure_port(address) if tls_credentials is None

@@ -13,6 +13,7 @@ import grpc
 import pytest
 
 from conftest import Server, put_commit, wait_for
+from pfs.client import auth
 from pfs.proto import pfs_pb2 as pb
 from pfs.proto import pfs_pb2_grpc
 from pfs.proto import pps_pb2_grpc
@@ -142,6 +143,36 @@ def test_a_stream_beyond_the_bound_is_refused_and_closed_streams_free_their_slot
                 wait_for(one_more, 10)  # every slot comes back once the cancelled handlers end
             finally:
                 cancel(held)
+        client.close()
+    finally:
+        server.stop()
+
+
+def test_a_user_holds_at_most_a_quarter_of_the_streams(tmp_path):
+    """With --max-streams 8, a user's token runs at most 2 streaming calls at once; the root (and the jobs'
+    workers) still get theirs."""
+    server = Server(tmp_path / "data", args=("--max-streams", "8"))
+    server.start()
+    try:
+        client = server.client()
+        client.create_repo("data")
+        put_commit(client, "data", {"x": b"1"})
+        alice = client.create_token("alice")[0]
+        client.set_role("data", "alice", "reader")
+        with contextlib.closing(auth.channel(server.address, alice, ())) as hers, channels(server, 1) as roots:
+            calls = subscribe([hers], 2)
+            try:
+                next_of_each(calls)
+                with pytest.raises(grpc.RpcError) as err:
+                    next(subscribe([hers], 1)[0])
+                assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+                assert err.value.details() == ("alice already has 2 streaming calls running, the most one user may "
+                                               "(a quarter of the server's 8); call again once some have ended")
+                root_calls = subscribe(roots, 4)
+                calls += root_calls
+                next_of_each(root_calls)
+            finally:
+                cancel(calls)
         client.close()
     finally:
         server.stop()

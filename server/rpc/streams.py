@@ -6,24 +6,35 @@ coroutine holding no thread, and a response stream holds a pool thread only whil
 request stream (put-chunks) holds a thread of its own while its client sends slowly, since the store
 consumes it as blocking code. So at most LIMIT of them run at once (--max-streams); one more is answered
 RESOURCE_EXHAUSTED at once, in one line, and the server's threads and memory stay bounded whatever clients do.
+A user's token holds at most a quarter of them (SHARE), so that no user can take them all from the others, the
+root and the jobs' workers (whose tokens the server makes, one a job, and whose commands never see them).
 """
 
 import contextlib
+from collections import Counter
 from collections.abc import AsyncIterator, Callable
 
 import grpc
 
+from server.pps import job_tokens
+from server.rpc.auth import caller
 from server.rpc.handlers import around
+from server.tokens import ROOT, Tokens
 
+SHARE = 4  # a user's token holds at most 1/SHARE of the calls at once
 WAITING_UNARY = frozenset({"/pps.PPS/FlushCommit"})  # unary calls that wait for news as long as it takes
 
 
 class StreamLimit(grpc.aio.ServerInterceptor):
     """Lets at most LIMIT streaming (or waiting) calls run at once; one more is RESOURCE_EXHAUSTED."""
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, tokens: Tokens | None = None) -> None:
+        """TOKENS: those of the server's callers (None: a server without tokens, whose callers are all the root)."""
         self.limit = limit
+        self.share = max(1, limit // SHARE)
+        self._tokens = tokens
         self._running = 0  # counted on the event loop's thread alone: no lock
+        self._users: Counter[str] = Counter()  # each user's calls running
         self._handlers: dict[str, grpc.RpcMethodHandler | None] = {}
 
     async def intercept_service(self, continuation: Callable, handler_call_details: grpc.HandlerCallDetails):
@@ -41,8 +52,24 @@ class StreamLimit(grpc.aio.ServerInterceptor):
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
                                 f"the server already serves {self.limit} streaming calls (subscribe-commit, "
                                 "flush-commit, transfers); call again once some have ended")
+        user = self._user(context)
+        if user is not None and self._users[user] >= self.share:
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                f"{user} already has {self.share} streaming calls running, the most one user may "
+                                f"(a quarter of the server's {self.limit}); call again once some have ended")
         self._running += 1
+        self._users[user] += 1
         try:
             yield request
         finally:  # also when the client went away and grpc cancelled the call
             self._running -= 1
+            self._users[user] -= 1
+            if not self._users[user]:
+                del self._users[user]
+
+    def _user(self, context: grpc.aio.ServicerContext) -> str | None:
+        """The user whose share a call counts in: its token's subject; None for the root and the jobs."""
+        if self._tokens is None:
+            return None
+        subject = caller(self._tokens, context.invocation_metadata()).subject
+        return None if subject == ROOT or subject.startswith(job_tokens.PREFIX) else subject

@@ -109,8 +109,9 @@ class Store:
                 head = tx.get_branch(repo, branch)
                 base = tx.get_commit(repo, head) if head else None
             if base is not None and not base.info.is_finished:
-                raise Conflict(f"commit {base.info.id} on {repo}@{branch} is still open; "
-                               f"finish it first (pfs finish-commit {repo} {base.info.id})")
+                raise Conflict(f"commit {base.info.id} on {repo}@{branch} is still open; finish it first (pfs "
+                               f"finish-commit {repo} {base.info.id}), or delete it if what it holds is not wanted "
+                               f"(pfs delete-commit {repo} {base.info.id})")
             for p in provenance:
                 self._resolve(tx, p)
             info = CommitInfo(

@@ -178,7 +178,7 @@ def test_a_put_file_c_cut_off_by_a_stopped_server_says_what_it_left(server, monk
                 put.wait()
     result = Result(put.returncode, b"", stderr.decode())
     assert_one_line_error(result, "sent nothing for 2 s", f"commit {commit.id} of r is left open, not finished",
-                          f"pfs delete-commit r {commit.id}")
+                          f"pfs delete-commit r {commit.id}) once the server answers")
     with server.client() as client:
         assert not client.inspect_commit(CommitRef("r", commit.id)).is_finished
     server.pfs("delete-commit", "r", commit.id)

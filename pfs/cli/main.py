@@ -21,7 +21,7 @@ from pfs.client.auth import read_token
 from pfs.client.upload import into_commit
 from pfs.core import kube, mount_inputs, ready
 from pfs.core.chunking import DELIMITERS
-from pfs.core.errors import FailedPrecondition, InvalidArgument, PfsError
+from pfs.core.errors import FailedPrecondition, InvalidArgument, PfsError, Unavailable
 from pfs.core.memory import keep_freed_memory
 from pfs.core.model import CheckProblem, CommitInfo, CommitRef, Progress
 from pfs.core.shard import METHODS, Shard
@@ -190,10 +190,11 @@ def cmd_put_file(args, client):
             try:
                 if not client.inspect_commit(ref).is_finished:
                     client.delete_commit(ref)
-            except PfsError:  # the server that failed the put cannot drop it either: say what is left, and how to go
+            except PfsError as why:  # the server that failed the put cannot drop it either: say what is left, how to go
                 if isinstance(err, PfsError):
                     left = (f"{err}; commit {ref.ref} of {args.repo} is left open, not finished: delete it "
-                            f"(pfs delete-commit {args.repo} {ref.ref}) once the server answers")
+                            f"(pfs delete-commit {args.repo} {ref.ref}) once the server "
+                            + ("answers" if isinstance(why, Unavailable) else "can"))
                     raise type(err)(left) from None
         raise
 

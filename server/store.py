@@ -112,8 +112,8 @@ class Store:
                 raise Conflict(f"commit {base.info.id} on {repo}@{branch} is still open; finish it first (pfs "
                                f"finish-commit {repo} {base.info.id}), or delete it if what it holds is not wanted "
                                f"(pfs delete-commit {repo} {base.info.id})")
-            for p in provenance:
-                self._resolve(tx, p)
+            # each as the commit it names now: a branch's head moves on
+            provenance = tuple(CommitRef(p.repo, self._resolve(tx, p).info.id) for p in provenance)
             info = CommitInfo(
                 repo=repo,
                 id=names.new_commit_id(),

@@ -101,6 +101,8 @@ def test_provenance_is_recorded(server):
     client.finish_commit(CommitRef("in", src.id))
     out = client.start_commit("out", provenance=[CommitRef("in", src.id)])
     assert client.inspect_commit(CommitRef("out", out.id)).provenance == (CommitRef("in", src.id),)
+    by_branch = client.start_commit("out", "byref", provenance=[CommitRef("in", "master")])
+    assert by_branch.provenance == (CommitRef("in", src.id),)  # the commit it names now: a branch moves on
     with pytest.raises(NotFound):
         client.start_commit("out", "other", provenance=[CommitRef("in", "nope")])
 

@@ -11,8 +11,8 @@ from google.protobuf.descriptor import FieldDescriptor
 from conftest import assert_one_line_error, needs, run_pfs, wait_for
 from test_controller import slow_job, workers_of
 from test_pipelines import put
-from pfs.client import auth
-from pfs.core.errors import NotFound
+from pfs.client import Client, auth
+from pfs.core.errors import NotFound, PermissionDenied
 from pfs.core.model import CommitRef
 from pfs.proto import auth_pb2, chunks_pb2, pfs_pb2, pps_pb2
 from server.roles import OWNER, RANK, READER, WRITER
@@ -145,6 +145,18 @@ def test_roles_decide_what_a_user_may_do_and_refusals_are_one_line(server, calle
                                                                        "owner"]
     server.pfs("auth", "set-role", REPO, "writer", "none")
     assert_one_line_error(as_("writer", "get-file", REPO, "master", "f", check=False), "has no role there")
+
+
+def test_a_commit_s_provenance_names_only_commits_its_writer_may_read(server, callers):
+    restore(server)  # REPO, which "writer" may write
+    server.pfs("create-repo", "hidden")
+    server.pfs("put-file", "hidden", "master", "s", "-c", "-f", "-", input=b"s\n")
+    with Client(server.address, callers["writer"]) as writer:
+        with pytest.raises(PermissionDenied, match="writer may not name commits of repo 'hidden'"):
+            writer.start_commit(REPO, "other", provenance=[CommitRef("hidden", "master")])
+    server.pfs("auth", "set-role", "hidden", "writer", "reader")
+    with Client(server.address, callers["writer"]) as writer:
+        writer.start_commit(REPO, "other", provenance=[CommitRef("hidden", "master")])
 
 
 def worker_token(job_id: str) -> str:

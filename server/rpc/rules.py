@@ -41,6 +41,7 @@ class Rule:
     jobs: Callable[[object], set[str]] | None = None  # the jobs a worker's request reports for
     reads: Callable[[object], list[tuple[str, str]]] | None = None  # the commits (repo, ref) a READER request reads
     for_jobs: bool = False  # ANY: a job's token may call it too
+    cites: Callable[[object], list[str]] | None = None  # other repos the request names, which the caller must read
 
     def check(self, roles: Roles, job_reads: JobReads, who: StoredToken, request: object, method: str) -> None:
         call = method.rsplit("/", 1)[-1]
@@ -59,6 +60,8 @@ class Rule:
                                        "and reports for it, nothing else")
         elif self.repo is not None:
             roles.check(who.subject, self.repo(request), self.need, self.what)
+            for repo in self.cites(request) if self.cites else ():
+                roles.check(who.subject, repo, READER, "name commits of")
 
 
 def _name(request) -> str:
@@ -71,6 +74,10 @@ def _repo(request) -> str:
 
 def _commit(request) -> str:
     return request.commit.repo
+
+
+def _provenance(request) -> list[str]:
+    return [p.repo for p in request.provenance]
 
 
 def _reads_commit(request) -> list[tuple[str, str]]:
@@ -96,7 +103,7 @@ RULES = {
     "/pfs.API/InspectRepo": Rule(READER, _name, "read"),
     "/pfs.API/ListRepo": Rule(ANY),  # the repos the caller may read
     "/pfs.API/DeleteRepo": Rule(OWNER, _name, "delete"),
-    "/pfs.API/StartCommit": Rule(WRITER, _repo, "commit to"),
+    "/pfs.API/StartCommit": Rule(WRITER, _repo, "commit to", cites=_provenance),
     "/pfs.API/FinishCommit": Rule(WRITER, _repo, "commit to"),
     "/pfs.API/InspectCommit": Rule(READER, _repo, "read", reads=_reads_commit),
     "/pfs.API/ListCommit": Rule(READER, _repo, "read"),

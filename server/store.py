@@ -94,6 +94,7 @@ class Store:
         with self.meta.transaction() as tx:
             self._repo(tx, name)
             tx.delete_repo(name)
+        self.notify_finished()  # its subscribers end, and pipelines reading it say so, now
 
     # -- commits
 

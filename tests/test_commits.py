@@ -1,5 +1,6 @@
 """Commits and branches: parents, refs, open versus finished, deletion, subscription."""
 
+import os
 import subprocess
 import threading
 
@@ -129,6 +130,24 @@ def test_subscribe_commit_from_the_first_then_new(server):
         proc.kill()
         proc.wait()
         proc.stdout.close()
+
+
+def test_a_subscription_ends_when_its_repo_is_deleted(server):
+    """At once, not at the next look the server takes of its own accord (every 30 s)."""
+    server.pfs("create-repo", "r")
+    server.pfs("put-file", "r", "master", "f", "-c", "-f", "-", input=b"x\n")
+    proc = subprocess.Popen([PFS, "subscribe-commit", "r", "master"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, **server.env})
+    try:
+        assert proc.stdout.readline().strip()  # the first commit: subscribed
+        server.pfs("delete-repo", "r")
+        assert proc.wait(10) == 1
+        assert proc.stderr.read().startswith("pfs: repo 'r' not found")
+    finally:
+        proc.kill()
+        proc.wait()
+        proc.stdout.close()
+        proc.stderr.close()
 
 
 def test_subscribe_new_only(server):

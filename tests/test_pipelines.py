@@ -1,5 +1,6 @@
 """Pipelines on a real server with the local runner: real job-shim workers, each in its own /pfs."""
 
+import itertools
 import json
 import os
 import pathlib
@@ -12,6 +13,7 @@ import pytest
 
 from conftest import assert_one_line_error, needs, processes, wait_for
 from pfs.core.model import CommitRef, JobState
+from server.pps.runners import WORKERS_PER_CORE
 
 pytestmark = [pytest.mark.slow,  # the local runner's workers, as for test_shim
               needs("fusermount3", "setpriv", root=True, fuse=True)]
@@ -394,3 +396,19 @@ def test_a_file_of_several_manifests_makes_each_pipeline_as_in_1x(server, tmp_pa
     flush(server, "data/master")
     assert get(server, "b", "y") == b"1\n"
     assert_one_line_error(server.pfs("create-job", "-f", str(chain), check=False), "holds 2 manifests")
+
+
+def test_a_machine_runs_at_most_four_workers_a_core_at_once_and_the_rest_after(server, tmp_path):
+    """A parallelism beyond what the machine's runner has room for (WORKERS_PER_CORE a core): every shard runs,
+    never more at once than the room."""
+    put(server, "data", {f"f{i}": b"%d\n" % i for i in range(40)})
+    room = WORKERS_PER_CORE * (os.cpu_count() or 1)
+    log = tmp_path / "log"
+    cmd = ["sh", "-c", f"echo + >> {log}; sleep 0.3; echo - >> {log}; cp -r /pfs/data/. /pfs/out/"]
+    pipeline(server, tmp_path, "wide", cmd, [repo_input("data")], parallelism=room + 4)
+    flush(server, "data/master")
+    marks = log.read_text().split()
+    assert marks.count("+") == room + 4
+    at_once = max(itertools.accumulate(1 if m == "+" else -1 for m in marks))
+    assert 1 < at_once <= room, at_once
+    assert len(server.pfs("list-file", "wide", "master").text.splitlines()) == 41  # and a header

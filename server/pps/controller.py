@@ -270,8 +270,8 @@ class Controller:
     # -- one job
 
     def _advance(self, job: JobInfo) -> bool:
-        """Reports the job's lost tries, and starts workers for the shards still to run, up to its parallelism;
-        whether it did either."""
+        """Reports the job's lost tries, and starts workers for the shards still to run, up to its parallelism and
+        as many as the runner has room for (the rest once some have ended); whether it did either."""
         here = self.runner.running(job.id)
         lost = False
         for s in job.shards:
@@ -288,7 +288,7 @@ class Controller:
         running = sum(s.state == ShardState.RUNNING for s in job.shards)
         todo = [s.index for s in job.shards
                 if s.state in (ShardState.PENDING, ShardState.FAILURE) and s.attempts < job.max_attempts]
-        todo = todo[: max(0, job.parallelism - running)]
+        todo = todo[: max(0, min(job.parallelism - running, self.runner.room()))]
         for index in todo:
             job = self.jobs.launch_shard(job.id, index, self.leases.server, self.leases.fence(job.pipeline))
             attempt = job.shards[index].attempts

@@ -32,6 +32,7 @@ from pfs.core.pem import TLS_ENV
 
 ERROR_TAIL = 2000  # bytes of a worker's stderr kept when it ends without reporting
 STOP_TIMEOUT = 10.0
+WORKERS_PER_CORE = 4  # workers of a machine's runner running at once, for each core (the rest of a job's wait)
 
 
 @dataclass(frozen=True)
@@ -94,6 +95,10 @@ class Runner(ABC):
     def capacity(self) -> int:
         """What a COEFFICIENT parallelism multiplies."""
 
+    def room(self) -> int:
+        """How many more workers may start now (a machine's bound; a cluster's scheduler has its own)."""
+        return sys.maxsize
+
     @abstractmethod
     def launch(self, job: JobInfo, shard: int, attempt: int, address: str, token: str | None) -> None:
         """Starts the worker of try ATTEMPT at SHARD, which reports to ADDRESS (the servers of the cluster, this
@@ -150,6 +155,12 @@ class ProcessRunner(Runner):
     def capacity(self) -> int:
         """This machine's cores (workers of both runners run here)."""
         return os.cpu_count() or 1
+
+    def room(self) -> int:
+        """Workers beyond WORKERS_PER_CORE a core wait for others to end: a parallelism of 1024 on a small machine
+        would start 2,048 processes at once (a worker and its mount), gigabytes of memory."""
+        with self._lock:
+            return max(0, WORKERS_PER_CORE * self.capacity() - len(self._workers))
 
     def launch(self, job: JobInfo, shard: int, attempt: int, address: str, token: str | None) -> None:
         self._spawn(f"{job.id}-{shard}-{attempt}",

@@ -176,6 +176,8 @@ def test_check_names_a_deleted_chunk_file_and_a_flipped_byte(big_server):
                                    + [f"r {c} b/two.bin: chunk {two.address.hex()} does not match its address"
                                       for c in (first, second)])
     assert "4 problems" in full.stderr
+    read = big_server.pfs("get-file", "r", first, "a/one.bin", check=False)  # said to a reader, not where it was
+    assert_one_line_error(read, f"chunk {one.address.hex()} is missing from the store")
 
 
 def test_check_names_a_missing_object_and_gc_refuses_to_guess(server):

@@ -205,7 +205,7 @@ class LocalChunkStore(ChunkStore):
         with self._lock:
             frame = chunk_dir.small_chunks(self._db, [address]).get(address)
         if frame is None:
-            raise DataLoss(f"chunk {address.hex()} is missing from {self.root}")
+            raise DataLoss(f"chunk {address.hex()} is missing from the store")  # not where: callers need not know
         return frame
 
     def heads(self, addresses: Iterable[bytes], size: int) -> dict[bytes, bytes]:

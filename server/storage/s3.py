@@ -294,7 +294,7 @@ class S3ChunkStore(ChunkStore):
         out = []
         for a in addresses:
             if a not in stored:
-                raise DataLoss(f"chunk {a.hex()} is missing from {self.url}")
+                raise DataLoss(f"chunk {a.hex()} is missing from the store")  # not where: callers need not know
             out.append((a, reads[a], stored[a].length))
         return out
 

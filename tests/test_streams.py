@@ -107,72 +107,70 @@ def test_500_idle_subscribers_leave_unary_calls_their_threads(server):
     client.close()
 
 
-def test_a_stream_beyond_the_bound_is_refused_and_closed_streams_free_their_slots(tmp_path):
+@pytest.fixture
+def bounded(tmp_path):
+    """A server of at most 8 streams, its repo data holding a commit, and a client of the root."""
     server = Server(tmp_path / "data", args=("--max-streams", "8"))
     server.start()
     try:
-        client = server.client()
-        client.create_repo("data")
-        put_commit(client, "data", {"x": b"1"})
-        with channels(server, 2) as chans:
-            calls = subscribe(chans, 8)
-            try:
-                next_of_each(calls)
-                flush = pps_pb2_grpc.PPSStub(chans[0]).FlushCommit
-                for refused in (lambda: next(subscribe(chans, 1)[0]),
-                                lambda: flush(pb.CommitRef(repo="data", ref="master"))):
-                    with pytest.raises(grpc.RpcError) as err:
-                        refused()
-                    assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-                    assert "8 streaming calls" in err.value.details() and "\n" not in err.value.details()
-                assert [r.name for r in client.list_repos()] == ["data"]  # unary calls still answered
-            finally:
-                cancel(calls)
-            held = []
-
-            def one_more() -> bool:
-                call = subscribe(chans, 1)[0]
-                try:
-                    next(call)
-                except grpc.RpcError:  # refused: the cancelled streams' handlers have not all ended yet
-                    return False
-                held.append(call)
-                return len(held) == 8
-
-            try:
-                wait_for(one_more, 10)  # every slot comes back once the cancelled handlers end
-            finally:
-                cancel(held)
-        client.close()
+        with server.client() as client:
+            client.create_repo("data")
+            put_commit(client, "data", {"x": b"1"})
+            yield server, client
     finally:
         server.stop()
 
 
-def test_a_user_holds_at_most_a_quarter_of_the_streams(tmp_path):
+def test_a_stream_beyond_the_bound_is_refused_and_closed_streams_free_their_slots(bounded):
+    server, client = bounded
+    with channels(server, 2) as chans:
+        calls = subscribe(chans, 8)
+        try:
+            next_of_each(calls)
+            flush = pps_pb2_grpc.PPSStub(chans[0]).FlushCommit
+            for refused in (lambda: next(subscribe(chans, 1)[0]),
+                            lambda: flush(pb.CommitRef(repo="data", ref="master"))):
+                with pytest.raises(grpc.RpcError) as err:
+                    refused()
+                assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+                assert "8 streaming calls" in err.value.details() and "\n" not in err.value.details()
+            assert [r.name for r in client.list_repos()] == ["data"]  # unary calls still answered
+        finally:
+            cancel(calls)
+        held = []
+
+        def one_more() -> bool:
+            call = subscribe(chans, 1)[0]
+            try:
+                next(call)
+            except grpc.RpcError:  # refused: the cancelled streams' handlers have not all ended yet
+                return False
+            held.append(call)
+            return len(held) == 8
+
+        try:
+            wait_for(one_more, 10)  # every slot comes back once the cancelled handlers end
+        finally:
+            cancel(held)
+
+
+def test_a_user_holds_at_most_a_quarter_of_the_streams(bounded):
     """With --max-streams 8, a user's token runs at most 2 streaming calls at once; the root (and the jobs'
     workers) still get theirs."""
-    server = Server(tmp_path / "data", args=("--max-streams", "8"))
-    server.start()
-    try:
-        client = server.client()
-        client.create_repo("data")
-        put_commit(client, "data", {"x": b"1"})
-        alice = client.create_token("alice")[0]
-        client.set_role("data", "alice", "reader")
-        with contextlib.closing(auth.channel(server.address, alice, ())) as hers, channels(server, 1) as roots:
-            calls = subscribe([hers], 2)
-            try:
-                next_of_each(calls)
-                with pytest.raises(grpc.RpcError) as err:
-                    next(subscribe([hers], 1)[0])
-                assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-                assert err.value.details() == ("alice already has 2 streaming calls running, the most one user may "
-                                               "(a quarter of the server's 8); call again once some have ended")
-                root_calls = subscribe(roots, 4)
-                calls += root_calls
-                next_of_each(root_calls)
-            finally:
-                cancel(calls)
-        client.close()
-    finally:
-        server.stop()
+    server, client = bounded
+    alice = client.create_token("alice")[0]
+    client.set_role("data", "alice", "reader")
+    with contextlib.closing(auth.channel(server.address, alice, ())) as hers, channels(server, 1) as roots:
+        calls = subscribe([hers], 2)
+        try:
+            next_of_each(calls)
+            with pytest.raises(grpc.RpcError) as err:
+                next(subscribe([hers], 1)[0])
+            assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert err.value.details() == ("alice already has 2 streaming calls running, the most one user may "
+                                           "(a quarter of the server's 8); call again once some have ended")
+            root_calls = subscribe(roots, 4)
+            calls += root_calls
+            next_of_each(root_calls)
+        finally:
+            cancel(calls)

@@ -4,11 +4,13 @@ import io
 import itertools
 import json
 import os
+import pathlib
 import random
 import signal
 import socket
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -424,6 +426,23 @@ def test_a_command_that_does_not_leave_pfs_out_a_directory_fails_its_shard(serve
         assert code == 2 and "Traceback" not in stderr, stderr
         [shard] = job_info(server, job)["shards"]
         assert f"the command left /pfs/out {left}" in shard["error"], shard
+
+
+def test_what_the_command_leaves_running_ends_with_it(server, tmp_path, data):
+    """A process the command started and left behind (a `sleep &`, a daemon of its own session) is killed when
+    the command ends: it would hold the command's output pipes, and so the worker, open, write to /pfs/out while
+    it is read, and run on beside the next try."""
+    marker = tmp_path / "late"
+    script = (f"sleep 30 & setsid sh -c 'sleep 2; echo late > {marker}' & echo x > /pfs/out/x; "
+              "echo $! > /pfs/out/pid")
+    job = create_job(server, tmp_path, ["sh", "-c", script])
+    started = time.monotonic()
+    [(code, _, stderr)] = run_shims(server, tmp_path, job, 1)
+    assert code == 0, stderr
+    assert time.monotonic() - started < 20  # not held open by the sleep
+    pid = int(read_tree(server, "out")["pid"])
+    time.sleep(3)
+    assert not marker.exists() and not pathlib.Path(f"/proc/{pid}").exists()
 
 
 def test_a_file_of_several_chunks_changed_after_they_were_sent_is_staged_as_the_command_left_it(

@@ -203,7 +203,7 @@ class Worker:
         mounted = time.time()
         logs.line("shim", f"job {job.id} shard {self.shard} of {len(job.shards)}, try {attempt}: "
                           f"running {' '.join(job.transform.cmd)}")
-        results = Output(self.client, job.id, self.shard, attempt, out, logs, user)
+        results = Output(self.client, job.id, self.shard, attempt, out, logs, user, [Path(t) for t in inputs])
         results.start()  # read and sent while the command writes them
         memory = oom.Watch()
         try:
@@ -212,8 +212,8 @@ class Worker:
             results.abandon()
             raise
         bytes_in = sum(_size(self.root / i.repo) for i in job.inputs)
-        mounts.stop()  # they unmount while the output goes up
         if not job.transform.accepts(code):
+            mounts.stop()
             results.abandon()
             error = f"{job.transform.cmd[0]} exited with code {code}"
             error += f" {oom.SAID}" if memory.struck() else ""
@@ -221,7 +221,8 @@ class Worker:
             logs.line("shim", f"job-shim: {error.splitlines()[0]}; its output is not kept")
             return COMMAND_FAILED, ShardInfo(self.shard, exit_code=code, error=error, bytes_in=bytes_in,
                                              mounted=mounted)
-        bytes_out, bytes_sent = results.finish()
+        bytes_out, bytes_sent = results.finish()  # links to the inputs' files are read through the mounts
+        mounts.stop()  # they unmount while the result is reported
         return OK, ShardInfo(self.shard, exit_code=code, bytes_in=bytes_in, bytes_out=bytes_out,
                              bytes_sent=bytes_sent, mounted=mounted, uploaded=time.time())
 

@@ -11,6 +11,12 @@ sent for it, and a file that changed since (written again, truncated, replaced, 
 seen) is read again whole. So what is staged is what /pfs/out holds when the command ends, byte for byte, and
 the events only decide how much of the work was done early. A failed command stages nothing (the chunks sent
 are unreferenced, as those of an upload cut short).
+
+A link in /pfs/out is output as what it names, read through it at the end (the inputs are still mounted then):
+a file anywhere the command may read, or a directory of an input, whole. Linking an input's files into /pfs/out
+is how 1.x pipelines move or rename them without copying, and their chunks are the input's, so nothing is sent
+again. A link that names nothing the command can see, or a directory outside the inputs, fails the shard, naming
+it: left out, it would be data lost without a word.
 """
 
 import itertools
@@ -18,6 +24,7 @@ import os
 import stat
 import threading
 from collections import deque
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -41,12 +48,14 @@ class Output:
     """/pfs/out (OUT) of one try at a shard: start() before the command, finish() or abandon() after it."""
 
     def __init__(self, client: Client, job_id: str, shard: int, attempt: int, out: Path, logs: Logs,
-                 user: tuple[int, int] | None = None) -> None:
+                 user: tuple[int, int] | None = None, inputs: Sequence[Path] = ()) -> None:
         """USER: the uid and gid the command runs as, where not the worker's own: what it wrote is read as it may
-        read it (run_as.files_as), so a link to a file it may not read is refused, not sent."""
+        read it (run_as.files_as), so a link to a file it may not read is refused, not sent. INPUTS: the
+        directories a link in OUT may name a directory of (the inputs, mounted until finish() is done)."""
         self.client = client
         self.job_id, self.shard, self.attempt = job_id, shard, attempt
         self.out = out
+        self._inputs = [Path(os.path.realpath(i)) for i in inputs]
         self.logs = logs
         self._user = user
         self._sent: dict[str, FileWrite] = {}  # path under OUT -> the chunks sent for it
@@ -88,7 +97,7 @@ class Output:
         writes = []
         directories = []
         with ThreadPoolExecutor(CHECK_THREADS, thread_name_prefix="output-check") as pool:
-            for path, is_dir in sorted(_entries(self.out)):
+            for path, is_dir in sorted(_entries(self.out, self._inputs)):
                 rel = self._name(path)
                 if is_dir:
                     directories.append(FileWrite(rel, (), directory=True))
@@ -233,15 +242,28 @@ def _open_file(path: Path):
     return open(fd, "rb")
 
 
-def _entries(root: Path):
-    """(path, is_dir) of each directory and regular file below ROOT. Symlinks to files are followed; sockets,
-    fifos and the like are not output, nor symlinks to directories (os.walk does not follow them)."""
-    for dirpath, dirnames, filenames in os.walk(root):
-        for name in dirnames:
-            path = Path(dirpath, name)
-            if not path.is_symlink():
-                yield path, True
-        for name in filenames:
-            path = Path(dirpath, name)
-            if path.is_file():
-                yield path, False
+def _entries(top: Path, inputs: Sequence[Path]) -> Iterator[tuple[Path, bool]]:
+    """(path, is_dir) of each directory and regular file below TOP, links followed: to a file, or to a directory
+    within INPUTS (walked whole, under the link's name). Sockets, fifos and the like are not output. A link naming
+    nothing the command can see, or a directory elsewhere (/, say, or one of TOP's own), is FailedPrecondition."""
+    with os.scandir(top) as it:
+        entries = list(it)
+    for entry in entries:
+        path = Path(entry.path)
+        if entry.is_symlink():
+            try:
+                mode = os.stat(path).st_mode
+            except OSError as err:
+                raise FailedPrecondition(f"{path} is a link to {os.readlink(path)}, which the command cannot see: "
+                                         f"{err.strerror}") from None
+            target = Path(os.path.realpath(path))
+            if stat.S_ISDIR(mode) and not any(i == target or i in target.parents for i in inputs):
+                raise FailedPrecondition(f"{path} is a link to the directory {target}: only links to files, or to "
+                                         "the inputs' directories, are output")
+        else:
+            mode = entry.stat(follow_symlinks=False).st_mode
+        if stat.S_ISDIR(mode):
+            yield path, True
+            yield from _entries(path, inputs)
+        elif stat.S_ISREG(mode):
+            yield path, False

@@ -428,6 +428,37 @@ def test_a_command_that_does_not_leave_pfs_out_a_directory_fails_its_shard(serve
         assert f"the command left /pfs/out {left}" in shard["error"], shard
 
 
+def test_links_to_the_inputs_are_output_as_what_they_name(server, tmp_path, data):
+    """1.x's way to move an input's files without copying them: a link in /pfs/out to an input's file, or to one
+    of its directories, is output as what it names (nothing sent again: the server has its chunks)."""
+    script = ("cd /pfs/out; ln -s /pfs/data/sales.csv sales; ln -s ../data/dir d; mkdir sub; "
+              "ln -s ../../data/small.txt sub/small; ln -s /pfs/data all")
+    job = create_job(server, tmp_path, ["sh", "-c", script], method="global")
+    [(code, _, stderr)] = run_shims(server, tmp_path, job, 1)
+    assert code == 0, stderr
+    inputs = {f"all/{name}": content for name, content in data.items()}
+    assert read_tree(server, "out") == {"sales": data["sales.csv"], "d/a.txt": data["dir/a.txt"],
+                                        "d/b.txt": data["dir/b.txt"], "sub/small": data["small.txt"], **inputs}
+    [shard] = job_info(server, job)["shards"]
+    assert shard["bytes_sent"] == 0, shard
+
+
+def test_a_link_in_pfs_out_to_nothing_the_command_sees_fails_the_shard(server, tmp_path, data):
+    """Left out, such a link was output lost without a word: a link to a file outside this shard of the input, to
+    nothing, or to a directory that is not an input's (/, a loop into /pfs/out) fails the shard, naming it."""
+    for script, said in (("ln -s /pfs/data/nothing /pfs/out/x", "/pfs/out/x is a link to /pfs/data/nothing, which "
+                                                                "the command cannot see: No such file or directory"),
+                         ("ln -s x /pfs/out/x", "/pfs/out/x is a link to x, which the command cannot see: Too many "
+                                                "levels of symbolic links"),
+                         ("ln -s / /pfs/out/root", "/pfs/out/root is a link to the directory /: only links to files,"),
+                         ("mkdir /pfs/out/d; ln -s .. /pfs/out/d/up", "/pfs/out/d/up is a link to the directory ")):
+        job = create_job(server, tmp_path, ["sh", "-c", script])
+        [(code, _, stderr)] = run_shims(server, tmp_path, job, 1)
+        assert code == 2 and "Traceback" not in stderr, stderr
+        [shard] = job_info(server, job)["shards"]
+        assert said in shard["error"], shard
+
+
 def test_what_the_command_leaves_running_ends_with_it(server, tmp_path, data):
     """A process the command started and left behind (a `sleep &`, a daemon of its own session) is killed when
     the command ends: it would hold the command's output pipes, and so the worker, open, write to /pfs/out while

@@ -66,6 +66,9 @@ def shared_repo(_shared_repo):
         (("set-branch", "r", "nope", "b"), ("no commit or branch",)),
         (("list-file", "r", "master~5"), ("past the first commit",)),
         (("delete-repo", "nope"), ("not found",)),
+        (("delete-file", "r", "master", ""), ("no PATH given", "name / itself")),
+        (("list-job", "-p", "nope"), ("pipeline 'nope' not found", "list-pipeline")),
+        (("get-logs", "--pipeline", "nope"), ("pipeline 'nope' not found",)),
     ],
 )
 def test_misuse(shared_repo, args, fragments):

@@ -237,6 +237,7 @@ def test_update_stop_start_and_delete(server, tmp_path):
     server.pfs("delete-pipeline", "p")
     assert_one_line_error(server.pfs("inspect-pipeline", "p", check=False), "pipeline 'p' not found")
     assert get(server, "p", "x") == b"HELLO\nAGAIN\n"  # the output repo stays
+    assert len(server.pfs("list-job", "-p", "p").text.splitlines()) == count + 2  # and its jobs, with a heading
 
 
 def test_run_empty(server, tmp_path):

@@ -232,6 +232,8 @@ def cmd_inspect_file(args, client):
 
 
 def cmd_delete_file(args, client):
+    if not args.path:  # an unset shell variable, most likely: the commit's whole tree is named as /
+        raise InvalidArgument("no PATH given (''): to delete everything in the commit, name / itself")
     client.delete_file(CommitRef(args.repo, args.ref), args.path)
 
 

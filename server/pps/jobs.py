@@ -85,6 +85,15 @@ class Jobs:
         with self.meta.transaction() as tx:
             return tx.list_jobs(pipeline)
 
+    def check_pipeline(self, name: str) -> None:
+        """NotFound unless there is a pipeline NAME, or a job of one (a deleted pipeline's jobs stay, and are asked
+        for by its name): a misspelt name given to list-job or get-logs would otherwise show nothing, as a pipeline
+        with no job yet does."""
+        with self.meta.transaction() as tx:
+            if tx.get_pipeline(name) is None and not tx.list_jobs(name):
+                raise NotFound(f"pipeline {name!r} not found, nor any job of one of that name (see `pfs "
+                               "list-pipeline`)")
+
     def start_shard(self, job_id: str, index: int, attempt: int = 0) -> JobInfo:
         """A worker takes a shard: a new try at it (ATTEMPT 0), whose staged files replace any an earlier try left,
         or try ATTEMPT, which a controller started it for (launch_shard)."""

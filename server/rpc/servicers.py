@@ -249,8 +249,10 @@ class PpsServicer(pps_pb2_grpc.PPSServicer):
     @translated
     def ListJob(self, request, context):
         me = self.access.subject(context)
-        return ppb.JobInfos(jobs=[cv.job_to_pb(j) for j in self.jobs.list_jobs(request.pipeline)
-                                  if self.access.may_read(me, j.output_repo)])
+        jobs = self.jobs.list_jobs(request.pipeline)
+        if request.pipeline and not jobs:
+            self.jobs.check_pipeline(request.pipeline)
+        return ppb.JobInfos(jobs=[cv.job_to_pb(j) for j in jobs if self.access.may_read(me, j.output_repo)])
 
     @translated
     def StartShard(self, request, context):
@@ -280,6 +282,7 @@ class PpsServicer(pps_pb2_grpc.PPSServicer):
             self.access.check_read(me, self.jobs.inspect_job(request.job).output_repo)
         elif request.pipeline:
             self.access.check_read(me, request.pipeline)
+            self.jobs.check_pipeline(request.pipeline)
         elif me != ROOT:
             raise PermissionDenied(f"{me} may not read the logs of every job, only the cluster's root may: name a "
                                    "job or a pipeline (pfs get-logs --job ID or --pipeline NAME)")

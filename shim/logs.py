@@ -11,6 +11,9 @@ from pfs.core.model import MAX_LOG_TEXT, LogLine
 
 BATCH_LINES = 500
 BATCH_SECONDS = 0.2
+# lines waiting to be sent, at most: a command that prints faster than the server takes its lines waits for them
+# (its pipe fills), rather than this process holding them all
+QUEUE_LINES = 20 * BATCH_LINES
 
 
 class Logs:
@@ -20,7 +23,7 @@ class Logs:
         self.client = client
         self.job_id = job_id
         self.shard = shard
-        self._queue: queue.SimpleQueue[LogLine | None] = queue.SimpleQueue()
+        self._queue: queue.Queue[LogLine | None] = queue.Queue(QUEUE_LINES)
         self._sender = threading.Thread(target=self._send, name="logs", daemon=True)
         self._warned = False
         self._sender.start()

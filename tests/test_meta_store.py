@@ -74,6 +74,31 @@ def test_objects_are_immutable(meta):
         assert tx.get_object(b"b") is None
 
 
+def test_a_shard_s_log_keeps_its_last_lines_within_its_bound(meta):
+    """Past its bound a shard's log loses its first lines (down to three quarters of it), and a line of the shim's
+    stands where they were, counting them over every trim; another shard's log is untouched."""
+    from pfs.core.model import LogLine
+    from server.meta.sql import LOG_LINE_COST
+
+    keep = 100 * (10 + LOG_LINE_COST)  # a hundred lines of 10 characters
+
+    def lines(job, shard):
+        with meta.transaction() as tx:
+            return [x.text for _, x in tx.logs(job, "", 0, 1000) if x.shard == shard]
+
+    with meta.transaction() as tx:
+        tx.add_logs([LogLine("j", 1, 1.0, "stdout", "other line")], keep)
+        for batch in range(3):
+            tx.add_logs([LogLine("j", 0, 1.0, "stdout", f"line {i:05}") for i in range(batch * 60, batch * 60 + 60)],
+                        keep)
+    kept = lines("j", 0)
+    first = int(kept[1].split()[1])
+    assert kept[0] == f"job-shim: {first} earlier lines of this shard's log were dropped, to keep it within its bound"
+    assert kept[1:] == [f"line {i:05}" for i in range(first, 180)]
+    assert len(kept) <= 100 and first >= 80  # twice trimmed: 120 lines, then 60 more
+    assert lines("j", 1) == ["other line"]
+
+
 def test_jobs_staged_files_and_logs(meta):
     from pfs.core.model import (
         ChunkRef, FileWrite, JobInfo, JobInput, JobState, LogLine, ShardInfo, ShardState, Transform,
@@ -89,7 +114,7 @@ def test_jobs_staged_files_and_logs(meta):
         tx.stage_files("j1", 1, [write])
         tx.stage_files("j1", 1, [FileWrite("c", ())])
         tx.stage_files("j1", 0, [FileWrite("d", ())])
-        tx.add_logs([LogLine("j1", 1, 5.0, "stdout", "hello"), LogLine("j2", 0, 6.0, "stderr", "oops")])
+        tx.add_logs([LogLine("j1", 1, 5.0, "stdout", "hello"), LogLine("j2", 0, 6.0, "stderr", "oops")], 1 << 20)
     with meta.transaction() as tx:
         assert tx.get_job("j1") == job
         assert tx.get_job("nope") is None
@@ -101,8 +126,9 @@ def test_jobs_staged_files_and_logs(meta):
         assert tx.staged_files("j1", 1) == [write, FileWrite("c", ())]
         tx.clear_staged("j1", 1)
         assert tx.staged_files("j1", 1) == [] and tx.staged_files("j1", 0) == [FileWrite("d", ())]
-        assert tx.logs("j1") == [LogLine("j1", 1, 5.0, "stdout", "hello")]
-        assert tx.logs(pipeline="p") == [LogLine("j1", 1, 5.0, "stdout", "hello")]
+        [(seq, line)] = tx.logs("j1", "", 0, 10)
+        assert line == LogLine("j1", 1, 5.0, "stdout", "hello") and tx.logs("j1", "", seq, 10) == []
+        assert tx.logs("", "p", 0, 10) == [(seq, line)]
         tx.put_job(JobInfo("j1", job.transform, job.inputs, 2, "out", pipeline="p", state=JobState.SUCCESS,
                            shards=(ShardInfo(0, ShardState.SUCCESS), done)))
         assert tx.get_job("j1").state is JobState.SUCCESS

@@ -76,7 +76,7 @@ def test_a_worker_that_dies_before_reporting_leaves_its_last_lines_in_the_jobs_l
     shard = job.shards[0]
     assert shard.attempts == 3
     assert shard.error.startswith("its worker exited with status 2 without reporting: job-shim: "), shard.error
-    lines = [x.text for x in jobs.logs(job.id) if x.stream == "shim"]
+    lines = [x.text for page in jobs.logs(job.id) for x in page if x.stream == "shim"]
     said = "job-shim: its worker exited with status 2 without reporting; the last lines it printed:"
     assert lines.count(said) == 3  # once a try
     assert lines[lines.index(said) + 1].startswith("job-shim: ") and NOWHERE in "\n".join(lines)

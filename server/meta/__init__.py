@@ -252,11 +252,14 @@ class Tx(ABC):
     def clear_staged(self, job_id: str, shard: int) -> None: ...
 
     @abstractmethod
-    def add_logs(self, lines: list[LogLine]) -> None: ...
+    def add_logs(self, lines: list[LogLine], keep: int) -> None:
+        """Adds log lines; a shard's log that grows past KEEP (its characters, and a row's cost a line) loses its
+        first lines, down to three quarters of KEEP, which a line saying how many went stands for."""
 
     @abstractmethod
-    def logs(self, job_id: str = "", pipeline: str = "") -> list[LogLine]:
-        """Log lines of a job, or of every job of a pipeline, in the order they were added."""
+    def logs(self, job_id: str, pipeline: str, after: int, limit: int) -> list[tuple[int, LogLine]]:
+        """Log lines of a job, or of every job of a pipeline, in the order they were added: the first LIMIT of
+        those after the line numbered AFTER (0: from the first), each with its number."""
 
 
 class MetaStore(ABC):

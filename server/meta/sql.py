@@ -102,6 +102,8 @@ CREATE TABLE IF NOT EXISTS stored_chunks (
 ){keyed};
 """
 QUERY_BATCH = 500  # addresses per SQL IN (...)
+LOG_LINE_COST = 64  # what a log line costs the store beyond its characters (its row): a bound on a shard's log
+# counts it, so that a flood of empty lines is bounded too
 
 
 def schema(dialect: Dialect) -> list[str]:
@@ -173,9 +175,19 @@ def _touched(cur, d: Dialect) -> None:
     cur.execute("CREATE TABLE retired_packs (pack TEXT PRIMARY KEY, retired DOUBLE PRECISION NOT NULL)")
 
 
+def _log_sizes(cur, d: Dialect) -> None:
+    """What each shard's log holds (LOG_LINE_COST a line more than its characters), and how many of its first lines
+    were dropped to keep it within its bound (Tx.add_logs); the logs a store held before, counted."""
+    cur.execute("CREATE TABLE log_sizes (job TEXT NOT NULL, shard INTEGER NOT NULL, size BIGINT NOT NULL, "
+                f"dropped BIGINT NOT NULL, PRIMARY KEY (job, shard)){d.keyed}")
+    cur.execute("CREATE INDEX logs_shard ON logs (job, shard, seq)")
+    cur.execute(f"INSERT INTO log_sizes (job, shard, size, dropped) SELECT job, shard, "
+                f"SUM(LENGTH(text) + {LOG_LINE_COST}), 0 FROM logs GROUP BY job, shard")
+
+
 # Step N brings a store of version N - 1 to version N; a store is made at version 0 (the schema, created above)
 # and a new server runs the steps it has not had, in one transaction. Append; never edit a step once released.
-STEPS: list[Callable] = [_codec_form, _cluster_tables, _shard_rows, _tokens, _roles, _touched]
+STEPS: list[Callable] = [_codec_form, _cluster_tables, _shard_rows, _tokens, _roles, _touched, _log_sizes]
 
 
 def upgrade(cur, d: Dialect, version: int) -> int:
@@ -525,15 +537,45 @@ class SqlTx(Tx):
     def clear_staged(self, job_id: str, shard: int) -> None:
         self._execute("DELETE FROM staged_files WHERE job = ? AND shard = ?", (job_id, shard))
 
-    def add_logs(self, lines: list[LogLine]) -> None:
+    def add_logs(self, lines: list[LogLine], keep: int) -> None:
         self._executemany("INSERT INTO logs (job, shard, time, stream, text) VALUES (?, ?, ?, ?, ?)",
                           [(x.job, x.shard, x.time, x.stream, x.text) for x in lines])
+        added: dict[tuple[str, int], int] = {}
+        for x in lines:
+            added[x.job, x.shard] = added.get((x.job, x.shard), 0) + len(x.text) + LOG_LINE_COST
+        for (job, shard), size in added.items():
+            size, dropped = self._execute(
+                "INSERT INTO log_sizes (job, shard, size, dropped) VALUES (?, ?, ?, 0) ON CONFLICT (job, shard) "
+                "DO UPDATE SET size = log_sizes.size + excluded.size RETURNING size, dropped",
+                (job, shard, size)).fetchone()
+            if size > keep:
+                self._trim_log(job, shard, size - keep * 3 // 4, dropped)  # a quarter of room: not on every batch
 
-    def logs(self, job_id: str = "", pipeline: str = "") -> list[LogLine]:
-        query = "SELECT job, shard, time, stream, text FROM logs"
+    def _trim_log(self, job: str, shard: int, excess: int, dropped: int) -> None:
+        """Drops the first lines of a shard's log, EXCESS of its size at least, and marks where they were: the line
+        after them becomes a line of the shim's saying how many were dropped (the mark of the last trim, DROPPED
+        lines ago, is the first to go)."""
+        freed = lines = 0
+        last = None
+        for seq, n in self._execute("SELECT seq, LENGTH(text) FROM logs WHERE job = ? AND shard = ? ORDER BY seq",
+                                    (job, shard)):
+            freed += n + LOG_LINE_COST
+            lines += 1
+            last = seq
+            if freed >= excess:
+                break
+        dropped += lines - (1 if dropped else 0)  # the mark was no line of the command's
+        mark = f"job-shim: {dropped} earlier lines of this shard's log were dropped, to keep it within its bound"
+        self._execute("DELETE FROM logs WHERE job = ? AND shard = ? AND seq < ?", (job, shard, last))
+        self._execute("UPDATE logs SET stream = 'shim', text = ? WHERE seq = ?", (mark, last))
+        self._execute("UPDATE log_sizes SET size = size - ?, dropped = ? WHERE job = ? AND shard = ?",
+                      (freed - len(mark) - LOG_LINE_COST, dropped, job, shard))
+
+    def logs(self, job_id: str, pipeline: str, after: int, limit: int) -> list[tuple[int, LogLine]]:
+        query = "SELECT seq, job, shard, time, stream, text FROM logs"
         if job_id:
-            rows = self._execute(f"{query} WHERE job = ? ORDER BY seq", (job_id,))
+            rows = self._execute(f"{query} WHERE job = ? AND seq > ? ORDER BY seq LIMIT ?", (job_id, after, limit))
         else:
-            rows = self._execute(f"{query} WHERE job IN (SELECT id FROM jobs WHERE pipeline = ?) ORDER BY seq",
-                                 (pipeline,))
-        return [LogLine(*r) for r in rows.fetchall()]
+            rows = self._execute(f"{query} WHERE job IN (SELECT id FROM jobs WHERE pipeline = ?) AND seq > ? "
+                                 "ORDER BY seq LIMIT ?", (pipeline, after, limit))
+        return [(r[0], LogLine(*r[1:])) for r in rows.fetchall()]

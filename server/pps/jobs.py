@@ -11,7 +11,7 @@ job and nothing is committed.
 import dataclasses
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from pfs.core import names, paths, specs
 from pfs.core.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
@@ -23,6 +23,11 @@ from server.meta import Tx
 from server.store import Store
 
 ERROR_CHARS = 4000  # of a failed shard's error, kept with the job
+# What the store keeps of a shard's log (characters, and a row's cost a line): its last lines, as a container's
+# log rotates, so that a command printing without end cannot fill the server's disk. The shard's error keeps the
+# last lines of its stderr whatever this drops.
+LOG_KEEP = 16 << 20
+LOG_PAGE = 1000  # log lines read from the store at a time, and sent in one message
 
 
 class Jobs:
@@ -189,13 +194,20 @@ class Jobs:
         with self.meta.transaction() as tx:
             for job_id in {x.job for x in lines}:
                 self._job(tx, job_id)
-            tx.add_logs(lines)
+            tx.add_logs(lines, LOG_KEEP)
 
-    def logs(self, job_id: str = "", pipeline: str = "") -> list[LogLine]:
-        with self.meta.transaction() as tx:
-            if job_id:
-                self._job(tx, job_id)
-            return tx.logs(job_id, pipeline)
+    def logs(self, job_id: str = "", pipeline: str = "") -> Iterator[list[LogLine]]:
+        """The log lines of job JOB_ID, or of every job of PIPELINE, in pages of LOG_PAGE, each read when asked for."""
+        after = 0
+        while True:
+            with self.meta.transaction() as tx:
+                if job_id and not after:
+                    self._job(tx, job_id)
+                page = tx.logs(job_id, pipeline, after, LOG_PAGE)
+            if not page:
+                return
+            after = page[-1][0]
+            yield [line for _, line in page]
 
     # -- helpers
 

@@ -30,7 +30,7 @@ from server.tokens import ROOT, Tokens
 
 EMPTY = pb.Empty()
 BATCH_BYTES = 4 << 20  # compressed bytes per GetChunks message
-LIST_BATCH = 1000  # files per ListFile message, log lines per GetLogs message
+LIST_BATCH = 1000  # files per ListFile message
 
 
 class ApiServicer(pfs_pb2_grpc.APIServicer):
@@ -286,9 +286,8 @@ class PpsServicer(pps_pb2_grpc.PPSServicer):
         elif me != ROOT:
             raise PermissionDenied(f"{me} may not read the logs of every job, only the cluster's root may: name a "
                                    "job or a pipeline (pfs get-logs --job ID or --pipeline NAME)")
-        lines = self.jobs.logs(request.job, request.pipeline)
-        for i in range(0, len(lines), LIST_BATCH):
-            yield ppb.LogLines(lines=[cv.log_to_pb(x) for x in lines[i : i + LIST_BATCH]])
+        for page in self.jobs.logs(request.job, request.pipeline):
+            yield ppb.LogLines(lines=[cv.log_to_pb(x) for x in page])
 
 
 class AuthServicer(auth_pb2_grpc.AuthServicer):

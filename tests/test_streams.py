@@ -174,3 +174,48 @@ def test_a_user_holds_at_most_a_quarter_of_the_streams(bounded):
             next_of_each(root_calls)
         finally:
             cancel(calls)
+
+
+def test_a_user_runs_at_most_a_few_uploads_at_once(tmp_path):
+    """Each put-chunks call may hold a few requests of up to 64 MiB: a user's token runs at most UPLOADS of them,
+    within its share of the streams (which other calls still get), and the root's uploads are not counted."""
+    from pfs.proto import chunks_pb2_grpc
+    from server.rpc.streams import UPLOADS
+
+    server = Server(tmp_path / "data", args=("--max-streams", str(4 * (UPLOADS + 2))))
+    server.start()
+    ended = threading.Event()
+
+    def waiting() -> Iterator:
+        ended.wait(60)
+        yield from ()
+
+    def refused(chan: grpc.Channel) -> bool:
+        """Whether an upload on CHAN is refused (one let in ends at once, having sent nothing)."""
+        try:
+            chunks_pb2_grpc.ChunksStub(chan).PutChunks(iter(()), timeout=10)
+            return False
+        except grpc.RpcError as err:
+            assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, err
+            assert err.details() == (f"alice already has {UPLOADS} uploads (put-chunks calls) running, the most one "
+                                     "user may; call again once some have ended")
+            return True
+
+    try:
+        with server.client() as client:
+            client.create_repo("data")
+            put_commit(client, "data", {"x": b"1"})
+            alice = client.create_token("alice")[0]
+            client.set_role("data", "alice", "reader")
+        with contextlib.closing(auth.channel(server.address, alice, ())) as hers, channels(server, 1) as roots:
+            held = [chunks_pb2_grpc.ChunksStub(hers).PutChunks.future(waiting()) for _ in range(UPLOADS)]
+            try:
+                wait_for(lambda: refused(hers), 10)
+                next_of_each(subscribe([hers], 1))  # her other streams are still let in
+                assert not refused(roots[0])
+            finally:
+                ended.set()
+            assert [f.result(timeout=10).stored for f in held] == [0] * UPLOADS
+            assert not refused(hers)  # and her slots come back
+    finally:
+        server.stop()

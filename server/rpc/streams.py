@@ -8,9 +8,13 @@ consumes it as blocking code. So at most LIMIT of them run at once (--max-stream
 RESOURCE_EXHAUSTED at once, in one line, and the server's threads and memory stay bounded whatever clients do.
 A user's token holds at most a quarter of them (SHARE), so that no user can take them all from the others, the
 root and the jobs' workers (whose tokens the server makes, one a job, and whose commands never see them).
+Of those, at most UPLOADS may be put-chunks calls: each holds up to a few of its requests (64 MiB each at most)
+while they are received, checked and written, about 330 MB at most, so a user's memory is bounded on its own
+(a quarter of 1,024 such calls would be 84 GB); a put-file uses one at a time.
 """
 
 import contextlib
+import functools
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 
@@ -22,6 +26,8 @@ from server.rpc.handlers import around
 from server.tokens import ROOT, Tokens
 
 SHARE = 4  # a user's token holds at most 1/SHARE of the calls at once
+UPLOADS = 4  # and at most this many of them put-chunks calls
+UPLOAD = "/pfs.Chunks/PutChunks"
 WAITING_UNARY = frozenset({"/pps.PPS/FlushCommit"})  # unary calls that wait for news as long as it takes
 
 
@@ -35,6 +41,7 @@ class StreamLimit(grpc.aio.ServerInterceptor):
         self._tokens = tokens
         self._running = 0  # counted on the event loop's thread alone: no lock
         self._users: Counter[str] = Counter()  # each user's calls running
+        self._uploads: Counter[str] = Counter()  # each user's put-chunks calls running
         self._handlers: dict[str, grpc.RpcMethodHandler | None] = {}
 
     async def intercept_service(self, continuation: Callable, handler_call_details: grpc.HandlerCallDetails):
@@ -43,11 +50,12 @@ class StreamLimit(grpc.aio.ServerInterceptor):
             handler = await continuation(handler_call_details)
             long = handler is not None and (handler.request_streaming or handler.response_streaming
                                             or method in WAITING_UNARY)
-            self._handlers[method] = around(handler, self._slot) if long else handler
+            slot = functools.partial(self._slot, upload=method == UPLOAD)
+            self._handlers[method] = around(handler, slot) if long else handler
         return self._handlers[method]
 
     @contextlib.asynccontextmanager
-    async def _slot(self, request, context: grpc.aio.ServicerContext) -> AsyncIterator:
+    async def _slot(self, request, context: grpc.aio.ServicerContext, upload: bool) -> AsyncIterator:
         if self._running >= self.limit:
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
                                 f"the server already serves {self.limit} streaming calls (subscribe-commit, "
@@ -57,15 +65,22 @@ class StreamLimit(grpc.aio.ServerInterceptor):
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
                                 f"{user} already has {self.share} streaming calls running, the most one user may "
                                 f"(a quarter of the server's {self.limit}); call again once some have ended")
+        counts = [self._users, *([self._uploads] if upload else [])]
+        if upload and user is not None and self._uploads[user] >= UPLOADS:
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                f"{user} already has {UPLOADS} uploads (put-chunks calls) running, the most one user "
+                                "may; call again once some have ended")
         self._running += 1
-        self._users[user] += 1
+        for count in counts:
+            count[user] += 1
         try:
             yield request
         finally:  # also when the client went away and grpc cancelled the call
             self._running -= 1
-            self._users[user] -= 1
-            if not self._users[user]:
-                del self._users[user]
+            for count in counts:
+                count[user] -= 1
+                if not count[user]:
+                    del count[user]
 
     def _user(self, context: grpc.aio.ServicerContext) -> str | None:
         """The user whose share a call counts in: its token's subject; None for the root and the jobs."""

@@ -43,11 +43,14 @@ class Collector:
         if not self._running.acquire(blocking=False):
             raise Conflict("a garbage collection is running on this server already; wait for it to finish")
         try:
-            self._hold()
-            yield from self._collect(dry_run, self.grace if grace is None else grace)
+            with self.meta.making_room():  # a full disk is when a collection is wanted most
+                try:
+                    self._hold()
+                    yield from self._collect(dry_run, self.grace if grace is None else grace)
+                finally:
+                    with self.meta.transaction() as tx:
+                        tx.release_lease(LEASE, self.server)
         finally:
-            with self.meta.transaction() as tx:
-                tx.release_lease(LEASE, self.server)
             self._running.release()
 
     def _hold(self) -> None:

@@ -91,7 +91,7 @@ class Store:
             return tx.list_repos()
 
     def delete_repo(self, name: str) -> None:
-        with self.meta.transaction() as tx:
+        with self.meta.making_room(), self.meta.transaction() as tx:
             self._repo(tx, name)
             tx.delete_repo(name)
         self.notify_finished()  # its subscribers end, and pipelines reading it say so, now
@@ -161,7 +161,7 @@ class Store:
 
     def delete_commit(self, ref: CommitRef) -> None:
         """Deletes a commit that has no children; branches on it move back to its parent."""
-        with self.meta.transaction() as tx:
+        with self.meta.making_room(), self.meta.transaction() as tx:
             commit = self._resolve(tx, ref)
             info = commit.info
             children = tx.children(info.repo, info.id)

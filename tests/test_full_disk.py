@@ -78,3 +78,32 @@ def test_a_full_disk_fails_cleanly_and_recovers(full_server, tmp_path):
     assert server.pfs("get-file", "r", "master", "more").stdout == more
     assert server.pfs("get-file", "r", "master", "kept").stdout == kept
     assert server.pfs("get-file", "r", "master^", "kept").stdout == kept
+
+
+def test_a_disk_with_no_byte_free_can_still_be_emptied_through_pfs(full_server):
+    """SQLite needs room in its log to delete anything: the data dir's reserve lets delete-commit, delete-repo and
+    garbage-collect run on a disk with not a byte free (where else the data dir's own disk could not be emptied
+    but by hand), and once they are done the reserve is kept again."""
+    server, filler = full_server
+    filler.unlink()  # room for the commits; then none at all
+    for repo in ("r", "old"):
+        server.pfs("create-repo", repo)
+    kept = os.urandom(300 << 10)
+    server.pfs("put-file", "r", "master", "kept", "-c", "-f", "-", input=kept)
+    for name in ("a", "b"):
+        server.pfs("put-file", "old", "master", name, "-c", "-f", "-", input=os.urandom(512 << 10))
+    with open(filler.parent / "rest", "wb") as f:  # every byte left
+        with pytest.raises(OSError, match="No space left"):
+            while True:
+                f.write(bytes(64 << 10))
+                f.flush()
+    assert os.statvfs(filler.parent).f_bavail == 0
+    server.pfs("delete-commit", "old", "master")
+    server.pfs("delete-repo", "old")
+    with server.client() as client:
+        [*_, freed] = client.garbage_collect(grace=0)
+    assert freed.bytes >= 1 << 20, freed
+    reserve = server.data_dir / "reserve"
+    assert reserve.stat().st_size == 1 << 20  # an eighth of the disk: kept again from the room freed
+    server.pfs("put-file", "r", "master", "more", "-c", "-f", "-", input=os.urandom(1 << 20))
+    assert server.pfs("get-file", "r", "master", "kept").stdout == kept

@@ -8,7 +8,7 @@ over the SQL in sql.py. Each passes tests/test_meta_store.py.
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 
 from pfs.core.model import CommitInfo, FileWrite, JobInfo, LogLine, PipelineInfo, RepoInfo, ShardInfo
@@ -280,6 +280,11 @@ class MetaStore(ABC):
     def reclaim(self) -> None:
         """Gives the disk back the room of what garbage collection deleted, where the database keeps it (SQLite);
         PostgreSQL's autovacuum needs no help."""
+
+    def making_room(self) -> AbstractContextManager[None]:
+        """Around a call that deletes data: where the store's disk is full, the room it keeps for deleting (a
+        SQLite data dir's disk.Reserve) is given up to it. PostgreSQL keeps its own."""
+        return nullcontext()
 
     @abstractmethod
     def close(self) -> None: ...

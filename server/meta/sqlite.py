@@ -2,6 +2,8 @@
 only the connection, its pragmas, and the lock that serializes transactions (BEGIN IMMEDIATE, and a thread lock
 around the one connection)."""
 
+import contextlib
+import os
 import pathlib
 import sqlite3
 import threading
@@ -37,6 +39,7 @@ class SqliteMetaStore(MetaStore):
             version = upgrade(cur, DIALECT, cur.execute("PRAGMA user_version").fetchone()[0])
             cur.execute(f"PRAGMA user_version = {version}")
         self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # the log starts empty: its pages are the disk's again
+        self._reserve = disk.Reserve(self._dir)
 
     @contextmanager
     def transaction(self) -> Iterator[Tx]:
@@ -53,8 +56,19 @@ class SqliteMetaStore(MetaStore):
                 raise
 
     def reclaim(self) -> None:
-        with self._lock:
+        with self._lock, disk.space(self._dir):
             vacuum(self._db)
+
+    @contextmanager
+    def making_room(self) -> Iterator[None]:
+        """The reserve given up, where the disk is full; after, the log is emptied (each transaction adds to it until
+        a checkpoint, which SQLite makes only once it holds 1,000 pages), so that its room is the reserve's again."""
+        with self._reserve.given_up():
+            try:
+                yield
+            finally:
+                with self._lock, contextlib.suppress(sqlite3.OperationalError):  # a reader in the log: it stays
+                    self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     def close(self) -> None:
         with self._lock:
@@ -62,9 +76,11 @@ class SqliteMetaStore(MetaStore):
 
 
 def vacuum(db: sqlite3.Connection) -> None:
-    """Rewrites DB without its free pages once they are a sixteenth of it (a rewrite costs the whole file), and
-    empties its log."""
+    """Rewrites DB without its free pages once they are a sixteenth of it (a rewrite costs the whole file, and as
+    much room again while it runs: there must be that much), and empties its log."""
     free = db.execute("PRAGMA freelist_count").fetchone()[0]
-    if free * 16 > db.execute("PRAGMA page_count").fetchone()[0]:
+    pages = db.execute("PRAGMA page_count").fetchone()[0]
+    fs = os.statvfs(db.execute("PRAGMA database_list").fetchone()[2])
+    if free * 16 > pages and fs.f_bavail * fs.f_frsize > 2 * pages * db.execute("PRAGMA page_size").fetchone()[0]:
         db.execute("VACUUM")
     db.execute("PRAGMA wal_checkpoint(TRUNCATE)")

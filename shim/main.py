@@ -203,7 +203,8 @@ class Worker:
         mounted = time.time()
         logs.line("shim", f"job {job.id} shard {self.shard} of {len(job.shards)}, try {attempt}: "
                           f"running {' '.join(job.transform.cmd)}")
-        results = Output(self.client, job.id, self.shard, attempt, out, logs, user, [Path(t) for t in inputs])
+        results = Output(self.client, job.id, self.shard, attempt, out, logs, user,
+                         {Path(t): i.commit for t, i in inputs.items()})
         results.start()  # read and sent while the command writes them
         memory = oom.Watch()
         try:

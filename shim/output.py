@@ -12,11 +12,12 @@ seen) is read again whole. So what is staged is what /pfs/out holds when the com
 the events only decide how much of the work was done early. A failed command stages nothing (the chunks sent
 are unreferenced, as those of an upload cut short).
 
-A link in /pfs/out is output as what it names, read through it at the end (the inputs are still mounted then):
-a file anywhere the command may read, or a directory of an input, whole. Linking an input's files into /pfs/out
-is how 1.x pipelines move or rename them without copying, and their chunks are the input's, so nothing is sent
-again. A link that names nothing the command can see, or a directory outside the inputs, fails the shard, naming
-it: left out, it would be data lost without a word.
+A link in /pfs/out is output as what it names (the inputs are still mounted at the end): a file anywhere the
+command may read, or a directory of an input, whole. Linking an input's files into /pfs/out is how 1.x pipelines
+move or rename them without copying: a file of an input the command saw whole is output as the input stores it,
+its chunks named and nothing read (one listing of its directory); any other is read through the link. A link
+that names nothing the command can see, or a directory outside the inputs, fails the shard, naming it: left
+out, it would be data lost without a word.
 """
 
 import itertools
@@ -24,7 +25,7 @@ import os
 import stat
 import threading
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -34,7 +35,7 @@ from pfs.client.upload import SEGMENT_FILES, Uploader
 from pfs.core import paths, run_as
 from pfs.core.errors import FailedPrecondition
 from pfs.core.hashing import address
-from pfs.core.model import ChunkRef, FileWrite
+from pfs.core.model import ChunkRef, CommitRef, FileInfo, FileWrite
 from shim import inotify
 from shim.logs import Logs
 
@@ -48,14 +49,15 @@ class Output:
     """/pfs/out (OUT) of one try at a shard: start() before the command, finish() or abandon() after it."""
 
     def __init__(self, client: Client, job_id: str, shard: int, attempt: int, out: Path, logs: Logs,
-                 user: tuple[int, int] | None = None, inputs: Sequence[Path] = ()) -> None:
+                 user: tuple[int, int] | None = None, inputs: Mapping[Path, CommitRef] | None = None) -> None:
         """USER: the uid and gid the command runs as, where not the worker's own: what it wrote is read as it may
-        read it (run_as.files_as), so a link to a file it may not read is refused, not sent. INPUTS: the
-        directories a link in OUT may name a directory of (the inputs, mounted until finish() is done)."""
+        read it (run_as.files_as), so a link to a file it may not read is refused, not sent. INPUTS: where each
+        input commit is mounted (until finish() is done), which a link in OUT may name a directory or file of."""
         self.client = client
         self.job_id, self.shard, self.attempt = job_id, shard, attempt
         self.out = out
-        self._inputs = [Path(os.path.realpath(i)) for i in inputs]
+        self._inputs = {Path(os.path.realpath(d)): ref for d, ref in (inputs or {}).items()}
+        self._listings: dict[tuple[CommitRef, str], dict[str, FileInfo]] = {}  # input directories with links to
         self.logs = logs
         self._user = user
         self._sent: dict[str, FileWrite] = {}  # path under OUT -> the chunks sent for it
@@ -97,18 +99,21 @@ class Output:
         writes = []
         directories = []
         with ThreadPoolExecutor(CHECK_THREADS, thread_name_prefix="output-check") as pool:
-            for path, is_dir in sorted(_entries(self.out, self._inputs)):
+            for path, is_dir in sorted(_entries(self.out, list(self._inputs))):
                 rel = self._name(path)
                 if is_dir:
                     directories.append(FileWrite(rel, (), directory=True))
                     continue
-                if not self._intact(path, self._sent.get(rel), pool):
+                n = path.stat().st_size
+                stored = self._stored(path, n)
+                if stored is not None:
+                    self._sent[rel] = FileWrite(rel, stored.chunks)
+                elif not self._intact(path, self._sent.get(rel), pool):
                     with open(path, "rb") as f:
                         self._uploader.put(rel, f)
-                n = path.stat().st_size
                 total += n
                 writes.append(rel)
-                self.logs.line("shim", f"output {rel} ({size(n)})")
+                self.logs.line("shim", f"output {rel} ({size(n)}{', as its input stores it' if stored else ''})")
         self._uploader.__exit__(None, None, None)  # as a `with` left: the files read again sent, recorded in _sent
         staged = directories + [self._sent[rel] for rel in writes]
         for i in range(0, len(staged), SEGMENT_FILES):
@@ -116,6 +121,21 @@ class Output:
         sent = self._uploader.bytes_sent
         self.logs.line("shim", f"output: {size(total)} in all, {size(sent)} sent (the server had the rest)")
         return total, sent
+
+    def _stored(self, path: Path, seen: int) -> FileInfo | None:
+        """The input's file PATH is a link to (or lies under a link to), where the command saw it whole (its
+        shard's view holds all SEEN bytes of it: a view holds some of a file's chunks, in order); None otherwise."""
+        target = Path(os.path.realpath(path))
+        found = next(((root, ref) for root, ref in self._inputs.items() if root in target.parents), None)
+        if found is None:
+            return None
+        root, ref = found
+        inner = target.relative_to(root)
+        key = (ref, "" if inner.parent == Path(".") else inner.parent.as_posix())
+        if key not in self._listings:
+            self._listings[key] = {Path(f.path).name: f for f in self.client.list_files(ref, key[1], with_chunks=True)}
+        stored = self._listings[key].get(inner.name)
+        return stored if stored is not None and not stored.is_dir and stored.size_bytes == seen else None
 
     def abandon(self) -> None:
         """Stops reading, and sending what was read (the command failed: nothing is staged)."""

@@ -16,6 +16,7 @@ import pytest
 
 from conftest import BIN, assert_one_line_error, needs, processes, stop_process, wait_for
 from test_pipelines import put
+from pfs.cli.output import size
 from pfs.core.chunking import Chunker
 from pfs.core.errors import FailedPrecondition
 from pfs.core.hashing import address
@@ -441,6 +442,19 @@ def test_links_to_the_inputs_are_output_as_what_they_name(server, tmp_path, data
                                         "d/b.txt": data["dir/b.txt"], "sub/small": data["small.txt"], **inputs}
     [shard] = job_info(server, job)["shards"]
     assert shard["bytes_sent"] == 0, shard
+    logs = server.pfs("get-logs", "--job", job).text  # each named as stored, none read
+    assert f"output all/dir/b.txt ({size(len(data['dir/b.txt']))}, as its input stores it)" in logs, logs
+    assert logs.count(", as its input stores it)") == len(inputs) + 4
+
+
+def test_a_link_to_a_file_a_worker_sees_part_of_outputs_that_part(server, tmp_path, data):
+    """A map worker sees some of a file's chunks: a link to it outputs what the command saw through it."""
+    job = create_job(server, tmp_path, ["sh", "-c", "ln -s /pfs/data/sales.csv /pfs/out/part"], parallelism=2)
+    assert [code for code, _, _ in run_shims(server, tmp_path, job, 2)] == [0, 0]
+    assert all(0 < s["bytes_out"] < len(data["sales.csv"]) for s in job_info(server, job)["shards"])
+    [both] = read_tree(server, "out").values()  # the two parts, appended in shard order: every line once
+    assert sorted(both.splitlines()) == sorted(data["sales.csv"].splitlines())
+    assert "as its input stores it" not in server.pfs("get-logs", "--job", job).text
 
 
 def test_a_link_in_pfs_out_to_nothing_the_command_sees_fails_the_shard(server, tmp_path, data):

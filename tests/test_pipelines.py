@@ -195,6 +195,81 @@ def test_a_pipeline_over_two_inputs_joins_the_latest_of_each(server, tmp_path):
     assert get(server, "priced", "priced") == b"1 4\n2 5\n3 4\n"
 
 
+PAIRS = ["sh", "-c", 'for a in /pfs/va/*; do for b in /pfs/vb/*; do echo "$(cat $a) x $(cat $b)"; done; done '
+                    '>> /pfs/out/pairs']
+
+
+def test_each_commit_of_either_input_is_new_to_exactly_one_job(server, tmp_path):
+    """Commits of two inputs, arriving while no job runs, each make a job of their own, in the order they
+    finished, each seeing the other input as the job before did (as in 1.x); none is folded into another's job,
+    and flush-commit of each returns."""
+    a1, b1 = put(server, "va", {"a1": b"a1\n"}), put(server, "vb", {"b1": b"b1\n"})
+    pipeline(server, tmp_path, "pairs", PAIRS, [repo_input("va"), repo_input("vb", "global")])
+    flush(server, "vb/master")
+    server.pfs("stop-pipeline", "pairs")
+    b2 = put(server, "vb", {"b2": b"b2\n"}, create=False)
+    a2 = put(server, "va", {"a2": b"a2\n"}, create=False)
+    b3 = put(server, "vb", {"b3": b"b3\n"}, create=False)
+    server.pfs("start-pipeline", "pairs")
+    for ref in (f"vb/{b2}", f"va/{a2}", f"vb/{b3}"):
+        flush(server, ref)
+    seen = [tuple(i.commit for i in j["inputs"]) for j in reversed(jobs_of(server, "pairs"))]
+    assert seen == [(a1, b1), (a1, b2), (a2, b2), (a2, b3)]
+    assert sorted(get(server, "pairs", "pairs").splitlines()) == [
+        f"{a} x {b}".encode() for a in ("a1", "a2") for b in ("b1", "b2", "b3")]
+
+
+def test_an_input_commit_taken_off_its_branch_leaves_the_output_as_the_input_is(server, tmp_path):
+    """A branch set back, or its head deleted: the pipeline runs once more on the input's head, afresh, not every
+    commit from the first again (which appended them to an incremental output twice), and then goes on."""
+    cat = ["sh", "-c", "cd /pfs/bk && for f in *; do cat $f >> /pfs/out/$f; done"]
+    for i in (1, 2, 3):
+        put(server, "bk", {"data": f"line {i}\n".encode()}, create=i == 1)
+        if i == 1:
+            pipeline(server, tmp_path, "bkmap", cat, [repo_input("bk")])
+        flush(server, "bk/master")
+
+    def caught_up(jobs: int) -> bytes:
+        wait_for(lambda: len(js := jobs_of(server, "bkmap")) == jobs and all(j["state"] is JobState.SUCCESS
+                                                                             for j in js), 30)
+        assert get(server, "bkmap", "data") == get(server, "bk", "data")
+        return get(server, "bk", "data")
+
+    server.pfs("set-branch", "bk", "master~1", "master")
+    assert caught_up(4) == b"line 1\nline 2\n"
+    put(server, "bk", {"data": b"line 3\n"}, create=False)
+    flush(server, "bk/master")
+    server.pfs("delete-commit", "bk", "master")
+    assert caught_up(6) == b"line 1\nline 2\n"
+    put(server, "bk", {"data": b"line 4\n"}, create=False)
+    flush(server, "bk/master")
+    assert caught_up(7) == b"line 1\nline 2\nline 4\n"
+
+
+def test_a_pipeline_made_again_in_a_deleted_one_s_name_starts_its_output_afresh(server, tmp_path):
+    """The jobs of the deleted pipeline stay, but are not the new one's: it does not add to their output."""
+    cat = ["sh", "-c", "cat /pfs/rc/* >> /pfs/out/all"]
+    put(server, "rc", {"a": b"1\n"})
+    put(server, "rc", {"b": b"2\n"}, create=False)
+    for _ in range(2):
+        pipeline(server, tmp_path, "again", cat, [repo_input("rc")])
+        flush(server, "rc/master")
+        assert sorted(get(server, "again", "all").split()) == [b"1", b"2"]
+        server.pfs("delete-pipeline", "again")
+
+
+def test_flush_commit_returns_when_a_pipeline_upstream_skipped_its_job(server, tmp_path):
+    """A skipped job makes no output commit, so the pipelines after it get no job for the commit either."""
+    put(server, "sk", {"x": b"1\n"})
+    pipeline(server, tmp_path, "ska", ["sh", "-c", "cp /pfs/sk/* /pfs/out/"], [repo_input("sk")])
+    pipeline(server, tmp_path, "skb", ["sh", "-c", "cp /pfs/ska/* /pfs/out/"], [repo_input("ska", "global")])
+    flush(server, "sk/master")
+    put(server, "sk", {}, create=False)  # nothing new
+    result = server.pfs("flush-commit", "sk/master")
+    assert "skipped" in result.text
+    assert [j["state"] for j in jobs_of(server, "ska")] == [JobState.SKIPPED, JobState.SUCCESS]
+
+
 def test_flush_commit_of_a_failing_pipeline_names_the_job(server, tmp_path):
     put(server, "data", {"x": b"x\n"})
     pipeline(server, tmp_path, "bad", ["sh", "-c", "echo trying; echo no space left >&2; exit 3"],

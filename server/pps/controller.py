@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from pfs.core import names
 from pfs.core.errors import FailedPrecondition, NotFound, PfsError, Unavailable
 from pfs.core.model import (
-    MAX_LOG_TEXT, CommitRef, InputSpec, JobInfo, JobState, LogLine, PipelineInfo, PipelineState, ShardInfo, ShardState,
+    MAX_LOG_TEXT, CommitInfo, CommitRef, InputSpec, JobInfo, JobState, LogLine, PipelineInfo, PipelineState, ShardInfo,
+    ShardState,
 )
 from server.meta import Tx
 from server.pps.job_tokens import JobTokens
@@ -206,32 +207,46 @@ class Controller:
             log.warning("pipeline %s: cannot record its failure: %s", name, _describe(err))
 
     def _next_job(self, pipeline: PipelineInfo, jobs: list[JobInfo]) -> JobInfo | None:
-        """The job for the oldest commit not yet processed (the first input's first), or None. JOBS: the
-        pipeline's jobs so far, newest first."""
+        """The job for the commit, of any input, that finished first of those no job has seen, or None. It sees
+        that commit and every other input as the job before saw it, so that each commit of each input is new to
+        exactly one job, as in 1.x (an input no job saw yet shows its first commit). An input whose processed
+        commit is no longer on its branch (the branch set back, the commit or the repo deleted) goes on after the
+        newest commit of it a job saw, or from its head again where that is the head. JOBS: the pipeline's jobs so
+        far, newest first."""
         processed = dict(pipeline.processed)
-        heads: dict[str, str] = {}
-        trigger: tuple[InputSpec, str] | None = None
-        for i in pipeline.spec.inputs:
+        jobs = [j for j in jobs if j.started >= pipeline.created]  # not those of a deleted pipeline of its name
+        seen: dict[str, str] = {}  # what the job sees of each input
+        ancestry: dict[str, list[str]] = {}  # each input's finished commits, oldest first
+        pending: list[tuple[float, int, str]] = []  # (when it finished, the input's place, commit) of each input
+        for place, i in enumerate(pipeline.spec.inputs):
             finished = self._finished_commits(i.repo, i.ref)
             if not finished:
                 return None  # every input needs a commit
-            heads[i.repo] = finished[-1]
+            ancestry[i.repo] = ids = [c.id for c in finished]
             done = processed.get(i.repo)
-            newer = finished[finished.index(done) + 1:] if done in finished else finished
             if pipeline.reprocess:
                 newer = finished[-1:]
-            if trigger is None and newer:
-                trigger = (i, newer[0])
-        if trigger is None:
+            elif done in ids:
+                newer = finished[ids.index(done) + 1:]
+                seen[i.repo] = done
+            else:  # none processed yet, or not on its branch any more: after the newest one a job saw, else all
+                saw = {j.commit for job in jobs for j in job.inputs if j.repo == i.repo}
+                last = max((n for n, c in enumerate(ids) if c in saw), default=None)
+                newer = finished if last is None else finished[last + 1:] or finished[-1:]  # or its head again
+            if newer:
+                pending.append((newer[0].finished, place, newer[0].id))
+                seen.setdefault(i.repo, newer[0].id)  # an input not seen yet comes in with the commit that triggers
+        if not pending:
             return None
         if self.job_tokens:  # it runs as its creator
             self.job_tokens.check_creator(pipeline)
-        spec, commit = trigger
-        heads[spec.repo] = commit
-        since = "" if pipeline.reprocess or spec.incremental == "none" else _last_input(jobs, spec.repo)
+        _, place, commit = min(pending)
+        spec = pipeline.spec.inputs[place]
+        seen[spec.repo] = commit
+        since = self._since(pipeline, jobs, spec, seen, ancestry[spec.repo])
         skipped = bool(since) and not spec.run_empty and self.store.same_tree(
             CommitRef(spec.repo, commit), CommitRef(spec.repo, since))
-        inputs = [(dataclasses.replace(i, ref=heads[i.repo]), since if i.repo == spec.repo else "")
+        inputs = [(dataclasses.replace(i, ref=seen[i.repo]), since if i.repo == spec.repo else "")
                   for i in pipeline.spec.inputs]
         fence = self.leases.fence(pipeline.name)
 
@@ -243,7 +258,7 @@ class Controller:
             if current is None or (current.version, current.state, current.processed) != (
                     pipeline.version, PipelineState.RUNNING, pipeline.processed):
                 raise FailedPrecondition(f"pipeline {pipeline.name} changed while its next job was made")
-            tx.put_pipeline(dataclasses.replace(current, processed=tuple(sorted(heads.items())), reprocess=False))
+            tx.put_pipeline(dataclasses.replace(current, processed=tuple(sorted(seen.items())), reprocess=False))
 
         job = self.jobs.make_job(names.new_commit_id(), pipeline.spec.transform, inputs,
                                  pipeline.spec.parallelism.resolve(self.runner.capacity()), pipeline.name,
@@ -253,7 +268,7 @@ class Controller:
             log.info("pipeline %s: nothing new in %s@%s; job %s skipped", pipeline.name, spec.repo, commit, job.id)
         return None if skipped else job
 
-    def _finished_commits(self, repo: str, branch: str) -> list[str]:
+    def _finished_commits(self, repo: str, branch: str) -> list[CommitInfo]:
         """The finished commits of REPO's BRANCH, oldest first (none while the branch is not made yet); NotFound
         if the repo is gone: a pipeline cannot go on without its input (its Reason, until the repo is back)."""
         try:
@@ -265,7 +280,25 @@ class Controller:
                 raise NotFound(f"its input repo {repo!r} is not there (deleted?): make it again, or update or "
                                "delete the pipeline") from None
             return []
-        return [c.id for c in reversed(commits) if c.is_finished]
+        return [c for c in reversed(commits) if c.is_finished]
+
+    @staticmethod
+    def _since(pipeline: PipelineInfo, jobs: list[JobInfo], spec: InputSpec, seen: dict[str, str],
+               ancestry: list[str]) -> str:
+        """The commit of input SPEC after which the job shows what changed (its output added to the one before):
+        SPEC's commit in the pipeline's newest successful job, where that job saw every other input as this one
+        will (SEEN) and that commit is an ancestor of this one's on its branch (ANCESTRY); else '', the input
+        whole and the output afresh."""
+        if pipeline.reprocess or spec.incremental == "none":
+            return ""
+        last = next((j for j in jobs if j.state == JobState.SUCCESS), None)
+        if last is None:
+            return ""
+        saw = {i.repo: i.commit for i in last.inputs}
+        if any(saw.get(repo) != commit for repo, commit in seen.items() if repo != spec.repo):
+            return ""
+        since = saw.get(spec.repo, "")
+        return since if since in ancestry[: ancestry.index(seen[spec.repo])] else ""
 
     # -- one job
 
@@ -318,11 +351,3 @@ def _describe(err: Exception) -> str:
     if isinstance(err, OSError) and err.strerror:
         return f"{err.filename}: {err.strerror}" if err.filename else err.strerror
     return f"{type(err).__name__}: {err}".splitlines()[0]
-
-
-def _last_input(jobs: list[JobInfo], repo: str) -> str:
-    """REPO's commit in the newest successful of JOBS: what an incremental job shows the changes after."""
-    for job in jobs:
-        if job.state == JobState.SUCCESS:
-            return next((i.commit for i in job.inputs if i.repo == repo), "")
-    return ""

@@ -105,7 +105,7 @@ class Pipelines:
         for p in downstream:
             job = self._job_of(p, target, finished)
             if job is None and any(i.repo in blocked for i in p.spec.inputs):
-                blocked.add(p.name)  # an upstream job failed: this one gets no job for the commit
+                blocked.add(p.name)  # an upstream job failed or was skipped: this one gets no job for the commit
             elif job is None and self.inspect(p.name).state == PipelineState.STOPPED:
                 raise FailedPrecondition(f"pipeline {p.name} is stopped, so no job of it sees {target}; "
                                          f"start it (pfs start-pipeline {p.name})")
@@ -113,7 +113,7 @@ class Pipelines:
                 waiting = True
             else:
                 found.append(job)
-                if job.state == JobState.FAILURE:
+                if job.state in (JobState.FAILURE, JobState.SKIPPED):  # no output commit
                     blocked.add(p.name)
         return None if waiting else found
 
@@ -182,9 +182,10 @@ class Pipelines:
         return out
 
     def _job_of(self, pipeline: PipelineInfo, target: CommitRef, finished: float) -> JobInfo | None:
-        """The pipeline's newest job that saw TARGET (FINISHED then) or a commit computed from it."""
+        """The pipeline's newest job that saw TARGET (FINISHED then) or a commit computed from it (not a job of a
+        pipeline deleted before it was made of its name)."""
         for job in self.jobs.list_jobs(pipeline.name):
-            if job.started < finished:  # and so are all older jobs: none of them can have seen it
+            if job.started < max(finished, pipeline.created):  # nor can any older job be
                 return None
             for i in job.inputs:
                 seen = CommitRef(i.repo, i.commit)

@@ -200,7 +200,7 @@ def serve(args: argparse.Namespace) -> None:
         token_file = (args.root_token_file or token_path(data_dir)).resolve()
         token = None if args.no_token else server_token(token_file)
         tokens, roles = (None, None) if token is None else (Tokens(meta, token, server_id(data_dir)), Roles(meta))
-        store = Store(chunk_store(args, data_dir, meta), meta, args.chunk_size)
+        store = Store(chunk_store(args, data_dir, meta), meta, args.chunk_size, args.gc_grace)
     asyncio.run(_serve(args, data_dir, token_file, token, tokens, roles, store, tls_credentials))
     for mirror in (tokens, roles):
         if mirror is not None:

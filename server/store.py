@@ -12,12 +12,14 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 
 from pfs.core import compression, frames, names, paths, refs
 from pfs.core.errors import AlreadyExists, Conflict, FailedPrecondition, InvalidArgument, NotFound
 from pfs.core.model import (
     MAX_LOCATE, BranchInfo, ChunkLocation, ChunkRef, CommitInfo, CommitRef, FileInfo, FileWrite, RepoInfo,
 )
+from server.grace import DEFAULT_GRACE
 from server.meta import MetaStore, StoredCommit, Tx, walk_ancestry
 from server.news import News
 from server.storage import ChunkStore
@@ -30,10 +32,11 @@ VERIFY_AHEAD = 2  # batches checked ahead of the writer
 
 
 class Store:
-    def __init__(self, chunks: ChunkStore, meta: MetaStore, chunk_avg_size: int) -> None:
+    def __init__(self, chunks: ChunkStore, meta: MetaStore, chunk_avg_size: int, grace: float = DEFAULT_GRACE) -> None:
         self.chunks = chunks
         self.meta = meta
         self.chunk_avg_size = chunk_avg_size
+        self.grace = grace  # garbage collection's (server/grace.py): files are recorded within half of it of their check
         self.trees = Trees()
         self.news = News()  # a commit finished, or a pipeline or job changed
         self._workers = ThreadPoolExecutor(os.cpu_count() or 2, thread_name_prefix="verify")
@@ -93,6 +96,10 @@ class Store:
     def delete_repo(self, name: str) -> None:
         with self.meta.making_room(), self.meta.transaction() as tx:
             self._repo(tx, name)
+            if tx.get_pipeline(name) is not None:
+                raise FailedPrecondition(f"repo {name!r} is the output of pipeline {name!r}, which would fail its "
+                                         f"next job and those after it: delete the pipeline first (pfs "
+                                         f"delete-pipeline {name})")
             tx.delete_repo(name)
         self.notify_finished()  # its subscribers end, and pipelines reading it say so, now
 
@@ -104,6 +111,10 @@ class Store:
         branch = names.check_branch(branch or DEFAULT_BRANCH)
         with self.meta.transaction() as tx:
             self._repo(tx, repo)
+            if branch == DEFAULT_BRANCH and tx.get_pipeline(repo) is not None:  # an open commit there stops its jobs
+                raise FailedPrecondition(f"repo {repo!r} is the output of pipeline {repo!r}: the commits of its "
+                                         f"{branch} branch are the pipeline's jobs' (commit to another branch, or "
+                                         f"delete the pipeline first: pfs delete-pipeline {repo})")
             if parent:
                 base = self._resolve(tx, CommitRef(repo, parent))
             else:
@@ -226,11 +237,27 @@ class Store:
 
     def put_files(self, ref: CommitRef, writes: list[FileWrite]) -> None:
         """Records files (and directories) into an open commit. Without overwrite, a write appends to the file."""
-        writes = self.check_writes(writes, "the repo root")
-        with self.meta.transaction() as tx:
+        with self.recording(writes, "the repo root") as (tx, writes):
             self._put(tx, self._open_commit(tx, ref), writes)
 
-    def check_writes(self, writes: list[FileWrite], root: str) -> list[FileWrite]:
+    @contextmanager
+    def recording(self, writes: list[FileWrite], root: str) -> Iterator[tuple[Tx, list[FileWrite]]]:
+        """A transaction to record WRITES in, once checked (_check_writes, which touches their chunks): it commits
+        only within half a grace of the check. A garbage collection that did not see the records began before
+        they were committed, so within that half grace of the touch, and keeps what was touched; a transaction
+        that waited longer (behind others, on a busy store) is rolled back, and the upload is refused cleanly,
+        rather than record chunks a collection may have freed meanwhile."""
+        checked = time.monotonic()
+        writes = self._check_writes(writes, root)
+        with self.meta.transaction() as tx:
+            yield tx, writes
+            waited = time.monotonic() - checked
+            if waited > self.grace / 2:
+                raise FailedPrecondition(f"recording {len(writes)} file(s) took {waited:.1f} s after their chunks "
+                                         f"were checked, more than half the garbage collection grace "
+                                         f"({self.grace:g} s): nothing was recorded; send them again")
+
+    def _check_writes(self, writes: list[FileWrite], root: str) -> list[FileWrite]:
         """WRITES with their paths normalized, if each names a file or directory (not ROOT) and chunks the store
         holds, each of the size it holds: a file's size is its chunks' as stored, never what a client says."""
         writes = [_normalized(w) for w in writes]
@@ -293,7 +320,7 @@ class Store:
         self.news.stop()
 
     def _put(self, tx: Tx, commit: StoredCommit, writes: list[FileWrite]) -> StoredCommit:
-        """Writes WRITES, as check_writes() gives them, into COMMIT's tree."""
+        """Writes WRITES, as _check_writes() gives them, into COMMIT's tree."""
         root = _root(commit)
         edit = Edit()
         written: dict[str, list[ChunkRef]] = {}

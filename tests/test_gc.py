@@ -363,3 +363,41 @@ def test_one_collection_at_a_time_across_the_servers_of_a_store(tmp_path):
     finally:
         chunks.close()
         meta.close()
+
+
+def test_files_are_recorded_within_half_a_grace_of_their_check_or_not_at_all(tmp_path):
+    """A PutFiles whose chunks were checked (touched) and that then waits for the store longer than the grace
+    allows could record chunks a collection began meanwhile and freed: it is refused, recording nothing, and a
+    collection after it keeps nothing it lost."""
+    from pfs.core import compression
+    from pfs.core.errors import FailedPrecondition
+    from pfs.core.hashing import address
+    from pfs.core.model import ChunkRef, FileWrite
+    from server.store import Store
+
+    meta, chunks = SqliteMetaStore(tmp_path / "meta.db", 0.4), LocalChunkStore(tmp_path, 0.4)
+    store = Store(chunks, meta, 1 << 20, grace=0.4)
+    try:
+        data = b"x" * 1000
+        store.put_chunks([[(address(data), compression.compress(data))]])
+        store.create_repo("r")
+        ref = CommitRef("r", store.start_commit("r").id)
+        write = FileWrite("f", (ChunkRef(address(data), len(data)),))
+        store.put_files(ref, [write])  # in time
+        holding = threading.Event()
+
+        def busy() -> None:  # another call's long transaction
+            with meta.transaction():
+                holding.set()
+                threading.Event().wait(0.5)
+
+        other = threading.Thread(target=busy)
+        other.start()
+        holding.wait(5)
+        with pytest.raises(FailedPrecondition, match="more than half the garbage collection grace"):
+            store.put_files(ref, [FileWrite("g", write.chunks)])
+        other.join()
+        assert [f.path for f in store.list_files(ref, "")] == ["f"]
+    finally:
+        chunks.close()
+        meta.close()

@@ -270,6 +270,19 @@ def test_flush_commit_returns_when_a_pipeline_upstream_skipped_its_job(server, t
     assert [j["state"] for j in jobs_of(server, "ska")] == [JobState.SKIPPED, JobState.SUCCESS]
 
 
+def test_a_pipeline_s_output_master_is_its_jobs_and_its_repo_goes_only_with_it(server, tmp_path):
+    """A commit left open there would fail every job after it (its /pfs/prev is open); deleting the repo would
+    fail the pipeline's next job and those reading it. Both are refused in one line while the pipeline is."""
+    server.pfs("create-repo", "src")
+    pipeline(server, tmp_path, "made", ["true"], [repo_input("src")])
+    assert_one_line_error(server.pfs("start-commit", "made", check=False),
+                          "repo 'made' is the output of pipeline 'made'", "pfs delete-pipeline made")
+    assert_one_line_error(server.pfs("delete-repo", "made", check=False), "delete the pipeline first")
+    server.pfs("start-commit", "made", "notes")  # another branch is the user's
+    server.pfs("delete-pipeline", "made")
+    server.pfs("delete-repo", "made")
+
+
 def test_flush_commit_of_a_failing_pipeline_names_the_job(server, tmp_path):
     put(server, "data", {"x": b"x\n"})
     pipeline(server, tmp_path, "bad", ["sh", "-c", "echo trying; echo no space left >&2; exit 3"],

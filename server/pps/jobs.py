@@ -132,8 +132,7 @@ class Jobs:
         return _with_shard(job, shard)
 
     def put_shard_files(self, job_id: str, index: int, attempt: int, writes: list[FileWrite]) -> None:
-        writes = self.store.check_writes(writes, "/pfs/out itself")
-        with self.meta.transaction() as tx:
+        with self.store.recording(writes, "/pfs/out itself") as (tx, writes):
             self._running(tx, job_id, index, attempt)
             tx.stage_files(job_id, index, writes)
 

@@ -201,14 +201,15 @@ class S3ChunkStore(ChunkStore):
     def _record(self, written: "_Written") -> int:
         """Records WRITTEN (and empties it): from now on those chunks exist. How many were new. A pack written
         more than half a grace ago may be taken for a crash's leftover by garbage collection, so its chunks are
-        never recorded: the put fails, and is tried again."""
+        never recorded: the put fails, and is tried again. Looked at as the transaction ends (it may have waited
+        for others), so a collection that did not see the records began within that half grace."""
         if not written.chunks:
             return 0
-        if written.older_than(self.grace / 2):
-            raise Unavailable(f"chunks written to {self.url} took over {self.grace / 2:.0f} s to be recorded; "
-                              "put them again")
         with self._meta.transaction() as tx:
             new = tx.put_stored_chunks(written.chunks)
+            if written.older_than(self.grace / 2):
+                raise Unavailable(f"chunks written to {self.url} took over {self.grace / 2:.0f} s to be recorded; "
+                                  "put them again")
         written.clear()
         return new
 

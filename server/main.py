@@ -12,6 +12,7 @@ import signal
 import sqlite3
 import sys
 import threading
+import urllib.parse
 from collections.abc import Iterator
 from concurrent import futures
 from types import ModuleType
@@ -25,7 +26,7 @@ from pfs.core.errors import FailedPrecondition, PfsError
 from pfs.core.memory import keep_freed_memory
 from pfs.core.pem import read_pem
 from pfs.proto import auth_pb2_grpc, chunks_pb2_grpc, pfs_pb2_grpc, pps_pb2_grpc
-from server import tls
+from server import membership, tls
 from server.health import Health
 from server.access import owner_only, server_token
 from server.meta import MetaStore
@@ -197,10 +198,12 @@ def serve(args: argparse.Namespace) -> None:
                              "who reaches it could read and change every repo; give them, or --insecure to serve so "
                              "anyway")
         meta = meta_store(args, data_dir)
+        store = Store(chunk_store(args, data_dir, meta), meta, args.chunk_size, args.gc_grace)
+        with _usable():
+            membership.join(store, server_id(data_dir))  # before it takes its root token: one per server id
         token_file = (args.root_token_file or token_path(data_dir)).resolve()
         token = None if args.no_token else server_token(token_file)
         tokens, roles = (None, None) if token is None else (Tokens(meta, token, server_id(data_dir)), Roles(meta))
-        store = Store(chunk_store(args, data_dir, meta), meta, args.chunk_size, args.gc_grace)
     asyncio.run(_serve(args, data_dir, token_file, token, tokens, roles, store, tls_credentials))
     for mirror in (tokens, roles):
         if mirror is not None:
@@ -304,7 +307,7 @@ def meta_store(args: argparse.Namespace, data_dir: pathlib.Path) -> MetaStore:
     """The metadata store --meta names; SystemExit, one line, if it cannot be used."""
     if not args.meta:
         return SqliteMetaStore(data_dir / "meta.db", args.gc_grace)
-    if not args.meta.startswith(("postgresql://", "postgres://")):
+    if not args.meta.startswith(("postgresql://", "postgres://")) or not _url(args.meta):
         raise SystemExit("pfs server: --meta: give postgresql://USER@HOST:PORT/DB, or leave it out to keep "
                          "metadata in the data dir")
     postgres = _backend("server.meta.postgres", ("psycopg", "psycopg_pool"),
@@ -325,6 +328,9 @@ def chunk_store(args: argparse.Namespace, data_dir: pathlib.Path, meta: MetaStor
     cache = DiskCache(data_dir / "cache", args.cache_size) if args.cache_size else None
     # an S3-compatible server is addressed by path (bucket names are not in its DNS), however it is named
     endpoint = args.s3_endpoint or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    if endpoint and not (endpoint.startswith(("http://", "https://")) and _url(endpoint, host=True)):
+        raise SystemExit(f"pfs server: the S3 endpoint {endpoint!r} (--s3-endpoint, or $AWS_ENDPOINT_URL) is not a "
+                         "URL: give http://HOST:PORT or https://HOST")
     with _usable():
         return s3.S3ChunkStore(args.storage, meta, cache, endpoint, grace=args.gc_grace)
 
@@ -338,6 +344,16 @@ def _backend(module: str, clients: tuple[str, ...], missing: str) -> ModuleType:
         if err.name not in clients:
             raise
         raise SystemExit(f"pfs server: {missing}") from None
+
+
+def _url(text: str, host: bool = False) -> bool:
+    """Whether TEXT parses as a URL (its port, if given, a number), with a HOST if asked."""
+    try:
+        parts = urllib.parse.urlsplit(text)
+        parts.port  # noqa: B018 - parsed only when asked for
+    except ValueError:  # a bracket left open, a port that is not a number
+        return False
+    return bool(parts.hostname) or not host
 
 
 @contextlib.contextmanager

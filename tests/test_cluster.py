@@ -135,3 +135,29 @@ def test_a_server_paused_past_its_lease_never_runs_the_pipeline_beside_the_one_t
     assert controller(paused, "p") == server_id(taker)  # the lease stayed where it went
     said = paused.log.read_text()
     assert "pipeline p: this server no longer holds its lease; its controller stops here" in said, said[-3000:]
+
+
+def test_a_server_that_would_not_be_one_with_its_cluster_stops_in_one_line(cluster, tmp_path, seaweed):
+    """Each of these lost data or failed jobs without a word: another --storage than the cluster's (its puts
+    unreadable through the others), another --gc-grace (a collection by the shorter one freed the others'
+    uploads), a copy of a live server's data dir (two controllers under one id), another cluster's chunks (its
+    collection freed them)."""
+    from test_s3_errors import refused
+
+    a, _ = cluster
+    url = a.args[a.args.index("--meta") + 1]
+    storage = a.args[a.args.index("--storage") + 1]
+    bucket = storage.removeprefix("s3://").partition("/")[0]
+    elsewhere = s3_server(seaweed, tmp_path / "c", args=("--meta", url))
+    assert f"this cluster's chunks are in {storage}, as its database says" in refused(elsewhere)
+    shorter = s3_server(seaweed, tmp_path / "d", args=("--meta", url, "--gc-grace", "60"), bucket=bucket)
+    assert "collect garbage with --gc-grace 3600.0, not 60" in refused(shorter)
+    copy = tmp_path / "e"
+    copy.mkdir()
+    (copy / "server-id").write_text(server_id(a))
+    clone = s3_server(seaweed, copy, args=("--meta", url), bucket=bucket)
+    assert f"server id {server_id(a)!r} (the data dir's server-id) is a live server's" in refused(clone)
+    other_cluster = s3_server(seaweed, tmp_path / "f", bucket=bucket)  # a database of its own
+    assert f"{storage} holds the chunks of another pfs cluster" in refused(other_cluster)
+    put(a, "data", {"x": b"1\n"})  # the cluster is as it was
+    assert a.pfs("get-file", "data", "master", "x").stdout == b"1\n"

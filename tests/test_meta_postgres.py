@@ -77,11 +77,14 @@ def test_a_database_that_cannot_be_used_at_start(postgres, tmp_path):
             (f"postgresql://pfs:hunter2@{dead}/pfs", f"postgresql://pfs@{dead}/pfs", "refused"),
             (f"postgresql://pfs@127.0.0.1:{postgres.port}/nosuchdb?password=hunter2",
              f"postgresql://pfs@127.0.0.1:{postgres.port}/nosuchdb", 'database "nosuchdb" does not exist'),
+            (f"postgresql://pfs:hunter2%@{dead}/pfs", f"postgresql://pfs@{dead}/pfs", "percent-encoded"),  # libpq quotes it
         ]:
             line = refused(Server(tmp_path / "data", args=("--meta", url)))
             assert line.startswith(f"pfs server: cannot use the metadata store {shown}: "), line
             assert reason in line and "hunter2" not in line, line
     assert not (tmp_path / "data" / "meta.db").exists()
+    for url in ("postgresql://pfs@[::1/pfs", "postgresql://pfs@host:port/pfs"):  # no traceback from the URL's parse
+        assert refused(Server(tmp_path / "data", args=("--meta", url))).startswith("pfs server: --meta: give ")
 
 
 @pytest.mark.slow  # a call waits for the database to come back before it gives up

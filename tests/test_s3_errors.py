@@ -89,6 +89,13 @@ def test_the_endpoint_may_come_from_the_environment(seaweed, tmp_path):
     try:
         server.pfs("create-repo", "r")
         server.pfs("put-file", "r", "master", "f", "-c", "-f", "-", input=b"by the environment's endpoint\n")
-        assert seaweed.client().list_objects_v2(Bucket=bucket)["KeyCount"] == 1  # the pack
+        assert seaweed.client().list_objects_v2(Bucket=bucket, Prefix="pfs/packs/")["KeyCount"] == 1  # the pack
     finally:
         server.stop()
+
+
+def test_an_endpoint_that_is_not_a_url_is_refused_in_one_line(tmp_path):
+    for endpoint in ("127.0.0.1:8333", "http://[::1:8333"):  # no scheme; a bracket left open
+        server = Server(tmp_path / "data", args=("--storage", "s3://b/pfs", "--s3-endpoint", endpoint))
+        assert refused(server) == (f"pfs server: the S3 endpoint {endpoint!r} (--s3-endpoint, or $AWS_ENDPOINT_URL) "
+                                   "is not a URL: give http://HOST:PORT or https://HOST")

@@ -32,7 +32,7 @@ def test_s3_killed_and_restarted_during_a_large_put_file(own_seaweed, tmp_path):
                                   env={**os.environ, **server.env})
 
         def under_way() -> bool:  # packs of chunks (16 MiB each) are reaching the bucket (or the upload is over)
-            listed = own_seaweed.client().list_objects_v2(Bucket=bucket, MaxKeys=2)
+            listed = own_seaweed.client().list_objects_v2(Bucket=bucket, Prefix="pfs/packs/", MaxKeys=2)
             return upload.poll() is not None or listed["KeyCount"] >= 2
 
         wait_for(under_way, 120)

@@ -412,7 +412,7 @@ def test_a_reader_of_one_repo_cannot_read_another_repos_chunks_in_the_same_pack(
             refs = client.inspect_file(CommitRef("ours", "master"), "f").chunks
             located = client.locate_chunks(refs)
         s3 = seaweed.client()
-        (key,) = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket_of(server))["Contents"]]
+        (key,) = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket_of(server), Prefix="pfs/packs/")["Contents"]]
         pack = s3.get_object(Bucket=bucket_of(server), Key=key)["Body"].read()
         secrets = [(pack.index(frame), len(frame)) for _, frame in theirs]
         assert len(spans(located)) == 3  # ours[0]; ours[1:3]; ours[3:6]
@@ -505,7 +505,7 @@ def test_corrupt_objects_in_the_bucket_are_read_through_the_server(seaweed, tmp_
     server = serving(seaweed, tmp_path, files)
     try:
         s3 = seaweed.client()
-        keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket_of(server))["Contents"]]
+        keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket_of(server), Prefix="pfs/packs/")["Contents"]]
         for key in keys:
             body = s3.get_object(Bucket=bucket_of(server), Key=key)["Body"].read()
             s3.put_object(Bucket=bucket_of(server), Key=key, Body=bytes(x ^ 0xFF for x in body))

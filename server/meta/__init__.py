@@ -252,6 +252,13 @@ class Tx(ABC):
     def clear_staged(self, job_id: str, shard: int) -> None: ...
 
     @abstractmethod
+    def setting(self, name: str, value: str) -> str:
+        """The store's setting NAME: VALUE, made so now, unless it was set before."""
+
+    @abstractmethod
+    def put_setting(self, name: str, value: str) -> None: ...
+
+    @abstractmethod
     def add_logs(self, lines: list[LogLine], keep: int) -> None:
         """Adds log lines; a shard's log that grows past KEEP (its characters, and a row's cost a line) loses its
         first lines, down to three quarters of KEEP, which a line saying how many went stands for."""

@@ -67,7 +67,11 @@ class PostgresMetaStore(MetaStore):
                     cur.execute("DELETE FROM schema_version")
                     cur.execute("INSERT INTO schema_version (version) VALUES (%s)", (version,))
         except psycopg.Error as err:
-            raise Unavailable(f"cannot use the metadata store {self.name}: {_reason(err)}") from None
+            reason = _reason(err)
+            secret = urllib.parse.urlsplit(url).password
+            for shown in {secret, urllib.parse.unquote(secret or "")} - {None, ""}:  # libpq may quote it
+                reason = reason.replace(shown, "***")
+            raise Unavailable(f"cannot use the metadata store {self.name}: {reason}") from None
         # One connection: transactions take turns for it (self._lock) with no timeout, as under SQLite. check: one
         # the database dropped (a restart) is replaced before a transaction gets it. The pool stops trying to make
         # one after WAIT and tries again when the next transaction asks, so a database back after a long outage

@@ -185,9 +185,16 @@ def _log_sizes(cur, d: Dialect) -> None:
                 f"SUM(LENGTH(text) + {LOG_LINE_COST}), 0 FROM logs GROUP BY job, shard")
 
 
+def _settings(cur, d: Dialect) -> None:
+    """What the servers of a store must agree on (server/membership.py): its cluster's id, where its chunks are,
+    the garbage collection grace."""
+    cur.execute(f"CREATE TABLE settings (name TEXT PRIMARY KEY, value TEXT NOT NULL){d.keyed}")
+
+
 # Step N brings a store of version N - 1 to version N; a store is made at version 0 (the schema, created above)
 # and a new server runs the steps it has not had, in one transaction. Append; never edit a step once released.
-STEPS: list[Callable] = [_codec_form, _cluster_tables, _shard_rows, _tokens, _roles, _touched, _log_sizes]
+STEPS: list[Callable] = [_codec_form, _cluster_tables, _shard_rows, _tokens, _roles, _touched, _log_sizes,
+                         _settings]
 
 
 def upgrade(cur, d: Dialect, version: int) -> int:
@@ -467,6 +474,14 @@ class SqlTx(Tx):
     def leases(self) -> dict[str, str]:
         rows = self._execute(f"SELECT pipeline, holder FROM leases WHERE expires > {self._d.now}")
         return dict(rows.fetchall())
+
+    def setting(self, name: str, value: str) -> str:
+        self._execute("INSERT INTO settings (name, value) VALUES (?, ?) ON CONFLICT (name) DO NOTHING", (name, value))
+        return self._execute("SELECT value FROM settings WHERE name = ?", (name,)).fetchone()[0]
+
+    def put_setting(self, name: str, value: str) -> None:
+        self._execute("INSERT INTO settings (name, value) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET "
+                      "value = excluded.value", (name, value))
 
     def drop_server(self, server: str) -> None:
         self._execute("DELETE FROM leases WHERE holder = ?", (server,))

@@ -30,6 +30,14 @@ class ChunkStore(ABC):
     for each chunk they find, where it is older than a quarter of the store's GRACE."""
 
     @abstractmethod
+    def where(self) -> str:
+        """Where the chunks are, as every server of a cluster must name it alike."""
+
+    def claim(self, cluster: str) -> None:
+        """Marks the store CLUSTER's where others could take it for theirs; FailedPrecondition if another's it is.
+        A data dir is one server's alone."""
+
+    @abstractmethod
     def missing(self, addresses: Iterable[bytes]) -> list[bytes]:
         """The addresses among ADDRESSES that the store lacks, in order; those it holds are touched."""
 

@@ -72,6 +72,9 @@ class LocalChunkStore(ChunkStore):
     def describe(self) -> DirectRead:
         return DirectRead(chunk_dir.KIND, str(self.root))
 
+    def where(self) -> str:
+        return "each server's data dir"
+
     def missing(self, addresses: Iterable[bytes]) -> list[bytes]:
         addresses = list(addresses)
         small = self._touched_small(addresses, 0)

@@ -50,7 +50,7 @@ import xxhash
 from botocore.config import Config
 
 from pfs.core import compression
-from pfs.core.errors import DataLoss, InvalidArgument, PfsError, Unavailable
+from pfs.core.errors import DataLoss, FailedPrecondition, InvalidArgument, PfsError, Unavailable
 from pfs.core.model import URL_READS, ChunkLocation, DirectRead
 from server.grace import DEFAULT_GRACE
 from server.meta import MetaStore, StoredChunk
@@ -147,6 +147,21 @@ class S3ChunkStore(ChunkStore):
     def describe(self) -> DirectRead:
         return DirectRead(URL_READS, self.url)
 
+    def where(self) -> str:
+        return self.url
+
+    def claim(self, cluster: str) -> None:
+        """The mark: an object beside the packs naming the cluster whose they are (its garbage collection frees
+        the packs its database does not record: another cluster's, on the same prefix)."""
+        key = f"{self._prefix}cluster"
+        with self._errors():  # the id in the object's metadata too: a HEAD reads it
+            self._create(key, cluster.encode(), {"cluster": cluster})
+            marked = self._s3.head_object(Bucket=self.bucket, Key=key)["Metadata"].get("cluster", "")
+        if marked != cluster:
+            raise FailedPrecondition(f"{self.url} holds the chunks of another pfs cluster (its mark, {key}, names "
+                                     f"cluster {marked[:40]!r}; this server's database is cluster {cluster!r}): "
+                                     "give each cluster a bucket or prefix of its own")
+
     # -- what is stored where
 
     def missing(self, addresses: Iterable[bytes]) -> list[bytes]:
@@ -234,14 +249,15 @@ class S3ChunkStore(ChunkStore):
         finally:
             self._room.release()
 
-    def _create(self, key: str, data: bytes) -> None:
-        """Writes DATA at KEY unless the key exists: then a retried write had landed (names are random, so what is
-        there is this one)."""
+    def _create(self, key: str, data: bytes, metadata: dict[str, str] | None = None) -> None:
+        """Writes DATA (with its user METADATA) at KEY unless the key exists: then a retried write had landed (names
+        are random, so what is there is this one)."""
+        extra = {"Metadata": metadata} if metadata else {}
         for attempt in range(ATTEMPTS):
             if not self._conditional:
                 break
             try:
-                self._s3.put_object(Bucket=self.bucket, Key=key, Body=data, IfNoneMatch="*")
+                self._s3.put_object(Bucket=self.bucket, Key=key, Body=data, IfNoneMatch="*", **extra)
                 return
             except botocore.exceptions.ClientError as err:
                 code = _code(err)
@@ -260,7 +276,7 @@ class S3ChunkStore(ChunkStore):
         except botocore.exceptions.ClientError as err:
             if _code(err) not in ("404", "NoSuchKey", "NotFound"):
                 raise
-        self._s3.put_object(Bucket=self.bucket, Key=key, Body=data)
+        self._s3.put_object(Bucket=self.bucket, Key=key, Body=data, **extra)
 
     # -- reading
 

@@ -317,3 +317,8 @@ def test_what_the_api_would_refuse_the_models_refuse_too():
     del container(nameless)["name"]
     with pytest.raises(ValueError):
         load(nameless)
+
+
+def test_a_manifest_that_is_not_an_object_says_so_without_an_empty_field_name():
+    with pytest.raises(InvalidArgument, match=r"^a manifest: expected an object, got a list$"):
+        manifest.pipeline([BASE])

@@ -161,7 +161,9 @@ def method(value: Any, where: str) -> tuple[str, str]:
     if partition not in PARTITIONS:
         raise bad(f.at("partition"), f"unknown partition {partition!r}; use one of {', '.join(PARTITIONS)}")
     incremental = f.get("incremental", lambda v, w: v, "DIFF")
-    key = incremental if isinstance(incremental, bool) else str(incremental).upper()
+    if not isinstance(incremental, (bool, str)):  # null, say, which str() made NONE
+        raise bad(f.at("incremental"), f"expected NONE, DIFF, FULL, true or false, got {_kind(incremental)}")
+    key = incremental if isinstance(incremental, bool) else incremental.upper()
     if key not in INCREMENTALS:
         raise bad(f.at("incremental"), f"unknown value {incremental!r}; use NONE, DIFF, FULL, true or false")
     return PARTITIONS[partition], INCREMENTALS[key]

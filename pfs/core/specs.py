@@ -23,8 +23,8 @@ RESOURCE_NAME = re.compile(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?/[A-Za-z0-9]([-
 
 
 def bad(where: str, reason: str) -> InvalidArgument:
-    """The refusal of manifest field WHERE."""
-    return InvalidArgument(f"manifest field {where}: {reason}")
+    """The refusal of manifest field WHERE ('': the manifest itself)."""
+    return InvalidArgument(f"manifest field {where}: {reason}" if where else f"a manifest: {reason}")
 
 
 def check_pipeline(spec: PipelineSpec) -> PipelineSpec:

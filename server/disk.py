@@ -13,10 +13,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from pfs.core.errors import ResourceExhausted
+
 RESERVE = 16 << 20  # bytes a data dir keeps for the writes that free space
 RESERVE_SHARE = 8  # and at most an eighth of its file system (SQLite writes pages of 64 KiB: a delete takes a few)
-
-from pfs.core.errors import ResourceExhausted
 
 _FULL = (errno.ENOSPC, errno.EDQUOT)
 

@@ -567,9 +567,9 @@ class SqlTx(Tx):
                 self._trim_log(job, shard, size - keep * 3 // 4, dropped)  # a quarter of room: not on every batch
 
     def _trim_log(self, job: str, shard: int, excess: int, dropped: int) -> None:
-        """Drops the first lines of a shard's log, EXCESS of its size at least, and marks where they were: the line
-        after them becomes a line of the shim's saying how many were dropped (the mark of the last trim, DROPPED
-        lines ago, is the first to go)."""
+        """Drops the first lines of a shard's log, EXCESS of its size at least, and marks where they were: the last
+        of them becomes a line of the shim's saying how many were dropped in all (the mark of the trim before,
+        after DROPPED lines, is the first to go)."""
         freed = lines = 0
         last = None
         for seq, n in self._execute("SELECT seq, LENGTH(text) FROM logs WHERE job = ? AND shard = ? ORDER BY seq",

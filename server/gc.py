@@ -56,8 +56,12 @@ class Collector:
     def _hold(self) -> None:
         with self.meta.transaction() as tx:
             if not tx.claim_lease(LEASE, self.server, LEASE_TTL):
-                raise Conflict(f"a garbage collection is running on server {tx.leases().get(LEASE)!r}; wait for it "
-                               "to finish")
+                holder = tx.leases().get(LEASE)
+                if self.meta.shared and holder not in tx.live_servers():
+                    raise Conflict(f"the garbage collection of server {holder!r} holds the store, but that server "
+                                   f"is gone (stopped or dead): try again once its hold runs out, within "
+                                   f"{LEASE_TTL:g} s")
+                raise Conflict(f"a garbage collection is running on server {holder!r}; wait for it to finish")
 
     def _collect(self, dry_run: bool, grace: float) -> Iterator[Progress | GarbageCollected]:
         started = time.time()

@@ -401,3 +401,25 @@ def test_files_are_recorded_within_half_a_grace_of_their_check_or_not_at_all(tmp
     finally:
         chunks.close()
         meta.close()
+
+
+def test_a_collection_held_by_a_server_that_is_gone_says_so(tmp_path, postgres):
+    """A server killed mid-collection holds the store until its lease runs out: the others say that it is gone,
+    not that it runs."""
+    from server.meta.postgres import PostgresMetaStore
+
+    meta, chunks = PostgresMetaStore(postgres.make_database()), LocalChunkStore(tmp_path)
+    try:
+        with meta.transaction() as tx:
+            tx.beat("live-server", "127.0.0.1:1", 60)
+            assert tx.claim_lease(LEASE, "live-server", 60)
+        with pytest.raises(Conflict, match="running on server 'live-server'; wait for it to finish"):
+            list(Collector(meta, chunks, "this-server", 3600).collect())
+        with meta.transaction() as tx:
+            tx.drop_server("live-server")  # its row and lease gone; a lease of a server killed stays
+            assert tx.claim_lease(LEASE, "killed-server", 60)
+        with pytest.raises(Conflict, match="server 'killed-server' holds the store, but that server is gone"):
+            list(Collector(meta, chunks, "this-server", 3600).collect())
+    finally:
+        chunks.close()
+        meta.close()

@@ -130,14 +130,19 @@ def _invalidate(inode: int, names: list[str]) -> None:
 
 
 async def _main(mountpoint: str, ops: Operations, stopped: list[int], on_mounted) -> None:
-    with trio.open_signal_receiver(*STOP_SIGNALS) as signals:
-        if stopped:  # asked to stop while mounting
-            return
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(_terminate_on, signals)
-            nursery.start_soon(_up, mountpoint, ops, on_mounted)
-            await pyfuse3.main()  # returns on terminate() or when unmounted from outside
-            nursery.cancel_scope.cancel()
+    try:
+        with trio.open_signal_receiver(*STOP_SIGNALS) as signals:
+            if stopped:  # asked to stop while mounting
+                return
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(_terminate_on, signals)
+                nursery.start_soon(_up, mountpoint, ops, on_mounted)
+                await pyfuse3.main()  # returns on terminate() or when unmounted from outside
+                nursery.cancel_scope.cancel()
+    finally:  # the loop ends, and the unmount follows: a stop signal now (a worker's, as its inputs' binds go and
+        # the kernel ends the mount) would only be written to trio's wakeup socket as trio closes it, a traceback
+        for sig in STOP_SIGNALS:
+            signal.signal(sig, signal.SIG_IGN)
 
 
 async def _terminate_on(signals) -> None:

@@ -36,7 +36,7 @@ class Store:
         self.chunks = chunks
         self.meta = meta
         self.chunk_avg_size = chunk_avg_size
-        self.grace = grace  # garbage collection's (server/grace.py): files are recorded within half of it of their check
+        self.grace = grace  # garbage collection's (server/grace.py): files are recorded within half of it
         self.trees = Trees()
         self.news = News()  # a commit finished, or a pipeline or job changed
         self._workers = ThreadPoolExecutor(os.cpu_count() or 2, thread_name_prefix="verify")

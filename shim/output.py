@@ -25,7 +25,7 @@ import os
 import stat
 import threading
 from collections import deque
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -99,13 +99,13 @@ class Output:
         writes = []
         directories = []
         with ThreadPoolExecutor(CHECK_THREADS, thread_name_prefix="output-check") as pool:
-            for path, is_dir in sorted(_entries(self.out, list(self._inputs))):
+            for path, is_dir, linked in sorted(_entries(self.out, list(self._inputs))):
                 rel = self._name(path)
                 if is_dir:
                     directories.append(FileWrite(rel, (), directory=True))
                     continue
                 n = path.stat().st_size
-                stored = self._stored(path, n)
+                stored = self._stored(path, n) if linked else None
                 if stored is not None:
                     self._sent[rel] = FileWrite(rel, stored.chunks)
                 elif not self._intact(path, self._sent.get(rel), pool):
@@ -126,10 +126,10 @@ class Output:
         """The input's file PATH is a link to (or lies under a link to), where the command saw it whole (its
         shard's view holds all SEEN bytes of it: a view holds some of a file's chunks, in order); None otherwise."""
         target = Path(os.path.realpath(path))
-        found = next(((root, ref) for root, ref in self._inputs.items() if root in target.parents), None)
-        if found is None:
+        root = _within(target, self._inputs)
+        if root is None:
             return None
-        root, ref = found
+        ref = self._inputs[root]
         inner = target.relative_to(root)
         key = (ref, "" if inner.parent == Path(".") else inner.parent.as_posix())
         if key not in self._listings:
@@ -262,14 +262,16 @@ def _open_file(path: Path):
     return open(fd, "rb")
 
 
-def _entries(top: Path, inputs: Sequence[Path]) -> Iterator[tuple[Path, bool]]:
-    """(path, is_dir) of each directory and regular file below TOP, links followed: to a file, or to a directory
-    within INPUTS (walked whole, under the link's name). Sockets, fifos and the like are not output. A link naming
+def _entries(top: Path, inputs: Sequence[Path], linked: bool = False) -> Iterator[tuple[Path, bool, bool]]:
+    """(path, is_dir, linked) of each directory and regular file below TOP, links followed: to a file, or to a
+    directory within INPUTS (walked whole, under the link's name); LINKED where the path is a link or lies under
+    one (only such a path can be an input's file). Sockets, fifos and the like are not output. A link naming
     nothing the command can see, or a directory elsewhere (/, say, or one of TOP's own), is FailedPrecondition."""
     with os.scandir(top) as it:
         entries = list(it)
     for entry in entries:
         path = Path(entry.path)
+        is_link = linked or entry.is_symlink()
         if entry.is_symlink():
             try:
                 mode = os.stat(path).st_mode
@@ -277,13 +279,18 @@ def _entries(top: Path, inputs: Sequence[Path]) -> Iterator[tuple[Path, bool]]:
                 raise FailedPrecondition(f"{path} is a link to {os.readlink(path)}, which the command cannot see: "
                                          f"{err.strerror}") from None
             target = Path(os.path.realpath(path))
-            if stat.S_ISDIR(mode) and not any(i == target or i in target.parents for i in inputs):
+            if stat.S_ISDIR(mode) and _within(target, inputs) is None:
                 raise FailedPrecondition(f"{path} is a link to the directory {target}: only links to files, or to "
                                          "the inputs' directories, are output")
         else:
             mode = entry.stat(follow_symlinks=False).st_mode
         if stat.S_ISDIR(mode):
-            yield path, True
-            yield from _entries(path, inputs)
+            yield path, True, is_link
+            yield from _entries(path, inputs, is_link)
         elif stat.S_ISREG(mode):
-            yield path, False
+            yield path, False, is_link
+
+
+def _within(target: Path, roots: Iterable[Path]) -> Path | None:
+    """The one of ROOTS (the inputs' directories) that TARGET, a real path, is or lies under; None if none."""
+    return next((root for root in roots if root == target or root in target.parents), None)

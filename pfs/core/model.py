@@ -244,6 +244,11 @@ class PipelineInfo:
     def name(self) -> str:
         return self.spec.name
 
+    def made(self, job: "JobInfo") -> bool:
+        """Whether JOB is this pipeline's, not one of a pipeline of its name deleted before it was made (whose jobs
+        stay, and are listed by that name)."""
+        return job.started >= self.created
+
 
 class ShardState(StrEnum):
     """Where one worker's part of a job is: not yet taken, taken by a worker, or reported."""

@@ -214,7 +214,7 @@ class Controller:
         newest commit of it a job saw, or from its head again where that is the head. JOBS: the pipeline's jobs so
         far, newest first."""
         processed = dict(pipeline.processed)
-        jobs = [j for j in jobs if j.started >= pipeline.created]  # not those of a deleted pipeline of its name
+        jobs = [j for j in jobs if pipeline.made(j)]
         seen: dict[str, str] = {}  # what the job sees of each input
         ancestry: dict[str, list[str]] = {}  # each input's finished commits, oldest first
         pending: list[tuple[float, int, str]] = []  # (when it finished, the input's place, commit) of each input

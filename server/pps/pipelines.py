@@ -182,10 +182,9 @@ class Pipelines:
         return out
 
     def _job_of(self, pipeline: PipelineInfo, target: CommitRef, finished: float) -> JobInfo | None:
-        """The pipeline's newest job that saw TARGET (FINISHED then) or a commit computed from it (not a job of a
-        pipeline deleted before it was made of its name)."""
+        """The pipeline's newest job that saw TARGET (FINISHED then) or a commit computed from it."""
         for job in self.jobs.list_jobs(pipeline.name):
-            if job.started < max(finished, pipeline.created):  # nor can any older job be
+            if job.started < finished or not pipeline.made(job):  # nor can any older job be
                 return None
             for i in job.inputs:
                 seen = CommitRef(i.repo, i.commit)

@@ -1,20 +1,18 @@
 """Running the user's command: exec'd (no shell unless the command is one), stdin lines fed, output logged."""
 
-import contextlib
-import ctypes
 import os
 import shutil
-import signal
 import subprocess
+import sys
 import threading
 from collections import deque
 from collections.abc import Sequence
+from pathlib import Path
 from typing import IO
 
-from pfs.core import tools
 from shim.logs import Logs
 
-DIE_WITH_PARENT = tools.die_with_parent("KILL", required=False)
+PIDNS = str(Path(__file__).with_name("pidns.py"))
 # The OOM killer's first choice in its cgroup (raising one's own score needs no privilege): a command past its
 # container's memory limit is what goes, and the shim reports it, rather than the worker itself, whose try would
 # then end unreported. That holds where the worker's score is lower (0 outside Kubernetes, -997 in a Guaranteed
@@ -22,22 +20,28 @@ DIE_WITH_PARENT = tools.die_with_parent("KILL", required=False)
 FIRST_TO_GO = ["choom", "-n", "1000", "--"] if shutil.which("choom") else []
 
 STDERR_TAIL = 20  # lines of stderr kept for the error of a failed shard
-PR_SET_CHILD_SUBREAPER = 36  # prctl(2)
 
 
 def run(cmd: Sequence[str], stdin: Sequence[str], env: dict[str, str], logs: Logs,
         user: tuple[int, int] | None = None) -> tuple[int, list[str]]:
-    """Runs CMD to its end (it is killed if the shim dies or is stopped, and what it leaves running once it ends),
-    as USER (uid, gid; with no other groups) where one is given; its exit code and last stderr lines."""
+    """Runs CMD to its end, in a PID namespace of its own (shim/pidns.py: what it leaves running ends with it, and
+    it all ends if the shim dies or is stopped), as USER (uid, gid; with no other groups) where one is given; its
+    exit code and last stderr lines."""
     if shutil.which(cmd[0], path=env.get("PATH")) is None:
         message = f"cannot run {cmd[0]!r}: no such command"
         logs.line("stderr", message)
         return 127, [message]
-    _adopt_orphans()
-    before = _children()
-    proc = subprocess.Popen([*DIE_WITH_PARENT, *FIRST_TO_GO, *cmd], stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
-                            **({} if user is None else {"user": user[0], "group": user[1], "extra_groups": []}))
+    uid, gid = user or (-1, -1)
+    env_r, env_w = os.pipe()
+    with open(env_w, "wb") as env_pipe:  # the command's alone, not its init's (shim/pidns.py)
+        try:
+            proc = subprocess.Popen([sys.executable, "-I", "-S", PIDNS, str(os.getpid()), str(env_r), str(uid),
+                                     str(gid), *FIRST_TO_GO, *cmd], env={}, pass_fds=[env_r],
+                                    stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        finally:
+            os.close(env_r)
+        env_pipe.write(b"".join(b"\0" + os.fsencode(k) + b"=" + os.fsencode(v) for k, v in env.items()))
     tail: deque[str] = deque(maxlen=STDERR_TAIL)
     readers = [
         threading.Thread(target=_pump, args=(proc.stdout, "stdout", logs, None), daemon=True),
@@ -52,41 +56,9 @@ def run(cmd: Sequence[str], stdin: Sequence[str], env: dict[str, str], logs: Log
     except BaseException:  # the shim is stopped: so is the command
         proc.kill()
         raise
-    finally:
-        _end_left(before)
     for t in readers:
         t.join()
     return code, list(tail)
-
-
-def _adopt_orphans() -> None:
-    """Makes this process the one the command's orphans are given to, rather than init (a child subreaper), so
-    that _end_left finds them."""
-    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
-
-
-def _children() -> set[int]:
-    """The pids of this process's children (those of every thread)."""
-    pids = set()
-    for tid in os.listdir("/proc/self/task"):
-        with contextlib.suppress(OSError):  # a thread that ended meanwhile
-            with open(f"/proc/self/task/{tid}/children") as f:
-                pids.update(int(p) for p in f.read().split())
-    return pids
-
-
-def _end_left(before: set[int]) -> None:
-    """Kills and reaps what the command left running: every child of this process but those of BEFORE (its
-    mount), and then theirs, given to it in turn. Left alone, a `sleep &` or a daemon of the command's held its
-    output pipes (and so this worker) open for as long as it ran, could write to /pfs/out while it was read, and
-    ran on beside the next try."""
-    while left := _children() - before:
-        for pid in left:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        for pid in left:
-            with contextlib.suppress(ChildProcessError):
-                os.waitpid(pid, 0)
 
 
 def _feed(pipe: IO[bytes], lines: Sequence[str]) -> None:

@@ -478,16 +478,62 @@ def test_what_the_command_leaves_running_ends_with_it(server, tmp_path, data):
     the command ends: it would hold the command's output pipes, and so the worker, open, write to /pfs/out while
     it is read, and run on beside the next try."""
     marker = tmp_path / "late"
-    script = (f"sleep 30 & setsid sh -c 'sleep 2; echo late > {marker}' & echo x > /pfs/out/x; "
-              "echo $! > /pfs/out/pid")
+    script = f"sleep 31.25 & setsid sh -c 'sleep 2; echo late > {marker}' & echo x > /pfs/out/x"
     job = create_job(server, tmp_path, ["sh", "-c", script])
     started = time.monotonic()
     [(code, _, stderr)] = run_shims(server, tmp_path, job, 1)
     assert code == 0, stderr
     assert time.monotonic() - started < 20  # not held open by the sleep
-    pid = int(read_tree(server, "out")["pid"])
+    assert not sleeping("31.25")
     time.sleep(3)
-    assert not marker.exists() and not pathlib.Path(f"/proc/{pid}").exists()
+    assert not marker.exists()
+
+
+def test_what_the_command_started_ends_with_a_killed_worker(server, tmp_path, data):
+    """The worker killed (kill -9, the OOM killer, the server's end taking it along): its command and every
+    process the command started end too, not only those the worker could reap; its try is left to the next."""
+    marker = tmp_path / "late"
+    script = f"sleep 32.25 & sh -c 'sleep 2; echo late > {marker}; sleep 33.25' & echo started; wait"
+    proc = start_shim(server, tmp_path, create_job(server, tmp_path, ["sh", "-c", script]), 0)
+    for line in proc.stdout:
+        if b"started" in line:
+            break
+    wait_for(lambda: sleeping("32.25"))
+    proc.kill()
+    assert finish(proc)[0] == -signal.SIGKILL
+    wait_for(lambda: not sleeping("32.25") and not mount_processes(server), timeout=10)
+    time.sleep(2.5)
+    assert not marker.exists()
+
+
+def test_the_command_sees_its_own_pids_in_proc(server, tmp_path, data):
+    """The command's processes are in a PID namespace of their own, with its /proc, so /proc/$$ is the shell's;
+    the pids start where the kernel says, so two workers' /tmp/x.$$ are not one file."""
+    job = create_job(server, tmp_path, ["sh", "-c", "cat /proc/$$/cmdline | tr '\\0' ' ' > /pfs/out/cmd-$$"],
+                     parallelism=2)
+    assert [r[0] for r in run_shims(server, tmp_path, job, 2)] == [0, 0]
+    out = read_tree(server, "out")
+    assert len(out) == 2 and all(v.startswith(b"sh -c cat /proc/$$/cmdline") for v in out.values()), out
+
+
+def test_the_processes_around_the_command_get_none_of_its_environment(server, tmp_path, data):
+    """The command's init (shim/pidns.py, run as the worker, root here) runs in an empty environment: what the
+    manifest sets (LD_PRELOAD, say) is the command's alone, and never runs with the worker's privilege."""
+    script = "sleep 4.25; echo \"$GREETING\" > /pfs/out/g"
+    job = create_job(server, tmp_path, ["sh", "-c", script], env={"GREETING": "hello", "LD_LIBRARY_PATH": "/nowhere"})
+    proc = start_shim(server, tmp_path, job, 0)
+    wait_for(lambda: sleeping("4.25"))
+    inits = [pid for pid, args in processes()
+             if any(a.endswith(b"shim/pidns.py") for a in args) and script.encode() in args]
+    environs = [pathlib.Path(f"/proc/{pid}/environ").read_bytes() for pid in inits]
+    assert finish(proc)[0] == 0
+    assert len(inits) == 2 and environs == [b"", b""]  # this process and the namespace's first
+    assert read_tree(server, "out")["g"] == b"hello\n"
+
+
+def sleeping(seconds: str) -> bool:
+    """Whether a `sleep SECONDS` runs on this machine (a length no other test sleeps)."""
+    return any(args[:2] == [b"sleep", seconds.encode()] for _, args in processes())
 
 
 def test_a_file_of_several_chunks_changed_after_they_were_sent_is_staged_as_the_command_left_it(

@@ -2,7 +2,10 @@
 they own, their command run as a user that is not root, and making no job once their creator can no longer read
 an input. A real server run by root (local runner), real tokens, real workers."""
 
+import grp
 import json
+import os
+import pwd
 import shutil
 import tempfile
 from pathlib import Path
@@ -13,7 +16,7 @@ from pfs.core import run_as
 from pfs.core.errors import InvalidArgument
 from pfs.core.model import JobState
 
-from conftest import assert_one_line_error, needs, run_pfs, wait_for
+from conftest import Server, assert_one_line_error, needs, run_pfs, wait_for
 from test_pipelines import get, jobs_of, put, repo_input
 
 pytestmark = needs("fusermount3", "setpriv", root=True, fuse=True)
@@ -75,9 +78,12 @@ def test_a_user_may_make_pipelines_only_of_what_they_may_read_and_never_run_as_r
     server.pfs("auth", "set-role", "data", "alice", "reader")
     refused = as_user("alice", "create-pipeline", "-f", manifest(tmp_path, "p", ["data", "secret"]), check=False)
     assert_one_line_error(refused, "alice may not read repo 'secret'")
-    for user in ("root", "0", "0:0", "1000:0", "nobody"):
+    free = free_id()
+    for user, said in (("root", "given as names"), ("nobody", "given as names"), ("0", "uid 0 is root's"),
+                       ("0:0", "uid 0 is root's"), (f"{free}:0", "gid 0 is group root's"),
+                       ("65534:42", "gid 42 is group"), (f"{free}:42", "gid 42 is group")):  # shadow: /etc/shadow
         refused = as_user("alice", "create-pipeline", "-f", manifest(tmp_path, "p", ["data"], user=user), check=False)
-        assert_one_line_error(refused, "transform.user", "numbers other than 0")
+        assert_one_line_error(refused, "transform.user", "no account or group of this machine has", said)
     for user in ("4294967295", "1000:4294967295"):  # (uid_t) -1: setuid and setgid would leave the worker's root
         for refused in (as_user("alice", "create-pipeline", "-f", manifest(tmp_path, "p", ["data"], user=user),
                                 check=False),
@@ -92,12 +98,41 @@ def test_a_user_may_make_pipelines_only_of_what_they_may_read_and_never_run_as_r
 
 
 @pytest.mark.slow
+def test_a_command_run_here_gets_none_of_the_server_s_secrets(tmp_path):
+    """The local runner gives its workers, and so their commands, only the usual variables of a session from the
+    server's environment: a user's command reads no S3 key or database password of the server's."""
+    secrets = {"AWS_SECRET_ACCESS_KEY": "s3-key-of-the-server", "PGPASSWORD": "password-of-the-server"}
+    server = Server(tmp_path / "data", process_env={**os.environ, **secrets, "LANG": "C.UTF-8"})
+    server.start()
+    try:
+        put(server, "data", {"x": b"1\n"})
+        server.pfs("create-pipeline", "-f", manifest(tmp_path, "env", ["data"], ["sh", "-c", "env > /pfs/out/env"]))
+        server.pfs("flush-commit", "data/master")
+        env = dict(line.split("=", 1) for line in get(server, "env", "env").decode().splitlines())
+    finally:
+        server.stop()
+    assert not set(secrets) & set(env) and not any(v in secrets.values() for v in env.values()), env
+    assert env["LANG"] == "C.UTF-8" and env["PATH"] and "PFS_TOKEN" not in env, env
+
+
+def free_id() -> int:
+    """A number that is no account's uid and no group's gid on this machine."""
+    def taken(look_up, number: int) -> bool:
+        try:
+            return bool(look_up(number))
+        except KeyError:
+            return False
+    return next(i for i in range(54321, 60000) if not (taken(pwd.getpwuid, i) or taken(grp.getgrgid, i)))
+
+
+@pytest.mark.slow
 def test_a_pipeline_makes_no_job_while_its_creator_may_not_read_an_input(server, tmp_path, as_user):
     put(server, "data", {"x": b"1\n"})
     server.pfs("auth", "set-role", "data", "alice", "reader")
-    as_user("alice", "create-pipeline", "-f", manifest(tmp_path, "mine", ["data"], user="1000:1000"))
+    free = free_id()  # a user may name ids no account or group here has
+    as_user("alice", "create-pipeline", "-f", manifest(tmp_path, "mine", ["data"], user=f"{free}:{free}"))
     server.pfs("flush-commit", "data/master")
-    assert get(server, "mine", "uid") == b"1000\n"
+    assert get(server, "mine", "uid") == f"{free}\n".encode()
     server.pfs("auth", "set-role", "data", "alice", "none")
     put(server, "data", {"x": b"2\n"}, create=False)
     wait_for(lambda: "alice may not read repo 'data'" in server.pfs("inspect-pipeline", "mine").text, 30)

@@ -1,8 +1,10 @@
 """Who a pipeline's command runs as: its transform's user, as 1.x wrote it: a user's name or uid, and :group.
 
 The cluster's root may name anyone (its own command, on its own machines). A pipeline made by anyone else runs
-its command as a uid other than 0, given as a number (a name is looked up only on the worker, in the image,
-where it could be root), or by default as UNPRIVILEGED: never as root, so it cannot read the server's data dir.
+its command by default as UNPRIVILEGED, or as a uid and gid given as numbers (a name is looked up only on the
+worker, in the image, where it could be root) that no account or group of the server's machine has: never as
+root, so it cannot read the server's data dir, nor as an account or group with rights of its own (shadow, disk,
+postgres).
 """
 
 import contextlib
@@ -33,16 +35,31 @@ def check(user: str) -> None:
 
 def for_creator(user: str, creator: str) -> str:
     """The user the command of CREATOR's pipeline runs as, for the USER its manifest asks for (creator '' is the
-    cluster's root); PermissionDenied where a user who is not the root asks for a user that is, or may be."""
+    cluster's root); PermissionDenied where a user who is not the root asks for a user that is, or may be, or for
+    the ids of one of this machine's accounts or groups (uid 0; gid 42, shadow, which reads /etc/shadow)."""
     if not creator:
         return user
     if not user:
         return UNPRIVILEGED
-    ids = USER.fullmatch(user).groups()
-    if not all(i is None or (i.isdigit() and int(i) != 0) for i in ids):
+    name, group = USER.fullmatch(user).groups()
+    group = group or name  # as a worker resolves a uid of no account
+    taken = _taken(int(name), int(group)) if name.isdigit() and group.isdigit() else "given as names"
+    if taken:
         raise PermissionDenied(f"manifest field transform.user: {creator}'s pipeline may run its command only as "
-                               f"a uid (and gid) given as numbers other than 0, such as 1000:1000, not {user[:40]!r}")
+                               f"numbers no account or group of this machine has, or as nobody ({UNPRIVILEGED}), "
+                               f"not {user[:40]!r} ({taken})")
     return user
+
+
+def _taken(uid: int, gid: int) -> str:
+    """Which of this machine's accounts has UID, or which group GID, other than nobody and nogroup; '' if none."""
+    for number, look_up, said in ((uid, pwd.getpwuid, "uid {} is {}'s"), (gid, grp.getgrgid, "gid {} is group {}'s")):
+        if number != int(UNPRIVILEGED):
+            try:
+                return said.format(number, look_up(number)[0])
+            except KeyError:
+                pass
+    return ""
 
 
 def resolve(user: str) -> tuple[int, int]:

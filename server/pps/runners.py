@@ -12,6 +12,7 @@
 import json
 import math
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -280,6 +281,11 @@ def _kill_group(proc: subprocess.Popen) -> None:
         pass
 
 
+# Of the server's environment, what a local worker, and its command, is given (LocalRunner.env): the shim's own
+# (PFS_*, its token and TLS files; it gives the command none of PFS_TOKEN*), and the usual variables of a session
+WORKER_ENV = re.compile(r"PFS_[A-Z0-9_]+|PATH|HOME|USER|LOGNAME|SHELL|TERM|TMPDIR|TZ|LANG|LANGUAGE|LC_[A-Z_]+")
+
+
 class LocalRunner(ProcessRunner):
     """Workers as job-shim processes. Once it has run a job, it keeps spare workers started (Python loaded, their
     mount namespaces made, their mount processes loaded), as many as that job's workers up to a worker per core,
@@ -297,6 +303,12 @@ class LocalRunner(ProcessRunner):
         self._spares: list[_Spare] = []
         self._wanted = 0  # spares kept: the most workers of one job so far, up to capacity()
         self._spare_address = ""  # where spares report: the address the last workers were given
+
+    def env(self, token: str | None) -> dict[str, str]:
+        """A worker's, which its command's is made of: only what makes a process run as others on this machine do
+        (WORKER_ENV) of this server's environment, and none of its secrets (AWS_SECRET_ACCESS_KEY, PGPASSWORD),
+        which a user's command must not read. (A container's command has its image's environment.)"""
+        return {k: v for k, v in super().env(token).items() if WORKER_ENV.fullmatch(k)}
 
     def launch(self, job: JobInfo, shard: int, attempt: int, address: str, token: str | None) -> None:
         with self._lock:

@@ -101,6 +101,8 @@ class Store:
                                          f"next job and those after it: delete the pipeline first (pfs "
                                          f"delete-pipeline {name})")
             tx.delete_repo(name)
+            tx.delete_jobs(name)  # and what they say (their manifests, logs) with it: a repo made in its name later
+            # is another, whose readers are not this one's
         self.notify_finished()  # its subscribers end, and pipelines reading it say so, now
 
     # -- commits

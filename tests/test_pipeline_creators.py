@@ -115,6 +115,28 @@ def test_a_command_run_here_gets_none_of_the_server_s_secrets(tmp_path):
     assert env["LANG"] == "C.UTF-8" and env["PATH"] and "PFS_TOKEN" not in env, env
 
 
+@pytest.mark.slow
+def test_a_user_is_told_only_of_the_jobs_whose_output_they_may_read(server, tmp_path, as_user):
+    """flush-commit waits for every job downstream of a commit, and tells a user of those whose output they may
+    read; a repo made in a deleted output repo's name is another: its readers see none of the old jobs, their
+    manifests or their logs, which went with the old repo."""
+    put(server, "shared", {"x": b"1\n"})
+    for who in ("alice", "bob"):
+        server.pfs("auth", "set-role", "shared", who, "reader")
+    cmd = ["sh", "-c", "echo said-by-bob; cp /pfs/shared/x /pfs/out/x"]
+    as_user("bob", "create-pipeline", "-f", manifest(tmp_path, "bobs", ["shared"], cmd, env={"KEY": "bobs-key"}))
+    assert "bobs" in as_user("bob", "flush-commit", "shared/master").text
+    assert "bobs" not in as_user("alice", "flush-commit", "shared/master").text
+    [job] = jobs_of(server, "bobs")
+    as_user("bob", "delete-pipeline", "bobs")
+    as_user("bob", "delete-repo", "bobs")
+    as_user("alice", "create-repo", "bobs")
+    for args in (("list-job", "-p", "bobs"), ("get-logs", "--pipeline", "bobs")):
+        assert_one_line_error(as_user("alice", *args, check=False), "nor any job of one of that name")
+    assert_one_line_error(as_user("alice", "inspect-job", job["id"], check=False), "not found")
+    assert "said-by-bob" not in server.pfs("get-logs", "--job", job["id"], check=False).text  # nor the root
+
+
 def free_id() -> int:
     """A number that is no account's uid and no group's gid on this machine."""
     def taken(look_up, number: int) -> bool:

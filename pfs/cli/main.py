@@ -366,7 +366,7 @@ def parser() -> argparse.ArgumentParser:
     verb("list-repo", cmd_list_repo, "list repos")
     verb("inspect-repo", cmd_inspect_repo, "show a repo", repo, raw)
     gc = a("--gc", action="store_true", help="then collect the garbage (pfs garbage-collect; the root's command)")
-    verb("delete-repo", cmd_delete_repo, "delete a repo and all its commits", repo, gc)
+    verb("delete-repo", cmd_delete_repo, "delete a repo, all its commits and the jobs that wrote them", repo, gc)
     verb("start-commit", cmd_start_commit, "start a commit on a branch (default master); prints its id", repo,
          a("branch", metavar="BRANCH", nargs="?"),
          a("-p", "--parent", help="the parent commit (default: the branch head)"))

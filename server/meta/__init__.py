@@ -230,6 +230,10 @@ class Tx(ABC):
         """Stores a new job, or the new state of one, with its shards."""
 
     @abstractmethod
+    def delete_jobs(self, output_repo: str) -> None:
+        """Deletes the jobs that write OUTPUT_REPO, with their shards, staged files and logs."""
+
+    @abstractmethod
     def put_shard(self, job_id: str, shard: ShardInfo) -> None:
         """Stores the new state of one shard of a job (a row of its own: a report rewrites only its shard)."""
 

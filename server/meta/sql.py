@@ -521,6 +521,15 @@ class SqlTx(Tx):
                       "info = excluded.info", (job.id, job.pipeline, codec.dumps(dataclasses.replace(job, shards=()))))
         self._executemany(_PUT_SHARD, [(job.id, s.index, codec.dumps(s)) for s in job.shards])
 
+    def delete_jobs(self, output_repo: str) -> None:
+        rows = self._execute("SELECT id, pipeline, info FROM jobs WHERE pipeline IN (?, '')", (output_repo,)).fetchall()
+        ids = [i for i, pipeline, info in rows if pipeline or codec.loads(JobInfo, info).output_repo == output_repo]
+        for batch in _batches(ids):
+            marks = ", ".join("?" * len(batch))
+            self._execute(f"DELETE FROM jobs WHERE id IN ({marks})", batch)
+            for table in ("shards", "staged_files", "logs", "log_sizes"):
+                self._execute(f"DELETE FROM {table} WHERE job IN ({marks})", batch)
+
     def put_shard(self, job_id: str, shard: ShardInfo) -> None:
         self._execute(_PUT_SHARD, (job_id, shard.index, codec.dumps(shard)))
 

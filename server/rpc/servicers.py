@@ -233,8 +233,9 @@ class PpsServicer(pps_pb2_grpc.PPSServicer):
 
     @translated
     async def FlushCommit(self, request, context):
-        jobs = await self.pipelines.flush(cv.commit_ref_from_pb(request))
-        return ppb.JobInfos(jobs=[cv.job_to_pb(j) for j in jobs])
+        me = self.access.subject(context)
+        jobs = await self.pipelines.flush(cv.commit_ref_from_pb(request))  # waits for them all, says what it may
+        return ppb.JobInfos(jobs=[cv.job_to_pb(j) for j in jobs if self.access.may_read(me, j.output_repo)])
 
     @translated
     def CreateJob(self, request, context):

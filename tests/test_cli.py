@@ -89,3 +89,21 @@ def test_options_may_come_between_positionals_and_put_file_takes_one_source(serv
     assert twice.stderr.strip().splitlines()[-1] == ("pfs put-file: error: -f is given twice: put one file, URL or "
                                                      "directory tree (-r) at a time")
     assert "x" not in server.pfs("list-file", "sales", "master").text.split()
+
+
+def test_put_file_r_says_what_it_leaves_out(server, tmp_path):
+    """A tree's regular files and directories are put; a link to a directory, a dangling link and what is no file
+    (a pipe) are left out, each said on stderr, and the put succeeds."""
+    tree = tmp_path / "t"
+    (tree / "real").mkdir(parents=True)
+    (tree / "plain").write_bytes(b"x\n")
+    (tree / "to-dir").symlink_to(tree / "real")
+    (tree / "dangling").symlink_to(tmp_path / "nothing")
+    os.mkfifo(tree / "pipe")
+    server.pfs("create-repo", "r")
+    put = server.pfs("put-file", "r", "master", "-r", "-c", "-f", str(tree), "t")
+    said = sorted(put.stderr.splitlines())
+    assert said == [f"pfs: left out {tree}/dangling: a dangling link", f"pfs: left out {tree}/pipe: not a file",
+                    f"pfs: left out {tree}/to-dir: a link to a directory"], said
+    assert [row.split()[0] for row in server.pfs("list-file", "r", "master", "t").text.splitlines()[1:]] == [
+        "t/plain", "t/real"]

@@ -158,7 +158,7 @@ def test_get_file_r_of_a_tree_with_a_corrupt_small_file_writes_none_of_that_file
     assert not (out / "f10").exists()
 
 
-def test_get_file_o_replaces_a_file_and_writes_through_a_symlink(server, tmp_path):
+def test_get_file_o_replaces_a_file_and_writes_through_a_symlink(server, tmp_path, monkeypatch):
     server.pfs("create-repo", "r")
     server.pfs("put-file", "r", "master", "f", "-c", "-f", "-", input=b"new\n" * 5000)
     out = tmp_path / "out"
@@ -169,3 +169,27 @@ def test_get_file_o_replaces_a_file_and_writes_through_a_symlink(server, tmp_pat
     assert (out / "link").is_symlink() and (out / "f").read_bytes() == b"new\n" * 5000
     server.pfs("get-file", "r", "master", "f", "-o", "/dev/null")  # no regular file: written in place
     assert sorted(os.listdir(out)) == ["f", "link"] and os.path.exists("/dev/null") and not os.path.isfile("/dev/null")
+    monkeypatch.chdir(tmp_path)
+    assert server.pfs("get-file", "r", "master", "f", "-o", "-").stdout == b"new\n" * 5000  # -: stdout
+    assert not (tmp_path / "-").exists()
+
+
+def test_get_file_r_replaces_the_links_in_its_way_rather_than_write_through_them(server, tmp_path):
+    """A link already in -o DIR where the tree has a directory or a file is replaced, as tar does: the tree is
+    written into DIR, never through a link to somewhere else."""
+    server.pfs("create-repo", "r")
+    commit = server.pfs("start-commit", "r").text.strip()
+    for path in ("x/a", "y"):
+        server.pfs("put-file", "r", commit, path, "-f", "-", input=b"from the repo\n")
+    server.pfs("finish-commit", "r", commit)
+    victim, out = tmp_path / "victim", tmp_path / "out"
+    for d in (victim, out):
+        d.mkdir()
+    (victim / "a").write_bytes(b"mine\n")
+    (victim / "y").write_bytes(b"mine\n")
+    (out / "x").symlink_to(victim)
+    (out / "y").symlink_to(victim / "y")
+    server.pfs("get-file", "r", "master", "/", "-r", "-o", str(out))
+    assert [(victim / n).read_bytes() for n in ("a", "y")] == [b"mine\n", b"mine\n"]
+    assert not any(p.is_symlink() for p in out.iterdir())
+    assert [(out / n).read_bytes() for n in ("x/a", "y")] == [b"from the repo\n"] * 2

@@ -67,6 +67,8 @@ def shared_repo(_shared_repo):
         (("list-file", "r", "master~5"), ("past the first commit",)),
         (("delete-repo", "nope"), ("not found",)),
         (("delete-file", "r", "master", ""), ("no PATH given", "name / itself")),
+        (("delete-file", "r", "master", "."), ("'.' is the whole commit", "name / itself")),
+        (("delete-file", "r", "master", "./"), ("'./' is the whole commit", "name / itself")),
         (("list-job", "-p", "nope"), ("pipeline 'nope' not found", "list-pipeline")),
         (("get-logs", "--pipeline", "nope"), ("pipeline 'nope' not found",)),
     ],

@@ -41,6 +41,8 @@ def get_tree(client: Client, ref: CommitRef, info: FileInfo, dest: str | None, a
     chunks = 0  # in the batch
     for f in client.list_files(ref, info.path, with_chunks=True, recursive=True):  # each directory before its files
         target = os.path.join(dest, *f.path[below:].split("/"))
+        if os.path.islink(target):  # replaced, not followed (as tar does): the tree goes into DEST, nowhere else
+            os.unlink(target)
         if f.is_dir:
             os.makedirs(target, exist_ok=True)
             continue
@@ -68,9 +70,10 @@ def _write_batch(client: Client, batch: list[tuple[str, FileInfo]], advance: Cal
 
 @contextlib.contextmanager
 def output_file(path: str | None, sync: bool) -> Iterator[BinaryIO]:
-    """Where a file is written: stdout; or a temp file beside PATH, renamed onto it once written whole (after an
-    fsync, with SYNC). A PATH that exists and is no regular file (/dev/null, a pipe) is written in place."""
-    if not path:
+    """Where a file is written: stdout (PATH None or -); or a temp file beside PATH, renamed onto it once written
+    whole (after an fsync, with SYNC). A PATH that exists and is no regular file (/dev/null, a pipe) is written in
+    place."""
+    if not path or path == "-":
         yield sys.stdout.buffer
         sys.stdout.buffer.flush()
         return

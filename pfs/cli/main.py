@@ -19,7 +19,7 @@ from pfs.cli.sources import sources
 from pfs.client import Client, default_address
 from pfs.client.auth import read_token
 from pfs.client.upload import into_commit
-from pfs.core import kube, mount_inputs, ready
+from pfs.core import kube, mount_inputs, paths, ready
 from pfs.core.chunking import DELIMITERS
 from pfs.core.errors import FailedPrecondition, InvalidArgument, PfsError, Unavailable
 from pfs.core.memory import keep_freed_memory
@@ -234,6 +234,8 @@ def cmd_inspect_file(args, client):
 def cmd_delete_file(args, client):
     if not args.path:  # an unset shell variable, most likely: the commit's whole tree is named as /
         raise InvalidArgument("no PATH given (''): to delete everything in the commit, name / itself")
+    if args.path.strip("/") and not paths.normalize(args.path):  # '.', './': a slip, as likely
+        raise InvalidArgument(f"PATH {args.path!r} is the whole commit: to delete everything in it, name / itself")
     client.delete_file(CommitRef(args.repo, args.ref), args.path)
 
 

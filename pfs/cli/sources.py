@@ -74,19 +74,22 @@ def _default_dest(local: pathlib.Path) -> str:
 def _tree(directory: str, dest: str) -> Iterator[Source]:
     """DIRECTORY and the directories and regular files under it, and those its symlinks name, at DEST/their path
     below it: a directory, its files by name, then its directories by name. Every directory is made, so those
-    that hold no files are kept. A symlink to a directory is not followed (as os.walk does not); one stat per
-    file, since there may be millions."""
+    that hold no files are kept. A symlink to a directory is not followed (as os.walk does not), and what is no
+    file (a dangling link, a pipe, a socket, a device) is left out; each one left out is said on stderr. One stat
+    per file, since there may be millions."""
     if paths.normalize(dest):  # the repo's root is always there
         yield Source(paths.normalize(dest), directory, 0, directory=True)
     with os.scandir(directory) as it:
         entries = sorted(it, key=lambda e: e.name)
     subdirs = []
     for e in entries:
-        if e.is_dir():
-            if not e.is_symlink():
-                subdirs.append(e)
+        if e.is_dir() and not e.is_symlink():
+            subdirs.append(e)
         elif e.is_file():
             yield Source(paths.normalize(f"{dest}/{e.name}"), e.path, e.stat().st_size)
+        else:
+            why = "a link to a directory" if e.is_dir() else "a dangling link" if e.is_symlink() else "not a file"
+            print(f"pfs: left out {e.path}: {why}", file=sys.stderr)
     for e in subdirs:
         yield from _tree(e.path, f"{dest}/{e.name}")
 

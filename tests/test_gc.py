@@ -134,6 +134,23 @@ def test_the_cli_says_what_it_freed_and_a_dry_run_frees_nothing(server):
         assert b"".join(c.read_file(CommitRef("r", "master"), "a")) == b"kept" * 1000
 
 
+def test_files_in_the_chunk_dir_that_are_no_chunks_are_left_alone(big_server):
+    """An editor's file, NFS's .nfsXXXX of a chunk freed while read, a file beside the fan-out directories: GC
+    and check pass them by, and GC frees no chunk a commit holds."""
+    with big_server.client() as c:
+        c.create_repo("r")
+        put_commit(c, "r", {"a": random.Random(3).randbytes(300_000)})
+        [chunk] = c.inspect_file(CommitRef("r", "master"), "a").chunks
+    chunks = big_server.data_dir / "chunks"
+    strays = [chunks / chunk.address.hex()[:2] / ".nfs000123", chunks / ".DS_Store", chunks / "zz"]
+    for stray in strays:
+        stray.write_bytes(b"not a chunk")
+    assert collect(big_server, grace=0.0).chunks == 0
+    assert big_server.pfs("check", "--read-data").text.rstrip().endswith("no problems")
+    assert all(stray.exists() for stray in strays)
+    assert big_server.pfs("get-file", "r", "master", "a").stdout == random.Random(3).randbytes(300_000)
+
+
 def test_only_the_root_may_collect_or_check(server):
     with server.client() as c:
         token, _ = c.create_token("alice")

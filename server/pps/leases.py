@@ -14,12 +14,15 @@ server that was paused and does not yet know it lost the lease cannot write afte
 
 import logging
 import math
+import re
 import secrets
 import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+from pfs.core.errors import FailedPrecondition
+from pfs.core.private import write_private
 from server.meta import MetaStore, Tx
 
 log = logging.getLogger(__name__)
@@ -108,8 +111,11 @@ def server_id(data_dir: Path) -> str:
     """This server's id in its cluster: made once and kept in DATA_DIR, so that a restarted server knows the tries
     it had started (their workers ended with it) as its own."""
     path = data_dir / "server-id"
-    made = path.read_text().strip() if path.exists() else ""
-    if not made:  # or left empty by a crash
-        made = f"{socket.gethostname()}-{secrets.token_hex(3)}"
-        path.write_text(made + "\n")
-    return made
+    made = path.read_bytes().strip() if path.exists() else b""
+    if not made:  # an older server's crash could leave it empty
+        made = f"{socket.gethostname()}-{secrets.token_hex(3)}".encode()
+        write_private(path, made.decode() + "\n")
+    if not re.fullmatch(rb"[A-Za-z0-9._-]{1,200}", made):
+        raise FailedPrecondition(f"{path} holds no server id ({made[:40]!r}): remove it, and the server makes a new "
+                                 "one")
+    return made.decode()

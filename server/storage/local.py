@@ -20,6 +20,7 @@ chunk files), and the collector looks at the time again under it before it delet
 import ctypes
 import os
 import pathlib
+import re
 import sqlite3
 import threading
 import time
@@ -29,6 +30,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from pfs import chunk_dir
 from pfs.core.errors import DataLoss
+from pfs.core.hashing import ADDRESS_SIZE
 from pfs.core.memory import write_all
 from pfs.core.model import DirectRead
 from server import disk
@@ -287,12 +289,18 @@ class LocalChunkStore(ChunkStore):
             after = batch[-1]
 
     def _files(self) -> Iterator[pathlib.Path]:
+        """Every chunk file; what else is there (an editor's file, NFS's .nfsXXXX of a chunk freed while a
+        reader had it open) is no chunk, and left alone."""
         for fan in sorted(self.chunks.iterdir()):
-            yield from sorted(fan.iterdir())
+            if _FAN.fullmatch(fan.name) and fan.is_dir():
+                yield from sorted(p for p in fan.iterdir() if p.name[:2] == fan.name and _CHUNK.fullmatch(p.name))
 
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+
+_FAN, _CHUNK = re.compile("[0-9a-f]{2}"), re.compile(f"[0-9a-f]{{{2 * ADDRESS_SIZE}}}")  # chunk_dir.chunk_file
 
 
 class _Batch:

@@ -1,5 +1,6 @@
 """The store's check (`pfs check`): walks every commit's trees and says which repo, commit and path reach an
-object or a chunk that is missing and, when reading the data, a chunk whose bytes do not match its address.
+object that is missing or whose bytes do not match its address, or a chunk that is missing and, when reading the
+data, a chunk whose bytes do not match its address.
 
 Each distinct object is read once however many commits share it (server/reach.py), each chunk looked up once;
 only when something is wrong are the commits walked by path, and then only into the trees that lead to it.
@@ -27,10 +28,10 @@ def check(meta: MetaStore, chunks: ChunkStore, read_data: bool) -> Iterator[Prog
 
     trees: dict[bytes, list] = {}
     files: dict[bytes, list[bytes]] = {}
-    missing_objects: set[bytes] = set()
+    wrong_objects: dict[bytes, str] = {}
     for n, reached in enumerate(walk(meta, [tree for _, _, tree in commits], seen), 1):
-        if reached.missing:
-            missing_objects.add(reached.address)
+        if reached.wrong:
+            wrong_objects[reached.address] = reached.wrong
         elif reached.is_dir:
             trees[reached.address] = reached.entries
         else:
@@ -56,7 +57,7 @@ def check(meta: MetaStore, chunks: ChunkStore, read_data: bool) -> Iterator[Prog
 
     def wrong(address: bytes, is_dir: bool) -> bool:
         if address not in broken:
-            if address in missing_objects:
+            if address in wrong_objects:
                 broken[address] = True
             elif is_dir:
                 broken[address] = any([wrong(e.address, e.is_dir) for e in trees[address]])
@@ -67,9 +68,9 @@ def check(meta: MetaStore, chunks: ChunkStore, read_data: bool) -> Iterator[Prog
     def problems(repo: str, commit: str, where: str, address: bytes, is_dir: bool) -> Iterator[CheckProblem]:
         if not wrong(address, is_dir):
             return
-        if address in missing_objects:
+        if address in wrong_objects:
             kind = "tree" if is_dir else "file"
-            yield CheckProblem(repo, commit, where or "/", f"{kind} object {address.hex()} is missing")
+            yield CheckProblem(repo, commit, where or "/", f"{kind} object {address.hex()} {wrong_objects[address]}")
         elif is_dir:
             for e in trees[address]:
                 yield from problems(repo, commit, paths.join(where, e.name), e.address, e.is_dir)

@@ -75,9 +75,9 @@ class Collector:
             for c in w.chunks:
                 chunks.add(c.address)
         for n, reached in enumerate(walk(self.meta, roots, objects), 1):
-            if reached.missing:
-                raise DataLoss(f"object {reached.address.hex()} is missing, so what it holds is unknown and nothing "
-                               "can be collected safely; run `pfs check` to see which commits it breaks")
+            if reached.wrong:
+                raise DataLoss(f"object {reached.address.hex()} {reached.wrong}, so what it holds is unknown and "
+                               "nothing can be collected safely; run `pfs check` to see which commits it breaks")
             for a in reached.chunks:
                 chunks.add(a)
             if n % OBJECT_BATCH == 0:

@@ -8,6 +8,7 @@ however many commits share it: objects never change, so what a root reached when
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
+from pfs.core import hashing
 from server.meta import MetaStore
 from server.trees import Entry, references
 
@@ -16,13 +17,14 @@ BATCH = 2000  # objects read in one transaction
 
 @dataclass(frozen=True)
 class Reached:
-    """One object the walk came to: its entries (a tree's) or chunk addresses (a file's); MISSING if absent."""
+    """One object the walk came to: its entries (a tree's) or chunk addresses (a file's); or, if it cannot be
+    read, WRONG says why ("is missing", "does not match its address": its bytes changed on the disk)."""
 
     address: bytes
     is_dir: bool
     entries: list[Entry]
     chunks: list[bytes]
-    missing: bool = False
+    wrong: str = ""
 
 
 def walk(meta: MetaStore, roots: Iterable[bytes], seen: set[bytes]) -> Iterator[Reached]:
@@ -43,8 +45,8 @@ def walk(meta: MetaStore, roots: Iterable[bytes], seen: set[bytes]) -> Iterator[
             found = tx.get_objects([a for a, _ in batch])
         for address, is_dir in batch:
             data = found.get(address)
-            if data is None:
-                yield Reached(address, is_dir, [], [], missing=True)
+            if data is None or hashing.address(data) != address:
+                yield Reached(address, is_dir, [], [], "is missing" if data is None else "does not match its address")
                 continue
             entries, chunks = references(data, is_dir)
             todo += [(e.address, e.is_dir) for e in entries if new(e.address)]

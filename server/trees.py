@@ -20,7 +20,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 from pfs.core import paths
-from pfs.core.errors import FailedPrecondition, NotFound
+from pfs.core.errors import DataLoss, FailedPrecondition, NotFound
 from pfs.core.hashing import address
 from pfs.core.model import ChunkRef
 from server.meta import Tx
@@ -75,6 +75,15 @@ _CHUNK_REF = struct.Struct("<32sQ")  # a file object: (address, plain size) per 
 LOAD_BATCH = 1000  # file objects read in one query by loading_files (fewer than the cache holds)
 
 
+def _intact(addr: bytes, data: bytes) -> bytes:
+    """DATA, read from the store as object ADDR; DataLoss if its bytes are not that object's (changed on the disk:
+    SQLite keeps no checksums), rather than a file renamed or a size wrong."""
+    if address(data) != addr:
+        raise DataLoss(f"object {addr.hex()} does not match its address: the metadata is damaged (pfs check says "
+                       "which commits it breaks)")
+    return data
+
+
 def _chunk_refs(data: bytes) -> tuple[ChunkRef, ...]:
     """A file object's chunks."""
     return tuple(itertools.starmap(ChunkRef, _CHUNK_REF.iter_unpack(data)))
@@ -115,7 +124,7 @@ class Trees:
             with self._lock:
                 todo = [e.address for e in batch if not e.is_dir and e.address not in self._cache]
             for addr, data in tx.get_objects(todo).items() if todo else ():
-                self._keep(addr, _chunk_refs(data))
+                self._keep(addr, _chunk_refs(_intact(addr, data)))
             yield from batch
 
     def entries(self, tx: Tx, tree: bytes | None) -> dict[str, Entry]:
@@ -132,7 +141,7 @@ class Trees:
             data = tx.get_object(addr)
             if data is None:
                 raise NotFound(f"object {addr.hex()} is missing")
-            return decode(data)
+            return decode(_intact(addr, data))
         return self._cached(addr, load)
 
     def _cached(self, key: object, compute):

@@ -133,23 +133,29 @@ def test_frames_are_checked_by_checksum_where_read_and_by_address_where_claimed(
     from pfs.core import compression, frames
     from pfs.core.errors import DataLoss
     from pfs.core.hashing import address
+    from pfs.core.model import ChunkRef
 
     data = random.Random(3).randbytes(50_000)
     addr, frame = address(data), compression.compress(data)
-    assert frames.unpack(addr, frame) == data
+    ref = ChunkRef(addr, len(data))
+    assert frames.unpack(ref, frame) == data
     frames.check(addr, frame)
     with pytest.raises(DataLoss, match="does not match its address"):
         frames.check(b"\x00" * 32, frame)
     rotten = bytearray(frame)
     rotten[len(rotten) // 2] ^= 0x10
-    for fn in (frames.unpack, frames.check):
-        with pytest.raises(DataLoss, match="is corrupt"):
-            fn(addr, bytes(rotten))
+    with pytest.raises(DataLoss, match="is corrupt"):
+        frames.unpack(ref, bytes(rotten))
+    with pytest.raises(DataLoss, match="is corrupt"):
+        frames.check(addr, bytes(rotten))
+    # another chunk's sound frame where REF's should be: its size gives it away
+    with pytest.raises(DataLoss, match="holds 49999 bytes, not the 50000 its file lists"):
+        frames.unpack(ref, compression.compress(data[1:]))
     # a frame stored before frames carried a checksum is checked against its address
     old = zstandard.ZstdCompressor(level=1).compress(data)
-    assert frames.unpack(addr, old) == data
+    assert frames.unpack(ref, old) == data
     with pytest.raises(DataLoss, match="does not match its address"):
-        frames.unpack(b"\x00" * 32, old)
+        frames.unpack(ChunkRef(b"\x00" * 32, len(data)), old)
 
 
 def test_commit_refs_as_the_cli_takes_them():

@@ -13,8 +13,9 @@ import pytest
 
 from conftest import Server, assert_one_line_error, needs, put_commit, run_pfs, s3_server
 from pfs.client.upload import into_commit
-from pfs.core.errors import Conflict, InvalidArgument, PfsError, Unavailable
+from pfs.core.errors import Conflict, DataLoss, InvalidArgument, PfsError, Unavailable
 from pfs.core.model import CommitRef, GarbageCollected, Progress
+from pfs.vfs.local_chunks import LocalChunks
 from server.gc import LEASE, Collector
 from server.meta.sqlite import SqliteMetaStore
 from server.storage.local import LocalChunkStore
@@ -134,6 +135,30 @@ def test_the_cli_says_what_it_freed_and_a_dry_run_frees_nothing(server):
         assert b"".join(c.read_file(CommitRef("r", "master"), "a")) == b"kept" * 1000
 
 
+def test_another_chunk_s_file_copied_over_a_chunk_is_refused_where_read(big_server):
+    """A sound frame under the wrong address (a file copied over another, a restore gone wrong) carries its own
+    checksum; its size, not its file's, gives it away to every reader, through the server and on this disk."""
+    r = random.Random(8)
+    data_a, data_b = r.randbytes(300_000), r.randbytes(200_000)
+    with big_server.client() as c:
+        c.create_repo("r")
+        put_commit(c, "r", {"a": data_a, "b": data_b})
+        [a] = c.inspect_file(CommitRef("r", "master"), "a").chunks
+        [b] = c.inspect_file(CommitRef("r", "master"), "b").chunks
+    chunks = big_server.data_dir / "chunks"
+    (chunks / a.address.hex()[:2] / a.address.hex()).write_bytes((chunks / b.address.hex()[:2] / b.address.hex())
+                                                                  .read_bytes())
+    said = f"chunk {a.address.hex()} holds 200000 bytes, not the 300000 its file lists"
+    with big_server.client() as c:  # through the server, and straight from the chunk dir as a mount reads
+        with pytest.raises(DataLoss, match=said):
+            list(c.read_chunks([a]))
+    local = LocalChunks(str(big_server.data_dir))
+    try:
+        assert list(local.read_many([a, b])) == [None, data_b]  # None: asked of the server, which refuses it
+    finally:
+        local.close()
+
+
 def test_files_in_the_chunk_dir_that_are_no_chunks_are_left_alone(big_server):
     """An editor's file, NFS's .nfsXXXX of a chunk freed while read, a file beside the fan-out directories: GC
     and check pass them by, and GC frees no chunk a commit holds."""
@@ -197,22 +222,34 @@ def test_check_names_a_deleted_chunk_file_and_a_flipped_byte(big_server):
     assert_one_line_error(read, f"chunk {one.address.hex()} is missing from the store")
 
 
-def test_check_names_a_missing_object_and_gc_refuses_to_guess(server):
+@pytest.mark.parametrize("damage", ["missing", "changed"])
+def test_check_names_a_missing_or_changed_object_and_gc_refuses_to_guess(server, damage):
+    """An object gone from the metadata, or whose bytes changed there (SQLite keeps no checksums: a flipped bit
+    renames a file): check names the commit and path that reach it, GC refuses, and a reader is told so."""
     with server.client() as c:
         c.create_repo("r")
         commit = put_commit(c, "r", {"a/b.txt": b"b\n", "c.txt": b"c\n"})
+    server.stop()  # and with it, what it had cached of the objects
     db = sqlite3.connect(server.data_dir / "meta.db")
     try:
         [root] = db.execute("SELECT tree FROM commits WHERE id = ?", (commit,)).fetchone()
         [tree] = db.execute("SELECT data FROM objects WHERE address = ?", (root,)).fetchone()
         [sub] = [bytes.fromhex(a) for name, _, a, _ in json.loads(tree) if name == "a"]
         with db:
-            db.execute("DELETE FROM objects WHERE address = ?", (sub,))
+            if damage == "missing":
+                db.execute("DELETE FROM objects WHERE address = ?", (sub,))
+            else:
+                [data] = db.execute("SELECT data FROM objects WHERE address = ?", (sub,)).fetchone()
+                db.execute("UPDATE objects SET data = ? WHERE address = ?", (data.replace(b"b.txt", b"j.txt"), sub))
     finally:
         db.close()
+    server.start()
+    said = "is missing" if damage == "missing" else "does not match its address"
     result = server.pfs("check", check=False)
-    assert result.returncode == 1 and result.text == f"r {commit} a: tree object {sub.hex()} is missing\n"
-    assert_one_line_error(server.pfs("garbage-collect", check=False), f"object {sub.hex()} is missing", "pfs check")
+    assert result.returncode == 1 and result.text == f"r {commit} a: tree object {sub.hex()} {said}\n"
+    assert_one_line_error(server.pfs("garbage-collect", check=False), f"object {sub.hex()} {said}", "pfs check")
+    assert_one_line_error(server.pfs("list-file", "r", "master", "a", check=False), f"object {sub.hex()} {said}")
+    assert server.pfs("get-file", "r", "master", "c.txt").stdout == b"c\n"
 
 
 def test_a_mostly_dead_pack_is_rewritten_and_its_live_chunks_kept(tmp_path, seaweed):

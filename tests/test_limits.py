@@ -133,9 +133,9 @@ def test_server_refuses_calls_larger_than_any_client_sends_before_it_reads_them(
 def test_readers_refuse_oversized_frames_and_refs(server):
     forged = forged_frame(1 << 40, b"x" * 100)
     with pytest.raises(DataLoss, match=str(1 << 40)):
-        frames.unpack(address(b"x" * 100), forged)
+        frames.unpack(ChunkRef(address(b"x" * 100), 100), forged)
     with pytest.raises(DataLoss, match="does not say its size"):
-        frames.unpack(address(b"y"), unsized_frame(b"y"))
+        frames.unpack(ChunkRef(address(b"y"), 1), unsized_frame(b"y"))
     with pytest.raises(InvalidArgument):
         frames.check(address(b"x" * 100), forged)
     with pytest.raises(compression.TooLarge):

@@ -371,12 +371,14 @@ class Client:
             frames.check_ref(c)
         request = cpb.ChunkAddresses(addresses=[c.address for c in chunks])
         window: deque = deque()
+        refs = iter(chunks)  # the server answers each address asked for, in order
         for batch in self._stream(self._chunks.GetChunks, request, watched=True):
             for m in batch.chunks:
+                ref = next(refs)
                 if len(m.compressed) < INLINE_FRAME:
-                    window.append(_done(frames.unpack, m.address, m.compressed))
+                    window.append(_done(frames.unpack, ref, m.compressed))
                 else:
-                    window.append(self._pool.submit(frames.unpack, m.address, m.compressed))
+                    window.append(self._pool.submit(frames.unpack, ref, m.compressed))
                 if len(window) > READ_AHEAD:
                     yield window.popleft().result()
         while window:

@@ -7,7 +7,9 @@ Each check where it belongs:
 - unpack() is for where a stored chunk is read back (a client, a mount, the
   server's own disk): zstd checks the frame's content checksum (XXH64, written
   by compression.compress) as it decompresses, which catches a corrupt disk or
-  transfer at a small part of the cost of hashing with BLAKE3 again.
+  transfer at a small part of the cost of hashing with BLAKE3 again, and the
+  plain size must be the one the file lists for it (another chunk's frame
+  under its address is another size, but for one in billions).
 A frame without a checksum (stored before frames had one) is checked against its address. A chunk that would
 not compress is a frame of raw blocks (compression.raw_frame), checked the same ways.
 
@@ -25,11 +27,16 @@ from pfs.core.hashing import ADDRESS_SIZE, address
 from pfs.core.model import ChunkRef
 
 
-def unpack(addr: bytes, frame: bytes) -> bytes:
-    """The plain bytes of FRAME; raises DataLoss if it is corrupt or too large."""
-    plain = _decompress(addr, frame, DataLoss)
+def unpack(ref: ChunkRef, frame: bytes) -> bytes:
+    """The plain bytes of FRAME, read as REF's chunk; raises DataLoss if it is corrupt, too large, or of another
+    size than REF's (another chunk's frame under REF's address: a file copied over another, a restore gone
+    wrong; the frame's checksum is of its own bytes)."""
+    plain = _decompress(ref.address, frame, DataLoss)
+    if len(plain) != ref.size:
+        raise DataLoss(f"chunk {ref.address.hex()} holds {len(plain)} bytes, not the {ref.size} its file lists: the "
+                       "store has another chunk's bytes under its address")
     if not compression.has_checksum(frame):
-        _check_address(addr, plain)
+        _check_address(ref.address, plain)
     return plain
 
 

@@ -66,7 +66,7 @@ class LocalChunks:
             return None
         try:
             frames.check_ref(ref)
-            return frames.unpack(ref.address, frame)
+            return frames.unpack(ref, frame)
         except DataLoss:  # fetched from the server instead
             return None
 

@@ -8,7 +8,7 @@ object, nothing around or between them. A GET sends exactly that Range (the stor
 run's chunks come in one GET whichever of them is read first: readers of a run being fetched wait for that GET,
 and what it brought that no one has read yet is kept (KEPT_BYTES at most) until they do. A location is used for
 LOCATION_TTL seconds, well inside its URL's life; one without a signed range (an older server's) is not used.
-Every chunk is checked (frames.check_ref, its size, frames.unpack); one that cannot be had this way (an HTTP
+Every chunk is checked (frames.check_ref, frames.unpack); one that cannot be had this way (an HTTP
 error, an expired URL, a short body, a corrupt frame) comes back None, to be asked of the server instead. Only
 the standard library speaks HTTP here: a client needs no S3 SDK and no credentials (the URLs are presigned).
 """
@@ -349,9 +349,7 @@ def _range_start(content_range: str) -> int | None:
 def _unpacked(ref: ChunkRef, frame: bytes) -> bytes | None:
     """FRAME's plain bytes if it is REF's chunk; None if not (a corrupt frame, or another chunk's)."""
     try:
-        plain = frames.unpack(ref.address, frame)
-        if len(plain) != ref.size:
-            raise DataLoss(f"chunk {ref.address.hex()} holds {len(plain)} bytes, not {ref.size}")
+        plain = frames.unpack(ref, frame)
     except DataLoss as err:
         log.warning("%s: reading it through the server", err)
         return None

@@ -23,23 +23,24 @@ SCHEMA = ";\n".join(schema(DIALECT)) + ";"  # one script, for executescript
 class SqliteMetaStore(MetaStore):
     def __init__(self, path: pathlib.Path, grace: float = DEFAULT_GRACE) -> None:
         self._grace = grace
-        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self._dir = path.parent
-        # Objects run to megabytes (a directory of 100,000 files): large pages, and a rowid
-        # table, since WITHOUT ROWID tables with large rows take milliseconds per lookup.
-        self._db.execute("PRAGMA page_size=65536")
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.execute("PRAGMA foreign_keys=ON")
-        self._db.executescript(SCHEMA)
         self._lock = threading.Lock()
-        with self.transaction():
-            cur = self._db.cursor()
-            # the schema's version is PRAGMA user_version
-            version = upgrade(cur, DIALECT, cur.execute("PRAGMA user_version").fetchone()[0])
-            cur.execute(f"PRAGMA user_version = {version}")
-        self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # the log starts empty: its pages are the disk's again
         self._reserve = disk.Reserve(self._dir)
+        with self._reserve.given_up(), disk.space(self._dir):  # a server stopped on a full disk starts on its room
+            self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            # Objects run to megabytes (a directory of 100,000 files): large pages, and a rowid
+            # table, since WITHOUT ROWID tables with large rows take milliseconds per lookup.
+            self._db.execute("PRAGMA page_size=65536")
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.execute("PRAGMA foreign_keys=ON")
+            self._db.executescript(SCHEMA)
+            with self.transaction():
+                cur = self._db.cursor()
+                # the schema's version is PRAGMA user_version
+                version = upgrade(cur, DIALECT, cur.execute("PRAGMA user_version").fetchone()[0])
+                cur.execute(f"PRAGMA user_version = {version}")
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # the log starts empty: its pages are the disk's
 
     @contextmanager
     def transaction(self) -> Iterator[Tx]:

@@ -379,6 +379,8 @@ def test_a_server_restarted_during_a_job_finishes_it_once(server, tmp_path):
      ["field input", "1.4 and later", '"inputs": [{"repo": {"name": "data"}, "method": "reduce"}]', 'glob "/": global']),
     ({"pipeline": {"name": "p"}, "transform": {"cmd": ["true"]},
       "input": {"cross": [{"pfs": {"repo": "data", "glob": "/"}}]}}, ["field input", '{"name": "REPO"}']),
+    ({"pipeline": {"name": "p"}, "transform": {"cmd": ["sh"], "stdin": ["echo " + "x" * 1000] * 300},
+      "inputs": [{"repo": {"name": "data"}}]}, ["field transform", "301803 bytes", "more than the 262144"]),
 ])
 def test_bad_manifests_are_refused_naming_the_field(server, tmp_path, manifest, fragments):
     server.pfs("create-repo", "data")

@@ -18,6 +18,9 @@ RESERVED = ("out", "prev")  # names in a worker's /pfs that no input may take
 INCREMENTALS = ("none", "diff", "full")
 QUANTITIES = ("cpu", "memory", "disk")  # the Resources fields that are Kubernetes quantities
 MAX_GPUS = 1024
+# Bytes of a transform's cmd, stdin and env together: a script inlined in stdin fits many times over, and a
+# pipeline stays small to keep, list and send to each worker (list-pipeline holds them all)
+MAX_TRANSFORM_BYTES = 256 << 10
 # an extended resource's name, as Kubernetes takes it: a DNS subdomain prefix, a slash, a name
 RESOURCE_NAME = re.compile(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?/[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?")
 
@@ -68,6 +71,11 @@ def _check_common(transform: Transform, parallelism: ParallelismSpec, inputs: tu
         if not name or "=" in name or "\0" in name + value:
             raise bad(f"transform.env[{name[:40]!r}]", "a variable's name is not empty and holds no '=', and "
                       "neither holds a NUL byte")
+    size = sum(len(text.encode(errors="replace")) + 1 for text in (*transform.cmd, *transform.stdin,
+                                                                     *(f"{k}={v}" for k, v in transform.env)))
+    if size > MAX_TRANSFORM_BYTES:
+        raise bad("transform", f"its cmd, stdin and env hold {size} bytes, more than the {MAX_TRANSFORM_BYTES} a "
+                  "pipeline may; put a long script in an input repo (or the image) and run it from there")
     run_as.check(transform.user)
     for n, code in enumerate(transform.accept_return_code):
         if not INT32[0] <= code <= INT32[1]:

@@ -15,7 +15,7 @@ import uuid
 import grpc
 import pytest
 
-from conftest import PFS, Server, assert_one_line_error, needs, run_pfs, skip_unless_runnable_by
+from conftest import PFS, Server, assert_one_line_error, needs, processes, run_pfs, skip_unless_runnable_by
 from pfs.client import auth
 from pfs.proto import chunks_pb2 as cpb
 from pfs.proto import chunks_pb2_grpc
@@ -171,7 +171,10 @@ def test_workers_get_the_token_in_their_environment_and_their_command_does_not(s
     assert "success" in server.pfs("flush-commit", "data/master").text
     get = lambda path: server.pfs("get-file", "p", "master", path).text  # noqa: E731
     assert get("f") == "x\n"  # its mount read the input with the token
-    assert "job-shim" in get("shim-cmdline") and server.token not in get("shim-cmdline")
+    # its parent is its PID namespace's init (shim/pidns.py), the worker's child; no process has the token in its
+    # command line
+    assert "shim/pidns.py" in get("shim-cmdline") and server.token not in get("shim-cmdline")
+    assert not [args for _, args in processes() if server.token.encode() in b" ".join(args)]
     assert get("token") == "none none\n"
 
 

@@ -12,7 +12,7 @@ from conftest import assert_one_line_error, needs, run_pfs, wait_for
 from test_controller import slow_job, workers_of
 from test_pipelines import put
 from pfs.client import Client, auth
-from pfs.core.errors import NotFound, PermissionDenied
+from pfs.core.errors import NotFound, PermissionDenied, Unauthenticated
 from pfs.core.model import CommitRef
 from pfs.proto import auth_pb2, chunks_pb2, pfs_pb2, pps_pb2
 from server.roles import OWNER, RANK, READER, WRITER
@@ -145,6 +145,31 @@ def test_roles_decide_what_a_user_may_do_and_refusals_are_one_line(server, calle
                                                                        "owner"]
     server.pfs("auth", "set-role", REPO, "writer", "none")
     assert_one_line_error(as_("writer", "get-file", REPO, "master", "f", check=False), "has no role there")
+
+
+def test_a_subscription_ends_when_its_token_is_revoked_or_its_role_taken_away(server, callers):
+    """A stream checks its caller again before each commit it sends: what was allowed as it began may not be now."""
+    restore(server)
+    for who in ("reader", "owner"):
+        with Client(server.address, token=callers[who]) as client, server.client() as root:
+            stream = client.subscribe_commits(REPO, "master")
+            for _ in root.list_commits(REPO):  # what there is: sent as the call began
+                next(stream)
+            if who == "reader":
+                server.pfs("auth", "revoke", who)
+            else:
+                server.pfs("auth", "set-role", REPO, who, "none")
+            server.pfs("put-file", REPO, "master", "g", "-c", "-f", "-", input=b"after\n")
+            with pytest.raises((Unauthenticated, PermissionDenied), match="revoked" if who == "reader" else "no role"):
+                next(stream)
+
+
+def test_only_the_cluster_s_own_callers_learn_where_its_data_dir_is(server, callers):
+    """The data dir's path is offered (for reads straight from the chunk files) to the root and its workers, who may
+    read it; a user's token learns nothing of it."""
+    with Client(server.address, token=callers["owner"]) as user, server.client() as root:
+        assert user.direct_read is None
+        assert root.direct_read.root == str(server.data_dir.resolve())
 
 
 def test_a_commit_s_provenance_names_only_commits_its_writer_may_read(server, callers):

@@ -17,6 +17,7 @@ import grpc
 from pfs.core.data_dir import TOKEN_HEADER, TOKEN_SCHEME
 from pfs.core.errors import PermissionDenied, Unauthenticated
 from server.meta import StoredToken
+from server.pps.job_tokens import PREFIX as JOB_PREFIX
 from server.roles import READER, Roles
 from server.tokens import ROOT, Tokens
 
@@ -106,6 +107,10 @@ class Access:
     def subject(self, context) -> str:
         """Whom the call's token stands for (ROOT on a server without tokens)."""
         return ROOT if self.tokens is None else caller(self.tokens, context.invocation_metadata()).subject
+
+    def own(self, subject: str) -> bool:
+        """Whether SUBJECT is the cluster's own: its root, or a job's workers."""
+        return subject == ROOT or subject.startswith(JOB_PREFIX)
 
     def may_read(self, subject: str, repo: str) -> bool:
         return self.roles is None or self.roles.allows(subject, repo, READER)

@@ -6,6 +6,7 @@ flush-commit) and the request stream are async (see server/rpc/status.py `transl
 from collections.abc import Iterator
 
 import pfs
+from pfs import chunk_dir
 from pfs.core.model import MAX_WRITES, CommitRef, DirectRead, FileWrite, PipelineState, ShardInfo
 from pfs.core.errors import FailedPrecondition, InvalidArgument, PermissionDenied
 from pfs.proto import auth_pb2 as apb
@@ -45,7 +46,10 @@ class ApiServicer(pfs_pb2_grpc.APIServicer):
 
     @translated
     def Info(self, request, context):
-        direct = cv.direct_read_to_pb(self.direct_read) if self.direct_read else None
+        offer = self.direct_read
+        if offer and offer.kind == chunk_dir.KIND and not self.access.own(self.access.subject(context)):
+            offer = None  # the data dir, which only the root and its jobs' workers may read: no one else learns it
+        direct = cv.direct_read_to_pb(offer) if offer else None
         return pb.ServerInfo(version=pfs.__version__, chunk_avg_size=self.store.chunk_avg_size, runner=self.runner,
                              registry=self.registry, direct_read=direct)
 
@@ -99,6 +103,8 @@ class ApiServicer(pfs_pb2_grpc.APIServicer):
     @translated
     async def SubscribeCommit(self, request, context):
         async for info in self.store.subscribe_commits(request.repo, request.branch, request.new_only):
+            # as the call began: a token revoked, or a role taken away, since then ends it
+            self.access.check_read(self.access.subject(context), request.repo)
             yield cv.commit_to_pb(info)
 
     @translated
@@ -233,8 +239,8 @@ class PpsServicer(pps_pb2_grpc.PPSServicer):
 
     @translated
     async def FlushCommit(self, request, context):
-        me = self.access.subject(context)
         jobs = await self.pipelines.flush(cv.commit_ref_from_pb(request))  # waits for them all, says what it may
+        me = self.access.subject(context)  # who the token is now: it may have been revoked meanwhile
         return ppb.JobInfos(jobs=[cv.job_to_pb(j) for j in jobs if self.access.may_read(me, j.output_repo)])
 
     @translated

@@ -41,7 +41,14 @@ read -r pg_port s3_port master_port volume_port filer_port admin_port metrics_po
 echo "== PostgreSQL 15 on 127.0.0.1:$pg_port, for the metadata"
 mkdir "$work/pg"
 [ ${#as_postgres[@]} = 0 ] || chown postgres: "$work/pg"
-quiet "${as_postgres[@]}" "$pg_bin/initdb" -D "$work/pg/data" -A trust -U pfs -E UTF8 --no-locale
+# a password (scram), not trust: a pipeline's command shares this machine's loopback, and must not reach the
+# metadata; the servers have it in PGPASSWORD, which their workers, and so the commands, are not given
+export PGPASSWORD=$(od -An -tx1 -N16 /dev/urandom | tr -d ' \n')
+echo "$PGPASSWORD" >"$work/pg/password"
+[ ${#as_postgres[@]} = 0 ] || chown postgres: "$work/pg/password"
+quiet "${as_postgres[@]}" "$pg_bin/initdb" -D "$work/pg/data" -A scram-sha-256 --pwfile="$work/pg/password" -U pfs \
+  -E UTF8 --no-locale
+rm "$work/pg/password"
 quiet "${as_postgres[@]}" "$pg_bin/pg_ctl" -D "$work/pg/data" -l "$work/pg/postgres.log" -w \
   -o "-c listen_addresses=127.0.0.1 -p $pg_port -k $work/pg" start
 run "$pg_bin/createdb" -h 127.0.0.1 -p "$pg_port" -U pfs pfs

@@ -31,11 +31,11 @@ from pathlib import Path
 
 from pfs.cli.output import size
 from pfs.client import Client
-from pfs.client.upload import SEGMENT_FILES, Uploader
+from pfs.client.upload import Uploader
 from pfs.core import paths, run_as
 from pfs.core.errors import FailedPrecondition
 from pfs.core.hashing import address
-from pfs.core.model import ChunkRef, CommitRef, FileInfo, FileWrite
+from pfs.core.model import ChunkRef, CommitRef, FileInfo, FileWrite, write_calls
 from shim import inotify
 from shim.logs import Logs
 
@@ -116,8 +116,8 @@ class Output:
                 self.logs.line("shim", f"output {rel} ({size(n)}{', as its input stores it' if stored else ''})")
         self._uploader.__exit__(None, None, None)  # as a `with` left: the files read again sent, recorded in _sent
         staged = directories + [self._sent[rel] for rel in writes]
-        for i in range(0, len(staged), SEGMENT_FILES):
-            self.client.put_shard_files(self.job_id, self.shard, self.attempt, staged[i : i + SEGMENT_FILES])
+        for run in write_calls(staged):
+            self.client.put_shard_files(self.job_id, self.shard, self.attempt, run)
         sent = self._uploader.bytes_sent
         self.logs.line("shim", f"output: {size(total)} in all, {size(sent)} sent (the server had the rest)")
         return total, sent

@@ -13,7 +13,8 @@ from pfs.core import compression, frames
 from pfs.core.chunking import MAX_CHUNK_SIZE, Chunker
 from pfs.core.errors import DataLoss, InvalidArgument
 from pfs.core.hashing import address
-from pfs.core.model import MAX_WRITES, ChunkRef, CommitRef
+from pfs.core.model import MAX_WRITE_LEVELS, MAX_WRITES, ChunkRef, CommitRef, FileWrite, write_calls
+from pfs.core.model import levels as model_levels
 from pfs.proto import chunks_pb2 as cpb
 from pfs.proto import chunks_pb2_grpc
 from pfs.proto import pfs_pb2 as pb
@@ -128,6 +129,39 @@ def test_server_refuses_calls_larger_than_any_client_sends_before_it_reads_them(
     assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, err.value
     assert rss(server.proc.pid) < MAX_SERVER_RSS
     assert len(server.pfs("list-file", "r", commit.ref).text.splitlines()) == MAX_WRITES + 1  # and a header
+
+
+def test_a_call_records_files_of_so_many_levels_at_most_and_a_deep_tree_is_put_in_more_calls(server, stubs,
+                                                                                               tmp_path):
+    """Each level of a path is a directory a call may make: 10,000 files 256 levels deep, each in directories of
+    its own, held the metadata (and every other caller) for 52 s. A call of more levels is refused before it is
+    read; put-file -r sends a deep tree in as many calls as that takes."""
+    _, api = stubs
+    server.pfs("create-repo", "r")
+    commit = pb.CommitRef(repo="r", ref=server.pfs("start-commit", "r").text.strip())
+    deep = "/".join(["d"] * 200)
+    too_deep = [pb.FileWrite(path=f"{i}/{deep}", directory=True) for i in range(MAX_WRITE_LEVELS // 201 + 1)]
+    with pytest.raises(grpc.RpcError) as err:
+        api.PutFiles(pb.PutFilesRequest(commit=commit, files=too_deep))
+    levels = len(too_deep) * 201
+    assert_refused(err.value, f"{levels} levels together", f"at most {MAX_WRITE_LEVELS}")
+    server.pfs("finish-commit", "r", commit.ref)
+    tree = tmp_path.joinpath(*["d"] * 240)
+    tree.mkdir(parents=True)
+    for i in range(700):  # 700 x 241 levels: more than a call records
+        (tree / f"f{i}").write_bytes(b"%d\n" % i)
+    server.pfs("put-file", "r", "master", "-r", "-c", "-f", str(tmp_path / "d"), "d")
+    assert server.pfs("get-file", "r", "master", "/".join(["d"] * 240) + "/f699").stdout == b"699\n"
+    assert len(server.pfs("list-file", "r", "master", "/".join(["d"] * 240)).text.splitlines()) == 701
+
+
+def test_write_calls_hold_so_many_files_and_levels_at_most():
+    writes = [FileWrite(f"f{i}", ()) for i in range(2 * MAX_WRITES + 1)] + [FileWrite("/".join(["d"] * 200), ())] * 1000
+    runs = list(write_calls(writes))
+    assert [w for run in runs for w in run] == writes
+    assert all(len(run) <= MAX_WRITES and sum(map(model_levels, (w.path for w in run))) <= MAX_WRITE_LEVELS
+               for run in runs)
+    assert [len(run) for run in runs] == [MAX_WRITES, MAX_WRITES, 1 + 799, 201]
 
 
 def test_readers_refuse_oversized_frames_and_refs(server):

@@ -28,7 +28,7 @@ from pfs.client.client import Client
 from pfs.core import compression
 from pfs.core.chunking import Chunker
 from pfs.core.hashing import address
-from pfs.core.model import MAX_WRITES, ChunkRef, CommitRef, FileWrite
+from pfs.core.model import MAX_WRITE_LEVELS, MAX_WRITES, ChunkRef, CommitRef, FileWrite, levels
 
 BATCH_BYTES = 16 << 20  # chunks hashed before one missing-chunks call...
 BATCH_CHUNKS = 1000  # ...or this many, so small files start on their way early too
@@ -55,6 +55,7 @@ class Uploader:
         self._batch: list[tuple[bytes, bytes]] = []
         self._batch_bytes = 0
         self._writes: list[FileWrite] = []  # files put since the last segment ended
+        self._levels = 0  # the levels of their paths together (model.MAX_WRITE_LEVELS)
         self._in_dir: Counter[str] = Counter()  # files put into each directory
         self._touched: set[str] = set()  # the directories the current segment puts files into...
         self._rewrites = 0  # ...and how many files they hold: what the server rewrites to record it
@@ -103,7 +104,11 @@ class Uploader:
         self._add(FileWrite(path, (), directory=True))
 
     def _add(self, write: FileWrite) -> None:
-        """Adds WRITE to the segment, which ends once it holds enough files (see the module's docstring)."""
+        """Adds WRITE to the segment, which ends once it holds enough files (see the module's docstring), or
+        before it would hold more levels of paths than one call records."""
+        if self._levels + levels(write.path) > MAX_WRITE_LEVELS:
+            self._end_segment()
+        self._levels += levels(write.path)
         self._writes.append(write)
         directory = posixpath.dirname(write.path)
         self._in_dir[directory] += 1
@@ -131,7 +136,7 @@ class Uploader:
     def _end_segment(self) -> None:
         """Has the files put so far recorded once the stream that carries their chunks is done."""
         self._send_batch()
-        writes, self._writes = self._writes, []
+        writes, self._writes, self._levels = self._writes, [], 0
         self._touched, self._rewrites = set(), 0
         if writes:
             ended = self._sender.submit(self._end_stream)

@@ -1,5 +1,6 @@
 """The model every layer speaks: repos, commits, branches, files and chunk references."""
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -105,6 +106,28 @@ class FileInfo:
 # Files one call records at most (PutFiles, PutShardFiles): a client's upload segment. The server refuses more
 # before it reads them: each costs it about a KiB of objects, and a call of millions took gigabytes.
 MAX_WRITES = 10_000
+# The levels of those files' paths together (a/b/c: 3), at most: each level is a directory the call may make,
+# and 10,000 files 256 levels deep, each in directories of its own, held the metadata for 52 s
+MAX_WRITE_LEVELS = 16 * MAX_WRITES
+
+
+def levels(path: str) -> int:
+    """The levels of a path in a commit ('a/b/c': 3), as MAX_WRITE_LEVELS counts them."""
+    return path.count("/") + 1
+
+
+def write_calls(writes: list["FileWrite"]) -> Iterator[list["FileWrite"]]:
+    """WRITES in runs that one call records: at most MAX_WRITES files and MAX_WRITE_LEVELS levels each."""
+    run: list[FileWrite] = []
+    used = 0
+    for w in writes:
+        if len(run) == MAX_WRITES or used + levels(w.path) > MAX_WRITE_LEVELS:
+            yield run
+            run, used = [], 0
+        run.append(w)
+        used += levels(w.path)
+    if run:
+        yield run
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,8 @@ from collections.abc import Iterator
 
 import pfs
 from pfs import chunk_dir
-from pfs.core.model import MAX_WRITES, CommitRef, DirectRead, FileWrite, PipelineState, ShardInfo
+from pfs.core.model import (MAX_WRITE_LEVELS, MAX_WRITES, CommitRef, DirectRead, FileWrite, PipelineState, ShardInfo,
+                            levels)
 from pfs.core.errors import FailedPrecondition, InvalidArgument, PermissionDenied
 from pfs.proto import auth_pb2 as apb
 from pfs.proto import auth_pb2_grpc
@@ -163,6 +164,9 @@ def _writes(files) -> list[FileWrite]:
     if len(files) > MAX_WRITES:
         raise InvalidArgument(f"{len(files)} files in one call; a call records at most {MAX_WRITES} (send the "
                               "rest in more calls)")
+    if (used := sum(levels(w.path) for w in files)) > MAX_WRITE_LEVELS:
+        raise InvalidArgument(f"the paths of one call's files have {used} levels together; a call records at most "
+                              f"{MAX_WRITE_LEVELS} (send the rest in more calls)")
     return [cv.write_from_pb(w) for w in files]
 
 

@@ -47,10 +47,13 @@ def check(meta: MetaStore, chunks: ChunkStore, read_data: bool) -> Iterator[Prog
         present = sorted(a for a in reachable if a not in bad)
         for i in range(0, len(present), READ_BATCH):
             batch = present[i : i + READ_BATCH]
+            wrong = []
             for address, what, size in _verified(chunks, batch):
                 read += size
                 if what:
                     bad[address] = what
+                    wrong.append(address)
+            chunks.set_aside(wrong)  # so that a put of the same data stores it anew (a missing one: nothing to do)
             yield Progress("chunks", i + len(batch), len(present))
 
     broken: dict[bytes, bool] = {}  # whether an object, or anything below it, is wrong
@@ -108,5 +111,6 @@ def _wrong(address: bytes, frame: bytes) -> str:
     try:
         frames.check(address, frame)
     except (DataLoss, InvalidArgument):
-        return f"chunk {address.hex()} does not match its address"
+        return (f"chunk {address.hex()} does not match its address (set aside: put its data again, and every "
+                "commit that holds it is whole)")
     return ""

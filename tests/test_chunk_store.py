@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from pfs import chunk_dir
-from pfs.core.compression import compress
+from pfs.core.compression import compress, content_size
 from pfs.core.errors import DataLoss
 from pfs.core.frames import unpack
 from pfs.core.hashing import address
@@ -124,7 +124,7 @@ def test_a_direct_read_a_store_offers_reads_what_it_holds(store):
     lacking = b"not stored"
     reader = direct_reader(offer, store.locate)  # the store's locate() stands for the server's LocateChunks
     try:
-        plains = [unpack(a, f) for a, f in chunks]
+        plains = [unpack(ChunkRef(a, content_size(f)), f) for a, f in chunks]
         refs = [ChunkRef(a, len(p)) for (a, _), p in zip(chunks, plains)] + [ChunkRef(address(lacking), 10)]
         assert list(reader.read_many(refs)) == plains + [None]
     finally:
@@ -183,6 +183,16 @@ def test_put_get_missing(store):
     assert store.put(chunks) == 0
     for a, f in chunks:
         assert store.get(a) == f
+
+
+def test_a_chunk_set_aside_is_missing_until_it_is_put_again(store):
+    chunks = frames(4) + [(address(b"small"), compress(b"small"))]  # a small chunk, in chunks.db here
+    store.put(chunks)
+    aside = [chunks[1][0], chunks[4][0], b"\1" * 32]  # and one the store never held: nothing to do
+    store.set_aside(aside)
+    assert store.missing([a for a, _ in chunks]) == aside[:2]
+    assert store.put(chunks) == 2
+    assert store.missing([a for a, _ in chunks]) == [] and [store.get(a) for a, _ in chunks] == [f for _, f in chunks]
 
 
 def test_heads_are_the_first_bytes_of_the_chunks_held(store):
@@ -265,10 +275,10 @@ def test_a_corrupt_chunk_is_an_error_never_bytes(backend, store):
     every reader does."""
     chunks = frames(4)  # small and large
     store.put(chunks)
-    for a, _ in chunks:
+    for a, f in chunks:
         backend.corrupt(store, a)
         with pytest.raises(DataLoss):
-            unpack(a, store.get(a))
+            unpack(ChunkRef(a, content_size(f)), store.get(a))
 
 
 def test_s3_packs_chunks_and_reads_a_run_of_them_with_one_get(tmp_path, request):

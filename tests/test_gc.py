@@ -189,15 +189,19 @@ def test_a_negative_grace_is_refused(server):
         collect(server, grace=-1.0)
 
 
-def test_check_names_a_deleted_chunk_file_and_a_flipped_byte(big_server):
+def test_check_names_a_deleted_chunk_file_and_a_flipped_byte_and_sets_the_corrupt_aside(big_server):
+    """check names every commit and path a missing or corrupt chunk breaks; with the data read, a corrupt chunk
+    (a flipped byte, a file cut to nothing) is set aside (DATA_DIR/corrupt), so that a put of the same data stores
+    it anew and heals every commit that holds it, where it would have found the corrupt one there (or failed)."""
     r = random.Random(7)
-    data = {"a/one.bin": r.randbytes(300_000), "b/two.bin": r.randbytes(300_000), "c.txt": b"fine\n"}
+    data = {"a/one.bin": r.randbytes(300_000), "b/two.bin": r.randbytes(300_000), "c.txt": b"fine\n",
+            "e/three.bin": r.randbytes(300_000)}
     with big_server.client() as c:
         c.create_repo("r")
         first = put_commit(c, "r", data)
         second = put_commit(c, "r", {"d.txt": b"more\n"})
-        [one] = c.inspect_file(CommitRef("r", first), "a/one.bin").chunks
-        [two] = c.inspect_file(CommitRef("r", first), "b/two.bin").chunks
+        [one], [two], [three] = (c.inspect_file(CommitRef("r", first), p).chunks
+                                 for p in ("a/one.bin", "b/two.bin", "e/three.bin"))
     ok = big_server.pfs("check", "--read-data")
     assert ok.text.startswith("checked 2 commits") and ok.text.rstrip().endswith("no problems")
     chunks = big_server.data_dir / "chunks"
@@ -206,6 +210,9 @@ def test_check_names_a_deleted_chunk_file_and_a_flipped_byte(big_server):
     body = bytearray(flipped.read_bytes())
     body[len(body) // 2] ^= 0x01
     flipped.write_bytes(bytes(body))
+    (chunks / three.address.hex()[:2] / three.address.hex()).write_bytes(b"")
+    put_again = ("put-file", "r", "master", "again/three.bin", "-c", "-f", "-")
+    assert_one_line_error(big_server.pfs(*put_again, input=data["e/three.bin"], check=False), "is corrupt")
 
     quick = big_server.pfs("check", check=False)
     assert quick.returncode == 1
@@ -213,13 +220,22 @@ def test_check_names_a_deleted_chunk_file_and_a_flipped_byte(big_server):
         f"r {c} a/one.bin: chunk {one.address.hex()} is missing" for c in (first, second))
     full = big_server.pfs("check", "--read-data", check=False)
     assert full.returncode == 1
-    lines = full.text.splitlines()
-    assert sorted(lines) == sorted([f"r {c} a/one.bin: chunk {one.address.hex()} is missing" for c in (first, second)]
-                                   + [f"r {c} b/two.bin: chunk {two.address.hex()} does not match its address"
-                                      for c in (first, second)])
-    assert "4 problems" in full.stderr
+    aside = "does not match its address (set aside: put its data again, and every commit that holds it is whole)"
+    assert sorted(full.text.splitlines()) == sorted(
+        [f"r {c} a/one.bin: chunk {one.address.hex()} is missing" for c in (first, second)]
+        + [f"r {c} {path}: chunk {ref.address.hex()} {aside}" for c in (first, second)
+           for path, ref in (("b/two.bin", two), ("e/three.bin", three))])
+    assert "6 problems" in full.stderr
+    assert sorted(p.name for p in (big_server.data_dir / "corrupt").iterdir()) == sorted(
+        ref.address.hex() for ref in (two, three))
     read = big_server.pfs("get-file", "r", first, "a/one.bin", check=False)  # said to a reader, not where it was
     assert_one_line_error(read, f"chunk {one.address.hex()} is missing from the store")
+    big_server.pfs(*put_again, input=data["e/three.bin"])
+    big_server.pfs("put-file", "r", "master", "again/two.bin", "-c", "-f", "-", input=data["b/two.bin"])
+    for path in ("b/two.bin", "e/three.bin"):  # the first commit's files, whole again
+        assert big_server.pfs("get-file", "r", first, path).stdout == data[path]
+    left = big_server.pfs("check", "--read-data", check=False).text.splitlines()  # of every commit since, too
+    assert left and all(line.endswith(f" a/one.bin: chunk {one.address.hex()} is missing") for line in left), left
 
 
 @pytest.mark.parametrize("damage", ["missing", "changed"])

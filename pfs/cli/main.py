@@ -384,7 +384,9 @@ def parser() -> argparse.ArgumentParser:
          a("--dry-run", action="store_true", help="say what would be freed; free nothing"))
     verb("check", cmd_check, "walk every commit's trees; list each missing object or chunk as `repo commit path: "
          "what` and exit 1, or print a summary (the root's command)",
-         a("--read-data", action="store_true", help="read every chunk, and compare its bytes with its address"))
+         a("--read-data", action="store_true",
+           help="read every chunk, and compare its bytes with its address (one found corrupt is set aside: put its "
+                "data again to heal the commits that hold it)"))
     verb("subscribe-commit", cmd_subscribe_commit,
          "print finished commits on a branch, from the first, then each new one as it finishes", repo,
          a("branch", metavar="BRANCH"), a("--new", action="store_true", help="only commits finished from now on"))

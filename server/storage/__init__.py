@@ -74,6 +74,11 @@ class ChunkStore(ABC):
         atomically against a touch (server/gc.py); yields how many chunks it looked at since it last yielded, and
         returns what it freed. A collection cut off midway has freed only such chunks, and the next one frees the rest."""
 
+    @abstractmethod
+    def set_aside(self, addresses: Sequence[bytes]) -> None:
+        """Takes the chunks of ADDRESSES, found corrupt, out of the store (their bytes kept where one may look at
+        them), so that a put of their data stores them anew, and every commit that holds them is whole again."""
+
     def describe(self) -> DirectRead | None:
         """How a client on this machine may read the chunks without the server (None: only through it)."""
         return None

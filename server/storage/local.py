@@ -17,6 +17,7 @@ garbage collector's delete of the same chunk never interleave: both hold the sto
 chunk files), and the collector looks at the time again under it before it deletes.
 """
 
+import contextlib
 import ctypes
 import os
 import pathlib
@@ -200,6 +201,21 @@ class LocalChunkStore(ChunkStore):
                 small = chunk_dir.small_chunks(self._db, batch)
             for address in batch:
                 yield small.get(address) or self.get(address)
+
+    def set_aside(self, addresses: Sequence[bytes]) -> None:
+        """Into DATA_DIR/corrupt, each as a file named by its address."""
+        aside = self.root / "corrupt"
+        aside.mkdir(exist_ok=True)
+        with self._lock:
+            small = chunk_dir.small_chunks(self._db, list(addresses))
+        for address in addresses:
+            if address in small:
+                (aside / address.hex()).write_bytes(small[address])
+                with self._lock:
+                    self._db.execute("DELETE FROM small WHERE address = ?", (address,))
+            else:
+                with self._files_lock, contextlib.suppress(FileNotFoundError):
+                    os.replace(self.path(address), aside / address.hex())
 
     def get(self, address: bytes) -> bytes:
         try:

@@ -34,6 +34,7 @@ point at whole packs, and garbage the next collection finds.
 """
 
 import logging
+import math
 import random
 import threading
 import time
@@ -277,6 +278,12 @@ class S3ChunkStore(ChunkStore):
             if _code(err) not in ("404", "NoSuchKey", "NotFound"):
                 raise
         self._s3.put_object(Bucket=self.bucket, Key=key, Body=data, **extra)
+
+    def set_aside(self, addresses: Sequence[bytes]) -> None:
+        """Forgets where they are: their bytes stay in their packs (and a cached pack's copy), unreferenced, until
+        garbage collection rewrites or frees those."""
+        with self._meta.transaction() as tx:
+            tx.delete_stored_chunks(addresses, math.inf, dry_run=False)
 
     # -- reading
 

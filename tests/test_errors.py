@@ -252,14 +252,15 @@ def test_a_server_says_in_one_line_why_it_cannot_use_its_data_dir(tmp_path):
             subprocess.run(["umount", str(mounted)], check=False, capture_output=True)
 
 
-def test_a_damaged_server_id_is_one_line_naming_the_file(tmp_path):
+@pytest.mark.parametrize("damaged, said", [("server-id", "{}/server-id holds no server id (b'\\x9c"),
+                                           ("chunks.db", "the small chunks' database {}/chunks.db: file is not a")])
+def test_a_damaged_file_of_the_data_dir_is_one_line_naming_it(tmp_path, damaged, said):
     data_dir = tmp_path / "data"
     data_dir.mkdir(mode=0o700)
-    (data_dir / "server-id").write_bytes(b"\x9c\xff\x00garbage\n")  # a bad sector's, or a stray editor's
+    (data_dir / damaged).write_bytes(b"\x9c\xff\x00garbage\n" * 100)  # a bad sector's, or a stray editor's
     started = run_pfs("server", "--data-dir", str(data_dir), "--port", "0", check=False)
     assert started.returncode != 0 and started.stderr.count("\n") == 1, started
-    assert started.stderr.startswith(f"pfs server: {data_dir}/server-id holds no server id") and "remove it" in (
-        started.stderr), started
+    assert started.stderr.startswith("pfs server: " + said.format(data_dir)), started
 
 
 def test_a_download_that_cannot_be_written_says_so_of_what_the_user_named(repo, tmp_path):

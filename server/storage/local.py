@@ -56,15 +56,18 @@ class LocalChunkStore(ChunkStore):
         self.tmp.mkdir(parents=True, exist_ok=True)
         for leftover in self.tmp.iterdir():  # from a crash: never renamed, never visible
             leftover.unlink()
-        self._db = sqlite3.connect(chunk_dir.small_db(root), isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA page_size=65536")  # blobs of a few KiB: fewer, larger writes
-        # Room for the pages a put has just written, which PutFiles reads back at once (heads()): SQLite's
-        # default (2 MB, 31 such pages) read them from the OS again, a 64 KiB page per chunk
-        self._db.execute(f"PRAGMA cache_size={-CACHE_BYTES // 1024}")
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.execute(chunk_dir.CREATE_SMALL)
-        chunk_dir.upgrade(self._db)
+        try:
+            self._db = sqlite3.connect(chunk_dir.small_db(root), isolation_level=None, check_same_thread=False)
+            self._db.execute("PRAGMA page_size=65536")  # blobs of a few KiB: fewer, larger writes
+            # Room for the pages a put has just written, which PutFiles reads back at once (heads()): SQLite's
+            # default (2 MB, 31 such pages) read them from the OS again, a 64 KiB page per chunk
+            self._db.execute(f"PRAGMA cache_size={-CACHE_BYTES // 1024}")
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.execute(chunk_dir.CREATE_SMALL)
+            chunk_dir.upgrade(self._db)
+        except sqlite3.DatabaseError as err:  # said of this database, not of the metadata's
+            raise DataLoss(f"the small chunks' database {chunk_dir.small_db(root)}: {err}") from None
         self._lock = threading.Lock()  # the connection; a touch of small chunks, and their deletes
         self._files_lock = threading.Lock()  # a touch of a chunk file, and its delete
 

@@ -7,7 +7,8 @@ the command leaves there. The command's environment comes from ENV_FD (NAME=VALU
 whole before anything else, and is CMD's alone: these processes, which may be root's, run in an empty one, so
 that nothing the command is given (LD_PRELOAD, LD_LIBRARY_PATH) runs with their privilege. When the command
 ends, the init reports how, then exits, and the kernel kills everything still in the namespace: a `sleep &`, a
-daemon of its own session. This process then ends as the command did (with its exit code, or killed by its signal), so the worker sees the command's own status.
+daemon of its own session. This process then ends as the command did (with its exit code, or killed by its
+signal), so the worker sees the command's own status.
 
 The namespace has its own /proc (in a mount namespace of its own, so the worker's stays), where the command's
 pids are its own: /proc/$$ is the command's shell, as a process expects. Where that mount is refused, the

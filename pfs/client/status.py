@@ -25,6 +25,9 @@ TLS_FAILURES = (
     ("Hostname Verification", "its TLS certificate does not name the host called (call it by a name or address "
                               "its certificate holds)"),
     ("WRONG_VERSION_NUMBER", "it does not speak TLS (leave out grpcs:// and --tls-ca or PFS_TLS_CA)"),
+    ("Socket closed", "something there closed the connection: a server that speaks TLS, to a client that does not "
+                      "(call it as grpcs://HOST:PORT, with --tls-ca or PFS_TLS_CA for its CA), or that asks for a "
+                      "client's certificate (PFS_TLS_CERT and PFS_TLS_KEY)"),
 )
 
 

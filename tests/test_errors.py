@@ -134,6 +134,22 @@ def test_unreachable_server():
     assert_one_line_error(result, "127.0.0.1:2")
 
 
+def test_a_call_cut_off_by_the_server_s_end_says_so(server):
+    """A server killed during a call: its caller is told the call was cut off, and may or may not have been done,
+    not to start a server (one was there) nor anything of TLS."""
+    server.pfs("create-repo", "r")
+    server.pfs("put-file", "r", "master", "f", "-c", "-f", "-", input=b"x\n")
+    subscriber = subprocess.Popen([PFS, "subscribe-commit", "r", "master"], stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, env={**os.environ, **server.env})
+    subscriber.stdout.readline()  # the commit there: the call is under way
+    server.kill()
+    out, err = subscriber.communicate(timeout=60)
+    result = Result(subscriber.returncode, out, err.decode())
+    assert_one_line_error(result, f"the connection to the pfs server at {server.address} was cut off",
+                          "may or may not have been done")
+    assert "TLS" not in result.stderr and "start one" not in result.stderr
+
+
 def test_a_stopped_server_fails_a_call_under_way_instead_of_hanging_it(server, monkeypatch):
     """A server that stops answering (SIGSTOP: its connection stays open and says nothing, which neither TCP nor
     gRPC notices) fails a call that changes something, which no deadline bounds, once a ping goes unanswered:

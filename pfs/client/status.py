@@ -18,6 +18,8 @@ KINDS_BY_CODE = {
 }
 
 
+CONNECTING = "failed to connect"  # how gRPC's details begin where no connection was made
+CUT_OFF = ("Stream removed", "Socket closed", "Connection reset")  # and, else, a call's connection that was lost
 # What gRPC says of a TLS connection that failed, and what it means to whoever called
 TLS_FAILURES = (
     ("CERTIFICATE_VERIFY_FAILED", "its TLS certificate is not signed by a CA this client trusts (give the CA's "
@@ -37,7 +39,11 @@ def domain_error(err: grpc.RpcError, address: str) -> PfsError:
     reported = any(key == WIRE_KEY for key, _ in (err.trailing_metadata() or ()))
     if code == grpc.StatusCode.UNAVAILABLE and not reported:  # gRPC's own: no server answered
         details = err.details() or ""
-        why = next((why for sign, why in TLS_FAILURES if sign in details), "")
+        if not details.startswith(CONNECTING) and any(sign in details for sign in CUT_OFF):
+            return Unavailable(f"the connection to the pfs server at {address} was cut off ({details}): the call "
+                               "may or may not have been done (is the server still running?); look before trying "
+                               "again")
+        why = next((why for sign, why in TLS_FAILURES if sign in details), "") if details.startswith(CONNECTING) else ""
         return Unavailable(f"cannot reach the pfs server at {address}: {why}" if why else
                            f"cannot reach the pfs server at {address} (start one with `pfs server`, "
                            "or point PFS_ADDRESS or --address at it)")

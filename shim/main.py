@@ -45,6 +45,7 @@ from shim.output import Output
 
 OK, COMMAND_FAILED, SHIM_FAILED = 0, 1, 2
 STANDBY_FIELDS = ("job", "shard", "attempt", "token")
+OWN_TMP = ".tmp"  # in /pfs: the /tmp of a command run as another user, emptied each try (no repo has the name)
 TOKEN_VARS = ("PFS_TOKEN", "PFS_TOKEN_FILE")  # the shim's and its mounts', not the command's: it needs none,
 # and what it prints or writes is kept in logs and commits
 SERVER_WAIT = 60.0  # seconds a worker waits for a server it cannot reach: a restart, a Service not routed yet
@@ -185,9 +186,14 @@ class Worker:
         user = self._user(job.transform.user)
         out = self.root / "out"
         _empty_dir(out)
+        tmp = None
         if user is not None:  # its command writes there; what it wrote is read as it may (run_as.files_as)
             os.chown(out, *user)
             run_as.drop_groups()
+            tmp = self.root / OWN_TMP  # its /tmp, shared with no other user's command (shim/pidns.py)
+            _empty_dir(tmp)
+            os.chown(tmp, *user)
+            tmp.chmod(0o700)
         shards = worker_shards([i.method for i in job.inputs], [i.shards for i in job.inputs], self.shard)
         env = {**{k: v for k, v in os.environ.items() if k not in TOKEN_VARS}, **dict(job.transform.env),
                "PFS_JOB": job.id, "PACH_JOB_ID": job.id, "PFS_SHARD": str(self.shard)}
@@ -208,10 +214,13 @@ class Worker:
         results.start()  # read and sent while the command writes them
         memory = oom.Watch()
         try:
-            code, tail = command.run(job.transform.cmd, job.transform.stdin, env, logs, user)
+            code, tail = command.run(job.transform.cmd, job.transform.stdin, env, logs, user, tmp)
         except BaseException:
             results.abandon()
             raise
+        finally:
+            if tmp is not None:
+                shutil.rmtree(tmp, ignore_errors=True)
         bytes_in = sum(_size(self.root / i.repo) for i in job.inputs)
         if not job.transform.accepts(code):
             mounts.stop()

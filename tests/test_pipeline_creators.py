@@ -98,6 +98,28 @@ def test_a_user_may_make_pipelines_only_of_what_they_may_read_and_never_run_as_r
 
 
 @pytest.mark.slow
+def test_a_user_s_command_has_a_tmp_and_dev_shm_of_its_own(server, tmp_path, as_user):
+    """Commands of users who are not the root run as nobody (or ids of their choosing, which others may choose
+    too): each gets its own /tmp, /var/tmp and /dev/shm, as a container's command does, so no user's command reads
+    another's temporary files, and none is left on the machine once the command ends."""
+    put(server, "data", {"x": b"1\n"})
+    server.pfs("auth", "set-role", "data", "alice", "reader")
+    host = Path(tempfile.mkdtemp(prefix="host-", dir="/tmp"))  # the machine's /tmp, readable by all
+    (host / "theirs").write_bytes(b"not for alice\n")
+    host.chmod(0o755)
+    marker = f"pfs-own-tmp-{os.getpid()}"
+    script = (f"ls /tmp > /pfs/out/tmp; ls /var/tmp > /pfs/out/var-tmp; ls /dev/shm > /pfs/out/shm; "
+              f"echo left > /tmp/{marker}; echo left > /dev/shm/{marker}; echo left > /var/tmp/{marker}")
+    try:
+        as_user("alice", "create-pipeline", "-f", manifest(tmp_path, "mine", ["data"], ["sh", "-c", script]))
+        server.pfs("flush-commit", "data/master")
+        assert [get(server, "mine", f) for f in ("tmp", "var-tmp", "shm")] == [b""] * 3
+        assert not [d for d in ("/tmp", "/var/tmp", "/dev/shm") if os.path.exists(f"{d}/{marker}")]
+    finally:
+        shutil.rmtree(host)
+
+
+@pytest.mark.slow
 def test_a_command_run_here_gets_none_of_the_server_s_secrets(tmp_path):
     """The local runner gives its workers, and so their commands, only the usual variables of a session from the
     server's environment: a user's command reads no S3 key or database password of the server's."""
@@ -117,9 +139,9 @@ def test_a_command_run_here_gets_none_of_the_server_s_secrets(tmp_path):
 
 @pytest.mark.slow
 def test_a_user_is_told_only_of_the_jobs_whose_output_they_may_read(server, tmp_path, as_user):
-    """flush-commit waits for every job downstream of a commit, and tells a user of those whose output they may
-    read; a repo made in a deleted output repo's name is another: its readers see none of the old jobs, their
-    manifests or their logs, which went with the old repo."""
+    """flush-commit waits for the jobs downstream of a commit whose output a user may read, and tells of those; a
+    repo made in a deleted output repo's name is another: its readers see none of the old jobs, their manifests
+    or their logs, which went with the old repo."""
     put(server, "shared", {"x": b"1\n"})
     for who in ("alice", "bob"):
         server.pfs("auth", "set-role", "shared", who, "reader")
@@ -127,6 +149,10 @@ def test_a_user_is_told_only_of_the_jobs_whose_output_they_may_read(server, tmp_
     as_user("bob", "create-pipeline", "-f", manifest(tmp_path, "bobs", ["shared"], cmd, env={"KEY": "bobs-key"}))
     assert "bobs" in as_user("bob", "flush-commit", "shared/master").text
     assert "bobs" not in as_user("alice", "flush-commit", "shared/master").text
+    as_user("bob", "stop-pipeline", "bobs")  # a pipeline alice may not see neither holds her up nor is named to her
+    put(server, "shared", {"x": b"2\n"}, create=False)
+    assert "bobs" not in as_user("alice", "flush-commit", "shared/master").text
+    assert_one_line_error(as_user("bob", "flush-commit", "shared/master", check=False), "pipeline bobs is stopped")
     [job] = jobs_of(server, "bobs")
     as_user("bob", "delete-pipeline", "bobs")
     as_user("bob", "delete-repo", "bobs")

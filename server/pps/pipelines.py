@@ -8,6 +8,7 @@ cluster's root (pfs/core/run_as.py), and the controller makes no job while they 
 import asyncio
 import dataclasses
 import time
+from collections.abc import Callable
 
 from pfs.core import run_as, specs
 from pfs.core.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
@@ -82,11 +83,14 @@ class Pipelines:
         self.store.notify_finished()
         return info
 
-    async def flush(self, ref: CommitRef) -> list[JobInfo]:
-        """Waits until every pipeline downstream of the commit REF has a finished job that saw it (or a commit
-        computed from it); returns those jobs, upstream first. Holds no thread while it waits: it looks at
-        the jobs (in the event loop's pool of threads) only when news came (see server/news.py)."""
+    async def flush(self, ref: CommitRef, visible: Callable[[str], bool]) -> list[JobInfo]:
+        """Waits until every pipeline downstream of the commit REF whose output repo is VISIBLE (to the caller) has
+        a finished job that saw it (or a commit computed from it); returns those jobs, upstream first. Another
+        user's pipeline, which the caller may not see, neither holds the caller up nor is named to them. Holds no
+        thread while it waits: it looks at the jobs (in the event loop's pool of threads) only when news came (see
+        server/news.py)."""
         target, finished, downstream = await asyncio.to_thread(self._flushing, ref)
+        downstream = [p for p in downstream if visible(p.name)]
         while True:
             since = self.store.news.generation
             found = await asyncio.to_thread(self._flushed, downstream, target, finished)

@@ -243,7 +243,8 @@ class PpsServicer(pps_pb2_grpc.PPSServicer):
 
     @translated
     async def FlushCommit(self, request, context):
-        jobs = await self.pipelines.flush(cv.commit_ref_from_pb(request))  # waits for them all, says what it may
+        me = self.access.subject(context)
+        jobs = await self.pipelines.flush(cv.commit_ref_from_pb(request), lambda repo: self.access.may_read(me, repo))
         me = self.access.subject(context)  # who the token is now: it may have been revoked meanwhile
         return ppb.JobInfos(jobs=[cv.job_to_pb(j) for j in jobs if self.access.may_read(me, j.output_repo)])
 

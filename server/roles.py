@@ -7,6 +7,7 @@ and checked against this server's copy of them (server/mirror.py), so a check co
 given on another server counts here within a second.
 """
 
+from pfs.core import names
 from pfs.core.errors import InvalidArgument, PermissionDenied
 from server.meta import MetaStore
 from server.mirror import Mirror
@@ -36,6 +37,7 @@ class Roles:
         """PermissionDenied, in one line, unless SUBJECT may WHAT (a verb) on REPO, which takes the role NEED."""
         if not self.allows(subject, repo, need):
             has = self.role(subject, repo) or "no role"
+            repo = repo[:names.MAX_NAME + 1]  # a name no repo has, of megabytes, is not said (nor logged) whole
             raise PermissionDenied(f"{subject} may not {what} repo {repo!r}: that takes {need}, and {subject} has "
                                    f"{has} there (its owner gives it: pfs auth set-role {repo} {subject} {need})")
 

@@ -164,6 +164,17 @@ def test_a_subscription_ends_when_its_token_is_revoked_or_its_role_taken_away(se
                 next(stream)
 
 
+def test_a_refusal_of_a_name_of_megabytes_is_said_and_logged_short(server, callers):
+    """A refusal names the repo asked for, and is logged: of a name no repo may have, only its start."""
+    before = server.log.stat().st_size
+    with Client(server.address, token=callers["nobody"]) as client:
+        for _ in range(3):
+            with pytest.raises(PermissionDenied) as err:
+                client.inspect_repo("x" * (8 << 20))
+            assert len(str(err.value)) < 1000
+    assert server.log.stat().st_size - before < 10_000
+
+
 def test_only_the_cluster_s_own_callers_learn_where_its_data_dir_is(server, callers):
     """The data dir's path is offered (for reads straight from the chunk files) to the root and its workers, who may
     read it; a user's token learns nothing of it."""

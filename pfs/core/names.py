@@ -9,9 +9,10 @@ import uuid
 
 from pfs.core.errors import InvalidArgument
 
-_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]{0,62}")
+MAX_NAME = 63  # characters of a repo's or a branch's name
+_NAME = re.compile(rf"[A-Za-z0-9_][A-Za-z0-9_-]{{0,{MAX_NAME - 1}}}")
 _COMMIT_ID = re.compile(r"[0-9a-f]{32}")
-_RULE = "use 1 to 63 letters, digits, '_' or '-', not starting with '-'"
+_RULE = f"use 1 to {MAX_NAME} letters, digits, '_' or '-', not starting with '-'"
 
 
 def check_repo(name: str) -> str:

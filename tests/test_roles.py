@@ -105,8 +105,9 @@ def expected(name: str) -> str:
     return READER if method.startswith(("Inspect", "List", "Subscribe", "Get")) else WRITER
 
 
-# what a servicer asks beyond its rule, which lets any token ask: the logs of a pipeline take reading its output
-SERVICER = {"/pps.PPS/GetLogs": READER}
+# what a servicer asks beyond its rule, which lets any token ask: the logs and jobs of a pipeline take reading its
+# output
+SERVICER = {"/pps.PPS/GetLogs": READER, "/pps.PPS/ListJob": READER}
 
 
 def allowed(need: str, subject: str) -> bool:

@@ -261,6 +261,8 @@ class PpsServicer(pps_pb2_grpc.PPSServicer):
     @translated
     def ListJob(self, request, context):
         me = self.access.subject(context)
+        if request.pipeline:  # as get-logs: refused alike whether there is such a pipeline or not
+            self.access.check_read(me, request.pipeline)
         jobs = self.jobs.list_jobs(request.pipeline)
         if request.pipeline and not jobs:
             self.jobs.check_pipeline(request.pipeline)

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import IO
 
+from pfs.core.model import MAX_LOG_TEXT
 from shim.logs import Logs
 
 PIDNS = str(Path(__file__).with_name("pidns.py"))
@@ -17,16 +18,18 @@ PIDNS = str(Path(__file__).with_name("pidns.py"))
 # container's memory limit is what goes, and the shim reports it, rather than the worker itself, whose try would
 # then end unreported. That holds where the worker's score is lower (0 outside Kubernetes, -997 in a Guaranteed
 # pod); in a Burstable pod the kubelet gives every process of the container 2..999 already, and size decides.
-FIRST_TO_GO = ["choom", "-n", "1000", "--"] if shutil.which("choom") else []
+CHOOM = shutil.which("choom")  # by its path: the command's PATH (transform.env) may not lead to it
+FIRST_TO_GO = [CHOOM, "-n", "1000", "--"] if CHOOM else []
 
 STDERR_TAIL = 20  # lines of stderr kept for the error of a failed shard
+LINE_BYTES = 4 * MAX_LOG_TEXT  # read of a line at once: what a log keeps of it, in UTF-8's longest characters
 
 
 def run(cmd: Sequence[str], stdin: Sequence[str], env: dict[str, str], logs: Logs,
-        user: tuple[int, int] | None = None, tmp: Path | None = None) -> tuple[int, list[str]]:
+        user: tuple[int, int] | None = None) -> tuple[int, list[str]]:
     """Runs CMD to its end, in a PID namespace of its own (shim/pidns.py: what it leaves running ends with it, and
-    it all ends if the shim dies or is stopped), as USER (uid, gid; with no other groups) where one is given, with
-    TMP as its /tmp if given; its exit code and last stderr lines."""
+    it all ends if the shim dies or is stopped), as USER (uid, gid; with no other groups) where one is given; its
+    exit code and last stderr lines."""
     if shutil.which(cmd[0], path=env.get("PATH")) is None:
         message = f"cannot run {cmd[0]!r}: no such command"
         logs.line("stderr", message)
@@ -36,7 +39,7 @@ def run(cmd: Sequence[str], stdin: Sequence[str], env: dict[str, str], logs: Log
     with open(env_w, "wb") as env_pipe:  # the command's alone, not its init's (shim/pidns.py)
         try:
             proc = subprocess.Popen([sys.executable, "-I", "-S", PIDNS, str(os.getpid()), str(env_r), str(uid),
-                                     str(gid), str(tmp or ""), *FIRST_TO_GO, *cmd], env={}, pass_fds=[env_r],
+                                     str(gid), *FIRST_TO_GO, *cmd], env={}, pass_fds=[env_r],
                                     stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         finally:
@@ -72,7 +75,7 @@ def _feed(pipe: IO[bytes], lines: Sequence[str]) -> None:
 
 def _pump(pipe: IO[bytes], stream: str, logs: Logs, tail: deque | None) -> None:
     with pipe:
-        for raw in pipe:
+        for raw in iter(lambda: pipe.readline(LINE_BYTES), b""):  # a line of gigabytes, in pieces
             text = raw.decode(errors="replace").rstrip("\n")
             logs.line(stream, text)
             if tail is not None:

@@ -20,6 +20,7 @@ be reached); a runner retries 2, and may retry 1.
 """
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -27,6 +28,7 @@ import shutil
 import signal
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import NoReturn
 
@@ -45,7 +47,7 @@ from shim.output import Output
 
 OK, COMMAND_FAILED, SHIM_FAILED = 0, 1, 2
 STANDBY_FIELDS = ("job", "shard", "attempt", "token")
-OWN_TMP = ".tmp"  # in /pfs: the /tmp of a command run as another user, emptied each try (no repo has the name)
+OWN_TMP = ".tmp"  # in /pfs: the /tmp of a command run as another user (no repo has the name)
 TOKEN_VARS = ("PFS_TOKEN", "PFS_TOKEN_FILE")  # the shim's and its mounts', not the command's: it needs none,
 # and what it prints or writes is kept in logs and commits
 SERVER_WAIT = 60.0  # seconds a worker waits for a server it cannot reach: a restart, a Service not routed yet
@@ -186,14 +188,32 @@ class Worker:
         user = self._user(job.transform.user)
         out = self.root / "out"
         _empty_dir(out)
-        tmp = None
         if user is not None:  # its command writes there; what it wrote is read as it may (run_as.files_as)
             os.chown(out, *user)
             run_as.drop_groups()
-            tmp = self.root / OWN_TMP  # its /tmp, shared with no other user's command (shim/pidns.py)
-            _empty_dir(tmp)
-            os.chown(tmp, *user)
-            tmp.chmod(0o700)
+        with self._own_tmp(user):
+            return self._run(job, attempt, logs, mounts, token, user, out)
+
+    @contextlib.contextmanager
+    def _own_tmp(self, user: tuple[int, int] | None) -> Iterator[None]:
+        """For a command run as USER, another user: a /tmp, /var/tmp and /dev/shm of its own while the try lasts,
+        emptied after (shim/namespace.py), in this worker's mount namespace, so in the command's, its copy, too:
+        what it links to there from /pfs/out is read as it saw it."""
+        if user is None:
+            yield
+            return
+        tmp = self.root / OWN_TMP
+        _empty_dir(tmp)
+        os.chown(tmp, *user)
+        tmp.chmod(0o700)
+        try:
+            with namespace.own_tmp(tmp):
+                yield
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    def _run(self, job: JobInfo, attempt: int, logs: Logs, mounts: Mounts, token: str | None,
+             user: tuple[int, int] | None, out: Path) -> tuple[int, ShardInfo]:
         shards = worker_shards([i.method for i in job.inputs], [i.shards for i in job.inputs], self.shard)
         env = {**{k: v for k, v in os.environ.items() if k not in TOKEN_VARS}, **dict(job.transform.env),
                "PFS_JOB": job.id, "PACH_JOB_ID": job.id, "PFS_SHARD": str(self.shard)}
@@ -214,18 +234,16 @@ class Worker:
         results.start()  # read and sent while the command writes them
         memory = oom.Watch()
         try:
-            code, tail = command.run(job.transform.cmd, job.transform.stdin, env, logs, user, tmp)
+            code, tail = command.run(job.transform.cmd, job.transform.stdin, env, logs, user)
         except BaseException:
             results.abandon()
             raise
-        finally:
-            if tmp is not None:
-                shutil.rmtree(tmp, ignore_errors=True)
         bytes_in = sum(_size(self.root / i.repo) for i in job.inputs)
         if not job.transform.accepts(code):
             mounts.stop()
             results.abandon()
-            error = f"{job.transform.cmd[0]} exited with code {code}"
+            error = f"{job.transform.cmd[0]} " + (f"exited with code {code}" if code >= 0 else
+                                                   f"was killed by {signal.Signals(-code).name} (code {code})")
             error += f" {oom.SAID}" if memory.struck() else ""
             error += ": " + "\n".join(tail) if tail else ""
             logs.line("shim", f"job-shim: {error.splitlines()[0]}; its output is not kept")

@@ -277,8 +277,9 @@ def test_a_worker_killed_for_memory_fails_its_job_saying_so(server, tmp_path):
     assert starved.error == ("shard 0 failed (3 tries): its worker was killed for using more memory than its limit "
                              "(OOMKilled) without reporting"), starved.error
     assert greedy.state == "failure" and not greedy.output_commit
-    assert greedy.error.startswith("shard 0 failed (3 tries): python3 exited with code -9 after the kernel killed a "
-                                   "process of this worker for using more memory than its limit (OOM)"), greedy.error
+    assert greedy.error.startswith("shard 0 failed (3 tries): python3 was killed by SIGKILL (code -9) after the "
+                                   "kernel killed a process of this worker for using more memory than its limit "
+                                   "(OOM)"), greedy.error
     # Kubernetes would replace the OOMKilled pod of the Indexed Job (at 1.28, which drops backoffLimitPerIndex, the
     # runner says so), with a back-off of 10 s: the runner deleted that Job once its only try had ended, before
     # the shard's next try, not once the job was over

@@ -109,15 +109,20 @@ def test_a_user_s_command_has_a_tmp_and_dev_shm_of_its_own(server, tmp_path, as_
     (host / "theirs").write_bytes(b"not for alice\n")
     host.chmod(0o755)
     marker = f"pfs-own-tmp-{os.getpid()}"
+    (Path("/tmp") / marker).write_bytes(b"the machine's\n")  # what a link to the command's own would not name
     script = (f"ls /tmp > /pfs/out/tmp; ls /var/tmp > /pfs/out/var-tmp; ls /dev/shm > /pfs/out/shm; "
-              f"echo left > /tmp/{marker}; echo left > /dev/shm/{marker}; echo left > /var/tmp/{marker}")
+              f"echo left > /tmp/{marker}; echo shm > /dev/shm/{marker}; echo left > /var/tmp/{marker}; "
+              f"ln -s /tmp/{marker} /pfs/out/linked-tmp; ln -s /dev/shm/{marker} /pfs/out/linked-shm")
     try:
         as_user("alice", "create-pipeline", "-f", manifest(tmp_path, "mine", ["data"], ["sh", "-c", script]))
         server.pfs("flush-commit", "data/master")
         assert [get(server, "mine", f) for f in ("tmp", "var-tmp", "shm")] == [b""] * 3
-        assert not [d for d in ("/tmp", "/var/tmp", "/dev/shm") if os.path.exists(f"{d}/{marker}")]
+        assert [get(server, "mine", f) for f in ("linked-tmp", "linked-shm")] == [b"left\n", b"shm\n"]  # its own
+        assert (Path("/tmp") / marker).read_bytes() == b"the machine's\n"
+        assert not [d for d in ("/var/tmp", "/dev/shm") if os.path.exists(f"{d}/{marker}")]
     finally:
         shutil.rmtree(host)
+        (Path("/tmp") / marker).unlink()
 
 
 @pytest.mark.slow
@@ -207,7 +212,7 @@ def test_a_user_s_pipeline_outputs_only_what_its_command_may_read(server, tmp_pa
     of its own is followed, as before."""
     put(server, "data", {"x": b"1\n"})
     server.pfs("auth", "set-role", "data", "alice", "reader")
-    shared = Path(tempfile.mkdtemp(prefix="pfs-secret-"))
+    shared = Path(tempfile.mkdtemp(prefix="pfs-secret-", dir="/"))  # the machine's, not /tmp: the command has its own
     try:
         shared.chmod(0o755)
         secret = shared / "secret"
@@ -219,10 +224,10 @@ def test_a_user_s_pipeline_outputs_only_what_its_command_may_read(server, tmp_pa
         links = "echo 2 > /pfs/out/own; ln -s /pfs/out/own /pfs/out/mine"
         as_user("alice", "create-pipeline", "-f", manifest(tmp_path, "links", ["data"], ["sh", "-c", links]))
         server.pfs("flush-commit", "data/master", check=False)
-        for name in ("tok", "grp"):
-            [job] = jobs_of(server, name)
+        for name, said in (("tok", "which the command cannot see"), ("grp", "Permission denied")):
+            [job] = jobs_of(server, name)  # the token: in /tmp here, which is not the command's
             assert job["state"] is JobState.FAILURE and "/pfs/out/f" in job["error"], job
-            assert "Permission denied" in job["error"], job
+            assert said in job["error"], job
             assert server.pfs("list-commit", name).text.splitlines()[1:] == []
         assert [get(server, "links", f) for f in ("own", "mine")] == [b"2\n", b"2\n"]
     finally:

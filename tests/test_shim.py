@@ -20,8 +20,9 @@ from pfs.cli.output import size
 from pfs.core.chunking import Chunker
 from pfs.core.errors import FailedPrecondition
 from pfs.core.hashing import address
-from pfs.core.model import CommitRef
+from pfs.core.model import MAX_LOG_TEXT, CommitRef
 from pfs.core.mount_inputs import MountInput
+from shim.command import LINE_BYTES
 from shim.mounts import Mounts
 
 pytestmark = [pytest.mark.slow,  # real workers, each mounting in a namespace of its own
@@ -529,6 +530,40 @@ def test_the_processes_around_the_command_get_none_of_its_environment(server, tm
     assert finish(proc)[0] == 0
     assert len(inits) == 2 and environs == [b"", b""]  # this process and the namespace's first
     assert read_tree(server, "out")["g"] == b"hello\n"
+
+
+@pytest.mark.parametrize("script", [
+    'trap "" TERM; sleep 35.25 & kill 0; echo x > /pfs/out/x',  # a process group of its own: not the worker's
+    'trap "" INT; kill -INT 1; echo x > /pfs/out/x',  # its namespace's first process passes the signal on
+])
+def test_what_a_command_signals_stays_within_it(server, tmp_path, data, script):
+    job = create_job(server, tmp_path, ["sh", "-c", script])
+    [(code, _, stderr)] = run_shims(server, tmp_path, job, 1)
+    assert code == 0 and "Traceback" not in server.pfs("get-logs", "--job", job).text, stderr
+    assert read_tree(server, "out") == {"x": b"x\n"} and not sleeping("35.25")
+
+
+def test_a_command_killed_by_a_signal_is_said_so(server, tmp_path, data):
+    job = create_job(server, tmp_path, ["sh", "-c", "kill -SEGV $$"])
+    [(code, _, _)] = run_shims(server, tmp_path, job, 1)
+    [shard] = job_info(server, job)["shards"]
+    assert code == 1 and shard["error"].startswith("sh was killed by SIGSEGV (code -11)"), shard
+
+
+def test_a_path_in_the_manifest_s_env_is_the_command_s_alone(server, tmp_path, data):
+    """The helpers before the command (choom) are found where the worker finds them, not on the command's PATH."""
+    job = create_job(server, tmp_path, ["/bin/sh", "-c", "echo $PATH > /pfs/out/path"], env={"PATH": "/opt/none"})
+    assert run_shims(server, tmp_path, job, 1)[0][0] == 0
+    assert read_tree(server, "out") == {"path": b"/opt/none\n"}
+
+
+def test_a_line_of_output_without_an_end_is_logged_in_pieces(server, tmp_path, data):
+    """A command printing megabytes with no newline (a binary, minified JSON): the worker reads it a piece at a
+    time, each logged as a line (as much of it as a line keeps), not the whole held in memory."""
+    job = create_job(server, tmp_path, ["sh", "-c", "head -c 3000000 /dev/zero | tr '\\0' x; echo > /pfs/out/x"])
+    assert run_shims(server, tmp_path, job, 1)[0][0] == 0
+    lines = [line for line in server.pfs("get-logs", "--job", job).text.splitlines() if line.strip("x") == ""]
+    assert len(lines) == -(-3_000_000 // LINE_BYTES) and all(0 < len(line) <= MAX_LOG_TEXT for line in lines)
 
 
 def sleeping(seconds: str) -> bool:

@@ -191,29 +191,27 @@ class Worker:
         if user is not None:  # its command writes there; what it wrote is read as it may (run_as.files_as)
             os.chown(out, *user)
             run_as.drop_groups()
-        with self._own_tmp(user):
-            return self._run(job, attempt, logs, mounts, token, user, out)
+        with self._own_tmp(user) as tmp:
+            return self._run(job, attempt, logs, mounts, token, user, out, tmp)
 
     @contextlib.contextmanager
-    def _own_tmp(self, user: tuple[int, int] | None) -> Iterator[None]:
-        """For a command run as USER, another user: a /tmp, /var/tmp and /dev/shm of its own while the try lasts,
-        emptied after (shim/namespace.py), in this worker's mount namespace, so in the command's, its copy, too:
-        what it links to there from /pfs/out is read as it saw it."""
+    def _own_tmp(self, user: tuple[int, int] | None) -> Iterator[Path | None]:
+        """For a command run as USER, another user: the directory that is its /tmp and /var/tmp (shim/pidns.py)
+        while the try lasts, emptied after; None for a command run as the worker's own user."""
         if user is None:
-            yield
+            yield None
             return
         tmp = self.root / OWN_TMP
         _empty_dir(tmp)
         os.chown(tmp, *user)
         tmp.chmod(0o700)
         try:
-            with namespace.own_tmp(tmp):
-                yield
+            yield tmp
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
 
     def _run(self, job: JobInfo, attempt: int, logs: Logs, mounts: Mounts, token: str | None,
-             user: tuple[int, int] | None, out: Path) -> tuple[int, ShardInfo]:
+             user: tuple[int, int] | None, out: Path, tmp: Path | None) -> tuple[int, ShardInfo]:
         shards = worker_shards([i.method for i in job.inputs], [i.shards for i in job.inputs], self.shard)
         env = {**{k: v for k, v in os.environ.items() if k not in TOKEN_VARS}, **dict(job.transform.env),
                "PFS_JOB": job.id, "PACH_JOB_ID": job.id, "PFS_SHARD": str(self.shard)}
@@ -234,7 +232,7 @@ class Worker:
         results.start()  # read and sent while the command writes them
         memory = oom.Watch()
         try:
-            code, tail = command.run(job.transform.cmd, job.transform.stdin, env, logs, user)
+            code, tail = command.run(job.transform.cmd, job.transform.stdin, env, logs, user, tmp)
         except BaseException:
             results.abandon()
             raise

@@ -15,17 +15,14 @@ namespace too: its inputs are bound at /pfs/<name> (shim/mounts.py), and
 binds made there go with it, however the worker ends.
 """
 
-import contextlib
 import ctypes
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 from pfs.core.errors import FailedPrecondition
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWUSER = 0x10000000
-MS_NOSUID, MS_NODEV = 2, 4
 MS_BIND = 4096
 MS_REC = 16384
 MS_PRIVATE = 1 << 18
@@ -95,27 +92,6 @@ def unbind(target: str) -> None:
     libc = ctypes.CDLL(None, use_errno=True)
     if libc.umount2(os.fsencode(target), MNT_DETACH) != 0:
         raise FailedPrecondition(f"cannot unbind {target}: {os.strerror(ctypes.get_errno())}")
-
-
-@contextlib.contextmanager
-def own_tmp(tmp: Path) -> Iterator[None]:
-    """TMP at /tmp and /var/tmp, and a tmpfs at /dev/shm, while in the block: as a container's command has them,
-    none shared with another worker's command (which may run as the same uid, nobody), none left on the machine
-    after (the tmpfs goes with its unmount)."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    made = []
-    try:
-        for target in ("/tmp", "/var/tmp"):
-            if os.path.isdir(target):
-                _mount(libc, os.fsencode(tmp), os.fsencode(target), MS_BIND, f"binding {tmp} at {target}")
-                made.append(target)
-        if os.path.isdir("/dev/shm"):
-            _mount(libc, b"tmpfs", b"/dev/shm", MS_NOSUID | MS_NODEV, "a /dev/shm of its own", b"tmpfs", b"mode=1777")
-            made.append("/dev/shm")
-        yield
-    finally:
-        for target in reversed(made):
-            unbind(target)
 
 
 def _mount(libc: ctypes.CDLL, source: bytes, target: bytes, flags: int, what: str, fstype: bytes | None = None,

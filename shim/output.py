@@ -43,6 +43,8 @@ WAIT = 0.1  # seconds a reader at the end of a file not closed yet waits before 
 # chunks of a file read and hashed at once when it is checked at the end (pread and BLAKE3 let go of the GIL): the
 # check of a 1 GiB output, which nothing else overlaps, took 0.17-0.23 s on 2 cores against 0.33-0.37 s in turn
 CHECK_THREADS = 2
+# A command run as another user has its own of these (shim/pidns.py): a link into one is not this worker's to follow
+OWN_DIRS = (Path("/tmp"), Path("/var/tmp"), Path("/dev/shm"))
 
 
 class Output:
@@ -99,7 +101,8 @@ class Output:
         writes = []
         directories = []
         with ThreadPoolExecutor(CHECK_THREADS, thread_name_prefix="output-check") as pool:
-            for path, is_dir, linked in sorted(_entries(self.out, list(self._inputs))):
+            own = OWN_DIRS if self._user is not None else ()
+            for path, is_dir, linked in sorted(_entries(self.out, list(self._inputs), own)):
                 rel = self._name(path)
                 if is_dir:
                     directories.append(FileWrite(rel, (), directory=True))
@@ -262,23 +265,29 @@ def _open_file(path: Path):
     return open(fd, "rb")
 
 
-def _entries(top: Path, inputs: Sequence[Path], linked: bool = False) -> Iterator[tuple[Path, bool, bool]]:
+def _entries(top: Path, inputs: Sequence[Path], own: Sequence[Path],
+             linked: bool = False) -> Iterator[tuple[Path, bool, bool]]:
     """(path, is_dir, linked) of each directory and regular file below TOP, links followed: to a file, or to a
     directory within INPUTS (walked whole, under the link's name); LINKED where the path is a link or lies under
     one (only such a path can be an input's file). Sockets, fifos and the like are not output. A link naming
-    nothing the command can see, or a directory elsewhere (/, say, or one of TOP's own), is FailedPrecondition."""
+    nothing the command can see, into OWN (the command's own /tmp and the like, which this worker does not see),
+    or to a directory elsewhere (/, say, or one of TOP's own), is FailedPrecondition."""
     with os.scandir(top) as it:
         entries = list(it)
     for entry in entries:
         path = Path(entry.path)
         is_link = linked or entry.is_symlink()
         if entry.is_symlink():
+            target = Path(os.path.realpath(path))
+            if _within(target, own) is not None:
+                raise FailedPrecondition(f"{path} is a link to {os.readlink(path)}, in the command's own "
+                                         f"{_within(target, own)}, which is not output through a link: copy the "
+                                         "file into /pfs/out")
             try:
                 mode = os.stat(path).st_mode
             except OSError as err:
                 raise FailedPrecondition(f"{path} is a link to {os.readlink(path)}, which the command cannot see: "
                                          f"{err.strerror}") from None
-            target = Path(os.path.realpath(path))
             if stat.S_ISDIR(mode) and _within(target, inputs) is None:
                 raise FailedPrecondition(f"{path} is a link to the directory {target}: only links to files, or to "
                                          "the inputs' directories, are output")
@@ -286,11 +295,11 @@ def _entries(top: Path, inputs: Sequence[Path], linked: bool = False) -> Iterato
             mode = entry.stat(follow_symlinks=False).st_mode
         if stat.S_ISDIR(mode):
             yield path, True, is_link
-            yield from _entries(path, inputs, is_link)
+            yield from _entries(path, inputs, own, is_link)
         elif stat.S_ISREG(mode):
             yield path, False, is_link
 
 
 def _within(target: Path, roots: Iterable[Path]) -> Path | None:
-    """The one of ROOTS (the inputs' directories) that TARGET, a real path, is or lies under; None if none."""
+    """The one of ROOTS (directories) that TARGET, a real path, is or lies under; None if none."""
     return next((root for root in roots if root == target or root in target.parents), None)

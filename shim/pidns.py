@@ -1,6 +1,6 @@
 """The command's own PID namespace: whatever the command starts ends with it, and with the worker.
 
-Run by shim/command.py as a script (`python -I -S pidns.py WORKER ENV_FD UID GID CMD...`; standard library
+Run by shim/command.py as a script (`python -I -S pidns.py WORKER ENV_FD UID GID TMP CMD...`; standard library
 only, so it starts in a hundredth of a second): this process, the worker's child, makes a PID namespace whose
 first process (its init, a fork of this one) runs CMD as UID and GID (-1: as the worker) and reaps every orphan
 the command leaves there. The command's environment comes from ENV_FD (NAME=VALUE, each after a NUL), read
@@ -12,7 +12,12 @@ signal), so the worker sees the command's own status.
 
 The namespace has its own /proc (in a mount namespace of its own, so the worker's stays), where the command's
 pids are its own: /proc/$$ is the command's shell, as a process expects. Where that mount is refused, the
-command sees the worker's /proc.
+command sees the worker's /proc. With a directory TMP ('' for none), the command gets a /tmp and /var/tmp of its
+own (TMP, bound there) and a /dev/shm of its own (a tmpfs), as a container's command does: a command run as
+another user shares neither its temporary files with other users' commands (which may run as the same uid,
+nobody) nor leaves them behind on the machine. Only the command's namespace has them: the worker's /tmp stays
+the machine's (where the worker's own code may be installed), so links in /pfs/out into them are not output
+(shim/output.py).
 
 If the worker dies (kill -9, the OOM killer), this process gets SIGKILL from the kernel, and the init in turn:
 nothing of the command outlives it, where a subreaper worker's orphans would go to the host's init.
@@ -29,10 +34,10 @@ CLONE_NEWPID = 0x20000000
 PR_SET_PDEATHSIG = 1
 FORWARDED = (signal.SIGHUP, signal.SIGINT, signal.SIGQUIT, signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
 PIDS_BELOW, PIDS_ABOVE = 300, 10000  # the pids a namespace's first stays clear of: the kernel's, and room to grow
-MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REC, MS_PRIVATE = 2, 4, 8, 1 << 14, 1 << 18
+MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_BIND, MS_REC, MS_PRIVATE = 2, 4, 8, 1 << 12, 1 << 14, 1 << 18
 
 
-def main(worker: int, env_fd: int, uid: int, gid: int, cmd: list[str]) -> None:
+def main(worker: int, env_fd: int, uid: int, gid: int, tmp: str, cmd: list[str]) -> None:
     with os.fdopen(env_fd, "rb") as f:
         env = dict(item.partition(b"=")[::2] for item in f.read().split(b"\0")[1:])
     libc = ctypes.CDLL(None, use_errno=True)
@@ -40,6 +45,8 @@ def main(worker: int, env_fd: int, uid: int, gid: int, cmd: list[str]) -> None:
     if libc.unshare(CLONE_NEWPID | CLONE_NEWNS) != 0:
         _fail(f"cannot set up a PID namespace: {os.strerror(ctypes.get_errno())}")
     libc.mount(b"none", b"/", None, MS_REC | MS_PRIVATE, None)  # as the worker's are: its /proc stays its own
+    if tmp:
+        _own_tmp(libc, tmp.encode())
     status_r, status_w = os.pipe()
     alive_r, alive_w = os.pipe()  # held open by this process: the init reads its end once, to know it lives
     init = os.fork()
@@ -85,6 +92,16 @@ def _init(cmd: list[str], env: dict[bytes, bytes], uid: int, gid: int) -> int:
         pid, status = os.wait()  # the command, or an orphan of its, given to this process
         if pid == command:
             return status
+
+
+def _own_tmp(libc: ctypes.CDLL, tmp: bytes) -> None:
+    """TMP at /tmp and /var/tmp, and a tmpfs at /dev/shm, in this mount namespace."""
+    for target in (b"/tmp", b"/var/tmp"):
+        if os.path.isdir(target) and libc.mount(tmp, target, None, MS_BIND, None) != 0:
+            _fail(f"cannot bind the command's own {target.decode()}: {os.strerror(ctypes.get_errno())}")
+    if os.path.isdir(b"/dev/shm") and libc.mount(b"tmpfs", b"/dev/shm", b"tmpfs", MS_NOSUID | MS_NODEV,
+                                                     b"mode=1777") != 0:
+        _fail(f"cannot mount the command's own /dev/shm: {os.strerror(ctypes.get_errno())}")
 
 
 def _scatter_pids() -> None:
@@ -134,4 +151,4 @@ def _fail(message: str) -> None:
 
 
 if __name__ == "__main__":
-    main(*map(int, sys.argv[1:5]), sys.argv[5:])
+    main(*map(int, sys.argv[1:5]), sys.argv[5], sys.argv[6:])

@@ -115,11 +115,17 @@ def test_a_user_s_command_has_a_tmp_and_dev_shm_of_its_own(server, tmp_path, as_
               f"ln -s /tmp/{marker} /pfs/out/linked-tmp; ln -s /dev/shm/{marker} /pfs/out/linked-shm")
     try:
         as_user("alice", "create-pipeline", "-f", manifest(tmp_path, "mine", ["data"], ["sh", "-c", script]))
-        server.pfs("flush-commit", "data/master")
-        assert [get(server, "mine", f) for f in ("tmp", "var-tmp", "shm")] == [b""] * 3
-        assert [get(server, "mine", f) for f in ("linked-tmp", "linked-shm")] == [b"left\n", b"shm\n"]  # its own
+        server.pfs("flush-commit", "data/master", check=False)
+        [job] = jobs_of(server, "mine")  # a link into its own /tmp is not followed (to the machine's)
+        assert job["state"] is JobState.FAILURE and "is not output through a link" in job["error"], job
+        assert server.pfs("list-commit", "mine").text.splitlines()[1:] == []
         assert (Path("/tmp") / marker).read_bytes() == b"the machine's\n"
         assert not [d for d in ("/var/tmp", "/dev/shm") if os.path.exists(f"{d}/{marker}")]
+        as_user("alice", "update-pipeline", "-f", manifest(tmp_path, "mine", ["data"], ["sh", "-c", script.split(
+            "; ln -s")[0]]))
+        put(server, "data", {"x": b"2\n"}, create=False)
+        server.pfs("flush-commit", "data/master")
+        assert [get(server, "mine", f) for f in ("tmp", "var-tmp", "shm")] == [b""] * 3
     finally:
         shutil.rmtree(host)
         (Path("/tmp") / marker).unlink()
@@ -224,7 +230,7 @@ def test_a_user_s_pipeline_outputs_only_what_its_command_may_read(server, tmp_pa
         links = "echo 2 > /pfs/out/own; ln -s /pfs/out/own /pfs/out/mine"
         as_user("alice", "create-pipeline", "-f", manifest(tmp_path, "links", ["data"], ["sh", "-c", links]))
         server.pfs("flush-commit", "data/master", check=False)
-        for name, said in (("tok", "which the command cannot see"), ("grp", "Permission denied")):
+        for name, said in (("tok", "is not output through a link"), ("grp", "Permission denied")):
             [job] = jobs_of(server, name)  # the token: in /tmp here, which is not the command's
             assert job["state"] is JobState.FAILURE and "/pfs/out/f" in job["error"], job
             assert said in job["error"], job

@@ -36,7 +36,7 @@ from pfs.core import paths, run_as
 from pfs.core.errors import FailedPrecondition
 from pfs.core.hashing import address
 from pfs.core.model import ChunkRef, CommitRef, FileInfo, FileWrite, write_calls
-from shim import inotify
+from shim import inotify, pidns
 from shim.logs import Logs
 
 WAIT = 0.1  # seconds a reader at the end of a file not closed yet waits before it reads on (a close ends the wait)
@@ -44,7 +44,7 @@ WAIT = 0.1  # seconds a reader at the end of a file not closed yet waits before 
 # check of a 1 GiB output, which nothing else overlaps, took 0.17-0.23 s on 2 cores against 0.33-0.37 s in turn
 CHECK_THREADS = 2
 # A command run as another user has its own of these (shim/pidns.py): a link into one is not this worker's to follow
-OWN_DIRS = (Path("/tmp"), Path("/var/tmp"), Path("/dev/shm"))
+OWN_DIRS = tuple(Path(d) for d in (*pidns.OWN_TMP_DIRS, pidns.OWN_SHM))
 
 
 class Output:
@@ -279,10 +279,9 @@ def _entries(top: Path, inputs: Sequence[Path], own: Sequence[Path],
         is_link = linked or entry.is_symlink()
         if entry.is_symlink():
             target = Path(os.path.realpath(path))
-            if _within(target, own) is not None:
-                raise FailedPrecondition(f"{path} is a link to {os.readlink(path)}, in the command's own "
-                                         f"{_within(target, own)}, which is not output through a link: copy the "
-                                         "file into /pfs/out")
+            if (theirs := _within(target, own)) is not None:
+                raise FailedPrecondition(f"{path} is a link to {os.readlink(path)}, in the command's own {theirs}, "
+                                         "which is not output through a link: copy the file into /pfs/out")
             try:
                 mode = os.stat(path).st_mode
             except OSError as err:

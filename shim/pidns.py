@@ -35,6 +35,7 @@ PR_SET_PDEATHSIG = 1
 FORWARDED = (signal.SIGHUP, signal.SIGINT, signal.SIGQUIT, signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
 PIDS_BELOW, PIDS_ABOVE = 300, 10000  # the pids a namespace's first stays clear of: the kernel's, and room to grow
 MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_BIND, MS_REC, MS_PRIVATE = 2, 4, 8, 1 << 12, 1 << 14, 1 << 18
+OWN_TMP_DIRS, OWN_SHM = ("/tmp", "/var/tmp"), "/dev/shm"  # what a command given TMP has of its own
 
 
 def main(worker: int, env_fd: int, uid: int, gid: int, tmp: str, cmd: list[str]) -> None:
@@ -96,12 +97,12 @@ def _init(cmd: list[str], env: dict[bytes, bytes], uid: int, gid: int) -> int:
 
 def _own_tmp(libc: ctypes.CDLL, tmp: bytes) -> None:
     """TMP at /tmp and /var/tmp, and a tmpfs at /dev/shm, in this mount namespace."""
-    for target in (b"/tmp", b"/var/tmp"):
-        if os.path.isdir(target) and libc.mount(tmp, target, None, MS_BIND, None) != 0:
-            _fail(f"cannot bind the command's own {target.decode()}: {os.strerror(ctypes.get_errno())}")
-    if os.path.isdir(b"/dev/shm") and libc.mount(b"tmpfs", b"/dev/shm", b"tmpfs", MS_NOSUID | MS_NODEV,
-                                                     b"mode=1777") != 0:
-        _fail(f"cannot mount the command's own /dev/shm: {os.strerror(ctypes.get_errno())}")
+    for target in OWN_TMP_DIRS:
+        if os.path.isdir(target) and libc.mount(tmp, target.encode(), None, MS_BIND, None) != 0:
+            _fail(f"cannot bind the command's own {target}: {os.strerror(ctypes.get_errno())}")
+    if os.path.isdir(OWN_SHM) and libc.mount(b"tmpfs", OWN_SHM.encode(), b"tmpfs", MS_NOSUID | MS_NODEV,
+                                             b"mode=1777") != 0:
+        _fail(f"cannot mount the command's own {OWN_SHM}: {os.strerror(ctypes.get_errno())}")
 
 
 def _scatter_pids() -> None:

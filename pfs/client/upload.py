@@ -106,9 +106,10 @@ class Uploader:
     def _add(self, write: FileWrite) -> None:
         """Adds WRITE to the segment, which ends once it holds enough files (see the module's docstring), or
         before it would hold more levels of paths than one call records."""
-        if self._levels + levels(write.path) > MAX_WRITE_LEVELS:
+        deep = levels(write.path)
+        if self._levels + deep > MAX_WRITE_LEVELS:
             self._end_segment()
-        self._levels += levels(write.path)
+        self._levels += deep
         self._writes.append(write)
         directory = posixpath.dirname(write.path)
         self._in_dir[directory] += 1

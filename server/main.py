@@ -19,7 +19,7 @@ from types import ModuleType
 
 import grpc
 
-from pfs.core import kube, ready
+from pfs.core import kube, ready, run_as
 from pfs.core.chunking import DEFAULT_AVG_SIZE, check_avg_size
 from pfs.core.data_dir import default_data_dir, token_path
 from pfs.core.errors import FailedPrecondition, PfsError
@@ -109,6 +109,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--max-streams", type=_positive, default=MAX_STREAMS, metavar="N",
                    help=f"streaming calls served at once (subscribe-commit, flush-commit, transfers); one more "
                         f"is refused with RESOURCE_EXHAUSTED (default {MAX_STREAMS})")
+    p.add_argument("--max-processes", type=_positive, metavar="N",
+                   help="the processes and threads a user's command may have at once, with every other process of "
+                        "its uid on the worker's machine (RLIMIT_NPROC; local and container runners; default "
+                        f"{run_as.MAX_PROCESSES}): a fork bomb stops there")
     p.add_argument("--no-token", action="store_true",
                    help="serve anyone who can reach the server, with no token (only for a trusted single-user "
                         "machine, or a network of its own); by default every call must carry DATA_DIR/token")
@@ -291,7 +295,11 @@ def make_runner(args: argparse.Namespace, address: str, data_dir: pathlib.Path, 
     if args.runner != "kubernetes":
         if given:
             raise SystemExit(f"pfs server: {given[0]} is for --runner kubernetes")
-        return RUNNERS[args.runner](address, data_dir / "workers", tls_ca=tls_ca)
+        return RUNNERS[args.runner](address, data_dir / "workers", tls_ca=tls_ca,
+                                    max_processes=args.max_processes or run_as.MAX_PROCESSES)
+    if args.max_processes:
+        raise SystemExit("pfs server: --max-processes is for the local and container runners (on Kubernetes, the "
+                         "kubelet's podPidsLimit bounds a worker's processes)")
     kubernetes = _backend("server.pps.kubernetes.runner", ("kubernetes",),
                           f"--runner kubernetes needs the Kubernetes client: {kube.EXTRA}")
     ca = os.environ.get("PFS_TLS_CA") or tls_ca  # what the server's own workers would trust

@@ -25,11 +25,12 @@ STDERR_TAIL = 20  # lines of stderr kept for the error of a failed shard
 LINE_BYTES = 4 * MAX_LOG_TEXT  # read of a line at once: what a log keeps of it, in UTF-8's longest characters
 
 
-def run(cmd: Sequence[str], stdin: Sequence[str], env: dict[str, str], logs: Logs,
-        user: tuple[int, int] | None = None, tmp: Path | None = None) -> tuple[int, list[str]]:
+def run(cmd: Sequence[str], stdin: Sequence[str], env: dict[str, str], logs: Logs, user: tuple[int, int] | None,
+        tmp: Path | None, max_processes: int) -> tuple[int, list[str]]:
     """Runs CMD to its end, in a PID namespace of its own (shim/pidns.py: what it leaves running ends with it, and
-    it all ends if the shim dies or is stopped), as USER (uid, gid; with no other groups) where one is given, with
-    TMP as its /tmp if given; its exit code and last stderr lines."""
+    it all ends if the shim dies or is stopped), as USER (uid, gid; with no other groups and at most MAX_PROCESSES
+    processes of that uid) where one is given, with TMP as its /tmp if given; its exit code and last stderr
+    lines."""
     if shutil.which(cmd[0], path=env.get("PATH")) is None:
         message = f"cannot run {cmd[0]!r}: no such command"
         logs.line("stderr", message)
@@ -39,7 +40,8 @@ def run(cmd: Sequence[str], stdin: Sequence[str], env: dict[str, str], logs: Log
     with open(env_w, "wb") as env_pipe:  # the command's alone, not its init's (shim/pidns.py)
         try:
             proc = subprocess.Popen([sys.executable, "-I", "-S", PIDNS, str(os.getpid()), str(env_r), str(uid),
-                                     str(gid), str(tmp or ""), *FIRST_TO_GO, *cmd], env={}, pass_fds=[env_r],
+                                     str(gid), str(max_processes), str(tmp or ""), *FIRST_TO_GO, *cmd], env={},
+                                    pass_fds=[env_r],
                                     stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         finally:

@@ -72,6 +72,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--standby", action="store_true",
                    help="a spare worker: start up, then wait for its shard as one line of JSON on standard input "
                         f"({', '.join(STANDBY_FIELDS)}; the token in place of PFS_TOKEN)")
+    p.add_argument("--max-processes", type=int, default=env("PFS_MAX_PROCESSES") or run_as.MAX_PROCESSES,
+                   metavar="N", help="the processes and threads a command run as another user may have at once, "
+                   "with the rest of its uid's on this machine (default "
+                   f"{run_as.MAX_PROCESSES}, or $PFS_MAX_PROCESSES)")
     p.add_argument("--wait", type=float, default=env("PFS_SERVER_WAIT") or SERVER_WAIT,
                    help="seconds to wait for a server that cannot be reached before giving up the try (default "
                         f"{SERVER_WAIT:g}, or $PFS_SERVER_WAIT; 0: give up at once)")
@@ -83,6 +87,8 @@ def main(argv: list[str] | None = None) -> None:
     for name in ("job", "shard"):
         if getattr(args, name) is None and not args.standby:
             _fail(f"no {name} given: use --{name} or ${'PFS_' + name.upper()}")
+    if args.max_processes < 1:
+        _fail(f"--max-processes must be at least 1, not {args.max_processes}")
     is_root = os.getuid() == 0  # before a user namespace, whose root is not
     try:
         namespace.enter(args.workspace.resolve() if args.workspace else None, args.root)
@@ -103,7 +109,8 @@ def main(argv: list[str] | None = None) -> None:
                 job, shard, attempt, token = args.job, args.shard, args.attempt, find_token()
             client = Client(address, token)
             reach(client, args.wait)  # the mount asks the server nothing before it is given its inputs
-            sys.exit(Worker(client, job, shard, args.root, is_root).run(attempt, mounts, token))
+            worker = Worker(client, job, shard, args.root, is_root, args.max_processes)
+            sys.exit(worker.run(attempt, mounts, token))
     except PfsError as err:
         _fail(str(err))
     finally:
@@ -151,12 +158,14 @@ def _fail(message: str) -> NoReturn:
 
 
 class Worker:
-    def __init__(self, client: Client, job_id: str, shard: int, root: Path, is_root: bool) -> None:
+    def __init__(self, client: Client, job_id: str, shard: int, root: Path, is_root: bool,
+                 max_processes: int) -> None:
         self.client = client
         self.job_id = job_id
         self.shard = shard
         self.root = root
         self.is_root = is_root  # this worker may run the command as another user
+        self.max_processes = max_processes  # of the uid of a command run as another user
 
     def run(self, attempt: int, mounts: Mounts, token: str | None) -> int:
         """Takes try ATTEMPT at the shard (0: a new one), runs it with its inputs on MOUNTS (which read them with
@@ -232,7 +241,8 @@ class Worker:
         results.start()  # read and sent while the command writes them
         memory = oom.Watch()
         try:
-            code, tail = command.run(job.transform.cmd, job.transform.stdin, env, logs, user, tmp)
+            code, tail = command.run(job.transform.cmd, job.transform.stdin, env, logs, user, tmp,
+                                     self.max_processes)
         except BaseException:
             results.abandon()
             raise

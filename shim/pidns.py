@@ -1,9 +1,11 @@
 """The command's own PID namespace: whatever the command starts ends with it, and with the worker.
 
-Run by shim/command.py as a script (`python -I -S pidns.py WORKER ENV_FD UID GID TMP CMD...`; standard library
-only, so it starts in a hundredth of a second): this process, the worker's child, makes a PID namespace whose
-first process (its init, a fork of this one) runs CMD as UID and GID (-1: as the worker) and reaps every orphan
-the command leaves there. The command's environment comes from ENV_FD (NAME=VALUE, each after a NUL), read
+Run by shim/command.py as a script (`python -I -S pidns.py WORKER ENV_FD UID GID NPROC TMP CMD...`; standard
+library only, so it starts in a hundredth of a second): this process, the worker's child, makes a PID namespace
+whose first process (its init, a fork of this one) runs CMD as UID and GID (-1: as the worker) and reaps every
+orphan the command leaves there. A command run as UID may have at most NPROC processes and threads at once
+(RLIMIT_NPROC, which the kernel counts for all of UID's on the machine): a fork bomb is refused more processes
+there, and the machine and its other work go on. The command's environment comes from ENV_FD (NAME=VALUE, each after a NUL), read
 whole before anything else, and is CMD's alone: these processes, which may be root's, run in an empty one, so
 that nothing the command is given (LD_PRELOAD, LD_LIBRARY_PATH) runs with their privilege. When the command
 ends, the init reports how, then exits, and the kernel kills everything still in the namespace: a `sleep &`, a
@@ -24,6 +26,7 @@ nothing of the command outlives it, where a subreaper worker's orphans would go 
 """
 
 import ctypes
+import errno
 import os
 import resource
 import signal
@@ -38,7 +41,7 @@ MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_BIND, MS_REC, MS_PRIVATE = 2, 4, 8, 1 << 12, 
 OWN_TMP_DIRS, OWN_SHM = ("/tmp", "/var/tmp"), "/dev/shm"  # what a command given TMP has of its own
 
 
-def main(worker: int, env_fd: int, uid: int, gid: int, tmp: str, cmd: list[str]) -> None:
+def main(worker: int, env_fd: int, uid: int, gid: int, nproc: int, tmp: str, cmd: list[str]) -> None:
     with os.fdopen(env_fd, "rb") as f:
         env = dict(item.partition(b"=")[::2] for item in f.read().split(b"\0")[1:])
     libc = ctypes.CDLL(None, use_errno=True)
@@ -57,7 +60,7 @@ def main(worker: int, env_fd: int, uid: int, gid: int, tmp: str, cmd: list[str])
         _die_with(libc, lambda: _open(alive_r))
         libc.mount(b"proc", b"/proc", b"proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, None)
         _scatter_pids()
-        os.write(status_w, str(_init(cmd, env, uid, gid)).encode())
+        os.write(status_w, str(_init(cmd, env, uid, gid, nproc)).encode())
         os._exit(0)  # and with it, all that is left in the namespace
     os.close(status_w)
     os.waitpid(init, 0)
@@ -66,7 +69,7 @@ def main(worker: int, env_fd: int, uid: int, gid: int, tmp: str, cmd: list[str])
     _end_as(int(status) if status else signal.SIGKILL)  # no status: the init was killed
 
 
-def _init(cmd: list[str], env: dict[bytes, bytes], uid: int, gid: int) -> int:
+def _init(cmd: list[str], env: dict[bytes, bytes], uid: int, gid: int, nproc: int) -> int:
     """Runs CMD, in ENV, as the namespace's first process's child; its wait status, once every orphan before it is
     reaped."""
     for sig in FORWARDED:  # until the command is there to be given them
@@ -78,6 +81,7 @@ def _init(cmd: list[str], env: dict[bytes, bytes], uid: int, gid: int) -> int:
         try:
             os.setsid()  # a process group of its own: its `kill 0` reaches its own processes, not the worker
             if uid >= 0:
+                resource.setrlimit(resource.RLIMIT_NPROC, (nproc, nproc))
                 os.setgroups([])
                 os.setgid(gid)
                 os.setuid(uid)
@@ -85,7 +89,11 @@ def _init(cmd: list[str], env: dict[bytes, bytes], uid: int, gid: int) -> int:
                     os.chdir("/")
             os.execvpe(cmd[0], cmd, env)
         except OSError as err:
-            print(f"cannot run {cmd[0]!r}: {err.strerror}", file=sys.stderr, flush=True)
+            said = f"cannot run {cmd[0]!r}: {err.strerror}"
+            if err.errno == errno.EAGAIN:  # set*uid let it through; exec refuses it
+                said = (f"cannot run the command: uid {uid} already has as many processes on this machine as a "
+                        f"command may ({nproc}: pfs server --max-processes)")
+            print(said, file=sys.stderr, flush=True)
         os._exit(127)
     for sig in FORWARDED:  # as tini does: a signal sent to the namespace's first process is the command's
         signal.signal(sig, lambda sig, _: os.kill(command, sig))
@@ -152,4 +160,4 @@ def _fail(message: str) -> None:
 
 
 if __name__ == "__main__":
-    main(*map(int, sys.argv[1:5]), sys.argv[5], sys.argv[6:])
+    main(*map(int, sys.argv[1:6]), sys.argv[6], sys.argv[7:])

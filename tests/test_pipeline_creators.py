@@ -7,6 +7,7 @@ import json
 import os
 import pwd
 import shutil
+import subprocess
 import tempfile
 from pathlib import Path
 
@@ -175,14 +176,14 @@ def test_a_user_is_told_only_of_the_jobs_whose_output_they_may_read(server, tmp_
     assert "said-by-bob" not in server.pfs("get-logs", "--job", job["id"], check=False).text  # nor the root
 
 
-def free_id() -> int:
-    """A number that is no account's uid and no group's gid on this machine."""
+def free_id(start: int = 54321) -> int:
+    """A number from START up that is no account's uid and no group's gid on this machine."""
     def taken(look_up, number: int) -> bool:
         try:
             return bool(look_up(number))
         except KeyError:
             return False
-    return next(i for i in range(54321, 60000) if not (taken(pwd.getpwuid, i) or taken(grp.getgrgid, i)))
+    return next(i for i in range(start, 60000) if not (taken(pwd.getpwuid, i) or taken(grp.getgrgid, i)))
 
 
 @pytest.mark.slow
@@ -200,6 +201,42 @@ def test_a_pipeline_makes_no_job_while_its_creator_may_not_read_an_input(server,
     server.pfs("auth", "set-role", "data", "alice", "reader")
     server.pfs("flush-commit", "data/master")  # it goes on, at its next try
     assert len(jobs_of(server, "mine")) == 2 and get(server, "mine", "x").endswith(b"2\n")
+
+
+@pytest.mark.slow
+def test_a_command_run_as_another_user_has_at_most_max_processes_of_its_uid(tmp_path):
+    """A command run as another user may have at most --max-processes processes of its uid on the machine
+    (RLIMIT_NPROC): a fork bomb is refused more there, and the machine, the server and the other commands go on. A
+    command whose uid has more already is refused at its start, saying why."""
+    few, bomb = free_id(), free_id(free_id() + 1)
+    server = Server(tmp_path / "data", args=("--max-processes", "8"))
+    server.start()
+    held: list[subprocess.Popen] = []
+    try:
+        put(server, "data", {"x": b"1\n"})
+        forks = "for i in $(seq 1 {}); do sleep 2 & done; wait; echo done > /pfs/out/x"
+        for name, uid, n in (("few", few, 4), ("bomb", bomb, 30)):
+            server.pfs("create-pipeline", "-f", manifest(tmp_path, name, ["data"], ["sh", "-c", forks.format(n)],
+                                                         user=f"{uid}:{uid}"))
+        server.pfs("flush-commit", "data/master", check=False)
+        assert get(server, "few", "x") == b"done\n"
+        [job] = jobs_of(server, "bomb")
+        assert job["state"] is JobState.FAILURE and "Cannot fork" in job["error"], job
+        held = [subprocess.Popen(["sleep", "60"], user=bomb, group=bomb) for _ in range(9)]  # more than its bound
+        server.pfs("create-pipeline", "-f", manifest(tmp_path, "late", ["data"], ["true"], user=f"{bomb}:{bomb}"))
+        server.pfs("flush-commit", "data/master", check=False)
+        [job] = jobs_of(server, "late")
+        assert job["state"] is JobState.FAILURE, job
+        assert f"uid {bomb} already has as many processes on this machine as a command may (8:" in job["error"], job
+        refused = run_pfs("server", "--data-dir", str(tmp_path / "kube"), "--runner", "kubernetes",
+                          "--max-processes", "8", check=False)
+        assert refused.returncode != 0 and refused.stderr.startswith(
+            "pfs server: --max-processes is for the local and container runners"), refused
+    finally:
+        for proc in held:
+            proc.kill()
+            proc.wait()
+        server.stop()
 
 
 def test_a_worker_refuses_the_uid_and_gid_that_would_leave_it_root():

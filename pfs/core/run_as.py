@@ -20,6 +20,10 @@ from pfs.core.errors import FailedPrecondition, InvalidArgument, PermissionDenie
 _ID = r"[A-Za-z_][A-Za-z0-9_.-]{0,31}|[0-9]{1,10}"
 USER = re.compile(rf"(?P<user>{_ID})(?::(?P<group>{_ID}))?")
 UNPRIVILEGED = "65534"  # nobody's uid and gid on Debian and in most images
+# The processes and threads a command run as another user may have at once, with every other process of its uid on
+# the machine (RLIMIT_NPROC; shim/pidns.py): a fork bomb stops there, under the kernel's pid_max (32,768 on
+# machines of up to 32 cores), and the machine, its server and the other users' work go on
+MAX_PROCESSES = 4096
 # The largest uid or gid: one more, (uid_t) -1, tells setuid and setgid to change nothing, so a command asked to
 # run as it would run as the worker itself (root)
 MAX_ID = 2**32 - 2

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from pfs.core import image_ref, priority, tools, userns
+from pfs.core import image_ref, priority, run_as, tools, userns
 from pfs.core.errors import FailedPrecondition, InvalidArgument, Unavailable
 from pfs.core.model import JobInfo
 from pfs.core.pem import TLS_ENV
@@ -130,10 +130,12 @@ class ProcessRunner(Runner):
     """Workers as processes started here (job-shim, or the container engine running it), each with a workspace of
     its own; they end with the server."""
 
-    def __init__(self, address: str, workspaces: Path, tls_ca: str | None = None) -> None:
+    def __init__(self, address: str, workspaces: Path, tls_ca: str | None = None,
+                 max_processes: int = run_as.MAX_PROCESSES) -> None:
         super().__init__(address)
         self.workspaces = workspaces  # where each worker gets a directory of its own (local workers: their /pfs)
         self.tls_ca = tls_ca  # the CA workers trust, of a server serving TLS when its environment names none
+        self.max_processes = max_processes  # of a command run as another user (job-shim's $PFS_MAX_PROCESSES)
         self._workers: list[_Worker] = []
         self._lock = threading.Lock()
         self._closed = False
@@ -146,9 +148,10 @@ class ProcessRunner(Runner):
 
     def env(self, token: str | None) -> dict[str, str]:
         """The environment of the process a worker starts with: this server's (with its PFS_TLS_* files, which
-        workers use as clients do), its TLS CA if it serves TLS and names none, and the worker's TOKEN as
-        PFS_TOKEN (in the environment, never on a command line that `ps` shows)."""
+        workers use as clients do), its TLS CA if it serves TLS and names none, the bound on a command's processes,
+        and the worker's TOKEN as PFS_TOKEN (in the environment, never on a command line that `ps` shows)."""
         env = {k: v for k, v in os.environ.items() if k not in ("PFS_TOKEN", "PFS_TOKEN_FILE")}
+        env["PFS_MAX_PROCESSES"] = str(self.max_processes)
         if self.tls_ca and not env.get("PFS_TLS_CA"):
             env["PFS_TLS_CA"] = self.tls_ca
         return env if token is None else {**env, "PFS_TOKEN": token}
@@ -420,7 +423,8 @@ class ContainerRunner(ProcessRunner):
         # a registry on loopback (where --push-images put the image, say) speaks plain HTTP
         podman = Path(self.engine or "").name == "podman"
         tls = ["--tls-verify=false"] if podman and registry and image_ref.is_loopback(registry) else []
-        given = [] if token is None else ["-e", "PFS_TOKEN"]  # by name: its value is in the engine's env
+        # by name: the values are in the engine's env
+        given = ["-e", "PFS_MAX_PROCESSES", *([] if token is None else ["-e", "PFS_TOKEN"])]
         env = self.env(token)
         files = [arg for name in TLS_ENV if env.get(name)  # the worker's TLS files, where the worker looks for them
                  for arg in ("-e", name, "-v", f"{env[name]}:{env[name]}:ro")]

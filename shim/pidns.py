@@ -1,16 +1,16 @@
 """The command's own PID namespace: whatever the command starts ends with it, and with the worker.
 
-Run by shim/command.py as a script (`python -I -S pidns.py WORKER ENV_FD UID GID NPROC TMP CMD...`; standard
-library only, so it starts in a hundredth of a second): this process, the worker's child, makes a PID namespace
-whose first process (its init, a fork of this one) runs CMD as UID and GID (-1: as the worker) and reaps every
-orphan the command leaves there. A command run as UID may have at most NPROC processes and threads at once
-(RLIMIT_NPROC, which the kernel counts for all of UID's on the machine): a fork bomb is refused more processes
-there, and the machine and its other work go on. The command's environment comes from ENV_FD (NAME=VALUE, each after a NUL), read
-whole before anything else, and is CMD's alone: these processes, which may be root's, run in an empty one, so
-that nothing the command is given (LD_PRELOAD, LD_LIBRARY_PATH) runs with their privilege. When the command
-ends, the init reports how, then exits, and the kernel kills everything still in the namespace: a `sleep &`, a
-daemon of its own session. This process then ends as the command did (with its exit code, or killed by its
-signal), so the worker sees the command's own status.
+Run by shim/command.py as a script (`python -I -S pidns.py WORKER ENV_FD UID GID NPROC TMP CMD...`; standard library
+only, so it starts in a hundredth of a second): this process, the worker's child, makes a PID namespace whose first
+process (its init, a fork of this one) runs CMD as UID and GID (-1: as the worker) and reaps every orphan the
+command leaves there. A command run as UID may have at most NPROC processes and threads at once (RLIMIT_NPROC, which
+the kernel counts for all of UID's on the machine): a fork bomb is refused more processes there, and the machine and
+its other work go on. The command's environment comes from ENV_FD (NAME=VALUE, each after a NUL), read whole before
+anything else, and is CMD's alone: these processes, which may be root's, run in an empty one, so that nothing the
+command is given (LD_PRELOAD, LD_LIBRARY_PATH) runs with their privilege. When the command ends, the init reports
+how, then exits, and the kernel kills everything still in the namespace: a `sleep &`, a daemon of its own session.
+This process then ends as the command did (with its exit code, or killed by its signal), so the worker sees the
+command's own status.
 
 The namespace has its own /proc (in a mount namespace of its own, so the worker's stays), where the command's
 pids are its own: /proc/$$ is the command's shell, as a process expects. Where that mount is refused, the

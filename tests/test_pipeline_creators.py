@@ -15,7 +15,9 @@ import pytest
 
 from pfs.core import run_as
 from pfs.core.errors import InvalidArgument
-from pfs.core.model import JobState
+from pfs.core.model import JobState, ShardInfo, ShardState
+
+from server.pps.runners import WORKERS_PER_CORE
 
 from conftest import Server, assert_one_line_error, needs, run_pfs, wait_for
 from test_pipelines import get, jobs_of, put, repo_input
@@ -237,6 +239,37 @@ def test_a_command_run_as_another_user_has_at_most_max_processes_of_its_uid(tmp_
             proc.kill()
             proc.wait()
         server.stop()
+
+
+@pytest.mark.slow
+def test_a_user_s_long_job_takes_only_the_workers_others_leave(server, tmp_path, as_user):
+    """The local runner runs a few workers a core at once, and a job of more shards has the rest wait. As workers
+    end, their room goes first to the user with the fewest running: bob's shard starts once one of alice's ends,
+    not once all of hers have started, though her pipeline comes first."""
+    slots = WORKERS_PER_CORE * (os.cpu_count() or 1)
+    if slots > 16:
+        pytest.skip("alice's job takes three times the local runner's workers: too many on this machine")
+    put(server, "a-in", {f"{n:03}": b"x\n" for n in range(3 * slots)})
+    put(server, "b-in", {"x": b"1\n"})
+    for who, name, repo, parallelism in (("alice", "a-long", "a-in", 3 * slots), ("bob", "b-short", "b-in", 1)):
+        server.pfs("auth", "set-role", repo, who, "reader")
+        spec = tmp_path / f"{name}.json"
+        spec.write_text(json.dumps({"pipeline": {"name": name}, "inputs": [repo_input(repo)], "parallelism":
+                                    parallelism, "transform": {"cmd": ["sleep", "2"]}}))
+        as_user(who, "create-pipeline", "-f", str(spec))
+        if who == "alice":  # her shards take every worker, and the rest of hers wait
+            wait_for(lambda: sum(s.state is ShardState.RUNNING for s in shards(server, "a-long")) == slots, 30)
+    server.pfs("flush-commit", "b-in/master")
+    server.pfs("flush-commit", "a-in/master")
+    [bobs] = shards(server, "b-short")
+    hers = sorted(s.started for s in shards(server, "a-long"))
+    assert hers[slots - 1] < bobs.started < hers[2 * slots], (bobs.started, hers)
+
+
+def shards(server, pipeline: str) -> list[ShardInfo]:
+    with server.client() as c:
+        [job] = c.list_jobs(pipeline)
+        return list(job.shards)
 
 
 def test_a_worker_refuses_the_uid_and_gid_that_would_leave_it_root():

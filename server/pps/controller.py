@@ -12,9 +12,11 @@ news (a worker reported, a commit finished: on any server) and every IDLE_WAIT s
 """
 
 import dataclasses
+import heapq
 import logging
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass
 
 from pfs.core import names
@@ -41,6 +43,18 @@ DELETED = "its pipeline was deleted"
 
 
 @dataclass
+class _Wants:
+    """A pipeline's job with shards to start: its creator's ('' the root), and those shards, in order, as many as
+    its parallelism allows now."""
+
+    name: str
+    creator: str
+    job: JobInfo
+    todo: list[int]
+    started: int = 0
+
+
+@dataclass
 class _Failing:
     """A pipeline whose last turns failed: how many in a row, what was said, when to try again."""
 
@@ -58,6 +72,7 @@ class Controller:
         self.leases = leases
         self.job_tokens = job_tokens  # what workers show the cluster (None: a server that asks for no token)
         self._failing: dict[str, _Failing] = {}
+        self._owners: dict[str, tuple[str, str]] = {}  # the pipeline and creator of each job with workers here
         self._said = ""  # what the loop itself last logged failing
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="controller", daemon=True)
@@ -119,20 +134,31 @@ class Controller:
         busy = False
         held = self.leases.held()
         self._failing = {n: f for n, f in self._failing.items() if n in held}  # a pipeline gone, or another's now
+        stepped, wanted = [], []
         for name in held:
             failing = self._failing.get(name)
             if self._stopping.is_set() or (failing and time.monotonic() < failing.retry_at):
                 continue
             try:
-                busy |= self._step(name)
-            except LeaseLost:
-                self.leases.lost(name)
-            except Exception as err:  # noqa: BLE001 - a pipeline's failure is recorded on it and tried again later
-                if not self._stopping.is_set():  # not what a stopping server's runner refused
-                    self._failed(name, err)
-            else:
+                lost, wants = self._step(name)
+            except Exception as err:  # noqa: BLE001 - recorded on the pipeline, tried again later
+                self._failed_turn(name, err)
+                continue
+            busy |= lost
+            stepped.append(name)
+            if wants is not None:
+                wanted.append(wants)
+        failed = self._start_fairly(wanted)
+        for name in stepped:
+            if name not in failed:
                 self._recovered(name)
-        return busy
+        return busy or any(w.started for w in wanted)
+
+    def _failed_turn(self, name: str, err: Exception) -> None:
+        if isinstance(err, LeaseLost):
+            self.leases.lost(name)
+        elif not self._stopping.is_set():  # not what a stopping server's runner refused
+            self._failed(name, err)
 
     def _collect(self) -> None:
         """Reports this server's workers that ended without reporting, stops those whose job ended, and revokes the
@@ -184,17 +210,27 @@ class Controller:
 
     # -- one pipeline
 
-    def _step(self, name: str) -> bool:
-        """Advances the pipeline's unfinished job, or makes its next one; whether there was one."""
+    def _step(self, name: str) -> tuple[bool, _Wants | None]:
+        """Reports the lost tries of the pipeline's unfinished job, or makes its next one; whether it reported any,
+        and the job's shards to start (None: none)."""
         with self.store.meta.transaction() as tx:
             pipeline = tx.get_pipeline(name)
         if pipeline is None or pipeline.state != PipelineState.RUNNING:
-            return False
+            return False, None
         if pipeline.failures and name not in self._failing:  # recorded by this server before a restart, or another
             self._failing[name] = _Failing(pipeline.failures, pipeline.reason)
         jobs = self.jobs.list_jobs(name)  # newest first
         job = next((j for j in jobs if not j.is_done), None) or self._next_job(pipeline, jobs)
-        return job is not None and self._advance(job)
+        if job is None:
+            return False, None
+        lost, job = self._report_lost(job)
+        if job.is_done:
+            return lost, None
+        running = sum(s.state == ShardState.RUNNING for s in job.shards)
+        todo = [s.index for s in job.shards
+                if s.state in (ShardState.PENDING, ShardState.FAILURE) and s.attempts < job.max_attempts]
+        todo = todo[: max(0, job.parallelism - running)]
+        return lost, (_Wants(name, pipeline.creator, job, todo) if todo else None)
 
     def _record(self, name: str, reason: str, failures: int) -> None:
         """Records on the pipeline why its last try failed (REASON; '' once one went well)."""
@@ -302,37 +338,64 @@ class Controller:
 
     # -- one job
 
-    def _advance(self, job: JobInfo) -> bool:
-        """Reports the job's lost tries, and starts workers for the shards still to run, up to its parallelism and
-        as many as the runner has room for (the rest once some have ended); whether it did either."""
+    def _report_lost(self, job: JobInfo) -> tuple[bool, JobInfo]:
+        """Reports the job's lost tries; whether there were any, and the job as it is now."""
         here = self.runner.running(job.id)
         lost = False
         for s in job.shards:
             if s.state != ShardState.RUNNING:
                 continue
             if s.server == self.leases.server and here.get(s.index) != s.attempts:
-                lost = self._report(job.id, s.index, s.attempts, "its worker was lost (the server stopped)")
+                lost |= self._report(job.id, s.index, s.attempts, "its worker was lost (the server stopped)")
             elif s.server != self.leases.server and s.server not in self.leases.servers:
-                lost = self._report(job.id, s.index, s.attempts, f"its worker was lost with server {s.server or '?'}")
-        if lost:
-            job = self.jobs.inspect_job(job.id)
-        if job.is_done:
-            return lost
-        running = sum(s.state == ShardState.RUNNING for s in job.shards)
-        todo = [s.index for s in job.shards
-                if s.state in (ShardState.PENDING, ShardState.FAILURE) and s.attempts < job.max_attempts]
-        todo = todo[: max(0, min(job.parallelism - running, self.runner.room()))]
-        for index in todo:
-            job = self.jobs.launch_shard(job.id, index, self.leases.server, self.leases.fence(job.pipeline))
-            attempt = job.shards[index].attempts
+                lost |= self._report(job.id, s.index, s.attempts, f"its worker was lost with server {s.server or '?'}")
+        return lost, self.jobs.inspect_job(job.id) if lost else job
+
+    def _start_fairly(self, wanted: list[_Wants]) -> set[str]:
+        """Starts the shards WANTED, one at a time while the runner has room, each to the user with the fewest
+        workers running here, and of theirs to the pipeline with the fewest: a user's long job, or many pipelines,
+        take only the room others leave, and the others' shards start first as workers end. The names of the
+        pipelines whose start failed (recorded on them)."""
+        users: Counter[str] = Counter()  # workers running here, by user
+        pipelines: Counter[str] = Counter()  # and by pipeline
+        running = self.runner.jobs()
+        self._owners = {j: owner for j, owner in self._owners.items() if j in running}
+        for job_id, (pipeline, creator) in self._owners.items():
+            workers = len(self.runner.running(job_id))
+            users[creator] += workers
+            pipelines[pipeline] += workers
+        queue = [(users[w.creator], pipelines[w.name], n, w) for n, w in enumerate(wanted)]
+        heapq.heapify(queue)
+        failed = set()
+        while queue and not self._stopping.is_set() and self.runner.room() > 0:
+            _, _, n, wants = heapq.heappop(queue)
             try:
-                token = self.job_tokens.token(job) if self.job_tokens else None
-                self.runner.launch(job, index, attempt, self.leases.addresses(), token)
-            except Exception as err:
-                if not self._stopping.is_set():
-                    self._report(job.id, index, attempt, f"its worker could not start: {_describe(err)}")
-                raise
-        return lost or bool(todo)
+                self._start(wants)
+            except Exception as err:  # noqa: BLE001 - recorded on the pipeline, tried again later
+                self._failed_turn(wants.name, err)
+                failed.add(wants.name)
+                continue
+            self._owners[wants.job.id] = (wants.name, wants.creator)
+            users[wants.creator] += 1
+            pipelines[wants.name] += 1
+            if wants.todo:
+                heapq.heappush(queue, (users[wants.creator], pipelines[wants.name], n, wants))
+        return failed
+
+    def _start(self, wants: _Wants) -> None:
+        """Starts the worker of WANTS' next shard."""
+        index = wants.todo.pop(0)
+        job = wants.job = self.jobs.launch_shard(wants.job.id, index, self.leases.server,
+                                                 self.leases.fence(wants.job.pipeline))
+        wants.started += 1
+        attempt = job.shards[index].attempts
+        try:
+            token = self.job_tokens.token(job) if self.job_tokens else None
+            self.runner.launch(job, index, attempt, self.leases.addresses(), token)
+        except Exception as err:
+            if not self._stopping.is_set():
+                self._report(job.id, index, attempt, f"its worker could not start: {_describe(err)}")
+            raise
 
     def _report(self, job_id: str, shard: int, attempt: int, why: str) -> bool:
         """Records try ATTEMPT at SHARD as failed with WHY, unless it ended otherwise; whether it was."""

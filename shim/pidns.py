@@ -96,11 +96,18 @@ def _init(cmd: list[str], env: dict[bytes, bytes], uid: int, gid: int, nproc: in
             print(said, file=sys.stderr, flush=True)
         os._exit(127)
     for sig in FORWARDED:  # as tini does: a signal sent to the namespace's first process is the command's
-        signal.signal(sig, lambda sig, _: os.kill(command, sig))
+        signal.signal(sig, lambda sig, _: _forward(command, sig))
     while True:
         pid, status = os.wait()  # the command, or an orphan of its, given to this process
         if pid == command:
             return status
+
+
+def _forward(command: int, sig: int) -> None:
+    try:
+        os.kill(command, sig)
+    except ProcessLookupError:  # it ended and was reaped before the handler ran: nobody to pass it on to
+        pass
 
 
 def _own_tmp(libc: ctypes.CDLL, tmp: bytes) -> None:

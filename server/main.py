@@ -43,6 +43,7 @@ from server.gc import Collector
 from server.grace import DEFAULT_GRACE
 from server.rpc.servicers import ApiServicer, AuthServicer, ChunksServicer, PpsServicer
 from server.rpc.streams import StreamLimit
+from server.rpc.unary import UnaryLimit
 from server.storage import ChunkStore
 from server.storage.cache import DiskCache
 from server.storage.local import LocalChunkStore
@@ -224,8 +225,9 @@ async def _serve(args: argparse.Namespace, data_dir: pathlib.Path, token_file: p
     loop = asyncio.get_running_loop()
     # the blocking part of every call runs here (server/rpc/blocking.py); threads start as needed
     loop.set_default_executor(futures.ThreadPoolExecutor(CALL_THREADS, thread_name_prefix="call"))
-    # first: who calls, before anything else; what they may do, once their request is decoded
-    checks = [] if tokens is None else [TokenCheck(tokens, str(token_file))]
+    # first: who calls, before anything else, and their turn to send a request; what they may do, once it is
+    # decoded
+    checks = [] if tokens is None else [TokenCheck(tokens, str(token_file)), UnaryLimit(tokens)]
     rules = [] if tokens is None else [Authorize(tokens, roles, JobReads(store))]
     server = grpc.aio.server(options=GRPC_OPTIONS,
                              interceptors=[*checks, RequestDecoding(), *rules, StreamLimit(args.max_streams, tokens)])

@@ -219,3 +219,72 @@ def test_a_user_runs_at_most_a_few_uploads_at_once(tmp_path):
             assert not refused(hers)  # and her slots come back
     finally:
         server.stop()
+
+
+def padded_list_repo(size: int) -> bytes:
+    """A ListRepo request (Empty) padded with an unknown field of SIZE bytes: what a hostile client may send."""
+    return pb.Empty().SerializeToString() + b"\xba\x3e" + _varint(size) + b"\0" * size  # field 999, bytes
+
+
+def _varint(n: int) -> bytes:
+    out = b""
+    while n > 0x7F:
+        out, n = out + bytes([n & 0x7F | 0x80]), n >> 7
+    return out + bytes([n])
+
+
+def test_a_call_without_a_token_is_refused_before_its_request_is_read(server):
+    """grpc reads a unary request whole before any handler runs: refusals of calls without a valid token take a
+    request stream instead, and read nothing. 20 calls of 40 MB each took the server's memory up by 1 GB."""
+    before = proc_status(server.proc.pid, "VmHWM") / 1024
+    with contextlib.closing(grpc.insecure_channel(server.address, options=[
+            ("grpc.max_send_message_length", 64 << 20)])) as chan:
+        calls = [chan.unary_unary("/pfs.API/ListRepo").future(padded_list_repo(40 << 20)) for _ in range(20)]
+        for call in calls:
+            with pytest.raises(grpc.RpcError) as err:
+                call.result(timeout=60)
+            assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    grown = proc_status(server.proc.pid, "VmHWM") / 1024 - before
+    print(f"the server's peak memory grew {grown:.0f} MiB")
+    assert grown < 400
+
+
+def test_a_user_s_calls_beyond_a_bound_are_refused_before_their_request_is_read(bounded):
+    """A call of a method with a unary request takes a turn of its user's before its request is read: at most
+    RUNNING read and run at once, WAITING more wait, and one more is refused at once; the root's calls and other
+    users' are not counted. Calls made as streams that send nothing hold turns; sending nothing, each is refused."""
+    from server.rpc.unary import RUNNING, WAITING
+
+    server, client = bounded
+    alice, bob = (client.create_token(who)[0] for who in ("alice", "bob"))
+    ended = threading.Event()
+
+    def nothing() -> Iterator:
+        ended.wait(60)
+        yield from ()
+
+    with contextlib.closing(auth.channel(server.address, alice, ())) as hers, \
+            contextlib.closing(auth.channel(server.address, bob, ())) as his, channels(server, 1) as roots:
+        held = [hers.stream_unary("/pfs.API/ListRepo").future(nothing()) for _ in range(RUNNING + WAITING)]
+        try:
+            def refused() -> bool:
+                try:
+                    pfs_pb2_grpc.APIStub(hers).ListRepo(pb.Empty(), timeout=10)
+                    return False
+                except grpc.RpcError as err:
+                    assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, err
+                    assert err.details() == (f"alice already has {RUNNING + WAITING} calls running or waiting, the "
+                                             "most one user may; call again once some have ended")
+                    return True
+            wait_for(refused, 10)
+            for chan in (his, roots[0]):
+                assert [r.name for r in pfs_pb2_grpc.APIStub(chan).ListRepo(pb.Empty(), timeout=10).repos] in (
+                    [], ["data"])
+        finally:
+            ended.set()
+        for call in held:
+            with pytest.raises(grpc.RpcError) as err:
+                call.result(timeout=10)
+            assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert err.value.details() == "the call carried no request message"
+        assert pfs_pb2_grpc.APIStub(hers).ListRepo(pb.Empty(), timeout=10).repos == []  # her turns come back

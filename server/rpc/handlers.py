@@ -37,3 +37,12 @@ def around(handler: grpc.RpcMethodHandler, inside: Around) -> grpc.RpcMethodHand
         if getattr(handler, name):
             behaviors[name] = wrap(getattr(handler, name))
     return handler._replace(**behaviors)
+
+
+def handler_of_stream(handler: grpc.RpcMethodHandler, behavior: Callable) -> grpc.RpcMethodHandler:
+    """HANDLER as one whose request is a stream (of one message, from a client calling the method as unary: the
+    wire is the same), with BEHAVIOR, of the stream's kind, in place of its own. grpc reads a unary request whole
+    before its behaviour runs; a stream's messages are read as its behaviour asks for them."""
+    behaviors = dict.fromkeys(("unary_unary", "unary_stream", "stream_unary", "stream_stream"))
+    behaviors["stream_stream" if handler.response_streaming else "stream_unary"] = behavior
+    return handler._replace(request_streaming=True, **behaviors)

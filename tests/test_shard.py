@@ -229,3 +229,19 @@ def test_map_since_an_earlier_commit_gives_each_worker_its_share_of_what_changed
         assert abs(share - total / n) <= biggest, (i, share, total / n)
     for path, data in files.items():
         assert b"".join(seen[path]) == data
+
+
+@pytest.mark.parametrize("caps, parallelism, moduli", [
+    ([10, 10], 4, [2, 2]),  # balanced where that gives the workers asked for
+    ([10, 10], 8, [4, 2]),
+    ([10, 10], 5, [5, 1]),  # 2 x 2 would be 4 of the 5 workers asked for
+    ([10, 10], 7, [7, 1]),
+    ([1, 10], 5, [1, 5]),  # an input of one part (global, one entry) is not cut
+    ([10, 3], 9, [3, 3]),
+    ([10, 10, 10], 5, [5, 1, 1]),
+    ([2, 2], 5, [2, 2]),  # no more parts than the inputs have
+])
+def test_a_job_of_several_inputs_has_as_many_shards_as_its_parallelism_where_they_allow(caps, parallelism, moduli):
+    from server.pps.jobs import shard_moduli
+
+    assert shard_moduli(caps, parallelism) == moduli

@@ -265,18 +265,24 @@ def _with_shard(job: JobInfo, shard: ShardInfo) -> JobInfo:
 
 
 def shard_moduli(caps: list[int], parallelism: int) -> list[int]:
-    """How many parts each input is cut into: their product (the job's shards) at most PARALLELISM.
+    """How many parts each input is cut into: their product (the job's shards) as large as it can be, up to
+    PARALLELISM.
 
-    An input is cut into at most its cap (global: 1; reduce: its top-level entries; map: its blocks),
-    so no shard is empty where that can be avoided; parts are handed out in turn, which keeps a
-    cross product of several inputs balanced (4 workers over two inputs: 2 x 2).
+    An input is cut into at most its cap (global: 1; reduce: its top-level entries; map: its blocks), so no shard
+    is empty where that can be avoided. Parts are handed out in turn, which keeps a cross product of several
+    inputs balanced (4 workers over two inputs: 2 x 2); where that makes fewer shards than cutting the largest
+    inputs first (5 workers over two: 2 x 2 is 4, 5 x 1 is 5), the inputs are cut so instead: each worker then
+    sees one of the 5 parts of the first whole beside the second, and the job has the workers it was given.
     """
-    moduli = [1] * len(caps)
+    balanced = [1] * len(caps)
     grown = True
     while grown:
         grown = False
         for j, cap in enumerate(caps):
-            if moduli[j] < cap and math.prod(moduli) // moduli[j] * (moduli[j] + 1) <= parallelism:
-                moduli[j] += 1
+            if balanced[j] < cap and math.prod(balanced) // balanced[j] * (balanced[j] + 1) <= parallelism:
+                balanced[j] += 1
                 grown = True
-    return moduli
+    widest = [1] * len(caps)
+    for j in sorted(range(len(caps)), key=lambda j: -caps[j]):
+        widest[j] = max(1, min(caps[j], parallelism // math.prod(widest)))
+    return widest if math.prod(widest) > math.prod(balanced) else balanced

@@ -137,6 +137,23 @@ def test_a_server_paused_past_its_lease_never_runs_the_pipeline_beside_the_one_t
     assert "pipeline p: this server no longer holds its lease; its controller stops here" in said, said[-3000:]
 
 
+def test_a_server_that_comes_back_gets_its_share_of_the_pipelines_again(cluster, tmp_path):
+    """With one server stopped, the other runs every pipeline's controller; once it is back, the one holding more
+    than its share gives the rest up, and the two run half each."""
+    a, b = cluster
+    put(a, "data", {"x": b"1\n"})
+    names = [f"p{i}" for i in range(4)]
+    for name in names:
+        pipeline(a, tmp_path, name, ["sh", "-c", "cp /pfs/data/x /pfs/out/x"], [repo_input("data", "global")])
+    b.stop()  # its leases go with it (and would expire if it had been killed)
+    wait_for(lambda: all(controller(a, n) == server_id(a) for n in names), 30)
+    b.start()
+    wait_for(lambda: sorted(controller(a, n) for n in names) == sorted([server_id(a), server_id(b)] * 2), 60)
+    put(b, "data", {"x": b"2\n"}, create=False)
+    a.pfs("flush-commit", "data/master")
+    assert [a.pfs("get-file", n, "master", "x").stdout for n in names] == [b"1\n2\n"] * 4  # put-file appends
+
+
 def test_a_server_that_would_not_be_one_with_its_cluster_stops_in_one_line(cluster, tmp_path, seaweed):
     """Each of these lost data or failed jobs without a word: another --storage than the cluster's (its puts
     unreadable through the others), another --gc-grace (a collection by the shorter one freed the others'

@@ -4,7 +4,8 @@ Every server beats (its row in `servers`, expiring TTL seconds later) and holds 
 (rows in `leases`, expiring likewise), renewing both RENEWALS times a TTL in one transaction; all expiries are by
 the database's clock. A server alone on its store (SQLite, under its data dir's lock) renews once in ALONE_TTL.
 A pipeline whose lease has expired (its server died, or was paused past it) is taken by the next server to
-renew, up to a fair share of the pipelines each.
+renew, up to a fair share of the pipelines each; a server holding more than its share (another joined, or came
+back) gives the rest up, for the others to take.
 
 No two controllers of one pipeline, ever: a holder counts its lease as lost MARGIN seconds before it expires, by
 its own clock started before the renewal it counts from, so it stops acting before anyone else may take the
@@ -63,6 +64,9 @@ class Leases:
             names = [p.name for p in tx.list_pipelines()]
             share = math.ceil(len(names) / len(servers))
             held = [n for n in names if leases.get(n) == self.server and tx.claim_lease(n, self.server, self.ttl)]
+            for n in held[share:]:  # more than its share (a server joined, or came back): for those with less
+                tx.release_lease(n, self.server)
+            held = held[:share]
             for n in names:
                 if len(held) < share and n not in leases and tx.claim_lease(n, self.server, self.ttl):
                     held.append(n)

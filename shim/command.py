@@ -26,11 +26,10 @@ LINE_BYTES = 4 * MAX_LOG_TEXT  # read of a line at once: what a log keeps of it,
 
 
 def run(cmd: Sequence[str], stdin: Sequence[str], env: dict[str, str], logs: Logs, user: tuple[int, int] | None,
-        tmp: Path | None, max_processes: int) -> tuple[int, list[str]]:
+        tmp: Path, max_processes: int) -> tuple[int, list[str]]:
     """Runs CMD to its end, in a PID namespace of its own (shim/pidns.py: what it leaves running ends with it, and
     it all ends if the shim dies or is stopped), as USER (uid, gid; with no other groups and at most MAX_PROCESSES
-    processes of that uid) where one is given, with TMP as its /tmp if given; its exit code and last stderr
-    lines."""
+    processes of that uid) where one is given, with TMP as its /tmp; its exit code and last stderr lines."""
     if shutil.which(cmd[0], path=env.get("PATH")) is None:
         message = f"cannot run {cmd[0]!r}: no such command"
         logs.line("stderr", message)
@@ -40,7 +39,7 @@ def run(cmd: Sequence[str], stdin: Sequence[str], env: dict[str, str], logs: Log
     with open(env_w, "wb") as env_pipe:  # the command's alone, not its init's (shim/pidns.py)
         try:
             proc = subprocess.Popen([sys.executable, "-I", "-S", PIDNS, str(os.getpid()), str(env_r), str(uid),
-                                     str(gid), str(max_processes), str(tmp or ""), *FIRST_TO_GO, *cmd], env={},
+                                     str(gid), str(max_processes), str(tmp), *FIRST_TO_GO, *cmd], env={},
                                     pass_fds=[env_r],
                                     stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE)

@@ -204,15 +204,14 @@ class Worker:
             return self._run(job, attempt, logs, mounts, token, user, out, tmp)
 
     @contextlib.contextmanager
-    def _own_tmp(self, user: tuple[int, int] | None) -> Iterator[Path | None]:
-        """For a command run as USER, another user: the directory that is its /tmp and /var/tmp (shim/pidns.py)
-        while the try lasts, emptied after; None for a command run as the worker's own user."""
-        if user is None:
-            yield None
-            return
+    def _own_tmp(self, user: tuple[int, int] | None) -> Iterator[Path]:
+        """The directory that is the command's /tmp and /var/tmp (shim/pidns.py) while the try lasts, emptied after,
+        USER's where the command runs as another user: as a container's, whoever runs it, so that the workers of
+        a job (or of several) never share a scratch file (`sort > /tmp/part; mv /tmp/part /pfs/out/`)."""
         tmp = self.root / OWN_TMP
         _empty_dir(tmp)
-        os.chown(tmp, *user)
+        if user is not None:
+            os.chown(tmp, *user)
         tmp.chmod(0o700)
         try:
             yield tmp
@@ -220,7 +219,7 @@ class Worker:
             shutil.rmtree(tmp, ignore_errors=True)
 
     def _run(self, job: JobInfo, attempt: int, logs: Logs, mounts: Mounts, token: str | None,
-             user: tuple[int, int] | None, out: Path, tmp: Path | None) -> tuple[int, ShardInfo]:
+             user: tuple[int, int] | None, out: Path, tmp: Path) -> tuple[int, ShardInfo]:
         shards = worker_shards([i.method for i in job.inputs], [i.shards for i in job.inputs], self.shard)
         env = {**{k: v for k, v in os.environ.items() if k not in TOKEN_VARS}, **dict(job.transform.env),
                "PFS_JOB": job.id, "PACH_JOB_ID": job.id, "PFS_SHARD": str(self.shard)}

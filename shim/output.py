@@ -43,7 +43,7 @@ WAIT = 0.1  # seconds a reader at the end of a file not closed yet waits before 
 # chunks of a file read and hashed at once when it is checked at the end (pread and BLAKE3 let go of the GIL): the
 # check of a 1 GiB output, which nothing else overlaps, took 0.17-0.23 s on 2 cores against 0.33-0.37 s in turn
 CHECK_THREADS = 2
-# A command run as another user has its own of these (shim/pidns.py): a link into one is not this worker's to follow
+# A command has its own of these (shim/pidns.py): a link into one is not this worker's to follow
 OWN_DIRS = tuple(Path(d) for d in (*pidns.OWN_TMP_DIRS, pidns.OWN_SHM))
 
 
@@ -101,8 +101,7 @@ class Output:
         writes = []
         directories = []
         with ThreadPoolExecutor(CHECK_THREADS, thread_name_prefix="output-check") as pool:
-            own = OWN_DIRS if self._user is not None else ()
-            for path, is_dir, linked in sorted(_entries(self.out, list(self._inputs), own)):
+            for path, is_dir, linked in sorted(_entries(self.out, list(self._inputs), OWN_DIRS)):
                 rel = self._name(path)
                 if is_dir:
                     directories.append(FileWrite(rel, (), directory=True))

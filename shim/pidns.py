@@ -14,12 +14,11 @@ command's own status.
 
 The namespace has its own /proc (in a mount namespace of its own, so the worker's stays), where the command's
 pids are its own: /proc/$$ is the command's shell, as a process expects. Where that mount is refused, the
-command sees the worker's /proc. With a directory TMP ('' for none), the command gets a /tmp and /var/tmp of its
-own (TMP, bound there) and a /dev/shm of its own (a tmpfs), as a container's command does: a command run as
-another user shares neither its temporary files with other users' commands (which may run as the same uid,
-nobody) nor leaves them behind on the machine. Only the command's namespace has them: the worker's /tmp stays
-the machine's (where the worker's own code may be installed), so links in /pfs/out into them are not output
-(shim/output.py).
+command sees the worker's /proc. The command gets a /tmp and /var/tmp of its own (TMP, bound there) and a
+/dev/shm of its own (a tmpfs), as a container's command does: it shares its temporary files neither with the
+other workers of its job, nor with other users' commands (which may run as the same uid, nobody), nor leaves
+them behind on the machine. Only the command's namespace has them: the worker's /tmp stays the machine's (where
+the worker's own code may be installed), so links in /pfs/out into them are not output (shim/output.py).
 
 If the worker dies (kill -9, the OOM killer), this process gets SIGKILL from the kernel, and the init in turn:
 nothing of the command outlives it, where a subreaper worker's orphans would go to the host's init.
@@ -38,7 +37,7 @@ PR_SET_PDEATHSIG = 1
 FORWARDED = (signal.SIGHUP, signal.SIGINT, signal.SIGQUIT, signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
 PIDS_BELOW, PIDS_ABOVE = 300, 10000  # the pids a namespace's first stays clear of: the kernel's, and room to grow
 MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_BIND, MS_REC, MS_PRIVATE = 2, 4, 8, 1 << 12, 1 << 14, 1 << 18
-OWN_TMP_DIRS, OWN_SHM = ("/tmp", "/var/tmp"), "/dev/shm"  # what a command given TMP has of its own
+OWN_TMP_DIRS, OWN_SHM = ("/tmp", "/var/tmp"), "/dev/shm"  # what a command has of its own
 
 
 def main(worker: int, env_fd: int, uid: int, gid: int, nproc: int, tmp: str, cmd: list[str]) -> None:
@@ -49,8 +48,7 @@ def main(worker: int, env_fd: int, uid: int, gid: int, nproc: int, tmp: str, cmd
     if libc.unshare(CLONE_NEWPID | CLONE_NEWNS) != 0:
         _fail(f"cannot set up a PID namespace: {os.strerror(ctypes.get_errno())}")
     libc.mount(b"none", b"/", None, MS_REC | MS_PRIVATE, None)  # as the worker's are: its /proc stays its own
-    if tmp:
-        _own_tmp(libc, tmp.encode())
+    _own_tmp(libc, tmp.encode())
     status_r, status_w = os.pipe()
     alive_r, alive_w = os.pipe()  # held open by this process: the init reads its end once, to know it lives
     init = os.fork()

@@ -8,7 +8,9 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import grpc
@@ -183,6 +185,22 @@ def seaweed(tmp_path_factory):
     """One SeaweedFS per test process (per xdist worker), started by the first test that needs it; each test takes
     a bucket of its own (make_bucket) and leaves the server running."""
     yield from _seaweed(tmp_path_factory.mktemp("seaweed"))
+
+
+HOST_DIRS = pathlib.Path("/var/lib/pfs-tests")
+
+
+@pytest.fixture
+def host_dir() -> Iterator[pathlib.Path]:
+    """A directory of this machine that workers' commands see too, as the test does: a command's /tmp and /var/tmp
+    are its own, as in a container, so a test's tmp_path (in /tmp) is not theirs to read or write."""
+    HOST_DIRS.mkdir(mode=0o755, exist_ok=True)
+    path = pathlib.Path(tempfile.mkdtemp(prefix="test-", dir=HOST_DIRS))
+    path.chmod(0o755)  # for commands run as nobody too
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture

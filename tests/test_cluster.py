@@ -72,9 +72,10 @@ def reduce_names() -> tuple[str, str]:
     return "slow", fast
 
 
-def test_a_killed_controller_s_job_is_finished_by_the_other_server_keeping_its_finished_shards(cluster, tmp_path):
+def test_a_killed_controller_s_job_is_finished_by_the_other_server_keeping_its_finished_shards(cluster, tmp_path,
+                                                                                            host_dir):
     slow, fast = reduce_names()
-    marker = tmp_path / "slept"
+    marker = host_dir / "slept"
     # the worker that sees SLOW sleeps on its first try only; every worker copies what it sees
     cmd = ["sh", "-c", f"cp -r /pfs/data/. /pfs/out/; if [ -e /pfs/data/{slow} ] && [ ! -e {marker} ]; "
                        f"then touch {marker}; sleep 1000; fi"]

@@ -89,9 +89,9 @@ def test_a_missing_tool_is_said_at_start_and_refused_at_create_pipeline(tmp_path
         server.stop()
 
 
-def slow_job(server, tmp_path) -> dict:
+def slow_job(server, tmp_path, host_dir) -> dict:
     """A pipeline "slow" over repo data whose job's first try is running (sleeping) now: that job."""
-    marker = tmp_path / "tried"
+    marker = host_dir / "tried"
     put(server, "data", {"x": b"1\n"})
     pipeline(server, tmp_path, "slow", first_try_sleeps(marker), [repo_input("data", "global")])
     wait_for(marker.exists, 60)
@@ -99,8 +99,8 @@ def slow_job(server, tmp_path) -> dict:
     return job
 
 
-def test_sigterm_stops_a_server_with_a_job_and_streams_in_flight(server, tmp_path):
-    job = slow_job(server, tmp_path)
+def test_sigterm_stops_a_server_with_a_job_and_streams_in_flight(server, tmp_path, host_dir):
+    job = slow_job(server, tmp_path, host_dir)
     env = {**os.environ, **server.env}
     subscribe = subprocess.Popen([PFS, "subscribe-commit", "data", "master"], env=env, stdout=subprocess.PIPE,
                                  stderr=subprocess.PIPE)
@@ -129,8 +129,8 @@ def test_sigterm_stops_a_server_with_a_job_and_streams_in_flight(server, tmp_pat
     assert get(server, "slow", "x") == b"1\n"
 
 
-def test_stop_pipeline_stops_a_running_job_and_start_pipeline_catches_up(server, tmp_path):
-    job = slow_job(server, tmp_path)
+def test_stop_pipeline_stops_a_running_job_and_start_pipeline_catches_up(server, tmp_path, host_dir):
+    job = slow_job(server, tmp_path, host_dir)
     assert workers_of(job["id"])
     server.pfs("stop-pipeline", "slow")
     wait_for(lambda: workers_of(job["id"]) == [], 15)

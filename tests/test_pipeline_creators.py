@@ -50,10 +50,14 @@ def manifest(tmp_path, name: str, inputs: list[str], cmd=SPY, **transform) -> st
 
 
 @pytest.mark.slow
-def test_a_user_s_pipeline_runs_as_a_user_that_is_not_root_and_its_output_is_theirs(server, tmp_path, as_user):
+def test_a_user_s_pipeline_runs_as_a_user_that_is_not_root_and_its_output_is_theirs(server, tmp_path, as_user,
+                                                                                     host_dir):
     put(server, "data", {"x": b"1\n"})
     server.pfs("auth", "set-role", "data", "alice", "reader")
-    spy = [*SPY[:2], f"TOKEN_FILE={server.token_file}; {SPY[2]}"]
+    secret = host_dir / "token"  # as the server's token is: root's alone (the token itself is in /tmp, here)
+    secret.write_text("secret\n")
+    secret.chmod(0o600)
+    spy = [*SPY[:2], f"TOKEN_FILE={secret}; {SPY[2]}"]
     as_user("alice", "create-pipeline", "-f", manifest(tmp_path, "mine", ["data"], spy))
     server.pfs("create-pipeline", "-f", manifest(tmp_path, "roots", ["data"], spy))
     as_user("alice", "flush-commit", "data/master")

@@ -3,10 +3,7 @@
 import itertools
 import json
 import os
-import pathlib
 import random
-import shutil
-import tempfile
 import time
 
 import pytest
@@ -430,26 +427,21 @@ def spare_workers(server) -> list[int]:
             and not args[0].endswith(b"setpriv")]
 
 
-def test_a_job_with_a_worker_on_every_core_gets_its_spares_only_once_a_worker_ends(server, tmp_path):
+def test_a_job_with_a_worker_on_every_core_gets_its_spares_only_once_a_worker_ends(server, tmp_path, host_dir):
     """Spares start while a core is free: started meanwhile, they would take cycles from a job that has every core."""
     cores = os.cpu_count()
     put(server, "data", {f"f{i}": b"x\n" for i in range(cores)})
     # the workers hold on until the test has looked for spares (a file it makes where their user can see it)
-    signals = pathlib.Path(tempfile.mkdtemp(prefix="pfs-test-"))
-    try:
-        signals.chmod(0o755)
-        release = signals / "looked"
-        cmd = ["sh", "-c", f"while [ ! -e {release} ]; do sleep 0.05; done; cp -r /pfs/data/. /pfs/out/"]
-        pipeline(server, tmp_path, "wide", cmd, [repo_input("data")], parallelism=cores)
-        workers = wait_for(lambda: [pid for pid, args in processes() if b"--job" in args
-                                    and server.address.encode() in args] or None, 60)
-        assert len(workers) >= 1
-        time.sleep(1)  # a spare started with the workers would be there by now
-        assert not spare_workers(server)
-        release.touch()
-        flush(server, "data/master")
-    finally:
-        shutil.rmtree(signals)
+    release = host_dir / "looked"
+    cmd = ["sh", "-c", f"while [ ! -e {release} ]; do sleep 0.05; done; cp -r /pfs/data/. /pfs/out/"]
+    pipeline(server, tmp_path, "wide", cmd, [repo_input("data")], parallelism=cores)
+    workers = wait_for(lambda: [pid for pid, args in processes() if b"--job" in args
+                                and server.address.encode() in args] or None, 60)
+    assert len(workers) >= 1
+    time.sleep(1)  # a spare started with the workers would be there by now
+    assert not spare_workers(server)
+    release.touch()
+    flush(server, "data/master")
     assert len(wait_for(lambda: spares if len(spares := spare_workers(server)) == cores else None, 30)) == cores
 
 
@@ -492,12 +484,12 @@ def test_a_file_of_several_manifests_makes_each_pipeline_as_in_1x(server, tmp_pa
     assert_one_line_error(server.pfs("create-job", "-f", str(chain), check=False), "holds 2 manifests")
 
 
-def test_a_machine_runs_at_most_four_workers_a_core_at_once_and_the_rest_after(server, tmp_path):
+def test_a_machine_runs_at_most_four_workers_a_core_at_once_and_the_rest_after(server, tmp_path, host_dir):
     """A parallelism beyond what the machine's runner has room for (WORKERS_PER_CORE a core): every shard runs,
     never more at once than the room."""
     put(server, "data", {f"f{i}": b"%d\n" % i for i in range(40)})
     room = WORKERS_PER_CORE * (os.cpu_count() or 1)
-    log = tmp_path / "log"
+    log = host_dir / "log"
     cmd = ["sh", "-c", f"echo + >> {log}; sleep 0.3; echo - >> {log}; cp -r /pfs/data/. /pfs/out/"]
     pipeline(server, tmp_path, "wide", cmd, [repo_input("data")], parallelism=room + 4)
     flush(server, "data/master")

@@ -211,9 +211,9 @@ def worker_token(job_id: str) -> str:
 
 @pytest.mark.slow
 @needs("fusermount3", "setpriv", root=True, fuse=True)
-def test_a_worker_s_token_reads_its_inputs_and_reports_for_its_own_job_only(server, tmp_path):
+def test_a_worker_s_token_reads_its_inputs_and_reports_for_its_own_job_only(server, tmp_path, host_dir):
     put(server, "other", {"y": b"2\n"})
-    job = slow_job(server, tmp_path)  # its worker is running now
+    job = slow_job(server, tmp_path, host_dir)  # its worker is running now
     token = worker_token(job["id"])
     assert token != server.token
     env = {"PFS_ADDRESS": server.address, "PFS_TOKEN": token}

@@ -9,7 +9,6 @@ import random
 import signal
 import socket
 import subprocess
-import sys
 import time
 
 import pytest
@@ -220,10 +219,10 @@ def test_output_stays_invisible_until_every_shard_succeeds(server, tmp_path, dat
     assert read_tree(server, "out") == data
 
 
-def test_a_worker_killed_during_its_upload_leaves_nothing_and_can_run_again(server, tmp_path):
+def test_a_worker_killed_during_its_upload_leaves_nothing_and_can_run_again(server, tmp_path, host_dir):
     rng = random.Random(2)
     put(server, "data", {"seed": b"x\n"})
-    big = tmp_path / "big.bin"
+    big = host_dir / "big.bin"
     big.write_bytes(rng.randbytes(40 << 20))
     cmd = ["sh", "-c", f"cp {big} /pfs/out/big.bin && echo copied"]
     job = create_job(server, tmp_path, cmd, method="global")
@@ -340,11 +339,11 @@ def test_two_inputs_are_cut_as_a_cross_product(server, tmp_path):
     assert sorted(pairs) == sorted(f"a{i:03d} b{j}" for i in range(300) for j in range(4))
 
 
-def test_the_output_is_sent_while_the_command_is_still_running(server, tmp_path):
+def test_the_output_is_sent_while_the_command_is_still_running(server, tmp_path, host_dir):
     """A file the command has written and closed is in the store before the command ends."""
     raw = random.Random(7).randbytes(300_000)
     put(server, "data", {"x": raw})
-    marker = tmp_path / "go-on"
+    marker = host_dir / "go-on"
     shift = r"tr '\000-\377' '\001-\377\000' < /pfs/data/x > /pfs/out/y"
     job = create_job(server, tmp_path, ["sh", "-c", f"{shift}; while [ ! -e {marker} ]; do sleep 0.05; done"])
     shifted = bytes((b + 1) % 256 for b in raw)
@@ -361,10 +360,10 @@ def test_the_output_is_sent_while_the_command_is_still_running(server, tmp_path)
     assert read_tree(server, "out") == {"y": shifted}
 
 
-def test_a_file_still_open_is_sent_as_it_grows(server, tmp_path, data):
+def test_a_file_still_open_is_sent_as_it_grows(server, tmp_path, data, host_dir):
     """A file the command has not closed yet is read and sent as it grows (no event says it grew: the reader,
     at the end of the first part, looks again), and staged whole once the command ends."""
-    marker = tmp_path / "go-on"
+    marker = host_dir / "go-on"
     script = ("import os, random, time\n"
               "f = open('/pfs/out/y', 'wb')\n"
               "data = random.Random(8).randbytes(40 << 20)\n"
@@ -373,7 +372,7 @@ def test_a_file_still_open_is_sent_as_it_grows(server, tmp_path, data):
               f"while not os.path.exists({str(marker)!r}): time.sleep(0.05)\n"
               "f.write(b'the end\\n'); f.close()\n")
     written = random.Random(8).randbytes(40 << 20) + b"the end\n"
-    job = create_job(server, tmp_path, [sys.executable, "-c", script])
+    job = create_job(server, tmp_path, ["python3", "-c", script])  # the machine's: the venv may be in /tmp
     worker = start_shim(server, tmp_path, job, 0)
     try:
         with server.client() as c:
@@ -402,7 +401,7 @@ def test_what_is_staged_is_what_the_output_holds_when_the_command_ends(server, t
         sleep 0.5
         printf bb | dd of=rewritten conv=notrunc status=none
         echo two >> appended; echo s > shrunk; mv tmp renamed; rm gone
-        {sys.executable} -c "{mmap}"
+        python3 -c "{mmap}"
     """
     job = create_job(server, tmp_path, ["sh", "-c", script])
     assert run_shims(server, tmp_path, job, 1)[0][0] == 0
@@ -572,11 +571,11 @@ def sleeping(seconds: str) -> bool:
 
 
 def test_a_file_of_several_chunks_changed_after_they_were_sent_is_staged_as_the_command_left_it(
-        server, tmp_path, data):
+        server, tmp_path, data, host_dir):
     """Every chunk of a file is sent while the command waits; then one of its last is changed through mmap, which
     no event tells of: the check at the end, which reads and hashes the chunks of such a file at once, finds that
     one changed, and what is staged is the file as the command left it."""
-    marker = tmp_path / "go-on"
+    marker = host_dir / "go-on"
     written = random.Random(9).randbytes(6 << 20)
     at = 5 << 20
     script = ("import mmap, os, random, time\n"
@@ -584,7 +583,7 @@ def test_a_file_of_several_chunks_changed_after_they_were_sent_is_staged_as_the_
               f"while not os.path.exists({str(marker)!r}): time.sleep(0.05)\n"
               "with open('/pfs/out/big', 'r+b') as f:\n"
               f"    m = mmap.mmap(f.fileno(), 0); m[{at} : {at + 7}] = b'CHANGED'; m.flush(); m.close()\n")
-    job = create_job(server, tmp_path, [sys.executable, "-c", script])
+    job = create_job(server, tmp_path, ["python3", "-c", script])  # the machine's: the venv may be in /tmp
     worker = start_shim(server, tmp_path, job, 0)
     try:
         with server.client() as c:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BIN, PFS, Result, Server, assert_one_line_error, needs, skip_unless_runnable_by
+from conftest import BIN, HOST_DIRS, PFS, Result, Server, assert_one_line_error, needs, skip_unless_runnable_by
 from pfs.core import userns
 
 pytestmark = [pytest.mark.slow, needs("useradd", "userdel", "setpriv", "fusermount3", root=True, fuse=True),
@@ -30,7 +30,8 @@ class User:
 
     def __init__(self) -> None:
         self.name = f"pfs-test-{secrets.token_hex(4)}"
-        self.dir = Path(tempfile.mkdtemp(prefix="pfs-userns-"))  # not under pytest's tmp: that is root's alone
+        HOST_DIRS.mkdir(mode=0o755, exist_ok=True)  # not under pytest's tmp: that is root's alone, and not in /tmp,
+        self.dir = Path(tempfile.mkdtemp(prefix="pfs-userns-", dir=HOST_DIRS))  # which a command has of its own
         self.dir.chmod(0o755)
         subprocess.run(["useradd", "--system", "--create-home", "--home-dir", str(self.dir / "home"), self.name],
                        check=True, capture_output=True)

@@ -129,6 +129,18 @@ def test_sigterm_stops_a_server_with_a_job_and_streams_in_flight(server, tmp_pat
     assert get(server, "slow", "x") == b"1\n"
 
 
+def test_start_pipeline_runs_the_commit_whose_job_stop_pipeline_stopped(server, tmp_path, host_dir):
+    """The stopped job's commit was the last: once started again, the pipeline runs it once more (its worker's
+    first try slept; this one copies), rather than count it processed with no output."""
+    job = slow_job(server, tmp_path, host_dir)
+    server.pfs("stop-pipeline", "slow")
+    wait_for(lambda: workers_of(job["id"]) == [], 15)
+    server.pfs("start-pipeline", "slow")
+    flush(server, "data/master")
+    assert get(server, "slow", "x") == b"1\n"
+    assert [j["state"] for j in jobs_of(server, "slow")] == ["success", "failure"]
+
+
 def test_stop_pipeline_stops_a_running_job_and_start_pipeline_catches_up(server, tmp_path, host_dir):
     job = slow_job(server, tmp_path, host_dir)
     assert workers_of(job["id"])

@@ -74,9 +74,14 @@ class Pipelines:
         self.store.notify_finished()
 
     def set_state(self, name: str, state: PipelineState) -> PipelineInfo:
-        """Starts or stops the pipeline; stopping ends its running job as a failure and stops its workers."""
+        """Starts or stops the pipeline; stopping ends its running job as a failure and stops its workers, and has
+        the pipeline, once started, run the heads of its inputs once more (in a fresh output, as update-pipeline
+        --reprocess does): else the commits that job had were counted as processed, and nothing made their output
+        until another commit came."""
         with self.meta.transaction() as tx:
             info = dataclasses.replace(self._pipeline(tx, name), state=state)
+            if state == PipelineState.STOPPED and any(not j.is_done for j in tx.list_jobs(name)):
+                info = dataclasses.replace(info, reprocess=True)
             tx.put_pipeline(info)
         if state == PipelineState.STOPPED:
             self.controller.stop_jobs(name, STOPPED)

@@ -73,6 +73,10 @@ _ABSENT = object()
 EMPTY_TREE = address(b"[]")  # the tree object of an empty directory
 _CHUNK_REF = struct.Struct("<32sQ")  # a file object: (address, plain size) per chunk, in order
 LOAD_BATCH = 1000  # file objects read in one query by loading_files (fewer than the cache holds)
+# What the cache of decoded objects holds at most: directory entries and file chunks, about 330 and 150 bytes each,
+# so 80 MB at most (bounded by objects instead, 4,096 versions of a directory of 10,000 files, each a file changed,
+# took the server past 1.7 GB, and larger directories to any size)
+CACHE_ENTRIES = 250_000
 
 
 def _intact(addr: bytes, data: bytes) -> bytes:
@@ -94,14 +98,20 @@ def unchanged(entry: Entry, old: Entry | None) -> bool:
     return old is not None and old.is_dir == entry.is_dir and old.address == entry.address
 
 
+def _entries(value: dict | tuple | int) -> int:
+    """What a cached value counts for: a directory's entries, a file's chunks (each some hundreds of bytes), or 1."""
+    return len(value) if isinstance(value, (dict, tuple)) else 1
+
+
 class Trees:
     """Reads and writes file and tree objects through a transaction, caching decoded trees and the sizes of
     changes between them."""
 
-    def __init__(self, cache_size: int = 4096) -> None:
+    def __init__(self, cache_entries: int = CACHE_ENTRIES) -> None:
         # objects by address; a directory's changed size by (address, earlier address, diff)
         self._cache: OrderedDict[object, dict[str, Entry] | tuple[ChunkRef, ...] | int] = OrderedDict()
-        self._cache_size = cache_size
+        self._cache_entries = cache_entries
+        self._cached_entries = 0  # of what the cache holds: a directory's entries, a file's chunks, or 1
         self._lock = threading.Lock()  # the server's calls run in threads
 
     # -- objects
@@ -156,9 +166,11 @@ class Trees:
 
     def _keep(self, key: object, value):
         with self._lock:
+            old = self._cache.pop(key, None)
+            self._cached_entries += _entries(value) - (0 if old is None else _entries(old))
             self._cache[key] = value
-            if len(self._cache) > self._cache_size:
-                self._cache.popitem(last=False)
+            while self._cached_entries > self._cache_entries and len(self._cache) > 1:
+                self._cached_entries -= _entries(self._cache.popitem(last=False)[1])
         return value
 
     # -- changes

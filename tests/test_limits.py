@@ -176,3 +176,28 @@ def test_readers_refuse_oversized_frames_and_refs(server):
         compression.decompress(compression.compress(b"z" * 101), 100)
     with server.client() as client, pytest.raises(DataLoss, match="more than"):
         list(client.read_chunks([ChunkRef(address(b"x"), MAX_CHUNK_SIZE + 1)]))
+
+
+@pytest.mark.slow
+def test_the_server_s_cache_of_directories_is_bounded_by_their_entries(server):
+    """Each commit that changes a file of a large directory makes a new version of it, which the server decodes
+    and caches: bounded by versions, 400 of a directory of 3,000 files took the server up 330 MB."""
+    from pfs.client.upload import into_commit
+    from test_streams import proc_status
+
+    with server.client() as client:
+        client.create_repo("r")
+        commit = client.start_commit("r", "master").id
+        with into_commit(client, CommitRef("r", commit)) as up:
+            for i in range(3000):
+                up.put(f"d/f{i:04}", io.BytesIO(b"x\n"))
+        client.finish_commit(CommitRef("r", commit))
+        before = proc_status(server.proc.pid, "VmRSS") / 1024
+        for i in range(400):
+            commit = client.start_commit("r", "master").id
+            with into_commit(client, CommitRef("r", commit)) as up:
+                up.put(f"d/f{i:04}", io.BytesIO(f"{i}\n".encode()), overwrite=True)
+            client.finish_commit(CommitRef("r", commit))
+    grown = proc_status(server.proc.pid, "VmRSS") / 1024 - before
+    print(f"the server's memory grew {grown:.0f} MiB")
+    assert grown < 200

@@ -21,6 +21,9 @@ from server.mirror import Mirror
 ROOT = "root"
 TOKEN_BYTES = 32
 MAX_SUBJECT = 256  # characters of a subject's name
+# Seconds a revoked or expired token is still told from an unknown one ("was revoked"), before its record goes: a
+# job makes one and revokes it at its end, and every server reads them all every second (server/mirror.py)
+FORGET_AFTER = 86400.0
 
 
 def check_subject(subject: str) -> None:
@@ -70,6 +73,7 @@ class Tokens:
         record = StoredToken(digest(token), subject, now, now + ttl if ttl else 0.0)
         with self.meta.transaction() as tx:
             tx.put_token(record)
+            tx.forget_tokens(now - FORGET_AFTER)
         self._known.reload()
         return token, record.expires
 

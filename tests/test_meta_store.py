@@ -203,3 +203,36 @@ def test_tokens_are_kept_by_hash_and_revoked_by_subject_or_hash(meta):
             tx.put_token(StoredToken(bytes([n]) * 32, "root", 1.0, server="s"))
         assert tx.retire_server_tokens("s", b"\x09" * 32, 10.0) == 2
         assert {t.hash[0]: t.revoked for t in tx.tokens() if t.server == "s"} == {7: 10.0, 8: 10.0, 9: 0.0}
+
+
+def test_tokens_revoked_or_expired_long_enough_ago_are_forgotten(meta):
+    from server.meta import StoredToken
+
+    with meta.transaction() as tx:
+        for n, (expires, revoked) in enumerate(((0.0, 0.0), (50.0, 0.0), (500.0, 0.0), (0.0, 50.0), (0.0, 500.0))):
+            tx.put_token(StoredToken(bytes([n]) * 32, f"s{n}", 1.0, expires, revoked))
+        assert tx.forget_tokens(100.0) == 2
+        assert sorted(t.subject for t in tx.tokens()) == ["s0", "s2", "s4"]
+
+
+def test_making_a_token_forgets_those_revoked_a_day_before(tmp_path):
+    """Every job makes a token and revokes it when it ends, and every server reads them all every second: the
+    records of those revoked (or expired) a day before go."""
+    import time
+
+    from server.meta import StoredToken
+    from server.tokens import FORGET_AFTER, Tokens
+
+    meta = SqliteMetaStore(tmp_path / "meta.db")
+    tokens = Tokens(meta, "root-token", "s")
+    try:
+        now = time.time()
+        with meta.transaction() as tx:
+            tx.put_token(StoredToken(b"\1" * 32, "job:old", now - FORGET_AFTER - 60, revoked=now - FORGET_AFTER - 1))
+            tx.put_token(StoredToken(b"\2" * 32, "job:new", now - 60, revoked=now - 1))
+        tokens.create("alice", 0)
+        with meta.transaction() as tx:
+            assert sorted(t.subject for t in tx.tokens()) == ["alice", "job:new", "root"]
+    finally:
+        tokens.close()
+        meta.close()

@@ -218,6 +218,10 @@ class Tx(ABC):
         """Revokes, as of WHEN, every token of SUBJECT and the token whose hash is HASH; how many were."""
 
     @abstractmethod
+    def forget_tokens(self, before: float) -> int:
+        """Deletes the records of the tokens revoked, or expired, before BEFORE; how many."""
+
+    @abstractmethod
     def set_role(self, repo: str, subject: str, role: str) -> None:
         """Gives SUBJECT ROLE on REPO ('' takes it away). A repo's roles go with it."""
 

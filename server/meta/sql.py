@@ -506,6 +506,11 @@ class SqlTx(Tx):
                       (when, subject, hash))
         return self._cur.rowcount
 
+    def forget_tokens(self, before: float) -> int:
+        self._execute("DELETE FROM tokens WHERE (revoked > 0 AND revoked < ?) OR (expires > 0 AND expires < ?)",
+                      (before, before))
+        return self._cur.rowcount
+
     def set_role(self, repo: str, subject: str, role: str) -> None:
         if role:
             self._execute("INSERT INTO roles (repo, subject, role) VALUES (?, ?, ?) "

@@ -95,13 +95,21 @@ class Store:
         with self.meta.transaction() as tx:
             return tx.list_repos()
 
-    def delete_repo(self, name: str) -> None:
+    def delete_repo(self, name: str, force: bool = False) -> None:
+        """Deletes repo NAME, its commits and the jobs that wrote them. Never a pipeline's output repo; a repo that
+        pipelines read only if FORCE (as 1.x's --force): they make no job until it is back."""
         with self.meta.making_room(), self.meta.transaction() as tx:
             self._repo(tx, name)
             if tx.get_pipeline(name) is not None:
                 raise FailedPrecondition(f"repo {name!r} is the output of pipeline {name!r}, which would fail its "
                                          f"next job and those after it: delete the pipeline first (pfs "
                                          f"delete-pipeline {name})")
+            readers = [p.name for p in tx.list_pipelines() if any(i.repo == name for i in p.spec.inputs)]
+            if readers and not force:
+                raise FailedPrecondition(f"repo {name!r} is an input of pipeline {', '.join(readers[:5])}"
+                                         f"{', ...' if len(readers) > 5 else ''}, which could make no job without "
+                                         f"it: delete or update those first, or delete it all the same with pfs "
+                                         f"delete-repo {name} --force")
             tx.delete_repo(name)
             tx.delete_jobs(name)  # and what they say (their manifests, logs) with it: a repo made in its name later
             # is another, whose readers are not this one's

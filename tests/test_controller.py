@@ -65,7 +65,10 @@ def test_a_pipeline_whose_input_repo_is_deleted_says_why_and_goes_on_once_it_is_
     put(server, "data", {"x": b"1\n"})
     pipeline(server, tmp_path, "p", ["sh", "-c", "cp /pfs/data/x /pfs/out/x"], [repo_input("data", "global")])
     flush(server, "data/master")
-    server.pfs("delete-repo", "data")
+    assert_one_line_error(server.pfs("delete-repo", "data", check=False),  # as 1.x: only by force
+                          "repo 'data' is an input of pipeline p", "pfs delete-repo data --force")
+    assert "data" in server.pfs("list-repo").text
+    server.pfs("delete-repo", "data", "--force")
     info = wait_for(lambda: (i := inspect(server, "p"))["reason"] and i, 30)
     assert "its input repo 'data' is not there" in info["reason"], info
     assert "failing" in server.pfs("list-pipeline").text

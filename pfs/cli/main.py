@@ -60,7 +60,7 @@ def cmd_inspect_repo(args, client):
 
 
 def cmd_delete_repo(args, client):
-    client.delete_repo(args.repo)
+    client.delete_repo(args.repo, args.force)
     if args.gc:
         _garbage_collect(client, dry_run=False)
 
@@ -368,7 +368,9 @@ def parser() -> argparse.ArgumentParser:
     verb("list-repo", cmd_list_repo, "list repos")
     verb("inspect-repo", cmd_inspect_repo, "show a repo", repo, raw)
     gc = a("--gc", action="store_true", help="then collect the garbage (pfs garbage-collect; the root's command)")
-    verb("delete-repo", cmd_delete_repo, "delete a repo, all its commits and the jobs that wrote them", repo, gc)
+    verb("delete-repo", cmd_delete_repo, "delete a repo, all its commits and the jobs that wrote them", repo, gc,
+         a("-f", "--force", action="store_true", help="delete it though pipelines read it (they make no job until "
+           "it is back)"))
     verb("start-commit", cmd_start_commit, "start a commit on a branch (default master); prints its id", repo,
          a("branch", metavar="BRANCH", nargs="?"),
          a("-p", "--parent", help="the parent commit (default: the branch head)"))

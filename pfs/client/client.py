@@ -167,8 +167,8 @@ class Client:
     def list_repos(self) -> list[RepoInfo]:
         return [cv.repo_from_pb(r) for r in self._look(self._api.ListRepo, pb.Empty()).repos]
 
-    def delete_repo(self, name: str) -> None:
-        self._call(self._api.DeleteRepo, pb.RepoRequest(name=name))
+    def delete_repo(self, name: str, force: bool = False) -> None:
+        self._call(self._api.DeleteRepo, pb.RepoRequest(name=name, force=force))
 
     # -- commits
 

@@ -74,7 +74,7 @@ class ApiServicer(pfs_pb2_grpc.APIServicer):
 
     @translated
     def DeleteRepo(self, request, context):
-        self.store.delete_repo(request.name)
+        self.store.delete_repo(request.name, request.force)
         return EMPTY
 
     @translated

@@ -121,6 +121,17 @@ def test_the_shards_of_each_method_together_give_the_right_output(server, tmp_pa
         assert [(p.repo, p.ref) for p in commit.provenance] == [("data", info["inputs"][0]["commit"])]
 
 
+def test_create_job_says_its_workers_are_started_by_hand(server, tmp_path, data):
+    """A 1.x user expects the cluster to run a job: create-job says (on stderr; its id alone on stdout) how."""
+    path = tmp_path / "job.json"
+    path.write_text(json.dumps({"transform": {"cmd": COPY}, "parallelism": 2, "output_repo": "out",
+                                "inputs": [{"repo": {"name": "data"}, "commit": "master", "method": "map"}]}))
+    made = server.pfs("create-job", "-f", str(path))
+    job = made.text.strip()
+    assert made.stderr == (f"its workers are started by hand, not by the server (a pipeline's jobs are): job-shim "
+                           f"--job {job} --shard 0 to 1\n")
+
+
 def test_stdin_env_and_commit_variables(server, tmp_path, data):
     stdin = ['echo "$GREETING from $PACH_DATA_COMMIT_ID $PFS_DATA_COMMIT_ID" > /pfs/out/env.txt',
              "wc -l < /pfs/data/small.txt > /pfs/out/count.txt"]

@@ -1,6 +1,7 @@
 """The job verbs of the `pfs` command: create-job, inspect-job, list-job, get-logs."""
 
 import json
+import sys
 import time
 
 from pfs.cli import output
@@ -14,7 +15,11 @@ def cmd_create_job(args, client):
     documents = read_manifests(args.file)
     if len(documents) > 1:
         raise InvalidArgument(f"{args.file} holds {len(documents)} manifests; create-job runs one")
-    print(client.create_job(manifest.job(documents[0])).id)
+    job = client.create_job(manifest.job(documents[0]))
+    print(job.id)
+    shards = f"--shard 0 to {len(job.shards) - 1}" if len(job.shards) > 1 else "--shard 0"
+    print(f"its workers are started by hand, not by the server (a pipeline's jobs are): job-shim --job {job.id} "
+          f"{shards}", file=sys.stderr)
 
 
 def cmd_list_job(args, client):

@@ -407,6 +407,12 @@ def test_pipeline_errors(server, tmp_path):
     assert_one_line_error(flush(server, "data", check=False), "REPO/BRANCH")
     assert_one_line_error(flush(server, "nope/master", check=False), "repo 'nope' not found")
     assert "recorded, not used" in server.pfs("inspect-pipeline", "p").text
+    limited = tmp_path / "limited.json"
+    limited.write_text(json.dumps({"pipeline": {"name": "limited"}, "transform": {"cmd": ["true"]},
+                                   "inputs": [repo_input("data")], "resource_limits": {"memory": "64M", "gpu": 1}}))
+    server.pfs("create-pipeline", "-f", str(limited))  # a 1.x user's limits are said not to hold here, not ignored
+    assert ("Resources: limits memory 64M, gpu 1 nvidia.com/gpu (recorded, not used: only the kubernetes runner gives workers "
+            "resources; this server's runner is local)") in server.pfs("inspect-pipeline", "limited").text
 
 
 def test_a_full_incremental_input_shows_whole_changed_files(server, tmp_path):

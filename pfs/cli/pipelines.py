@@ -8,7 +8,7 @@ from pfs.cli import images, output
 from pfs.cli.sources import read_manifests
 from pfs.core import manifest
 from pfs.core.errors import FailedPrecondition, InvalidArgument
-from pfs.core.model import CommitRef, JobState, PipelineSpec
+from pfs.core.model import CommitRef, JobState, PipelineSpec, Resources
 
 
 def cmd_create_pipeline(args, client):
@@ -60,6 +60,12 @@ def cmd_inspect_pipeline(args, client):
     image = p.spec.transform.image or "-"
     if client.runner == "local":
         image += " (recorded, not used: this server runs workers with the local runner)"
+    t = p.spec.transform
+    resources = "; ".join(f"{kind} {said}" for kind, r in (("requests", t.resource_requests),
+                                                          ("limits", t.resource_limits)) if (said := _resources(r)))
+    if resources and client.runner != "kubernetes":
+        resources += (f" (recorded, not used: only the kubernetes runner gives workers resources; this server's "
+                      f"runner is {client.runner})")
     output.fields([
         ("Name", p.name),
         *([("Description", p.spec.description)] if p.spec.description else []),
@@ -70,11 +76,18 @@ def cmd_inspect_pipeline(args, client):
         ("Version", p.version),
         ("Parallelism", p.spec.parallelism),
         ("Image", image),
+        *([("Resources", resources)] if resources else []),
         ("Transform", " ".join(p.spec.transform.cmd)),
         *[("Input", f"{i.repo}@{i.ref} ({i.method}, incremental {i.incremental}{', run_empty' if i.run_empty else ''}; "
                     f"processed up to {dict(p.processed).get(i.repo) or '-'})") for i in p.spec.inputs],
         ("Output repo", p.name),
     ])
+
+
+def _resources(r: Resources) -> str:
+    return ", ".join(f"{name} {value}" for name, value in (("cpu", r.cpu), ("memory", r.memory), ("disk", r.disk),
+                                                           ("gpu", f"{r.gpu} {r.gpu_type}".strip() if r.gpu else ""))
+                     if value)
 
 
 def cmd_delete_pipeline(args, client):

@@ -48,7 +48,10 @@ def main(worker: int, env_fd: int, uid: int, gid: int, nproc: int, tmp: str, cmd
     if libc.unshare(CLONE_NEWPID | CLONE_NEWNS) != 0:
         _fail(f"cannot set up a PID namespace: {os.strerror(ctypes.get_errno())}")
     libc.mount(b"none", b"/", None, MS_REC | MS_PRIVATE, None)  # as the worker's are: its /proc stays its own
+    cwd = os.getcwd()
     _own_tmp(libc, tmp.encode())
+    if any(cwd == d or cwd.startswith(d + "/") for d in OWN_TMP_DIRS):  # the worker's, in the machine's /tmp,
+        os.chdir("/tmp")  # which the command does not see: it starts in its own
     status_r, status_w = os.pipe()
     alive_r, alive_w = os.pipe()  # held open by this process: the init reads its end once, to know it lives
     init = os.fork()

@@ -39,10 +39,11 @@ def create_job(server, tmp_path, cmd, parallelism=1, method="map", **transform) 
     return server.pfs("create-job", "-f", str(path)).text.strip()
 
 
-def start_shim(server, tmp_path, job: str, shard: int, *extra: str) -> subprocess.Popen:
+def start_shim(server, tmp_path, job: str, shard: int, *extra: str,
+               cwd: pathlib.Path | None = None) -> subprocess.Popen:
     workspace = tmp_path / f"ws-{job[:8]}-{shard}"
     return subprocess.Popen([SHIM, "--address", server.address, "--job", job, "--shard", str(shard),
-                             "--workspace", str(workspace), *extra],
+                             "--workspace", str(workspace), *extra], cwd=cwd,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, **server.env})
 
 
@@ -130,6 +131,15 @@ def test_create_job_says_its_workers_are_started_by_hand(server, tmp_path, data)
     job = made.text.strip()
     assert made.stderr == (f"its workers are started by hand, not by the server (a pipeline's jobs are): job-shim "
                            f"--job {job} --shard 0 to 1\n")
+
+
+def test_a_worker_started_in_the_machine_s_tmp_runs_its_command_in_its_own(server, tmp_path, data):
+    """The command's /tmp is its own: a worker whose directory is in the machine's (a CI's clone, say) starts its
+    command in the command's /tmp, not in a directory it cannot reach (pyenv's python3 failed there)."""
+    job = create_job(server, tmp_path, ["sh", "-c", "pwd > /pfs/out/pwd; ls -A > /pfs/out/ls"])
+    code, _, stderr = finish(start_shim(server, tmp_path, job, 0, cwd=tmp_path))
+    assert code == 0, stderr
+    assert read_tree(server, "out") == {"pwd": b"/tmp\n", "ls": b""}
 
 
 def test_stdin_env_and_commit_variables(server, tmp_path, data):

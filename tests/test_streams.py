@@ -176,6 +176,12 @@ def test_a_user_holds_at_most_a_quarter_of_the_streams(bounded):
             cancel(calls)
 
 
+def sending_nothing_until(ended: threading.Event) -> Iterator:
+    """A request stream that sends nothing, and ends once ENDED is set (or a minute has passed)."""
+    ended.wait(60)
+    yield from ()
+
+
 def test_a_user_runs_at_most_a_few_uploads_at_once(tmp_path):
     """Each put-chunks call may hold a few requests of up to 64 MiB: a user's token runs at most UPLOADS of them,
     within its share of the streams (which other calls still get), and the root's uploads are not counted."""
@@ -185,10 +191,6 @@ def test_a_user_runs_at_most_a_few_uploads_at_once(tmp_path):
     server = Server(tmp_path / "data", args=("--max-streams", str(4 * (UPLOADS + 2))))
     server.start()
     ended = threading.Event()
-
-    def waiting() -> Iterator:
-        ended.wait(60)
-        yield from ()
 
     def refused(chan: grpc.Channel) -> bool:
         """Whether an upload on CHAN is refused (one let in ends at once, having sent nothing)."""
@@ -208,7 +210,8 @@ def test_a_user_runs_at_most_a_few_uploads_at_once(tmp_path):
             alice = client.create_token("alice")[0]
             client.set_role("data", "alice", "reader")
         with contextlib.closing(auth.channel(server.address, alice, ())) as hers, channels(server, 1) as roots:
-            held = [chunks_pb2_grpc.ChunksStub(hers).PutChunks.future(waiting()) for _ in range(UPLOADS)]
+            held = [chunks_pb2_grpc.ChunksStub(hers).PutChunks.future(sending_nothing_until(ended))
+                    for _ in range(UPLOADS)]
             try:
                 wait_for(lambda: refused(hers), 10)
                 next_of_each(subscribe([hers], 1))  # her other streams are still let in
@@ -259,13 +262,10 @@ def test_a_user_s_calls_beyond_a_bound_are_refused_before_their_request_is_read(
     alice, bob = (client.create_token(who)[0] for who in ("alice", "bob"))
     ended = threading.Event()
 
-    def nothing() -> Iterator:
-        ended.wait(60)
-        yield from ()
-
     with contextlib.closing(auth.channel(server.address, alice, ())) as hers, \
             contextlib.closing(auth.channel(server.address, bob, ())) as his, channels(server, 1) as roots:
-        held = [hers.stream_unary("/pfs.API/ListRepo").future(nothing()) for _ in range(RUNNING + WAITING)]
+        held = [hers.stream_unary("/pfs.API/ListRepo").future(sending_nothing_until(ended))
+                for _ in range(RUNNING + WAITING)]
         try:
             def refused() -> bool:
                 try:

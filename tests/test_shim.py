@@ -142,6 +142,16 @@ def test_a_worker_started_in_the_machine_s_tmp_runs_its_command_in_its_own(serve
     assert read_tree(server, "out") == {"pwd": b"/tmp\n", "ls": b""}
 
 
+def test_1x_habits_get_logs_job_and_list_commit_repo_slash_branch(server, tmp_path, data):
+    """pachctl's `get-logs JOB` and a REPO/BRANCH (as flush-commit takes it) for list-commit."""
+    job = create_job(server, tmp_path, ["sh", "-c", "echo said-by-the-command; cp -r /pfs/data/. /pfs/out/"])
+    assert run_shims(server, tmp_path, job, 1)[0][0] == 0
+    logs = server.pfs("get-logs", job).text
+    assert "said-by-the-command" in logs and logs == server.pfs("get-logs", "--job", job).text
+    assert_one_line_error(server.pfs("get-logs", job, "--job", job, check=False), "takes the job once")
+    assert server.pfs("list-commit", "out/master").text == server.pfs("list-commit", "out", "master").text
+
+
 def test_stdin_env_and_commit_variables(server, tmp_path, data):
     stdin = ['echo "$GREETING from $PACH_DATA_COMMIT_ID $PFS_DATA_COMMIT_ID" > /pfs/out/env.txt',
              "wc -l < /pfs/data/small.txt > /pfs/out/count.txt"]

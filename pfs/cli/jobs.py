@@ -70,9 +70,12 @@ def cmd_inspect_job(args, client):
 
 
 def cmd_get_logs(args, client):
-    if bool(args.job) == bool(args.pipeline):
-        raise InvalidArgument("get-logs needs one of --job JOB or --pipeline PIPELINE")
-    for line in client.get_logs(args.job or "", args.pipeline or ""):
+    if args.given_job and args.job:
+        raise InvalidArgument("get-logs takes the job once: JOB or --job JOB")
+    job = args.given_job or args.job
+    if bool(job) == bool(args.pipeline):
+        raise InvalidArgument("get-logs needs one of JOB (or --job JOB) or --pipeline PIPELINE")
+    for line in client.get_logs(job or "", args.pipeline or ""):
         if args.raw:
             print(json.dumps(codec.encode(line)), flush=True)
         else:

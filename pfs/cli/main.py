@@ -85,7 +85,10 @@ COMMIT_HEADER = ("REPO", "BRANCH", "COMMIT", "PARENT", "STARTED", "DURATION", "S
 def cmd_list_commit(args, client):
     if not 0 <= args.number <= INT64_MAX:
         raise InvalidArgument(f"list-commit -n: expected 0 (no limit) to {INT64_MAX} commits, got {args.number}")
-    output.table(COMMIT_HEADER, _commit_rows(client.list_commits(args.repo, args.branch or "", args.number)))
+    repo, branch = args.repo, args.branch or ""
+    if "/" in repo and not branch:  # REPO/BRANCH, as flush-commit takes it
+        repo, branch = repo.split("/", 1)
+    output.table(COMMIT_HEADER, _commit_rows(client.list_commits(repo, branch, args.number)))
 
 
 def cmd_inspect_commit(args, client):
@@ -468,6 +471,7 @@ def parser() -> argparse.ArgumentParser:
          a("-p", "--pipeline", metavar="PIPELINE", help="only this pipeline's jobs"))
     verb("inspect-job", jobs.cmd_inspect_job, "show a job and its shards", a("job", metavar="JOB"), raw)
     verb("get-logs", jobs.cmd_get_logs, "print the logs of a job's workers (stdout, stderr and the shim's lines)",
+         a("given_job", metavar="JOB", nargs="?", help="the job (as --job; 1.x's get-logs JOB)"),
          a("--job", metavar="JOB"), a("-p", "--pipeline", metavar="PIPELINE"),
          a("--raw", action="store_true", help="print each line as JSON, with its shard, time and stream"))
     deploy = verb("deploy", None, "pfs servers on a cluster: print their manifests, or apply them")

@@ -357,8 +357,12 @@ def test_a_server_restarted_during_a_job_finishes_it_once(server, tmp_path):
 @pytest.mark.parametrize("manifest, fragments", [
     ({"pipeline": {"name": "p"}, "transform": {"cmd": ["true"]}, "inputs": [{"repo": {"name": "nope"}}]},
      ["inputs[0].repo", "repo 'nope' not found"]),
+    ({"pipeline": {"name": "p"}, "transform": {"cmd": ["true"]}, "inputs": [{"repo": {"name": "data"}}], "egres": 1},
+     ["field egres", "unknown field"]),
     ({"pipeline": {"name": "p"}, "transform": {"cmd": ["true"]}, "inputs": [{"repo": {"name": "data"}}], "egress": 1},
-     ["field egress", "unknown field"]),
+     ["field egress", "a 1.x field pfs does not read", "get-file -r"]),  # told apart from a typo
+    ({"pipeline": {"name": "p"}, "transform": {"cmd": ["true"]}, "inputs": [{"repo": {"name": "data"}, "glob": "/*"}]},
+     ["inputs[0].glob", '"method": "reduce"']),
     ({"pipeline": {"name": "p"}, "transform": {"cmd": ["true"]},
       "inputs": [{"repo": {"name": "data"}, "method": {"partition": "ROW"}}]}, ["inputs[0].method.partition", "ROW"]),
     ({"pipeline": {"name": "p"}, "transform": {"cmd": ["true"]},

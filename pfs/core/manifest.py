@@ -22,6 +22,18 @@ DEFAULT_GPU = "nvidia.com/gpu"  # the kind of GPU a manifest that gives only the
 # resource_spec; 2.x writes resourceRequests, which is the same field in camelCase)
 RESOURCE_FIELDS = ("resource_requests", "resource_spec", "resource_limits")
 INCREMENTALS = {"NONE": "none", "DIFF": "diff", "FULL": "full", True: "diff", False: "none"}
+# Fields of 1.x manifests that pfs does not read, and what to write instead: told apart from a typo
+_DROP = "a 1.x field pfs does not read; leave it out"
+UNREAD_1X = {
+    "glob": 'a 1.4 field: pfs cuts an input by its method instead (glob "/*": "method": "reduce", whole top-level '
+            'files; "/": "global"; "map" cuts files into blocks)',
+    "name": "a 1.4 field: an input is seen at /pfs/<its repo's name>, which cannot be renamed; leave it out",
+    "lazy": "a 1.x field: pfs reads every input on demand through its mount already; leave it out",
+    "egress": f"{_DROP} (get-file -r copies an output commit out)",
+    "enable_stats": _DROP, "datum_timeout": _DROP, "job_timeout": _DROP, "gc_policy": _DROP, "service": _DROP,
+    "secrets": f"{_DROP} (the manifest's env gives the command its variables)",
+    "image_pull_secrets": _DROP, "output_branch": f"{_DROP} (a pipeline's output goes to its repo's master)",
+}
 
 
 def _snake(key: str) -> str:
@@ -39,7 +51,8 @@ class _Fields:
         for key, v in value.items():
             name = _snake(str(key))
             if name not in known:
-                raise bad(self.at(str(key)), f"unknown field; expected one of {', '.join(known)}")
+                said = UNREAD_1X.get(name, "unknown field")
+                raise bad(self.at(str(key)), f"{said}; expected one of {', '.join(known)}")
             self.values[name] = v
 
     def at(self, name: str) -> str:

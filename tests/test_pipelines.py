@@ -415,8 +415,8 @@ def test_pipeline_errors(server, tmp_path):
     limited.write_text(json.dumps({"pipeline": {"name": "limited"}, "transform": {"cmd": ["true"]},
                                    "inputs": [repo_input("data")], "resource_limits": {"memory": "64M", "gpu": 1}}))
     server.pfs("create-pipeline", "-f", str(limited))  # a 1.x user's limits are said not to hold here, not ignored
-    assert ("Resources: limits memory 64M, gpu 1 nvidia.com/gpu (recorded, not used: only the kubernetes runner gives workers "
-            "resources; this server's runner is local)") in server.pfs("inspect-pipeline", "limited").text
+    assert ("Resources: limits memory 64M, gpu 1 nvidia.com/gpu (recorded, not used: only the kubernetes runner "
+            "gives workers resources; this server's runner is local)") in server.pfs("inspect-pipeline", "limited").text
 
 
 def test_a_full_incremental_input_shows_whole_changed_files(server, tmp_path):

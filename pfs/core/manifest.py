@@ -27,7 +27,8 @@ _DROP = "a 1.x field pfs does not read; leave it out"
 UNREAD_1X = {
     "glob": 'a 1.4 field: pfs cuts an input by its method instead (glob "/*": "method": "reduce", whole top-level '
             'files; "/": "global"; "map" cuts files into blocks)',
-    "name": "a 1.4 field: an input is seen at /pfs/<its repo's name>, which cannot be renamed; leave it out",
+    "name": "not read here: a pipeline's name goes in pipeline.name, and an input (1.4 named them) is seen at "
+            "/pfs/<its repo's name>, which cannot be renamed",
     "lazy": "a 1.x field: pfs reads every input on demand through its mount already; leave it out",
     "egress": f"{_DROP} (get-file -r copies an output commit out)",
     "enable_stats": _DROP, "datum_timeout": _DROP, "job_timeout": _DROP, "gc_policy": _DROP, "service": _DROP,

@@ -272,7 +272,7 @@ def shard_moduli(caps: list[int], parallelism: int) -> list[int]:
     is empty where that can be avoided. Parts are handed out in turn, which keeps a cross product of several
     inputs balanced (4 workers over two inputs: 2 x 2); where that makes fewer shards than cutting the largest
     inputs first (5 workers over two: 2 x 2 is 4, 5 x 1 is 5), the inputs are cut so instead: each worker then
-    sees one of the 5 parts of the first whole beside the second, and the job has the workers it was given.
+    sees one of 5 parts of the first input and all of the second, and the job has the workers it was given.
     """
     balanced = [1] * len(caps)
     grown = True

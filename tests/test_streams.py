@@ -7,7 +7,7 @@ import pathlib
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import grpc
 import pytest
@@ -176,6 +176,17 @@ def test_a_user_holds_at_most_a_quarter_of_the_streams(bounded):
             cancel(calls)
 
 
+def exhausted(call: Callable[[], object], details: str) -> bool:
+    """Whether CALL is refused RESOURCE_EXHAUSTED, saying DETAILS; False if it is let in (and has ended)."""
+    try:
+        call()
+        return False
+    except grpc.RpcError as err:
+        assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, err
+        assert err.details() == details
+        return True
+
+
 def sending_nothing_until(ended: threading.Event) -> Iterator:
     """A request stream that sends nothing, and ends once ENDED is set (or a minute has passed)."""
     ended.wait(60)
@@ -194,14 +205,9 @@ def test_a_user_runs_at_most_a_few_uploads_at_once(tmp_path):
 
     def refused(chan: grpc.Channel) -> bool:
         """Whether an upload on CHAN is refused (one let in ends at once, having sent nothing)."""
-        try:
-            chunks_pb2_grpc.ChunksStub(chan).PutChunks(iter(()), timeout=10)
-            return False
-        except grpc.RpcError as err:
-            assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, err
-            assert err.details() == (f"alice already has {UPLOADS} uploads (put-chunks calls) running, the most one "
-                                     "user may; call again once some have ended")
-            return True
+        return exhausted(lambda: chunks_pb2_grpc.ChunksStub(chan).PutChunks(iter(()), timeout=10),
+                         f"alice already has {UPLOADS} uploads (put-chunks calls) running, the most one user may; "
+                         "call again once some have ended")
 
     try:
         with server.client() as client:
@@ -267,16 +273,9 @@ def test_a_user_s_calls_beyond_a_bound_are_refused_before_their_request_is_read(
         held = [hers.stream_unary("/pfs.API/ListRepo").future(sending_nothing_until(ended))
                 for _ in range(RUNNING + WAITING)]
         try:
-            def refused() -> bool:
-                try:
-                    pfs_pb2_grpc.APIStub(hers).ListRepo(pb.Empty(), timeout=10)
-                    return False
-                except grpc.RpcError as err:
-                    assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, err
-                    assert err.details() == (f"alice already has {RUNNING + WAITING} calls running or waiting, the "
-                                             "most one user may; call again once some have ended")
-                    return True
-            wait_for(refused, 10)
+            wait_for(lambda: exhausted(lambda: pfs_pb2_grpc.APIStub(hers).ListRepo(pb.Empty(), timeout=10),
+                                       f"alice already has {RUNNING + WAITING} calls running or waiting, the most "
+                                       "one user may; call again once some have ended"), 10)
             for chan in (his, roots[0]):
                 assert [r.name for r in pfs_pb2_grpc.APIStub(chan).ListRepo(pb.Empty(), timeout=10).repos] in (
                     [], ["data"])

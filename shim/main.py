@@ -47,7 +47,7 @@ from shim.output import Output
 
 OK, COMMAND_FAILED, SHIM_FAILED = 0, 1, 2
 STANDBY_FIELDS = ("job", "shard", "attempt", "token")
-OWN_TMP = ".tmp"  # in /pfs: the /tmp of a command run as another user (no repo has the name)
+OWN_TMP = ".tmp"  # in /pfs: the /tmp of the command (no repo has the name)
 TOKEN_VARS = ("PFS_TOKEN", "PFS_TOKEN_FILE")  # the shim's and its mounts', not the command's: it needs none,
 # and what it prints or writes is kept in logs and commits
 SERVER_WAIT = 60.0  # seconds a worker waits for a server it cannot reach: a restart, a Service not routed yet

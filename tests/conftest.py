@@ -166,6 +166,7 @@ def _isolated_env(monkeypatch, tmp_path):
     """No test reads the user's home or a server from the environment."""
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     monkeypatch.delenv("PFS_ADDRESS", raising=False)
+    monkeypatch.delenv("PACHD_ADDRESS", raising=False)
     monkeypatch.delenv("PFS_DATA_DIR", raising=False)
     monkeypatch.delenv("PFS_TOKEN", raising=False)
     monkeypatch.delenv("PFS_TOKEN_FILE", raising=False)

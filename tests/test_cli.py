@@ -8,7 +8,7 @@ import struct
 import subprocess
 import termios
 
-from conftest import PFS, run_pfs
+from conftest import PFS, Result, assert_one_line_error, run_pfs
 
 
 def test_repo_verbs(server):
@@ -25,7 +25,7 @@ def test_repo_verbs(server):
 
 def test_inspect_commit_and_file(server):
     server.pfs("create-repo", "r")
-    server.pfs("put-file", "r", "master", "f", "-c", "-f", "-", input=b"abc\n" * 5000)
+    server.pfs("put-file", "r", "master", "f", "-c", input=b"abc\n" * 5000)  # no -f: stdin, as pachctl
     text = server.pfs("inspect-commit", "r", "master").text
     assert "Branch: master" in text and "Parent: <none>" in text and "Size: 19.53 KiB" in text
     raw = json.loads(server.pfs("inspect-file", "r", "master", "f", "--raw").text)
@@ -54,6 +54,18 @@ def progress_output(server, *args, input_file) -> str:
     return out.decode(errors="replace")
 
 
+def test_put_file_without_f_refuses_a_terminal_for_stdin(server):
+    """No -f reads stdin, as pachctl; a terminal there is someone who forgot -f, told so rather than waited on."""
+    server.pfs("create-repo", "r")
+    master, slave = pty.openpty()
+    with os.fdopen(master, "rb"), os.fdopen(slave, "rb") as terminal:
+        p = subprocess.run([PFS, "put-file", "r", "master", "f", "-c"], stdin=terminal, capture_output=True,
+                           env={**os.environ, **server.env}, timeout=60)
+    assert_one_line_error(Result(p.returncode, p.stdout, p.stderr.decode()), "no -f FILE given, and stdin is a "
+                                                                             "terminal")
+    assert server.pfs("list-commit", "r").text.count("\n") == 1  # no commit was started
+
+
 def test_progress_bar_only_on_a_terminal(big_server, tmp_path):
     src = tmp_path / "big.bin"
     src.write_bytes(os.urandom(64 << 20))
@@ -66,8 +78,15 @@ def test_progress_bar_only_on_a_terminal(big_server, tmp_path):
     assert "get-file" in drawn
 
 
-def test_help_and_version():
-    assert run_pfs("version").text.strip() == "0.1.0"
+def test_help_and_version(server):
+    assert run_pfs("version", "--client-only").text.strip() == "0.1.0"
+    # pachctl's table, the server found through pachctl's PACHD_ADDRESS as through PFS_ADDRESS
+    table = run_pfs("version", env={"PACHD_ADDRESS": server.address, "PFS_TOKEN_FILE": server.token_file}).text
+    assert [row.split() for row in table.splitlines()] == [["COMPONENT", "VERSION"], ["pfs", "0.1.0"],
+                                                           ["server", "0.1.0"]]
+    alone = run_pfs("version", "--address", "127.0.0.1:1", check=False)
+    assert alone.text.splitlines()[1].split() == ["pfs", "0.1.0"]  # what is known without a server, then why not
+    assert_one_line_error(alone, "cannot reach the pfs server at 127.0.0.1:1")
     usage = run_pfs("--help").text
     for verb in ("create-repo", "put-file", "subscribe-commit", "set-branch", "server"):
         assert verb in usage

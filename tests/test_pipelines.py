@@ -40,8 +40,8 @@ def repo_input(name: str, method="map", **extra):
     return {"repo": {"name": name}, "method": method, **extra}
 
 
-def flush(server, ref: str, check=True):
-    return server.pfs("flush-commit", ref, check=check)
+def flush(server, *refs: str, check=True):
+    return server.pfs("flush-commit", *refs, check=check)
 
 
 def get(server, repo: str, path: str, ref="master") -> bytes:
@@ -323,6 +323,23 @@ def test_update_stop_start_and_delete(server, tmp_path):
     assert_one_line_error(server.pfs("inspect-pipeline", "p", check=False), "pipeline 'p' not found")
     assert get(server, "p", "x") == b"HELLO\nAGAIN\n"  # the output repo stays
     assert len(server.pfs("list-job", "-p", "p").text.splitlines()) == count + 2  # and its jobs, with a heading
+
+
+def test_flush_commit_of_several_commits_and_delete_pipeline_all_as_pachctl(server, tmp_path):
+    """pachctl's `flush-commit A/master B/master` waits for the jobs downstream of each, and lists each job once;
+    `delete-pipeline --all --delete-repo` deletes every pipeline, then their output repos (the inputs stay)."""
+    put(server, "a", {"x": b"1\n"})
+    put(server, "b", {"x": b"2\n"})
+    copy = ["sh", "-c", "cat /pfs/*/x > /pfs/out/x"]
+    pipeline(server, tmp_path, "pa", copy, [repo_input("a", "global")])
+    pipeline(server, tmp_path, "pab", copy, [repo_input("a", "global"), repo_input("b", "global")])
+    rows = [row.split() for row in flush(server, "a/master", "b/master").text.splitlines()[1:]]
+    assert sorted((r[0], r[2]) for r in rows) == [("pa", "success"), ("pab", "success")], rows
+    assert get(server, "pab", "x") == b"1\n2\n"
+    assert_one_line_error(server.pfs("delete-pipeline", check=False), "give a PIPELINE, or --all")
+    server.pfs("delete-pipeline", "--all", "--delete-repo")
+    assert server.pfs("list-pipeline").text.count("\n") == 1  # a heading
+    assert sorted(row.split()[0] for row in server.pfs("list-repo").text.splitlines()[1:]) == ["a", "b"]
 
 
 def test_run_empty(server, tmp_path):

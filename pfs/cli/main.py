@@ -32,7 +32,11 @@ COMMIT_WAIT = 60.0  # seconds put-file -c waits its turn at a branch with a comm
 
 
 def cmd_version(args, client):
-    print(pfs.__version__)
+    if args.client_only:
+        print(pfs.__version__)
+        return
+    print(f"{'COMPONENT':<12}VERSION\n{'pfs':<12}{pfs.__version__}", flush=True)  # pachctl's table: shown first,
+    print(f"{'server':<12}{client.server_version}")  # as what is known without a server
 
 
 def cmd_create_repo(args, client):
@@ -171,7 +175,10 @@ def _seconds(text: str) -> float:
 
 
 def cmd_put_file(args, client):
-    todo = sources(args.file, args.path, args.recursive)
+    if args.file is None and sys.stdin.isatty():  # pachctl's habit is stdin without -f; a terminal is no data
+        raise InvalidArgument("put-file: no -f FILE given, and stdin is a terminal: give -f FILE, or pipe the data "
+                              "in (-f - reads a terminal too)")
+    todo = sources(args.file or "-", args.path, args.recursive)
     ref = CommitRef(args.repo, args.ref)
     if args.commit:
         ref = CommitRef(args.repo, client.start_commit(args.repo, args.ref, wait=args.wait).id)
@@ -339,8 +346,8 @@ def parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--address", default=argparse.SUPPRESS,
                         help=f"the server, host:port, or the servers of a cluster, comma-separated: the next is "
-                             f"used when one cannot be reached; grpcs://... speaks TLS (default $PFS_ADDRESS or "
-                             f"{default_address()})")
+                             f"used when one cannot be reached; grpcs://... speaks TLS (default $PFS_ADDRESS, "
+                             f"pachctl's $PACHD_ADDRESS, or {default_address()})")
     common.add_argument("--tls-ca", default=argparse.SUPPRESS, metavar="FILE",
                         help="speak TLS, trusting this CA's certificate (PEM) for the server's (default $PFS_TLS_CA; "
                              "with a grpcs:// address and neither, the system's roots)")
@@ -366,7 +373,8 @@ def parser() -> argparse.ArgumentParser:
     raw = a("--raw", action="store_true", help="print JSON")
 
     sub.add_parser("server", help="run a pfs server (see `pfs server --help`)", add_help=False)
-    verb("version", cmd_version, "print the client version")
+    verb("version", cmd_version, "print the versions of this client and of its server",
+         a("--client-only", action="store_true", help="print only the client's version, asking no server"))
     verb("create-repo", cmd_create_repo, "create a repo", repo, a("-d", "--description", default=""))
     verb("list-repo", cmd_list_repo, "list repos")
     verb("inspect-repo", cmd_inspect_repo, "show a repo", repo, raw)
@@ -400,8 +408,8 @@ def parser() -> argparse.ArgumentParser:
          a("branch", metavar="BRANCH"))
     verb("put-file", cmd_put_file, "put a file (appending to an existing one unless -o)", repo, ref,
          a("path", metavar="PATH", nargs="?", help="where in the commit (default: named after the source)"),
-         a("-f", "--file", required=True, action=_Once,
-           help="a local file or directory, an http(s) URL, or - for stdin"),
+         a("-f", "--file", action=_Once,
+           help="a local file or directory, an http(s) URL, or - for stdin (the default, as pachctl's)"),
          a("-r", "--recursive", action="store_true", help="put a directory tree"),
          a("-c", "--commit", action="store_true", help="start and finish a commit on branch REF around it"),
          a("--wait", type=_seconds, default=COMMIT_WAIT, metavar="SECONDS",
@@ -457,14 +465,17 @@ def parser() -> argparse.ArgumentParser:
          a("--reprocess", action="store_true", help="also run it again on the inputs' current heads"))
     verb("list-pipeline", pipelines.cmd_list_pipeline, "list pipelines")
     verb("inspect-pipeline", pipelines.cmd_inspect_pipeline, "show a pipeline", pipeline, raw)
-    verb("delete-pipeline", pipelines.cmd_delete_pipeline, "delete a pipeline (its output repo and jobs stay)",
-         pipeline)
+    verb("delete-pipeline", pipelines.cmd_delete_pipeline,
+         "delete a pipeline (its jobs stay, and its output repo unless --delete-repo)",
+         a("pipeline", metavar="PIPELINE", nargs="?"), a("--all", action="store_true", help="every pipeline"),
+         a("--delete-repo", action="store_true", help="delete its output repo too (refused while a pipeline that "
+           "is not deleted reads it)"))
     verb("stop-pipeline", pipelines.cmd_stop_pipeline, "stop making jobs for a pipeline", pipeline)
     verb("start-pipeline", pipelines.cmd_start_pipeline,
          "make jobs for a stopped pipeline again (for the commits it missed too)", pipeline)
     verb("flush-commit", pipelines.cmd_flush_commit,
-         "wait until every job downstream of a commit is done; print their output commits",
-         a("commit", metavar="REPO/REF"))
+         "wait until every job downstream of the commits is done; print their output commits",
+         a("commits", metavar="REPO/REF", nargs="+"))
     verb("create-job", jobs.cmd_create_job, "run a transform once over input commits (a job manifest); prints its id",
          a("-f", "--file", required=True, metavar="FILE", help="the job manifest: a path, - for stdin, or a URL"))
     verb("list-job", jobs.cmd_list_job, "list jobs, newest first",

@@ -7,7 +7,7 @@ import time
 from pfs.cli import images, output
 from pfs.cli.sources import read_manifests
 from pfs.core import manifest
-from pfs.core.errors import FailedPrecondition, InvalidArgument
+from pfs.core.errors import FailedPrecondition, InvalidArgument, PfsError
 from pfs.core.model import CommitRef, JobState, PipelineSpec, Resources
 
 
@@ -91,7 +91,26 @@ def _resources(r: Resources) -> str:
 
 
 def cmd_delete_pipeline(args, client):
-    client.delete_pipeline(args.pipeline)
+    if args.all == bool(args.pipeline):
+        raise InvalidArgument("give a PIPELINE, or --all for every pipeline")
+    failed = []
+
+    def each(delete, names: list[str]) -> list[str]:
+        """Deletes each of NAMES on its own, as pachctl's --all: one that fails leaves the others deleted."""
+        done = []
+        for name in names:
+            try:
+                delete(name)
+                done.append(name)
+            except PfsError as err:
+                failed.append(str(err))
+        return done
+
+    deleted = each(client.delete_pipeline, [p.name for p in client.list_pipelines()] if args.all else [args.pipeline])
+    if args.delete_repo:  # once no pipeline of them is left to read them
+        each(client.delete_repo, deleted)
+    if failed:
+        raise FailedPrecondition("; ".join(failed))
 
 
 def cmd_stop_pipeline(args, client):
@@ -103,7 +122,8 @@ def cmd_start_pipeline(args, client):
 
 
 def cmd_flush_commit(args, client):
-    jobs = client.flush_commit(CommitRef.parse(args.commit, "/@"))
+    refs = [CommitRef.parse(commit, "/@") for commit in args.commits]  # all parsed before waiting for any
+    jobs = list({j.id: j for ref in refs for j in client.flush_commit(ref)}.values())  # a job downstream of several once
     output.table(
         ("PIPELINE", "JOB", "STATE", "OUTPUT COMMIT"),
         ((j.pipeline, j.id, j.state, f"{j.output_repo}/{j.output_commit}" if j.output_commit else "-")

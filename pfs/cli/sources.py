@@ -47,7 +47,7 @@ def sources(origin: str, dest: str | None, recursive: bool) -> list[Source]:
         paths.normalize(dest)  # refused before anything is read: a name that is not UTF-8 could not even be sent
     if origin == "-":
         if not dest:
-            raise InvalidArgument("put-file -f - needs a PATH to put stdin at")
+            raise InvalidArgument("put-file needs a PATH to put stdin (-f -, the default) at; or give -f FILE")
         return [Source(dest, origin, None)]
     if is_url(origin):
         name = pathlib.PurePosixPath(urllib.parse.urlparse(origin).path).name

@@ -59,7 +59,8 @@ MAX_TURN_POLL = 1.0  # ...doubling up to this
 
 
 def default_address() -> str:
-    return os.environ.get("PFS_ADDRESS") or DEFAULT_ADDRESS
+    """$PFS_ADDRESS, else pachctl's $PACHD_ADDRESS, else DEFAULT_ADDRESS."""
+    return os.environ.get("PFS_ADDRESS") or os.environ.get("PACHD_ADDRESS") or DEFAULT_ADDRESS
 
 
 def read_timeout() -> float:
@@ -146,6 +147,10 @@ class Client:
     @functools.cached_property
     def _info(self) -> pb.ServerInfo:
         return self._look(self._api.Info, pb.Empty())
+
+    @property
+    def server_version(self) -> str:
+        return self._info.version
 
     @property
     def chunk_avg_size(self) -> int:

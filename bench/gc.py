@@ -136,7 +136,7 @@ def main() -> None:
     p.add_argument("--commits", type=int, default=20)
     p.add_argument("--keep", action="store_true", help="keep the data and the stores (their path is printed)")
     args = p.parse_args()
-    print_machine([PFS, "version"], ["borg", "--version"], ["restic", "version"])
+    print_machine(["borg", "--version"], ["restic", "version"])
     with scratch("pfs-gc-bench-", args.keep) as work:
         data = work / "data"
         batches = write_batches(data, args.files, args.commits)

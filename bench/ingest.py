@@ -626,7 +626,7 @@ def print_machine(*tools: list[str]) -> None:
     first, again = new_memory(), new_memory()
     print(f"new memory: 1 GiB faulted in {first:.2f} s, at once again {again:.2f} s (a first slower than the"
           " second: this VM's host takes back freed memory, and a run that fills the page cache varies with it)")
-    print("; ".join([f"pfs {first_line([PFS, 'version'])}", *(first_line(t) for t in tools),
+    print("; ".join([f"pfs {first_line([PFS, 'version', '--client-only'])}", *(first_line(t) for t in tools),
                      f"python {sys.version.split()[0]}"]))
 
 

@@ -363,7 +363,22 @@ class Client:
     # -- chunks
 
     def missing_chunks(self, addresses: list[bytes]) -> list[bytes]:
-        return list(self._look(self._chunks.MissingChunks, cpb.ChunkAddresses(addresses=addresses)).addresses)
+        return self.missing_chunks_async(addresses).result()
+
+    def missing_chunks_async(self, addresses: list[bytes]) -> Future:
+        """Starts asking which of ADDRESSES the server lacks (a lookup, see _look): a future of those it lacks, so
+        an upload asks about a batch while it sends the one before."""
+        asked: Future = Future()
+
+        def answered(call: grpc.Future) -> None:
+            try:
+                asked.set_result(list(call.result().addresses))
+            except grpc.RpcError as err:
+                asked.set_exception(self.translate(err))
+
+        call = self._chunks.MissingChunks.future(cpb.ChunkAddresses(addresses=addresses), timeout=self._stalls.limit)
+        call.add_done_callback(answered)
+        return asked
 
     def put_chunks_async(self, batches: Iterator[list[tuple[bytes, bytes]]]) -> "grpc.Future":
         """Starts streaming batches of (address, zstd frame) pairs; the future's result is how many were new."""

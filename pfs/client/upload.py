@@ -2,8 +2,8 @@
 
 A pipeline, each stage on its own threads, so one file keeps both cores busy as well as many do:
 - the caller's thread reads each file, cuts it into chunks and hashes them (put);
-- a sender thread asks the server which chunks of a batch it lacks (one call per batch) and hands only those
-  to the client's pool, which compresses them on every core, in the order they go into one long PutChunks stream;
+- the caller's thread asks the server which chunks of a batch it lacks (one call per batch, answered while the
+  batches before are sent); a sender thread hands only those to the client's pool, which compresses them on every core, in the order they go into one long PutChunks stream;
 - a recorder thread records the files once their chunks are stored: the files put since the last time (a
   segment) are recorded in one call once the stream that carried their chunks has ended and the server says
   it stored everything in it, while the next ones are read. Segments are small (MIN_SEGMENT_FILES), so the
@@ -131,8 +131,9 @@ class Uploader:
 
     def _send_batch(self) -> None:
         batch, self._batch, self._batch_bytes = self._batch, [], 0
-        if batch:
-            _ahead(self._sending, self._sender.submit(self._send, batch))
+        if batch:  # asked about now, while the sender sends the batches before
+            asked = self.client.missing_chunks_async(list(dict.fromkeys(a for a, _ in batch)))
+            _ahead(self._sending, self._sender.submit(self._send, batch, asked))
 
     def _end_segment(self) -> None:
         """Has the files put so far recorded once the stream that carries their chunks is done."""
@@ -145,16 +146,14 @@ class Uploader:
 
     # -- the sender's thread
 
-    def _send(self, batch: list[tuple[bytes, bytes]]) -> None:
+    def _send(self, batch: list[tuple[bytes, bytes]], asked: Future) -> None:
         try:
-            self._send_missing(batch)
+            self._send_missing(batch, set(asked.result()))
         except BaseException as err:
             self._failure = err
             raise
 
-    def _send_missing(self, batch: list[tuple[bytes, bytes]]) -> None:
-        wanted = list(dict.fromkeys(a for a, _ in batch if a not in self._sent))
-        missing = set(self.client.missing_chunks(wanted)) if wanted else set()
+    def _send_missing(self, batch: list[tuple[bytes, bytes]], missing: set[bytes]) -> None:
         group: list[tuple[bytes, bytes]] = []
         group_bytes = 0
         for addr, data in batch:

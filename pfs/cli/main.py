@@ -14,7 +14,7 @@ from typing import NoReturn
 import pfs
 from pfs.cli import deploy as deploy_cli
 from pfs.cli import downloads, jobs, output, pipelines, tokens
-from pfs.cli.progress import phases, progress
+from pfs.cli.progress import drawn, phases, progress
 from pfs.cli.sources import sources
 from pfs.client import Client, default_address
 from pfs.client.auth import read_token
@@ -178,7 +178,7 @@ def cmd_put_file(args, client):
     if args.file is None and sys.stdin.isatty():  # pachctl's habit is stdin without -f; a terminal is no data
         raise InvalidArgument("put-file: no -f FILE given, and stdin is a terminal: give -f FILE, or pipe the data "
                               "in (-f - reads a terminal too)")
-    todo = sources(args.file or "-", args.path, args.recursive)
+    todo = sources(args.file or "-", args.path, args.recursive, sized=drawn())  # sizes: the bar's total
     ref = CommitRef(args.repo, args.ref)
     if args.commit:
         ref = CommitRef(args.repo, client.start_commit(args.repo, args.ref, wait=args.wait).id)

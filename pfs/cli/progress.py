@@ -5,10 +5,15 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 
+def drawn() -> bool:
+    """Whether progress is drawn: on a terminal only."""
+    return sys.stderr.isatty()
+
+
 @contextmanager
 def progress(total: int | None, label: str) -> Iterator[Callable[[int], None]]:
     """Yields a callback that advances a byte counter drawn on stderr, if stderr is a terminal."""
-    if not sys.stderr.isatty():
+    if not drawn():
         yield lambda n: None
         return
     from tqdm import tqdm  # here, not at the top: it costs every command 70 ms to import
@@ -21,7 +26,7 @@ def progress(total: int | None, label: str) -> Iterator[Callable[[int], None]]:
 def phases(label: str) -> Iterator[Callable[[str, int, int], None]]:
     """Yields a callback that draws "LABEL: PHASE" with a count, DONE of TOTAL (0: not known yet), on stderr,
     if stderr is a terminal."""
-    if not sys.stderr.isatty():
+    if not drawn():
         yield lambda phase, done, total: None
         return
     from tqdm import tqdm

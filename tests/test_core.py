@@ -15,13 +15,15 @@ from pfs.core.errors import InvalidArgument
 
 @pytest.mark.parametrize(
     "raw,normal",
-    [("a/b", "a/b"), ("/a//b/", "a/b"), ("./a/./b", "a/b"), ("", ""), ("/", ""), ("a b/c\\d", "a b/c\\d")],
+    [("a/b", "a/b"), ("/a//b/", "a/b"), ("./a/./b", "a/b"), ("", ""), ("/", ""), ("a b/c\\d", "a b/c\\d"),
+     (".hidden/.x", ".hidden/.x"), ("a.b/c.", "a.b/c."), ("a/.", "a"), (".", ""), ("./", ""), ("a/", "a")],
 )
 def test_normalize(raw, normal):
     assert paths.normalize(raw) == normal
 
 
-@pytest.mark.parametrize("bad", ["..", "a/../b", "/../etc/passwd", "a/..", "a\x00b", "x" * 5000])
+@pytest.mark.parametrize("bad", ["..", "a/../b", "/../etc/passwd", "a/..", "a\x00b", "x" * 5000, "x" * 256,
+                                 "a/" + "x" * 256, "a\udcffb", "a/" * 300])
 def test_normalize_refuses_escapes(bad):
     with pytest.raises(InvalidArgument):
         paths.normalize(bad)

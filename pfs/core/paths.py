@@ -21,6 +21,9 @@ def normalize(path: str) -> str:
     except UnicodeEncodeError:  # a local name of bytes that are not UTF-8 (os.fsdecode's surrogates)
         raise InvalidArgument(f"path {path.encode(errors='surrogateescape')!r} is not UTF-8, as every path in a "
                               "commit is: rename it") from None
+    if (size <= MAX_NAME and path and path[0] != "/" and path[-1] != "/" and "//" not in path and "\x00" not in path
+            and "/." not in "/" + path):  # normal already: no name longer than the path, nor more levels than half
+        return path
     if size > MAX_PATH:
         raise InvalidArgument(f"path {path[:60]!r}... is longer than {MAX_PATH} bytes")
     if "\x00" in path:

@@ -6,9 +6,9 @@ import random
 
 import pytest
 
-from conftest import on_every_storage, put_commit, stored_chunks
+from conftest import assert_one_line_error, on_every_storage, put_commit, stored_chunks
 from pfs.core.hashing import address
-from pfs.core.model import CommitRef
+from pfs.core.model import CommitRef, FileWrite
 
 
 def put(server, repo, ref, path, data: bytes, *flags):
@@ -166,6 +166,37 @@ def test_same_file_in_two_repos_is_stored_once(server):
         put(server, repo, "master", "f", data, "-c")
     info = server.client().inspect_file(CommitRef("r1", "master"), "f")
     assert set(stored_chunks(server.data_dir)) == {c.address.hex() for c in info.chunks}
+
+
+def test_copy_file_records_a_file_or_tree_into_an_open_commit_as_pachctl(server):
+    """copy-file SRC_REPO SRC_REF SRC_PATH DST_REPO DST_REF DST_PATH: a file, appended to one there unless -o, or a
+    tree with its empty directories; nothing is stored twice. A finished commit or a missing source: one line."""
+    server.pfs("create-repo", "src")
+    server.pfs("create-repo", "dst")
+    tree = {"d/a.csv": lines(3000), "d/sub/b.csv": b"b\n", "top": b"top\n"}
+    commit = server.pfs("start-commit", "src").text.strip()
+    for path, data in tree.items():
+        put(server, "src", commit, path, data)
+    server.client().put_files(CommitRef("src", commit), [FileWrite("d/empty", (), directory=True)])
+    server.pfs("finish-commit", "src", commit)
+    before = set(stored_chunks(server.data_dir))
+    into = server.pfs("start-commit", "dst").text.strip()
+    put(server, "dst", into, "one", b"was\n")
+    server.pfs("copy-file", "src", "master", "top", "dst", into, "one")  # appends, as put-file does
+    server.pfs("copy-file", "src", "master", "d", "dst", into, "copy/d")
+    server.pfs("copy-file", "src", "master", "top", "dst", into, "two", "-o")
+    server.pfs("copy-file", "src", "master", "top", "dst", into, "two", "-o")  # -o: replaced, not appended
+    server.pfs("finish-commit", "dst", into)
+    assert get(server, "dst", "master", "one") == b"was\ntop\n"
+    assert get(server, "dst", "master", "two") == b"top\n"
+    assert get(server, "dst", "master", "copy/d/a.csv") == tree["d/a.csv"]
+    assert get(server, "dst", "master", "copy/d/sub/b.csv") == b"b\n"
+    listed = server.pfs("list-file", "dst", "master", "copy/d").text
+    assert "copy/d/empty" in listed and "dir" in listed.split("copy/d/empty")[1].split()[0]
+    assert set(stored_chunks(server.data_dir)) == before | {address(b"was\n").hex()}
+    assert_one_line_error(server.pfs("copy-file", "src", "master", "top", "dst", "master", "x", check=False),
+                          "finished")
+    assert_one_line_error(server.pfs("copy-file", "src", "master", "nope", "dst", into, "x", check=False), "nope")
 
 
 def test_a_listing_gives_each_file_its_chunks_however_many_its_directory_holds(server):

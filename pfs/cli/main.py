@@ -23,7 +23,7 @@ from pfs.core import kube, mount_inputs, paths, ready
 from pfs.core.chunking import DELIMITERS
 from pfs.core.errors import FailedPrecondition, InvalidArgument, PfsError, Unavailable
 from pfs.core.memory import keep_freed_memory
-from pfs.core.model import CheckProblem, CommitInfo, CommitRef, Progress
+from pfs.core.model import CheckProblem, CommitInfo, CommitRef, FileWrite, Progress, write_calls
 from pfs.core.shard import METHODS, Shard
 from pfs.deploy import manifests
 
@@ -207,6 +207,18 @@ def cmd_put_file(args, client):
                             + ("answers" if isinstance(why, Unavailable) else "can"))
                     raise type(err)(left) from None
         raise
+
+
+def cmd_copy_file(args, client):
+    """Records the source's chunks at the destination: no byte is read or sent (pachctl's copy-file)."""
+    src = CommitRef(args.src_repo, args.src_ref)
+    top = client.inspect_file(src, args.src_path)
+    below = client.list_files(src, top.path, with_chunks=True, recursive=True) if top.is_dir else ()
+    dest = paths.normalize(args.dst_path)
+    writes = [FileWrite(paths.join(dest, f.path.removeprefix(top.path).lstrip("/")), f.chunks,
+                        args.overwrite and not f.is_dir, f.is_dir) for f in (top, *below)]
+    for run in write_calls([w for w in writes if w.path or not w.directory]):  # the root is there already
+        client.put_files(CommitRef(args.dst_repo, args.dst_ref), run)
 
 
 def cmd_get_file(args, client):
@@ -418,6 +430,11 @@ def parser() -> argparse.ArgumentParser:
          a("-o", "--overwrite", action="store_true", help="replace the file instead of appending"),
          a("--delimiter", choices=DELIMITERS, default="line",
            help="cut chunks only at line ends (line, the default) or anywhere (none)"))
+    verb("copy-file", cmd_copy_file, "copy a file or directory tree from a commit into an open commit, appending "
+         "to a file that is there unless -o (its chunks are recorded again: nothing is read or sent)",
+         a("src_repo", metavar="SRC_REPO"), a("src_ref", metavar="SRC_REF"), a("src_path", metavar="SRC_PATH"),
+         a("dst_repo", metavar="DST_REPO"), a("dst_ref", metavar="DST_REF"), a("dst_path", metavar="DST_PATH"),
+         a("-o", "--overwrite", action="store_true", help="replace the file instead of appending"))
     verb("get-file", cmd_get_file, "print a file's contents, or fetch a directory tree (-r -o DIR)", repo, ref,
          a("path", metavar="PATH"),
          a("-o", "--output", metavar="FILE", help="write to FILE instead of stdout (with -r: into the directory FILE)"),

@@ -342,6 +342,26 @@ def test_flush_commit_of_several_commits_and_delete_pipeline_all_as_pachctl(serv
     assert sorted(row.split()[0] for row in server.pfs("list-repo").text.splitlines()[1:]) == ["a", "b"]
 
 
+def test_flush_commit_after_a_reprocess_waits_for_the_jobs_downstream_of_the_new_output(server, tmp_path):
+    """update-pipeline --reprocess runs a commit again; flush-commit of it waits for the pipelines reading that
+    pipeline's output to see the new output, not their older job, which saw the older one (a stopped one is named)."""
+    put(server, "data", {"x": b"hello\n"})
+    pipeline(server, tmp_path, "p1", ["sh", "-c", "cp /pfs/data/x /pfs/out/x"], [repo_input("data", "global")])
+    pipeline(server, tmp_path, "p2", ["sh", "-c", "cp /pfs/p1/x /pfs/out/x"], [repo_input("p1", "global")])
+    flush(server, "data/master")
+    assert get(server, "p2", "x") == b"hello\n"
+    server.pfs("stop-pipeline", "p2")
+    upper = {"pipeline": {"name": "p1"}, "transform": {"cmd": ["sh", "-c", "tr a-z A-Z < /pfs/data/x > /pfs/out/x"]},
+             "inputs": [repo_input("data", "global")]}
+    (tmp_path / "upper.json").write_text(json.dumps(upper))
+    server.pfs("update-pipeline", "-f", str(tmp_path / "upper.json"), "--reprocess")
+    assert_one_line_error(flush(server, "data/master", check=False), "pipeline p2 is stopped")
+    assert get(server, "p1", "x") == b"HELLO\n"
+    server.pfs("start-pipeline", "p2")
+    flush(server, "data/master")
+    assert get(server, "p2", "x") == b"HELLO\n"
+
+
 def test_run_empty(server, tmp_path):
     put(server, "data", {"x": b"1\n"})
     pipeline(server, tmp_path, "quiet", ["sh", "-c", "echo ran > /pfs/out/r-$PACH_DATA_COMMIT_ID"],

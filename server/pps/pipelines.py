@@ -109,10 +109,13 @@ class Pipelines:
         return CommitRef(commit.repo, commit.id), commit.finished, self._downstream(commit.repo, commit.branch)
 
     def _flushed(self, downstream: list[PipelineInfo], target: CommitRef, finished: float) -> list[JobInfo] | None:
-        """The finished job of each pipeline of DOWNSTREAM that saw TARGET, or None while one is to come."""
+        """The finished job of each pipeline of DOWNSTREAM that saw TARGET, or None while one is to come. A pipeline
+        reading another's output waits for a job made after the job found of that one: an older job of it saw an
+        older output (update-pipeline --reprocess runs a commit again, and its new output is to be seen too)."""
         found, waiting, blocked = [], False, set()
+        made: dict[str, float] = {}  # the output repo of each job found: when that job ended
         for p in downstream:
-            job = self._job_of(p, target, finished)
+            job = self._job_of(p, target, max([finished, *(made.get(i.repo, 0.0) for i in p.spec.inputs)]))
             if job is None and any(i.repo in blocked for i in p.spec.inputs):
                 blocked.add(p.name)  # an upstream job failed or was skipped: this one gets no job for the commit
             elif job is None and self.inspect(p.name).state == PipelineState.STOPPED:
@@ -122,6 +125,7 @@ class Pipelines:
                 waiting = True
             else:
                 found.append(job)
+                made[p.name] = job.finished
                 if job.state in (JobState.FAILURE, JobState.SKIPPED):  # no output commit
                     blocked.add(p.name)
         return None if waiting else found
@@ -190,10 +194,11 @@ class Pipelines:
                     grown = True
         return out
 
-    def _job_of(self, pipeline: PipelineInfo, target: CommitRef, finished: float) -> JobInfo | None:
-        """The pipeline's newest job that saw TARGET (FINISHED then) or a commit computed from it."""
+    def _job_of(self, pipeline: PipelineInfo, target: CommitRef, after: float) -> JobInfo | None:
+        """The pipeline's newest job started from AFTER on (when TARGET finished, or an upstream job found ended)
+        that saw TARGET or a commit computed from it."""
         for job in self.jobs.list_jobs(pipeline.name):
-            if job.started < finished or not pipeline.made(job):  # nor can any older job be
+            if job.started < after or not pipeline.made(job):  # nor can any older job be
                 return None
             for i in job.inputs:
                 seen = CommitRef(i.repo, i.commit)

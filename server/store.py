@@ -420,10 +420,25 @@ class Store:
                 return [info(path, entry, base)] if changed(entry, base) else []
             return list(itertools.islice(below(path, entry, base), limit or None))
 
-    def same_tree(self, a: CommitRef, b: CommitRef) -> bool:
-        """Whether two commits hold the same files."""
+    def adds_nothing(self, ref: CommitRef, since: CommitRef) -> bool:
+        """Whether REF holds no file that SINCE (an earlier commit) does not hold as it is: the same files, or only
+        fewer (deletions) and new empty directories, so a view of what changed after SINCE shows no file. Walks only
+        the directories that differ, and stops at the first file that does."""
         with self.meta.transaction() as tx:
-            return self._resolve(tx, a).tree == self._resolve(tx, b).tree
+            todo = [(self._resolve(tx, ref).tree, self._resolve(tx, since).tree)]
+            while todo:
+                new, old = todo.pop()
+                if not new or new == old:
+                    continue
+                olds = self.trees.entries(tx, old) if old else {}
+                for name, e in self.trees.entries(tx, new).items():
+                    before = olds.get(name)
+                    if unchanged(e, before):
+                        continue
+                    if not e.is_dir:
+                        return False
+                    todo.append((e.address, before.address if before is not None and before.is_dir else None))
+            return True
 
     def shard_units(self, ref: CommitRef, method: str, limit: int) -> int:
         """How many parts a METHOD view of a commit can be cut into, counted up to LIMIT.

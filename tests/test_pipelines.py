@@ -9,7 +9,7 @@ import time
 import pytest
 
 from conftest import assert_one_line_error, needs, processes, wait_for
-from pfs.core.model import CommitRef, JobState
+from pfs.core.model import CommitRef, FileWrite, JobState
 from server.pps.runners import WORKERS_PER_CORE
 
 pytestmark = [pytest.mark.slow,  # the local runner's workers, as for test_shim
@@ -374,6 +374,16 @@ def test_run_empty(server, tmp_path):
     assert [j["state"] for j in jobs_of(server, "quiet")] == [JobState.SKIPPED, JobState.SUCCESS]
     assert [j["state"] for j in jobs_of(server, "eager")] == [JobState.SUCCESS] * 2
     assert get(server, "eager", f"r-{empty}") == b"ran\n"
+    put(server, "data", {"y": b"2\n"}, create=False)
+    gone = server.pfs("start-commit", "data").text.strip()  # only a deletion, and an empty directory: no file new
+    server.pfs("delete-file", "data", gone, "x")
+    with server.client() as c:
+        c.put_files(CommitRef("data", gone), [FileWrite("d", (), directory=True)])
+    server.pfs("finish-commit", "data", gone)
+    flush(server, "data/master")
+    assert [j["state"] for j in jobs_of(server, "quiet")] == [JobState.SKIPPED, JobState.SUCCESS, JobState.SKIPPED,
+                                                             JobState.SUCCESS]
+    assert [j["state"] for j in jobs_of(server, "eager")] == [JobState.SUCCESS] * 4
 
 
 def test_a_server_restarted_during_a_job_finishes_it_once(server, tmp_path):

@@ -280,7 +280,7 @@ class Controller:
         spec = pipeline.spec.inputs[place]
         seen[spec.repo] = commit
         since = self._since(pipeline, jobs, spec, seen, ancestry[spec.repo])
-        skipped = bool(since) and not spec.run_empty and self.store.same_tree(
+        skipped = bool(since) and not spec.run_empty and self.store.adds_nothing(
             CommitRef(spec.repo, commit), CommitRef(spec.repo, since))
         inputs = [(dataclasses.replace(i, ref=seen[i.repo]), since if i.repo == spec.repo else "")
                   for i in pipeline.spec.inputs]

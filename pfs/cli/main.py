@@ -6,6 +6,7 @@ error from the store or the network, 2 for a usage error.
 
 import argparse
 import contextlib
+from dataclasses import astuple
 import os
 import pathlib
 import sys
@@ -21,7 +22,7 @@ from pfs.client.auth import read_token
 from pfs.client.upload import into_commit
 from pfs.core import kube, mount_inputs, paths, ready
 from pfs.core.chunking import DELIMITERS
-from pfs.core.errors import FailedPrecondition, InvalidArgument, PfsError, Unavailable
+from pfs.core.errors import FailedPrecondition, InvalidArgument, NotFound, PfsError, Unavailable
 from pfs.core.memory import keep_freed_memory
 from pfs.core.model import CheckProblem, CommitInfo, CommitRef, FileWrite, Progress, write_calls
 from pfs.core.shard import METHODS, Shard
@@ -90,8 +91,8 @@ def cmd_list_commit(args, client):
     if not 0 <= args.number <= INT64_MAX:
         raise InvalidArgument(f"list-commit -n: expected 0 (no limit) to {INT64_MAX} commits, got {args.number}")
     repo, branch = args.repo, args.branch or ""
-    if "/" in repo and not branch:  # REPO/BRANCH, as flush-commit takes it
-        repo, branch = repo.split("/", 1)
+    if ("/" in repo or "@" in repo) and not branch:  # REPO/BRANCH, as flush-commit takes it, or REPO@BRANCH
+        repo, branch = astuple(CommitRef.parse(repo, "/@"))
     output.table(COMMIT_HEADER, _commit_rows(client.list_commits(repo, branch, args.number)))
 
 
@@ -182,6 +183,8 @@ def cmd_put_file(args, client):
     ref = CommitRef(args.repo, args.ref)
     if args.commit:
         ref = CommitRef(args.repo, client.start_commit(args.repo, args.ref, wait=args.wait).id)
+    else:
+        _check_open(client, ref)
     known = [s.size for s in todo]
     total = None if None in known else sum(known)
     try:
@@ -219,6 +222,20 @@ def cmd_copy_file(args, client):
                         args.overwrite and not f.is_dir, f.is_dir) for f in (top, *below)]
     for run in write_calls([w for w in writes if w.path or not w.directory]):  # the root is there already
         client.put_files(CommitRef(args.dst_repo, args.dst_ref), run)
+
+
+def _check_open(client: Client, ref: CommitRef) -> None:
+    """Refuses, before anything is read or sent, to put files into REF unless it is an open commit (a branch whose
+    head is one), saying that -c makes one, as pachctl's put-file did by itself."""
+    with_c = f"or put-file -c to start a commit on branch {ref.ref} and finish it around the put"
+    try:
+        commit = client.inspect_commit(ref)
+    except NotFound as err:
+        client.inspect_repo(ref.repo)  # a repo that is not there is said as such
+        raise NotFound(f"{err}; {with_c}") from None
+    if commit.is_finished:
+        raise FailedPrecondition(f"commit {commit.id} of {ref.repo!r} is finished and cannot change: start one "
+                                 f"(pfs start-commit {ref.repo} {commit.branch or ref.ref}), {with_c}")
 
 
 def cmd_get_file(args, client):
@@ -272,6 +289,8 @@ def cmd_mount(args, client):
     if args.inputs and (args.commit or args.shard != "0/1" or args.method != "global"):
         raise InvalidArgument("--inputs names each input's commit and shard: give no --commit, --shard or --method")
     commit = _finished(client, CommitRef.parse(args.commit)) if args.commit else None
+    if args.since:  # refused here, not shown as an empty mount
+        client.inspect_commit(CommitRef(commit.repo, args.since))
     inputs, token = None, None
     if args.inputs:
         with open(args.inputs) if args.inputs != "-" else contextlib.nullcontext(sys.stdin) as f:

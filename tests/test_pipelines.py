@@ -295,6 +295,7 @@ def test_flush_commit_of_a_failing_pipeline_names_the_job(server, tmp_path):
     assert jobs_of(server, "after") == []
     logs = server.pfs("get-logs", "--pipeline", "bad").text
     assert logs.splitlines().count("trying") == 3 and "no space left" in logs
+    assert server.pfs("get-logs", "--pipeline", "bad", "--job", job["id"]).text == logs  # pachctl's both
 
 
 def test_update_stop_start_and_delete(server, tmp_path):

@@ -149,7 +149,13 @@ def test_1x_habits_get_logs_job_and_list_commit_repo_slash_branch(server, tmp_pa
     logs = server.pfs("get-logs", job).text
     assert "said-by-the-command" in logs and logs == server.pfs("get-logs", "--job", job).text
     assert_one_line_error(server.pfs("get-logs", job, "--job", job, check=False), "takes the job once")
-    assert server.pfs("list-commit", "out/master").text == server.pfs("list-commit", "out", "master").text
+    assert_one_line_error(server.pfs("get-logs", "--pipeline", "p", "--job", job, check=False),
+                          f"job {job} is not of pipeline p but made by create-job")
+    def commits(*args: str) -> list[str]:  # the ids: a row says too how long ago each started, which moves on
+        return [row.split()[2] for row in server.pfs("list-commit", *args).text.splitlines()[1:]]
+
+    assert len(commits("out", "master")) == 1
+    assert commits("out/master") == commits("out", "master") == commits("out@master")
 
 
 def test_stdin_env_and_commit_variables(server, tmp_path, data):

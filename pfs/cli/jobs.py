@@ -72,10 +72,16 @@ def cmd_inspect_job(args, client):
 def cmd_get_logs(args, client):
     if args.given_job and args.job:
         raise InvalidArgument("get-logs takes the job once: JOB or --job JOB")
-    job = args.given_job or args.job
-    if bool(job) == bool(args.pipeline):
-        raise InvalidArgument("get-logs needs one of JOB (or --job JOB) or --pipeline PIPELINE")
-    for line in client.get_logs(job or "", args.pipeline or ""):
+    job, pipeline = args.given_job or args.job, args.pipeline
+    if not (job or pipeline):
+        raise InvalidArgument("get-logs needs a JOB (or --job JOB), or --pipeline PIPELINE")
+    if job and pipeline:  # pachctl's --pipeline P --job J: that job's, which must be the pipeline's
+        of = client.inspect_job(job).pipeline
+        if of != pipeline:
+            raise InvalidArgument(f"job {job} is not of pipeline {pipeline} but " + (f"of {of}" if of else "made by "
+                                  "create-job") + "; give the job alone")
+        pipeline = None
+    for line in client.get_logs(job or "", pipeline or ""):
         if args.raw:
             print(json.dumps(codec.encode(line)), flush=True)
         else:

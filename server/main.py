@@ -200,8 +200,8 @@ def serve(args: argparse.Namespace) -> None:
         lacking = tls.exposed(args.listen, tls_credentials is not None, not args.no_token)
         if lacking and not args.insecure:
             raise SystemExit(f"pfs server: listening on {args.listen}, beyond loopback, without {lacking}: anyone "
-                             "who reaches it could read and change every repo; give them, or --insecure to serve so "
-                             "anyway")
+                             "who reaches it could read and change every repo (or give --insecure to serve so "
+                             "anyway)")
         meta = meta_store(args, data_dir)
         store = Store(chunk_store(args, data_dir, meta), meta, args.chunk_size, args.gc_grace)
         with _usable():

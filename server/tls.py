@@ -39,8 +39,8 @@ def exposed(listen: str, tls: bool, token: bool) -> str:
     on loopback it lacks nothing."""
     if listen == "localhost" or _loopback(listen):
         return ""
-    missing = [what for what, has in (("TLS (--tls-cert and --tls-key)", tls), ("its token (no --no-token)", token))
-               if not has]
+    missing = [what for what, has in (("TLS (give --tls-cert and --tls-key)", tls),
+                                      ("its token (leave out --no-token)", token)) if not has]
     return " and ".join(missing)
 
 

@@ -121,7 +121,8 @@ class Output:
         for run in write_calls(staged):
             self.client.put_shard_files(self.job_id, self.shard, self.attempt, run)
         sent = self._uploader.bytes_sent
-        self.logs.line("shim", f"output: {size(total)} in all, {size(sent)} sent (the server had the rest)")
+        self.logs.line("shim", f"output: {size(total)} in all, {size(sent)} sent compressed (the chunks the server "
+                                "had were not sent)")
         return total, sent
 
     def _stored(self, path: Path, seen: int) -> FileInfo | None:

@@ -237,7 +237,13 @@ def test_a_stalled_server_fails_a_listing_instead_of_hanging_it(server, tmp_path
 def test_mount_errors_and_unmount(server, tmp_path):
     missing = tmp_path / "nope"
     result = server.pfs("mount", str(missing), check=False)
-    assert_one_line_error(result, "is not a directory")
+    assert_one_line_error(result, "does not exist", f"mkdir {missing}")
+    (tmp_path / "file").write_text("x")
+    assert_one_line_error(server.pfs("mount", str(tmp_path / "file"), check=False), "is not a directory")
+    server.pfs("create-repo", "r")
+    server.pfs("put-file", "r", "master", "f", "-c", input=b"x\n")
+    assert_one_line_error(server.pfs("mount", str(tmp_path / "nope"), "--commit", "r@master", "--since", "bogus",
+                                     check=False), "no commit or branch 'bogus'")
     busy = tmp_path / "busy"
     busy.mkdir()
     (busy / "file").write_text("x")

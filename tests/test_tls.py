@@ -93,9 +93,9 @@ def test_mutual_tls_serves_only_clients_with_a_certificate_of_its_ca(tmp_path, p
     (("--tls-cert", "{server}.pem", "--tls-key", "{client}.key"), "are not a certificate and its key"),
     (("--tls-cert", "{server}.key", "--tls-key", "{server}.key"), "are not a certificate and its key"),
     (("--tls-client-ca", "{server}.pem"), "give --tls-cert and --tls-key too"),
-    (("--listen", "0.0.0.0"), "beyond loopback, without TLS (--tls-cert and --tls-key)"),
+    (("--listen", "0.0.0.0"), "beyond loopback, without TLS (give --tls-cert and --tls-key): anyone"),
     (("--listen", "0.0.0.0", "--tls-cert", "{server}.pem", "--tls-key", "{server}.key", "--no-token"),
-     "beyond loopback, without its token"),
+     "beyond loopback, without its token (leave out --no-token)"),
 ])
 def test_a_server_that_cannot_serve_safely_refuses_to_start_in_one_line(tmp_path, pki, args, says):
     stems = {"dir": tmp_path, "server": pki["server"].cert.with_suffix(""), "client": pki["client"].cert.with_suffix("")}

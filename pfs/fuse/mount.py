@@ -32,7 +32,8 @@ def check_mountpoint(mountpoint: str) -> None:
         raise FailedPrecondition(f"{mountpoint} is already a mount point; unmount it first (pfs unmount "
                                  f"{mountpoint})")
     if not os.path.isdir(mountpoint):
-        raise NotFound(f"mount point {mountpoint} is not a directory")
+        raise NotFound(f"mount point {mountpoint} " + ("is not a directory" if os.path.lexists(mountpoint) else
+                                                       f"does not exist; make it first (mkdir {mountpoint})"))
     if os.listdir(mountpoint):
         raise FailedPrecondition(f"mount point {mountpoint} is not empty")
     if not os.path.exists("/dev/fuse"):

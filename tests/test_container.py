@@ -113,6 +113,29 @@ def test_container_runs_a_shard_against_the_host_server(podman, server, tmp_path
 
 
 
+def test_a_docker_whose_daemon_does_not_answer_is_named_at_start_and_refuses_pipelines(tmp_path):
+    """docker's client without its daemon fails every worker (exit 125): the server says so when it starts, and
+    create-pipeline is refused in that line, as for a missing engine."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "docker").write_text("#!/bin/sh\necho 'Cannot connect to the Docker daemon' >&2\nexit 1\n")
+    (bin_dir / "docker").chmod(0o755)
+    server = Server(tmp_path / "data", 4096, ("--runner", "container"),
+                    process_env={**os.environ, "PATH": str(bin_dir)})  # no podman: the first engine looked for
+    server.start()
+    try:
+        assert "pipelines cannot run here: the container runner cannot run containers: docker's daemon does not " \
+               "answer" in server.log.read_text()
+        server.pfs("create-repo", "in")
+        manifest = tmp_path / "p.json"
+        manifest.write_text(json.dumps({"pipeline": {"name": "p"}, "transform": {"image": IMAGE, "cmd": ["true"]},
+                                        "inputs": [{"repo": {"name": "in"}, "method": "map"}]}))
+        assert_one_line_error(server.pfs("create-pipeline", "-f", str(manifest), check=False),
+                              "docker's daemon does not answer")
+    finally:
+        server.stop()
+
+
 def test_the_container_runner_runs_pipeline_workers_in_the_pipelines_image(podman, tmp_path):
     server = Server(tmp_path / "data", 4096, ("--runner", "container"))
     server.start()

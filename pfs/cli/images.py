@@ -62,17 +62,10 @@ def _engine() -> str:
         engine = pathlib.Path(tools.require("engine")).name
     except FailedPrecondition as err:
         raise FailedPrecondition(f"--push-images: {err}") from None
-    if engine == "podman":
-        return "podman"
-    try:
-        answers = subprocess.run(["docker", "version", "--format", "{{.Server.Version}}"], capture_output=True,
-                                 timeout=LOCAL_TIMEOUT, stdin=subprocess.DEVNULL).returncode == 0
-    except subprocess.TimeoutExpired:
-        answers = False
-    if not answers:
-        raise FailedPrecondition("--push-images: docker's daemon does not answer "
-                                 "(start it, or install podman: apt-get install podman)")
-    return "docker"
+    unanswered = tools.engine_unanswered(engine, LOCAL_TIMEOUT)
+    if unanswered:
+        raise FailedPrecondition(f"--push-images: {unanswered}")
+    return engine
 
 
 def _run(args: list[str], timeout: float, error: type | None, message: str) -> str:

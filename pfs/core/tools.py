@@ -2,10 +2,13 @@
 
 The server's runners, the shim and the CLI all start these; each finds them
 here, on PATH, and a missing one is said in one line naming what to install.
-Pure lookups: nothing here runs a tool.
+Lookups, and one probe: whether docker, whose client may be installed without
+its daemon, answers.
 """
 
+import os
 import shutil
+import subprocess
 
 from pfs.core.errors import FailedPrecondition
 
@@ -34,6 +37,19 @@ def fusermount() -> str | None:
 def container_engine() -> str | None:
     """podman where there is one, else docker."""
     return shutil.which("podman") or shutil.which("docker")
+
+
+def engine_unanswered(engine: str, timeout: float = 60) -> str | None:
+    """Why the container ENGINE (a path) cannot run containers, or None: podman needs no daemon; docker's client
+    fails every run (exit 125) where its daemon does not answer."""
+    if os.path.basename(engine) != "docker":
+        return None
+    try:
+        answers = subprocess.run([engine, "version", "--format", "{{.Server.Version}}"], capture_output=True,
+                                 timeout=timeout, stdin=subprocess.DEVNULL).returncode == 0
+    except subprocess.TimeoutExpired:
+        answers = False
+    return None if answers else "docker's daemon does not answer (start it, or install podman: apt-get install podman)"
 
 
 def require(tool: str) -> str:

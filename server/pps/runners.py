@@ -407,10 +407,16 @@ class ContainerRunner(ProcessRunner):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.engine = tools.container_engine()
+        self._answered = False  # the engine answered once (tools.engine_unanswered)
 
     def check_tools(self) -> None:
         if self.engine is None:
             raise FailedPrecondition(f"the container runner needs podman or docker: {tools.INSTALL['engine']}")
+        if not self._answered:  # once it has, a daemon gone later fails the workers, each saying so
+            unanswered = tools.engine_unanswered(self.engine)
+            if unanswered:
+                raise FailedPrecondition(f"the container runner cannot run containers: {unanswered}")
+            self._answered = True
 
     def check(self, image: str) -> None:
         super().check(image)

@@ -124,6 +124,7 @@ def test_the_cli_says_what_it_freed_and_a_dry_run_frees_nothing(server):
         gone = put_commit(c, "r", {"b": b"gone" * 1000})
     out = server.pfs("delete-commit", "r", gone, "--gc").text
     assert out.startswith("freed 0 objects (0 B), 0 chunks") and "took" in out
+    assert "less than the server's grace ago, --gc-grace, 1 h by default, is kept for a later collection" in out
     assert server.pfs("garbage-collect", "--dry-run").text.startswith("would free 0 objects")
     dry = collect(server, dry_run=True)
     assert dry.objects > 0 and dry.chunks > 0

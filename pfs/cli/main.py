@@ -129,9 +129,11 @@ def _garbage_collect(client, dry_run: bool) -> None:
                 show(item.phase, item.done, item.total)
             else:
                 r = item
+    young = "" if r.objects or r.chunks else (" (what became unreachable less than the server's grace ago, "
+                                              "--gc-grace, 1 h by default, is kept for a later collection)")
     print(f"{'would free' if r.dry_run else 'freed'} {r.objects} objects ({output.size(r.object_bytes)}), "
           f"{r.chunks} chunks and {r.packs} packs ({output.size(r.bytes)}), rewrote {r.packs_rewritten} packs; "
-          f"kept {r.live_objects} objects and {r.live_chunks} chunks; took {r.seconds:.1f} s")
+          f"kept {r.live_objects} objects and {r.live_chunks} chunks in use; took {r.seconds:.1f} s{young}")
 
 
 def cmd_check(args, client):

@@ -245,6 +245,26 @@ class Store:
             tx.set_branch(ref.repo, branch, commit.info.id)
             return BranchInfo(branch, commit.info.id)
 
+    def delete_branch(self, repo: str, branch: str, force: bool = False) -> None:
+        """Deletes BRANCH of REPO; its commits stay (by id, and on the branches that hold them). Never the master
+        branch of a pipeline's output; a branch that pipelines read only if FORCE, as delete_repo."""
+        with self.meta.transaction() as tx:
+            self._repo(tx, repo)
+            if branch == DEFAULT_BRANCH and tx.get_pipeline(repo) is not None:
+                raise FailedPrecondition(f"{repo}@{branch} is where pipeline {repo!r} commits its jobs' output: delete "
+                                         f"the pipeline first (pfs delete-pipeline {repo})")
+            if tx.get_branch(repo, branch) is None:
+                raise NotFound(f"no branch {branch!r} in repo {repo!r} (pfs list-branch {repo} lists them)")
+            readers = [p.name for p in tx.list_pipelines() if any((i.repo, i.ref) == (repo, branch)
+                                                                   for i in p.spec.inputs)]
+            if readers and not force:
+                raise FailedPrecondition(f"{repo}@{branch} is an input of pipeline {', '.join(readers[:5])}"
+                                         f"{', ...' if len(readers) > 5 else ''}, which could make no job without "
+                                         f"it: delete or update those first, or delete it all the same with pfs "
+                                         f"delete-branch {repo} {branch} --force")
+            tx.delete_branch(repo, branch)
+        self.notify_finished()  # its subscribers and the pipelines reading it see it gone now
+
     # -- files
 
     def put_files(self, ref: CommitRef, writes: list[FileWrite]) -> None:

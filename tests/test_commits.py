@@ -64,6 +64,11 @@ def test_branches(server):
     assert server.pfs("get-file", "r", "stable", "f").stdout == b"1\n"
     assert server.pfs("get-file", "r", "master", "f").stdout == b"1\n2\n"
     assert server.pfs("inspect-repo", "r").text.count("master") == 1
+    server.pfs("delete-branch", "r", "stable")  # the branch only, as pachctl's delete-branch
+    assert [ln.split()[0] for ln in server.pfs("list-branch", "r").text.splitlines()[1:]] == ["master"]
+    assert server.pfs("get-file", "r", stable.id, "g").stdout == b"3\n"  # its commits stay, by id
+    assert_one_line_error(server.pfs("delete-branch", "r", "stable", check=False), "no branch 'stable' in repo 'r'")
+    assert_one_line_error(server.pfs("delete-branch", "nope", "x", check=False), "repo 'nope' not found")
 
 
 def test_open_commit_rules(server):

@@ -276,6 +276,12 @@ def test_a_pipeline_s_output_master_is_its_jobs_and_its_repo_goes_only_with_it(s
                           "repo 'made' is the output of pipeline 'made'", "pfs delete-pipeline made")
     assert_one_line_error(server.pfs("delete-repo", "made", check=False), "delete the pipeline first")
     server.pfs("start-commit", "made", "notes")  # another branch is the user's
+    assert_one_line_error(server.pfs("delete-branch", "made", "master", check=False),
+                          "made@master is where pipeline 'made' commits", "pfs delete-pipeline made")
+    server.pfs("start-commit", "src")
+    assert_one_line_error(server.pfs("delete-branch", "src", "master", check=False),
+                          "src@master is an input of pipeline made", "--force")
+    server.pfs("delete-branch", "src", "master", "--force")
     server.pfs("delete-pipeline", "made")
     server.pfs("delete-repo", "made")
 

@@ -177,6 +177,10 @@ def _seconds(text: str) -> float:
     return seconds
 
 
+def cmd_delete_branch(args, client):
+    client.delete_branch(args.repo, args.branch, args.force)
+
+
 def cmd_put_file(args, client):
     if args.file is None and sys.stdin.isatty():  # pachctl's habit is stdin without -f; a terminal is no data
         raise InvalidArgument("put-file: no -f FILE given, and stdin is a terminal: give -f FILE, or pipe the data "
@@ -439,6 +443,10 @@ def parser() -> argparse.ArgumentParser:
     verb("list-branch", cmd_list_branch, "list a repo's branches", repo)
     verb("set-branch", cmd_set_branch, "point a branch at a commit", repo, a("commit", metavar="COMMIT"),
          a("branch", metavar="BRANCH"))
+    verb("delete-branch", cmd_delete_branch, "delete a branch (its commits stay, by id)", repo,
+         a("branch", metavar="BRANCH"),
+         a("-f", "--force", action="store_true", help="delete it though pipelines read it (they make no job until it "
+           "is back)"))
     verb("put-file", cmd_put_file, "put a file (appending to an existing one unless -o)", repo, ref,
          a("path", metavar="PATH", nargs="?", help="where in the commit (default: named after the source)"),
          a("-f", "--file", action=_Once,

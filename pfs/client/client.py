@@ -223,6 +223,9 @@ class Client:
         request = pb.SetBranchRequest(commit=cv.commit_ref_to_pb(ref), branch=branch)
         return cv.branch_from_pb(self._call(self._api.SetBranch, request))
 
+    def delete_branch(self, repo: str, branch: str, force: bool = False) -> None:
+        self._call(self._api.DeleteBranch, pb.DeleteBranchRequest(repo=repo, branch=branch, force=force))
+
     # -- files
 
     def put_files(self, ref: CommitRef, writes: Iterable[FileWrite]) -> None:

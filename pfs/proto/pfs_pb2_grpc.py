@@ -99,6 +99,11 @@ class APIStub:
                 request_serializer=pfs_dot_proto_dot_pfs__pb2.SetBranchRequest.SerializeToString,
                 response_deserializer=pfs_dot_proto_dot_pfs__pb2.BranchInfo.FromString,
                 _registered_method=True)
+        self.DeleteBranch = channel.unary_unary(
+                '/pfs.API/DeleteBranch',
+                request_serializer=pfs_dot_proto_dot_pfs__pb2.DeleteBranchRequest.SerializeToString,
+                response_deserializer=pfs_dot_proto_dot_pfs__pb2.Empty.FromString,
+                _registered_method=True)
         self.PutFiles = channel.unary_unary(
                 '/pfs.API/PutFiles',
                 request_serializer=pfs_dot_proto_dot_pfs__pb2.PutFilesRequest.SerializeToString,
@@ -212,6 +217,13 @@ class APIServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DeleteBranch(self, request, context):
+        """The branch only: its commits stay, by id.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def PutFiles(self, request, context):
         """Records files whose chunks the server already holds.
         """
@@ -319,6 +331,11 @@ def add_APIServicer_to_server(servicer, server):
                     servicer.SetBranch,
                     request_deserializer=pfs_dot_proto_dot_pfs__pb2.SetBranchRequest.FromString,
                     response_serializer=pfs_dot_proto_dot_pfs__pb2.BranchInfo.SerializeToString,
+            ),
+            'DeleteBranch': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteBranch,
+                    request_deserializer=pfs_dot_proto_dot_pfs__pb2.DeleteBranchRequest.FromString,
+                    response_serializer=pfs_dot_proto_dot_pfs__pb2.Empty.SerializeToString,
             ),
             'PutFiles': grpc.unary_unary_rpc_method_handler(
                     servicer.PutFiles,
@@ -702,6 +719,33 @@ class API:
             '/pfs.API/SetBranch',
             pfs_dot_proto_dot_pfs__pb2.SetBranchRequest.SerializeToString,
             pfs_dot_proto_dot_pfs__pb2.BranchInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteBranch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pfs.API/DeleteBranch',
+            pfs_dot_proto_dot_pfs__pb2.DeleteBranchRequest.SerializeToString,
+            pfs_dot_proto_dot_pfs__pb2.Empty.FromString,
             options,
             channel_credentials,
             insecure,

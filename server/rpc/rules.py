@@ -111,6 +111,7 @@ RULES = {
     "/pfs.API/SubscribeCommit": Rule(READER, _repo, "read"),
     "/pfs.API/ListBranch": Rule(READER, _name, "read"),
     "/pfs.API/SetBranch": Rule(WRITER, _commit, "move branches of"),
+    "/pfs.API/DeleteBranch": Rule(WRITER, _repo, "delete branches of"),
     "/pfs.API/PutFiles": Rule(WRITER, _commit, "write to"),
     "/pfs.API/InspectFile": Rule(READER, _commit, "read", reads=_reads_file),
     "/pfs.API/ListFile": Rule(READER, _commit, "read", reads=_reads_file),

@@ -117,6 +117,11 @@ class ApiServicer(pfs_pb2_grpc.APIServicer):
         return cv.branch_to_pb(self.store.set_branch(cv.commit_ref_from_pb(request.commit), request.branch))
 
     @translated
+    def DeleteBranch(self, request, context):
+        self.store.delete_branch(request.repo, request.branch, request.force)
+        return EMPTY
+
+    @translated
     def PutFiles(self, request, context):
         self.store.put_files(cv.commit_ref_from_pb(request.commit), _writes(request.files))
         return EMPTY

@@ -82,7 +82,7 @@ class Store:
             raise InvalidArgument(f"the description of repo {name!r} is {len(description)} characters long; "
                                   f"at most {MAX_DESCRIPTION} are allowed")
         with self.meta.transaction() as tx:
-            if tx.get_repo(name):
+            if tx.has_repo(name):
                 raise AlreadyExists(f"repo {name!r} already exists")
             tx.insert_repo(RepoInfo(name, description, time.time(), 0))
             return self._repo(tx, name)
@@ -99,7 +99,7 @@ class Store:
         """Deletes repo NAME, its commits and the jobs that wrote them. Never a pipeline's output repo; a repo that
         pipelines read only if FORCE (as 1.x's --force): they make no job until it is back."""
         with self.meta.making_room(), self.meta.transaction() as tx:
-            self._repo(tx, name)
+            self._check_repo(tx, name)
             if tx.get_pipeline(name) is not None:
                 raise FailedPrecondition(f"repo {name!r} is the output of pipeline {name!r}, which would fail its "
                                          f"next job and those after it: delete the pipeline first (pfs "
@@ -122,7 +122,7 @@ class Store:
     ) -> CommitInfo:
         branch = names.check_branch(branch or DEFAULT_BRANCH)
         with self.meta.transaction() as tx:
-            self._repo(tx, repo)
+            self._check_repo(tx, repo)
             if branch == DEFAULT_BRANCH and tx.get_pipeline(repo) is not None:  # an open commit there stops its jobs
                 raise FailedPrecondition(f"repo {repo!r} is the output of pipeline {repo!r}: the commits of its "
                                          f"{branch} branch are the pipeline's jobs' (commit to another branch, or "
@@ -167,7 +167,7 @@ class Store:
     def list_commits(self, repo: str, branch: str = "", limit: int = 0) -> list[CommitInfo]:
         _check_limit(limit)
         with self.meta.transaction() as tx:
-            self._repo(tx, repo)
+            self._check_repo(tx, repo)
             if branch:
                 head = tx.get_branch(repo, branch)
                 if head is None:
@@ -220,7 +220,7 @@ class Store:
     def _finished_since(self, repo: str, branch: str, seen: set[str]) -> list[CommitInfo]:
         """The finished commits on BRANCH not in SEEN, oldest first, now added to SEEN."""
         with self.meta.transaction() as tx:
-            self._repo(tx, repo)
+            self._check_repo(tx, repo)
             head = tx.get_branch(repo, branch)
             fresh = []
             for c in walk_ancestry(tx, repo, head) if head else ():
@@ -235,7 +235,7 @@ class Store:
 
     def list_branches(self, repo: str) -> list[BranchInfo]:
         with self.meta.transaction() as tx:
-            self._repo(tx, repo)
+            self._check_repo(tx, repo)
             return [BranchInfo(n, h) for n, h in tx.list_branches(repo)]
 
     def set_branch(self, ref: CommitRef, branch: str) -> BranchInfo:
@@ -249,7 +249,7 @@ class Store:
         """Deletes BRANCH of REPO; its commits stay (by id, and on the branches that hold them). Never the master
         branch of a pipeline's output; a branch that pipelines read only if FORCE, as delete_repo."""
         with self.meta.transaction() as tx:
-            self._repo(tx, repo)
+            self._check_repo(tx, repo)
             if branch == DEFAULT_BRANCH and tx.get_pipeline(repo) is not None:
                 raise FailedPrecondition(f"{repo}@{branch} is where pipeline {repo!r} commits its jobs' output: delete "
                                          f"the pipeline first (pfs delete-pipeline {repo})")
@@ -485,13 +485,18 @@ class Store:
     def _repo(self, tx: Tx, name: str) -> RepoInfo:
         repo = tx.get_repo(name)
         if repo is None:
-            raise NotFound(f"repo {name!r} not found; create it with `pfs create-repo {name}`")
+            raise _no_repo(name)
         return repo
+
+    def _check_repo(self, tx: Tx, name: str) -> None:
+        """NotFound unless repo NAME is there (what every call that names a ref asks first)."""
+        if not tx.has_repo(name):
+            raise _no_repo(name)
 
     def _resolve(self, tx: Tx, ref: CommitRef) -> StoredCommit:
         """The commit a ref names: an id or a branch, then ^ (parent) and ~N (Nth ancestor) steps."""
         base, back = refs.parse(ref.ref)
-        self._repo(tx, ref.repo)
+        self._check_repo(tx, ref.repo)
         commit_id = tx.get_branch(ref.repo, base)
         if commit_id is None:
             commit_id = base
@@ -544,6 +549,10 @@ class Store:
         commit = StoredCommit(dataclasses.replace(commit.info, size_bytes=new_root.size), tree)
         tx.update_commit(commit)
         return commit
+
+
+def _no_repo(name: str) -> NotFound:
+    return NotFound(f"repo {name!r} not found; create it with `pfs create-repo {name}`")
 
 
 def _check_limit(limit: int) -> None:

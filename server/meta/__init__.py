@@ -57,6 +57,11 @@ class Tx(ABC):
     def get_repo(self, name: str) -> RepoInfo | None: ...
 
     @abstractmethod
+    def has_repo(self, name: str) -> bool:
+        """Whether repo NAME is there: what get_repo finds, without its size and branches (which cost a query over
+        every branch, where a repo has thousands)."""
+
+    @abstractmethod
     def list_repos(self) -> list[RepoInfo]: ...
 
     @abstractmethod

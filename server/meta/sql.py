@@ -292,6 +292,9 @@ class SqlTx(Tx):
         row = self._execute("SELECT name, description, created FROM repos WHERE name = ?", (name,)).fetchone()
         return self._repo(row) if row else None
 
+    def has_repo(self, name: str) -> bool:
+        return self._execute("SELECT 1 FROM repos WHERE name = ?", (name,)).fetchone() is not None
+
     def list_repos(self) -> list[RepoInfo]:
         rows = self._execute("SELECT name, description, created FROM repos ORDER BY created DESC").fetchall()
         return [self._repo(r) for r in rows]

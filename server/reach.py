@@ -1,8 +1,9 @@
 """What the commits reach: a walk over the file and tree objects from a set of roots, for garbage collection
 (server/gc.py) and the store's check (server/check.py).
 
-Objects are read a batch at a time, each in a short transaction of its own, and each distinct object once
-however many commits share it: objects never change, so what a root reached when it was read is what it reaches.
+Objects are read a batch at a time (of a bounded size: a store's trees may run to gigabytes), each in a short
+transaction of its own, and each distinct object once however many commits share it: objects never change, so
+what a root reached when it was read is what it reaches.
 """
 
 from collections.abc import Iterable, Iterator
@@ -12,7 +13,8 @@ from pfs.core import hashing
 from server.meta import MetaStore
 from server.trees import Entry, references
 
-BATCH = 2000  # objects read in one transaction
+BATCH = 2000  # objects read in one transaction...
+BATCH_BYTES = 64 << 20  # ...and of at most this many bytes together (but one): a tree object of 100,000 files is 10 MB
 
 
 @dataclass(frozen=True)
@@ -39,8 +41,16 @@ def walk(meta: MetaStore, roots: Iterable[bytes], seen: set[bytes]) -> Iterator[
 
     todo = [(a, True) for a in roots if new(a)]
     while todo:
-        batch = todo[-BATCH:]
-        del todo[-BATCH:]
+        with meta.transaction() as tx:
+            sizes = tx.object_sizes([a for a, _ in todo[-BATCH:]])
+        taken = total = 0
+        for address, _ in reversed(todo[-BATCH:]):
+            total += sizes.get(address, 0)
+            if taken and total > BATCH_BYTES:
+                break
+            taken += 1
+        batch = todo[-taken:]
+        del todo[-taken:]
         with meta.transaction() as tx:
             found = tx.get_objects([a for a, _ in batch])
         for address, is_dir in batch:

@@ -5,10 +5,14 @@ import functools
 
 import pytest
 
-from pfs.core.model import CommitInfo, CommitRef, RepoInfo
+from pfs.core.model import CommitInfo, CommitRef, FileWrite, RepoInfo
+from server import reach
 from server.meta import StoredChunk, StoredCommit, walk_ancestry
 from server.meta.postgres import PostgresMetaStore
+from server.meta.sql import SqlTx
 from server.meta.sqlite import SqliteMetaStore
+from server.storage.local import LocalChunkStore
+from server.store import Store
 
 # Each backend: where a fresh store is for one test, and what opens the store there.
 BACKENDS = {
@@ -72,6 +76,33 @@ def test_objects_are_immutable(meta):
     with meta.transaction() as tx:
         assert type(tx.get_object(b"a")) is bytes and tx.get_object(b"a") == b"first"  # not a memoryview
         assert tx.get_object(b"b") is None
+
+
+def test_the_walk_over_objects_reads_a_bounded_batch_at_a_time(meta, tmp_path, monkeypatch):
+    """reach.walk reads objects BATCH_BYTES at a time at most (one larger alone), and still reaches each once:
+    garbage collection and check read every version of every tree, and a tree of 100,000 files is 10 MB."""
+    store = Store(LocalChunkStore(tmp_path / "chunks"), meta, 4096, 3600)
+    store.create_repo("r")
+    ref = CommitRef("r", store.start_commit("r").id)
+    store.put_files(ref, [FileWrite(f"d{d:02d}/{'f' * 40}{d:02d}{i:03d}", ()) for d in range(20) for i in range(50)])
+    with meta.transaction() as tx:
+        [(_, _, root)] = tx.commit_roots()
+        sizes = tx.object_sizes([root, b"absent"])
+        assert list(sizes) == [root] and sizes[root] == len(tx.get_object(root))
+    reads, get_objects = [], SqlTx.get_objects
+
+    def recorded(self, addresses):
+        found = get_objects(self, addresses)
+        reads.append([len(data) for data in found.values()])
+        return found
+
+    monkeypatch.setattr(SqlTx, "get_objects", recorded)
+    monkeypatch.setattr(reach, "BATCH_BYTES", 20_000)  # 3 directories of 6 KB
+    seen: set[bytes] = set()
+    reached = list(reach.walk(meta, [root], seen))
+    assert len(reached) == len(seen) == 22  # the root, 20 directories, and the one object of every empty file
+    assert all(sum(read) <= 20_000 or len(read) == 1 for read in reads), reads
+    assert len(reads) > 3 and max(len(read) for read in reads) > 1, reads
 
 
 def test_a_shard_s_log_keeps_its_last_lines_within_its_bound(meta):

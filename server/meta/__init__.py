@@ -132,6 +132,10 @@ class Tx(ABC):
         """The objects among ADDRESSES that are stored, by address."""
 
     @abstractmethod
+    def object_sizes(self, addresses: Sequence[bytes]) -> dict[bytes, int]:
+        """The size in bytes of each object among ADDRESSES that is stored, by address (nothing read but that)."""
+
+    @abstractmethod
     def object_addresses(self, after: bytes, limit: int) -> list[bytes]:
         """Up to LIMIT addresses of stored objects, in order, from the first past AFTER."""
 

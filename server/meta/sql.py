@@ -381,11 +381,17 @@ class SqlTx(Tx):
         return [w for r in rows for w in codec.loads(tuple[FileWrite, ...], r[0])]
 
     def get_objects(self, addresses: Sequence[bytes]) -> dict[bytes, bytes]:
+        return self._objects_of("data", addresses, bytes)
+
+    def object_sizes(self, addresses: Sequence[bytes]) -> dict[bytes, int]:
+        return self._objects_of("LENGTH(data)", addresses, int)
+
+    def _objects_of(self, column: str, addresses: Sequence[bytes], kind: type) -> dict:
         found = {}
         for batch in _batches(addresses):
-            rows = self._execute(f"SELECT address, data FROM objects WHERE address IN ({','.join('?' * len(batch))})",
-                                 batch)
-            found.update((bytes(a), bytes(d)) for a, d in rows.fetchall())
+            rows = self._execute(f"SELECT address, {column} FROM objects WHERE address IN "
+                                 f"({','.join('?' * len(batch))})", batch)
+            found.update((bytes(a), kind(v)) for a, v in rows.fetchall())
         return found
 
     def object_addresses(self, after: bytes, limit: int) -> list[bytes]:

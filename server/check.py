@@ -3,7 +3,8 @@ object that is missing or whose bytes do not match its address, or a chunk that 
 data, a chunk whose bytes do not match its address.
 
 Each distinct object is read once however many commits share it (server/reach.py), each chunk looked up once;
-only when something is wrong are the commits walked by path, and then only into the trees that lead to it.
+only when something is wrong are the commits walked by path, their objects read again, and then only into the
+trees that lead to it.
 """
 
 import time
@@ -14,6 +15,7 @@ from pfs.core.errors import DataLoss, InvalidArgument
 from pfs.core.model import CheckProblem, CheckSummary, Progress
 from server.meta import MetaStore
 from server.reach import walk
+from server.trees import references
 from server.storage import ChunkStore
 
 READ_BATCH = 256  # chunks read at once with the data
@@ -25,20 +27,14 @@ def check(meta: MetaStore, chunks: ChunkStore, read_data: bool) -> Iterator[Prog
     with meta.transaction() as tx:
         commits = tx.commit_roots()
     seen: set[bytes] = set()
-
-    trees: dict[bytes, list] = {}
-    files: dict[bytes, list[bytes]] = {}
+    reachable: set[bytes] = set()  # the chunks: what the walk keeps of the trees (which may run to gigabytes)
     wrong_objects: dict[bytes, str] = {}
     for n, reached in enumerate(walk(meta, [tree for _, _, tree in commits], seen), 1):
         if reached.wrong:
             wrong_objects[reached.address] = reached.wrong
-        elif reached.is_dir:
-            trees[reached.address] = reached.entries
-        else:
-            files[reached.address] = reached.chunks
+        reachable.update(reached.chunks)
         if n % 10_000 == 0:
             yield Progress("objects", n, 0)
-    reachable = {a for chunk_list in files.values() for a in chunk_list}
     yield Progress("objects", len(seen), len(seen))
     stored = set(chunks.stored())
     bad: dict[bytes, str] = {a: f"chunk {a.hex()} is missing" for a in reachable if a not in stored}
@@ -55,17 +51,36 @@ def check(meta: MetaStore, chunks: ChunkStore, read_data: bool) -> Iterator[Prog
                     wrong.append(address)
             chunks.set_aside(wrong)  # so that a put of the same data stores it anew (a missing one: nothing to do)
             yield Progress("chunks", i + len(batch), len(present))
+    count = 0
+    if bad or wrong_objects:
+        for problem in _by_path(meta, commits, wrong_objects, bad):
+            count += 1
+            yield problem
+    yield CheckSummary(len(commits), len(seen), len(reachable), read, count, time.time() - started)
 
+
+def _by_path(meta: MetaStore, commits: list[tuple[str, str, bytes]], wrong_objects: dict[bytes, str],
+             bad: dict[bytes, str]) -> Iterator[CheckProblem]:
+    """Each problem, by repo, commit and path: the commits' trees read again, each object once, and walked by path
+    only into the trees that lead to a wrong object or chunk (only those are kept)."""
     broken: dict[bytes, bool] = {}  # whether an object, or anything below it, is wrong
+    kept: dict[bytes, list] = {}  # the entries of a broken tree, the chunks of a broken file
 
     def wrong(address: bytes, is_dir: bool) -> bool:
         if address not in broken:
             if address in wrong_objects:
                 broken[address] = True
-            elif is_dir:
-                broken[address] = any([wrong(e.address, e.is_dir) for e in trees[address]])
             else:
-                broken[address] = any(a in bad for a in files[address])
+                with meta.transaction() as tx:
+                    data = tx.get_objects([address]).get(address)
+                if data is None:  # deleted since the walk (a collection ran meanwhile): not this check's to say
+                    broken[address] = False
+                    return False
+                entries, chunk_list = references(data, is_dir)
+                broken[address] = (any([wrong(e.address, e.is_dir) for e in entries]) if is_dir else
+                                   any(a in bad for a in chunk_list))
+                if broken[address]:
+                    kept[address] = entries if is_dir else chunk_list
         return broken[address]
 
     def problems(repo: str, commit: str, where: str, address: bytes, is_dir: bool) -> Iterator[CheckProblem]:
@@ -75,18 +90,14 @@ def check(meta: MetaStore, chunks: ChunkStore, read_data: bool) -> Iterator[Prog
             kind = "tree" if is_dir else "file"
             yield CheckProblem(repo, commit, where or "/", f"{kind} object {address.hex()} {wrong_objects[address]}")
         elif is_dir:
-            for e in trees[address]:
+            for e in kept[address]:
                 yield from problems(repo, commit, paths.join(where, e.name), e.address, e.is_dir)
         else:
-            for what in dict.fromkeys(bad[a] for a in files[address] if a in bad):
+            for what in dict.fromkeys(bad[a] for a in kept[address] if a in bad):
                 yield CheckProblem(repo, commit, where, what)
 
-    count = 0
     for repo, commit, tree in commits:
-        for problem in problems(repo, commit, "", tree, True):
-            count += 1
-            yield problem
-    yield CheckSummary(len(commits), len(seen), len(reachable), read, count, time.time() - started)
+        yield from problems(repo, commit, "", tree, True)
 
 
 def _verified(chunks: ChunkStore, batch: list[bytes]) -> Iterator[tuple[bytes, str, int]]:

@@ -237,10 +237,13 @@ class Controller:
         try:
             with self.store.meta.transaction() as tx:
                 current = tx.get_pipeline(name)
-                if current is not None and (current.reason, current.failures) != (reason, failures):
-                    tx.put_pipeline(dataclasses.replace(current, reason=reason, failures=failures))
+                if current is None or (current.reason, current.failures) == (reason, failures):
+                    return
+                tx.put_pipeline(dataclasses.replace(current, reason=reason, failures=failures))
         except Exception as err:  # noqa: BLE001 - the store itself failing: the log has it
             log.warning("pipeline %s: cannot record its failure: %s", name, _describe(err))
+            return
+        self.store.notify_finished()  # a flush-commit waiting for the pipeline looks again
 
     def _next_job(self, pipeline: PipelineInfo, jobs: list[JobInfo]) -> JobInfo | None:
         """The job for the commit, of any input, that finished first of those no job has seen, or None. It sees

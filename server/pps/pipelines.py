@@ -18,6 +18,10 @@ from server.pps.runners import Runner
 from server.roles import OWNER, READER, Roles
 from server.store import Store
 
+# failed tries in a row of a pipeline's controller (about 3 s of them) after which flush-commit says why it has no
+# job to wait for, rather than wait for ever as it tries again
+FLUSH_FAILURES = 3
+
 
 class Pipelines:
     def __init__(self, store: Store, controller: Controller, runner: Runner, roles: Roles | None) -> None:
@@ -96,9 +100,10 @@ class Pipelines:
         server/news.py)."""
         target, finished, downstream = await asyncio.to_thread(self._flushing, ref)
         downstream = [p for p in downstream if visible(p.name)]
+        failed = {p.name: p.failures for p in downstream}  # as the flush begins
         while True:
             since = self.store.news.generation
-            found = await asyncio.to_thread(self._flushed, downstream, target, finished)
+            found = await asyncio.to_thread(self._flushed, downstream, target, finished, failed)
             if found is not None:
                 return found
             await self.store.news.wait_async(since)
@@ -108,19 +113,26 @@ class Pipelines:
         commit = self.store.inspect_commit(ref)
         return CommitRef(commit.repo, commit.id), commit.finished, self._downstream(commit.repo, commit.branch)
 
-    def _flushed(self, downstream: list[PipelineInfo], target: CommitRef, finished: float) -> list[JobInfo] | None:
+    def _flushed(self, downstream: list[PipelineInfo], target: CommitRef, finished: float,
+                 failed: dict[str, int]) -> list[JobInfo] | None:
         """The finished job of each pipeline of DOWNSTREAM that saw TARGET, or None while one is to come. A pipeline
         reading another's output waits for a job made after the job found of that one: an older job of it saw an
-        older output (update-pipeline --reprocess runs a commit again, and its new output is to be seen too)."""
+        older output (update-pipeline --reprocess runs a commit again, and its new output is to be seen too). One
+        that failed FLUSH_FAILURES tries in a row to make its job, and once more than when the flush began (FAILED:
+        its failures then; its cause may have been mended since), is said to fail, not waited for."""
         found, waiting, blocked = [], False, set()
         made: dict[str, float] = {}  # the output repo of each job found: when that job ended
         for p in downstream:
             job = self._job_of(p, target, max([finished, *(made.get(i.repo, 0.0) for i in p.spec.inputs)]))
             if job is None and any(i.repo in blocked for i in p.spec.inputs):
                 blocked.add(p.name)  # an upstream job failed or was skipped: this one gets no job for the commit
-            elif job is None and self.inspect(p.name).state == PipelineState.STOPPED:
+            elif job is None and (info := self.inspect(p.name)).state == PipelineState.STOPPED:
                 raise FailedPrecondition(f"pipeline {p.name} is stopped, so no job of it sees {target}; "
                                          f"start it (pfs start-pipeline {p.name})")
+            elif job is None and info.failures >= max(FLUSH_FAILURES, failed[p.name] + 1):
+                raise FailedPrecondition(f"pipeline {p.name} failed {info.failures} times in a row to make its next "
+                                         f"job, so none sees {target} yet: {info.reason} (it tries again; pfs "
+                                         f"inspect-pipeline {p.name})")
             elif job is None or not job.is_done:
                 waiting = True
             else:

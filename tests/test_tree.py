@@ -17,10 +17,15 @@ class CountingClient(Client):
     def __init__(self, address: str, token: str | None) -> None:
         super().__init__(address, token)
         self.listed: list[tuple[str, bool]] = []
+        self.commits_listed = 0
 
     def list_files(self, ref, path="", *args, recursive=False, **kwargs):
         self.listed.append((path, recursive))
         return super().list_files(ref, path, *args, recursive=recursive, **kwargs)
+
+    def list_commits(self, *args, **kwargs):
+        self.commits_listed += 1
+        return super().list_commits(*args, **kwargs)
 
 
 @pytest.fixture
@@ -92,6 +97,27 @@ def test_a_branch_directory_is_listed_again_when_its_head_moves_only(client, mon
     assert tree.lookup(repo.inode, "master").commit == new
     assert tree.lookup(master.inode, "new").size == 4
     assert client.listed == [("", True), ("", True)]
+    tree.cache.close()
+
+
+def test_a_branch_or_commit_is_looked_up_alone_as_the_repo_s_listing_shows_it(client, monkeypatch):
+    """A name in a repo whose listing is out of date is looked up alone, not by listing every commit of the repo
+    again (0.2-0.4 s at 10,000 commits): a branch is its newest finished commit, a finished commit is there by id;
+    an open commit, an ancestor's name and what is not there are not."""
+    monkeypatch.setattr(vfs_tree, "LISTING_TTL", 0.0)  # out of date at once
+    first = put_commit(client, "r", {"new": b"new\n"})
+    open_ = client.start_commit("r").id
+    tree = RepoTree(client)
+    repo = tree.lookup(ROOT_INODE, "r")
+    master = tree.lookup(repo.inode, "master")
+    assert (master.commit, master.branch, tree.lookup(repo.inode, first).commit) == (first, "master", first)
+    for absent in (open_, "master^", "nope", "bad name"):
+        with pytest.raises(NotFound):
+            tree.lookup(repo.inode, absent)
+    assert client.commits_listed == 0
+    assert {n.name for n in tree.readdir(repo.inode)} >= {"master", first} and open_ not in {
+        n.name for n in tree.readdir(repo.inode)}
+    assert master.inode == next(n.inode for n in tree.readdir(repo.inode) if n.name == "master")
     tree.cache.close()
 
 

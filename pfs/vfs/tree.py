@@ -27,8 +27,8 @@ from dataclasses import dataclass, field
 import xxhash
 
 from pfs.client import Client
-from pfs.core import paths
-from pfs.core.errors import DataLoss, NotFound
+from pfs.core import paths, refs
+from pfs.core.errors import DataLoss, InvalidArgument, NotFound
 from pfs.core.model import ChunkRef, CommitInfo, CommitRef, FileInfo
 from pfs.core.shard import Shard
 from pfs.vfs.chunks import DEFAULT_CACHE_BYTES, ChunkCache
@@ -133,7 +133,11 @@ class RepoTree:
         return node
 
     def lookup(self, parent: int, name: str) -> Node:
-        """The entry NAME of the directory PARENT, remembered (see remember())."""
+        """The entry NAME of the directory PARENT, remembered (see remember()). A branch or commit of a repo whose
+        listing is out of date is looked up alone: listing it again lists every commit of the repo."""
+        node = self.getattr(parent)
+        if node.kind == "repo" and self._fresh_listing(parent) is None:
+            return self.remember([self._ref(node.repo, name, parent)])[0]
         return self.remember([_child(self._listing(parent), parent, name)])[0]
 
     def lookup_cached(self, parent: int, name: str) -> Node | None:
@@ -295,12 +299,29 @@ class RepoTree:
         """A directory per branch (its newest finished commit) and per finished commit."""
         commits = [c for c in self.client.list_commits(repo) if c.is_finished]
         by_id = {c.id: c for c in commits}
-        refs = [self._ref_node(c, c.id, "", self.view) for c in commits]
+        nodes = [self._ref_node(c, c.id, "", self.view) for c in commits]
         for branch in self.client.list_branches(repo):
             head = self._finished_head(repo, branch.head, by_id)
             if head is not None:
-                refs.append(self._ref_node(head, branch.name, branch.name, self.view))
-        return refs
+                nodes.append(self._ref_node(head, branch.name, branch.name, self.view))
+        return nodes
+
+    def _ref(self, repo: str, name: str, parent: int) -> Node:
+        """The directory NAME of REPO as _refs() shows it: a branch (its newest finished commit), or a finished
+        commit by id; found with a lookup of it alone."""
+        try:
+            base, back = refs.parse(name)
+            commit = None if back else self.client.inspect_commit(CommitRef(repo, base))
+        except (InvalidArgument, NotFound):
+            commit = None
+        if commit is not None and commit.id == name:
+            found = self._ref_node(commit, commit.id, "", self.view) if commit.is_finished else None
+        else:
+            head = commit
+            while head is not None and not head.is_finished:  # an open head: its newest finished ancestor
+                head = self.client.inspect_commit(CommitRef(repo, head.parent)) if head.parent else None
+            found = None if head is None else self._ref_node(head, name, name, self.view)
+        return _child({name: found} if found else {}, parent, name)
 
     def _finished_head(self, repo: str, head: str, by_id: dict[str, CommitInfo]) -> CommitInfo | None:
         while head and head not in by_id:  # an open head: show its newest finished ancestor

@@ -10,14 +10,14 @@ import itertools
 import os
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
 from pfs.core import compression, frames, names, paths, refs
 from pfs.core.errors import AlreadyExists, Conflict, FailedPrecondition, InvalidArgument, NotFound
 from pfs.core.model import (
-    MAX_LOCATE, BranchInfo, ChunkLocation, ChunkRef, CommitInfo, CommitRef, FileInfo, FileWrite, RepoInfo,
+    MAX_LOCATE, BranchInfo, ChunkLocation, ChunkRef, CommitInfo, CommitRef, FileInfo, FileWrite, InputSpec, RepoInfo,
 )
 from server.grace import DEFAULT_GRACE
 from server.meta import MetaStore, StoredCommit, Tx, walk_ancestry
@@ -104,12 +104,8 @@ class Store:
                 raise FailedPrecondition(f"repo {name!r} is the output of pipeline {name!r}, which would fail its "
                                          f"next job and those after it: delete the pipeline first (pfs "
                                          f"delete-pipeline {name})")
-            readers = [p.name for p in tx.list_pipelines() if any(i.repo == name for i in p.spec.inputs)]
-            if readers and not force:
-                raise FailedPrecondition(f"repo {name!r} is an input of pipeline {', '.join(readers[:5])}"
-                                         f"{', ...' if len(readers) > 5 else ''}, which could make no job without "
-                                         f"it: delete or update those first, or delete it all the same with pfs "
-                                         f"delete-repo {name} --force")
+            if not force:
+                _check_unread(tx, f"repo {name!r}", lambda i: i.repo == name, f"delete-repo {name}")
             tx.delete_repo(name)
             tx.delete_jobs(name)  # and what they say (their manifests, logs) with it: a repo made in its name later
             # is another, whose readers are not this one's
@@ -255,13 +251,9 @@ class Store:
                                          f"the pipeline first (pfs delete-pipeline {repo})")
             if tx.get_branch(repo, branch) is None:
                 raise NotFound(f"no branch {branch!r} in repo {repo!r} (pfs list-branch {repo} lists them)")
-            readers = [p.name for p in tx.list_pipelines() if any((i.repo, i.ref) == (repo, branch)
-                                                                   for i in p.spec.inputs)]
-            if readers and not force:
-                raise FailedPrecondition(f"{repo}@{branch} is an input of pipeline {', '.join(readers[:5])}"
-                                         f"{', ...' if len(readers) > 5 else ''}, which could make no job without "
-                                         f"it: delete or update those first, or delete it all the same with pfs "
-                                         f"delete-branch {repo} {branch} --force")
+            if not force:
+                _check_unread(tx, f"{repo}@{branch}", lambda i: (i.repo, i.ref) == (repo, branch),
+                              f"delete-branch {repo} {branch}")
             tx.delete_branch(repo, branch)
         self.notify_finished()  # its subscribers and the pipelines reading it see it gone now
 
@@ -549,6 +541,16 @@ class Store:
         commit = StoredCommit(dataclasses.replace(commit.info, size_bytes=new_root.size), tree)
         tx.update_commit(commit)
         return commit
+
+
+def _check_unread(tx: Tx, what: str, reads: Callable[[InputSpec], bool], command: str) -> None:
+    """FailedPrecondition if a pipeline has an input that READS (WHAT, which `pfs COMMAND` deletes): it could make
+    no job without it, as 1.3 refused too; COMMAND --force deletes it all the same."""
+    readers = [p.name for p in tx.list_pipelines() if any(reads(i) for i in p.spec.inputs)]
+    if readers:
+        raise FailedPrecondition(f"{what} is an input of pipeline {', '.join(readers[:5])}"
+                                 f"{', ...' if len(readers) > 5 else ''}, which could make no job without it: delete "
+                                 f"or update those first, or delete it all the same with pfs {command} --force")
 
 
 def _no_repo(name: str) -> NotFound:

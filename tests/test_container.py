@@ -64,7 +64,8 @@ def podman(containers_conf) -> Podman:
 def test_image_has_job_shim_and_pfs_on_path(podman):
     host_version = run_pfs("version", "--client-only").text.strip()
     r = podman.run("--network", "host", IMAGE, "sh", "-c",
-                   "job-shim --help && pfs version --client-only && for c in job-shim pfs python3; do command -v $c; done",
+                   "job-shim --help && pfs version --client-only && "
+                   "for c in job-shim pfs python3; do command -v $c; done",
                    timeout=60)
     assert r.returncode == 0, r.stderr
     assert "usage: job-shim" in r.stdout

@@ -204,7 +204,8 @@ def test_a_pipeline_makes_no_job_while_its_creator_may_not_read_an_input(server,
     put(server, "data", {"x": b"2\n"}, create=False)
     wait_for(lambda: "alice may not read repo 'data'" in server.pfs("inspect-pipeline", "mine").text, 30)
     assert_one_line_error(server.pfs("flush-commit", "data/master", check=False),  # said, not waited on for ever
-                          "pipeline mine failed 3 times in a row to make its next job", "alice may not read repo 'data'")
+                          "pipeline mine failed 3 times in a row to make its next job",
+                          "alice may not read repo 'data'")
     assert len(jobs_of(server, "mine")) == 1
     server.pfs("auth", "set-role", "data", "alice", "reader")
     server.pfs("flush-commit", "data/master")  # it goes on, at its next try

@@ -6,7 +6,6 @@ error from the store or the network, 2 for a usage error.
 
 import argparse
 import contextlib
-from dataclasses import astuple
 import os
 import pathlib
 import sys
@@ -92,7 +91,8 @@ def cmd_list_commit(args, client):
         raise InvalidArgument(f"list-commit -n: expected 0 (no limit) to {INT64_MAX} commits, got {args.number}")
     repo, branch = args.repo, args.branch or ""
     if ("/" in repo or "@" in repo) and not branch:  # REPO/BRANCH, as flush-commit takes it, or REPO@BRANCH
-        repo, branch = astuple(CommitRef.parse(repo, "/@"))
+        named = CommitRef.parse(repo, "/@")
+        repo, branch = named.repo, named.ref
     output.table(COMMIT_HEADER, _commit_rows(client.list_commits(repo, branch, args.number)))
 
 

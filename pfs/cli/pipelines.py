@@ -123,7 +123,7 @@ def cmd_start_pipeline(args, client):
 
 def cmd_flush_commit(args, client):
     refs = [CommitRef.parse(commit, "/@") for commit in args.commits]  # all parsed before waiting for any
-    jobs = list({j.id: j for ref in refs for j in client.flush_commit(ref)}.values())  # a job downstream of several once
+    jobs = list({j.id: j for ref in refs for j in client.flush_commit(ref)}.values())  # each once, however many
     output.table(
         ("PIPELINE", "JOB", "STATE", "OUTPUT COMMIT"),
         ((j.pipeline, j.id, j.state, f"{j.output_repo}/{j.output_commit}" if j.output_commit else "-")

@@ -1,9 +1,10 @@
 """Putting files into an open commit (or a job's output) with few round trips and no byte sent twice.
 
 A pipeline, each stage on its own threads, so one file keeps both cores busy as well as many do:
-- the caller's thread reads each file, cuts it into chunks and hashes them (put);
-- the caller's thread asks the server which chunks of a batch it lacks (one call per batch, answered while the
-  batches before are sent); a sender thread hands only those to the client's pool, which compresses them on every core, in the order they go into one long PutChunks stream;
+- the caller's thread reads each file, cuts it into chunks and hashes them (put), and asks the server which
+  chunks of each batch it lacks (one call per batch, answered while the batches before are sent);
+- a sender thread hands only those to the client's pool, which compresses them on every core, in the order
+  they go into one long PutChunks stream;
 - a recorder thread records the files once their chunks are stored: the files put since the last time (a
   segment) are recorded in one call once the stream that carried their chunks has ended and the server says
   it stored everything in it, while the next ones are read. Segments are small (MIN_SEGMENT_FILES), so the

@@ -34,6 +34,14 @@ def keep_freed_memory() -> None:
     libc.mallopt(_M_TRIM_THRESHOLD, 1 << 30)
 
 
+def release_freed_memory() -> None:
+    """Hands the heap's free memory back to the kernel (glibc's malloc_trim), after a rare walk of the whole store
+    (a collection, a check): kept (keep_freed_memory), its peak would stay the server's for good."""
+    libc = ctypes.CDLL(None)
+    if hasattr(libc, "malloc_trim"):
+        libc.malloc_trim(0)
+
+
 def write_all(f: BinaryIO, data: bytes | memoryview) -> None:
     """Writes DATA to F, a WRITE_PIECE at a time (see the module's docstring)."""
     view = memoryview(data)

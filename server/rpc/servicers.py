@@ -3,10 +3,12 @@
 Plain methods are blocking code run in a pool of threads; the calls that wait (subscribe-commit,
 flush-commit) and the request stream are async (see server/rpc/status.py `translated`)."""
 
+import contextlib
 from collections.abc import Iterator
 
 import pfs
 from pfs import chunk_dir
+from pfs.core import memory
 from pfs.core.model import (MAX_WRITE_LEVELS, MAX_WRITES, CommitRef, DirectRead, FileWrite, PipelineState, ShardInfo,
                             levels)
 from pfs.core.errors import FailedPrecondition, InvalidArgument, PermissionDenied
@@ -150,13 +152,24 @@ class ApiServicer(pfs_pb2_grpc.APIServicer):
         grace = request.grace if request.HasField("grace") else None
         if grace is not None and not 0 <= grace < float("inf"):
             raise InvalidArgument(f"grace {grace} is not a number of seconds from 0")
-        for item in self.collector.collect(request.dry_run, grace):
-            yield cv.update_to_pb(item, pb.GarbageCollectUpdate)
+        with _walking_the_store():
+            for item in self.collector.collect(request.dry_run, grace):
+                yield cv.update_to_pb(item, pb.GarbageCollectUpdate)
 
     @translated
     def Check(self, request, context):
-        for item in check(self.store.meta, self.store.chunks, request.read_data):
-            yield cv.update_to_pb(item, pb.CheckUpdate)
+        with _walking_the_store():
+            for item in check(self.store.meta, self.store.chunks, request.read_data):
+                yield cv.update_to_pb(item, pb.CheckUpdate)
+
+
+@contextlib.contextmanager
+def _walking_the_store() -> Iterator[None]:
+    """A walk of every commit's trees (a collection, a check): what it took is given back to the kernel after."""
+    try:
+        yield
+    finally:
+        memory.release_freed_memory()
 
 
 def _ref(request: pb.FileRequest) -> CommitRef:

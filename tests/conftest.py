@@ -1,6 +1,7 @@
 """Real parts only: a real `pfs server` on a free loopback port, the real `pfs` CLI, real files."""
 
 import io
+import json
 import os
 import pathlib
 import shutil
@@ -122,6 +123,15 @@ def run_pfs(*args: str, input: bytes | None = None, check: bool = True, env: dic
     if check and p.returncode != 0:
         raise AssertionError(f"pfs {' '.join(args)} failed ({p.returncode}): {result.stderr}")
     return result
+
+
+def documents(text: str) -> list:
+    """The JSON documents of TEXT, one after another (a listing's --raw)."""
+    decoder, found, at = json.JSONDecoder(), [], 0
+    while text[at:].strip():
+        document, at = decoder.raw_decode(text, at + len(text[at:]) - len(text[at:].lstrip()))
+        found.append(document)
+    return found
 
 
 def assert_one_line_error(result: Result, *fragments: str) -> None:

@@ -8,7 +8,7 @@ import struct
 import subprocess
 import termios
 
-from conftest import PFS, Result, assert_one_line_error, run_pfs
+from conftest import PFS, Result, assert_one_line_error, documents, run_pfs
 
 
 def test_repo_verbs(server):
@@ -19,6 +19,8 @@ def test_repo_verbs(server):
     assert sorted(ln.split()[0] for ln in listing[1:]) == ["logs", "sales"]
     raw = json.loads(server.pfs("inspect-repo", "sales", "--raw").text)
     assert raw["name"] == "sales" and raw["description"] == "daily sales"
+    raw = server.pfs("list-repo", "--raw").text  # pachctl's --raw of a listing: a JSON document each
+    assert sorted(r["name"] for r in documents(raw)) == ["logs", "sales"]
     server.pfs("delete-repo", "logs")
     assert [ln.split()[0] for ln in server.pfs("list-repo").text.splitlines()[1:]] == ["sales"]
 
@@ -26,6 +28,9 @@ def test_repo_verbs(server):
 def test_inspect_commit_and_file(server):
     server.pfs("create-repo", "r")
     server.pfs("put-file", "r", "master", "f", "-c", input=b"abc\n" * 5000)  # no -f: stdin, as pachctl
+    [commit] = documents(server.pfs("list-commit", "r", "--raw").text)
+    [listed] = documents(server.pfs("list-file", "r", "master", "--raw").text)
+    assert (commit["repo"], listed["path"], listed["size_bytes"]) == ("r", "f", 20000)
     text = server.pfs("inspect-commit", "r", "master").text
     assert "Branch: master" in text and "Parent: <none>" in text and "Size: 19.53 KiB" in text
     raw = json.loads(server.pfs("inspect-file", "r", "master", "f", "--raw").text)

@@ -64,6 +64,9 @@ def test_branches(server):
     assert server.pfs("get-file", "r", "stable", "f").stdout == b"1\n"
     assert server.pfs("get-file", "r", "master", "f").stdout == b"1\n2\n"
     assert server.pfs("inspect-repo", "r").text.count("master") == 1
+    server.pfs("create-branch", "r", "again", "--head", first)  # pachctl 1.7's set-branch
+    assert server.client().inspect_commit(CommitRef("r", "again")).id == first
+    server.pfs("delete-branch", "r", "again")
     server.pfs("delete-branch", "r", "stable")  # the branch only, as pachctl's delete-branch
     assert [ln.split()[0] for ln in server.pfs("list-branch", "r").text.splitlines()[1:]] == ["master"]
     assert server.pfs("get-file", "r", stable.id, "g").stdout == b"3\n"  # its commits stay, by id

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from conftest import assert_one_line_error, needs, processes, wait_for
+from conftest import assert_one_line_error, documents, needs, processes, wait_for
 from pfs.core.model import CommitRef, FileWrite, JobState
 from server.pps.runners import WORKERS_PER_CORE
 
@@ -343,6 +343,8 @@ def test_flush_commit_of_several_commits_and_delete_pipeline_all_as_pachctl(serv
     rows = [row.split() for row in flush(server, "a/master", "b/master").text.splitlines()[1:]]
     assert sorted((r[0], r[2]) for r in rows) == [("pa", "success"), ("pab", "success")], rows
     assert get(server, "pab", "x") == b"1\n2\n"
+    assert sorted(p["spec"]["name"] for p in documents(server.pfs("list-pipeline", "--raw").text)) == ["pa", "pab"]
+    assert [j["state"] for j in documents(server.pfs("list-job", "-p", "pab", "--raw").text)] == ["success"]
     assert_one_line_error(server.pfs("delete-pipeline", check=False), "give a PIPELINE, or --all")
     server.pfs("delete-pipeline", "--all", "--delete-repo")
     assert server.pfs("list-pipeline").text.count("\n") == 1  # a heading

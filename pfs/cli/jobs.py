@@ -23,6 +23,8 @@ def cmd_create_job(args, client):
 
 
 def cmd_list_job(args, client):
+    if args.raw:
+        return output.raw_each(client.list_jobs(args.pipeline or ""))
     now = time.time()
     output.table(
         ("ID", "OUTPUT COMMIT", "STARTED", "DURATION", "STATE"),

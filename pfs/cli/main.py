@@ -44,6 +44,8 @@ def cmd_create_repo(args, client):
 
 
 def cmd_list_repo(args, client):
+    if args.raw:
+        return output.raw_each(client.list_repos())
     output.table(
         ("NAME", "CREATED", "SIZE"),
         ((r.name, output.ago(r.created), output.size(r.size_bytes)) for r in client.list_repos()),
@@ -93,7 +95,10 @@ def cmd_list_commit(args, client):
     if ("/" in repo or "@" in repo) and not branch:  # REPO/BRANCH, as flush-commit takes it, or REPO@BRANCH
         named = CommitRef.parse(repo, "/@")
         repo, branch = named.repo, named.ref
-    output.table(COMMIT_HEADER, _commit_rows(client.list_commits(repo, branch, args.number)))
+    commits = client.list_commits(repo, branch, args.number)
+    if args.raw:
+        return output.raw_each(commits)
+    output.table(COMMIT_HEADER, _commit_rows(commits))
 
 
 def cmd_inspect_commit(args, client):
@@ -258,9 +263,11 @@ def cmd_get_file(args, client):
 
 
 def cmd_list_file(args, client):
-    rows = ((f.path, "dir" if f.is_dir else "file", output.size(f.size_bytes))
-            for f in client.list_files(CommitRef(args.repo, args.ref), args.path or ""))
-    output.table(("NAME", "TYPE", "SIZE"), rows)
+    files = client.list_files(CommitRef(args.repo, args.ref), args.path or "")
+    if args.raw:
+        return output.raw_each(files)
+    output.table(("NAME", "TYPE", "SIZE"), ((f.path, "dir" if f.is_dir else "file", output.size(f.size_bytes))
+                                            for f in files))
 
 
 def cmd_inspect_file(args, client):
@@ -413,7 +420,7 @@ def parser() -> argparse.ArgumentParser:
     verb("version", cmd_version, "print the versions of this client and of its server",
          a("--client-only", action="store_true", help="print only the client's version, asking no server"))
     verb("create-repo", cmd_create_repo, "create a repo", repo, a("-d", "--description", default=""))
-    verb("list-repo", cmd_list_repo, "list repos")
+    verb("list-repo", cmd_list_repo, "list repos", raw)
     verb("inspect-repo", cmd_inspect_repo, "show a repo", repo, raw)
     gc = a("--gc", action="store_true", help="then collect the garbage (pfs garbage-collect; the root's command)")
     verb("delete-repo", cmd_delete_repo, "delete a repo, all its commits and the jobs that wrote them", repo, gc,
@@ -425,7 +432,7 @@ def parser() -> argparse.ArgumentParser:
     verb("finish-commit", cmd_finish_commit, "finish a commit; it never changes again", repo,
          a("commit", metavar="COMMIT"))
     verb("list-commit", cmd_list_commit, "list commits, newest first", repo,
-         a("branch", metavar="BRANCH", nargs="?"), a("-n", "--number", type=int, default=0, help="at most N"))
+         a("branch", metavar="BRANCH", nargs="?"), a("-n", "--number", type=int, default=0, help="at most N"), raw)
     verb("inspect-commit", cmd_inspect_commit, "show a commit", repo, a("commit", metavar="REF"), raw)
     verb("delete-commit", cmd_delete_commit, "delete a commit that has no children", repo,
          a("commit", metavar="REF"), gc)
@@ -443,6 +450,10 @@ def parser() -> argparse.ArgumentParser:
     verb("list-branch", cmd_list_branch, "list a repo's branches", repo)
     verb("set-branch", cmd_set_branch, "point a branch at a commit", repo, a("commit", metavar="COMMIT"),
          a("branch", metavar="BRANCH"))
+    verb("create-branch", cmd_set_branch, "point BRANCH at a commit, made if it is not there (pachctl 1.7's name "
+         "for set-branch)", repo, a("branch", metavar="BRANCH"),
+         a("--head", dest="commit", required=True, metavar="COMMIT", help="the commit (a branch needs one: pfs has "
+           "no empty branches)"))
     verb("delete-branch", cmd_delete_branch, "delete a branch (its commits stay, by id)", repo,
          a("branch", metavar="BRANCH"),
          a("-f", "--force", action="store_true", help="delete it though pipelines read it (they make no job until it "
@@ -470,7 +481,8 @@ def parser() -> argparse.ArgumentParser:
          a("-r", "--recursive", action="store_true",
            help="PATH may be a directory: its tree (files, and directories even when empty) is written into the "
                 "directory -o names, made if missing; files there of the same names are replaced"))
-    verb("list-file", cmd_list_file, "list a directory's files", repo, ref, a("path", metavar="PATH", nargs="?"))
+    verb("list-file", cmd_list_file, "list a directory's files", repo, ref, a("path", metavar="PATH", nargs="?"),
+         raw)
     verb("inspect-file", cmd_inspect_file, "show a file", repo, ref, a("path", metavar="PATH"), raw)
     verb("delete-file", cmd_delete_file, "delete a file or directory from an open commit", repo, ref,
          a("path", metavar="PATH"))
@@ -509,7 +521,7 @@ def parser() -> argparse.ArgumentParser:
     verb("update-pipeline", pipelines.cmd_update_pipeline,
          "give a pipeline a new manifest; it applies to the commits to come", manifest_file, push,
          a("--reprocess", action="store_true", help="also run it again on the inputs' current heads"))
-    verb("list-pipeline", pipelines.cmd_list_pipeline, "list pipelines")
+    verb("list-pipeline", pipelines.cmd_list_pipeline, "list pipelines", raw)
     verb("inspect-pipeline", pipelines.cmd_inspect_pipeline, "show a pipeline", pipeline, raw)
     verb("delete-pipeline", pipelines.cmd_delete_pipeline,
          "delete a pipeline (its jobs stay, and its output repo unless --delete-repo)",
@@ -525,7 +537,7 @@ def parser() -> argparse.ArgumentParser:
     verb("create-job", jobs.cmd_create_job, "run a transform once over input commits (a job manifest); prints its id",
          a("-f", "--file", required=True, metavar="FILE", help="the job manifest: a path, - for stdin, or a URL"))
     verb("list-job", jobs.cmd_list_job, "list jobs, newest first",
-         a("-p", "--pipeline", metavar="PIPELINE", help="only this pipeline's jobs"))
+         a("-p", "--pipeline", metavar="PIPELINE", help="only this pipeline's jobs"), raw)
     verb("inspect-job", jobs.cmd_inspect_job, "show a job and its shards", a("job", metavar="JOB"), raw)
     verb("get-logs", jobs.cmd_get_logs, "print the logs of a job's workers (stdout, stderr and the shim's lines)",
          a("given_job", metavar="JOB", nargs="?", help="the job (as --job; 1.x's get-logs JOB)"),

@@ -69,3 +69,9 @@ def error(message: str) -> None:
 def raw(obj) -> None:
     """Prints a model object as JSON (--raw), in the model's one encoding (pfs.core.codec: bytes as hex)."""
     print(json.dumps(codec.encode(obj), indent=2))
+
+
+def raw_each(objs: Iterable) -> None:
+    """Prints each model object as raw() does, one document after another: a listing's --raw, as pachctl's."""
+    for obj in objs:
+        raw(obj)

@@ -44,6 +44,8 @@ def _pushed(spec: PipelineSpec, client) -> PipelineSpec:
 
 
 def cmd_list_pipeline(args, client):
+    if args.raw:
+        return output.raw_each(client.list_pipelines())
     now = time.time()
     output.table(
         ("NAME", "INPUT", "OUTPUT", "STATE", "CREATED"),

@@ -68,20 +68,20 @@ def _by_path(meta: MetaStore, commits: list[tuple[str, str, bytes]], wrong_objec
 
     def wrong(address: bytes, is_dir: bool) -> bool:
         if address not in broken:
-            if address in wrong_objects:
-                broken[address] = True
-            else:
-                with meta.transaction() as tx:
-                    data = tx.get_objects([address]).get(address)
-                if data is None:  # deleted since the walk (a collection ran meanwhile): not this check's to say
-                    broken[address] = False
-                    return False
-                entries, chunk_list = references(data, is_dir)
-                broken[address] = (any([wrong(e.address, e.is_dir) for e in entries]) if is_dir else
-                                   any(a in bad for a in chunk_list))
-                if broken[address]:
-                    kept[address] = entries if is_dir else chunk_list
+            broken[address] = address in wrong_objects or holds_wrong(address, is_dir)
         return broken[address]
+
+    def holds_wrong(address: bytes, is_dir: bool) -> bool:
+        """Whether anything the object at ADDRESS holds is wrong; if so, what it holds is kept."""
+        with meta.transaction() as tx:
+            data = tx.get_object(address)
+        if data is None:  # deleted since the walk (a collection ran meanwhile): not this check's to say
+            return False
+        entries, chunk_list = references(data, is_dir)
+        if not (any([wrong(e.address, e.is_dir) for e in entries]) if is_dir else any(a in bad for a in chunk_list)):
+            return False
+        kept[address] = entries if is_dir else chunk_list
+        return True
 
     def problems(repo: str, commit: str, where: str, address: bytes, is_dir: bool) -> Iterator[CheckProblem]:
         if not wrong(address, is_dir):

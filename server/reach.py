@@ -41,10 +41,11 @@ def walk(meta: MetaStore, roots: Iterable[bytes], seen: set[bytes]) -> Iterator[
 
     todo = [(a, True) for a in roots if new(a)]
     while todo:
+        window = todo[-BATCH:]
         with meta.transaction() as tx:
-            sizes = tx.object_sizes([a for a, _ in todo[-BATCH:]])
+            sizes = tx.object_sizes([a for a, _ in window])
         taken = total = 0
-        for address, _ in reversed(todo[-BATCH:]):
+        for address, _ in reversed(window):
             total += sizes.get(address, 0)
             if taken and total > BATCH_BYTES:
                 break

@@ -317,16 +317,19 @@ class RepoTree:
         if commit is not None and commit.id == name:
             found = self._ref_node(commit, commit.id, "", self.view) if commit.is_finished else None
         else:
-            head = commit
-            while head is not None and not head.is_finished:  # an open head: its newest finished ancestor
-                head = self.client.inspect_commit(CommitRef(repo, head.parent)) if head.parent else None
+            head = None if commit is None else self._finished_head(repo, commit.id, {commit.id: commit})
             found = None if head is None else self._ref_node(head, name, name, self.view)
         return _child({name: found} if found else {}, parent, name)
 
-    def _finished_head(self, repo: str, head: str, by_id: dict[str, CommitInfo]) -> CommitInfo | None:
-        while head and head not in by_id:  # an open head: show its newest finished ancestor
-            head = self.client.inspect_commit(CommitRef(repo, head)).parent
-        return by_id.get(head)
+    def _finished_head(self, repo: str, head: str, known: dict[str, CommitInfo]) -> CommitInfo | None:
+        """The newest finished commit from HEAD (an id) back, HEAD's if it is finished (an open head shows its
+        newest finished ancestor): each commit as KNOWN has it, else asked for."""
+        while head:
+            commit = known.get(head) or self.client.inspect_commit(CommitRef(repo, head))
+            if commit.is_finished:
+                return commit
+            head = commit.parent
+        return None
 
     def _ref_node(self, commit: CommitInfo, name: str, branch: str, view: View, inode: int = 0) -> Node:
         if not inode:

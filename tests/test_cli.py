@@ -37,6 +37,25 @@ def test_inspect_commit_and_file(server):
     assert raw["size_bytes"] == 20000 and raw["is_dir"] is False and len(raw["chunks"]) >= 2
 
 
+def test_put_file_without_c_starts_a_commit_only_where_the_branch_has_none_open(server):
+    server.pfs("create-repo", "r")
+    server.pfs("put-file", "r", "master", "a", input=b"1\n")  # a new repo: master made, with a commit of its own
+    [first] = documents(server.pfs("list-commit", "r", "--raw").text)
+    assert first["finished"] and first["branch"] == "master"
+    server.pfs("put-file", "r", "master", "a", input=b"2\n")  # master's head is finished: another commit, its child
+    second, _ = documents(server.pfs("list-commit", "r", "--raw").text)
+    assert second["finished"] and second["parent"] == first["id"]
+    opened = server.pfs("start-commit", "r", "master").text.strip()
+    server.pfs("put-file", "r", "master", "a", input=b"3\n")  # an open head: the put goes into it, left open
+    assert [c["id"] for c in documents(server.pfs("list-commit", "r", "--raw").text)][0] == opened
+    assert not json.loads(server.pfs("inspect-commit", "r", opened, "--raw").text)["finished"]
+    server.pfs("finish-commit", "r", opened)
+    assert server.pfs("get-file", "r", "master", "a").stdout == b"1\n2\n3\n"
+    refused = server.pfs("put-file", "r", second["id"], "a", input=b"4\n", check=False)  # a finished commit by id
+    assert_one_line_error(refused, f"commit {second['id']} of 'r' is finished", "pfs put-file r master")
+    assert len(documents(server.pfs("list-commit", "r", "--raw").text)) == 3
+
+
 def progress_output(server, *args, input_file) -> str:
     """Runs pfs with stderr on a pseudo-terminal and returns what it drew there."""
     master, slave = pty.openpty()

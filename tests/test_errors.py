@@ -56,9 +56,9 @@ def shared_repo(_shared_repo):
         (("inspect-commit", "r", "0123456789abcdef0123456789abcdef"), ("no commit or branch",)),
         (("inspect-commit", "r", "nobranch"), ("no commit or branch 'nobranch'",)),
         (("get-file", "r", "master", "missing"), ("file 'missing' not found",)),
-        (("put-file", "r", "master", "x", "-f", "-"), ("is finished", "pfs start-commit r master", "put-file -c")),
-        (("put-file", "r", "other", "x"), ("no commit or branch 'other'", "put-file -c to start a commit on branch "
-                                                                          "other")),
+        (("put-file", "r", "master^", "x", "-f", "-"), ("past the first commit",)),
+        (("put-file", "r", "0123456789abcdef0123456789abcdef", "x"), ("no commit or branch",)),
+        (("put-file", "r", "bad~branch", "x"), ("invalid commit reference",)),
         (("put-file", "nope", "master", "x"), ("repo 'nope' not found", "create-repo")),
         (("put-file", "r", "master", "../escape", "-c", "-f", "-"), ("'..'",)),
         (("put-file", "r", "master", "a/../../b", "-c", "-f", "-"), ("'..'",)),

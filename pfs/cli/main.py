@@ -19,7 +19,7 @@ from pfs.cli.sources import sources
 from pfs.client import Client, default_address
 from pfs.client.auth import read_token
 from pfs.client.upload import into_commit
-from pfs.core import kube, mount_inputs, paths, ready
+from pfs.core import kube, mount_inputs, names, paths, ready
 from pfs.core.chunking import DELIMITERS
 from pfs.core.errors import FailedPrecondition, InvalidArgument, NotFound, PfsError, Unavailable
 from pfs.core.memory import keep_freed_memory
@@ -191,11 +191,10 @@ def cmd_put_file(args, client):
         raise InvalidArgument("put-file: no -f FILE given, and stdin is a terminal: give -f FILE, or pipe the data "
                               "in (-f - reads a terminal too)")
     todo = sources(args.file or "-", args.path, args.recursive, sized=drawn())  # sizes: the bar's total
-    ref = CommitRef(args.repo, args.ref)
     if args.commit:
-        ref = CommitRef(args.repo, client.start_commit(args.repo, args.ref, wait=args.wait).id)
+        ref, ours = CommitRef(args.repo, client.start_commit(args.repo, args.ref, wait=args.wait).id), True
     else:
-        _check_open(client, ref)
+        ref, ours = _commit_to_put(client, CommitRef(args.repo, args.ref), args.wait)
     known = [s.size for s in todo]
     total = None if None in known else sum(known)
     try:
@@ -207,10 +206,10 @@ def cmd_put_file(args, client):
                         continue
                     with src.open() as stream:
                         up.put(src.dest, stream, overwrite=args.overwrite)
-        if args.commit:
+        if ours:
             client.finish_commit(ref)
     except BaseException as err:
-        if args.commit:  # the commit is ours alone: drop it unless it got finished, so the branch is as it was
+        if ours:  # the commit is ours alone: drop it unless it got finished, so the branch is as it was
             try:
                 if not client.inspect_commit(ref).is_finished:
                     client.delete_commit(ref)
@@ -223,6 +222,27 @@ def cmd_put_file(args, client):
         raise
 
 
+def _commit_to_put(client: Client, ref: CommitRef, wait: float) -> tuple[CommitRef, bool]:
+    """The open commit a put-file without -c writes into, and whether it was started for this put alone: REF when
+    it is open (or names a branch whose head is); else, where REF names a branch, a new commit on it, to be finished
+    after the put, as pachctl (1.7.2 on) did without -c. A finished commit named by its id or as an ancestor
+    (master^) is refused before anything is read or sent."""
+    try:
+        commit = client.inspect_commit(ref)
+    except NotFound:
+        client.inspect_repo(ref.repo)  # a repo that is not there is said as such
+        if not names.is_branch(ref.ref):
+            raise
+        commit = None
+    if commit is not None and not commit.is_finished:
+        return ref, False
+    if commit is None or commit.branch == ref.ref:
+        return CommitRef(ref.repo, client.start_commit(ref.repo, ref.ref, wait=wait).id), True
+    raise FailedPrecondition(f"commit {commit.id} of {ref.repo!r} is finished and cannot change: put the files into "
+                             f"a branch (pfs put-file {ref.repo} {commit.branch or 'BRANCH'} ...), which starts a "
+                             f"commit for them if its head is finished")
+
+
 def cmd_copy_file(args, client):
     """Records the source's chunks at the destination: no byte is read or sent (pachctl's copy-file)."""
     src = CommitRef(args.src_repo, args.src_ref)
@@ -233,20 +253,6 @@ def cmd_copy_file(args, client):
                         args.overwrite and not f.is_dir, f.is_dir) for f in (top, *below)]
     for run in write_calls([w for w in writes if w.path or not w.directory]):  # the root is there already
         client.put_files(CommitRef(args.dst_repo, args.dst_ref), run)
-
-
-def _check_open(client: Client, ref: CommitRef) -> None:
-    """Refuses, before anything is read or sent, to put files into REF unless it is an open commit (a branch whose
-    head is one), saying that -c makes one, as pachctl's put-file did by itself."""
-    with_c = f"or put-file -c to start a commit on branch {ref.ref} and finish it around the put"
-    try:
-        commit = client.inspect_commit(ref)
-    except NotFound as err:
-        client.inspect_repo(ref.repo)  # a repo that is not there is said as such
-        raise NotFound(f"{err}; {with_c}") from None
-    if commit.is_finished:
-        raise FailedPrecondition(f"commit {commit.id} of {ref.repo!r} is finished and cannot change: start one "
-                                 f"(pfs start-commit {ref.repo} {commit.branch or ref.ref}), {with_c}")
 
 
 def cmd_get_file(args, client):
@@ -463,9 +469,12 @@ def parser() -> argparse.ArgumentParser:
          a("-f", "--file", action=_Once,
            help="a local file or directory, an http(s) URL, or - for stdin (the default, as pachctl's)"),
          a("-r", "--recursive", action="store_true", help="put a directory tree"),
-         a("-c", "--commit", action="store_true", help="start and finish a commit on branch REF around it"),
+         a("-c", "--commit", action="store_true", help="start and finish a commit on branch REF around it, even "
+           "where the branch has one open (without -c the files go into that one; where it has none, put-file "
+           "starts one and finishes it itself)"),
          a("--wait", type=_seconds, default=COMMIT_WAIT, metavar="SECONDS",
-           help=f"with -c: how long to wait for a commit open on the branch to finish first (default "
+           help="when put-file starts a commit (-c, or a branch whose head is finished): how long to wait for "
+                "one open on the branch to finish first (default "
                 f"{COMMIT_WAIT:g}; 0: fail at once)"),
          a("-o", "--overwrite", action="store_true", help="replace the file instead of appending"),
          a("--delimiter", choices=DELIMITERS, default="line",

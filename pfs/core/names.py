@@ -24,9 +24,14 @@ def check_repo(name: str) -> str:
 
 def check_branch(name: str) -> str:
     """Returns a valid branch name; one that looks like a commit id is refused."""
-    if not _NAME.fullmatch(name) or is_commit_id(name):
+    if not is_branch(name):
         raise InvalidArgument(f"invalid branch name {name!r}: {_RULE} (and not a 32-hex-digit commit id)")
     return name
+
+
+def is_branch(ref: str) -> bool:
+    """Whether REF is written as a branch name (not an ancestor, branch^, nor a commit id)."""
+    return bool(_NAME.fullmatch(ref)) and not is_commit_id(ref)
 
 
 def is_commit_id(ref: str) -> bool:

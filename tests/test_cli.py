@@ -56,6 +56,33 @@ def test_put_file_without_c_starts_a_commit_only_where_the_branch_has_none_open(
     assert len(documents(server.pfs("list-commit", "r", "--raw").text)) == 3
 
 
+def test_pachctl_1_9_forms_two_word_verbs_and_repo_at_ref_colon_path(server, tmp_path):
+    (tmp_path / "a.csv").write_bytes(b"a\n")
+    server.pfs("create", "repo", "sales")
+    server.pfs("put", "file", "sales@master:/in/a.csv", "-f", str(tmp_path / "a.csv"))
+    server.pfs("put", "file", "sales@master", "-f", str(tmp_path / "a.csv"))  # named after the source, at the top
+    assert server.pfs("get", "file", "sales@master:/in/a.csv").stdout == b"a\n"
+    assert [f["path"] for f in documents(server.pfs("list", "file", "sales@master", "--raw").text)] == ["a.csv", "in"]
+    assert [f["path"] for f in documents(server.pfs("list", "file", "sales@master:/in", "--raw").text)] == ["in/a.csv"]
+    server.pfs("copy", "file", "sales@master:/a.csv", "sales@master:/b.csv")  # a finished head: a commit of its own
+    server.pfs("delete", "file", "sales@master:/a.csv")
+    commits = documents(server.pfs("list", "commit", "sales@master", "--raw").text)
+    assert len(commits) == 4 and all(c["finished"] for c in commits)
+    assert json.loads(server.pfs("inspect", "commit", "sales@master^", "--raw").text)["id"] == commits[1]["id"]
+    assert server.pfs("get-file", "sales@master^", "a.csv").stdout == b"a\n"  # the one word, then the path's
+    server.pfs("--address", server.env["PFS_ADDRESS"], "create", "branch", "sales@dev", "--head", "master")
+    assert "dev" in server.pfs("list", "branch", "sales").text
+    assert_one_line_error(server.pfs("logs", "--pipeline", "nope", check=False), "pipeline 'nope' not found")
+    for args, usage in [
+        (("get-file", "sales@master"), "the following arguments are required: PATH"),
+        (("inspect-commit", "sales@master:/a"), "'sales@master:/a': write it as REPO@REF, or as the words REPO REF"),
+        (("put-file", "sales@", "-f", "x"), "'sales@': write it as REPO@REF:PATH, or as the words REPO REF PATH"),
+        (("put-file", "sales@master:/x", "a.csv"), "too many arguments"),
+    ]:
+        refused = server.pfs(*args, check=False)
+        assert refused.returncode == 2 and usage in refused.stderr and "REPO@REF" in refused.stderr, refused.stderr
+
+
 def progress_output(server, *args, input_file) -> str:
     """Runs pfs with stderr on a pseudo-terminal and returns what it drew there."""
     master, slave = pty.openpty()

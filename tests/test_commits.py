@@ -81,7 +81,7 @@ def test_open_commit_rules(server):
     server.pfs("finish-commit", "r", c)
     assert_one_line_error(server.pfs("finish-commit", "r", c, check=False), "is finished")
     assert_one_line_error(
-        server.pfs("put-file", "r", "master", "f", "-f", "-", input=b"x", check=False), "is finished", "start-commit"
+        server.pfs("put-file", "r", c, "f", "-f", "-", input=b"x", check=False), "is finished", "pfs put-file r master"
     )
     assert_one_line_error(server.pfs("delete-file", "r", c, "f", check=False), "is finished")
     # parent named explicitly

@@ -170,7 +170,8 @@ def test_same_file_in_two_repos_is_stored_once(server):
 
 def test_copy_file_records_a_file_or_tree_into_an_open_commit_as_pachctl(server):
     """copy-file SRC_REPO SRC_REF SRC_PATH DST_REPO DST_REF DST_PATH: a file, appended to one there unless -o, or a
-    tree with its empty directories; nothing is stored twice. A finished commit or a missing source: one line."""
+    tree with its empty directories; nothing is stored twice. A finished commit (by id) or a missing source: one
+    line."""
     server.pfs("create-repo", "src")
     server.pfs("create-repo", "dst")
     tree = {"d/a.csv": lines(3000), "d/sub/b.csv": b"b\n", "top": b"top\n"}
@@ -194,8 +195,8 @@ def test_copy_file_records_a_file_or_tree_into_an_open_commit_as_pachctl(server)
     listed = server.pfs("list-file", "dst", "master", "copy/d").text
     assert "copy/d/empty" in listed and "dir" in listed.split("copy/d/empty")[1].split()[0]
     assert set(stored_chunks(server.data_dir)) == before | {address(b"was\n").hex()}
-    assert_one_line_error(server.pfs("copy-file", "src", "master", "top", "dst", "master", "x", check=False),
-                          "finished")
+    assert_one_line_error(server.pfs("copy-file", "src", "master", "top", "dst", into, "x", check=False),
+                          f"commit {into} of 'dst' is finished")
     assert_one_line_error(server.pfs("copy-file", "src", "master", "nope", "dst", into, "x", check=False), "nope")
 
 

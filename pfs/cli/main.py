@@ -9,11 +9,12 @@ import contextlib
 import os
 import pathlib
 import sys
+from collections.abc import Iterator
 from typing import NoReturn
 
 import pfs
 from pfs.cli import deploy as deploy_cli
-from pfs.cli import downloads, jobs, output, pipelines, tokens
+from pfs.cli import downloads, forms, jobs, output, pipelines, tokens
 from pfs.cli.progress import drawn, phases, progress
 from pfs.cli.sources import sources
 from pfs.client import Client, default_address
@@ -28,7 +29,8 @@ from pfs.core.shard import METHODS, Shard
 from pfs.deploy import manifests
 
 INT64_MAX = 2**63 - 1  # the wire's int64
-COMMIT_WAIT = 60.0  # seconds put-file -c waits its turn at a branch with a commit open
+AT_HELP = "or REPO@REF in one word (REPO@REF:PATH where a PATH follows), as pachctl 1.9 wrote it"
+COMMIT_WAIT = 60.0  # seconds a write that starts a commit waits its turn at a branch with one open
 
 
 def cmd_version(args, client):
@@ -191,13 +193,9 @@ def cmd_put_file(args, client):
         raise InvalidArgument("put-file: no -f FILE given, and stdin is a terminal: give -f FILE, or pipe the data "
                               "in (-f - reads a terminal too)")
     todo = sources(args.file or "-", args.path, args.recursive, sized=drawn())  # sizes: the bar's total
-    if args.commit:
-        ref, ours = CommitRef(args.repo, client.start_commit(args.repo, args.ref, wait=args.wait).id), True
-    else:
-        ref, ours = _commit_to_put(client, CommitRef(args.repo, args.ref), args.wait)
     known = [s.size for s in todo]
     total = None if None in known else sum(known)
-    try:
+    with _writing(client, CommitRef(args.repo, args.ref), args.wait, own=args.commit) as ref:
         with progress(total, "put-file") as advance:
             with into_commit(client, ref, delimiter=args.delimiter, on_bytes=advance) as up:
                 for src in todo:
@@ -206,41 +204,50 @@ def cmd_put_file(args, client):
                         continue
                     with src.open() as stream:
                         up.put(src.dest, stream, overwrite=args.overwrite)
-        if ours:
+
+
+@contextlib.contextmanager
+def _writing(client: Client, ref: CommitRef, wait: float, own: bool = False) -> Iterator[CommitRef]:
+    """The open commit to write into: REF when it is open (or names a branch whose head is), else, where REF names a
+    branch, a new commit on it, finished once the writes are done, as pachctl (1.7.2 on) did without -c; OWN: a new
+    one in any case (put-file -c). A commit started here is dropped if the writes fail, so the branch is as it was.
+    A finished commit named by its id or as an ancestor (master^) is refused before anything is read or sent."""
+    started = own or _finished_branch(client, ref)
+    if started:
+        ref = CommitRef(ref.repo, client.start_commit(ref.repo, ref.ref, wait=wait).id)
+    try:
+        yield ref
+        if started:
             client.finish_commit(ref)
     except BaseException as err:
-        if ours:  # the commit is ours alone: drop it unless it got finished, so the branch is as it was
+        if started:  # the commit is ours alone: drop it unless it got finished
             try:
                 if not client.inspect_commit(ref).is_finished:
                     client.delete_commit(ref)
             except PfsError as why:  # the server that failed the put cannot drop it either: say what is left, how to go
                 if isinstance(err, PfsError):
-                    left = (f"{err}; commit {ref.ref} of {args.repo} is left open, not finished: delete it "
-                            f"(pfs delete-commit {args.repo} {ref.ref}) once the server "
+                    left = (f"{err}; commit {ref.ref} of {ref.repo} is left open, not finished: delete it "
+                            f"(pfs delete-commit {ref.repo} {ref.ref}) once the server "
                             + ("answers" if isinstance(why, Unavailable) else "can"))
                     raise type(err)(left) from None
         raise
 
 
-def _commit_to_put(client: Client, ref: CommitRef, wait: float) -> tuple[CommitRef, bool]:
-    """The open commit a put-file without -c writes into, and whether it was started for this put alone: REF when
-    it is open (or names a branch whose head is); else, where REF names a branch, a new commit on it, to be finished
-    after the put, as pachctl (1.7.2 on) did without -c. A finished commit named by its id or as an ancestor
-    (master^) is refused before anything is read or sent."""
+def _finished_branch(client: Client, ref: CommitRef) -> bool:
+    """Whether REF names a branch with no open commit (its head finished, or the branch not there yet); False for an
+    open commit; refused: a finished commit named by its id or as an ancestor."""
     try:
         commit = client.inspect_commit(ref)
     except NotFound:
         client.inspect_repo(ref.repo)  # a repo that is not there is said as such
         if not names.is_branch(ref.ref):
             raise
-        commit = None
-    if commit is not None and not commit.is_finished:
-        return ref, False
-    if commit is None or commit.branch == ref.ref:
-        return CommitRef(ref.repo, client.start_commit(ref.repo, ref.ref, wait=wait).id), True
-    raise FailedPrecondition(f"commit {commit.id} of {ref.repo!r} is finished and cannot change: put the files into "
-                             f"a branch (pfs put-file {ref.repo} {commit.branch or 'BRANCH'} ...), which starts a "
-                             f"commit for them if its head is finished")
+        return True
+    if not commit.is_finished or commit.branch == ref.ref:
+        return commit.is_finished
+    raise FailedPrecondition(f"commit {commit.id} of {ref.repo!r} is finished and cannot change: write into a branch "
+                             f"(pfs put-file {ref.repo} {commit.branch or 'BRANCH'} ...), which gets a new commit for "
+                             f"it if its head is finished")
 
 
 def cmd_copy_file(args, client):
@@ -251,8 +258,9 @@ def cmd_copy_file(args, client):
     dest = paths.normalize(args.dst_path)
     writes = [FileWrite(paths.join(dest, f.path.removeprefix(top.path).lstrip("/")), f.chunks,
                         args.overwrite and not f.is_dir, f.is_dir) for f in (top, *below)]
-    for run in write_calls([w for w in writes if w.path or not w.directory]):  # the root is there already
-        client.put_files(CommitRef(args.dst_repo, args.dst_ref), run)
+    with _writing(client, CommitRef(args.dst_repo, args.dst_ref), COMMIT_WAIT) as dst:
+        for run in write_calls([w for w in writes if w.path or not w.directory]):  # the root is there already
+            client.put_files(dst, run)
 
 
 def cmd_get_file(args, client):
@@ -294,7 +302,8 @@ def cmd_delete_file(args, client):
         raise InvalidArgument("no PATH given (''): to delete everything in the commit, name / itself")
     if args.path.strip("/") and not paths.normalize(args.path):  # '.', './': a slip, as likely
         raise InvalidArgument(f"PATH {args.path!r} is the whole commit: to delete everything in it, name / itself")
-    client.delete_file(CommitRef(args.repo, args.ref), args.path)
+    with _writing(client, CommitRef(args.repo, args.ref), COMMIT_WAIT) as ref:
+        client.delete_file(ref, args.path)
 
 
 def cmd_mount(args, client):
@@ -383,6 +392,16 @@ class _Verb(argparse.ArgumentParser):
             self._intermixing = False
 
 
+class _Pfs(argparse.ArgumentParser):
+    """The `pfs` command's parser: a verb may be written as two words, as pachctl 1.9 wrote them (`list repo`)."""
+
+    verbs: dict[str, argparse.ArgumentParser] = {}
+
+    def parse_known_args(self, args=None, namespace=None):
+        return super().parse_known_args(forms.joined_verb(sys.argv[1:] if args is None else args, self.verbs),
+                                         namespace)
+
+
 class _Once(argparse.Action):
     """An option given at most once: a second would replace the first unseen (pachctl's put-file took several -f)."""
 
@@ -404,15 +423,27 @@ def parser() -> argparse.ArgumentParser:
     common.add_argument("--token-file", type=pathlib.Path, default=argparse.SUPPRESS, metavar="FILE",
                         help="the file holding the server's token, its DATA_DIR/token (default $PFS_TOKEN, "
                              "$PFS_TOKEN_FILE, or the token of $PFS_DATA_DIR or ~/.pfs/data)")
-    p = argparse.ArgumentParser(prog="pfs", parents=[common],
+    p = _Pfs(prog="pfs", parents=[common],
                                 description="pfs: versioned data in repos and commits (Pachyderm 1.x verbs).")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=_Verb)
+    p.verbs = sub.choices
 
-    def verb(name, fn, help_, *arguments, under=sub):
-        s = under.add_parser(name, parents=[common], help=help_, description=help_)
+    def verb(name, fn, help_, *arguments, under=sub, at=False, aliases=()):
+        """A verb; AT: its REPO (and a second repo, as copy-file's) may be written REPO@REF[:PATH] (pachctl 1.9)."""
+        s = under.add_parser(name, parents=[common], help=help_, description=help_, aliases=aliases)
+        dests, metavars, needed = [], [], 0
         for flags, kwargs in arguments:
+            if at and not flags[0].startswith("-"):  # a positional: optional to argparse, counted in Slots
+                dests.append(flags[0])
+                metavars.append(kwargs["metavar"])
+                needed = needed if "nargs" in kwargs else len(dests)
+                kwargs = {"help": AT_HELP, **kwargs} if flags[0].endswith("repo") else kwargs
+                kwargs = {**kwargs, "nargs": "?"}
             s.add_argument(*flags, **kwargs)
-        s.set_defaults(fn=fn)
+        slots = forms.Slots(tuple(dests), tuple(metavars), needed, s) if at else None
+        if slots:
+            s.usage = slots.usage()
+        s.set_defaults(fn=fn, slots=slots)
         return s
 
     def a(*flags, **kwargs):
@@ -434,14 +465,14 @@ def parser() -> argparse.ArgumentParser:
            "it is back)"))
     verb("start-commit", cmd_start_commit, "start a commit on a branch (default master); prints its id", repo,
          a("branch", metavar="BRANCH", nargs="?"),
-         a("-p", "--parent", help="the parent commit (default: the branch head)"))
+         a("-p", "--parent", help="the parent commit (default: the branch head)"), at=True)
     verb("finish-commit", cmd_finish_commit, "finish a commit; it never changes again", repo,
-         a("commit", metavar="COMMIT"))
+         a("commit", metavar="COMMIT"), at=True)
     verb("list-commit", cmd_list_commit, "list commits, newest first", repo,
          a("branch", metavar="BRANCH", nargs="?"), a("-n", "--number", type=int, default=0, help="at most N"), raw)
-    verb("inspect-commit", cmd_inspect_commit, "show a commit", repo, a("commit", metavar="REF"), raw)
+    verb("inspect-commit", cmd_inspect_commit, "show a commit", repo, a("commit", metavar="REF"), raw, at=True)
     verb("delete-commit", cmd_delete_commit, "delete a commit that has no children", repo,
-         a("commit", metavar="REF"), gc)
+         a("commit", metavar="REF"), gc, at=True)
     verb("garbage-collect", cmd_garbage_collect, "free the chunks, packs and objects no commit, staged job output "
          "or upload in flight can reach (the root's command)",
          a("--dry-run", action="store_true", help="say what would be freed; free nothing"))
@@ -452,18 +483,19 @@ def parser() -> argparse.ArgumentParser:
                 "data again to heal the commits that hold it)"))
     verb("subscribe-commit", cmd_subscribe_commit,
          "print finished commits on a branch, from the first, then each new one as it finishes", repo,
-         a("branch", metavar="BRANCH"), a("--new", action="store_true", help="only commits finished from now on"))
+         a("branch", metavar="BRANCH"), a("--new", action="store_true", help="only commits finished from now on"),
+         at=True)
     verb("list-branch", cmd_list_branch, "list a repo's branches", repo)
     verb("set-branch", cmd_set_branch, "point a branch at a commit", repo, a("commit", metavar="COMMIT"),
          a("branch", metavar="BRANCH"))
     verb("create-branch", cmd_set_branch, "point BRANCH at a commit, made if it is not there (pachctl 1.7's name "
          "for set-branch)", repo, a("branch", metavar="BRANCH"),
          a("--head", dest="commit", required=True, metavar="COMMIT", help="the commit (a branch needs one: pfs has "
-           "no empty branches)"))
+           "no empty branches)"), at=True)
     verb("delete-branch", cmd_delete_branch, "delete a branch (its commits stay, by id)", repo,
          a("branch", metavar="BRANCH"),
          a("-f", "--force", action="store_true", help="delete it though pipelines read it (they make no job until it "
-           "is back)"))
+           "is back)"), at=True)
     verb("put-file", cmd_put_file, "put a file (appending to an existing one unless -o)", repo, ref,
          a("path", metavar="PATH", nargs="?", help="where in the commit (default: named after the source)"),
          a("-f", "--file", action=_Once,
@@ -478,23 +510,23 @@ def parser() -> argparse.ArgumentParser:
                 f"{COMMIT_WAIT:g}; 0: fail at once)"),
          a("-o", "--overwrite", action="store_true", help="replace the file instead of appending"),
          a("--delimiter", choices=DELIMITERS, default="line",
-           help="cut chunks only at line ends (line, the default) or anywhere (none)"))
+           help="cut chunks only at line ends (line, the default) or anywhere (none)"), at=True)
     verb("copy-file", cmd_copy_file, "copy a file or directory tree from a commit into an open commit, appending "
          "to a file that is there unless -o (its chunks are recorded again: nothing is read or sent)",
          a("src_repo", metavar="SRC_REPO"), a("src_ref", metavar="SRC_REF"), a("src_path", metavar="SRC_PATH"),
          a("dst_repo", metavar="DST_REPO"), a("dst_ref", metavar="DST_REF"), a("dst_path", metavar="DST_PATH"),
-         a("-o", "--overwrite", action="store_true", help="replace the file instead of appending"))
+         a("-o", "--overwrite", action="store_true", help="replace the file instead of appending"), at=True)
     verb("get-file", cmd_get_file, "print a file's contents, or fetch a directory tree (-r -o DIR)", repo, ref,
          a("path", metavar="PATH"),
          a("-o", "--output", metavar="FILE", help="write to FILE instead of stdout (with -r: into the directory FILE)"),
          a("-r", "--recursive", action="store_true",
            help="PATH may be a directory: its tree (files, and directories even when empty) is written into the "
-                "directory -o names, made if missing; files there of the same names are replaced"))
+                "directory -o names, made if missing; files there of the same names are replaced"), at=True)
     verb("list-file", cmd_list_file, "list a directory's files", repo, ref, a("path", metavar="PATH", nargs="?"),
-         raw)
-    verb("inspect-file", cmd_inspect_file, "show a file", repo, ref, a("path", metavar="PATH"), raw)
+         raw, at=True)
+    verb("inspect-file", cmd_inspect_file, "show a file", repo, ref, a("path", metavar="PATH"), raw, at=True)
     verb("delete-file", cmd_delete_file, "delete a file or directory from an open commit", repo, ref,
-         a("path", metavar="PATH"))
+         a("path", metavar="PATH"), at=True)
     verb("mount", cmd_mount, "mount every repo at DIR/<repo>/<branch or commit>/ (read-only; Ctrl-C unmounts)",
          a("mountpoint", metavar="DIR"),
          a("--shard", default="0/1", metavar="i/N", help="show only worker i of N's part (default 0/1: all)"),
@@ -551,7 +583,8 @@ def parser() -> argparse.ArgumentParser:
     verb("get-logs", jobs.cmd_get_logs, "print the logs of a job's workers (stdout, stderr and the shim's lines)",
          a("given_job", metavar="JOB", nargs="?", help="the job (as --job; 1.x's get-logs JOB)"),
          a("--job", metavar="JOB"), a("-p", "--pipeline", metavar="PIPELINE"),
-         a("--raw", action="store_true", help="print each line as JSON, with its shard, time and stream"))
+         a("--raw", action="store_true", help="print each line as JSON, with its shard, time and stream"),
+         aliases=("logs",))
     deploy = verb("deploy", None, "pfs servers on a cluster: print their manifests, or apply them")
     targets = deploy.add_subparsers(dest="deploy_target", metavar="TARGET", required=True)
     namespace = a("--namespace", default="pfs", type=_namespace, help="where they go (default pfs)")
@@ -636,6 +669,8 @@ def _run(argv: list[str]) -> None:
         # -P: not the working directory first on the path (a /pfs there, as in a worker, is not this pfs)
         os.execv(sys.executable, [sys.executable, "-P", "-m", "server", *argv[1:]])
     args = parser().parse_args(argv)
+    if args.slots:
+        args.slots.spread(args)
     keep_freed_memory()
     client = None
     try:

@@ -332,6 +332,26 @@ def test_update_stop_start_and_delete(server, tmp_path):
     assert len(server.pfs("list-job", "-p", "p").text.splitlines()) == count + 2  # and its jobs, with a heading
 
 
+def test_stop_job_kills_its_workers_and_its_pipeline_goes_on(server, tmp_path):
+    """pachctl's stop-job: the job fails, saying so, its worker is killed, and the next commit gets its job."""
+    put(server, "data", {"x": b"slow\n"})
+    slow = [b"sleep", b"3517"]
+    pipeline(server, tmp_path, "p", ["sh", "-c", '[ "$(cat /pfs/data/x)" = slow ] && sleep 3517; cp /pfs/data/x '
+             '/pfs/out/x'], [repo_input("data", "global")])
+    wait_for(lambda: any(cmd[:2] == slow for _, cmd in processes()), 60)
+    [job] = jobs_of(server, "p")
+    server.pfs("stop", "job", job["id"])  # pachctl 1.9's words
+    [stopped] = jobs_of(server, "p")
+    assert stopped["state"] == JobState.FAILURE and "stopped by stop-job" in stopped["error"]
+    wait_for(lambda: not any(cmd[:2] == slow for _, cmd in processes()), 30)
+    assert_one_line_error(server.pfs("stop-job", job["id"], check=False), f"job {job['id']} has already ended "
+                          "(failure): there is nothing to stop")
+    assert_one_line_error(server.pfs("stop-job", "0" * 32, check=False), "not found")
+    put(server, "data", {"x": b"fast\n"}, create=False)  # appended
+    flush(server, "data/master")
+    assert get(server, "p", "x") == b"slow\nfast\n"
+
+
 def test_flush_commit_of_several_commits_and_delete_pipeline_all_as_pachctl(server, tmp_path):
     """pachctl's `flush-commit A/master B/master` waits for the jobs downstream of each, and lists each job once;
     `delete-pipeline --all --delete-repo` deletes every pipeline, then their output repos (the inputs stay)."""

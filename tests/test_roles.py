@@ -234,6 +234,12 @@ def test_a_worker_s_token_reads_its_inputs_and_reports_for_its_own_job_only(serv
                 channel.unary_unary(f"/pps.PPS/{call}")(request.SerializeToString(), timeout=10)
             assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED and "only a job's own workers" in \
                 err.value.details()
+    assert_one_line_error(run_pfs("stop-job", job["id"], env=env, check=False), "may not call StopJob")
+    with server.client() as root:  # stopping a job takes owning its output repo, as stopping its pipeline does
+        reader = root.create_token("reader")[0]
+        root.set_role("slow", "reader", "writer")
+    assert_one_line_error(run_pfs("stop-job", job["id"], env={**env, "PFS_TOKEN": reader}, check=False),
+                          "reader may not stop the jobs of repo 'slow'", "takes owner")
     server.pfs("stop-pipeline", "slow")  # the job ends: its token goes with it
     wait_for(lambda: run_pfs("auth", "whoami", env=env, check=False).returncode != 0, 30)
     assert_one_line_error(run_pfs("auth", "whoami", env=env, check=False), "was revoked")

@@ -1,4 +1,4 @@
-"""The job verbs of the `pfs` command: create-job, inspect-job, list-job, get-logs."""
+"""The job verbs of the `pfs` command: create-job, inspect-job, list-job, stop-job, get-logs."""
 
 import json
 import sys
@@ -69,6 +69,10 @@ def cmd_inspect_job(args, client):
           s.exit_code if s.finished else "-", output.size(s.bytes_in), output.size(s.bytes_out),
           output.size(s.bytes_sent)) for s in j.shards),
     )
+
+
+def cmd_stop_job(args, client):
+    client.stop_job(args.job)
 
 
 def cmd_get_logs(args, client):

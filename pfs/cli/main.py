@@ -580,6 +580,8 @@ def parser() -> argparse.ArgumentParser:
     verb("list-job", jobs.cmd_list_job, "list jobs, newest first",
          a("-p", "--pipeline", metavar="PIPELINE", help="only this pipeline's jobs"), raw)
     verb("inspect-job", jobs.cmd_inspect_job, "show a job and its shards", a("job", metavar="JOB"), raw)
+    verb("stop-job", jobs.cmd_stop_job, "stop a running job: its workers are killed and it fails; its pipeline goes "
+         "on to the commits after it", a("job", metavar="JOB"))
     verb("get-logs", jobs.cmd_get_logs, "print the logs of a job's workers (stdout, stderr and the shim's lines)",
          a("given_job", metavar="JOB", nargs="?", help="the job (as --job; 1.x's get-logs JOB)"),
          a("--job", metavar="JOB"), a("-p", "--pipeline", metavar="PIPELINE"),

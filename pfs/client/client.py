@@ -310,6 +310,9 @@ class Client:
     def inspect_job(self, job_id: str) -> JobInfo:
         return cv.job_from_pb(self._look(self._pps.InspectJob, ppb.JobRequest(id=job_id)))
 
+    def stop_job(self, job_id: str) -> JobInfo:
+        return cv.job_from_pb(self._call(self._pps.StopJob, ppb.JobRequest(id=job_id)))
+
     def whoami(self) -> tuple[str, float]:
         """Whom the token this client shows stands for, and when it expires (0: never)."""
         me = self._call(self._auth.WhoAmI, apb.WhoAmIRequest())

@@ -85,6 +85,11 @@ class PPSStub:
                 request_serializer=pfs_dot_proto_dot_pps__pb2.ListJobRequest.SerializeToString,
                 response_deserializer=pfs_dot_proto_dot_pps__pb2.JobInfos.FromString,
                 _registered_method=True)
+        self.StopJob = channel.unary_unary(
+                '/pps.PPS/StopJob',
+                request_serializer=pfs_dot_proto_dot_pps__pb2.JobRequest.SerializeToString,
+                response_deserializer=pfs_dot_proto_dot_pps__pb2.JobInfo.FromString,
+                _registered_method=True)
         self.StartShard = channel.unary_unary(
                 '/pps.PPS/StartShard',
                 request_serializer=pfs_dot_proto_dot_pps__pb2.ShardRequest.SerializeToString,
@@ -176,6 +181,13 @@ class PPSServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def StopJob(self, request, context):
+        """Ends a running job as a failure and stops its workers; the owner of its output repo's.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def StartShard(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -258,6 +270,11 @@ def add_PPSServicer_to_server(servicer, server):
                     servicer.ListJob,
                     request_deserializer=pfs_dot_proto_dot_pps__pb2.ListJobRequest.FromString,
                     response_serializer=pfs_dot_proto_dot_pps__pb2.JobInfos.SerializeToString,
+            ),
+            'StopJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.StopJob,
+                    request_deserializer=pfs_dot_proto_dot_pps__pb2.JobRequest.FromString,
+                    response_serializer=pfs_dot_proto_dot_pps__pb2.JobInfo.SerializeToString,
             ),
             'StartShard': grpc.unary_unary_rpc_method_handler(
                     servicer.StartShard,
@@ -555,6 +572,33 @@ class PPS:
             '/pps.PPS/ListJob',
             pfs_dot_proto_dot_pps__pb2.ListJobRequest.SerializeToString,
             pfs_dot_proto_dot_pps__pb2.JobInfos.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StopJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pps.PPS/StopJob',
+            pfs_dot_proto_dot_pps__pb2.JobRequest.SerializeToString,
+            pfs_dot_proto_dot_pps__pb2.JobInfo.FromString,
             options,
             channel_credentials,
             insecure,

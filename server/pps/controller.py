@@ -40,6 +40,7 @@ BACKOFF_FIRST, BACKOFF_MAX = 1.0, 60.0  # seconds before trying a failed pipelin
 JOIN_TIMEOUT = 2.0  # seconds close() waits for the loop once the workers are stopped
 STOPPED = "stopped by stop-pipeline"
 DELETED = "its pipeline was deleted"
+STOPPED_JOB = "stopped by stop-job"
 
 
 @dataclass
@@ -99,12 +100,17 @@ class Controller:
             log.warning("cannot give the pipelines' leases up: %s", err)
 
     def stop_jobs(self, name: str, why: str) -> None:
-        """Ends pipeline NAME's running jobs as failures (WHY) and stops their workers here; other servers stop
-        theirs at their next turn."""
+        """Ends pipeline NAME's running jobs as failures (WHY) and stops their workers (see stop_job)."""
         for job in self.jobs.list_jobs(name):
             if not job.is_done:
-                self.jobs.stop_job(job.id, why)
-                self.runner.cancel(job.id)
+                self.stop_job(job.id, why)
+
+    def stop_job(self, job_id: str, why: str) -> JobInfo:
+        """Ends a running job as a failure (WHY) and stops its workers here; other servers stop theirs at their next
+        turn. Its pipeline goes on to the commits after it."""
+        job = self.jobs.stop_job(job_id, why)
+        self.runner.cancel(job_id)
+        return job
 
     # -- the loop
 

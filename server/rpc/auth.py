@@ -117,9 +117,13 @@ class Access:
 
     def check_read(self, subject: str, repo: str) -> None:
         """PermissionDenied, in one line (and logged), unless SUBJECT may read REPO."""
+        self.check(subject, repo, READER, "read")
+
+    def check(self, subject: str, repo: str, need: str, what: str) -> None:
+        """PermissionDenied, in one line (and logged), unless SUBJECT has role NEED on REPO (to do WHAT to it)."""
         if self.roles is not None:
             try:
-                self.roles.check(subject, repo, READER, "read")
+                self.roles.check(subject, repo, need, what)
             except PermissionDenied as err:
                 log.warning("refused: %s", err)
                 raise

@@ -127,6 +127,7 @@ RULES = {
         "DeletePipeline", "StopPipeline", "StartPipeline")},
     "/pps.PPS/CreateJob": Rule(ROOT),
     **{f"/pps.PPS/{m}": Rule(ANY) for m in ("InspectJob", "ListJob", "GetLogs")},  # those whose output it may read
+    "/pps.PPS/StopJob": Rule(ANY),  # the owner of its output repo (the servicer looks the job up)
     **{f"/pps.PPS/{m}": Rule(JOB, jobs=_job) for m in ("StartShard", "PutShardFiles", "FinishShard")},
     "/pps.PPS/PutLogs": Rule(JOB, jobs=_log_jobs),
     "/pps.PPS/FlushCommit": Rule(READER, _repo, "read"),

@@ -23,6 +23,7 @@ from pfs.proto import pps_pb2 as ppb
 from pfs.proto import pps_pb2_grpc
 from server.check import check
 from server.gc import Collector
+from server.pps.controller import STOPPED_JOB
 from server.pps.jobs import Jobs
 from server.pps.pipelines import Pipelines
 from server.rpc import blocking
@@ -285,6 +286,14 @@ class PpsServicer(pps_pb2_grpc.PPSServicer):
         if request.pipeline and not jobs:
             self.jobs.check_pipeline(request.pipeline)
         return ppb.JobInfos(jobs=[cv.job_to_pb(j) for j in jobs if self.access.may_read(me, j.output_repo)])
+
+    @translated
+    def StopJob(self, request, context):
+        job = self.jobs.inspect_job(request.id)
+        self.access.check(self.access.subject(context), job.output_repo, OWNER, "stop the jobs of")
+        if job.is_done:
+            raise FailedPrecondition(f"job {job.id} has already ended ({job.state}): there is nothing to stop")
+        return cv.job_to_pb(self.pipelines.controller.stop_job(job.id, STOPPED_JOB))
 
     @translated
     def StartShard(self, request, context):

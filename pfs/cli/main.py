@@ -569,6 +569,8 @@ def parser() -> argparse.ArgumentParser:
          a("pipeline", metavar="PIPELINE", nargs="?"), a("--all", action="store_true", help="every pipeline"),
          a("--delete-repo", action="store_true", help="delete its output repo too (refused while a pipeline that "
            "is not deleted reads it)"))
+    verb("delete-all", pipelines.cmd_delete_all, "delete every pipeline, then every repo with its commits, files "
+         "and jobs, once y is read from stdin (pachctl's delete-all)")
     verb("stop-pipeline", pipelines.cmd_stop_pipeline, "stop making jobs for a pipeline", pipeline)
     verb("start-pipeline", pipelines.cmd_start_pipeline,
          "make jobs for a stopped pipeline again (for the commits it missed too)", pipeline)

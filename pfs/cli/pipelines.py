@@ -3,6 +3,7 @@
 import dataclasses
 import sys
 import time
+from collections.abc import Callable
 
 from pfs.cli import images, output
 from pfs.cli.sources import read_manifests
@@ -95,24 +96,39 @@ def _resources(r: Resources) -> str:
 def cmd_delete_pipeline(args, client):
     if args.all == bool(args.pipeline):
         raise InvalidArgument("give a PIPELINE, or --all for every pipeline")
-    failed = []
-
-    def each(delete, names: list[str]) -> list[str]:
-        """Deletes each of NAMES on its own, as pachctl's --all: one that fails leaves the others deleted."""
-        done = []
-        for name in names:
-            try:
-                delete(name)
-                done.append(name)
-            except PfsError as err:
-                failed.append(str(err))
-        return done
-
-    deleted = each(client.delete_pipeline, [p.name for p in client.list_pipelines()] if args.all else [args.pipeline])
+    failed: list[str] = []
+    deleted = _each(client.delete_pipeline, [p.name for p in client.list_pipelines()] if args.all else [args.pipeline],
+                    failed)
     if args.delete_repo:  # once no pipeline of them is left to read them
-        each(client.delete_repo, deleted)
+        _each(client.delete_repo, deleted, failed)
     if failed:
         raise FailedPrecondition("; ".join(failed))
+
+
+def cmd_delete_all(args, client):
+    """pachctl's delete-all: every pipeline, then every repo with its commits and jobs, once the user says y."""
+    if sys.stdin.isatty():
+        print("delete every repo, commit, file, pipeline and job? y/N", file=sys.stderr, flush=True)
+    if not sys.stdin.readline().lower().startswith("y"):
+        raise FailedPrecondition("nothing deleted: answer y (in a script: echo y | pfs delete-all)")
+    failed: list[str] = []
+    _each(client.delete_pipeline, [p.name for p in client.list_pipelines()], failed)
+    _each(lambda name: client.delete_repo(name, force=True), [r.name for r in client.list_repos()], failed)
+    if failed:
+        raise FailedPrecondition("; ".join(failed))
+
+
+def _each(delete: Callable[[str], None], names: list[str], failed: list[str]) -> list[str]:
+    """Deletes each of NAMES on its own, as pachctl's --all: one that fails (added to FAILED) leaves the others
+    deleted; those deleted."""
+    done = []
+    for name in names:
+        try:
+            delete(name)
+            done.append(name)
+        except PfsError as err:
+            failed.append(str(err))
+    return done
 
 
 def cmd_stop_pipeline(args, client):

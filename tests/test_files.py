@@ -6,13 +6,13 @@ import random
 
 import pytest
 
-from conftest import assert_one_line_error, on_every_storage, put_commit, stored_chunks
+from conftest import assert_one_line_error, documents, on_every_storage, put_commit, stored_chunks
 from pfs.core.hashing import address
 from pfs.core.model import CommitRef, FileWrite
 
 
-def put(server, repo, ref, path, data: bytes, *flags):
-    return server.pfs("put-file", repo, ref, path, "-f", "-", *flags, input=data)
+def put(server, repo, ref, path, data: bytes, *flags, check=True):
+    return server.pfs("put-file", repo, ref, path, "-f", "-", *flags, input=data, check=check)
 
 
 def get(server, repo, ref, path) -> bytes:
@@ -243,3 +243,38 @@ def test_recursive_listing_is_the_whole_tree_in_one_call(server, tmp_path):
     put(server, "r", "master", "data/d2/new.txt", b"new\n", "-c")
     changed = [f.path for f in client.list_files(ref, "data", since=first, recursive=True)]
     assert changed == ["data/d1", "data/d1/sub0", "data/d1/sub0/f01.txt", "data/d2", "data/d2/new.txt"]
+
+
+def test_put_file_split_cuts_lines_or_json_values_into_numbered_files_as_pachctl(server):
+    """put-file --split line|json: PATH a directory of files named by index in 16 hex digits, N datums a file or the
+    datums that reach N bytes (a datum never cut), one each by default; put again, the new files follow; -o
+    replaces them."""
+    server.pfs("create-repo", "r")
+    data = b"".join(b"%d\n" % i for i in range(1, 11))  # 1..10, 21 bytes
+    put(server, "r", "master", "lines", data, "--split", "line", "--target-file-datums", "3")
+    names = [f"lines/{i:016x}" for i in range(7)]
+
+    def listed():
+        return [f["path"] for f in documents(server.pfs("list-file", "r", "master", "lines", "--raw").text)]
+
+    assert listed() == names[:4]
+    assert [get(server, "r", "master", n) for n in names[:4]] == [b"1\n2\n3\n", b"4\n5\n6\n", b"7\n8\n9\n", b"10\n"]
+    put(server, "r", "master", "lines", data + b"11", "--split", "line", "--target-file-bytes", "9")  # appended
+    assert listed() == names
+    assert [get(server, "r", "master", n) for n in names[4:]] == [b"1\n2\n3\n4\n5\n", b"6\n7\n8\n9\n10\n", b"11"]
+    put(server, "r", "master", "lines", b"a\nb\n", "--split", "line", "-o")  # replaced; one line a file
+    assert listed() == names[:2] and get(server, "r", "master", names[1]) == b"b\n"
+    put(server, "r", "master", "j", b' {"a": 1}\n[1, 2] "x\xc3\xa9"12 ', "--split", "json", "--target-file-datums", "2")
+    assert get(server, "r", "master", f"j/{0:016x}") == b'{"a": 1}[1, 2]'
+    assert get(server, "r", "master", f"j/{1:016x}") == b'"x\xc3\xa9"12'
+    commits = len(documents(server.pfs("list-commit", "r", "--raw").text))
+    for args, said in [
+        (("x", b"1\n", "--target-file-datums", "2"), "need --split line or --split json"),
+        (("bad", b'{"a": 1} {', "--split", "json"), "--split json: not JSON at character 10"),
+        ((f"lines/{0:016x}", b"1\n", "--split", "line"), "is a file: --split puts a directory of files there"),
+    ]:
+        assert_one_line_error(put(server, "r", "master", *args, check=False), said)
+    put(server, "r", "master", "lines/other.csv", b"z\n")
+    assert_one_line_error(put(server, "r", "master", "lines", b"1\n", "--split", "line", check=False),
+                          "'lines' holds 'other.csv', which no split put there")
+    assert len(documents(server.pfs("list-commit", "r", "--raw").text)) == commits + 1  # the refused left no commit

@@ -6,6 +6,7 @@ error from the store or the network, 2 for a usage error.
 
 import argparse
 import contextlib
+import io
 import os
 import pathlib
 import sys
@@ -14,7 +15,7 @@ from typing import NoReturn
 
 import pfs
 from pfs.cli import deploy as deploy_cli
-from pfs.cli import downloads, forms, jobs, output, pipelines, tokens
+from pfs.cli import downloads, forms, jobs, output, pipelines, split, tokens
 from pfs.cli.progress import drawn, phases, progress
 from pfs.cli.sources import sources
 from pfs.client import Client, default_address
@@ -184,6 +185,16 @@ def _seconds(text: str) -> float:
     return seconds
 
 
+def _count(text: str) -> int:
+    try:
+        count = int(text)
+    except ValueError:
+        count = -1
+    if not 0 <= count <= INT64_MAX:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a count (0 to {INT64_MAX})")
+    return count
+
+
 def cmd_delete_branch(args, client):
     client.delete_branch(args.repo, args.branch, args.force)
 
@@ -192,10 +203,15 @@ def cmd_put_file(args, client):
     if args.file is None and sys.stdin.isatty():  # pachctl's habit is stdin without -f; a terminal is no data
         raise InvalidArgument("put-file: no -f FILE given, and stdin is a terminal: give -f FILE, or pipe the data "
                               "in (-f - reads a terminal too)")
+    if (args.target_file_datums or args.target_file_bytes) and not args.split:
+        raise InvalidArgument("--target-file-datums and --target-file-bytes need --split line or --split json")
+    if args.split and args.recursive:
+        raise InvalidArgument("--split cuts one file into many; it takes no directory tree (-r)")
     todo = sources(args.file or "-", args.path, args.recursive, sized=drawn())  # sizes: the bar's total
     known = [s.size for s in todo]
     total = None if None in known else sum(known)
     with _writing(client, CommitRef(args.repo, args.ref), args.wait, own=args.commit) as ref:
+        first = _split_from(client, ref, todo[0].dest, args.overwrite) if args.split else 0
         with progress(total, "put-file") as advance:
             with into_commit(client, ref, delimiter=args.delimiter, on_bytes=advance) as up:
                 for src in todo:
@@ -203,7 +219,28 @@ def cmd_put_file(args, client):
                         up.put_directory(src.dest)
                         continue
                     with src.open() as stream:
-                        up.put(src.dest, stream, overwrite=args.overwrite)
+                        if not args.split:
+                            up.put(src.dest, stream, overwrite=args.overwrite)
+                            continue
+                        cut = split.pieces(stream, args.split, args.target_file_datums, args.target_file_bytes)
+                        for i, piece in enumerate(cut, first):
+                            up.put(paths.join(src.dest, split.name(i)), io.BytesIO(piece))
+
+
+def _split_from(client: Client, ref: CommitRef, path: str, overwrite: bool) -> int:
+    """The index a split put at PATH starts from: after the files a split put there already, or (OVERWRITE: they are
+    deleted first) 0."""
+    try:
+        if overwrite:
+            client.delete_file(ref, path)
+            return 0
+        there = client.inspect_file(ref, path)
+    except NotFound:
+        return 0
+    if not there.is_dir:
+        raise InvalidArgument(f"{path!r} is a file: --split puts a directory of files there; give -o to replace it, or "
+                              "another PATH")
+    return split.next_index([f.path.rsplit("/", 1)[-1] for f in client.list_files(ref, path)], path)
 
 
 @contextlib.contextmanager
@@ -510,7 +547,15 @@ def parser() -> argparse.ArgumentParser:
                 f"{COMMIT_WAIT:g}; 0: fail at once)"),
          a("-o", "--overwrite", action="store_true", help="replace the file instead of appending"),
          a("--delimiter", choices=DELIMITERS, default="line",
-           help="cut chunks only at line ends (line, the default) or anywhere (none)"), at=True)
+           help="cut chunks only at line ends (line, the default) or anywhere (none)"),
+         a("--split", choices=split.KINDS, help="put the file as a directory PATH of many, named by their index "
+           f"({split.name(0)}, ...), cut between lines or between JSON values (pachctl's --split); put again, the "
+           "new ones follow those there"),
+         a("--target-file-datums", type=_count, default=0, metavar="N",
+           help="with --split: N lines or values a file (default: one, unless --target-file-bytes)"),
+         a("--target-file-bytes", type=_count, default=0, metavar="N",
+           help="with --split: lines or values a file until it holds N bytes or more (a line is never cut)"),
+         at=True)
     verb("copy-file", cmd_copy_file, "copy a file or directory tree from a commit into an open commit, appending "
          "to a file that is there unless -o (its chunks are recorded again: nothing is read or sent)",
          a("src_repo", metavar="SRC_REPO"), a("src_ref", metavar="SRC_REF"), a("src_path", metavar="SRC_PATH"),

@@ -30,6 +30,7 @@ DEFAULT_BRANCH = "master"
 # 64 Ki characters each (of 4 bytes) took past gRPC's bound
 MAX_DESCRIPTION = 4 << 10
 MAX_LIMIT = 2**63 - 1  # of a listing: a count, not a size
+LIST_READ = 1000  # entries a listing reads in one transaction
 VERIFY_AHEAD = 2  # batches checked ahead of the writer
 
 
@@ -383,7 +384,7 @@ class Store:
             return FileInfo(path, entry.is_dir, entry.size, commit.info.id, chunks)
 
     def list_files(self, ref: CommitRef, path: str, with_chunks: bool = False, since: str = "",
-                   incremental: str = "diff", recursive: bool = False, limit: int = 0) -> list[FileInfo]:
+                   incremental: str = "diff", recursive: bool = False, limit: int = 0) -> Iterator[FileInfo]:
         """The entries of the directory at PATH, or the file itself if PATH is a file.
 
         RECURSIVE: every entry below PATH, each directory followed by what it holds, in
@@ -393,44 +394,56 @@ class Store:
         (or all of it if it changed otherwise), and under "full" all of it. Each size is then
         that of what is shown (a directory's: of all that is shown below it), so a worker
         splitting what changed into equal shares knows where each file's part lies.
+
+        Read LIST_READ entries at a time, each batch in a transaction of its own and given out after it: a listing
+        of millions holds neither the metadata store nor more than a batch of memory while its caller sends it (a
+        commit's trees never change, and what a listing has begun to read outlives it by the collector's grace).
         """
         path = paths.normalize(path)
         _check_limit(limit)
         if incremental not in ("diff", "full"):
             raise InvalidArgument(f"unknown incremental {incremental!r}; use diff or full")
-        with self.meta.transaction() as tx:
+        tx = _Reading()  # each batch's transaction, in turn
+        diff = incremental == "diff"
+
+        def changed(e: Entry, old: Entry | None) -> bool:
+            return not (since and unchanged(e, old))
+
+        def info(where: str, e: Entry, old: Entry | None) -> FileInfo:
+            if e.is_dir:
+                return FileInfo(where, True, self.trees.changed_size(tx, e, old, diff) if since else e.size,
+                                commit.info.id)
+            if not since:
+                return FileInfo(where, False, e.size, commit.info.id,
+                                self.trees.file_chunks(tx, e) if with_chunks else ())
+            added = self.trees.added_chunks(tx, e, old, diff)
+            return FileInfo(where, False, sum(c.size for c in added), commit.info.id, added if with_chunks else ())
+
+        def below(where: str, tree: Entry, old: Entry | None) -> Iterator[FileInfo]:
+            olds = self.trees.entries(tx, old.address) if old is not None and old.is_dir else {}
+            entries = sorted(self.trees.entries(tx, tree.address).values(), key=lambda e: e.name)
+            for e in self.trees.loading_files(tx, entries) if with_chunks and not since else entries:
+                old, at = olds.get(e.name), paths.join(where, e.name)
+                if changed(e, old):
+                    yield info(at, e, old)
+                    if recursive and e.is_dir:
+                        yield from below(at, e, old)
+
+        with self.meta.transaction() as tx.now:
             commit = self._resolve(tx, ref)
             entry = self._entry(tx, commit, path, ref)
             base = self.trees.lookup(tx, _root(self._resolve(tx, CommitRef(ref.repo, since))), path) if since else None
-
-            diff = incremental == "diff"
-
-            def changed(e: Entry, old: Entry | None) -> bool:
-                return not (since and unchanged(e, old))
-
-            def info(where: str, e: Entry, old: Entry | None) -> FileInfo:
-                if e.is_dir:
-                    return FileInfo(where, True, self.trees.changed_size(tx, e, old, diff) if since else e.size,
-                                    commit.info.id)
-                if not since:
-                    return FileInfo(where, False, e.size, commit.info.id,
-                                    self.trees.file_chunks(tx, e) if with_chunks else ())
-                added = self.trees.added_chunks(tx, e, old, diff)
-                return FileInfo(where, False, sum(c.size for c in added), commit.info.id, added if with_chunks else ())
-
-            def below(where: str, tree: Entry, old: Entry | None) -> Iterator[FileInfo]:
-                olds = self.trees.entries(tx, old.address) if old is not None and old.is_dir else {}
-                entries = sorted(self.trees.entries(tx, tree.address).values(), key=lambda e: e.name)
-                for e in self.trees.loading_files(tx, entries) if with_chunks and not since else entries:
-                    old, at = olds.get(e.name), paths.join(where, e.name)
-                    if changed(e, old):
-                        yield info(at, e, old)
-                        if recursive and e.is_dir:
-                            yield from below(at, e, old)
-
-            if not entry.is_dir:
-                return [info(path, entry, base)] if changed(entry, base) else []
-            return list(itertools.islice(below(path, entry, base), limit or None))
+            if entry.is_dir:
+                walk = itertools.islice(below(path, entry, base), limit or None)
+                batch = list(itertools.islice(walk, LIST_READ))
+            else:
+                walk, batch = iter(()), [info(path, entry, base)] if changed(entry, base) else []
+        while batch:
+            yield from batch
+            if len(batch) < LIST_READ:
+                return
+            with self.meta.transaction() as tx.now:
+                batch = list(itertools.islice(walk, LIST_READ))
 
     def adds_nothing(self, ref: CommitRef, since: CommitRef) -> bool:
         """Whether REF holds no file that SINCE (an earlier commit) does not hold as it is: the same files, or only
@@ -555,6 +568,15 @@ def _check_unread(tx: Tx, what: str, reads: Callable[[InputSpec], bool], command
 
 def _no_repo(name: str) -> NotFound:
     return NotFound(f"repo {name!r} not found; create it with `pfs create-repo {name}`")
+
+
+class _Reading:
+    """The transaction a listing reads through now: its walk, suspended between batches, goes on in the next."""
+
+    now: Tx
+
+    def __getattr__(self, name: str):
+        return getattr(self.now, name)
 
 
 def _check_limit(limit: int) -> None:

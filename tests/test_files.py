@@ -211,6 +211,17 @@ def test_a_listing_gives_each_file_its_chunks_however_many_its_directory_holds(s
     assert {path for path, f in listed.items() if not f.is_dir} == set(files)
     for path, data in files.items():
         assert [c.address for c in listed[path].chunks] == ([address(data)] if data else []), path
+    # read in batches of LIST_READ (server/store.py), each in a transaction of its own: in order across them, with a
+    # limit that ends inside one, and since an earlier commit
+    order = ["many/empty", *sorted(p for p in files if p.startswith("many/f")), "many/sub", "many/sub/g"]
+    ref = CommitRef("r", "master")
+    assert [f.path for f in client.list_files(ref, "many", recursive=True)] == order
+    assert [f.path for f in client.list_files(ref, "many", recursive=True, limit=1500)] == order[:1500]
+    first = client.inspect_commit(ref).id
+    put_commit(client, "r", {path: b"x\n" for path in order[1:2501:3]})  # every third file appended to
+    since = list(client.list_files(ref, "many", with_chunks=True, since=first, recursive=True))
+    assert [f.path for f in since] == order[1:2501:3]
+    assert {tuple(c.address for c in f.chunks) for f in since} == {(address(b"x\n"),)}
 
 
 def test_recursive_listing_is_the_whole_tree_in_one_call(server, tmp_path):

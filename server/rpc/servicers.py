@@ -4,6 +4,7 @@ Plain methods are blocking code run in a pool of threads; the calls that wait (s
 flush-commit) and the request stream are async (see server/rpc/status.py `translated`)."""
 
 import contextlib
+import itertools
 from collections.abc import Iterator
 
 import pfs
@@ -137,10 +138,10 @@ class ApiServicer(pfs_pb2_grpc.APIServicer):
     def ListFile(self, request, context):
         infos = self.store.list_files(_ref(request), request.path, request.with_chunks, request.since,
                                       request.incremental or "diff", request.recursive, request.limit)
-        for i in range(0, len(infos), LIST_BATCH):
-            batch = pb.FileInfos()
-            cv.add_files(batch.files, infos[i : i + LIST_BATCH])
-            yield batch
+        while batch := list(itertools.islice(infos, LIST_BATCH)):
+            message = pb.FileInfos()
+            cv.add_files(message.files, batch)
+            yield message
 
     @translated
     def DeleteFile(self, request, context):

@@ -289,3 +289,24 @@ def test_put_file_split_cuts_lines_or_json_values_into_numbered_files_as_pachctl
     assert_one_line_error(put(server, "r", "master", "lines", b"1\n", "--split", "line", check=False),
                           "'lines' holds 'other.csv', which no split put there")
     assert len(documents(server.pfs("list-commit", "r", "--raw").text)) == commits + 1  # the refused left no commit
+
+
+def test_glob_file_and_list_file_of_a_pattern_as_pachctl(server):
+    """glob-file REPO REF PATTERN (and list-file with a pattern, as pachctl 1.10): * ? [...] in a name, ** for any
+    directories; a name that holds such characters is still listed by list-file when no path matches it."""
+    server.pfs("create-repo", "g")
+    for path in ("a.csv", "b.csv", "c.txt", "d/x.csv", "d/e/y.csv", "d/e/z.txt", "f[1].csv"):
+        put(server, "g", "master", path, b"x\n")
+
+    def matched(verb, pattern):
+        return [f["path"] for f in documents(server.pfs(verb, "g", "master", pattern, "--raw").text)]
+
+    assert matched("glob-file", "*.csv") == ["a.csv", "b.csv", "f[1].csv"]
+    assert matched("glob-file", "d/**/*.csv") == ["d/x.csv", "d/e/y.csv"]
+    assert matched("glob-file", "**/*.txt") == ["c.txt", "d/e/z.txt"]
+    assert matched("glob-file", "[^a-c]*") == ["d", "f[1].csv"]
+    assert matched("glob-file", "d/?/y.csv") == ["d/e/y.csv"]
+    assert matched("glob-file", "d/e/y.csv") == ["d/e/y.csv"] and matched("glob-file", "nope/*") == []
+    assert matched("list-file", "d/*") == ["d/e", "d/x.csv"]
+    assert matched("list-file", "f[1].csv") == ["f[1].csv"]  # no path matches the pattern: the name itself
+    assert_one_line_error(server.pfs("glob-file", "g", "nobranch", "*", check=False), "no commit or branch 'nobranch'")

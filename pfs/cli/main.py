@@ -10,12 +10,12 @@ import io
 import os
 import pathlib
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import NoReturn
 
 import pfs
 from pfs.cli import deploy as deploy_cli
-from pfs.cli import downloads, forms, jobs, output, pipelines, split, tokens
+from pfs.cli import downloads, forms, globs, jobs, output, pipelines, split, tokens
 from pfs.cli.progress import drawn, phases, progress
 from pfs.cli.sources import sources
 from pfs.client import Client, default_address
@@ -25,7 +25,7 @@ from pfs.core import kube, mount_inputs, names, paths, ready
 from pfs.core.chunking import DELIMITERS
 from pfs.core.errors import FailedPrecondition, InvalidArgument, NotFound, PfsError, Unavailable
 from pfs.core.memory import keep_freed_memory
-from pfs.core.model import CheckProblem, CommitInfo, CommitRef, FileWrite, Progress, write_calls
+from pfs.core.model import CheckProblem, CommitInfo, CommitRef, FileInfo, FileWrite, Progress, write_calls
 from pfs.core.shard import METHODS, Shard
 from pfs.deploy import manifests
 
@@ -314,7 +314,16 @@ def cmd_get_file(args, client):
 
 
 def cmd_list_file(args, client):
-    files = client.list_files(CommitRef(args.repo, args.ref), args.path or "")
+    ref = CommitRef(args.repo, args.ref)
+    matched = list(globs.glob(client, ref, args.path)) if globs.is_pattern(args.path or "") else []  # pachctl 1.10
+    _file_table(args, matched or client.list_files(ref, args.path or ""))  # a name with [ ] * ?, if none matched
+
+
+def cmd_glob_file(args, client):
+    _file_table(args, globs.glob(client, CommitRef(args.repo, args.ref), args.path))
+
+
+def _file_table(args, files: Iterable[FileInfo]) -> None:
     if args.raw:
         return output.raw_each(files)
     output.table(("NAME", "TYPE", "SIZE"), ((f.path, "dir" if f.is_dir else "file", output.size(f.size_bytes))
@@ -567,8 +576,11 @@ def parser() -> argparse.ArgumentParser:
          a("-r", "--recursive", action="store_true",
            help="PATH may be a directory: its tree (files, and directories even when empty) is written into the "
                 "directory -o names, made if missing; files there of the same names are replaced"), at=True)
-    verb("list-file", cmd_list_file, "list a directory's files", repo, ref, a("path", metavar="PATH", nargs="?"),
-         raw, at=True)
+    verb("list-file", cmd_list_file, "list a directory's files, or (PATH with *, ? or [...]) the paths a glob pattern "
+         "matches, as glob-file", repo, ref, a("path", metavar="PATH", nargs="?"), raw, at=True)
+    verb("glob-file", cmd_glob_file, "list the files and directories whose paths match a glob pattern: * ? [...] "
+         "in a name, ** for any directories (pachctl's glob-file)", repo, ref, a("path", metavar="PATTERN"), raw,
+         at=True)
     verb("inspect-file", cmd_inspect_file, "show a file", repo, ref, a("path", metavar="PATH"), raw, at=True)
     verb("delete-file", cmd_delete_file, "delete a file or directory from an open commit", repo, ref,
          a("path", metavar="PATH"), at=True)

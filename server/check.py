@@ -90,8 +90,8 @@ def _by_path(meta: MetaStore, commits: list[tuple[str, str, bytes]], wrong_objec
             kind = "tree" if is_dir else "file"
             yield CheckProblem(repo, commit, where or "/", f"{kind} object {address.hex()} {wrong_objects[address]}")
         elif is_dir:
-            for e in kept[address]:
-                yield from problems(repo, commit, paths.join(where, e.name), e.address, e.is_dir)
+            for e in kept[address]:  # a page of a paged directory has no name: its entries are the directory's
+                yield from problems(repo, commit, paths.join(where, e.name) if e.name else where, e.address, e.is_dir)
         else:
             for what in dict.fromkeys(bad[a] for a in kept[address] if a in bad):
                 yield CheckProblem(repo, commit, where, what)

@@ -1,9 +1,13 @@
 """File and tree objects: content-addressed, immutable, like git's blobs and trees.
 
 A file object lists its chunks (packed binary, 40 bytes each); a tree
-object lists a directory's entries (JSON, sorted by name).
-Changing one file rewrites only the trees on the path to it; equal files and
-subtrees share one object. A directory is an entry of its own, as in a file
+object lists a directory's entries (JSON, sorted by name). A directory of more
+than PAGED_FROM entries is a tree object of pages instead, {"pages": [[first
+name, address, entries, size], ...]}, each page a tree object of the entries
+from that name on; a page ends after a name whose hash says so, so a change
+rewrites its page and the list of pages, not every entry (and a lookup reads
+one page). Changing one file rewrites only the trees on the path to it; equal
+files and subtrees share one object. A directory is an entry of its own, as in a file
 system and in Pachyderm 1.x (not as in git): made explicitly or by a file put
 below it, it stays, empty or not, until it is deleted, so a stored tree that
 programs rely on (a bare git repository's empty refs/tags, a maildir's
@@ -11,6 +15,7 @@ cur/new/tmp) reads back as it was. An empty directory is the tree object
 "[]"; a commit with no files at all keeps no root tree (None), as before.
 """
 
+import bisect
 import itertools
 import json
 import struct
@@ -18,6 +23,8 @@ import threading
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+
+import xxhash
 
 from pfs.core import paths
 from pfs.core.errors import DataLoss, FailedPrecondition, NotFound
@@ -77,6 +84,20 @@ LOAD_BATCH = 1000  # file objects read in one query by loading_files (fewer than
 # so 80 MB at most (bounded by objects instead, 4,096 versions of a directory of 10,000 files, each a file changed,
 # took the server past 1.7 GB, and larger directories to any size)
 CACHE_ENTRIES = 250_000
+PAGE = 512  # entries of a page of a large directory, on average: a page ends after a name whose hash is 0 mod PAGE...
+PAGE_MIN, PAGE_MAX = PAGE // 4, 8 * PAGE  # ...once it holds PAGE_MIN, or at PAGE_MAX
+PAGED_FROM = 4 * PAGE  # entries a directory holds at most in one tree object
+
+
+@dataclass(frozen=True)
+class _Pages:
+    """A paged directory's tree object: each page's first name, address, entry count and size, in name order."""
+
+    first: tuple[str, ...]
+    pages: tuple[tuple[bytes, int, int], ...]
+
+    def __len__(self) -> int:  # what the cache counts it for
+        return len(self.first)
 
 
 def _intact(addr: bytes, data: bytes) -> bytes:
@@ -98,9 +119,31 @@ def unchanged(entry: Entry, old: Entry | None) -> bool:
     return old is not None and old.is_dir == entry.is_dir and old.address == entry.address
 
 
-def _entries(value: dict | tuple | int) -> int:
-    """What a cached value counts for: a directory's entries, a file's chunks (each some hundreds of bytes), or 1."""
-    return len(value) if isinstance(value, (dict, tuple)) else 1
+def _entries(value: dict | tuple | _Pages | int) -> int:
+    """What a cached value counts for: a directory's entries, a file's chunks, a paged directory's pages (each some
+    hundreds of bytes), or 1."""
+    return len(value) if isinstance(value, (dict, tuple, _Pages)) else 1
+
+
+def _tree(data: bytes) -> dict[str, Entry] | _Pages:
+    """A tree object: its entries by name, or a paged directory's pages."""
+    rows = json.loads(data)
+    if isinstance(rows, dict):
+        pages = rows["pages"]
+        return _Pages(tuple(p[0] for p in pages), tuple((bytes.fromhex(p[1]), p[2], p[3]) for p in pages))
+    return {n: Entry(n, d, bytes.fromhex(a), s) for n, d, a, s in rows}
+
+
+def _paged(rows: list[list]) -> Iterator[list[list]]:
+    """ROWS (a directory's, in name order) cut into pages where their names say (see PAGE)."""
+    page: list[list] = []
+    for row in rows:
+        page.append(row)
+        if len(page) >= PAGE_MAX or (len(page) >= PAGE_MIN and xxhash.xxh3_64_intdigest(row[0].encode()) % PAGE == 0):
+            yield page
+            page = []
+    if page:
+        yield page
 
 
 class Trees:
@@ -141,9 +184,35 @@ class Trees:
         """The entries of a directory object (None or b"" is the empty directory)."""
         if not tree:
             return {}
-        return self._decoded(
-            tx, tree, lambda data: {n: Entry(n, d, bytes.fromhex(a), s) for n, d, a, s in json.loads(data)}
-        )
+        found = self._decoded(tx, tree, _tree)
+        if isinstance(found, dict):
+            return found
+
+        def merged() -> dict[str, Entry]:  # the pages read in one query, and not cached apart
+            addresses = [a for a, _, _ in found.pages]
+            data = tx.get_objects(addresses)
+            entries: dict[str, Entry] = {}
+            for a in addresses:
+                if a not in data:
+                    raise NotFound(f"object {a.hex()} is missing")
+                entries.update(_tree(_intact(a, data[a])))
+            return entries
+        return self._cached(("all", tree), merged)
+
+    def child(self, tx: Tx, tree: bytes, name: str) -> Entry | None:
+        """The entry NAME of a directory object, or None: in a paged directory, only the page that may hold it is
+        read."""
+        if not tree:
+            return None
+        found = self._decoded(tx, tree, _tree)
+        if isinstance(found, dict):
+            return found.get(name)
+        with self._lock:
+            whole = self._cache.get(("all", tree))  # listed whole lately
+        if whole is not None:
+            return whole.get(name)
+        at = bisect.bisect_right(found.first, name) - 1
+        return None if at < 0 else self._decoded(tx, found.pages[at][0], _tree).get(name)
 
     def _decoded(self, tx: Tx, addr: bytes, decode):
         """An object, decoded, from the cache or the store."""
@@ -203,10 +272,17 @@ class Trees:
 
     def _put_tree(self, tx: Tx, entries: dict[str, Entry]) -> Entry:
         rows = [[e.name, e.is_dir, e.address.hex(), e.size] for e in sorted(entries.values(), key=lambda e: e.name)]
+        if len(rows) > PAGED_FROM:
+            rows = {"pages": [[page[0][0], self._put_rows(tx, page).hex(), len(page), sum(r[3] for r in page)]
+                              for page in _paged(rows)]}
+        return Entry("", True, self._put_rows(tx, rows), sum(e.size for e in entries.values()))
+
+    @staticmethod
+    def _put_rows(tx: Tx, rows: list | dict) -> bytes:
         data = json.dumps(rows, separators=(",", ":")).encode()
         addr = address(data)
         tx.put_object(addr, data)
-        return Entry("", True, addr, sum(e.size for e in entries.values()))
+        return addr
 
     # -- paths
 
@@ -216,7 +292,7 @@ class Trees:
         for name in paths.components(path):
             if node is None or not node.is_dir:
                 return None
-            node = self.entries(tx, node.address).get(name)
+            node = self.child(tx, node.address, name)
         return node
 
     def apply(self, tx: Tx, root: bytes | None, edit: Edit, where: str = "") -> Entry:
@@ -244,5 +320,8 @@ def references(data: bytes, is_dir: bool) -> tuple[list[Entry], list[bytes]]:
     """What an object refers to, read-only, for walks over every object (server/reach.py): a tree's entries, or
     the chunk addresses of a file."""
     if is_dir:
-        return [Entry(n, d, bytes.fromhex(a), s) for n, d, a, s in json.loads(data)], []
+        tree = _tree(data)
+        if isinstance(tree, _Pages):  # its pages, as trees without names of their own
+            return [Entry("", True, a, s) for a, _, s in tree.pages], []
+        return list(tree.values()), []
     return [], [a for a, _ in _CHUNK_REF.iter_unpack(data)]

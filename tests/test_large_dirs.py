@@ -1,0 +1,114 @@
+"""A directory of many entries is stored in pages (server/trees.py): a change rewrites its page and the list of
+pages, not every entry, and everything that reads trees (listings, lookups, the collector, the check) reads pages."""
+
+import sqlite3
+
+from conftest import documents, put_commit
+from pfs.core.model import CommitRef
+from server.trees import PAGED_FROM
+
+FILES = 10_000  # over PAGED_FROM: about 16 pages
+
+
+def object_bytes(server) -> int:
+    """What the tree and file objects of the server's metadata take."""
+    with sqlite3.connect(f"file:{server.data_dir / 'meta.db'}?mode=ro", uri=True) as db:
+        return db.execute("SELECT COALESCE(SUM(LENGTH(data)), 0) FROM objects").fetchone()[0]
+
+
+def test_a_change_to_a_large_directory_rewrites_one_page_and_every_reader_reads_pages(server):
+    assert FILES > PAGED_FROM
+    client = server.client()
+    client.create_repo("r")
+    files = {f"d/f{i:05d}": b"%d\n" % i for i in range(FILES)}
+    first = put_commit(client, "r", files)
+    whole = object_bytes(server)
+    server.pfs("put-file", "r", "master", "d/f04999b", input=b"new\n")  # a commit of its own
+    added = object_bytes(server) - whole
+    # a page (some 640 entries of 90 bytes), the list of pages and the root, where the whole directory, 950 KB,
+    # was written again before
+    assert added < 120_000, added
+    server.pfs("delete-file", "r", "master", "d/f00001")
+    ref = CommitRef("r", "master")
+    names = [f.path for f in client.list_files(ref, "d")]
+    assert names == sorted({*files, "d/f04999b"} - {"d/f00001"})  # every page, in order
+    for path in ("d/f00000", "d/f04999", "d/f04999b", "d/f09999"):  # a lookup reads the one page that holds it
+        assert server.pfs("get-file", "r", "master", path).stdout == files.get(path, b"new\n")
+    assert server.pfs("inspect-file", "r", "master", "d/f00001", check=False).returncode == 1
+    changed = [f["path"] for f in documents(server.pfs("list-file", "r", "master", "d", "--raw").text)
+               if f["path"] not in files]
+    assert changed == ["d/f04999b"]
+    since = [f.path for f in client.list_files(ref, "d", since=first, recursive=True)]
+    assert since == ["d/f04999b"]  # what changed, found page by page
+    checked = server.pfs("check")
+    assert "no problems" in checked.text, checked.text
+    with server.client() as c:  # the collector walks pages: it frees none that a commit holds
+        list(c.garbage_collect(False, 0.0))
+    assert [f.path for f in client.list_files(ref, "d")] == names
+    assert server.pfs("get-file", "r", first, "d/f00001").stdout == b"1\n"
+    server.pfs("delete-commit", "r", "master")  # the deletion's commit: its page and page list are no one's now
+    before = object_bytes(server)
+    with server.client() as c:
+        freed = list(c.garbage_collect(False, 0.0))[-1]
+    assert 0 < freed.objects and object_bytes(server) < before
+    assert [f.path for f in client.list_files(ref, "d")] == sorted([*files, "d/f04999b"])
+    assert "no problems" in server.pfs("check").text
+
+
+def test_a_directory_that_shrinks_below_pages_is_one_object_again(server):
+    client = server.client()
+    client.create_repo("r")
+    put_commit(client, "r", {f"d/f{i:05d}": b"x\n" for i in range(PAGED_FROM + 2)})
+    commit = client.start_commit("r", "master")
+    for i in range(3):
+        client.delete_file(CommitRef("r", commit.id), f"d/f{i:05d}")
+    client.finish_commit(CommitRef("r", commit.id))
+    assert len(list(client.list_files(CommitRef("r", "master"), "d"))) == PAGED_FROM - 1
+    assert "no problems" in server.pfs("check").text
+
+
+def test_a_large_directory_stored_whole_before_pages_reads_and_changes_into_pages(tmp_path, monkeypatch):
+    """A store written before pages holds a large directory as one tree object: it reads as it did, and its first
+    change stores it in pages."""
+    from pfs.core import compression
+    from pfs.core.hashing import address
+    from pfs.core.model import ChunkRef, FileWrite
+    from server import trees
+    from server.meta.sqlite import SqliteMetaStore
+    from server.storage.local import LocalChunkStore
+    from server.store import Store
+
+    meta, chunks = SqliteMetaStore(tmp_path / "meta.db"), LocalChunkStore(tmp_path)
+    store = Store(chunks, meta, 1 << 20)
+    try:
+        data = b"x\n"
+        store.put_chunks([[(address(data), compression.compress(data))]])
+        chunk = (ChunkRef(address(data), len(data)),)
+        store.create_repo("r")
+
+        def commit(writes):
+            ref = CommitRef("r", store.start_commit("r").id)
+            store.put_files(ref, writes)
+            store.finish_commit(ref)
+
+        monkeypatch.setattr(trees, "PAGED_FROM", 10**9)  # as before pages
+        commit([FileWrite(f"d/f{i:05d}", chunk) for i in range(FILES)])
+        monkeypatch.undo()
+        assert isinstance(_stored(store, "d"), dict)  # one object of every entry
+        assert [f.path for f in store.list_files(CommitRef("r", "master"), "d")][-1] == f"d/f{FILES - 1:05d}"
+        commit([FileWrite("d/new", chunk)])
+        assert isinstance(_stored(store, "d"), trees._Pages)
+        assert len(list(store.list_files(CommitRef("r", "master"), "d"))) == FILES + 1
+    finally:
+        chunks.close()
+        meta.close()
+
+
+def _stored(store, path: str):
+    """The tree object of directory PATH at r@master, as stored: its entries, or its pages."""
+    from server import store as stores
+    from server import trees
+
+    with store.meta.transaction() as tx:
+        entry = store.trees.lookup(tx, stores._root(store._resolve(tx, CommitRef("r", "master"))), path)
+        return trees._tree(tx.get_object(entry.address))

@@ -272,10 +272,13 @@ class Trees:
 
     def _put_tree(self, tx: Tx, entries: dict[str, Entry]) -> Entry:
         rows = [[e.name, e.is_dir, e.address.hex(), e.size] for e in sorted(entries.values(), key=lambda e: e.name)]
-        if len(rows) > PAGED_FROM:
-            rows = {"pages": [[page[0][0], self._put_rows(tx, page).hex(), len(page), sum(r[3] for r in page)]
-                              for page in _paged(rows)]}
-        return Entry("", True, self._put_rows(tx, rows), sum(e.size for e in entries.values()))
+        if len(rows) <= PAGED_FROM:
+            return Entry("", True, self._put_rows(tx, rows), sum(e.size for e in entries.values()))
+        pages = [[page[0][0], self._put_rows(tx, page).hex(), len(page), sum(r[3] for r in page)]
+                 for page in _paged(rows)]
+        addr = self._put_rows(tx, {"pages": pages})
+        self._keep(("all", addr), entries)  # as entries() would read it back: the next change starts from it
+        return Entry("", True, addr, sum(e.size for e in entries.values()))
 
     @staticmethod
     def _put_rows(tx: Tx, rows: list | dict) -> bytes:

@@ -83,6 +83,18 @@ def test_pachctl_1_9_forms_two_word_verbs_and_repo_at_ref_colon_path(server, tmp
         assert refused.returncode == 2 and usage in refused.stderr and "REPO@REF" in refused.stderr, refused.stderr
 
 
+def test_words_after_a_double_dash_are_paths_wherever_the_options_are(server, tmp_path):
+    (tmp_path / "-src").write_bytes(b"x\n")
+    server.pfs("create-repo", "r")
+    server.pfs("put-file", "r", "master", "-f", str(tmp_path / "-src"), "--", "-a")  # options first
+    server.pfs("put-file", "-f", str(tmp_path / "-src"), "r", "master", "--", "-b")  # or before the words
+    server.pfs("put-file", "r", "master", "--", "--help", input=b"y\n")  # what an option's name would be
+    names = [f["path"] for f in documents(server.pfs("list-file", "r", "master", "--raw").text)]
+    assert names == ["--help", "-a", "-b"]
+    assert server.pfs("get-file", "r", "master", "--", "--help").stdout == b"y\n"
+    assert server.pfs("get-file", "--", "r@master:/-a").stdout == b"x\n"
+
+
 def progress_output(server, *args, input_file) -> str:
     """Runs pfs with stderr on a pseudo-terminal and returns what it drew there."""
     master, slave = pty.openpty()

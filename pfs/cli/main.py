@@ -422,20 +422,32 @@ def _namespace(text: str) -> str:
 
 class _Verb(argparse.ArgumentParser):
     """A verb's parser: its options may also come between its positionals (`put-file REPO REF -r -f DIR PATH`), as
-    pachctl's flags may go anywhere; argparse alone leaves a PATH after options unrecognized."""
+    pachctl's flags may go anywhere; argparse alone leaves a PATH after options unrecognized. The words after a `--`
+    are positionals whatever they look like (`put-file r master -f x -- -name`)."""
 
     _intermixing = False
 
     def parse_known_args(self, args=None, namespace=None):
-        # parse_known_intermixed_args's own calls; verbs of verbs (auth, deploy), which it does not take; and after
-        # a `--`, which it does not keep (`create-repo -- -x` would be an option again)
-        if self._intermixing or self._subparsers is not None or "--" in (args or ()):
+        # parse_known_intermixed_args's own calls, and verbs of verbs (auth, deploy), which it does not take
+        if self._intermixing or self._subparsers is not None:
             return super().parse_known_args(args, namespace)
+        args = list(sys.argv[1:] if args is None else args)
+        stand_ins = {}  # intermixed parsing drops a `--`: the words after it go through as stand-ins no option has
+        if "--" in args:
+            cut = args.index("--")
+            stand_ins = {f"\0{i}": word for i, word in enumerate(args[cut + 1:])}
+            args = [*args[:cut], *stand_ins]
         self._intermixing = True
         try:
-            return self.parse_known_intermixed_args(args, namespace)
+            namespace, extras = self.parse_known_intermixed_args(args, namespace)
         finally:
             self._intermixing = False
+        for name, value in vars(namespace).items():
+            if isinstance(value, str) and value in stand_ins:
+                setattr(namespace, name, stand_ins[value])
+            elif isinstance(value, list):
+                setattr(namespace, name, [stand_ins.get(v, v) if isinstance(v, str) else v for v in value])
+        return namespace, [stand_ins.get(e, e) for e in extras]
 
 
 class _Pfs(argparse.ArgumentParser):

@@ -431,7 +431,7 @@ class _Verb(argparse.ArgumentParser):
         # parse_known_intermixed_args's own calls, and verbs of verbs (auth, deploy), which it does not take
         if self._intermixing or self._subparsers is not None:
             return super().parse_known_args(args, namespace)
-        args = list(sys.argv[1:] if args is None else args)
+        args = list(args or ())  # a verb's words, as the command's parser hands them over
         stand_ins = {}  # intermixed parsing drops a `--`: the words after it go through as stand-ins no option has
         if "--" in args:
             cut = args.index("--")
@@ -453,7 +453,7 @@ class _Verb(argparse.ArgumentParser):
 class _Pfs(argparse.ArgumentParser):
     """The `pfs` command's parser: a verb may be written as two words, as pachctl 1.9 wrote them (`list repo`)."""
 
-    verbs: dict[str, argparse.ArgumentParser] = {}
+    verbs: dict[str, argparse.ArgumentParser]  # by name, set once they are made
 
     def parse_known_args(self, args=None, namespace=None):
         return super().parse_known_args(forms.joined_verb(sys.argv[1:] if args is None else args, self.verbs),
@@ -482,7 +482,7 @@ def parser() -> argparse.ArgumentParser:
                         help="the file holding the server's token, its DATA_DIR/token (default $PFS_TOKEN, "
                              "$PFS_TOKEN_FILE, or the token of $PFS_DATA_DIR or ~/.pfs/data)")
     p = _Pfs(prog="pfs", parents=[common],
-                                description="pfs: versioned data in repos and commits (Pachyderm 1.x verbs).")
+             description="pfs: versioned data in repos and commits (Pachyderm 1.x verbs).")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=_Verb)
     p.verbs = sub.choices
 

@@ -1,18 +1,19 @@
 """File and tree objects: content-addressed, immutable, like git's blobs and trees.
 
-A file object lists its chunks (packed binary, 40 bytes each); a tree
-object lists a directory's entries (JSON, sorted by name). A directory of more
-than PAGED_FROM entries is a tree object of pages instead, {"pages": [[first
-name, address, entries, size], ...]}, each page a tree object of the entries
-from that name on; a page ends after a name whose hash says so, so a change
+A file object lists its chunks (packed binary, 40 bytes each); a tree object
+lists a directory's entries (JSON, sorted by name). A directory of more than
+PAGED_FROM entries is a tree object of pages instead, {"pages": [[first name,
+address, entries, size], ...]}, each page a tree object of the entries from
+that name on; a page ends after a name whose hash says so, so a change
 rewrites its page and the list of pages, not every entry (and a lookup reads
 one page). Changing one file rewrites only the trees on the path to it; equal
-files and subtrees share one object. A directory is an entry of its own, as in a file
-system and in Pachyderm 1.x (not as in git): made explicitly or by a file put
-below it, it stays, empty or not, until it is deleted, so a stored tree that
-programs rely on (a bare git repository's empty refs/tags, a maildir's
-cur/new/tmp) reads back as it was. An empty directory is the tree object
-"[]"; a commit with no files at all keeps no root tree (None), as before.
+files and subtrees share one object. A directory is an entry of its own, as in
+a file system and in Pachyderm 1.x (not as in git): made explicitly or by a
+file put below it, it stays, empty or not, until it is deleted, so a stored
+tree that programs rely on (a bare git repository's empty refs/tags, a
+maildir's cur/new/tmp) reads back as it was. An empty directory is the tree
+object "[]"; a commit with no files at all keeps no root tree (None), as
+before.
 """
 
 import bisect

@@ -13,7 +13,7 @@ import tarfile
 import psycopg
 import pytest
 
-from conftest import Server, needs
+from conftest import Server, needs, run_pfs
 from pfs.core.model import CommitRef, JobState
 from postgres import BIN
 from server.meta.sql import STEPS
@@ -36,6 +36,14 @@ class OldStore:
             subprocess.run(list(map(str, restore)), check=True, capture_output=True)
         self.server = Server(tmp / "data", args=("--meta", self.url) if self.url else ())
         self._meta_db = tmp / "data" / "meta.db"
+
+    def set_version(self, version: int) -> None:
+        if self.url is None:
+            with sqlite3.connect(self._meta_db) as db:
+                db.execute(f"PRAGMA user_version = {version}")
+            return
+        with psycopg.connect(self.url) as db:
+            db.execute("UPDATE schema_version SET version = %s", (version,))
 
     def version(self) -> int:
         """The schema version the store is at."""
@@ -117,3 +125,14 @@ def test_an_older_store_checks_clean_and_collects_its_garbage(old):
     assert freed.objects > 0 and freed.chunks > 0
     assert old.server.pfs("check", "--read-data").text.rstrip().endswith("no problems")
     assert old.server.pfs("get-file", "images", "master", "a.txt").stdout == b"first line\nsecond line\n"
+
+
+def test_a_store_a_newer_pfs_wrote_is_refused_in_one_line(old):
+    """Its trees may be stored in a way this pfs cannot read (as paged directories were to the pfs before them)."""
+    old.server.stop()
+    old.set_version(len(STEPS) + 1)
+    refused = run_pfs("server", "--data-dir", str(old.server.data_dir), "--port", "0", *old.server.args, check=False)
+    assert refused.returncode != 0 and refused.stderr.strip().splitlines() == [
+        f"pfs server: the metadata store is at version {len(STEPS) + 1}, written by a newer pfs (this one knows "
+        f"{len(STEPS)}): run that pfs, or a later one"]
+    assert old.version() == len(STEPS) + 1  # left as it was

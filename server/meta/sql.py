@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 from pfs.core import codec
+from pfs.core.errors import FailedPrecondition
 from pfs.core.model import (
     ChunkRef, CommitInfo, CommitRef, FileWrite, JobInfo, LogLine, PipelineInfo, RepoInfo, ShardInfo,
 )
@@ -191,17 +192,26 @@ def _settings(cur, d: Dialect) -> None:
     cur.execute(f"CREATE TABLE settings (name TEXT PRIMARY KEY, value TEXT NOT NULL){d.keyed}")
 
 
+def _paged_trees(cur, d: Dialect) -> None:
+    """Nothing in the tables: from this version on, a directory of more than 2,048 entries may be stored in pages
+    (server/trees.py), which a pfs that knows fewer steps cannot read, so it refuses the store."""
+
+
 # Step N brings a store of version N - 1 to version N; a store is made at version 0 (the schema, created above)
 # and a new server runs the steps it has not had, in one transaction. Append; never edit a step once released.
 STEPS: list[Callable] = [_codec_form, _cluster_tables, _shard_rows, _tokens, _roles, _touched, _log_sizes,
-                         _settings]
+                         _settings, _paged_trees]
 
 
 def upgrade(cur, d: Dialect, version: int) -> int:
-    """Runs the steps a store at VERSION has not had; the version it is at now."""
+    """Runs the steps a store at VERSION has not had; the version it is at now. A store of a later version, which a
+    newer pfs wrote, is refused: what it holds may not read as this pfs knows it."""
+    if version > len(STEPS):
+        raise FailedPrecondition(f"the metadata store is at version {version}, written by a newer pfs (this one "
+                                 f"knows {len(STEPS)}): run that pfs, or a later one")
     for step in STEPS[version:]:
         step(cur, d)
-    return max(version, len(STEPS))
+    return len(STEPS)
 
 
 _COMMIT_COLUMNS = "repo, id, parent, branch, started, finished, size, provenance, tree"

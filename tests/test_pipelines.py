@@ -377,6 +377,25 @@ def test_flush_commit_of_several_commits_and_delete_pipeline_all_as_pachctl(serv
     assert server.pfs("list-pipeline").text.count("\n") == server.pfs("list-repo").text.count("\n") == 1
 
 
+def test_flush_commit_waits_for_a_job_that_saw_both_a_repo_and_the_output_computed_from_it(server, tmp_path):
+    """The Beginner Tutorial's shape: montage reads images and edges (computed from images). Two commits in a row,
+    then flush-commit of the second: montage's job counts once it saw that commit and edges' output of it, not an
+    earlier job that saw the commit beside an older output of edges."""
+    put(server, "img", {"a0": b"a0\n"})
+    pipeline(server, tmp_path, "up", ["sh", "-c", "for f in /pfs/img/*; do tr a-z A-Z < $f > /pfs/out/${f##*/}; done"],
+             [repo_input("img", "reduce")])
+    pipeline(server, tmp_path, "mont", ["sh", "-c", "sleep 0.5; cat /pfs/img/* /pfs/up/* > /pfs/out/m"],
+             [repo_input("img", "global"), repo_input("up", "global")])
+    flush(server, "img/master")
+    for r in range(3):
+        put(server, "img", {f"a{r + 1}": b"a%d\n" % (r + 1)}, create=False)
+        put(server, "img", {f"b{r + 1}": b"b%d\n" % (r + 1)}, create=False)
+        flush(server, "img@master")
+        names = sorted(f"{x}{i}" for i in range(r + 2) for x in "ab" if (x, i) != ("b", 0))
+        assert get(server, "mont", "m") == b"".join(b"%s\n" % n.encode() for n in names) + \
+            b"".join(b"%s\n" % n.upper().encode() for n in names)
+
+
 def test_flush_commit_after_a_reprocess_waits_for_the_jobs_downstream_of_the_new_output(server, tmp_path):
     """update-pipeline --reprocess runs a commit again; flush-commit of it waits for the pipelines reading that
     pipeline's output to see the new output, not their older job, which saw the older one (a stopped one is named)."""

@@ -122,8 +122,9 @@ class Pipelines:
         its failures then; its cause may have been mended since), is said to fail, not waited for."""
         found, waiting, blocked = [], False, set()
         made: dict[str, float] = {}  # the output repo of each job found: when that job ended
+        seen = {target.repo: finished}  # what a job must have seen of a repo: the commit finished then, or a later one
         for p in downstream:
-            job = self._job_of(p, target, max([finished, *(made.get(i.repo, 0.0) for i in p.spec.inputs)]))
+            job = self._job_of(p, target, max([finished, *(made.get(i.repo, 0.0) for i in p.spec.inputs)]), seen)
             if job is None and any(i.repo in blocked for i in p.spec.inputs):
                 blocked.add(p.name)  # an upstream job failed or was skipped: this one gets no job for the commit
             elif job is None and (info := self.inspect(p.name)).state == PipelineState.STOPPED:
@@ -140,6 +141,8 @@ class Pipelines:
                 made[p.name] = job.finished
                 if job.state in (JobState.FAILURE, JobState.SKIPPED):  # no output commit
                     blocked.add(p.name)
+                else:
+                    seen[p.name] = self.store.inspect_commit(CommitRef(p.name, job.output_commit)).finished
         return None if waiting else found
 
     # -- helpers
@@ -206,14 +209,16 @@ class Pipelines:
                     grown = True
         return out
 
-    def _job_of(self, pipeline: PipelineInfo, target: CommitRef, after: float) -> JobInfo | None:
+    def _job_of(self, pipeline: PipelineInfo, target: CommitRef, after: float,
+                seen: dict[str, float]) -> JobInfo | None:
         """The pipeline's newest job started from AFTER on (when TARGET finished, or an upstream job found ended)
-        that saw TARGET or a commit computed from it."""
+        that saw TARGET or a commit computed from it, and of each input repo SEEN names, the commit that finished
+        then or a later one: a pipeline reading both a repo and another pipeline's output of it has seen both."""
         for job in self.jobs.list_jobs(pipeline.name):
             if job.started < after or not pipeline.made(job):  # nor can any older job be
                 return None
-            for i in job.inputs:
-                seen = CommitRef(i.repo, i.commit)
-                if seen == target or target in self.store.inspect_commit(seen).provenance:
-                    return job
+            commits = [self.store.inspect_commit(CommitRef(i.repo, i.commit)) for i in job.inputs]
+            saw_target = any(CommitRef(c.repo, c.id) == target or target in c.provenance for c in commits)
+            if saw_target and all(c.finished >= seen[c.repo] for c in commits if c.repo in seen):
+                return job
         return None

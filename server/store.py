@@ -115,7 +115,8 @@ class Store:
     # -- commits
 
     def start_commit(
-        self, repo: str, branch: str = "", parent: str = "", provenance: tuple[CommitRef, ...] = ()
+        self, repo: str, branch: str = "", parent: str = "", provenance: tuple[CommitRef, ...] = (),
+        one_off: bool = False,
     ) -> CommitInfo:
         branch = names.check_branch(branch or DEFAULT_BRANCH)
         with self.meta.transaction() as tx:
@@ -144,6 +145,7 @@ class Store:
                 finished=0,
                 size_bytes=base.info.size_bytes if base else 0,
                 provenance=provenance,
+                one_off=one_off,
             )
             tx.insert_commit(StoredCommit(info, base.tree if base else None))
             tx.set_branch(repo, branch, info.id)

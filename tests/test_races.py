@@ -92,12 +92,14 @@ def assert_refused(err: object, *kinds: type[PfsError]) -> None:
 
 
 @pytest.mark.slow  # thirty CLI processes on shared cores
-def test_writers_of_one_branch_take_turns(cluster):
+@pytest.mark.parametrize("flags", [("-c",), ()])
+def test_writers_of_one_branch_take_turns(cluster, flags):
     """Thirty `put-file -c` at once on one branch (on PostgreSQL, half through each server): each waits its turn
     at the open commit, so each client's file is in a finished commit of its own, their parents chained in some
-    order."""
+    order. So too without -c: a put to a branch whose head is another put's commit waits for it, not joins it
+    (which finished it under the joiner's feet)."""
     cluster.servers[0].pfs("create-repo", "r")
-    clients = [subprocess.Popen([PFS, "put-file", "r", "master", f"f{i}", "-c", "-f", "-"],
+    clients = [subprocess.Popen([PFS, "put-file", "r", "master", f"f{i}", *flags, "-f", "-"],
                                 env={**os.environ, **cluster.servers[i % len(cluster.servers)].env},
                                 stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
                for i in range(30)]

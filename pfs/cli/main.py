@@ -245,13 +245,14 @@ def _split_from(client: Client, ref: CommitRef, path: str, overwrite: bool) -> i
 
 @contextlib.contextmanager
 def _writing(client: Client, ref: CommitRef, wait: float, own: bool = False) -> Iterator[CommitRef]:
-    """The open commit to write into: REF when it is open (or names a branch whose head is), else, where REF names a
-    branch, a new commit on it, finished once the writes are done, as pachctl (1.7.2 on) did without -c; OWN: a new
-    one in any case (put-file -c). A commit started here is dropped if the writes fail, so the branch is as it was.
-    A finished commit named by its id or as an ancestor (master^) is refused before anything is read or sent."""
-    started = own or _finished_branch(client, ref)
+    """The open commit to write into: REF when it is open (or names a branch whose head is, unless another write
+    started it for itself), else, where REF names a branch, a new commit on it, finished once the writes are done,
+    as pachctl (1.7.2 on) did without -c; OWN: a new one in any case (put-file -c). A commit started here is one
+    other writes wait for rather than join, and is dropped if the writes fail, so the branch is as it was. A finished
+    commit named by its id or as an ancestor (master^) is refused before anything is read or sent."""
+    started = own or _needs_commit(client, ref)
     if started:
-        ref = CommitRef(ref.repo, client.start_commit(ref.repo, ref.ref, wait=wait).id)
+        ref = CommitRef(ref.repo, client.start_commit(ref.repo, ref.ref, wait=wait, one_off=True).id)
     try:
         yield ref
         if started:
@@ -270,15 +271,18 @@ def _writing(client: Client, ref: CommitRef, wait: float, own: bool = False) -> 
         raise
 
 
-def _finished_branch(client: Client, ref: CommitRef) -> bool:
-    """Whether REF names a branch with no open commit (its head finished, or the branch not there yet); False for an
-    open commit; refused: a finished commit named by its id or as an ancestor."""
+def _needs_commit(client: Client, ref: CommitRef) -> bool:
+    """Whether a write to REF starts a commit of its own: where REF names a branch whose head is finished, or one
+    another write started for itself (it waits its turn), or a branch not there yet; not for an open commit that
+    start-commit made; refused: a finished commit named by its id or as an ancestor."""
     try:
         commit = client.inspect_commit(ref)
     except NotFound:
         client.inspect_repo(ref.repo)  # a repo that is not there is said as such
         if not names.is_branch(ref.ref):
             raise
+        return True
+    if commit.one_off and commit.branch == ref.ref:
         return True
     if not commit.is_finished or commit.branch == ref.ref:
         return commit.is_finished

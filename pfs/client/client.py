@@ -178,12 +178,15 @@ class Client:
     # -- commits
 
     def start_commit(
-        self, repo: str, branch: str = "", parent: str = "", provenance: Iterable[CommitRef] = (), wait: float = 0
+        self, repo: str, branch: str = "", parent: str = "", provenance: Iterable[CommitRef] = (), wait: float = 0,
+        one_off: bool = False,
     ) -> CommitInfo:
         """A new open commit; where the branch has one open already (Conflict), tried again for up to WAIT
-        seconds, so that writers of one branch take turns (through any server of a cluster)."""
+        seconds, so that writers of one branch take turns (through any server of a cluster). ONE_OFF: started by a
+        write for itself (see CommitInfo.one_off)."""
         request = pb.StartCommitRequest(
-            repo=repo, branch=branch, parent=parent, provenance=[cv.commit_ref_to_pb(p) for p in provenance]
+            repo=repo, branch=branch, parent=parent, provenance=[cv.commit_ref_to_pb(p) for p in provenance],
+            one_off=one_off,
         )
         deadline, pause = time.monotonic() + wait, TURN_POLL
         while True:

@@ -82,6 +82,7 @@ class CommitInfo:
     finished: float  # 0 while open
     size_bytes: int
     provenance: tuple[CommitRef, ...] = ()
+    one_off: bool = False  # started by a write for itself (put-file): others wait their turn rather than join it
 
     @property
     def is_finished(self) -> bool:

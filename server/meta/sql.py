@@ -197,10 +197,15 @@ def _paged_trees(cur, d: Dialect) -> None:
     (server/trees.py), which a pfs that knows fewer steps cannot read, so it refuses the store."""
 
 
+def _one_off_commits(cur, d: Dialect) -> None:
+    """Whether each commit was started by a write for itself (CommitInfo.one_off); none before."""
+    cur.execute("ALTER TABLE commits ADD COLUMN one_off INTEGER NOT NULL DEFAULT 0")
+
+
 # Step N brings a store of version N - 1 to version N; a store is made at version 0 (the schema, created above)
 # and a new server runs the steps it has not had, in one transaction. Append; never edit a step once released.
 STEPS: list[Callable] = [_codec_form, _cluster_tables, _shard_rows, _tokens, _roles, _touched, _log_sizes,
-                         _settings, _paged_trees]
+                         _settings, _paged_trees, _one_off_commits]
 
 
 def upgrade(cur, d: Dialect, version: int) -> int:
@@ -214,13 +219,14 @@ def upgrade(cur, d: Dialect, version: int) -> int:
     return len(STEPS)
 
 
-_COMMIT_COLUMNS = "repo, id, parent, branch, started, finished, size, provenance, tree"
+_COMMIT_COLUMNS = "repo, id, parent, branch, started, finished, size, provenance, tree, one_off"
 _CHUNK_COLUMNS = 'address, pack, "offset", length, head, checksum'
 
 
 def _commit_row(c: StoredCommit) -> tuple:
     i = c.info
-    return (i.repo, i.id, i.parent, i.branch, i.started, i.finished, i.size_bytes, codec.dumps(i.provenance), c.tree)
+    return (i.repo, i.id, i.parent, i.branch, i.started, i.finished, i.size_bytes, codec.dumps(i.provenance), c.tree,
+            int(i.one_off))
 
 
 _PUT_SHARD = "INSERT INTO shards (job, idx, info) VALUES (?, ?, ?) ON CONFLICT (job, idx) DO UPDATE SET info = excluded.info"
@@ -241,7 +247,7 @@ def _pipeline(row: tuple) -> PipelineInfo:
 
 
 def _stored_commit(row: tuple) -> StoredCommit:
-    repo, id_, parent, branch, started, finished, size, provenance, tree = row
+    repo, id_, parent, branch, started, finished, size, provenance, tree, one_off = row
     info = CommitInfo(
         repo=repo,
         id=id_,
@@ -251,6 +257,7 @@ def _stored_commit(row: tuple) -> StoredCommit:
         finished=finished,
         size_bytes=size,
         provenance=codec.loads(tuple[CommitRef, ...], provenance),
+        one_off=bool(one_off),
     )
     return StoredCommit(info, tree)
 
@@ -313,7 +320,7 @@ class SqlTx(Tx):
         self._execute("DELETE FROM repos WHERE name = ?", (name,))
 
     def insert_commit(self, commit: StoredCommit) -> None:
-        self._execute(f"INSERT INTO commits ({_COMMIT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        self._execute(f"INSERT INTO commits ({_COMMIT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                       _commit_row(commit))
 
     def get_commit(self, repo: str, commit_id: str) -> StoredCommit | None:

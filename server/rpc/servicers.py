@@ -84,7 +84,7 @@ class ApiServicer(pfs_pb2_grpc.APIServicer):
     @translated
     def StartCommit(self, request, context):
         provenance = tuple(cv.commit_ref_from_pb(p) for p in request.provenance)
-        info = self.store.start_commit(request.repo, request.branch, request.parent, provenance)
+        info = self.store.start_commit(request.repo, request.branch, request.parent, provenance, request.one_off)
         return cv.commit_to_pb(info)
 
     @translated

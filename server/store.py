@@ -569,6 +569,8 @@ def _check_unread(tx: Tx, what: str, reads: Callable[[InputSpec], bool], command
 
 
 def _no_repo(name: str) -> NotFound:
+    """A repo that is not there; a name no repo can have is said to be that (create-repo would refuse it too)."""
+    names.check_repo(name[:names.MAX_NAME + 1])
     return NotFound(f"repo {name!r} not found; create it with `pfs create-repo {name}`")
 
 

@@ -74,12 +74,16 @@ def shared_repo(_shared_repo):
         (("delete-file", "r", "master", "./"), ("'./' is the whole commit", "name / itself")),
         (("list-job", "-p", "nope"), ("pipeline 'nope' not found", "list-pipeline")),
         (("get-logs", "--pipeline", "nope"), ("pipeline 'nope' not found",)),
+        (("put-file", "r", "feature/x", "f"), ("invalid branch name 'feature/x'",)),
+        (("inspect-repo", "r@master"), ("invalid repo name 'r@master'",)),
+        (("get-file", "r@master:"), ("'/' is a directory",)),
+        (("put-file", "r", "master", "f", "-i", "list"), ("pfs put-file: error: unrecognized arguments: -i list",)),
     ],
 )
 def test_misuse(shared_repo, args, fragments):
     result = shared_repo.pfs(*args, input=b"data\n", check=False)
-    if "invalid choice" in fragments:  # argparse's own usage errors: exit 2, usage + one error line
-        assert result.returncode == 2 and "invalid choice" in result.stderr
+    if any("invalid choice" in f or ": error: " in f for f in fragments):  # argparse's: exit 2, usage + error line
+        assert result.returncode == 2 and all(f in result.stderr for f in fragments), result.stderr
         return
     assert_one_line_error(result, *fragments)
     assert result.returncode == 1

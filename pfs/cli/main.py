@@ -21,7 +21,7 @@ from pfs.cli.sources import sources
 from pfs.client import Client, default_address
 from pfs.client.auth import read_token
 from pfs.client.upload import into_commit
-from pfs.core import kube, mount_inputs, names, paths, ready
+from pfs.core import kube, mount_inputs, names, paths, ready, refs
 from pfs.core.chunking import DELIMITERS
 from pfs.core.errors import FailedPrecondition, InvalidArgument, NotFound, PfsError, Unavailable
 from pfs.core.memory import keep_freed_memory
@@ -280,7 +280,9 @@ def _needs_commit(client: Client, ref: CommitRef) -> bool:
     except NotFound:
         client.inspect_repo(ref.repo)  # a repo that is not there is said as such
         if not names.is_branch(ref.ref):
-            raise
+            if names.is_commit_id(ref.ref) or refs.parse(ref.ref)[1]:  # master^, master~2
+                raise
+            names.check_branch(ref.ref)  # feature/x: said to be no name a branch can have
         return True
     if commit.one_off and commit.branch == ref.ref:
         return True
@@ -308,7 +310,7 @@ def cmd_get_file(args, client):
     ref = CommitRef(args.repo, args.ref)
     info = client.inspect_file(ref, args.path)
     if info.is_dir and not args.recursive:
-        raise InvalidArgument(f"{args.path!r} is a directory; fetch its tree with -r -o DIR, "
+        raise InvalidArgument(f"{args.path or '/'!r} is a directory; fetch its tree with -r -o DIR, "
                               "or see what it holds with list-file")
     with progress(info.size_bytes, "get-file") as advance:
         if info.is_dir:
@@ -505,7 +507,7 @@ def parser() -> argparse.ArgumentParser:
         slots = forms.Slots(tuple(dests), tuple(metavars), needed, s) if at else None
         if slots:
             s.usage = slots.usage()
-        s.set_defaults(fn=fn, slots=slots)
+        s.set_defaults(fn=fn, slots=slots, usage_of=s)
         return s
 
     def a(*flags, **kwargs):
@@ -745,7 +747,9 @@ def _run(argv: list[str]) -> None:
     if argv[:1] == ["server"]:  # the server is its own program; pfs/ never imports server/
         # -P: not the working directory first on the path (a /pfs there, as in a worker, is not this pfs)
         os.execv(sys.executable, [sys.executable, "-P", "-m", "server", *argv[1:]])
-    args = parser().parse_args(argv)
+    args, unknown = parser().parse_known_args(argv)
+    if unknown:  # said by the verb's parser, with its usage, not the command's
+        args.usage_of.error(f"unrecognized arguments: {' '.join(unknown)}")
     if args.slots:
         args.slots.spread(args)
     keep_freed_memory()

@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
-from pfs.core import compression, frames, names, paths, refs
+from pfs.core import compression, frames, names, paths, refs, splits
 from pfs.core.errors import AlreadyExists, Conflict, FailedPrecondition, InvalidArgument, NotFound
 from pfs.core.model import (
     MAX_LOCATE, BranchInfo, ChunkLocation, ChunkRef, CommitInfo, CommitRef, FileInfo, FileWrite, InputSpec, RepoInfo,
@@ -294,6 +294,9 @@ class Store:
             if w.directory and w.chunks:
                 raise InvalidArgument(f"directory {w.path!r} is written with {len(w.chunks)} chunk(s); "
                                       "a directory holds files, not bytes")
+            if w.split and (w.directory or w.overwrite):
+                raise InvalidArgument(f"the write of {w.path!r} is the next file of a split file: it makes no "
+                                      "directory and overwrites nothing")
         chunks = [c for w in writes for c in w.chunks]
         for c in chunks:
             frames.check_claim(c)
@@ -352,17 +355,30 @@ class Store:
         edit = Edit()
         written: dict[str, list[ChunkRef]] = {}
         directories: dict[str, dict[str, Entry]] = {}  # the entries of each directory appended to, as they were
+        after: dict[str, int] = {}  # the next index of each split file written to
         for w in writes:
             path = w.path
             if w.directory:
                 edit.make_directory(paths.components(path))
                 continue
+            if w.split:
+                index = after[path] if path in after else splits.next_index(self._split_names(tx, root, path), path)
+                after[path] = index + 1
+                path = paths.join(path, splits.name(index))
             chunks = list(w.chunks)
             if not w.overwrite:
                 chunks = self._existing_chunks(tx, root, directories, written, path) + chunks
             written[path] = chunks
             edit.put(paths.components(path), self.trees.put_file(tx, chunks))
         return self._write_tree(tx, commit, edit)
+
+    def _split_names(self, tx: Tx, root: Entry, path: str) -> list[str]:
+        """The names of the files of the split file PATH (none where it is not there yet)."""
+        entry = self.trees.lookup(tx, root, path)
+        if entry is not None and not entry.is_dir:
+            raise FailedPrecondition(f"{path!r} is a file: --split puts a directory of files there; give -o to "
+                                     "replace it, or another PATH")
+        return list(self.trees.entries(tx, entry.address)) if entry is not None else []
 
     def delete_file(self, ref: CommitRef, path: str) -> None:
         path = paths.normalize(path)

@@ -310,3 +310,26 @@ def test_glob_file_and_list_file_of_a_pattern_as_pachctl(server):
     assert matched("list-file", "d/*") == ["d/e", "d/x.csv"]
     assert matched("list-file", "f[1].csv") == ["f[1].csv"]  # no path matches the pattern: the name itself
     assert_one_line_error(server.pfs("glob-file", "g", "nobranch", "*", check=False), "no commit or branch 'nobranch'")
+
+
+def test_split_puts_at_once_into_one_commit_each_get_files_of_their_own(server):
+    """The server names each file of a split as it records it, so puts at once never share an index."""
+    import subprocess
+
+    from conftest import PFS
+
+    server.pfs("create-repo", "r")
+    commit = server.pfs("start-commit", "r").text.strip()
+    puts = [subprocess.Popen([PFS, "put-file", "r", commit, "s", "--split", "line"], stdin=subprocess.PIPE,
+                             stdout=subprocess.DEVNULL, env={**os.environ, **server.env})
+            for _ in range(5)]
+    for i, p in enumerate(puts):
+        p.stdin.write(b"".join(b"%d\n" % (i * 1000 + n) for n in range(100)))
+        p.stdin.close()
+    assert [p.wait(timeout=120) for p in puts] == [0] * 5
+    server.pfs("finish-commit", "r", commit)
+    files = [f["path"] for f in documents(server.pfs("list-file", "r", "master", "s", "--raw").text)]
+    assert files == [f"s/{i:016x}" for i in range(500)]
+    with server.client() as c:
+        lines = sorted(b"".join(c.read_file(CommitRef("r", "master"), f)) for f in files)
+    assert lines == sorted(b"%d\n" % (i * 1000 + n) for i in range(5) for n in range(100))  # one line each

@@ -21,7 +21,7 @@ from pfs.cli.sources import sources
 from pfs.client import Client, default_address
 from pfs.client.auth import read_token
 from pfs.client.upload import into_commit
-from pfs.core import kube, mount_inputs, names, paths, ready, refs
+from pfs.core import kube, mount_inputs, names, paths, ready, refs, splits
 from pfs.core.chunking import DELIMITERS
 from pfs.core.errors import FailedPrecondition, InvalidArgument, NotFound, PfsError, Unavailable
 from pfs.core.memory import keep_freed_memory
@@ -211,7 +211,9 @@ def cmd_put_file(args, client):
     known = [s.size for s in todo]
     total = None if None in known else sum(known)
     with _writing(client, CommitRef(args.repo, args.ref), args.wait, own=args.commit) as ref:
-        first = _split_from(client, ref, todo[0].dest, args.overwrite) if args.split else 0
+        if args.split and args.overwrite:  # the files a split put there before go first
+            with contextlib.suppress(NotFound):
+                client.delete_file(ref, todo[0].dest)
         with progress(total, "put-file") as advance:
             with into_commit(client, ref, delimiter=args.delimiter, on_bytes=advance) as up:
                 for src in todo:
@@ -222,25 +224,8 @@ def cmd_put_file(args, client):
                         if not args.split:
                             up.put(src.dest, stream, overwrite=args.overwrite)
                             continue
-                        cut = split.pieces(stream, args.split, args.target_file_datums, args.target_file_bytes)
-                        for i, piece in enumerate(cut, first):
-                            up.put(paths.join(src.dest, split.name(i)), io.BytesIO(piece))
-
-
-def _split_from(client: Client, ref: CommitRef, path: str, overwrite: bool) -> int:
-    """The index a split put at PATH starts from: after the files a split put there already, or (OVERWRITE: they are
-    deleted first) 0."""
-    try:
-        if overwrite:
-            client.delete_file(ref, path)
-            return 0
-        there = client.inspect_file(ref, path)
-    except NotFound:
-        return 0
-    if not there.is_dir:
-        raise InvalidArgument(f"{path!r} is a file: --split puts a directory of files there; give -o to replace it, or "
-                              "another PATH")
-    return split.next_index([f.path.rsplit("/", 1)[-1] for f in client.list_files(ref, path)], path)
+                        for piece in split.pieces(stream, args.split, args.target_file_datums, args.target_file_bytes):
+                            up.put(src.dest, io.BytesIO(piece), split=True)
 
 
 @contextlib.contextmanager
@@ -576,7 +561,7 @@ def parser() -> argparse.ArgumentParser:
          a("--delimiter", choices=DELIMITERS, default="line",
            help="cut chunks only at line ends (line, the default) or anywhere (none)"),
          a("--split", choices=split.KINDS, help="put the file as a directory PATH of many, named by their index "
-           f"({split.name(0)}, ...), cut between lines or between JSON values (pachctl's --split); put again, the "
+           f"({splits.name(0)}, ...), cut between lines or between JSON values (pachctl's --split); put again, the "
            "new ones follow those there"),
          a("--target-file-datums", type=_count, default=0, metavar="N",
            help="with --split: N lines or values a file (default: one, unless --target-file-bytes)"),

@@ -1,15 +1,14 @@
 """put-file --split: one source cut into many small files, as pachctl 1.x's `put-file --split line|json` did.
 
-PATH becomes a directory of files named by their index in 16 hex digits (0000000000000000, ...), each holding
---target-file-datums datums (lines, or JSON values) or the datums that first reach --target-file-bytes bytes (a
-datum is never cut), or one datum each if neither is given. Put again without -o, the new files go on from the index
-after the last one there, so a split file is appended to as a file is.
+PATH becomes a directory of files named by their index (pfs/core/splits.py, the server names them as it records
+them), each holding --target-file-datums datums (lines, or JSON values) or the datums that first reach
+--target-file-bytes bytes (a datum is never cut), or one datum each if neither is given. Put again without -o, the
+new files go on from the index after the last one there, so a split file is appended to as a file is.
 """
 
 import codecs
 import json
 import json.decoder
-import re
 from collections.abc import Iterator
 from typing import BinaryIO
 
@@ -17,24 +16,6 @@ from pfs.core.errors import InvalidArgument
 
 KINDS = ("line", "json")
 READ = 1 << 20  # bytes read from the source at a time (more while one JSON value is longer)
-NAME_DIGITS = 16
-_NAME = re.compile(f"[0-9a-f]{{{NAME_DIGITS}}}")
-
-
-def name(index: int) -> str:
-    return f"{index:0{NAME_DIGITS}x}"
-
-
-def next_index(names: list[str], path: str) -> int:
-    """The index after the last of NAMES, the files a split put at PATH already (0 for none)."""
-    odd = next((n for n in names if not _NAME.fullmatch(n)), None)
-    if odd is not None:
-        raise InvalidArgument(f"{path!r} holds {odd!r}, which no split put there: --split appends only to a "
-                              f"directory of files named by their index ({name(0)}, ...); give -o to replace it, or "
-                              "another PATH")
-    return max((int(n, 16) for n in names), default=-1) + 1
-
-
 def pieces(stream: BinaryIO, kind: str, datums: int, size: int) -> Iterator[bytes]:
     """The files STREAM is cut into: DATUMS datums each, or the datums that first reach SIZE bytes, or one each."""
     part: list[bytes] = []

@@ -87,8 +87,9 @@ class Uploader:
         self._sender.shutdown()
         self._recorder.shutdown()
 
-    def put(self, path: str, stream: BinaryIO, overwrite: bool = False) -> None:
-        """Puts the contents of STREAM at PATH (appending to an existing file unless OVERWRITE)."""
+    def put(self, path: str, stream: BinaryIO, overwrite: bool = False, split: bool = False) -> None:
+        """Puts the contents of STREAM at PATH (appending to an existing file unless OVERWRITE); SPLIT: as the next
+        file of the split file PATH, a directory (see FileWrite)."""
         refs = []
         for data in self.chunker.split(stream):
             addr = address(data)
@@ -98,7 +99,7 @@ class Uploader:
             self.on_bytes(len(data))
             if self._batch_bytes >= BATCH_BYTES or len(self._batch) >= BATCH_CHUNKS:
                 self._send_batch()
-        self._add(FileWrite(path, tuple(refs), overwrite))
+        self._add(FileWrite(path, tuple(refs), overwrite, split=split))
 
     def put_directory(self, path: str) -> None:
         """Makes the directory PATH (kept even while empty; one that is there stays as it is)."""
@@ -112,7 +113,7 @@ class Uploader:
             self._end_segment()
         self._levels += deep
         self._writes.append(write)
-        directory = posixpath.dirname(write.path)
+        directory = write.path if write.split else posixpath.dirname(write.path)
         self._in_dir[directory] += 1
         if directory in self._touched:
             self._rewrites += 1

@@ -141,6 +141,7 @@ class FileWrite:
     chunks: tuple[ChunkRef, ...]
     overwrite: bool = False
     directory: bool = False
+    split: bool = False  # PATH a directory of a split file: the write is its next file (see FileWrite in protos)
 
 
 @dataclass(frozen=True)

@@ -141,13 +141,13 @@ def add_writes(files, writes: Iterable[FileWrite]) -> None:
     building it apart and copying it in (10,000 small files: 9 ms, not 28)."""
     add = files.add
     for w in writes:
-        chunks = add(path=w.path, overwrite=w.overwrite, directory=w.directory).chunks
+        chunks = add(path=w.path, overwrite=w.overwrite, directory=w.directory, split=w.split).chunks
         for c in w.chunks:
             chunks.add(address=c.address, size=c.size)
 
 
 def write_from_pb(m: pb.FileWrite) -> FileWrite:
-    return FileWrite(m.path, tuple(chunk_from_pb(c) for c in m.chunks), m.overwrite, m.directory)
+    return FileWrite(m.path, tuple(chunk_from_pb(c) for c in m.chunks), m.overwrite, m.directory, m.split)
 
 
 def job_spec_to_pb(s: JobSpec) -> ppb.CreateJobRequest:

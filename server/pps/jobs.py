@@ -132,6 +132,8 @@ class Jobs:
         return _with_shard(job, shard)
 
     def put_shard_files(self, job_id: str, index: int, attempt: int, writes: list[FileWrite]) -> None:
+        if any(w.split for w in writes):  # a worker writes files as /pfs/out holds them
+            raise InvalidArgument("a job's output files are written as they are named: no split writes")
         with self.store.recording(writes, "/pfs/out itself") as (tx, writes):
             self._running(tx, job_id, index, attempt)
             tx.stage_files(job_id, index, writes)

@@ -122,7 +122,8 @@ class Pipelines:
         its failures then; its cause may have been mended since), is said to fail, not waited for."""
         found, waiting, blocked = [], False, set()
         made: dict[str, float] = {}  # the output repo of each job found: when that job ended
-        seen = {target.repo: finished}  # what a job must have seen of a repo: the commit finished then, or a later one
+        # what a job must have seen of a repo's branch: the commit finished then, or a later one
+        seen = {(target.repo, self.store.inspect_commit(target).branch): finished}
         for p in downstream:
             job = self._job_of(p, target, max([finished, *(made.get(i.repo, 0.0) for i in p.spec.inputs)]), seen)
             if job is None and any(i.repo in blocked for i in p.spec.inputs):
@@ -142,7 +143,7 @@ class Pipelines:
                 if job.state in (JobState.FAILURE, JobState.SKIPPED):  # no output commit
                     blocked.add(p.name)
                 else:
-                    seen[p.name] = self.store.inspect_commit(CommitRef(p.name, job.output_commit)).finished
+                    seen[p.name, "master"] = self.store.inspect_commit(CommitRef(p.name, job.output_commit)).finished
         return None if waiting else found
 
     # -- helpers
@@ -210,15 +211,16 @@ class Pipelines:
         return out
 
     def _job_of(self, pipeline: PipelineInfo, target: CommitRef, after: float,
-                seen: dict[str, float]) -> JobInfo | None:
+                seen: dict[tuple[str, str], float]) -> JobInfo | None:
         """The pipeline's newest job started from AFTER on (when TARGET finished, or an upstream job found ended)
-        that saw TARGET or a commit computed from it, and of each input repo SEEN names, the commit that finished
-        then or a later one: a pipeline reading both a repo and another pipeline's output of it has seen both."""
+        that saw TARGET or a commit computed from it, and of each input branch SEEN names (repo, branch), the commit
+        that finished then or a later one: a pipeline reading both a repo and another pipeline's output of it has
+        seen both."""
         for job in self.jobs.list_jobs(pipeline.name):
             if job.started < after or not pipeline.made(job):  # nor can any older job be
                 return None
             commits = [self.store.inspect_commit(CommitRef(i.repo, i.commit)) for i in job.inputs]
             saw_target = any(CommitRef(c.repo, c.id) == target or target in c.provenance for c in commits)
-            if saw_target and all(c.finished >= seen[c.repo] for c in commits if c.repo in seen):
+            if saw_target and all(c.finished >= seen[c.repo, c.branch] for c in commits if (c.repo, c.branch) in seen):
                 return job
         return None

@@ -135,16 +135,27 @@ def _tree(data: bytes) -> dict[str, Entry] | _Pages:
     return {n: Entry(n, d, bytes.fromhex(a), s) for n, d, a, s in rows}
 
 
-def _paged(rows: list[list]) -> Iterator[list[list]]:
-    """ROWS (a directory's, in name order) cut into pages where their names say (see PAGE)."""
-    page: list[list] = []
-    for row in rows:
-        page.append(row)
-        if len(page) >= PAGE_MAX or (len(page) >= PAGE_MIN and xxhash.xxh3_64_intdigest(row[0].encode()) % PAGE == 0):
-            yield page
-            page = []
-    if page:
-        yield page
+def _cuts(names: list[str]) -> Iterator[tuple[int, int]]:
+    """Where NAMES (a directory's, in order) are cut into pages, as their names say (see PAGE): each page's start
+    and end."""
+    start = 0
+    for i, name in enumerate(names):
+        held = i + 1 - start
+        if held >= PAGE_MAX or (held >= PAGE_MIN and xxhash.xxh3_64_intdigest(name.encode()) % PAGE == 0):
+            yield start, i + 1
+            start = i + 1
+    if start < len(names):
+        yield start, len(names)
+
+
+def _row(e: Entry) -> list:
+    return [e.name, e.is_dir, e.address.hex(), e.size]
+
+
+def _touched(changed: list[str], low: str, high: str | None) -> bool:
+    """Whether a name of CHANGED (in order) lies from LOW up to HIGH (None: on to the end)."""
+    i = bisect.bisect_left(changed, low)
+    return i < len(changed) and (high is None or changed[i] < high)
 
 
 class Trees:
@@ -271,15 +282,29 @@ class Trees:
             return sum(self.changed_size(tx, e, olds.get(e.name), diff) for e in news)
         return self._cached((entry.address, old.address, diff), walk)
 
-    def _put_tree(self, tx: Tx, entries: dict[str, Entry]) -> Entry:
-        rows = [[e.name, e.is_dir, e.address.hex(), e.size] for e in sorted(entries.values(), key=lambda e: e.name)]
-        if len(rows) <= PAGED_FROM:
-            return Entry("", True, self._put_rows(tx, rows), sum(e.size for e in entries.values()))
-        pages = [[page[0][0], self._put_rows(tx, page).hex(), len(page), sum(r[3] for r in page)]
-                 for page in _paged(rows)]
+    def _put_tree(self, tx: Tx, entries: dict[str, Entry], before: "_Pages | None" = None,
+                  changed: Sequence[str] = ()) -> Entry:
+        """Stores a directory of ENTRIES. Paged: a page of BEFORE (the pages of the directory it was) that starts
+        where a new one does, holds as many entries and no name of CHANGED (those written or deleted since) is kept
+        as it is, unencoded: it holds the same entries, so the same bytes."""
+        names = sorted(entries)
+        size = sum(e.size for e in entries.values())
+        if len(names) <= PAGED_FROM:
+            return Entry("", True, self._put_rows(tx, [_row(entries[n]) for n in names]), size)
+        kept = dict(zip(before.first, before.pages)) if before is not None else {}
+        changed = sorted(changed)
+        pages = []
+        for start, end in _cuts(names):
+            first, old = names[start], kept.get(names[start])
+            upto = names[end] if end < len(names) else None  # the next page's first name
+            if old is not None and old[1] == end - start and not _touched(changed, first, upto):
+                pages.append([first, old[0].hex(), old[1], old[2]])
+                continue
+            rows = [_row(entries[n]) for n in names[start:end]]
+            pages.append([first, self._put_rows(tx, rows).hex(), end - start, sum(r[3] for r in rows)])
         addr = self._put_rows(tx, {"pages": pages})
         self._keep(("all", addr), entries)  # as entries() would read it back: the next change starts from it
-        return Entry("", True, addr, sum(e.size for e in entries.values()))
+        return Entry("", True, addr, size)
 
     @staticmethod
     def _put_rows(tx: Tx, rows: list | dict) -> bytes:
@@ -317,7 +342,8 @@ class Trees:
                     raise FailedPrecondition(f"cannot write below {path!r}: it is a file")
                 sub = self.apply(tx, old.address if old else None, change, path)
                 entries[name] = Entry(name, True, sub.address, sub.size)
-        return self._put_tree(tx, entries)
+        before = self._decoded(tx, root, _tree) if root and not edit.fresh else None
+        return self._put_tree(tx, entries, before if isinstance(before, _Pages) else None, list(edit.children))
 
 
 def references(data: bytes, is_dir: bool) -> tuple[list[Entry], list[bytes]]:

@@ -112,3 +112,55 @@ def _stored(store, path: str):
     with store.meta.transaction() as tx:
         entry = store.trees.lookup(tx, stores._root(store._resolve(tx, CommitRef("r", "master"))), path)
         return trees._tree(tx.get_object(entry.address))
+
+
+def test_a_page_kept_unencoded_is_what_encoding_it_again_gives(tmp_path):
+    """A change to a paged directory keeps its untouched pages as they were, unencoded: after random writes,
+    deletions and changes below, the directory stored is byte for byte the one a whole encoding gives."""
+    import random
+
+    from pfs.core import compression
+    from pfs.core.hashing import address
+    from pfs.core.model import ChunkRef, FileWrite
+    from server import trees
+    from server.meta.sqlite import SqliteMetaStore
+    from server.storage.local import LocalChunkStore
+    from server.store import Store
+
+    meta, chunks = SqliteMetaStore(tmp_path / "meta.db"), LocalChunkStore(tmp_path)
+    store = Store(chunks, meta, 1 << 20)
+    try:
+        blobs = [b"%d\n" % i for i in range(3)]
+        store.put_chunks([[(address(b), compression.compress(b)) for b in blobs]])
+        refs = [(ChunkRef(address(b), len(b)),) for b in blobs]
+        store.create_repo("r")
+        rnd = random.Random(7)
+        names = {f"f{i:05d}" for i in range(FILES)}
+        ref = CommitRef("r", store.start_commit("r").id)
+        store.put_files(ref, [FileWrite(f"d/{n}", refs[0]) for n in sorted(names)])
+        store.finish_commit(ref)
+        for _ in range(12):
+            ref = CommitRef("r", store.start_commit("r").id)
+            writes = [FileWrite(f"d/f{rnd.randrange(2 * FILES):05d}", rnd.choice(refs), overwrite=True)
+                      for _ in range(rnd.randrange(1, 40))]
+            writes += [FileWrite(f"d/sub{rnd.randrange(3)}/x", refs[1])]  # a change below: an entry changed
+            store.put_files(ref, writes)
+            for gone in rnd.sample(sorted(names), rnd.randrange(0, 20)):
+                store.delete_file(ref, f"d/{gone}")
+                names.discard(gone)
+            names |= {w.path[2:] for w in writes if "/" not in w.path[2:]}
+            store.finish_commit(ref)
+            with meta.transaction() as tx:
+                stored = store.trees.lookup(tx, _root_of(store, tx), "d")
+                whole = trees.Trees()._put_tree(tx, store.trees.entries(tx, stored.address))  # every page encoded
+            assert isinstance(_stored(store, "d"), trees._Pages) and stored.address == whole.address
+        assert {f.path for f in store.list_files(CommitRef("r", "master"), "d")} >= {f"d/{n}" for n in names}
+    finally:
+        chunks.close()
+        meta.close()
+
+
+def _root_of(store, tx):
+    from server import store as stores
+
+    return stores._root(store._resolve(tx, CommitRef("r", "master")))

@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 from pfs.core import run_as, specs
 from pfs.core.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
-from pfs.core.model import CommitRef, JobInfo, JobState, PipelineInfo, PipelineSpec, PipelineState
+from pfs.core.model import CommitInfo, CommitRef, JobInfo, JobState, PipelineInfo, PipelineSpec, PipelineState
 from server.pps.controller import DELETED, STOPPED, Controller
 from server.pps.runners import Runner
 from server.roles import OWNER, READER, Roles
@@ -98,32 +98,33 @@ class Pipelines:
         user's pipeline, which the caller may not see, neither holds the caller up nor is named to them. Holds no
         thread while it waits: it looks at the jobs (in the event loop's pool of threads) only when news came (see
         server/news.py)."""
-        target, finished, downstream = await asyncio.to_thread(self._flushing, ref)
+        commit, downstream = await asyncio.to_thread(self._flushing, ref)
         downstream = [p for p in downstream if visible(p.name)]
         failed = {p.name: p.failures for p in downstream}  # as the flush begins
         while True:
             since = self.store.news.generation
-            found = await asyncio.to_thread(self._flushed, downstream, target, finished, failed)
+            found = await asyncio.to_thread(self._flushed, downstream, commit, failed)
             if found is not None:
                 return found
             await self.store.news.wait_async(since)
 
-    def _flushing(self, ref: CommitRef) -> tuple[CommitRef, float, list[PipelineInfo]]:
-        """What flush() waits for: the commit REF names, when it finished, and the pipelines downstream of it."""
+    def _flushing(self, ref: CommitRef) -> tuple[CommitInfo, list[PipelineInfo]]:
+        """What flush() waits for: the commit REF names, and the pipelines downstream of it."""
         commit = self.store.inspect_commit(ref)
-        return CommitRef(commit.repo, commit.id), commit.finished, self._downstream(commit.repo, commit.branch)
+        return commit, self._downstream(commit.repo, commit.branch)
 
-    def _flushed(self, downstream: list[PipelineInfo], target: CommitRef, finished: float,
+    def _flushed(self, downstream: list[PipelineInfo], commit: CommitInfo,
                  failed: dict[str, int]) -> list[JobInfo] | None:
-        """The finished job of each pipeline of DOWNSTREAM that saw TARGET, or None while one is to come. A pipeline
+        """The finished job of each pipeline of DOWNSTREAM that saw COMMIT, or None while one is to come. A pipeline
         reading another's output waits for a job made after the job found of that one: an older job of it saw an
         older output (update-pipeline --reprocess runs a commit again, and its new output is to be seen too). One
         that failed FLUSH_FAILURES tries in a row to make its job, and once more than when the flush began (FAILED:
         its failures then; its cause may have been mended since), is said to fail, not waited for."""
         found, waiting, blocked = [], False, set()
+        target, finished = CommitRef(commit.repo, commit.id), commit.finished
         made: dict[str, float] = {}  # the output repo of each job found: when that job ended
         # what a job must have seen of a repo's branch: the commit finished then, or a later one
-        seen = {(target.repo, self.store.inspect_commit(target).branch): finished}
+        seen = {(commit.repo, commit.branch): finished}
         for p in downstream:
             job = self._job_of(p, target, max([finished, *(made.get(i.repo, 0.0) for i in p.spec.inputs)]), seen)
             if job is None and any(i.repo in blocked for i in p.spec.inputs):

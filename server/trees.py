@@ -110,6 +110,13 @@ def _intact(addr: bytes, data: bytes) -> bytes:
     return data
 
 
+def _loaded(addr: bytes, data: bytes | None, decode):
+    """Object ADDR, as read from the store (None: not there), decoded."""
+    if data is None:
+        raise NotFound(f"object {addr.hex()} is missing")
+    return decode(_intact(addr, data))
+
+
 def _chunk_refs(data: bytes) -> tuple[ChunkRef, ...]:
     """A file object's chunks."""
     return tuple(itertools.starmap(ChunkRef, _CHUNK_REF.iter_unpack(data)))
@@ -205,9 +212,7 @@ class Trees:
             data = tx.get_objects(addresses)
             entries: dict[str, Entry] = {}
             for a in addresses:
-                if a not in data:
-                    raise NotFound(f"object {a.hex()} is missing")
-                entries.update(_tree(_intact(a, data[a])))
+                entries.update(_loaded(a, data.get(a), _tree))
             return entries
         return self._cached(("all", tree), merged)
 
@@ -228,12 +233,7 @@ class Trees:
 
     def _decoded(self, tx: Tx, addr: bytes, decode):
         """An object, decoded, from the cache or the store."""
-        def load():
-            data = tx.get_object(addr)
-            if data is None:
-                raise NotFound(f"object {addr.hex()} is missing")
-            return decode(_intact(addr, data))
-        return self._cached(addr, load)
+        return self._cached(addr, lambda: _loaded(addr, tx.get_object(addr), decode))
 
     def _cached(self, key: object, compute):
         """What COMPUTE gives for KEY, computed once while it stays among the most recently used (what is

@@ -2,6 +2,7 @@
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -26,14 +27,15 @@ LINE_BYTES = 4 * MAX_LOG_TEXT  # read of a line at once: what a log keeps of it,
 
 
 def run(cmd: Sequence[str], stdin: Sequence[str], env: dict[str, str], logs: Logs, user: tuple[int, int] | None,
-        tmp: Path, max_processes: int) -> tuple[int, list[str]]:
+        tmp: Path, max_processes: int, timeout: float = 0.0) -> tuple[int, list[str], bool]:
     """Runs CMD to its end, in a PID namespace of its own (shim/pidns.py: what it leaves running ends with it, and
     it all ends if the shim dies or is stopped), as USER (uid, gid; with no other groups and at most MAX_PROCESSES
-    processes of that uid) where one is given, with TMP as its /tmp; its exit code and last stderr lines."""
+    processes of that uid) where one is given, with TMP as its /tmp, killed after TIMEOUT seconds (0: never); its
+    exit code, last stderr lines, and whether the timeout killed it."""
     if shutil.which(cmd[0], path=env.get("PATH")) is None:
         message = f"cannot run {cmd[0]!r}: no such command"
         logs.line("stderr", message)
-        return 127, [message]
+        return 127, [message], False
     uid, gid = user or (-1, -1)
     env_r, env_w = os.pipe()
     with open(env_w, "wb") as env_pipe:  # the command's alone, not its init's (shim/pidns.py)
@@ -53,6 +55,15 @@ def run(cmd: Sequence[str], stdin: Sequence[str], env: dict[str, str], logs: Log
     ]
     for t in readers:
         t.start()
+    killed = threading.Event()
+
+    def kill() -> None:  # its namespace's init, and with it all the command runs, dies too
+        killed.set()
+        proc.kill()
+
+    timer = threading.Timer(timeout, kill)
+    if timeout:
+        timer.start()
     try:
         if stdin:
             _feed(proc.stdin, stdin)
@@ -60,9 +71,11 @@ def run(cmd: Sequence[str], stdin: Sequence[str], env: dict[str, str], logs: Log
     except BaseException:  # the shim is stopped: so is the command
         proc.kill()
         raise
+    finally:
+        timer.cancel()
     for t in readers:
         t.join()
-    return code, list(tail)
+    return code, list(tail), killed.is_set() and code == -signal.SIGKILL
 
 
 def _feed(pipe: IO[bytes], lines: Sequence[str]) -> None:

@@ -34,7 +34,7 @@ from typing import NoReturn
 
 from pfs.client import Client, default_address
 from pfs.client.auth import find_token
-from pfs.core import priority, run_as
+from pfs.core import durations, priority, run_as
 from pfs.core.errors import FailedPrecondition, InvalidArgument, PfsError, Unavailable
 from pfs.core.memory import keep_freed_memory
 from pfs.core.model import CommitRef, JobInfo, ShardInfo
@@ -240,17 +240,19 @@ class Worker:
         results.start()  # read and sent while the command writes them
         memory = oom.Watch()
         try:
-            code, tail = command.run(job.transform.cmd, job.transform.stdin, env, logs, user, tmp,
-                                     self.max_processes)
+            code, tail, timed_out = command.run(job.transform.cmd, job.transform.stdin, env, logs, user, tmp,
+                                                self.max_processes, job.datum_timeout)
         except BaseException:
             results.abandon()
             raise
         bytes_in = sum(_size(self.root / i.repo) for i in job.inputs)
-        if not job.transform.accepts(code):
+        if timed_out or not job.transform.accepts(code):
             mounts.stop()
             results.abandon()
-            error = f"{job.transform.cmd[0]} " + (f"exited with code {code}" if code >= 0 else
-                                                   f"was killed by {signal.Signals(-code).name} (code {code})")
+            error = f"{job.transform.cmd[0]} " + (
+                f"ran longer than the datum_timeout ({durations.text(job.datum_timeout)}) and was killed"
+                if timed_out else f"exited with code {code}" if code >= 0 else
+                f"was killed by {signal.Signals(-code).name} (code {code})")
             error += f" {oom.SAID}" if memory.struck() else ""
             error += ": " + "\n".join(tail) if tail else ""
             logs.line("shim", f"job-shim: {error.splitlines()[0]}; its output is not kept")

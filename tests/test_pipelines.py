@@ -462,6 +462,12 @@ def test_a_server_restarted_during_a_job_finishes_it_once(server, tmp_path):
      ["field egres", "unknown field"]),
     ({"pipeline": {"name": "p"}, "transform": {"cmd": ["true"]}, "inputs": [{"repo": {"name": "data"}}], "egress": 1},
      ["field egress", "a 1.x field pfs does not read", "get-file -r"]),  # told apart from a typo
+    ({"pipeline": {"name": "p"}, "transform": {"cmd": ["true"]}, "inputs": [{"repo": {"name": "data"}}],
+      "job_timeout": "10 minutes"}, ["field job_timeout", 'expected a duration such as "30s"', "got '10 minutes'"]),
+    ({"pipeline": {"name": "p"}, "transform": {"cmd": ["true"]}, "inputs": [{"repo": {"name": "data"}}],
+      "datumTimeout": True}, ["field datum_timeout", "expected a duration", "got a boolean"]),
+    ({"pipeline": {"name": "p"}, "transform": {"cmd": ["true"]}, "inputs": [{"repo": {"name": "data"}}],
+      "datum_tries": "x"}, ["field datum_tries", "expected a whole number"]),
     ({"pipeline": {"name": "p"}, "transform": {"cmd": ["true"]}, "inputs": [{"repo": {"name": "data"}, "glob": "/*"}]},
      ["inputs[0].glob", '"method": "reduce"']),
     ({"pipeline": {"name": "p"}, "transform": {"cmd": ["true"]},
@@ -609,3 +615,48 @@ def test_a_machine_runs_at_most_four_workers_a_core_at_once_and_the_rest_after(s
     at_once = max(itertools.accumulate(1 if m == "+" else -1 for m in marks))
     assert 1 < at_once <= room, at_once
     assert len(server.pfs("list-file", "wide", "master").text.splitlines()) == 41  # and a header
+
+
+def test_a_command_past_the_datum_timeout_is_killed_and_its_try_fails(server, tmp_path):
+    put(server, "data", {"x": b"1\n"})
+    pipeline(server, tmp_path, "slow", ["sh", "-c", "echo started; sleep 41.75"], [repo_input("data")],
+             datum_timeout="1s", datum_tries=2)
+    result = flush(server, "data/master", check=False)
+    [job] = jobs_of(server, "slow")
+    assert_one_line_error(result, f"job {job['id']} of pipeline slow failed: shard 0 failed (2 tries)",
+                          "sh ran longer than the datum_timeout (1s) and was killed")
+    info = json.loads(server.pfs("inspect-job", job["id"], "--raw").text)
+    assert info["shards"][0]["attempts"] == 2 and info["datum_timeout"] == 1.0
+    assert not any(args[:2] == [b"sleep", b"41.75"] for _, args in processes())  # nor what it started
+    assert "Limits: 2 tries a shard; job_timeout none; datum_timeout 1s" in server.pfs("inspect-pipeline", "slow").text
+    assert "Limits: 2 tries a shard; job_timeout none; datum_timeout 1s" in server.pfs("inspect-job", job["id"]).text
+
+
+def test_datum_tries_is_how_many_tries_a_shard_gets(server, tmp_path, host_dir):
+    """A command that fails its first try and succeeds after: one try fails the job, two make its output."""
+    put(server, "data", {"x": b"1\n"})
+    script = f"if [ -e {host_dir}/$0 ]; then echo ok > /pfs/out/ok; else touch {host_dir}/$0; exit 3; fi"
+    pipeline(server, tmp_path, "once", ["sh", "-c", script, "once"], [repo_input("data")], datum_tries=1)
+    pipeline(server, tmp_path, "twice", ["sh", "-c", script, "twice"], [repo_input("data")], datumTries="2")
+    flush(server, "data/master", check=False)
+    [once], [twice] = jobs_of(server, "once"), jobs_of(server, "twice")
+    assert once["state"] is JobState.FAILURE and "exited with code 3" in once["error"]
+    assert twice["state"] is JobState.SUCCESS
+    assert get(server, "twice", "ok") == b"ok\n"
+    shards = {name: json.loads(server.pfs("inspect-job", j["id"], "--raw").text)["shards"][0]["attempts"]
+              for name, j in (("once", once), ("twice", twice))}
+    assert shards == {"once": 1, "twice": 2}
+
+
+def test_a_job_past_its_job_timeout_is_stopped_and_the_pipeline_goes_on(server, tmp_path):
+    put(server, "data", {"x": b"slow\n"})
+    cmd = ["sh", "-c", "[ -e /pfs/data/fast ] || sleep 42.75; cp -r /pfs/data/. /pfs/out/"]
+    pipeline(server, tmp_path, "p", cmd, [repo_input("data", "global")], job_timeout="2s")
+    result = flush(server, "data/master", check=False)
+    [job] = jobs_of(server, "p")
+    assert_one_line_error(result, f"job {job['id']} of pipeline p failed", "ran longer than its job_timeout (2s)")
+    wait_for(lambda: not any(args[:2] == [b"sleep", b"42.75"] for _, args in processes()), 30)
+    put(server, "data", {"fast": b"go\n"}, create=False)
+    flush(server, "data/master")
+    assert get(server, "p", "fast") == b"go\n"
+    assert [j["state"] for j in jobs_of(server, "p")] == [JobState.SUCCESS, JobState.FAILURE]

@@ -19,7 +19,8 @@ DATA = (InputSpec("data"),)
 def pipeline_manifest(spec: PipelineSpec) -> dict:
     return {"pipeline": {"name": spec.name}, "transform": {"cmd": list(spec.transform.cmd)},
             "parallelism": spec.parallelism.constant,
-            "inputs": [{"repo": {"name": i.repo}, "branch": i.ref, "method": i.method} for i in spec.inputs]}
+            "inputs": [{"repo": {"name": i.repo}, "branch": i.ref, "method": i.method} for i in spec.inputs],
+            "job_timeout": spec.job_timeout, "datum_timeout": spec.datum_timeout, "datum_tries": spec.datum_tries}
 
 
 def job_manifest(spec: JobSpec) -> dict:
@@ -56,6 +57,11 @@ BAD_PIPELINES = [
     (PipelineSpec("p", TRUE, DATA, ParallelismSpec(5000)), "parallelism: must be at least 1 (and at most 1024)"),
     (PipelineSpec("p", TRUE, (InputSpec("p"),)), "inputs[0].repo: pipeline 'p' cannot read its own output"),
     (PipelineSpec("p", TRUE, (InputSpec("data", "a b"),)), "inputs[0].branch: invalid branch name 'a b'"),
+    (PipelineSpec("p", TRUE, DATA, job_timeout=-1.0), "job_timeout: expected a duration from 0 (no limit) to a year"),
+    (PipelineSpec("p", TRUE, DATA, datum_timeout=400 * 86400.0), "datum_timeout: expected a duration from 0"),
+    (PipelineSpec("p", TRUE, DATA, datum_tries=101), "datum_tries: expected 1 to 100 tries (0: the default, 3), "
+                                                     "got 101"),
+    (PipelineSpec("p", TRUE, DATA, datum_tries=-1), "datum_tries: expected 1 to 100"),
 ]
 
 

@@ -6,7 +6,7 @@ import time
 
 from pfs.cli import output
 from pfs.cli.sources import read_manifests
-from pfs.core import codec, manifest
+from pfs.core import codec, durations, manifest
 from pfs.core.errors import InvalidArgument
 from pfs.core.model import JobInfo
 
@@ -43,6 +43,7 @@ def inspect_fields(j: JobInfo) -> list[tuple[str, object]]:
         ("Started", output.ago(j.started, now)),
         ("Duration", output.duration((j.finished or now) - j.started)),
         ("Parallelism", j.parallelism),
+        ("Limits", limits(j.max_attempts, j.timeout, j.datum_timeout)),
         ("Transform", " ".join(j.transform.cmd)),
         *[("Input", f"{i.repo}@{i.commit} ({i.method}, {i.shards} shard{'s' if i.shards != 1 else ''})")
           for i in j.inputs],
@@ -54,6 +55,13 @@ def inspect_fields(j: JobInfo) -> list[tuple[str, object]]:
         ("Bytes sent", output.size(sum(s.bytes_sent for s in j.shards))),
         *([("Error", j.error)] if j.error else []),
     ]
+
+
+def limits(tries: int, timeout: float, datum_timeout: float) -> str:
+    """A job's tries at each shard and its timeouts (0: none), as inspect-job and inspect-pipeline show them."""
+    return "; ".join((f"{tries} tr{'ies' if tries != 1 else 'y'} a shard",
+                      f"job_timeout {durations.text(timeout) if timeout else 'none'}",
+                      f"datum_timeout {durations.text(datum_timeout) if datum_timeout else 'none'}"))
 
 
 def cmd_inspect_job(args, client):

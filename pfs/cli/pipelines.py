@@ -6,10 +6,11 @@ import time
 from collections.abc import Callable
 
 from pfs.cli import images, output
+from pfs.cli.jobs import limits
 from pfs.cli.sources import read_manifests
 from pfs.core import manifest
 from pfs.core.errors import FailedPrecondition, InvalidArgument, PfsError
-from pfs.core.model import CommitRef, JobState, PipelineSpec, Resources
+from pfs.core.model import DATUM_TRIES, CommitRef, JobState, PipelineSpec, Resources
 
 
 def cmd_create_pipeline(args, client):
@@ -78,6 +79,7 @@ def cmd_inspect_pipeline(args, client):
         ("Created", output.ago(p.created)),
         ("Version", p.version),
         ("Parallelism", p.spec.parallelism),
+        ("Limits", limits(p.spec.datum_tries or DATUM_TRIES, p.spec.job_timeout, p.spec.datum_timeout)),
         ("Image", image),
         *([("Resources", resources)] if resources else []),
         ("Transform", " ".join(p.spec.transform.cmd)),

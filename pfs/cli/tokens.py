@@ -6,10 +6,9 @@ import time
 from pfs.cli import output
 from pfs.client import Client
 from pfs.client.auth import login_path
+from pfs.core import durations
 from pfs.core.errors import InvalidArgument
 from pfs.core.private import write_private
-
-UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 def cmd_login(args, client):
@@ -50,11 +49,11 @@ def cmd_get_roles(args, client):
 
 
 def ttl(text: str) -> float:
-    """Seconds from a duration: a number and a unit, s, m, h or d (90s, 30m, 12h, 7d)."""
-    number, unit = text[:-1], text[-1:]
-    if unit not in UNITS or not number.isdigit():
+    """Seconds from a duration (90s, 30m, 12h, 7d, 1h30m)."""
+    seconds = durations.parse(text)
+    if seconds is None:
         raise InvalidArgument(f"--ttl {text!r} is not a duration: give a number and s, m, h or d (30m, 7d)")
-    return float(int(number) * UNITS[unit])
+    return seconds
 
 
 def expires_text(expires: float) -> str:

@@ -10,6 +10,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+from pfs.core import durations
 from pfs.core.model import InputSpec, JobSpec, ParallelismSpec, PipelineSpec, Resources, Transform
 from pfs.core.specs import bad, check_job, check_pipeline
 
@@ -31,7 +32,7 @@ UNREAD_1X = {
             "/pfs/<its repo's name>, which cannot be renamed",
     "lazy": "a 1.x field: pfs reads every input on demand through its mount already; leave it out",
     "egress": f"{_DROP} (get-file -r copies an output commit out)",
-    "enable_stats": _DROP, "datum_timeout": _DROP, "job_timeout": _DROP, "gc_policy": _DROP, "service": _DROP,
+    "enable_stats": _DROP, "gc_policy": _DROP, "service": _DROP,
     "secrets": f"{_DROP} (the manifest's env gives the command its variables)",
     "image_pull_secrets": _DROP, "output_branch": f"{_DROP} (a pipeline's output goes to its repo's master)",
 }
@@ -93,6 +94,18 @@ def _int(value: Any, where: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise bad(where, f"expected a whole number, got {_kind(value)}")
     return value
+
+
+def _duration(value: Any, where: str) -> float:
+    """Seconds, from a duration as 1.x wrote it ("30s", "5m", "1h30m") or a number of seconds."""
+    if isinstance(value, str):
+        seconds = durations.parse(value)
+        if seconds is not None:
+            return seconds
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    shown = f"{value[:20]!r}{'...' if len(value) > 20 else ''}" if isinstance(value, str) else _kind(value)
+    raise bad(where, f'expected a duration such as "30s", "5m" or "1h30m", got {shown}')
 
 
 def _list(item: Callable[[Any, str], Any]) -> Callable[[Any, str], tuple]:
@@ -257,11 +270,14 @@ def pipeline(doc: Any) -> PipelineSpec:
     """A pipeline manifest (`pfs create-pipeline -f`), as 1.x wrote it."""
     _no_later_input(doc)
     f = _Fields(doc, "", ("pipeline", "transform", "parallelism", "parallelism_spec", "inputs", "description",
-                          *RESOURCE_FIELDS))
+                          "job_timeout", "datum_timeout", "datum_tries", *RESOURCE_FIELDS))
     return check_pipeline(PipelineSpec(
         name=f.get("pipeline", _name, required=True),
         transform=_with_resources(f.get("transform", transform, required=True), f),
         inputs=_inputs(f, job=False),
         parallelism=parallelism(f),
         description=f.get("description", _str, ""),
+        job_timeout=f.get("job_timeout", _duration, 0.0),
+        datum_timeout=f.get("datum_timeout", _duration, 0.0),
+        datum_tries=f.get("datum_tries", _int, 0),
     ))

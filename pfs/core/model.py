@@ -7,6 +7,7 @@ from enum import StrEnum
 from pfs.core.errors import InvalidArgument
 
 MAX_PARALLELISM = 1024  # workers of one job
+DATUM_TRIES = 3  # tries at each shard of a pipeline's job, where its manifest gives no datum_tries (as in 1.x)
 URL_READS = "url"  # the DirectRead kind of a store whose chunks clients fetch from the URLs LocateChunks gives
 MAX_LOCATE = 10_000  # chunks per LocateChunks call: its answer (a URL each) stays a few MB
 
@@ -242,6 +243,9 @@ class PipelineSpec:
     inputs: tuple[InputSpec, ...]
     parallelism: ParallelismSpec = ParallelismSpec()
     description: str = ""
+    job_timeout: float = 0.0  # seconds a job may run before it is stopped and fails (0: no limit)
+    datum_timeout: float = 0.0  # seconds each try at a shard may run its command before it is killed (0: no limit)
+    datum_tries: int = 0  # tries at each shard before it fails its job (0: DATUM_TRIES)
 
 
 class PipelineState(StrEnum):
@@ -330,6 +334,8 @@ class JobInfo:
     shards: tuple[ShardInfo, ...] = ()
     max_attempts: int = 1  # a shard that fails on this try (or a later one) fails the job
     fresh_output: bool = True  # False: the output builds on the previous output (incremental inputs)
+    timeout: float = 0.0  # seconds from its start after which it is stopped and fails (0: no limit)
+    datum_timeout: float = 0.0  # seconds a worker lets its command run before it kills it (0: no limit)
 
     @property
     def is_done(self) -> bool:

@@ -10,7 +10,9 @@ import re
 
 from pfs.core import names, quantity, run_as
 from pfs.core.errors import InvalidArgument
-from pfs.core.model import MAX_PARALLELISM, InputSpec, JobSpec, ParallelismSpec, PipelineSpec, Resources, Transform
+from pfs.core.model import (
+    DATUM_TRIES, MAX_PARALLELISM, InputSpec, JobSpec, ParallelismSpec, PipelineSpec, Resources, Transform,
+)
 from pfs.core.shard import METHODS
 
 INT32 = (-2**31, 2**31 - 1)  # the wire's range (protobuf int32) of an exit code
@@ -18,6 +20,8 @@ RESERVED = ("out", "prev")  # names in a worker's /pfs that no input may take
 INCREMENTALS = ("none", "diff", "full")
 QUANTITIES = ("cpu", "memory", "disk")  # the Resources fields that are Kubernetes quantities
 MAX_GPUS = 1024
+MAX_TIMEOUT = 366 * 86400  # seconds of a job_timeout or datum_timeout: a year is no limit a job meets
+MAX_TRIES = 100  # of datum_tries
 # Bytes of a transform's cmd, stdin and env together: a script inlined in stdin fits many times over, and a
 # pipeline stays small to keep, list and send to each worker (list-pipeline holds them all)
 MAX_TRANSFORM_BYTES = 256 << 10
@@ -42,6 +46,12 @@ def check_pipeline(spec: PipelineSpec) -> PipelineSpec:
     for n, i in enumerate(spec.inputs):
         if i.repo == spec.name:
             raise bad(f"inputs[{n}].repo", f"pipeline {spec.name!r} cannot read its own output repo")
+    for where, seconds in (("job_timeout", spec.job_timeout), ("datum_timeout", spec.datum_timeout)):
+        if not 0 <= seconds <= MAX_TIMEOUT:  # NaN too
+            raise bad(where, f"expected a duration from 0 (no limit) to a year (366d), got {seconds:g} seconds")
+    if not 0 <= spec.datum_tries <= MAX_TRIES:
+        raise bad("datum_tries", f"expected 1 to {MAX_TRIES} tries (0: the default, {DATUM_TRIES}), got "
+                  f"{spec.datum_tries}")
     return spec
 
 

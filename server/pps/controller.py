@@ -5,10 +5,11 @@ A reconciler over the metadata store: one loop per server, which acts only on th
 turn it collects the workers of this server that ended without reporting (a failed try), cancels those of jobs
 that ended, and for each pipeline it holds: makes the job for the oldest input commit not yet processed, or
 advances the one running. Its jobs run one after another (an incremental job builds on the previous output),
-each job's workers in parallel up to the pipeline's parallelism, a failed shard tried again up to MAX_ATTEMPTS
-times. A try whose worker ran under a server that is gone (its beat expired), or under this server before it
-restarted, is lost and counts as failed; one running under another live server is left to it. The loop wakes on
-news (a worker reported, a commit finished: on any server) and every IDLE_WAIT seconds.
+each job's workers in parallel up to the pipeline's parallelism, a failed shard tried again up to its datum_tries
+times; a job that outlives its job_timeout is stopped (a worker kills a command that outlives the datum_timeout).
+A try whose worker ran under a server that is gone (its beat expired), or under this server before it restarted,
+is lost and counts as failed; one running under another live server is left to it. The loop wakes on news (a
+worker reported, a commit finished: on any server) and every IDLE_WAIT seconds.
 """
 
 import dataclasses
@@ -19,11 +20,11 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 
-from pfs.core import names
+from pfs.core import durations, names
 from pfs.core.errors import FailedPrecondition, NotFound, PfsError, Unavailable
 from pfs.core.model import (
-    MAX_LOG_TEXT, CommitInfo, CommitRef, InputSpec, JobInfo, JobState, LogLine, PipelineInfo, PipelineState, ShardInfo,
-    ShardState,
+    DATUM_TRIES, MAX_LOG_TEXT, CommitInfo, CommitRef, InputSpec, JobInfo, JobState, LogLine, PipelineInfo,
+    PipelineState, ShardInfo, ShardState,
 )
 from server.meta import Tx
 from server.pps.job_tokens import JobTokens
@@ -34,7 +35,6 @@ from server.store import Store
 
 log = logging.getLogger(__name__)
 
-MAX_ATTEMPTS = 3
 IDLE_WAIT = 1.0  # seconds between turns when nothing wakes the controller
 BACKOFF_FIRST, BACKOFF_MAX = 1.0, 60.0  # seconds before trying a failed pipeline again: doubling, capped
 JOIN_TIMEOUT = 2.0  # seconds close() waits for the loop once the workers are stopped
@@ -232,6 +232,9 @@ class Controller:
         lost, job = self._report_lost(job)
         if job.is_done:
             return lost, None
+        if job.timeout and time.time() - job.started > job.timeout:
+            self.stop_job(job.id, f"stopped: it ran longer than its job_timeout ({durations.text(job.timeout)})")
+            return True, None  # the next job is made at once
         running = sum(s.state == ShardState.RUNNING for s in job.shards)
         todo = [s.index for s in job.shards
                 if s.state in (ShardState.PENDING, ShardState.FAILURE) and s.attempts < job.max_attempts]
@@ -307,8 +310,9 @@ class Controller:
 
         job = self.jobs.make_job(names.new_commit_id(), pipeline.spec.transform, inputs,
                                  pipeline.spec.parallelism.resolve(self.runner.capacity()), pipeline.name,
-                                 pipeline.name, MAX_ATTEMPTS, fresh_output=not since, skipped=skipped,
-                                 first=processing)
+                                 pipeline.name, pipeline.spec.datum_tries or DATUM_TRIES, fresh_output=not since,
+                                 skipped=skipped, first=processing, timeout=pipeline.spec.job_timeout,
+                                 datum_timeout=pipeline.spec.datum_timeout)
         if skipped:
             log.info("pipeline %s: nothing new in %s@%s; job %s skipped", pipeline.name, spec.repo, commit, job.id)
         return None if skipped else job

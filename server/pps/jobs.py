@@ -45,9 +45,11 @@ class Jobs:
 
     def make_job(self, job_id: str, transform: Transform, inputs: list[tuple[InputSpec, str]], parallelism: int,
                  output_repo: str, pipeline: str = "", max_attempts: int = 1, fresh_output: bool = True,
-                 skipped: bool = False, first: Callable[[Tx], None] = lambda tx: None) -> JobInfo:
+                 skipped: bool = False, first: Callable[[Tx], None] = lambda tx: None, timeout: float = 0.0,
+                 datum_timeout: float = 0.0) -> JobInfo:
         """Records a job over INPUTS (each with the commit it shows only the changes after, or ''), ready to run:
-        PARALLELISM workers at most, the inputs and the output as pfs.core.specs allows (checked by the caller).
+        PARALLELISM workers at most, the inputs and the output as pfs.core.specs allows (checked by the caller);
+        stopped after TIMEOUT seconds, each try's command after DATUM_TIMEOUT (0: no limit).
         FIRST runs first in the same transaction (a controller's: its lease checked, its inputs marked processed).
 
         A SKIPPED job (nothing new, for a pipeline) is recorded done, with no shards.
@@ -76,7 +78,7 @@ class Jobs:
                 output_repo=output_repo, pipeline=pipeline, started=now,
                 prev_output=tx.get_branch(output_repo, "master") or "",
                 shards=() if skipped else tuple(ShardInfo(i) for i in range(math.prod(moduli))),
-                max_attempts=max_attempts, fresh_output=fresh_output,
+                max_attempts=max_attempts, fresh_output=fresh_output, timeout=timeout, datum_timeout=datum_timeout,
                 state=JobState.SKIPPED if skipped else JobState.RUNNING, finished=now if skipped else 0.0,
             )
             tx.put_job(job)

@@ -26,8 +26,8 @@ from server.storage import ChunkStore
 from server.trees import EMPTY_TREE, Edit, Entry, Trees, unchanged
 
 DEFAULT_BRANCH = "master"
-# characters of a repo's description: a paragraph; list-repo sends every repo's in one message, which 1,100 of
-# 64 Ki characters each (of 4 bytes) took past gRPC's bound
+# characters of a repo's or commit's description: a paragraph; list-repo sends every repo's in one message, which
+# 1,100 of 64 Ki characters each (of 4 bytes) took past gRPC's bound
 MAX_DESCRIPTION = 4 << 10
 MAX_LIMIT = 2**63 - 1  # of a listing: a count, not a size
 LIST_READ = 1000  # entries a listing reads in one transaction
@@ -79,9 +79,7 @@ class Store:
 
     def create_repo(self, name: str, description: str = "") -> RepoInfo:
         names.check_repo(name)
-        if len(description) > MAX_DESCRIPTION:
-            raise InvalidArgument(f"the description of repo {name!r} is {len(description)} characters long; "
-                                  f"at most {MAX_DESCRIPTION} are allowed")
+        _check_description(f"the description of repo {name!r}", description)
         with self.meta.transaction() as tx:
             if tx.has_repo(name):
                 raise AlreadyExists(f"repo {name!r} already exists")
@@ -116,9 +114,10 @@ class Store:
 
     def start_commit(
         self, repo: str, branch: str = "", parent: str = "", provenance: tuple[CommitRef, ...] = (),
-        one_off: bool = False,
+        one_off: bool = False, description: str = "",
     ) -> CommitInfo:
         branch = names.check_branch(branch or DEFAULT_BRANCH)
+        _check_description(f"the description of a commit of repo {repo!r}", description)
         with self.meta.transaction() as tx:
             self._check_repo(tx, repo)
             if branch == DEFAULT_BRANCH and tx.get_pipeline(repo) is not None:  # an open commit there stops its jobs
@@ -146,15 +145,19 @@ class Store:
                 size_bytes=base.info.size_bytes if base else 0,
                 provenance=provenance,
                 one_off=one_off,
+                description=description,
             )
             tx.insert_commit(StoredCommit(info, base.tree if base else None))
             tx.set_branch(repo, branch, info.id)
             return info
 
-    def finish_commit(self, ref: CommitRef) -> CommitInfo:
+    def finish_commit(self, ref: CommitRef, description: str = "") -> CommitInfo:
+        """Finishes the open commit REF, with DESCRIPTION in place of the one it has ('': it keeps its own)."""
+        _check_description(f"the description of commit {ref}", description)
         with self.meta.transaction() as tx:
             commit = self._open_commit(tx, ref)
-            info = dataclasses.replace(commit.info, finished=time.time())
+            info = dataclasses.replace(commit.info, finished=time.time(),
+                                       description=description or commit.info.description)
             tx.update_commit(StoredCommit(info, commit.tree))
         self.notify_finished()
         return info
@@ -617,3 +620,9 @@ def _checked(batch: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
     for addr, frame in batch:
         frames.check(frames.check_address(addr), frame)
     return batch
+
+
+def _check_description(what: str, text: str) -> None:
+    """InvalidArgument, saying WHAT is too long, where TEXT is longer than MAX_DESCRIPTION."""
+    if len(text) > MAX_DESCRIPTION:
+        raise InvalidArgument(f"{what} is {len(text)} characters long; at most {MAX_DESCRIPTION} are allowed")

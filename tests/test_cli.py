@@ -15,8 +15,9 @@ def test_repo_verbs(server):
     server.pfs("create-repo", "sales", "-d", "daily sales")
     server.pfs("create-repo", "logs")
     listing = server.pfs("list-repo").text.splitlines()
-    assert listing[0].split() == ["NAME", "CREATED", "SIZE"]
+    assert listing[0].split() == ["NAME", "CREATED", "SIZE", "DESCRIPTION"]
     assert sorted(ln.split()[0] for ln in listing[1:]) == ["logs", "sales"]
+    assert [ln.endswith("daily sales") for ln in listing[1:]].count(True) == 1
     raw = json.loads(server.pfs("inspect-repo", "sales", "--raw").text)
     assert raw["name"] == "sales" and raw["description"] == "daily sales"
     raw = server.pfs("list-repo", "--raw").text  # pachctl's --raw of a listing: a JSON document each
@@ -35,6 +36,28 @@ def test_inspect_commit_and_file(server):
     assert "Branch: master" in text and "Parent: <none>" in text and "Size: 19.53 KiB" in text
     raw = json.loads(server.pfs("inspect-file", "r", "master", "f", "--raw").text)
     assert raw["size_bytes"] == 20000 and raw["is_dir"] is False and len(raw["chunks"]) >= 2
+
+
+def test_a_commit_has_the_description_start_commit_or_finish_commit_gave_it(server):
+    """pachctl's start-commit -m (--message, --description), which finish-commit -m replaces."""
+    server.pfs("create-repo", "r")
+    first = server.pfs("start-commit", "r@master", "-m", "monday's sales").text.strip()
+    server.pfs("finish-commit", "r@master")  # keeps it
+    second = server.pfs("start-commit", "r", "master", "--description", "draft").text.strip()
+    server.pfs("finish-commit", "r", second, "--message", "tuesday's sales\nfrom the shop's till")
+    third = server.pfs("start-commit", "r", "master").text.strip()
+    server.pfs("finish-commit", "r", third)
+    said = {c["id"]: c["description"] for c in documents(server.pfs("list-commit", "r", "--raw").text)}
+    assert said == {first: "monday's sales", second: "tuesday's sales\nfrom the shop's till", third: ""}
+    rows = server.pfs("list-commit", "r").text.splitlines()
+    assert rows[0].split()[-1] == "DESCRIPTION"
+    assert rows[2].endswith("tuesday's sales...") and rows[3].endswith("monday's sales")
+    assert "Description: monday's sales" in server.pfs("inspect-commit", "r", first).text
+    assert "Description" not in server.pfs("inspect-commit", "r", third).text
+    refused = server.pfs("start-commit", "r", "master", "-m", "x" * 5000, check=False)
+    assert_one_line_error(refused, "the description of a commit of repo 'r' is 5000 characters long",
+                          "at most 4096")
+    assert len(said) == len(documents(server.pfs("list-commit", "r", "--raw").text))  # none was started
 
 
 def test_put_file_without_c_starts_a_commit_only_where_the_branch_has_none_open(server):

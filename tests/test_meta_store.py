@@ -267,3 +267,16 @@ def test_making_a_token_forgets_those_revoked_a_day_before(tmp_path):
     finally:
         tokens.close()
         meta.close()
+
+
+def test_a_commit_keeps_its_description(meta):
+    info = CommitInfo("r", "c1", "", "master", 1.0, 0.0, 0, description="monday's sales")
+    with meta.transaction() as tx:
+        tx.insert_repo(RepoInfo("r", "", 1.0, 0))
+        tx.insert_commit(StoredCommit(info, None))
+    with meta.transaction() as tx:
+        assert tx.get_commit("r", "c1").info == info
+        tx.update_commit(StoredCommit(dataclasses.replace(info, finished=2.0, description="tuesday's"), None))
+    with meta.transaction() as tx:
+        assert tx.list_commits("r")[0].info == dataclasses.replace(info, finished=2.0, description="tuesday's")
+

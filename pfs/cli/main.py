@@ -50,8 +50,9 @@ def cmd_list_repo(args, client):
     if args.raw:
         return output.raw_each(client.list_repos())
     output.table(
-        ("NAME", "CREATED", "SIZE"),
-        ((r.name, output.ago(r.created), output.size(r.size_bytes)) for r in client.list_repos()),
+        ("NAME", "CREATED", "SIZE", "DESCRIPTION"),
+        ((r.name, output.ago(r.created), output.size(r.size_bytes), output.first_line(r.description))
+         for r in client.list_repos()),
     )
 
 
@@ -75,20 +76,21 @@ def cmd_delete_repo(args, client):
 
 
 def cmd_start_commit(args, client):
-    print(client.start_commit(args.repo, args.branch or "", args.parent or "").id)
+    print(client.start_commit(args.repo, args.branch or "", args.parent or "", description=args.message).id)
 
 
 def cmd_finish_commit(args, client):
-    client.finish_commit(CommitRef(args.repo, args.commit))
+    client.finish_commit(CommitRef(args.repo, args.commit), args.message)
 
 
 def _commit_rows(commits: list[CommitInfo]):
     for c in commits:
         took = output.duration(c.finished - c.started) if c.is_finished else "-"
-        yield (c.repo, c.branch, c.id, c.parent or "<none>", output.ago(c.started), took, output.size(c.size_bytes))
+        yield (c.repo, c.branch, c.id, c.parent or "<none>", output.ago(c.started), took, output.size(c.size_bytes),
+               output.first_line(c.description))
 
 
-COMMIT_HEADER = ("REPO", "BRANCH", "COMMIT", "PARENT", "STARTED", "DURATION", "SIZE")
+COMMIT_HEADER = ("REPO", "BRANCH", "COMMIT", "PARENT", "STARTED", "DURATION", "SIZE", "DESCRIPTION")
 
 
 def cmd_list_commit(args, client):
@@ -110,6 +112,7 @@ def cmd_inspect_commit(args, client):
         return output.raw(c)
     output.fields([
         ("Commit", f"{c.repo}@{c.id}"),
+        *([("Description", c.description)] if c.description else []),
         ("Branch", c.branch),
         ("Parent", c.parent or "<none>"),
         ("Started", output.stamp(c.started)),
@@ -501,6 +504,9 @@ def parser() -> argparse.ArgumentParser:
     repo = a("repo", metavar="REPO")
     ref = a("ref", metavar="REF", help="a branch name or commit id (branch^ and branch~N name ancestors)")
     raw = a("--raw", action="store_true", help="print JSON")
+    message = a("-m", "--message", "--description", dest="message", default="", metavar="TEXT",
+                help="what the commit holds, shown by list-commit and inspect-commit (finish-commit's replaces "
+                     "start-commit's)")
 
     sub.add_parser("server", help="run a pfs server (see `pfs server --help`)", add_help=False)
     verb("version", cmd_version, "print the versions of this client and of its server",
@@ -514,9 +520,9 @@ def parser() -> argparse.ArgumentParser:
            "it is back)"))
     verb("start-commit", cmd_start_commit, "start a commit on a branch (default master); prints its id", repo,
          a("branch", metavar="BRANCH", nargs="?"),
-         a("-p", "--parent", help="the parent commit (default: the branch head)"), at=True)
+         a("-p", "--parent", help="the parent commit (default: the branch head)"), message, at=True)
     verb("finish-commit", cmd_finish_commit, "finish a commit; it never changes again", repo,
-         a("commit", metavar="COMMIT"), at=True)
+         a("commit", metavar="COMMIT"), message, at=True)
     verb("list-commit", cmd_list_commit, "list commits, newest first", repo,
          a("branch", metavar="BRANCH", nargs="?"), a("-n", "--number", type=int, default=0, help="at most N"), raw)
     verb("inspect-commit", cmd_inspect_commit, "show a commit", repo, a("commit", metavar="REF"), raw, at=True)

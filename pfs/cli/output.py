@@ -16,6 +16,12 @@ def table(header: Sequence[str], rows: Iterable[Sequence[object]]) -> None:
         print("   ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
 
 
+def first_line(text: str, most: int = 60) -> str:
+    """The first line of TEXT (a description) as a table shows it: at most MOST characters, ... where cut."""
+    line = text.strip().split("\n", 1)[0]
+    return line if len(line) <= most and line == text.strip() else line[:most - 3].rstrip() + "..."
+
+
 def cell(value: object) -> str:
     """VALUE as one table cell: quoted with its control characters escaped (as repr does) where it has any,
     so a name or path holding a newline or an escape sequence can neither split a row nor forge one."""

@@ -179,14 +179,14 @@ class Client:
 
     def start_commit(
         self, repo: str, branch: str = "", parent: str = "", provenance: Iterable[CommitRef] = (), wait: float = 0,
-        one_off: bool = False,
+        one_off: bool = False, description: str = "",
     ) -> CommitInfo:
         """A new open commit; where the branch has one open already (Conflict), tried again for up to WAIT
         seconds, so that writers of one branch take turns (through any server of a cluster). ONE_OFF: started by a
         write for itself (see CommitInfo.one_off)."""
         request = pb.StartCommitRequest(
             repo=repo, branch=branch, parent=parent, provenance=[cv.commit_ref_to_pb(p) for p in provenance],
-            one_off=one_off,
+            one_off=one_off, description=description,
         )
         deadline, pause = time.monotonic() + wait, TURN_POLL
         while True:
@@ -199,8 +199,10 @@ class Client:
                 time.sleep(min(left, random.uniform(pause / 2, pause)))  # jittered: waiters do not call at once
                 pause = min(pause * 2, MAX_TURN_POLL)
 
-    def finish_commit(self, ref: CommitRef) -> CommitInfo:
-        return cv.commit_from_pb(self._call(self._api.FinishCommit, cv.commit_ref_to_pb(ref)))
+    def finish_commit(self, ref: CommitRef, description: str = "") -> CommitInfo:
+        """Finishes REF, with DESCRIPTION in place of the one it has ('': it keeps its own)."""
+        request = pb.FinishCommitRequest(repo=ref.repo, ref=ref.ref, description=description)
+        return cv.commit_from_pb(self._call(self._api.FinishCommit, request))
 
     def inspect_commit(self, ref: CommitRef) -> CommitInfo:
         return cv.commit_from_pb(self._look(self._api.InspectCommit, cv.commit_ref_to_pb(ref)))

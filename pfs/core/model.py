@@ -84,6 +84,7 @@ class CommitInfo:
     size_bytes: int
     provenance: tuple[CommitRef, ...] = ()
     one_off: bool = False  # started by a write for itself (put-file): others wait their turn rather than join it
+    description: str = ""  # what it holds, as its maker said (start-commit -m, finish-commit -m)
 
     @property
     def is_finished(self) -> bool:

@@ -66,7 +66,7 @@ class APIStub:
                 _registered_method=True)
         self.FinishCommit = channel.unary_unary(
                 '/pfs.API/FinishCommit',
-                request_serializer=pfs_dot_proto_dot_pfs__pb2.CommitRef.SerializeToString,
+                request_serializer=pfs_dot_proto_dot_pfs__pb2.FinishCommitRequest.SerializeToString,
                 response_deserializer=pfs_dot_proto_dot_pfs__pb2.CommitInfo.FromString,
                 _registered_method=True)
         self.InspectCommit = channel.unary_unary(
@@ -299,7 +299,7 @@ def add_APIServicer_to_server(servicer, server):
             ),
             'FinishCommit': grpc.unary_unary_rpc_method_handler(
                     servicer.FinishCommit,
-                    request_deserializer=pfs_dot_proto_dot_pfs__pb2.CommitRef.FromString,
+                    request_deserializer=pfs_dot_proto_dot_pfs__pb2.FinishCommitRequest.FromString,
                     response_serializer=pfs_dot_proto_dot_pfs__pb2.CommitInfo.SerializeToString,
             ),
             'InspectCommit': grpc.unary_unary_rpc_method_handler(
@@ -555,7 +555,7 @@ class API:
             request,
             target,
             '/pfs.API/FinishCommit',
-            pfs_dot_proto_dot_pfs__pb2.CommitRef.SerializeToString,
+            pfs_dot_proto_dot_pfs__pb2.FinishCommitRequest.SerializeToString,
             pfs_dot_proto_dot_pfs__pb2.CommitInfo.FromString,
             options,
             channel_credentials,

@@ -202,10 +202,15 @@ def _one_off_commits(cur, d: Dialect) -> None:
     cur.execute("ALTER TABLE commits ADD COLUMN one_off INTEGER NOT NULL DEFAULT 0")
 
 
+def _commit_descriptions(cur, d: Dialect) -> None:
+    """What each commit holds, as its maker said (CommitInfo.description); none before."""
+    cur.execute("ALTER TABLE commits ADD COLUMN description TEXT NOT NULL DEFAULT ''")
+
+
 # Step N brings a store of version N - 1 to version N; a store is made at version 0 (the schema, created above)
 # and a new server runs the steps it has not had, in one transaction. Append; never edit a step once released.
 STEPS: list[Callable] = [_codec_form, _cluster_tables, _shard_rows, _tokens, _roles, _touched, _log_sizes,
-                         _settings, _paged_trees, _one_off_commits]
+                         _settings, _paged_trees, _one_off_commits, _commit_descriptions]
 
 
 def upgrade(cur, d: Dialect, version: int) -> int:
@@ -219,14 +224,14 @@ def upgrade(cur, d: Dialect, version: int) -> int:
     return len(STEPS)
 
 
-_COMMIT_COLUMNS = "repo, id, parent, branch, started, finished, size, provenance, tree, one_off"
+_COMMIT_COLUMNS = "repo, id, parent, branch, started, finished, size, provenance, tree, one_off, description"
 _CHUNK_COLUMNS = 'address, pack, "offset", length, head, checksum'
 
 
 def _commit_row(c: StoredCommit) -> tuple:
     i = c.info
     return (i.repo, i.id, i.parent, i.branch, i.started, i.finished, i.size_bytes, codec.dumps(i.provenance), c.tree,
-            int(i.one_off))
+            int(i.one_off), i.description)
 
 
 _PUT_SHARD = "INSERT INTO shards (job, idx, info) VALUES (?, ?, ?) ON CONFLICT (job, idx) DO UPDATE SET info = excluded.info"
@@ -247,7 +252,7 @@ def _pipeline(row: tuple) -> PipelineInfo:
 
 
 def _stored_commit(row: tuple) -> StoredCommit:
-    repo, id_, parent, branch, started, finished, size, provenance, tree, one_off = row
+    repo, id_, parent, branch, started, finished, size, provenance, tree, one_off, description = row
     info = CommitInfo(
         repo=repo,
         id=id_,
@@ -258,6 +263,7 @@ def _stored_commit(row: tuple) -> StoredCommit:
         size_bytes=size,
         provenance=codec.loads(tuple[CommitRef, ...], provenance),
         one_off=bool(one_off),
+        description=description,
     )
     return StoredCommit(info, tree)
 
@@ -320,7 +326,7 @@ class SqlTx(Tx):
         self._execute("DELETE FROM repos WHERE name = ?", (name,))
 
     def insert_commit(self, commit: StoredCommit) -> None:
-        self._execute(f"INSERT INTO commits ({_COMMIT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        self._execute(f"INSERT INTO commits ({_COMMIT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                       _commit_row(commit))
 
     def get_commit(self, repo: str, commit_id: str) -> StoredCommit | None:
@@ -330,8 +336,8 @@ class SqlTx(Tx):
 
     def update_commit(self, commit: StoredCommit) -> None:
         i = commit.info
-        self._execute("UPDATE commits SET finished = ?, size = ?, tree = ? WHERE repo = ? AND id = ?",
-                      (i.finished, i.size_bytes, commit.tree, i.repo, i.id))
+        self._execute("UPDATE commits SET finished = ?, size = ?, tree = ?, description = ? WHERE repo = ? AND id = ?",
+                      (i.finished, i.size_bytes, commit.tree, i.description, i.repo, i.id))
 
     def list_commits(self, repo: str) -> list[StoredCommit]:
         rows = self._execute(f"SELECT {_COMMIT_COLUMNS} FROM commits WHERE repo = ? ORDER BY seq DESC",

@@ -84,12 +84,14 @@ class ApiServicer(pfs_pb2_grpc.APIServicer):
     @translated
     def StartCommit(self, request, context):
         provenance = tuple(cv.commit_ref_from_pb(p) for p in request.provenance)
-        info = self.store.start_commit(request.repo, request.branch, request.parent, provenance, request.one_off)
+        info = self.store.start_commit(request.repo, request.branch, request.parent, provenance, request.one_off,
+                                       request.description)
         return cv.commit_to_pb(info)
 
     @translated
     def FinishCommit(self, request, context):
-        return cv.commit_to_pb(self.store.finish_commit(cv.commit_ref_from_pb(request)))
+        ref = CommitRef(request.repo, request.ref)
+        return cv.commit_to_pb(self.store.finish_commit(ref, request.description))
 
     @translated
     def InspectCommit(self, request, context):

@@ -179,21 +179,46 @@ def test_help_and_version(server):
     assert "--data-dir" in run_pfs("server", "--help").text
 
 
-def test_options_may_come_between_positionals_and_put_file_takes_one_source(server, tmp_path):
+def test_options_may_come_between_positionals(server, tmp_path):
     """As pachctl's flags: `put-file REPO REF -r -c -f DIR PATH` (the README's own example), `list-commit REPO -n 1
-    BRANCH`. A second -f, which would replace the first unseen, is refused."""
+    BRANCH`."""
     (tmp_path / "images").mkdir()
     (tmp_path / "images" / "a.png").write_bytes(b"png\n")
     server.pfs("create-repo", "sales")
     server.pfs("put-file", "sales", "master", "-r", "-c", "-f", str(tmp_path / "images"), "images")
     assert server.pfs("get-file", "sales", "master", "images/a.png").stdout == b"png\n"
     assert len(server.pfs("list-commit", "sales", "-n", "1", "master").text.splitlines()) == 2  # and a header
-    twice = server.pfs("put-file", "sales", "master", "x", "-c", "-f", str(tmp_path / "images" / "a.png"), "-f",
-                       str(tmp_path / "images" / "a.png"), check=False)
-    assert twice.returncode == 2
-    assert twice.stderr.strip().splitlines()[-1] == ("pfs put-file: error: -f is given twice: put one file, URL or "
-                                                     "directory tree (-r) at a time")
-    assert "x" not in server.pfs("list-file", "sales", "master").text.split()
+
+
+def test_put_file_takes_several_sources_as_pachctl_did(server, tmp_path, monkeypatch):
+    """Several -f, or a list of them (-i FILE, or - for stdin): each named as given, below PATH where one is given."""
+    here = tmp_path / "here"
+    (here / "data").mkdir(parents=True)
+    monkeypatch.chdir(here)
+    for name in ("a.csv", "b.csv"):
+        (here / "data" / name).write_bytes(name.encode() + b"\n")
+    server.pfs("create-repo", "r")
+    server.pfs("put-file", "r", "master", "-f", "data/a.csv", "-f", str(here / "data" / "b.csv"))
+    server.pfs("put-file", "r", "master", "in", "-f", "data/a.csv", "-f", "data/b.csv")
+    (here / "list").write_text("data/a.csv\n\ndata/b.csv\n")
+    server.pfs("put-file", "r", "master", "listed", "-i", "list")
+    server.pfs("put-file", "r", "master", "piped", "-i", "-", input=b"data/b.csv\n")  # one source: at PATH itself
+    files = [f["path"] for f in documents(server.pfs("glob-file", "r", "master", "**", "--raw").text)
+             if not f["is_dir"]]
+    assert sorted(files) == ["b.csv", "data/a.csv", "in/data/a.csv", "in/data/b.csv", "listed/data/a.csv",
+                             "listed/data/b.csv", "piped"]
+    assert server.pfs("get-file", "r", "master", "listed/data/b.csv").stdout == b"b.csv\n"
+    assert server.pfs("get-file", "r", "master", "piped").stdout == b"b.csv\n"
+    commits = len(documents(server.pfs("list-commit", "r", "--raw").text))
+    a = ("-f", "data/a.csv")
+    for args, said in (((*a, *a), "two of the sources would be put at x/data/a.csv"),
+                       ((*a, "-f", "-"), "stdin (-) cannot be named among several sources"),
+                       ((*a, "-i", "list"), "from -f or from a list (-i), not both"),
+                       (("-i", "nothing"), "no such file: nothing"),
+                       (("-i", "-"), "- lists no file or URL"),
+                       ((*a, "-f", "data/missing.csv"), "no such file or directory: data/missing")):
+        assert_one_line_error(server.pfs("put-file", "r", "master", "x", *args, input=b"", check=False), said)
+    assert len(documents(server.pfs("list-commit", "r", "--raw").text)) == commits  # nothing was put
 
 
 def test_put_file_r_says_what_it_leaves_out(server, tmp_path):

@@ -77,7 +77,7 @@ def shared_repo(_shared_repo):
         (("put-file", "r", "feature/x", "f"), ("invalid branch name 'feature/x'",)),
         (("inspect-repo", "r@master"), ("invalid repo name 'r@master'",)),
         (("get-file", "r@master:"), ("'/' is a directory",)),
-        (("put-file", "r", "master", "f", "-i", "list"), ("pfs put-file: error: unrecognized arguments: -i list",)),
+        (("put-file", "r", "master", "f", "-p", "4"), ("pfs put-file: error: unrecognized arguments: -p 4",)),
     ],
 )
 def test_misuse(shared_repo, args, fragments):

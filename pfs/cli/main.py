@@ -17,7 +17,7 @@ import pfs
 from pfs.cli import deploy as deploy_cli
 from pfs.cli import downloads, forms, globs, jobs, output, pipelines, split, tokens
 from pfs.cli.progress import drawn, phases, progress
-from pfs.cli.sources import sources
+from pfs.cli.sources import all_sources, listed_sources
 from pfs.client import Client, default_address
 from pfs.client.auth import read_token
 from pfs.client.upload import into_commit
@@ -203,14 +203,19 @@ def cmd_delete_branch(args, client):
 
 
 def cmd_put_file(args, client):
-    if args.file is None and sys.stdin.isatty():  # pachctl's habit is stdin without -f; a terminal is no data
+    if args.file and args.input_file:
+        raise InvalidArgument("put-file takes its sources from -f or from a list (-i), not both")
+    if not (args.file or args.input_file) and sys.stdin.isatty():  # pachctl's habit is stdin without -f
         raise InvalidArgument("put-file: no -f FILE given, and stdin is a terminal: give -f FILE, or pipe the data "
                               "in (-f - reads a terminal too)")
     if (args.target_file_datums or args.target_file_bytes) and not args.split:
         raise InvalidArgument("--target-file-datums and --target-file-bytes need --split line or --split json")
     if args.split and args.recursive:
         raise InvalidArgument("--split cuts one file into many; it takes no directory tree (-r)")
-    todo = sources(args.file or "-", args.path, args.recursive, sized=drawn())  # sizes: the bar's total
+    origins = listed_sources(args.input_file) if args.input_file else args.file or ["-"]
+    if args.split and len(origins) > 1:
+        raise InvalidArgument("--split cuts one file into many; put one source at a time")
+    todo = all_sources(origins, args.path, args.recursive, sized=drawn())  # sizes: the bar's total
     known = [s.size for s in todo]
     total = None if None in known else sum(known)
     with _writing(client, CommitRef(args.repo, args.ref), args.wait, own=args.commit) as ref:
@@ -454,15 +459,6 @@ class _Pfs(argparse.ArgumentParser):
                                          namespace)
 
 
-class _Once(argparse.Action):
-    """An option given at most once: a second would replace the first unseen (pachctl's put-file took several -f)."""
-
-    def __call__(self, parser, namespace, values, option_string=None):
-        if getattr(namespace, self.dest, None) is not None:
-            parser.error(f"{option_string} is given twice: put one file, URL or directory tree (-r) at a time")
-        setattr(namespace, self.dest, values)
-
-
 def parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--address", default=argparse.SUPPRESS,
@@ -553,8 +549,11 @@ def parser() -> argparse.ArgumentParser:
            "is back)"), at=True)
     verb("put-file", cmd_put_file, "put a file (appending to an existing one unless -o)", repo, ref,
          a("path", metavar="PATH", nargs="?", help="where in the commit (default: named after the source)"),
-         a("-f", "--file", action=_Once,
-           help="a local file or directory, an http(s) URL, or - for stdin (the default, as pachctl's)"),
+         a("-f", "--file", action="append",
+           help="a local file or directory, an http(s) URL, or - for stdin (the default, as pachctl's); several "
+                "-f put each named as given, below PATH where one is given"),
+         a("-i", "--input-file", metavar="FILE",
+           help="put the files and URLs FILE lists, one a line, as several -f (FILE: a path, - for stdin, or a URL)"),
          a("-r", "--recursive", action="store_true", help="put a directory tree"),
          a("-c", "--commit", action="store_true", help="start and finish a commit on branch REF around it, even "
            "where the branch has one open (without -c the files go into that one; where it has none, put-file "

@@ -1,4 +1,5 @@
-"""What put-file reads: a local file, a directory tree (-r), an http(s) URL, or stdin (-)."""
+"""What put-file reads: local files, directory trees (-r), http(s) URLs, or stdin (-); several at once, as
+pachctl's put-file took several -f, or a list of them (-i)."""
 
 import os
 import pathlib
@@ -39,6 +40,48 @@ class Source:
 
 def is_url(s: str) -> bool:
     return s.startswith(("http://", "https://"))
+
+
+def all_sources(origins: list[str], dest: str | None, recursive: bool, sized: bool = True) -> list[Source]:
+    """The files that `put-file -f ORIGIN [-f ORIGIN ...] [-r] [PATH]` puts, in order: one ORIGIN at PATH (as
+    sources), several each named as it is given (data/x.csv; an absolute path or a URL by its base name or URL
+    path), below PATH where one is given, as pachctl did. Two sources for one path are refused."""
+    if len(origins) == 1:
+        return sources(origins[0], dest, recursive, sized)
+    if "-" in origins:
+        raise InvalidArgument("put-file: stdin (-) cannot be named among several sources; put it on its own, "
+                              "with a PATH")
+    found = [s for origin in origins for s in sources(origin, _named(origin, dest), recursive, sized)]
+    seen: set[str] = set()
+    for s in found:
+        if s.dest in seen and not s.directory:
+            raise InvalidArgument(f"put-file: two of the sources would be put at {s.dest}; put them apart")
+        seen.add(s.dest)
+    return found
+
+
+def _named(origin: str, dest: str | None) -> str | None:
+    """Where ORIGIN, one of several sources, goes: below DEST as it is named, or (no DEST) as sources names it."""
+    if not dest:
+        return None
+    if is_url(origin):
+        name = urllib.parse.urlparse(origin).path.strip("/")
+    else:
+        local = pathlib.Path(origin)
+        name = _default_dest(local) if local.name else ""
+    if not name:
+        raise InvalidArgument(f"cannot name a file after {origin}; put it on its own, with a PATH")
+    return paths.join(paths.normalize(dest), paths.normalize(name))
+
+
+def listed_sources(origin: str) -> list[str]:
+    """The sources a list names, one a line (pachctl's put-file -i): the list at ORIGIN, a path, - (stdin) or an
+    http(s) URL; empty lines left out."""
+    text = _text(origin, "-i reads a list of files or URLs, one a line")
+    listed = [line for line in text.splitlines() if line.strip()]
+    if not listed:
+        raise InvalidArgument(f"{origin} lists no file or URL; -i reads them one a line")
+    return listed
 
 
 def sources(origin: str, dest: str | None, recursive: bool, sized: bool = True) -> list[Source]:
@@ -108,24 +151,28 @@ def _open_url(url: str) -> BinaryIO:
         raise Unavailable(f"cannot fetch {url}: {reason}") from None
 
 
+def _text(origin: str, expected: str) -> str:
+    """The text at ORIGIN: a path, - (stdin) or an http(s) URL; refused, saying what is EXPECTED, if it is not."""
+    try:
+        if origin == "-":
+            return sys.stdin.read()
+        if is_url(origin):
+            with _open_url(origin) as stream:
+                return stream.read().decode()
+        return pathlib.Path(origin).read_text()
+    except FileNotFoundError:
+        raise NotFound(f"no such file: {origin}") from None
+    except UnicodeDecodeError:
+        raise InvalidArgument(f"{origin} is not text; {expected}") from None
+
+
 def read_manifests(origin: str) -> list[object]:
     """The JSON documents at ORIGIN, one after another (1.x's create-pipeline -f took a file of several): a path, -
     (stdin) or an http(s) URL."""
     import json
     import json.decoder
 
-    try:
-        if origin == "-":
-            text = sys.stdin.read()
-        elif is_url(origin):
-            with _open_url(origin) as stream:
-                text = stream.read().decode()
-        else:
-            text = pathlib.Path(origin).read_text()
-    except FileNotFoundError:
-        raise NotFound(f"no such file: {origin}") from None
-    except UnicodeDecodeError:
-        raise InvalidArgument(f"{origin} is not text; a manifest is JSON") from None
+    text = _text(origin, "a manifest is JSON")
     decoder, documents, at = json.JSONDecoder(), [], 0
     try:
         while (at := json.decoder.WHITESPACE.match(text, at).end()) < len(text) or not documents:

@@ -280,3 +280,15 @@ def test_a_commit_keeps_its_description(meta):
     with meta.transaction() as tx:
         assert tx.list_commits("r")[0].info == dataclasses.replace(info, finished=2.0, description="tuesday's")
 
+
+def test_the_last_lines_of_a_log_are_read_after_the_one_before_them(meta):
+    from pfs.core.model import LogLine
+
+    with meta.transaction() as tx:
+        tx.add_logs([LogLine("j", 0, 1.0, "stdout", str(i)) for i in range(5)], 1 << 20)
+    with meta.transaction() as tx:
+        numbers = [n for n, _ in tx.logs("j", "", 0, 10)]
+        assert tx.logs_before_last("j", "", 2) == numbers[2]
+        assert [x.text for _, x in tx.logs("j", "", numbers[2], 10)] == ["3", "4"]
+        assert tx.logs_before_last("j", "", 5) == tx.logs_before_last("j", "", 50) == 0
+        assert tx.logs_before_last("k", "", 1) == 0

@@ -103,6 +103,10 @@ TABLE = [
         {"time": float("nan")}, {"time": float("inf")}, {"time": float("-inf")}, {"stream": "bogus"},
         {"stream": ""}, {"text": "t" * 200_000}, {"shard": -1})],
     ("pps", "GetLogs", ppb.LogRequest(job="x" * 100_000), LOOKUP),
+    ("pps", "GetLogs", ppb.LogRequest(job="x" * 100_000, follow=True), LOOKUP),
+    ("pps", "GetLogs", ppb.LogRequest(pipeline="p", tail=-1), INVALID),
+    ("api", "StartCommit", pb.StartCommitRequest(repo="data", description="d" * 200_000), INVALID),
+    ("api", "FinishCommit", pb.FinishCommitRequest(repo="data", ref="master", description="d" * 200_000), INVALID),
 ]
 
 

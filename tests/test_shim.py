@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from conftest import BIN, assert_one_line_error, needs, processes, stop_process, wait_for
+from conftest import BIN, PFS, assert_one_line_error, needs, processes, stop_process, wait_for
 from test_pipelines import put
 from pfs.cli.output import size
 from pfs.core.chunking import Chunker
@@ -156,6 +156,31 @@ def test_1x_habits_get_logs_job_and_list_commit_repo_slash_branch(server, tmp_pa
 
     assert len(commits("out", "master")) == 1
     assert commits("out/master") == commits("out", "master") == commits("out@master")
+
+
+def test_logs_f_prints_each_line_as_it_comes_until_the_job_ends_and_tail_the_last_ones(server, tmp_path, data,
+                                                                                      host_dir):
+    """pachctl's logs -f (--follow) and --tail N."""
+    marker = host_dir / "go-on"
+    job = create_job(server, tmp_path, ["sh", "-c", f"echo first-line; while [ ! -e {marker} ]; do sleep 0.05; done; "
+                                                    "echo second-line"])
+    follower = subprocess.Popen([PFS, "logs", "-f", job], stdout=subprocess.PIPE, env={**os.environ, **server.env})
+    worker = start_shim(server, tmp_path, job, 0)
+    try:
+        lines = iter(follower.stdout.readline, b"")
+        assert b"first-line\n" in lines, "the follower ended before the command's first line"  # read up to it
+        marker.touch()  # the job goes on only now that the follower has printed its first line
+        rest = b"".join(lines)  # to the end: the follower ends with the job
+        assert follower.wait(30) == 0
+    finally:
+        stop_process(follower, signal.SIGKILL, 5)
+        follower.stdout.close()
+        finish(worker)
+    assert b"second-line\n" in rest
+    whole = server.pfs("logs", job).text
+    assert whole.endswith(rest.decode())
+    assert server.pfs("logs", job, "--tail", "2").text.splitlines() == whole.splitlines()[-2:]
+    assert server.pfs("logs", "--job", job, "--tail", "100000", "-f").text == whole  # an ended job's, at once
 
 
 def test_stdin_env_and_commit_variables(server, tmp_path, data):

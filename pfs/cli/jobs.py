@@ -95,7 +95,7 @@ def cmd_get_logs(args, client):
             raise InvalidArgument(f"job {job} is not of pipeline {pipeline} but " + (f"of {of}" if of else "made by "
                                   "create-job") + "; give the job alone")
         pipeline = None
-    for line in client.get_logs(job or "", pipeline or ""):
+    for line in client.get_logs(job or "", pipeline or "", args.follow, args.tail):
         if args.raw:
             print(json.dumps(codec.encode(line)), flush=True)
         else:

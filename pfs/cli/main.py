@@ -653,6 +653,9 @@ def parser() -> argparse.ArgumentParser:
          a("given_job", metavar="JOB", nargs="?", help="the job (as --job; 1.x's get-logs JOB)"),
          a("--job", metavar="JOB"), a("-p", "--pipeline", metavar="PIPELINE"),
          a("--raw", action="store_true", help="print each line as JSON, with its shard, time and stream"),
+         a("-f", "--follow", action="store_true",
+           help="then print each line as it comes, until the job ends (a pipeline's: until Ctrl-C)"),
+         a("--tail", type=_count, default=0, metavar="N", help="only the last N lines there are (0: all)"),
          aliases=("logs",))
     deploy = verb("deploy", None, "pfs servers on a cluster: print their manifests, or apply them")
     targets = deploy.add_subparsers(dest="deploy_target", metavar="TARGET", required=True)

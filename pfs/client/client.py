@@ -366,8 +366,11 @@ class Client:
     def put_logs(self, lines: Iterable[LogLine]) -> None:
         self._call(self._pps.PutLogs, ppb.LogLines(lines=[cv.log_to_pb(x) for x in lines]))
 
-    def get_logs(self, job_id: str = "", pipeline: str = "") -> Iterator[LogLine]:
-        for batch in self._stream(self._pps.GetLogs, ppb.LogRequest(job=job_id, pipeline=pipeline)):
+    def get_logs(self, job_id: str = "", pipeline: str = "", follow: bool = False, tail: int = 0) -> Iterator[LogLine]:
+        """The log lines of a job, or of every job of a pipeline (the last TAIL, where it is given); FOLLOW: then each
+        line added, until the job has ended (a pipeline's: for ever)."""
+        request = ppb.LogRequest(job=job_id, pipeline=pipeline, follow=follow, tail=tail)
+        for batch in self._stream(self._pps.GetLogs, request):
             for m in batch.lines:
                 yield cv.log_from_pb(m)
 

@@ -285,6 +285,11 @@ class Tx(ABC):
         """Log lines of a job, or of every job of a pipeline, in the order they were added: the first LIMIT of
         those after the line numbered AFTER (0: from the first), each with its number."""
 
+    @abstractmethod
+    def logs_before_last(self, job_id: str, pipeline: str, count: int) -> int:
+        """The number of the line before the last COUNT lines of a job, or of every job of a pipeline (0: there are
+        no more than COUNT): what `logs` reads the last COUNT lines after."""
+
 
 class MetaStore(ABC):
     shared = False  # whether servers on other machines use it too

@@ -251,6 +251,13 @@ def _pipeline(row: tuple) -> PipelineInfo:
     return dataclasses.replace(codec.loads(PipelineInfo, info), controller=controller)
 
 
+def _whose_logs(job_id: str, pipeline: str) -> tuple[str, str]:
+    """The condition on the logs table, and its parameter, of job JOB_ID's lines or (no JOB_ID) PIPELINE's."""
+    if job_id:
+        return "job = ?", job_id
+    return "job IN (SELECT id FROM jobs WHERE pipeline = ?)", pipeline
+
+
 def _stored_commit(row: tuple) -> StoredCommit:
     repo, id_, parent, branch, started, finished, size, provenance, tree, one_off, description = row
     info = CommitInfo(
@@ -633,10 +640,13 @@ class SqlTx(Tx):
                       (freed - len(mark) - LOG_LINE_COST, dropped, job, shard))
 
     def logs(self, job_id: str, pipeline: str, after: int, limit: int) -> list[tuple[int, LogLine]]:
-        query = "SELECT seq, job, shard, time, stream, text FROM logs"
-        if job_id:
-            rows = self._execute(f"{query} WHERE job = ? AND seq > ? ORDER BY seq LIMIT ?", (job_id, after, limit))
-        else:
-            rows = self._execute(f"{query} WHERE job IN (SELECT id FROM jobs WHERE pipeline = ?) AND seq > ? "
-                                 "ORDER BY seq LIMIT ?", (pipeline, after, limit))
+        whose, of = _whose_logs(job_id, pipeline)
+        rows = self._execute(f"SELECT seq, job, shard, time, stream, text FROM logs WHERE {whose} AND seq > ? "
+                             "ORDER BY seq LIMIT ?", (of, after, limit))
         return [(r[0], LogLine(*r[1:])) for r in rows.fetchall()]
+
+    def logs_before_last(self, job_id: str, pipeline: str, count: int) -> int:
+        whose, of = _whose_logs(job_id, pipeline)
+        row = self._execute(f"SELECT seq FROM logs WHERE {whose} ORDER BY seq DESC LIMIT 1 OFFSET ?",
+                            (of, count)).fetchone()
+        return row[0] if row else 0

@@ -8,10 +8,11 @@ wrote are appended 0..N-1 whichever finished first. A failed shard fails the
 job and nothing is committed.
 """
 
+import asyncio
 import dataclasses
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 
 from pfs.core import names, paths, specs
 from pfs.core.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
@@ -28,6 +29,12 @@ ERROR_CHARS = 4000  # of a failed shard's error, kept with the job
 # last lines of its stderr whatever this drops.
 LOG_KEEP = 16 << 20
 LOG_PAGE = 1000  # log lines read from the store at a time, and sent in one message
+# A follower of a log looks for new lines this often (a line added brings no news: a worker adds many), and looks
+# back this many seconds each time: PostgreSQL numbers a line as it is added, so a line may become visible after a
+# later-numbered one was sent, when its writer's transaction ends last.
+FOLLOW_WAIT, FOLLOW_BACK = 0.5, 3.0
+FOLLOW_MIN = 0.1  # seconds between a follower's looks at least, when news (of any job, any commit) wakes it
+FOLLOW_SETTLE = 1.0  # seconds after a job ended that lines may still come (the last lines of a worker lost)
 
 
 class Jobs:
@@ -199,18 +206,57 @@ class Jobs:
                 self._job(tx, job_id)
             tx.add_logs(lines, LOG_KEEP)
 
-    def logs(self, job_id: str = "", pipeline: str = "") -> Iterator[list[LogLine]]:
-        """The log lines of job JOB_ID, or of every job of PIPELINE, in pages of LOG_PAGE, each read when asked for."""
-        after = 0
-        while True:
-            with self.meta.transaction() as tx:
-                if job_id and not after:
-                    self._job(tx, job_id)
-                page = tx.logs(job_id, pipeline, after, LOG_PAGE)
-            if not page:
-                return
+    def logs(self, job_id: str = "", pipeline: str = "", tail: int = 0) -> Iterator[list[LogLine]]:
+        """The log lines of job JOB_ID, or of every job of PIPELINE (the last TAIL of them, where TAIL is given), in
+        pages of LOG_PAGE, each read when asked for."""
+        after = self._log_start(job_id, pipeline, tail)
+        while page := self._log_page(job_id, pipeline, after):
             after = page[-1][0]
             yield [line for _, line in page]
+
+    async def follow_logs(self, job_id: str = "", pipeline: str = "", tail: int = 0) -> AsyncIterator[list[LogLine]]:
+        """As logs, then each line added after, until job JOB_ID has ended (PIPELINE's: until the caller stops);
+        holds no thread while it waits."""
+        after = await asyncio.to_thread(self._log_start, job_id, pipeline, tail)
+        sent: dict[int, float] | None = None  # the lines sent after AFTER: when each was (None: the first look)
+        while True:
+            looked = time.monotonic()
+            ended = bool(job_id) and await asyncio.to_thread(self._ended, job_id)
+            read = after
+            while page := await asyncio.to_thread(self._log_page, job_id, pipeline, read):
+                read = page[-1][0]
+                fresh = [line for n, line in page if sent is None or n not in sent]
+                if sent is not None:
+                    sent.update((n, time.monotonic()) for n, _ in page if n not in sent)
+                if fresh:
+                    yield fresh
+            if ended:
+                return
+            if sent is None:  # what was there (however long) is not kept: new lines come after it
+                after, sent = read, {}
+            else:
+                settled = [n for n, when in sent.items() if when < time.monotonic() - FOLLOW_BACK]
+                after = max(settled, default=after)  # no line numbered before these is still to come
+                sent = {n: when for n, when in sent.items() if n > after}
+            await asyncio.sleep(max(0.0, looked + FOLLOW_MIN - time.monotonic()))  # however much news comes
+            await self.store.news.wait_async(self.store.news.generation, FOLLOW_WAIT)  # a job's end is news
+
+    def _ended(self, job_id: str) -> bool:
+        """Whether job JOB_ID ended FOLLOW_SETTLE seconds ago or more."""
+        job = self.inspect_job(job_id)
+        return job.is_done and time.time() - job.finished >= FOLLOW_SETTLE
+
+    def _log_start(self, job_id: str, pipeline: str, tail: int) -> int:
+        """The number of the line the log is read after: 0, or the line before its last TAIL lines; NotFound if
+        there is no job JOB_ID."""
+        with self.meta.transaction() as tx:
+            if job_id:
+                self._job(tx, job_id)
+            return tx.logs_before_last(job_id, pipeline, tail) if tail else 0
+
+    def _log_page(self, job_id: str, pipeline: str, after: int) -> list[tuple[int, LogLine]]:
+        with self.meta.transaction() as tx:
+            return tx.logs(job_id, pipeline, after, LOG_PAGE)
 
     # -- helpers
 

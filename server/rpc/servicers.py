@@ -3,6 +3,7 @@
 Plain methods are blocking code run in a pool of threads; the calls that wait (subscribe-commit,
 flush-commit) and the request stream are async (see server/rpc/status.py `translated`)."""
 
+import asyncio
 import contextlib
 import itertools
 from collections.abc import Iterator
@@ -320,7 +321,22 @@ class PpsServicer(pps_pb2_grpc.PPSServicer):
         return EMPTY
 
     @translated
-    def GetLogs(self, request, context):
+    async def GetLogs(self, request, context):
+        if request.tail < 0:
+            raise InvalidArgument(f"tail {request.tail} is negative; ask for the last N lines, or 0 for all")
+        await asyncio.to_thread(self._may_read_logs, request, context)
+        if not request.follow:
+            pages = blocking.pulled(self.jobs.logs(request.job, request.pipeline, request.tail))
+        else:
+            pages = self.jobs.follow_logs(request.job, request.pipeline, request.tail)
+        async for page in pages:
+            if request.follow:  # as the call began: a token revoked, or a role taken away, since then ends it
+                await asyncio.to_thread(self._may_read_logs, request, context)
+            yield ppb.LogLines(lines=[cv.log_to_pb(x) for x in page])
+
+    def _may_read_logs(self, request, context) -> None:
+        """PermissionDenied unless the caller may read the logs REQUEST asks for; NotFound where they are no job's
+        or pipeline's."""
         me = self.access.subject(context)
         if request.job:
             self.access.check_read(me, self.jobs.inspect_job(request.job).output_repo)
@@ -330,8 +346,6 @@ class PpsServicer(pps_pb2_grpc.PPSServicer):
         elif me != ROOT:
             raise PermissionDenied(f"{me} may not read the logs of every job, only the cluster's root may: name a "
                                    "job or a pipeline (pfs get-logs --job ID or --pipeline NAME)")
-        for page in self.jobs.logs(request.job, request.pipeline):
-            yield ppb.LogLines(lines=[cv.log_to_pb(x) for x in page])
 
 
 class AuthServicer(auth_pb2_grpc.AuthServicer):

@@ -72,6 +72,7 @@ def shared_repo(_shared_repo):
         (("delete-file", "r", "master", ""), ("no PATH given", "name / itself")),
         (("delete-file", "r", "master", "."), ("'.' is the whole commit", "name / itself")),
         (("delete-file", "r", "master", "./"), ("'./' is the whole commit", "name / itself")),
+        (("delete-file", "r", "master", "nosuch"), ("file 'nosuch' not found in r@master",)),  # not the commit dropped
         (("list-job", "-p", "nope"), ("pipeline 'nope' not found", "list-pipeline")),
         (("get-logs", "--pipeline", "nope"), ("pipeline 'nope' not found",)),
         (("put-file", "r", "feature/x", "f"), ("invalid branch name 'feature/x'",)),

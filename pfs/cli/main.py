@@ -244,6 +244,7 @@ def _writing(client: Client, ref: CommitRef, wait: float, own: bool = False) -> 
     other writes wait for rather than join, and is dropped if the writes fail, so the branch is as it was. A finished
     commit named by its id or as an ancestor (master^) is refused before anything is read or sent."""
     started = own or _needs_commit(client, ref)
+    asked = ref
     if started:
         ref = CommitRef(ref.repo, client.start_commit(ref.repo, ref.ref, wait=wait, one_off=True).id)
     try:
@@ -253,7 +254,8 @@ def _writing(client: Client, ref: CommitRef, wait: float, own: bool = False) -> 
     except BaseException as err:
         if started:  # the commit is ours alone: drop it unless it got finished
             try:
-                if not client.inspect_commit(ref).is_finished:
+                dropped = not client.inspect_commit(ref).is_finished
+                if dropped:
                     client.delete_commit(ref)
             except PfsError as why:  # the server that failed the put cannot drop it either: say what is left, how to go
                 if isinstance(err, PfsError):
@@ -261,6 +263,9 @@ def _writing(client: Client, ref: CommitRef, wait: float, own: bool = False) -> 
                             f"(pfs delete-commit {ref.repo} {ref.ref}) once the server "
                             + ("answers" if isinstance(why, Unavailable) else "can"))
                     raise type(err)(left) from None
+            else:
+                if dropped and isinstance(err, PfsError):  # said of what was asked for, not of a commit now gone
+                    raise type(err)(str(err).replace(str(ref), str(asked))) from None
         raise
 
 

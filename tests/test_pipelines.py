@@ -355,7 +355,7 @@ def test_stop_job_kills_its_workers_and_its_pipeline_goes_on(server, tmp_path):
 def test_flush_commit_of_several_commits_and_delete_pipeline_all_as_pachctl(server, tmp_path):
     """pachctl's `flush-commit A/master B/master` waits for the jobs downstream of each, and lists each job once;
     `delete-pipeline --all --delete-repo` deletes every pipeline, then their output repos (the inputs stay);
-    delete-all, after a y, deletes every pipeline and repo."""
+    delete-repo --all deletes every repo it may; delete-all, after a y, every pipeline and repo."""
     put(server, "a", {"x": b"1\n"})
     put(server, "b", {"x": b"2\n"})
     copy = ["sh", "-c", "cat /pfs/*/x > /pfs/out/x"]
@@ -373,6 +373,10 @@ def test_flush_commit_of_several_commits_and_delete_pipeline_all_as_pachctl(serv
     assert_one_line_error(server.pfs("delete-all", input=b"n\n", check=False), "nothing deleted", "echo y")
     assert server.pfs("list-repo").text.count("\n") == 3
     pipeline(server, tmp_path, "pa", copy, [repo_input("a", "global")])
+    server.pfs("create-repo", "c")
+    assert_one_line_error(server.pfs("delete-repo", "--all", check=False), "pfs delete-repo a --force",
+                          "repo 'pa' is the output of pipeline 'pa'")  # and the others are deleted
+    assert sorted(row.split()[0] for row in server.pfs("list-repo").text.splitlines()[1:]) == ["a", "pa"]
     server.pfs("delete-all", input=b"y\n")  # pachctl's: every pipeline, then every repo
     assert server.pfs("list-pipeline").text.count("\n") == server.pfs("list-repo").text.count("\n") == 1
 

@@ -70,7 +70,16 @@ def cmd_inspect_repo(args, client):
 
 
 def cmd_delete_repo(args, client):
-    client.delete_repo(args.repo, args.force)
+    if args.all == bool(args.repo):
+        raise InvalidArgument("give a REPO, or --all for every repo")
+    if args.all:  # each on its own, as delete-pipeline --all
+        failed: list[str] = []
+        pipelines.delete_each(lambda name: client.delete_repo(name, args.force), [r.name for r in client.list_repos()],
+                              failed)
+        if failed:
+            raise FailedPrecondition("; ".join(failed))
+    else:
+        client.delete_repo(args.repo, args.force)
     if args.gc:
         _garbage_collect(client, dry_run=False)
 
@@ -516,9 +525,12 @@ def parser() -> argparse.ArgumentParser:
     verb("list-repo", cmd_list_repo, "list repos", raw)
     verb("inspect-repo", cmd_inspect_repo, "show a repo", repo, raw)
     gc = a("--gc", action="store_true", help="then collect the garbage (pfs garbage-collect; the root's command)")
-    verb("delete-repo", cmd_delete_repo, "delete a repo, all its commits and the jobs that wrote them", repo, gc,
+    verb("delete-repo", cmd_delete_repo, "delete a repo, all its commits and the jobs that wrote them",
+         a("repo", metavar="REPO", nargs="?"), gc,
          a("-f", "--force", action="store_true", help="delete it though pipelines read it (they make no job until "
-           "it is back)"))
+           "it is back)"),
+         a("-a", "--all", action="store_true", help="every repo (each one refused is said; the others are deleted; a "
+           "pipeline's output goes with its pipeline: pfs delete-all)"))
     verb("start-commit", cmd_start_commit, "start a commit on a branch (default master); prints its id", repo,
          a("branch", metavar="BRANCH", nargs="?"),
          a("-p", "--parent", help="the parent commit (default: the branch head)"), message, at=True)

@@ -99,10 +99,10 @@ def cmd_delete_pipeline(args, client):
     if args.all == bool(args.pipeline):
         raise InvalidArgument("give a PIPELINE, or --all for every pipeline")
     failed: list[str] = []
-    deleted = _each(client.delete_pipeline, [p.name for p in client.list_pipelines()] if args.all else [args.pipeline],
-                    failed)
+    deleted = delete_each(client.delete_pipeline,
+                          [p.name for p in client.list_pipelines()] if args.all else [args.pipeline], failed)
     if args.delete_repo:  # once no pipeline of them is left to read them
-        _each(client.delete_repo, deleted, failed)
+        delete_each(client.delete_repo, deleted, failed)
     if failed:
         raise FailedPrecondition("; ".join(failed))
 
@@ -114,13 +114,13 @@ def cmd_delete_all(args, client):
     if not sys.stdin.readline().lower().startswith("y"):
         raise FailedPrecondition("nothing deleted: answer y (in a script: echo y | pfs delete-all)")
     failed: list[str] = []
-    _each(client.delete_pipeline, [p.name for p in client.list_pipelines()], failed)
-    _each(lambda name: client.delete_repo(name, force=True), [r.name for r in client.list_repos()], failed)
+    delete_each(client.delete_pipeline, [p.name for p in client.list_pipelines()], failed)
+    delete_each(lambda name: client.delete_repo(name, force=True), [r.name for r in client.list_repos()], failed)
     if failed:
         raise FailedPrecondition("; ".join(failed))
 
 
-def _each(delete: Callable[[str], None], names: list[str], failed: list[str]) -> list[str]:
+def delete_each(delete: Callable[[str], None], names: list[str], failed: list[str]) -> list[str]:
     """Deletes each of NAMES on its own, as pachctl's --all: one that fails (added to FAILED) leaves the others
     deleted; those deleted."""
     done = []

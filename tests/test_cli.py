@@ -38,6 +38,19 @@ def test_inspect_commit_and_file(server):
     assert raw["size_bytes"] == 20000 and raw["is_dir"] is False and len(raw["chunks"]) >= 2
 
 
+def test_create_branch_without_head_says_the_branch_comes_with_its_first_commit(server):
+    """pachctl 1.9's `create branch REPO@BRANCH` (an empty branch): pfs has none, and says how its branch is made;
+    the put that follows, as in pachctl's guides, makes it with a commit of no parent."""
+    server.pfs("create-repo", "r")
+    made = server.pfs("create-branch", "r@dev")
+    assert made.stdout == b"" and "it is made with its first" in made.stderr
+    server.pfs("put-file", "r@dev:/f", input=b"x\n")
+    [commit] = documents(server.pfs("list-commit", "r@dev", "--raw").text)
+    assert (commit["branch"], commit["parent"]) == ("dev", "")
+    assert_one_line_error(server.pfs("create-branch", "r", "dev", check=False),
+                          f"branch dev of r exists (its head is {commit['id']}); give --head")
+
+
 def test_a_commit_has_the_description_start_commit_or_finish_commit_gave_it(server):
     """pachctl's start-commit -m (--message, --description), which finish-commit -m replaces."""
     server.pfs("create-repo", "r")

@@ -23,7 +23,7 @@ from pfs.client.auth import read_token
 from pfs.client.upload import into_commit
 from pfs.core import kube, mount_inputs, names, paths, ready, refs, splits
 from pfs.core.chunking import DELIMITERS
-from pfs.core.errors import FailedPrecondition, InvalidArgument, NotFound, PfsError, Unavailable
+from pfs.core.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, PfsError, Unavailable
 from pfs.core.memory import keep_freed_memory
 from pfs.core.model import CheckProblem, CommitInfo, CommitRef, FileInfo, FileWrite, Progress, write_calls
 from pfs.core.shard import METHODS, Shard
@@ -185,6 +185,20 @@ def cmd_list_branch(args, client):
 
 def cmd_set_branch(args, client):
     client.set_branch(CommitRef(args.repo, args.commit), args.branch)
+
+
+def cmd_create_branch(args, client):
+    """pachctl 1.7's name for set-branch; without --head, as its empty branch: pfs has none, and makes a branch
+    with its first commit, which a write to it starts (put-file REPO BRANCH ...)."""
+    if args.commit:
+        return cmd_set_branch(args, client)
+    names.check_branch(args.branch)
+    head = {b.name: b.head for b in client.list_branches(args.repo)}.get(args.branch)  # the repo is there too
+    if head:
+        raise AlreadyExists(f"branch {args.branch} of {args.repo} exists (its head is {head}); give --head COMMIT to "
+                            "point it at another commit")
+    print(f"branch {args.branch} of {args.repo} has no commit yet: it is made with its first, which a write to it "
+          f"starts (pfs put-file {args.repo} {args.branch} ...)", file=sys.stderr)
 
 
 def _seconds(text: str) -> float:
@@ -556,10 +570,10 @@ def parser() -> argparse.ArgumentParser:
     verb("list-branch", cmd_list_branch, "list a repo's branches", repo)
     verb("set-branch", cmd_set_branch, "point a branch at a commit", repo, a("commit", metavar="COMMIT"),
          a("branch", metavar="BRANCH"))
-    verb("create-branch", cmd_set_branch, "point BRANCH at a commit, made if it is not there (pachctl 1.7's name "
+    verb("create-branch", cmd_create_branch, "point BRANCH at a commit, made if it is not there (pachctl 1.7's name "
          "for set-branch)", repo, a("branch", metavar="BRANCH"),
-         a("--head", dest="commit", required=True, metavar="COMMIT", help="the commit (a branch needs one: pfs has "
-           "no empty branches)"), at=True)
+         a("--head", dest="commit", metavar="COMMIT", help="the commit (without it: pfs has no empty branches, and "
+           "makes a new one with its first commit, which a write to it starts)"), at=True)
     verb("delete-branch", cmd_delete_branch, "delete a branch (its commits stay, by id)", repo,
          a("branch", metavar="BRANCH"),
          a("-f", "--force", action="store_true", help="delete it though pipelines read it (they make no job until it "

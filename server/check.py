@@ -64,7 +64,8 @@ def _by_path(meta: MetaStore, commits: list[tuple[str, str, bytes]], wrong_objec
     """Each problem, by repo, commit and path: the commits' trees read again, each object once, and walked by path
     only into the trees that lead to a wrong object or chunk (only those are kept)."""
     broken: dict[bytes, bool] = {}  # whether an object, or anything below it, is wrong
-    kept: dict[bytes, list] = {}  # the entries of a broken tree, the chunks of a broken file
+    kept: dict[bytes, tuple[list, list]] = {}  # what a broken object holds: a tree's entries (or pages), a file's
+    # chunks (or pages)
 
     def wrong(address: bytes, is_dir: bool) -> bool:
         if address not in broken:
@@ -78,9 +79,9 @@ def _by_path(meta: MetaStore, commits: list[tuple[str, str, bytes]], wrong_objec
         if data is None:  # deleted since the walk (a collection ran meanwhile): not this check's to say
             return False
         entries, chunk_list = references(data, is_dir)
-        if not (any([wrong(e.address, e.is_dir) for e in entries]) if is_dir else any(a in bad for a in chunk_list)):
+        if not (any([wrong(e.address, e.is_dir) for e in entries]) or any(a in bad for a in chunk_list)):
             return False
-        kept[address] = entries if is_dir else chunk_list
+        kept[address] = entries, chunk_list
         return True
 
     def problems(repo: str, commit: str, where: str, address: bytes, is_dir: bool) -> Iterator[CheckProblem]:
@@ -89,11 +90,11 @@ def _by_path(meta: MetaStore, commits: list[tuple[str, str, bytes]], wrong_objec
         if address in wrong_objects:
             kind = "tree" if is_dir else "file"
             yield CheckProblem(repo, commit, where or "/", f"{kind} object {address.hex()} {wrong_objects[address]}")
-        elif is_dir:
-            for e in kept[address]:  # a page of a paged directory has no name: its entries are the directory's
-                yield from problems(repo, commit, paths.join(where, e.name) if e.name else where, e.address, e.is_dir)
         else:
-            for what in dict.fromkeys(bad[a] for a in kept[address] if a in bad):
+            entries, chunk_list = kept[address]
+            for e in entries:  # a page has no name: its entries, or its chunks, are the directory's or the file's
+                yield from problems(repo, commit, paths.join(where, e.name) if e.name else where, e.address, e.is_dir)
+            for what in dict.fromkeys(bad[a] for a in chunk_list if a in bad):
                 yield CheckProblem(repo, commit, where, what)
 
     for repo, commit, tree in commits:

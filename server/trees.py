@@ -1,6 +1,11 @@
 """File and tree objects: content-addressed, immutable, like git's blobs and trees.
 
-A file object lists its chunks (packed binary, 40 bytes each); a tree object
+A file object lists its chunks (packed binary, 40 bytes each). A file of more
+than FILE_PAGE chunks lists them in pages instead: each page a file object of
+FILE_PAGE chunks (the last of as many as are left), counted from the file's
+start, so an append stores its last page and the list of pages, and the pages
+before it are the objects they were (a file appended to a line a commit, 2,000
+times, stored 2,000 chunk lists of 1 to 2,000 chunks). A tree object
 lists a directory's entries (JSON, sorted by name). A directory of more than
 PAGED_FROM entries is a tree object of pages instead, {"pages": [[first name,
 address, entries, size], ...]}, each page a tree object of the entries from
@@ -80,6 +85,9 @@ class Edit:
 _ABSENT = object()
 EMPTY_TREE = address(b"[]")  # the tree object of an empty directory
 _CHUNK_REF = struct.Struct("<32sQ")  # a file object: (address, plain size) per chunk, in order
+FILE_PAGE = 256  # chunks a file object lists at most (10 KiB); a file of more is a list of pages:
+_FILE_PAGES = b"pfs file pages\n"  # this, then (address, chunks, plain size) of each page, in order; never a whole
+_PAGE_REF = struct.Struct("<32sQQ")  # number of chunk references long (15 + 48n bytes is not a multiple of 40)
 LOAD_BATCH = 1000  # file objects read in one query by loading_files (fewer than the cache holds)
 # What the cache of decoded objects holds at most: directory entries and file chunks, about 330 and 150 bytes each,
 # so 80 MB at most (bounded by objects instead, 4,096 versions of a directory of 10,000 files, each a file changed,
@@ -118,8 +126,19 @@ def _loaded(addr: bytes, data: bytes | None, decode):
 
 
 def _chunk_refs(data: bytes) -> tuple[ChunkRef, ...]:
-    """A file object's chunks."""
+    """A file object's chunks (not a paged file's: see _file_pages)."""
     return tuple(itertools.starmap(ChunkRef, _CHUNK_REF.iter_unpack(data)))
+
+
+def _file_pages(data: bytes) -> list[tuple[bytes, int, int]] | None:
+    """The (address, chunks, size) of each page of a paged file's object; None for a file object of chunks."""
+    if len(data) % _CHUNK_REF.size == 0 or not data.startswith(_FILE_PAGES):
+        return None
+    return list(_PAGE_REF.iter_unpack(data[len(_FILE_PAGES):]))
+
+
+def _packed(chunks: Sequence[ChunkRef]) -> bytes:
+    return b"".join(_CHUNK_REF.pack(c.address, c.size) for c in chunks)
 
 
 def unchanged(entry: Entry, old: Entry | None) -> bool:
@@ -179,14 +198,34 @@ class Trees:
     # -- objects
 
     def put_file(self, tx: Tx, chunks: list[ChunkRef]) -> Entry:
-        """Stores a file object; returns an unnamed entry for it."""
-        data = b"".join(_CHUNK_REF.pack(c.address, c.size) for c in chunks)
+        """Stores a file object (paged, past FILE_PAGE chunks); returns an unnamed entry for it."""
+        if len(chunks) <= FILE_PAGE:
+            data = _packed(chunks)
+        else:
+            pages = [chunks[i : i + FILE_PAGE] for i in range(0, len(chunks), FILE_PAGE)]
+            data = _FILE_PAGES + b"".join(_PAGE_REF.pack(self._put_object(tx, _packed(page)), len(page),
+                                                         sum(c.size for c in page)) for page in pages)
+        return Entry("", False, self._put_object(tx, data), sum(c.size for c in chunks))
+
+    @staticmethod
+    def _put_object(tx: Tx, data: bytes) -> bytes:
         addr = address(data)
         tx.put_object(addr, data)
-        return Entry("", False, addr, sum(c.size for c in chunks))
+        return addr
 
     def file_chunks(self, tx: Tx, entry: Entry) -> tuple[ChunkRef, ...]:
-        return self._decoded(tx, entry.address, _chunk_refs)
+        return self._cached(entry.address, lambda: self._chunks(tx, entry.address, tx.get_object(entry.address)))
+
+    @staticmethod
+    def _chunks(tx: Tx, addr: bytes, data: bytes | None) -> tuple[ChunkRef, ...]:
+        """The chunks of file object ADDR, as read from the store (None: not there): a paged file's pages read in
+        one query."""
+        data = _loaded(addr, data, bytes)
+        pages = _file_pages(data)
+        if pages is None:
+            return _chunk_refs(data)
+        found = tx.get_objects([a for a, _, _ in pages])
+        return tuple(itertools.chain.from_iterable(_loaded(a, found.get(a), _chunk_refs) for a, _, _ in pages))
 
     def loading_files(self, tx: Tx, entries: Sequence[Entry]) -> Iterator[Entry]:
         """ENTRIES, in order, with what file_chunks gives for their files cached LOAD_BATCH at a time before they
@@ -196,7 +235,7 @@ class Trees:
             with self._lock:
                 todo = [e.address for e in batch if not e.is_dir and e.address not in self._cache]
             for addr, data in tx.get_objects(todo).items() if todo else ():
-                self._keep(addr, _chunk_refs(_intact(addr, data)))
+                self._keep(addr, self._chunks(tx, addr, data))
             yield from batch
 
     def entries(self, tx: Tx, tree: bytes | None) -> dict[str, Entry]:
@@ -306,12 +345,8 @@ class Trees:
         self._keep(("all", addr), entries)  # as entries() would read it back: the next change starts from it
         return Entry("", True, addr, size)
 
-    @staticmethod
-    def _put_rows(tx: Tx, rows: list | dict) -> bytes:
-        data = json.dumps(rows, separators=(",", ":")).encode()
-        addr = address(data)
-        tx.put_object(addr, data)
-        return addr
+    def _put_rows(self, tx: Tx, rows: list | dict) -> bytes:
+        return self._put_object(tx, json.dumps(rows, separators=(",", ":")).encode())
 
     # -- paths
 
@@ -348,10 +383,13 @@ class Trees:
 
 def references(data: bytes, is_dir: bool) -> tuple[list[Entry], list[bytes]]:
     """What an object refers to, read-only, for walks over every object (server/reach.py): a tree's entries, or
-    the chunk addresses of a file."""
+    the chunk addresses of a file. The pages of a paged directory or file are entries without names of their own."""
     if is_dir:
         tree = _tree(data)
-        if isinstance(tree, _Pages):  # its pages, as trees without names of their own
+        if isinstance(tree, _Pages):
             return [Entry("", True, a, s) for a, _, s in tree.pages], []
         return list(tree.values()), []
+    pages = _file_pages(data)
+    if pages is not None:
+        return [Entry("", False, a, s) for a, _, s in pages], []
     return [], [a for a, _ in _CHUNK_REF.iter_unpack(data)]

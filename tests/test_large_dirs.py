@@ -1,11 +1,12 @@
-"""A directory of many entries is stored in pages (server/trees.py): a change rewrites its page and the list of
-pages, not every entry, and everything that reads trees (listings, lookups, the collector, the check) reads pages."""
+"""A directory of many entries, and a file of many chunks, is stored in pages (server/trees.py): a change rewrites
+its page and the list of pages, not every entry, and everything that reads trees and files (listings, lookups, the
+collector, the check) reads pages."""
 
 import sqlite3
 
 from conftest import documents, put_commit
-from pfs.core.model import CommitRef
-from server.trees import PAGED_FROM
+from pfs.core.model import CommitRef, FileWrite
+from server.trees import FILE_PAGE, PAGED_FROM
 
 FILES = 10_000  # over PAGED_FROM: about 16 pages
 
@@ -164,3 +165,79 @@ def _root_of(store, tx):
     from server import store as stores
 
     return stores._root(store._resolve(tx, CommitRef("r", "master")))
+
+
+def test_an_append_to_a_file_of_many_chunks_stores_its_last_page_and_every_reader_reads_pages(server):
+    """A file of many chunks (2.4 pages of one line's chunk), then appended to a line a commit: each append stores
+    the last page and the list of pages, not the whole list of chunks again."""
+    client = server.client()
+    client.create_repo("r")
+    first = put_commit(client, "r", {"line": b"x\n"})
+    [chunk] = client.inspect_file(CommitRef("r", first), "line").chunks
+    count = FILE_PAGE * 2 + FILE_PAGE // 2
+    made = client.start_commit("r", "master")
+    client.put_files(CommitRef("r", made.id), [FileWrite("big", (chunk,) * count)])
+    client.finish_commit(CommitRef("r", made.id))
+    whole = object_bytes(server)
+    server.pfs("put-file", "r", "master", "big", input=b"x\n")  # an append, in a commit of its own
+    added = object_bytes(server) - whole
+    assert added < 10_000 + FILE_PAGE * 40 // 2, added  # the last page, the page list and the root: not all again
+    server.pfs("put-file", "r", "master", "big", input=b"y\n")
+    ref = CommitRef("r", "master")
+    assert server.pfs("get-file", "r", "master", "big").stdout == b"x\n" * (count + 1) + b"y\n"
+    assert len(client.inspect_file(ref, "big").chunks) == count + 2
+    [listed] = [f for f in client.list_files(ref, "", with_chunks=True) if f.path == "big"]  # read in a batch
+    assert listed.chunks == (chunk,) * (count + 1) + listed.chunks[-1:] and len(listed.chunks) == count + 2
+    since = list(client.list_files(ref, "", since=made.id, with_chunks=True))
+    assert [(f.path, f.size_bytes) for f in since] == [("big", 4)]  # the two appended lines, found past the pages
+    assert server.pfs("get-file", "r", made.id, "big").stdout == b"x\n" * count
+    assert "no problems" in server.pfs("check").text
+    with server.client() as c:  # the collector walks a file's pages: it frees none that a commit holds
+        list(c.garbage_collect(False, 0.0))
+    assert server.pfs("get-file", "r", "master", "big").stdout == b"x\n" * (count + 1) + b"y\n"
+    assert server.pfs("get-file", "r", made.id, "big").stdout == b"x\n" * count
+    server.pfs("put-file", "r", "master", "big", "-o", input=b"z\n")  # one chunk again: a file object of chunks
+    server.pfs("delete-commit", "r", "master")
+    assert "no problems" in server.pfs("check", "--read-data").text
+
+
+def test_a_file_appended_to_and_replaced_at_random_reads_back_its_chunks_past_pages(tmp_path):
+    """Appends of 1 to 300 chunks, and replacements, across the paged size and back: each commit's file reads back
+    as the chunks written, and its pages are those a whole encoding gives."""
+    import random
+
+    from pfs.core import compression
+    from pfs.core.hashing import address
+    from pfs.core.model import ChunkRef
+    from server import trees
+    from server.meta.sqlite import SqliteMetaStore
+    from server.storage.local import LocalChunkStore
+    from server.store import Store
+
+    meta, chunks = SqliteMetaStore(tmp_path / "meta.db"), LocalChunkStore(tmp_path)
+    store = Store(chunks, meta, 1 << 20)
+    try:
+        blobs = [b"%d\n" % i for i in range(5)]
+        store.put_chunks([[(address(b), compression.compress(b)) for b in blobs]])
+        refs = [ChunkRef(address(b), len(b)) for b in blobs]
+        store.create_repo("r")
+        rnd = random.Random(11)
+        expected: list[ChunkRef] = []
+        most = 0
+        for _ in range(25):
+            added = [rnd.choice(refs) for _ in range(rnd.randrange(1, 300))]
+            replace = rnd.random() < 0.15
+            expected = added if replace else expected + added
+            most = max(most, len(expected))
+            ref = CommitRef("r", store.start_commit("r").id)
+            store.put_files(ref, [FileWrite("f", tuple(added), overwrite=replace)])
+            store.finish_commit(ref)
+            assert store.inspect_file(CommitRef("r", "master"), "f").chunks == tuple(expected)
+            with meta.transaction() as tx:
+                stored = store.trees.lookup(tx, _root_of(store, tx), "f")
+                assert stored.address == trees.Trees().put_file(tx, expected).address
+                pages, _ = trees.references(tx.get_object(stored.address), False)
+            assert len(pages) == (0 if len(expected) <= trees.FILE_PAGE else -(-len(expected) // trees.FILE_PAGE))
+        assert most > 2 * trees.FILE_PAGE  # past three pages, and (replaced) back to none
+    finally:
+        chunks.close()

@@ -197,6 +197,11 @@ def _paged_trees(cur, d: Dialect) -> None:
     (server/trees.py), which a pfs that knows fewer steps cannot read, so it refuses the store."""
 
 
+def _paged_files(cur, d: Dialect) -> None:
+    """Nothing in the tables: from this version on, a file of more than 256 chunks may be stored in pages
+    (server/trees.py), which a pfs that knows fewer steps cannot read, so it refuses the store."""
+
+
 def _one_off_commits(cur, d: Dialect) -> None:
     """Whether each commit was started by a write for itself (CommitInfo.one_off); none before."""
     cur.execute("ALTER TABLE commits ADD COLUMN one_off INTEGER NOT NULL DEFAULT 0")
@@ -210,7 +215,7 @@ def _commit_descriptions(cur, d: Dialect) -> None:
 # Step N brings a store of version N - 1 to version N; a store is made at version 0 (the schema, created above)
 # and a new server runs the steps it has not had, in one transaction. Append; never edit a step once released.
 STEPS: list[Callable] = [_codec_form, _cluster_tables, _shard_rows, _tokens, _roles, _touched, _log_sizes,
-                         _settings, _paged_trees, _one_off_commits, _commit_descriptions]
+                         _settings, _paged_trees, _one_off_commits, _commit_descriptions, _paged_files]
 
 
 def upgrade(cur, d: Dialect, version: int) -> int:

@@ -441,10 +441,10 @@ class Store:
             return FileInfo(where, False, sum(c.size for c in added), commit.info.id, added if with_chunks else ())
 
         def below(where: str, tree: Entry, old: Entry | None) -> Iterator[FileInfo]:
-            olds = self.trees.entries(tx, old.address) if old is not None and old.is_dir else {}
-            entries = sorted(self.trees.entries(tx, tree.address).values(), key=lambda e: e.name)
+            before = old.address if old is not None and old.is_dir else None
+            entries = self.trees.listed(tx, tree.address)
             for e in self.trees.loading_files(tx, entries) if with_chunks and not since else entries:
-                old, at = olds.get(e.name), paths.join(where, e.name)
+                old, at = self.trees.child(tx, before, e.name) if before else None, paths.join(where, e.name)
                 if changed(e, old):
                     yield info(at, e, old)
                     if recursive and e.is_dir:

@@ -27,7 +27,7 @@ import json
 import struct
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import xxhash
@@ -96,6 +96,7 @@ CACHE_ENTRIES = 250_000
 PAGE = 512  # entries of a page of a large directory, on average: a page ends after a name whose hash is 0 mod PAGE...
 PAGE_MIN, PAGE_MAX = PAGE // 4, 8 * PAGE  # ...once it holds PAGE_MIN, or at PAGE_MAX
 PAGED_FROM = 4 * PAGE  # entries a directory holds at most in one tree object
+PAGES_READ = 16  # pages of a directory a listing reads in one query
 
 
 @dataclass(frozen=True)
@@ -227,11 +228,11 @@ class Trees:
         found = tx.get_objects([a for a, _, _ in pages])
         return tuple(itertools.chain.from_iterable(_loaded(a, found.get(a), _chunk_refs) for a, _, _ in pages))
 
-    def loading_files(self, tx: Tx, entries: Sequence[Entry]) -> Iterator[Entry]:
+    def loading_files(self, tx: Tx, entries: Iterable[Entry]) -> Iterator[Entry]:
         """ENTRIES, in order, with what file_chunks gives for their files cached LOAD_BATCH at a time before they
         come: those not cached are read in one query, where a directory of small files would cost one for each."""
-        for i in range(0, len(entries), LOAD_BATCH):
-            batch = entries[i : i + LOAD_BATCH]
+        entries = iter(entries)
+        while batch := list(itertools.islice(entries, LOAD_BATCH)):
             with self._lock:
                 todo = [e.address for e in batch if not e.is_dir and e.address not in self._cache]
             for addr, data in tx.get_objects(todo).items() if todo else ():
@@ -254,6 +255,31 @@ class Trees:
                 entries.update(_loaded(a, data.get(a), _tree))
             return entries
         return self._cached(("all", tree), merged)
+
+    def listed(self, tx: Tx, tree: bytes | None) -> Iterator[Entry]:
+        """The entries of a directory object in name order: a paged directory's read PAGES_READ pages at a time, as
+        the listing reaches them, so the first come at once however large it is. Its pages are cached only where
+        it takes a small part of the cache: a listing of one larger would push out all else, and then itself."""
+        if not tree:
+            return
+        found = self._decoded(tx, tree, _tree)
+        if isinstance(found, dict):
+            yield from sorted(found.values(), key=lambda e: e.name)
+            return
+        keep = sum(n for _, n, _ in found.pages) <= self._cache_entries // 4
+        for i in range(0, len(found.pages), PAGES_READ):
+            addresses = [a for a, _, _ in found.pages[i : i + PAGES_READ]]
+            with self._lock:
+                cached = {a: self._cache.get(a) for a in addresses}
+            missing = [a for a, page in cached.items() if page is None]
+            data = tx.get_objects(missing) if missing else {}
+            for a in addresses:
+                page = cached[a]
+                if page is None:
+                    page = _loaded(a, data.get(a), _tree)
+                    if keep:
+                        self._keep(a, page)
+                yield from sorted(page.values(), key=lambda e: e.name)
 
     def child(self, tx: Tx, tree: bytes, name: str) -> Entry | None:
         """The entry NAME of a directory object, or None: in a paged directory, only the page that may hold it is

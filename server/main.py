@@ -108,8 +108,8 @@ def parser() -> argparse.ArgumentParser:
                    help="offer clients no direct reads of the chunk store: mounts on this machine read every "
                         "chunk through the server (a data dir they must not read)")
     p.add_argument("--max-streams", type=_positive, default=MAX_STREAMS, metavar="N",
-                   help=f"streaming calls served at once (subscribe-commit, flush-commit, transfers); one more "
-                        f"is refused with RESOURCE_EXHAUSTED (default {MAX_STREAMS})")
+                   help=f"streaming calls served at once (subscribe-commit, flush-commit, logs -f, transfers); one "
+                        f"more is refused with RESOURCE_EXHAUSTED (default {MAX_STREAMS})")
     p.add_argument("--max-processes", type=_positive, metavar="N",
                    help="the processes and threads a user's command may have at once, with every other process of "
                         "its uid on the worker's machine (RLIMIT_NPROC; local and container runners; default "

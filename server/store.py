@@ -623,6 +623,9 @@ def _checked(batch: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
 
 
 def _check_description(what: str, text: str) -> None:
-    """InvalidArgument, saying WHAT is too long, where TEXT is longer than MAX_DESCRIPTION."""
+    """InvalidArgument, saying what is wrong with WHAT, where TEXT is longer than MAX_DESCRIPTION or holds a NUL
+    (which PostgreSQL's text cannot: refused on every store alike)."""
     if len(text) > MAX_DESCRIPTION:
         raise InvalidArgument(f"{what} is {len(text)} characters long; at most {MAX_DESCRIPTION} are allowed")
+    if "\0" in text:
+        raise InvalidArgument(f"{what} holds a NUL character, which no description may")

@@ -90,7 +90,7 @@ def _feed(pipe: IO[bytes], lines: Sequence[str]) -> None:
 def _pump(pipe: IO[bytes], stream: str, logs: Logs, tail: deque | None) -> None:
     with pipe:
         for raw in iter(lambda: pipe.readline(LINE_BYTES), b""):  # a line of gigabytes, in pieces
-            text = raw.decode(errors="replace").rstrip("\n")
+            text = raw.decode(errors="replace").rstrip("\n").replace("\0", "\ufffd")  # NUL: no store's text holds it
             logs.line(stream, text)
             if tail is not None:
                 tail.append(text)

@@ -101,11 +101,13 @@ TABLE = [
     ("pps", "FinishShard", ppb.ShardResult(job="0" * 32, shard=-1, attempt=1), LOOKUP),
     *[("pps", "PutLogs", ppb.LogLines(lines=[log(**bad)]), INVALID) for bad in (
         {"time": float("nan")}, {"time": float("inf")}, {"time": float("-inf")}, {"stream": "bogus"},
-        {"stream": ""}, {"text": "t" * 200_000}, {"shard": -1})],
+        {"stream": ""}, {"text": "t" * 200_000}, {"shard": -1}, {"text": "a\0b"})],
     ("pps", "GetLogs", ppb.LogRequest(job="x" * 100_000), LOOKUP),
     ("pps", "GetLogs", ppb.LogRequest(job="x" * 100_000, follow=True), LOOKUP),
     ("pps", "GetLogs", ppb.LogRequest(pipeline="p", tail=-1), INVALID),
     ("api", "StartCommit", pb.StartCommitRequest(repo="data", description="d" * 200_000), INVALID),
+    ("api", "StartCommit", pb.StartCommitRequest(repo="data", description="a\0b"), INVALID),
+    ("api", "CreateRepo", pb.CreateRepoRequest(name="ok", description="a\0b"), INVALID),
     ("api", "FinishCommit", pb.FinishCommitRequest(repo="data", ref="master", description="d" * 200_000), INVALID),
 ]
 

@@ -183,6 +183,13 @@ def test_logs_f_prints_each_line_as_it_comes_until_the_job_ends_and_tail_the_las
     assert server.pfs("logs", "--job", job, "--tail", "100000", "-f").text == whole  # an ended job's, at once
 
 
+def test_a_nul_the_command_prints_is_logged_as_u_fffd(server, tmp_path, data):
+    """As an undecodable byte is: a NUL, which PostgreSQL's text cannot hold, never fails the worker's logs."""
+    job = create_job(server, tmp_path, ["printf", "a\\0b\\n"])
+    assert run_shims(server, tmp_path, job, 1)[0][0] == 0
+    assert "a\ufffdb\n" in server.pfs("logs", job).text
+
+
 def test_stdin_env_and_commit_variables(server, tmp_path, data):
     stdin = ['echo "$GREETING from $PACH_DATA_COMMIT_ID $PFS_DATA_COMMIT_ID" > /pfs/out/env.txt',
              "wc -l < /pfs/data/small.txt > /pfs/out/count.txt"]

@@ -199,6 +199,8 @@ class Jobs:
                                       f"{', '.join(LOG_STREAMS)}")
             if len(x.text) > MAX_LOG_TEXT:
                 raise InvalidArgument(f"log line is {len(x.text)} characters long; at most {MAX_LOG_TEXT} are allowed")
+            if "\0" in x.text:  # which PostgreSQL's text cannot hold; a worker sends U+FFFD for it
+                raise InvalidArgument("log line holds a NUL character; send U+FFFD in its place")
             if x.shard < 0:
                 raise InvalidArgument(f"log line shard {x.shard} is negative")
         with self.meta.transaction() as tx:

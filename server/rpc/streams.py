@@ -59,7 +59,7 @@ class StreamLimit(grpc.aio.ServerInterceptor):
         if self._running >= self.limit:
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
                                 f"the server already serves {self.limit} streaming calls (subscribe-commit, "
-                                "flush-commit, transfers); call again once some have ended")
+                                "flush-commit, logs -f, transfers); call again once some have ended")
         user = self._user(context)
         if user is not None and self._users[user] >= self.share:
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,

@@ -67,10 +67,15 @@ def test_a_commit_has_the_description_start_commit_or_finish_commit_gave_it(serv
     assert rows[2].endswith("tuesday's sales...") and rows[3].endswith("monday's sales")
     assert "Description: monday's sales" in server.pfs("inspect-commit", "r", first).text
     assert "Description" not in server.pfs("inspect-commit", "r", third).text
+    forged = server.pfs("start-commit", "r", "master", "-m", "one\nBranch: forged\n\x1b[2Jcleared").text.strip()
+    server.pfs("finish-commit", "r", forged)
+    shown = server.pfs("inspect-commit", "r", forged).text  # its lines below, indented; no escape reaches the terminal
+    assert "Description: one\n  Branch: forged\n  '\\x1b[2Jcleared'\nBranch: master\n" in shown, shown
+    assert "\x1b" not in shown
     refused = server.pfs("start-commit", "r", "master", "-m", "x" * 5000, check=False)
     assert_one_line_error(refused, "the description of a commit of repo 'r' is 5000 characters long",
                           "at most 4096")
-    assert len(said) == len(documents(server.pfs("list-commit", "r", "--raw").text))  # none was started
+    assert len(said) + 1 == len(documents(server.pfs("list-commit", "r", "--raw").text))  # none was started
 
 
 def test_put_file_without_c_starts_a_commit_only_where_the_branch_has_none_open(server):

@@ -30,9 +30,12 @@ def cell(value: object) -> str:
 
 
 def fields(pairs: Sequence[tuple[str, object]]) -> None:
-    """Prints `Name: value` lines, for inspect-* commands."""
+    """Prints `Name: value` lines, for inspect-* commands: a value of several lines (a description, an error) goes
+    on below, indented, and each line is shown as a table's cell is, so no value can forge a field or drive the
+    terminal."""
     for name, value in pairs:
-        print(f"{name}: {value}")
+        first, *rest = str(value).split("\n")
+        print(f"{name}: {cell(first)}" + "".join(f"\n  {cell(line)}" for line in rest))
 
 
 def size(n: int) -> str:

@@ -236,6 +236,8 @@ def test_put_file_takes_several_sources_as_pachctl_did(server, tmp_path, monkeyp
                        (("-i", "-"), "- lists no file or URL"),
                        ((*a, "-f", "data/missing.csv"), "no such file or directory: data/missing")):
         assert_one_line_error(server.pfs("put-file", "r", "master", "x", *args, input=b"", check=False), said)
+    assert_one_line_error(server.pfs("put-file", "r", "master", "x", "-i", "-", input=b"-\n", check=False),
+                          "the list is read from stdin, so it cannot name stdin (-) too")
     assert len(documents(server.pfs("list-commit", "r", "--raw").text)) == commits  # nothing was put
 
 

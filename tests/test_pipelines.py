@@ -4,11 +4,13 @@ import itertools
 import json
 import os
 import random
+import signal
+import subprocess
 import time
 
 import pytest
 
-from conftest import assert_one_line_error, documents, needs, processes, wait_for
+from conftest import PFS, assert_one_line_error, documents, needs, processes, stop_process, wait_for
 from pfs.core.model import CommitRef, FileWrite, JobState
 from server.pps.runners import WORKERS_PER_CORE
 
@@ -650,6 +652,23 @@ def test_datum_tries_is_how_many_tries_a_shard_gets(server, tmp_path, host_dir):
     shards = {name: json.loads(server.pfs("inspect-job", j["id"], "--raw").text)["shards"][0]["attempts"]
               for name, j in (("once", once), ("twice", twice))}
     assert shards == {"once": 1, "twice": 2}
+
+
+def test_a_follower_of_a_pipeline_s_logs_ends_once_the_pipeline_and_its_jobs_are_gone(server, tmp_path):
+    put(server, "data", {"x": b"1\n"})
+    pipeline(server, tmp_path, "p", ["sh", "-c", "echo said-once"], [repo_input("data")])
+    flush(server, "data/master")
+    follower = subprocess.Popen([PFS, "logs", "-f", "--pipeline", "p"], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, env={**os.environ, **server.env})
+    try:
+        assert b"said-once\n" in iter(follower.stdout.readline, b"")  # following now
+        server.pfs("delete-pipeline", "p", "--delete-repo")  # its jobs and their logs too
+        assert follower.wait(30) == 1
+        assert b"pipeline 'p' not found" in follower.stderr.read()
+    finally:
+        stop_process(follower, signal.SIGKILL, 5)
+        follower.stdout.close()
+        follower.stderr.close()
 
 
 def test_a_job_past_its_job_timeout_is_stopped_and_the_pipeline_goes_on(server, tmp_path):

@@ -44,8 +44,8 @@ def is_url(s: str) -> bool:
 
 def all_sources(origins: list[str], dest: str | None, recursive: bool, sized: bool = True) -> list[Source]:
     """The files that `put-file -f ORIGIN [-f ORIGIN ...] [-r] [PATH]` puts, in order: one ORIGIN at PATH (as
-    sources), several each named as it is given (data/x.csv; an absolute path or a URL by its base name or URL
-    path), below PATH where one is given, as pachctl did. Two sources for one path are refused."""
+    sources), several each named as it is given (data/x.csv; an absolute path or a URL by its base name), below
+    PATH where one is given, as pachctl did. Two sources for one path are refused."""
     if len(origins) == 1:
         return sources(origins[0], dest, recursive, sized)
     if "-" in origins:
@@ -64,8 +64,8 @@ def _named(origin: str, dest: str | None) -> str | None:
     """Where ORIGIN, one of several sources, goes: below DEST as it is named, or (no DEST) as sources names it."""
     if not dest:
         return None
-    if is_url(origin):
-        name = urllib.parse.urlparse(origin).path.strip("/")
+    if is_url(origin):  # by its base name, as a URL put alone
+        name = pathlib.PurePosixPath(urllib.parse.urlparse(origin).path).name
     else:
         local = pathlib.Path(origin)
         name = _default_dest(local) if local.name else ""
@@ -81,6 +81,8 @@ def listed_sources(origin: str) -> list[str]:
     listed = [line for line in text.splitlines() if line.strip()]
     if not listed:
         raise InvalidArgument(f"{origin} lists no file or URL; -i reads them one a line")
+    if origin == "-" and "-" in listed:
+        raise InvalidArgument("put-file -i -: the list is read from stdin, so it cannot name stdin (-) too")
     return listed
 
 

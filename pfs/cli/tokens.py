@@ -51,8 +51,8 @@ def cmd_get_roles(args, client):
 def ttl(text: str) -> float:
     """Seconds from a duration (90s, 30m, 12h, 7d, 1h30m)."""
     seconds = durations.parse(text)
-    if seconds is None:
-        raise InvalidArgument(f"--ttl {text!r} is not a duration: give a number and s, m, h or d (30m, 7d)")
+    if not seconds:  # 0 would read as no --ttl: a token until revoked
+        raise InvalidArgument(f"--ttl {text!r} is not a duration above 0: give a number and s, m, h or d (30m, 7d)")
     return seconds
 
 

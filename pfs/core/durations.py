@@ -4,7 +4,7 @@ row: 90s, 5m, 1h30m, 1.5h, 300ms), and d for days (7d); and back, for showing on
 import re
 
 UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1, "m": 60, "h": 3600, "d": 86400}
-_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h|d)")
+_PART = re.compile(r"([0-9]+(?:\.[0-9]*)?|\.[0-9]+)(ns|us|µs|ms|s|m|h|d)")
 _WHOLE = re.compile(f"(?:{_PART.pattern})+")
 
 

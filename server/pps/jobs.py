@@ -217,13 +217,15 @@ class Jobs:
             yield [line for _, line in page]
 
     async def follow_logs(self, job_id: str = "", pipeline: str = "", tail: int = 0) -> AsyncIterator[list[LogLine]]:
-        """As logs, then each line added after, until job JOB_ID has ended (PIPELINE's: until the caller stops);
-        holds no thread while it waits."""
+        """As logs, then each line added after, until job JOB_ID has ended (PIPELINE's: until the caller stops, or
+        NotFound once neither the pipeline nor a job of it is left); holds no thread while it waits."""
         after = await asyncio.to_thread(self._log_start, job_id, pipeline, tail)
         sent: dict[int, float] | None = None  # the lines sent after AFTER: when each was (None: the first look)
         while True:
             looked = time.monotonic()
             ended = bool(job_id) and await asyncio.to_thread(self._ended, job_id)
+            if not job_id:
+                await asyncio.to_thread(self.check_pipeline, pipeline)
             read = after
             while page := await asyncio.to_thread(self._log_page, job_id, pipeline, read):
                 read = page[-1][0]

@@ -418,7 +418,8 @@ class Store:
 
         Read LIST_READ entries at a time, each batch in a transaction of its own and given out after it: a listing
         of millions holds neither the metadata store nor more than a batch of memory while its caller sends it (a
-        commit's trees never change, and what a listing has begun to read outlives it by the collector's grace).
+        commit's trees never change). A commit deleted while it is listed (or SINCE is) may have its objects
+        collected before the listing reads them: the listing then ends with NotFound saying so.
         """
         path = paths.normalize(path)
         _check_limit(limit)
@@ -453,7 +454,8 @@ class Store:
         with self.meta.transaction() as tx.now:
             commit = self._resolve(tx, ref)
             entry = self._entry(tx, commit, path, ref)
-            base = self.trees.lookup(tx, _root(self._resolve(tx, CommitRef(ref.repo, since))), path) if since else None
+            earlier = self._resolve(tx, CommitRef(ref.repo, since)) if since else None
+            base = self.trees.lookup(tx, _root(earlier), path) if earlier else None
             if entry.is_dir:
                 walk = itertools.islice(below(path, entry, base), limit or None)
                 batch = list(itertools.islice(walk, LIST_READ))
@@ -464,7 +466,14 @@ class Store:
             if len(batch) < LIST_READ:
                 return
             with self.meta.transaction() as tx.now:
-                batch = list(itertools.islice(walk, LIST_READ))
+                try:
+                    batch = list(itertools.islice(walk, LIST_READ))
+                except NotFound:  # an object gone: with the commit it was read from, or damage
+                    for listed in (commit, earlier):
+                        if listed and tx.get_commit(ref.repo, listed.info.id) is None:
+                            raise NotFound(f"commit {listed.info.id} of {ref.repo!r} was deleted while it was "
+                                           "listed, and what the listing had still to read was collected") from None
+                    raise
 
     def adds_nothing(self, ref: CommitRef, since: CommitRef) -> bool:
         """Whether REF holds no file that SINCE (an earlier commit) does not hold as it is: the same files, or only

@@ -241,3 +241,38 @@ def test_a_file_appended_to_and_replaced_at_random_reads_back_its_chunks_past_pa
         assert most > 2 * trees.FILE_PAGE  # past three pages, and (replaced) back to none
     finally:
         chunks.close()
+
+
+
+def test_a_listing_of_a_commit_deleted_and_collected_meanwhile_says_so(tmp_path):
+    """A listing reads a large directory's pages as it goes: where its commit is deleted and collected before it
+    reads them all, it ends saying so, not that an object is missing."""
+    import pytest
+
+    from pfs.core import compression
+    from pfs.core.errors import NotFound
+    from pfs.core.hashing import address
+    from pfs.core.model import ChunkRef
+    from server import trees
+    from server.gc import Collector
+    from server.meta.sqlite import SqliteMetaStore
+    from server.storage.local import LocalChunkStore
+    from server.store import LIST_READ, Store
+
+    meta, chunks = SqliteMetaStore(tmp_path / "meta.db"), LocalChunkStore(tmp_path)
+    store = Store(chunks, meta, 1 << 20)
+    try:
+        store.put_chunks([[(address(b"x\n"), compression.compress(b"x\n"))]])
+        store.create_repo("r")
+        ref = CommitRef("r", store.start_commit("r").id)
+        entries = 3 * trees.PAGES_READ * trees.PAGE  # pages past the first query's
+        store.put_files(ref, [FileWrite(f"d/f{i:05d}", (ChunkRef(address(b"x\n"), 2),)) for i in range(entries)])
+        store.finish_commit(ref)
+        listing = Store(chunks, meta, 1 << 20).list_files(ref, "d")  # a server's that has not read it yet
+        assert len([next(listing) for _ in range(LIST_READ)]) == LIST_READ  # the first batch, read
+        store.delete_commit(ref)
+        list(Collector(meta, chunks, "me", 0.0).collect())
+        with pytest.raises(NotFound, match=f"commit {ref.ref} of 'r' was deleted while it was listed"):
+            list(listing)
+    finally:
+        chunks.close()

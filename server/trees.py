@@ -4,8 +4,8 @@ A file object lists its chunks (packed binary, 40 bytes each). A file of more
 than FILE_PAGE chunks lists them in pages instead: each page a file object of
 FILE_PAGE chunks (the last of as many as are left), counted from the file's
 start, so an append stores its last page and the list of pages, and the pages
-before it are the objects they were (a file appended to a line a commit, 2,000
-times, stored 2,000 chunk lists of 1 to 2,000 chunks). A tree object
+before it are the objects they were (without pages, a file appended to 2,000
+times stored 2,000 whole chunk lists, of 1 to 2,000 chunks). A tree object
 lists a directory's entries (JSON, sorted by name). A directory of more than
 PAGED_FROM entries is a tree object of pages instead, {"pages": [[first name,
 address, entries, size], ...]}, each page a tree object of the entries from

@@ -368,11 +368,12 @@ class Store:
                 index = after[path] if path in after else splits.next_index(self._split_names(tx, root, path), path)
                 after[path] = index + 1
                 path = paths.join(path, splits.name(index))
-            chunks = list(w.chunks)
+            chunks, extended = list(w.chunks), None
             if not w.overwrite:
-                chunks = self._existing_chunks(tx, root, directories, written, path) + chunks
+                existing, extended = self._existing_chunks(tx, root, directories, written, path)
+                chunks = existing + chunks
             written[path] = chunks
-            edit.put(paths.components(path), self.trees.put_file(tx, chunks))
+            edit.put(paths.components(path), self.trees.put_file(tx, chunks, extended))
         return self._write_tree(tx, commit, edit)
 
     def _split_names(self, tx: Tx, root: Entry, path: str) -> list[str]:
@@ -562,21 +563,22 @@ class Store:
     def _existing_chunks(
         self, tx: Tx, root: Entry, directories: dict[str, dict[str, Entry]], written: dict[str, list[ChunkRef]],
         path: str,
-    ) -> list[ChunkRef]:
+    ) -> tuple[list[ChunkRef], Entry | None]:
         """The chunks PATH holds so far: those WRITTEN in this call, or those in ROOT's tree (looked up a
-        directory at a time: its entries are kept in DIRECTORIES)."""
+        directory at a time: its entries are kept in DIRECTORIES), with the stored file that holds them (None
+        for none, or for those written in this call)."""
         if path in written:
-            return written[path]
+            return written[path], None
         parent, _, name = path.rpartition("/")
         if parent not in directories:
             node = self.trees.lookup(tx, root, parent)
             directories[parent] = self.trees.entries(tx, node.address) if node is not None and node.is_dir else {}
         entry = directories[parent].get(name)
         if entry is None:
-            return []
+            return [], None
         if entry.is_dir:
             raise FailedPrecondition(f"cannot write file {path!r}: it is a directory")
-        return list(self.trees.file_chunks(tx, entry))
+        return list(self.trees.file_chunks(tx, entry)), entry
 
     def _write_tree(self, tx: Tx, commit: StoredCommit, edit: Edit) -> StoredCommit:
         new_root = self.trees.apply(tx, commit.tree, edit)

@@ -198,15 +198,26 @@ class Trees:
 
     # -- objects
 
-    def put_file(self, tx: Tx, chunks: list[ChunkRef]) -> Entry:
-        """Stores a file object (paged, past FILE_PAGE chunks); returns an unnamed entry for it."""
+    def put_file(self, tx: Tx, chunks: list[ChunkRef], extended: Entry | None = None) -> Entry:
+        """Stores a file object (paged, past FILE_PAGE chunks); returns an unnamed entry for it. EXTENDED: a stored
+        file whose chunks CHUNKS begins with (an append to it), whose full pages are CHUNKS' first, kept as they
+        are: an append packs and stores its last page, however long the file. A paged file's chunks are cached
+        as file_chunks would read them back: the next append starts from them."""
         if len(chunks) <= FILE_PAGE:
-            data = _packed(chunks)
-        else:
-            pages = [chunks[i : i + FILE_PAGE] for i in range(0, len(chunks), FILE_PAGE)]
-            data = _FILE_PAGES + b"".join(_PAGE_REF.pack(self._put_object(tx, _packed(page)), len(page),
-                                                         sum(c.size for c in page)) for page in pages)
-        return Entry("", False, self._put_object(tx, data), sum(c.size for c in chunks))
+            return Entry("", False, self._put_object(tx, _packed(chunks)), sum(c.size for c in chunks))
+        pages = self._full_pages(tx, extended)
+        for i in range(len(pages) * FILE_PAGE, len(chunks), FILE_PAGE):
+            page = chunks[i : i + FILE_PAGE]
+            pages.append((self._put_object(tx, _packed(page)), len(page), sum(c.size for c in page)))
+        addr = self._put_object(tx, _FILE_PAGES + b"".join(_PAGE_REF.pack(*p) for p in pages))
+        self._keep(addr, tuple(chunks))
+        return Entry("", False, addr, sum(size for _, _, size in pages))
+
+    @staticmethod
+    def _full_pages(tx: Tx, entry: Entry | None) -> list[tuple[bytes, int, int]]:
+        """The full pages of a stored paged file, first to last (none for None, or a file of one chunk list)."""
+        pages = _file_pages(_loaded(entry.address, tx.get_object(entry.address), bytes)) if entry else None
+        return [p for p in pages or () if p[1] == FILE_PAGE]
 
     @staticmethod
     def _put_object(tx: Tx, data: bytes) -> bytes:

@@ -226,28 +226,23 @@ class Trees:
         return addr
 
     def file_chunks(self, tx: Tx, entry: Entry) -> tuple[ChunkRef, ...]:
-        return self._cached(entry.address, lambda: self._chunks(tx, entry.address, tx.get_object(entry.address)))
+        return self._decoded(tx, entry.address, lambda data: self._chunks(tx, data))
 
-    @staticmethod
-    def _chunks(tx: Tx, addr: bytes, data: bytes | None) -> tuple[ChunkRef, ...]:
-        """The chunks of file object ADDR, as read from the store (None: not there): a paged file's pages read in
-        one query."""
-        data = _loaded(addr, data, bytes)
+    def _chunks(self, tx: Tx, data: bytes) -> tuple[ChunkRef, ...]:
+        """The chunks of a file object's DATA: a paged file's pages read in one query."""
         pages = _file_pages(data)
         if pages is None:
             return _chunk_refs(data)
-        found = tx.get_objects([a for a, _, _ in pages])
-        return tuple(itertools.chain.from_iterable(_loaded(a, found.get(a), _chunk_refs) for a, _, _ in pages))
+        addresses = [a for a, _, _ in pages]
+        found = self._many(tx, addresses, _chunk_refs, keep=False)
+        return tuple(itertools.chain.from_iterable(found[a] for a in addresses))
 
     def loading_files(self, tx: Tx, entries: Iterable[Entry]) -> Iterator[Entry]:
         """ENTRIES, in order, with what file_chunks gives for their files cached LOAD_BATCH at a time before they
         come: those not cached are read in one query, where a directory of small files would cost one for each."""
         entries = iter(entries)
         while batch := list(itertools.islice(entries, LOAD_BATCH)):
-            with self._lock:
-                todo = [e.address for e in batch if not e.is_dir and e.address not in self._cache]
-            for addr, data in tx.get_objects(todo).items() if todo else ():
-                self._keep(addr, self._chunks(tx, addr, data))
+            self._many(tx, [e.address for e in batch if not e.is_dir], lambda data: self._chunks(tx, data))
             yield from batch
 
     def entries(self, tx: Tx, tree: bytes | None) -> dict[str, Entry]:
@@ -260,10 +255,10 @@ class Trees:
 
         def merged() -> dict[str, Entry]:  # the pages read in one query, and not cached apart
             addresses = [a for a, _, _ in found.pages]
-            data = tx.get_objects(addresses)
+            pages = self._many(tx, addresses, _tree, keep=False)
             entries: dict[str, Entry] = {}
             for a in addresses:
-                entries.update(_loaded(a, data.get(a), _tree))
+                entries.update(pages[a])
             return entries
         return self._cached(("all", tree), merged)
 
@@ -280,17 +275,9 @@ class Trees:
         keep = sum(n for _, n, _ in found.pages) <= self._cache_entries // 4
         for i in range(0, len(found.pages), PAGES_READ):
             addresses = [a for a, _, _ in found.pages[i : i + PAGES_READ]]
-            with self._lock:
-                cached = {a: self._cache.get(a) for a in addresses}
-            missing = [a for a, page in cached.items() if page is None]
-            data = tx.get_objects(missing) if missing else {}
+            pages = self._many(tx, addresses, _tree, keep)
             for a in addresses:
-                page = cached[a]
-                if page is None:
-                    page = _loaded(a, data.get(a), _tree)
-                    if keep:
-                        self._keep(a, page)
-                yield from sorted(page.values(), key=lambda e: e.name)
+                yield from sorted(pages[a].values(), key=lambda e: e.name)
 
     def child(self, tx: Tx, tree: bytes, name: str) -> Entry | None:
         """The entry NAME of a directory object, or None: in a paged directory, only the page that may hold it is
@@ -310,6 +297,19 @@ class Trees:
     def _decoded(self, tx: Tx, addr: bytes, decode):
         """An object, decoded, from the cache or the store."""
         return self._cached(addr, lambda: _loaded(addr, tx.get_object(addr), decode))
+
+    def _many(self, tx: Tx, addresses: Sequence[bytes], decode, keep: bool = True) -> dict:
+        """Objects ADDRESSES, decoded, by address: those cached from the cache, the others read in one query (and
+        cached where KEEP); NotFound for one that is missing."""
+        with self._lock:
+            found = {a: self._cache.get(a) for a in addresses}
+        missing = [a for a, value in found.items() if value is None]
+        data = tx.get_objects(missing) if missing else {}
+        for a in missing:
+            found[a] = _loaded(a, data.get(a), decode)
+            if keep:
+                self._keep(a, found[a])
+        return found
 
     def _cached(self, key: object, compute):
         """What COMPUTE gives for KEY, computed once while it stays among the most recently used (what is
